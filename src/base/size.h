@@ -1,0 +1,16 @@
+// Human sizes: "512M", "1G", "4096", "1.5GiB" <-> bytes.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "base/status.h"
+
+namespace agile {
+
+// Accepts an integer or decimal with an optional suffix K, M, G, T (powers of
+// 1024), optionally followed by "B" or "iB". Rejects negatives and overflow.
+Result<uint64_t> ParseSize(const std::string& s);
+std::string FormatSize(uint64_t bytes);
+
+}  // namespace agile

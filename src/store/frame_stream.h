@@ -1,0 +1,57 @@
+// Frames over a stream socket: a buffered reader (one recv() usually brings a
+// whole reply or several pipelined requests) and SIGPIPE-free senders.
+// A FrameReader belongs to one thread; it does not own the fd.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "base/status.h"
+#include "wire/frame.h"
+
+namespace agile::memd {
+
+struct Frame {
+  wire::FrameHeader header;
+  const uint8_t* payload = nullptr;  // header.length bytes, valid until the next Next()/ReadAvailable()
+};
+
+class FrameReader {
+ public:
+  FrameReader(int fd, uint32_t magic, uint16_t version, uint32_t max_payload);
+
+  // Blocks until one whole frame is buffered, checks header and checksum,
+  // and returns it. kNotFound: the peer closed between frames. kCorruption:
+  // bad magic, oversize length, bad checksum, or EOF inside a frame.
+  // kUnsupported: another protocol version. After an error the stream is
+  // out of sync: close it.
+  Result<Frame> Next();
+
+  // True when Next() will not block: a whole frame is buffered.
+  bool HasFrame() const;
+  // One non-blocking recv(); for callers that poll(). A closed peer shows as
+  // kNotFound (between frames) or kCorruption (inside one).
+  Status ReadAvailable();
+
+ private:
+  size_t Buffered() const { return end_ - begin_; }
+  // Makes room for `need` contiguous bytes from begin_.
+  void Reserve(size_t need);
+  Status RecvSome(bool block);
+
+  int fd_;
+  uint32_t magic_;
+  uint16_t version_;
+  uint32_t max_payload_;
+  std::vector<uint8_t> buf_;
+  size_t begin_ = 0;  // first unconsumed byte
+  size_t end_ = 0;    // one past the last received byte
+};
+
+// Sends all bytes, blocking; MSG_NOSIGNAL so a closed peer is an error, not a signal.
+Status SendAll(int fd, const uint8_t* p, size_t n);
+// Sends what the socket takes now without blocking (0 when it is full).
+Result<size_t> SendSome(int fd, const uint8_t* p, size_t n);
+
+}  // namespace agile::memd

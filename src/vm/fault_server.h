@@ -1,0 +1,79 @@
+// Serves the userfaultfd of one VM on a dedicated thread: first touch gets a
+// zero page, a dropped PTE (MINOR fault) is re-mapped with UFFDIO_CONTINUE, an
+// offloaded page is fetched from the PageSource and installed with UFFDIO_COPY.
+// A page in flight (owned by an evictor or a migration) defers the fault until
+// its owner settles it. Invariant 2: zeros are only ever mapped for kZero.
+#pragma once
+
+#include <linux/userfaultfd.h>
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <thread>
+
+#include "base/fd.h"
+#include "base/status.h"
+#include "uffd/uffd.h"
+#include "vm/latency.h"
+#include "vm/page_source.h"
+#include "vm/page_table.h"
+#include "vm/shim_link.h"
+
+namespace agile::vm {
+
+struct FaultStats {
+  std::atomic<uint64_t> first_touch{0};  // kZero pages served a zero page
+  std::atomic<uint64_t> minor{0};        // dropped PTEs re-mapped (read tracking)
+  std::atomic<uint64_t> refault{0};      // offloaded pages fetched back
+  std::atomic<uint64_t> spurious{0};     // already resolved by a racing fault
+  std::atomic<uint64_t> deferred{0};     // waited for a page in flight
+  std::atomic<uint64_t> fetch_errors{0}; // source unreachable (retried)
+  LatencyHistogram first_touch_latency;
+  LatencyHistogram refault_latency;
+};
+
+class FaultServer {
+ public:
+  // `table`, `uffd` and `source` must outlive the server. `source` may be null
+  // while no page is offloaded.
+  FaultServer(uffd::Uffd* uffd, const GuestMapping& map, PageTable* table, PageSource* source);
+  ~FaultServer();
+
+  Status Start();
+  void Stop();  // idempotent; joins the thread
+
+  const FaultStats& stats() const { return stats_; }
+  // Called when the fault thread hits an error it cannot retry (QEMU gone).
+  void set_on_fatal(std::function<void(const Status&)> f) { on_fatal_ = std::move(f); }
+  // Wakes the thread so deferred faults are retried now (after a page settles).
+  void Kick();
+
+ private:
+  struct Pending {
+    uint64_t addr;
+    uint64_t flags;
+    uint64_t start_ns;
+  };
+  void Run();
+  // Returns true when the fault is resolved, false to retry it later.
+  bool Serve(const Pending& f);
+  bool ServeOffloaded(uint64_t idx, uint64_t page_addr, uint64_t start_ns);
+
+  uffd::Uffd* uffd_;
+  GuestMapping map_;
+  PageTable* table_;
+  PageSource* source_;
+  UniqueFd wake_fd_;  // eventfd: stop and kick
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  std::deque<Pending> deferred_;
+  FaultStats stats_;
+  std::function<void(const Status&)> on_fatal_;
+  uint64_t last_fetch_warn_ns_ = 0;
+};
+
+uint64_t NowNs();
+
+}  // namespace agile::vm

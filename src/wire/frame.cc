@@ -1,0 +1,79 @@
+#include "wire/frame.h"
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include <cstdio>
+
+#include "base/io.h"
+#include "wire/codec.h"
+
+namespace agile::wire {
+namespace {
+
+uint32_t Checksum(const uint8_t* header12, const uint8_t* payload, size_t len) {
+  uint32_t seed = XXH32(header12, 12, 0);
+  return XXH32(payload, len, seed);
+}
+
+std::string Hex32(uint32_t v) {
+  char b[16];
+  std::snprintf(b, sizeof(b), "0x%08x", v);
+  return b;
+}
+
+}  // namespace
+
+void AppendFrame(std::vector<uint8_t>* out, uint32_t magic, uint16_t version, uint16_t type,
+                 const uint8_t* payload, size_t len) {
+  size_t start = out->size();
+  Encoder e(out);
+  e.U32(magic);
+  e.U16(version);
+  e.U16(type);
+  e.U32(static_cast<uint32_t>(len));
+  e.U32(Checksum(out->data() + start, payload, len));
+  out->insert(out->end(), payload, payload + len);
+}
+
+Result<FrameHeader> DecodeFrameHeader(const uint8_t* bytes, uint32_t magic, uint16_t version,
+                                      uint32_t max_payload) {
+  Decoder d(bytes, kFrameHeaderSize);
+  FrameHeader h;
+  h.magic = d.U32();
+  h.version = d.U16();
+  h.type = d.U16();
+  h.length = d.U32();
+  h.checksum = d.U32();
+  if (h.magic != magic) return Corruption("bad magic " + Hex32(h.magic) + " (expected " + Hex32(magic) + ")");
+  if (h.version != version)
+    return Unsupported("protocol version " + std::to_string(h.version) + " not supported (speaking " +
+                       std::to_string(version) + ")");
+  if (h.length > max_payload)
+    return Corruption("frame payload of " + std::to_string(h.length) + " bytes exceeds limit of " +
+                      std::to_string(max_payload));
+  return h;
+}
+
+Status VerifyFrame(const uint8_t* header_bytes, const FrameHeader& h, const uint8_t* payload) {
+  uint32_t want = Checksum(header_bytes, payload, h.length);
+  if (want != h.checksum)
+    return Corruption("frame checksum mismatch: got " + Hex32(h.checksum) + ", computed " + Hex32(want));
+  return Status::Ok();
+}
+
+Result<FrameHeader> ReadFrame(int fd, uint32_t magic, uint16_t version, uint32_t max_payload,
+                              std::vector<uint8_t>* payload) {
+  uint8_t hb[kFrameHeaderSize];
+  AGILE_RETURN_IF_ERROR(ReadFull(fd, hb, sizeof(hb)));
+  AGILE_ASSIGN_OR_RETURN(FrameHeader h, DecodeFrameHeader(hb, magic, version, max_payload));
+  payload->resize(h.length);
+  if (h.length > 0) {
+    Status st = ReadFull(fd, payload->data(), h.length);
+    if (!st.ok()) return st.code() == Code::kNotFound ? Corruption("connection closed mid-frame") : st;
+  }
+  AGILE_RETURN_IF_ERROR(VerifyFrame(hb, h, payload->data()));
+  return h;
+}
+
+}  // namespace agile::wire
