@@ -1,0 +1,169 @@
+// agilectl: the command line for agiled. Every command takes --json.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <iostream>
+
+#include "agiled/control_client.h"
+#include "base/size.h"
+#include "qemu/launch.h"
+
+using namespace agile;
+using nlohmann::json;
+
+namespace {
+
+struct Globals {
+  std::string host;
+  bool json_out = false;
+};
+
+int Report(const Status& s) {
+  std::cerr << "agilectl: " << s.message() << " [" << CodeName(s.code()) << "]\n";
+  return s.code() == Code::kUnavailable ? 3 : 1;
+}
+
+Result<json> Call(const Globals& g, const std::string& op, const json& args) {
+  AGILE_ASSIGN_OR_RETURN(auto c, agiled::ControlClient::Connect(g.host));
+  return c.Call(op, args);
+}
+
+std::string U(const json& j, const char* a, const char* b = nullptr) {
+  const json* p = &j;
+  if (!p->contains(a)) return "-";
+  p = &(*p)[a];
+  if (b) {
+    if (!p->contains(b)) return "-";
+    p = &(*p)[b];
+  }
+  return p->is_string() ? p->get<std::string>() : p->dump();
+}
+
+void PrintStat(const json& s) {
+  uint64_t total = s.contains("pages") ? s["pages"].value("total", 0ull) : 0;
+  auto pages = [&](const char* k) {
+    uint64_t n = s.contains("pages") ? s["pages"].value(k, 0ull) : 0;
+    char b[96];
+    std::snprintf(b, sizeof(b), "%8llu pages  %10s  %5.1f%%", static_cast<unsigned long long>(n),
+                  FormatSize(n * 4096).c_str(), total ? 100.0 * static_cast<double>(n) / static_cast<double>(total) : 0.0);
+    return std::string(b);
+  };
+  std::cout << "vm " << U(s, "name") << ": " << U(s, "state") << ", " << FormatSize(s.value("memory_bytes", 0ull))
+            << ", workload " << U(s, "workload") << ", pid " << U(s, "pid") << "\n";
+  std::cout << "  resident  " << pages("resident") << "\n"
+            << "  zero      " << pages("zero") << "\n"
+            << "  offloaded " << pages("offloaded") << "\n";
+  if (s.contains("faults"))
+    std::cout << "  faults    first-touch " << U(s, "faults", "first_touch") << " (p50 "
+              << U(s, "faults", "first_touch_p50_us") << " us, p99 " << U(s, "faults", "first_touch_p99_us")
+              << " us), minor " << U(s, "faults", "minor") << ", refault " << U(s, "faults", "refault") << "\n";
+  if (s.contains("host")) std::cout << "  host      RAM file " << FormatSize(s["host"].value("ram_file_bytes", 0ull)) << "\n";
+  if (s.contains("guest") && s["guest"].contains("line")) std::cout << "  guest     " << U(s, "guest", "line") << "\n";
+  if (s.contains("exit")) std::cout << "  exit      " << U(s, "exit") << "\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"agilectl - control agiled: VMs whose memory agile owns."};
+  app.require_subcommand(1);
+  Globals g;
+  const char* env_host = std::getenv("AGILE_HOST");
+  g.host = env_host ? env_host : "unix:/run/agile/agiled.sock";
+  app.add_option("-H,--host", g.host, "agiled to talk to: unix:PATH or HOST:PORT (env AGILE_HOST)")->capture_default_str();
+  app.add_flag("--json", g.json_out, "Print machine-readable JSON");
+
+  auto* vm = app.add_subcommand("vm", "Manage VMs");
+  vm->require_subcommand(1);
+
+  std::string name, memory = "512M", workload = "memverify", wargs;
+  std::vector<std::string> qemu_args;
+  int vcpus = 1, lines = 40;
+
+  auto* start = vm->add_subcommand("start", "Boot a VM whose guest RAM agiled owns");
+  start->add_option("name", name, "VM name ([A-Za-z0-9_.-], unique on the host)")->required();
+  start->add_option("--memory", memory, "Guest RAM, e.g. 512M, 1G")->capture_default_str();
+  start->add_option("--vcpus", vcpus, "Virtual CPUs")->capture_default_str();
+  start->add_option("--workload", workload, "Guest program: memverify, memtouch or none")->capture_default_str();
+  start->add_option("--workload-args", wargs,
+                    "\"key=value ...\" for the workload. memverify: size_mib rate verify_rate seed; "
+                    "memtouch: size_mib hot_mib write_pct pattern(uniform|zipf) phase_s seed");
+  start->add_option("--qemu-arg", qemu_args, "Extra QEMU argument (repeatable), appended verbatim")->allow_extra_args(false);
+
+  auto* list = vm->add_subcommand("list", "List VMs on the host");
+  auto* stat = vm->add_subcommand("stat", "Live status and page statistics of a VM");
+  stat->add_option("name", name, "VM name")->required();
+  auto* console = vm->add_subcommand("console", "Recent serial console output of a VM");
+  console->add_option("name", name, "VM name")->required();
+  console->add_option("--lines", lines, "How many lines")->capture_default_str();
+  auto* stop = vm->add_subcommand("stop", "Stop a VM and free its memory");
+  stop->add_option("name", name, "VM name")->required();
+
+  auto* host = app.add_subcommand("host", "The agiled itself");
+  host->require_subcommand(1);
+  auto* info = host->add_subcommand("info", "Identity and paths of the agiled");
+  auto* shutdown = host->add_subcommand("shutdown", "Stop all VMs and the agiled");
+
+  CLI11_PARSE(app, argc, argv);
+
+  std::string op;
+  json args = json::object();
+  if (start->parsed()) {
+    auto mem = ParseSize(memory);
+    if (!mem.ok()) return Report(mem.status().Annotate("--memory"));
+    auto wa = qemu::ParseWorkloadArgs(wargs);
+    if (!wa.ok()) return Report(wa.status());
+    qemu::VmSpec spec;
+    spec.name = name;
+    spec.memory_bytes = *mem;
+    spec.vcpus = vcpus;
+    spec.workload = workload;
+    spec.workload_args = *wa;
+    spec.extra_qemu_args = qemu_args;
+    Status v = spec.Validate();
+    if (!v.ok()) return Report(v);  // checked here too, so bad input never reaches a host
+    op = "vm.start";
+    args = spec.ToJson();
+  } else if (list->parsed()) {
+    op = "vm.list";
+  } else if (stat->parsed()) {
+    op = "vm.stat";
+    args = {{"name", name}};
+  } else if (console->parsed()) {
+    op = "vm.console";
+    args = {{"name", name}, {"lines", lines}};
+  } else if (stop->parsed()) {
+    op = "vm.stop";
+    args = {{"name", name}};
+  } else if (info->parsed()) {
+    op = "host.info";
+  } else if (shutdown->parsed()) {
+    op = "host.shutdown";
+  }
+
+  auto r = Call(g, op, args);
+  if (!r.ok()) return Report(r.status());
+  const json& res = *r;
+  if (g.json_out) {
+    std::cout << res.dump(2) << "\n";
+    return 0;
+  }
+  if (op == "vm.start" || op == "vm.stat") {
+    PrintStat(res);
+  } else if (op == "vm.list") {
+    std::printf("%-20s %-10s %10s %-10s %10s\n", "NAME", "STATE", "MEMORY", "WORKLOAD", "RESIDENT");
+    for (const auto& v : res)
+      std::printf("%-20s %-10s %10s %-10s %10s\n", v.value("name", "").c_str(), v.value("state", "").c_str(),
+                  FormatSize(v.value("memory_bytes", 0ull)).c_str(), v.value("workload", "").c_str(),
+                  FormatSize(v.value("resident_pages", 0ull) * 4096).c_str());
+  } else if (op == "vm.console") {
+    std::cout << res.value("text", "");
+  } else if (op == "vm.stop") {
+    std::cout << "vm " << name << " stopped\n";
+  } else {
+    std::cout << res.dump(2) << "\n";
+  }
+  return 0;
+}

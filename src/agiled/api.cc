@@ -1,0 +1,56 @@
+#include "agiled/api.h"
+
+namespace agile::agiled {
+using nlohmann::json;
+
+namespace {
+
+Result<std::string> NameArg(const json& args) {
+  if (!args.contains("name") || !args["name"].is_string()) return InvalidArgument("missing \"name\"");
+  return args["name"].get<std::string>();
+}
+
+}  // namespace
+
+Result<json> Api::Handle(const std::string& op, const json& args) {
+  if (op == "host.info") {
+    const auto& h = vms_->host();
+    return json{{"id", h.id}, {"state_dir", h.state_dir}, {"shm_root", h.shm_root}, {"vms", vms_->List().size()}};
+  }
+  if (op == "host.shutdown") {
+    request_shutdown_();
+    return json{{"shutting_down", true}};
+  }
+  if (op == "vm.start") {
+    AGILE_ASSIGN_OR_RETURN(qemu::VmSpec spec, qemu::VmSpec::FromJson(args));
+    AGILE_ASSIGN_OR_RETURN(auto vm, vms_->Start(spec));
+    return vm->Stat();
+  }
+  if (op == "vm.list") {
+    json out = json::array();
+    for (auto& vm : vms_->List()) {
+      json s = vm->Stat();
+      out.push_back({{"name", s["name"]},
+                     {"state", s["state"]},
+                     {"memory_bytes", s["memory_bytes"]},
+                     {"workload", s["workload"]},
+                     {"resident_pages", s["pages"].value("resident", 0)}});
+    }
+    return out;
+  }
+  if (op != "vm.stop" && op != "vm.stat" && op != "vm.console")
+    return InvalidArgument("unknown op '" + op + "' (host.info, host.shutdown, vm.start, vm.list, vm.stat, vm.console, vm.stop)");
+  AGILE_ASSIGN_OR_RETURN(std::string name, NameArg(args));
+  if (op == "vm.stop") {
+    AGILE_RETURN_IF_ERROR(vms_->Stop(name));
+    return json{{"name", name}, {"state", "stopped"}};
+  }
+  AGILE_ASSIGN_OR_RETURN(auto vm, vms_->Get(name));
+  if (op == "vm.console") {
+    AGILE_ASSIGN_OR_RETURN(std::string text, vm->Console(args.value("lines", 40)));
+    return json{{"name", name}, {"text", text}};
+  }
+  return vm->Stat();
+}
+
+}  // namespace agile::agiled

@@ -1,0 +1,24 @@
+// The control API's operations, mapped onto the VmManager. Each op validates
+// its arguments fully before changing anything.
+#pragma once
+
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "agiled/vm_manager.h"
+
+namespace agile::agiled {
+
+class Api {
+ public:
+  Api(VmManager* vms, std::function<void()> request_shutdown)
+      : vms_(vms), request_shutdown_(std::move(request_shutdown)) {}
+  Result<nlohmann::json> Handle(const std::string& op, const nlohmann::json& args);
+
+ private:
+  VmManager* vms_;
+  std::function<void()> request_shutdown_;
+};
+
+}  // namespace agile::agiled

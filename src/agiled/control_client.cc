@@ -1,0 +1,32 @@
+#include "agiled/control_client.h"
+
+#include "base/socket.h"
+
+namespace agile::agiled {
+using nlohmann::json;
+
+Code CodeFromName(const std::string& name) {
+  for (int c = 0; c <= static_cast<int>(Code::kInternal); ++c)
+    if (name == CodeName(static_cast<Code>(c))) return static_cast<Code>(c);
+  return Code::kInternal;
+}
+
+Result<ControlClient> ControlClient::Connect(const std::string& addr) {
+  auto fd = ConnectAddress(addr);
+  if (!fd.ok()) return fd.status().Annotate("cannot reach agiled at " + addr + " (is it running?)");
+  return ControlClient(std::move(fd).value(), addr);
+}
+
+Result<json> ControlClient::Call(const std::string& op, const json& args) {
+  std::string line = json{{"op", op}, {"args", args}}.dump() + "\n";
+  AGILE_RETURN_IF_ERROR(WriteFull(fd_.get(), line.data(), line.size()).Annotate("agiled " + addr_));
+  auto resp_line = reader_.Next();
+  if (!resp_line.ok()) return resp_line.status().Annotate("agiled " + addr_ + " closed the connection");
+  json resp = json::parse(*resp_line, nullptr, false);
+  if (resp.is_discarded() || !resp.is_object()) return Corruption("agiled sent a malformed response");
+  if (resp.value("ok", false)) return resp.value("result", json::object());
+  const json& e = resp.value("error", json::object());
+  return Status(CodeFromName(e.value("code", "internal")), e.value("message", "unknown error"));
+}
+
+}  // namespace agile::agiled

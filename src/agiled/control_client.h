@@ -1,0 +1,32 @@
+// Client of agiled's control API (see control_server.h for the format).
+// Not thread-safe: one request at a time per client.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "base/fd.h"
+#include "base/io.h"
+#include "base/status.h"
+
+namespace agile::agiled {
+
+class ControlClient {
+ public:
+  // addr: "unix:PATH", "/path/to/agiled.sock" or "HOST:PORT".
+  static Result<ControlClient> Connect(const std::string& addr);
+  // Returns "result" on success; agiled's error code and message otherwise.
+  Result<nlohmann::json> Call(const std::string& op, const nlohmann::json& args = nlohmann::json::object());
+  ControlClient(ControlClient&& o) noexcept : fd_(std::move(o.fd_)), reader_(fd_.get()), addr_(std::move(o.addr_)) {}
+
+ private:
+  ControlClient(UniqueFd fd, std::string addr) : fd_(std::move(fd)), reader_(fd_.get()), addr_(std::move(addr)) {}
+  UniqueFd fd_;
+  LineReader reader_;
+  std::string addr_;
+};
+
+// Maps agiled's error code names back to codes.
+Code CodeFromName(const std::string& name);
+
+}  // namespace agile::agiled

@@ -1,0 +1,84 @@
+#include "agiled/control_server.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "base/io.h"
+#include "base/socket.h"
+
+namespace agile::agiled {
+using nlohmann::json;
+
+ControlServer::~ControlServer() { Shutdown(); }
+
+void ControlServer::Serve(UniqueFd listen_fd) {
+  int fd = listen_fd.get();
+  listeners_.push_back(std::move(listen_fd));
+  threads_.emplace_back([this, fd] { AcceptLoop(fd); });
+}
+
+void ControlServer::Shutdown() {
+  if (stop_.exchange(true)) return;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (int c : conns_) ::shutdown(c, SHUT_RDWR);
+  }
+  for (auto& l : listeners_) ::shutdown(l.get(), SHUT_RDWR);
+  for (auto& t : threads_)
+    if (t.joinable()) t.join();
+  // Connection threads are detached (a daemon serves many short connections);
+  // wait for the last one to leave before members go away.
+  std::unique_lock<std::mutex> l(mu_);
+  idle_.wait(l, [this] { return conns_.empty(); });
+}
+
+void ControlServer::AcceptLoop(int fd) {
+  while (!stop_) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 200) <= 0) continue;
+    auto conn = Accept(fd);
+    if (!conn.ok()) {
+      if (!stop_) spdlog::warn("control: {}", conn.status().ToString());
+      continue;
+    }
+    std::lock_guard<std::mutex> l(mu_);
+    if (stop_) return;
+    conns_.push_back(conn->get());
+    std::thread([this, c = std::move(conn).value()]() mutable { ServeConnection(std::move(c)); }).detach();
+  }
+}
+
+void ControlServer::ServeConnection(UniqueFd conn) {
+  LineReader reader(conn.get());
+  for (;;) {
+    auto line = reader.Next();
+    if (!line.ok()) break;
+    json resp;
+    json req = json::parse(*line, nullptr, false);
+    if (req.is_discarded() || !req.is_object() || !req.contains("op") || !req["op"].is_string()) {
+      resp = {{"ok", false}, {"error", {{"code", "invalid-argument"}, {"message", "request must be a JSON object with a string \"op\""}}}};
+    } else {
+      std::string op = req["op"];
+      json args = req.value("args", json::object());
+      Result<json> r = Internal("unhandled");
+      try {
+        r = handler_(op, args);
+      } catch (const std::exception& e) {
+        r = InvalidArgument(std::string("bad arguments: ") + e.what());
+      }
+      if (r.ok()) resp = {{"ok", true}, {"result", *r}};
+      else resp = {{"ok", false}, {"error", {{"code", CodeName(r.status().code())}, {"message", r.status().message()}}}};
+    }
+    std::string out = resp.dump() + "\n";
+    if (!WriteFull(conn.get(), out.data(), out.size()).ok()) break;
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  conns_.erase(std::remove(conns_.begin(), conns_.end(), conn.get()), conns_.end());
+  idle_.notify_all();
+}
+
+}  // namespace agile::agiled

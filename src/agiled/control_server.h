@@ -1,0 +1,44 @@
+// agiled's control API: JSON lines over a unix socket (and optionally TCP).
+// Request:  {"op": "vm.start", "args": {...}}
+// Response: {"ok": true, "result": {...}} or
+//           {"ok": false, "error": {"code": "not-found", "message": "..."}}
+// One thread per connection; requests on a connection are answered in order.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/fd.h"
+#include "base/status.h"
+
+namespace agile::agiled {
+
+using Handler = std::function<Result<nlohmann::json>(const std::string& op, const nlohmann::json& args)>;
+
+class ControlServer {
+ public:
+  explicit ControlServer(Handler h) : handler_(std::move(h)) {}
+  ~ControlServer();
+  // Starts accepting on an already-listening socket.
+  void Serve(UniqueFd listen_fd);
+  void Shutdown();
+
+ private:
+  void AcceptLoop(int fd);
+  void ServeConnection(UniqueFd conn);
+  Handler handler_;
+  std::atomic<bool> stop_{false};
+  std::vector<UniqueFd> listeners_;
+  std::vector<std::thread> threads_;
+  std::mutex mu_;
+  std::vector<int> conns_;
+  std::condition_variable idle_;  // signalled when a connection thread ends
+};
+
+}  // namespace agile::agiled

@@ -1,0 +1,20 @@
+// Where one agiled keeps its things and which binaries it runs. Several
+// agileds coexist on one machine by using different ids and state dirs.
+#pragma once
+
+#include <string>
+
+namespace agile::agiled {
+
+struct HostConfig {
+  std::string id;          // unique per agiled on this machine
+  std::string state_dir;   // sockets, logs, per-VM folders
+  std::string shm_root;    // /dev/shm/agile/<id>: guest RAM files
+  std::string qemu_binary = "/usr/bin/qemu-system-x86_64";
+  std::string shim_path;   // libagile-shim.so
+  std::string kernel;      // guest kernel
+  std::string initrd;      // guest initramfs
+  int handoff_timeout_ms = 30000;  // QEMU start until the shim hands over the uffd
+};
+
+}  // namespace agile::agiled

@@ -1,0 +1,141 @@
+// agiled: one per host. Owns the guest memory of the VMs it runs and serves
+// the control API (agilectl) on STATE_DIR/agiled.sock.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <filesystem>
+#include <iostream>
+
+#include "agiled/api.h"
+#include "agiled/control_server.h"
+#include "agiled/vm_manager.h"
+#include "base/socket.h"
+
+namespace fs = std::filesystem;
+using namespace agile;
+
+namespace {
+
+std::string ExeDir() {
+  std::error_code ec;
+  auto p = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? "." : p.parent_path().string();
+}
+
+int Fail(const std::string& msg) {
+  std::cerr << "agiled: " << msg << "\n";
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"agiled - the agile host daemon: runs QEMU VMs whose guest memory it owns, and serves the "
+               "control API used by agilectl."};
+  agiled::HostConfig host;
+  host.state_dir = "/run/agile";
+  std::string listen, log_level = "info", guest_dir = ExeDir() + "/../guest";
+  host.shim_path = ExeDir() + "/../lib/libagile-shim.so";
+  bool daemonize = false;
+  app.add_option("--state-dir", host.state_dir, "Folder for the control socket, logs and per-VM files")
+      ->capture_default_str();
+  app.add_option("--id", host.id, "Name of this agiled, unique on the machine (default: the state dir's name)");
+  app.add_option("--listen", listen, "Also serve the control API on TCP HOST:PORT (for peers and remote agilectl)");
+  app.add_option("--qemu", host.qemu_binary, "QEMU binary")->capture_default_str();
+  app.add_option("--shim", host.shim_path, "libagile-shim.so to preload into QEMU")->capture_default_str();
+  app.add_option("--guest-dir", guest_dir, "Folder with the guest vmlinuz and initrd.img")->capture_default_str();
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
+  app.add_flag("--daemon", daemonize, "Run in the background once ready; log to STATE_DIR/agiled.log");
+  CLI11_PARSE(app, argc, argv);
+
+  auto level = spdlog::level::from_str(log_level);
+  if (level == spdlog::level::off && log_level != "off") return Fail("unknown --log-level '" + log_level + "'");
+  spdlog::set_level(level);
+  if (geteuid() != 0) return Fail("must run as root (userfaultfd on another process's memory, /dev/shm, cgroups)");
+
+  std::error_code ec;
+  host.state_dir = fs::absolute(host.state_dir).lexically_normal().string();
+  if (host.state_dir.size() > 80) return Fail("--state-dir path too long for unix sockets (max 80 chars)");
+  fs::create_directories(host.state_dir + "/vms", ec);
+  if (ec) return Fail("cannot create " + host.state_dir + ": " + ec.message());
+  if (host.id.empty()) host.id = fs::path(host.state_dir).filename().string();
+  host.shm_root = "/dev/shm/agile/" + host.id;
+  host.kernel = guest_dir + "/vmlinuz";
+  host.initrd = guest_dir + "/initrd.img";
+  for (const auto& f : {host.qemu_binary, host.shim_path, host.kernel, host.initrd})
+    if (!fs::exists(f)) return Fail("missing " + f + " (build with `make`, or pass --qemu/--shim/--guest-dir)");
+  host.shim_path = fs::canonical(host.shim_path).string();
+  host.kernel = fs::canonical(host.kernel).string();
+  host.initrd = fs::canonical(host.initrd).string();
+
+  // One agiled per id: the lock lives as long as the process.
+  fs::create_directories(host.shm_root, ec);
+  if (ec) return Fail("cannot create " + host.shm_root + ": " + ec.message());
+  int lock = ::open((host.shm_root + "/.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock < 0 || ::flock(lock, LOCK_EX | LOCK_NB) != 0)
+    return Fail("another agiled already runs with id '" + host.id + "' (use --id or another --state-dir)");
+  // Leftover RAM files of a previous agiled of this id: nothing can use them now.
+  for (auto& e : fs::directory_iterator(host.shm_root, ec))
+    if (e.is_directory()) fs::remove_all(e.path(), ec);
+
+  std::string sock_path = host.state_dir + "/agiled.sock";
+  auto unix_listen = UnixListen(sock_path);
+  if (!unix_listen.ok()) return Fail(unix_listen.status().ToString());
+  UniqueFd tcp_listen;
+  if (!listen.empty()) {
+    auto hp = ParseHostPort(listen);
+    if (!hp.ok()) return Fail("--listen: " + hp.status().message());
+    auto l = TcpListen(*hp);
+    if (!l.ok()) return Fail(l.status().ToString());
+    tcp_listen = std::move(l).value();
+  }
+
+  if (daemonize) {
+    if (::daemon(0, 0) != 0) return Fail("daemon(): " + std::string(strerror(errno)));
+    auto file = std::make_shared<spdlog::sinks::basic_file_sink_mt>(host.state_dir + "/agiled.log");
+    spdlog::set_default_logger(std::make_shared<spdlog::logger>("agiled", file));
+    spdlog::set_level(level);
+    spdlog::flush_every(std::chrono::seconds(1));
+  }
+
+  // Signals are taken synchronously by the main thread; block them in every
+  // thread before any is created. SIGPIPE: a vanished client is an error value.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  std::atomic<bool> shutdown{false};
+  agiled::VmManager vms(host);
+  agiled::Api api(&vms, [&] { shutdown = true; });
+  agiled::ControlServer server([&](const std::string& op, const nlohmann::json& args) { return api.Handle(op, args); });
+  server.Serve(std::move(unix_listen).value());
+  if (tcp_listen) server.Serve(std::move(tcp_listen));
+  spdlog::info("agiled {} ready: control socket {}{}", host.id, sock_path, listen.empty() ? "" : ", tcp " + listen);
+  if (!daemonize) std::cout << "agiled: ready id=" << host.id << " socket=" << sock_path << std::endl;
+
+  timespec tick{0, 200 * 1000 * 1000};
+  while (!shutdown) {
+    int sig = sigtimedwait(&set, nullptr, &tick);
+    if (sig > 0) {
+      spdlog::info("agiled {}: {} received, stopping VMs", host.id, strsignal(sig));
+      break;
+    }
+  }
+  server.Shutdown();
+  vms.StopAll();
+  fs::remove(sock_path, ec);
+  fs::remove_all(host.shm_root, ec);
+  spdlog::info("agiled {}: stopped", host.id);
+  return 0;
+}

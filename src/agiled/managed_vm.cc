@@ -1,0 +1,277 @@
+#include "agiled/managed_vm.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+
+#include "base/socket.h"
+#include "uffd/compat.h"
+#include "uffd/register.h"
+
+namespace agile::agiled {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+enum State : int { kStarting, kRunning, kStopping, kStopped, kExited, kCrashed };
+
+const char* StateName(int s) {
+  switch (s) {
+    case kStarting: return "starting";
+    case kRunning: return "running";
+    case kStopping: return "stopping";
+    case kStopped: return "stopped";
+    case kExited: return "exited";
+    case kCrashed: return "crashed";
+  }
+  return "unknown";
+}
+
+std::deque<std::string> TailLines(const std::string& path, size_t n) {
+  std::ifstream in(path);
+  std::deque<std::string> lines;
+  std::string l;
+  while (std::getline(in, l)) {
+    if (!l.empty() && l.back() == '\r') l.pop_back();
+    lines.push_back(l);
+    if (lines.size() > n) lines.pop_front();
+  }
+  return lines;
+}
+
+}  // namespace
+
+ManagedVm::ManagedVm(qemu::VmSpec spec, const HostConfig& host) : spec_(std::move(spec)), host_(host) {
+  dir_ = host_.state_dir + "/vms/" + spec_.name;
+  ram_dir_ = host_.shm_root + "/" + spec_.name;
+  ram_path_ = ram_dir_ + "/ram";
+  qmp_path_ = dir_ + "/qmp.sock";
+  serial_path_ = dir_ + "/serial.log";
+  qemu_log_path_ = dir_ + "/qemu.log";
+}
+
+Result<std::unique_ptr<ManagedVm>> ManagedVm::Launch(const qemu::VmSpec& spec, const HostConfig& host) {
+  AGILE_RETURN_IF_ERROR(spec.Validate());
+  std::unique_ptr<ManagedVm> vm(new ManagedVm(spec, host));
+  Status st = vm->Start();
+  if (!st.ok()) {
+    vm->Cleanup();
+    return st;
+  }
+  return vm;
+}
+
+Status ManagedVm::Start() {
+  std::error_code ec;
+  fs::create_directories(dir_, ec);
+  if (ec) return Internal("create " + dir_ + ": " + ec.message());
+  fs::create_directories(ram_dir_, ec);
+  if (ec) return Internal("create " + ram_dir_ + ": " + ec.message());
+  for (const auto& f : {serial_path_, qemu_log_path_, qmp_path_}) fs::remove(f, ec);
+
+  // The RAM file is created empty and sized, never pre-filled: every first
+  // touch reaches our fault server, which is how we know what is resident.
+  ram_fd_.Reset(::open(ram_path_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!ram_fd_) return ErrnoStatus("create RAM file " + ram_path_ + " (is another VM of that name running?)");
+  if (::ftruncate(ram_fd_.get(), static_cast<off_t>(spec_.memory_bytes)) != 0) return ErrnoStatus("size RAM file");
+
+  std::string shim_sock = dir_ + "/shim.sock";
+  AGILE_ASSIGN_OR_RETURN(UniqueFd listen, UnixListen(shim_sock, 1));
+
+  UniqueFd log(::open(qemu_log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (!log) return ErrnoStatus("create " + qemu_log_path_);
+  qemu::LaunchPaths paths{host_.qemu_binary, host_.kernel, host_.initrd, ram_path_, qmp_path_, serial_path_};
+  SpawnOptions opts;
+  opts.argv = qemu::QemuArgv(spec_, paths, /*incoming=*/false);
+  opts.env = {"LD_PRELOAD=" + host_.shim_path, "AGILE_RAM_PATH=" + ram_path_, "AGILE_SHIM_SOCK=" + shim_sock};
+  opts.stdout_fd = log.get();
+  opts.stderr_fd = log.get();
+  for (const auto& f : {host_.qemu_binary, host_.shim_path, host_.kernel, host_.initrd})
+    if (!fs::exists(f)) return NotFound("missing " + f + " (run `make` to build the shim and guest image)");
+  spdlog::info("vm {}: starting QEMU ({} MiB, workload {})", spec_.name, spec_.memory_bytes >> 20, spec_.workload);
+  AGILE_ASSIGN_OR_RETURN(qemu_, Spawn(opts));
+  started_ns_ = vm::NowNs();
+
+  UniqueFd uffd_fd;
+  auto link = vm::ShimLink::Accept(listen.get(), ram_path_, spec_.memory_bytes, host_.handoff_timeout_ms,
+                                   qemu_.pidfd(), &uffd_fd);
+  if (!link.ok()) {
+    (void)qemu_.Signal(SIGKILL);
+    qemu_.Wait(5000);
+    return link.status().Annotate("vm " + spec_.name + " did not start").Annotate(QemuLogTail());
+  }
+  shim_ = std::make_unique<vm::ShimLink>(std::move(link).value());
+  uffd_ = std::make_unique<uffd::Uffd>(std::move(uffd_fd));
+  table_ = std::make_unique<vm::PageTable>(spec_.memory_bytes / uffd::kPageSize);
+  faults_ = std::make_unique<vm::FaultServer>(uffd_.get(), shim_->mapping(), table_.get(), nullptr);
+  faults_->set_on_fatal([name = spec_.name](const Status& s) {
+    spdlog::warn("vm {}: fault service ended: {}", name, s.ToString());
+  });
+  AGILE_RETURN_IF_ERROR(faults_->Start());
+  spdlog::info("vm {}: QEMU pid {} handed over {} MiB of guest RAM (features: {})", spec_.name, qemu_.pid(),
+               shim_->mapping().length >> 20, uffd::FeatureNames(shim_->mapping().features));
+
+  auto qmp = qemu::QmpClient::Connect(qmp_path_, 15000);
+  if (!qmp.ok()) {
+    (void)qemu_.Signal(SIGKILL);
+    qemu_.Wait(5000);
+    return qmp.status().Annotate("vm " + spec_.name).Annotate(QemuLogTail());
+  }
+  qmp_ = std::make_unique<qemu::QmpClient>(std::move(qmp).value());
+  monitor_wake_.Reset(::eventfd(0, EFD_CLOEXEC));
+  state_ = kRunning;
+  monitor_ = std::thread([this] { Monitor(); });
+  return Status::Ok();
+}
+
+void ManagedVm::Monitor() {
+  pollfd p[2] = {{qemu_.pidfd(), POLLIN, 0}, {monitor_wake_.get(), POLLIN, 0}};
+  while (::poll(p, 2, -1) < 0 && errno == EINTR) {
+  }
+  if (!(p[0].revents & POLLIN)) return;  // woken by Stop()
+  qemu_.Wait(1000);
+  if (stopping_) return;
+  std::string why = qemu_.ExitDescription();
+  bool clean = why == "exited with code 0";
+  state_ = clean ? kExited : kCrashed;
+  exit_reason_ = why;
+  if (clean) spdlog::info("vm {}: QEMU {} (guest powered off)", spec_.name, why);
+  else spdlog::error("vm {}: QEMU {} unexpectedly. {}", spec_.name, why, QemuLogTail());
+  faults_->Stop();
+}
+
+Result<json> ManagedVm::Qmp(const std::string& cmd, const json& args) {
+  std::lock_guard<std::mutex> l(qmp_mu_);
+  if (!qmp_) return Unavailable("no QMP connection");
+  return qmp_->Execute(cmd, args);
+}
+
+Status ManagedVm::Stop(int timeout_ms) {
+  std::lock_guard<std::mutex> l(stop_mu_);
+  if (state_ == kStopped) return Status::Ok();
+  stopping_ = true;
+  state_ = kStopping;
+  if (qemu_.running() && !qemu_.Poll()) {
+    spdlog::info("vm {}: stopping", spec_.name);
+    auto q = Qmp("quit");
+    if (!q.ok()) spdlog::warn("vm {}: QMP quit failed ({}); sending SIGTERM", spec_.name, q.status().ToString());
+    if (!q.ok() || !qemu_.Wait(timeout_ms)) {
+      (void)qemu_.Signal(SIGTERM);
+      if (!qemu_.Wait(5000)) {
+        spdlog::warn("vm {}: QEMU ignored SIGTERM; killing it", spec_.name);
+        (void)qemu_.Signal(SIGKILL);
+        qemu_.Wait(5000);
+      }
+    }
+  }
+  if (monitor_wake_) {
+    uint64_t one = 1;
+    (void)!::write(monitor_wake_.get(), &one, sizeof(one));
+  }
+  if (monitor_.joinable()) monitor_.join();
+  Cleanup();
+  state_ = kStopped;
+  spdlog::info("vm {}: stopped, guest RAM released", spec_.name);
+  return Status::Ok();
+}
+
+void ManagedVm::Cleanup() {
+  if (faults_) faults_->Stop();
+  {
+    std::lock_guard<std::mutex> l(qmp_mu_);
+    qmp_.reset();
+  }
+  ram_fd_.Reset();
+  std::error_code ec;
+  fs::remove_all(ram_dir_, ec);
+  fs::remove(dir_ + "/shim.sock", ec);
+  fs::remove(qmp_path_, ec);
+}
+
+ManagedVm::~ManagedVm() { (void)Stop(); }
+
+std::string ManagedVm::state() const { return StateName(state_); }
+
+std::string ManagedVm::QemuLogTail() const {
+  std::string out;
+  for (const auto& l : TailLines(qemu_log_path_, 5)) out += (out.empty() ? "" : " | ") + l;
+  return out.empty() ? "QEMU printed nothing" : "QEMU said: " + out;
+}
+
+json ManagedVm::GuestStatus() const {
+  // The newest status line the guest workload printed on its serial console.
+  static const std::regex kStatus(R"(^(memverify|memtouch): (.*)$)");
+  json g = json::object();
+  auto lines = TailLines(serial_path_, 200);
+  uint64_t bad_pages = 0;
+  for (auto it = lines.rbegin(); it != lines.rend(); ++it) {
+    std::smatch m;
+    if (it->find("BAD page=") != std::string::npos) ++bad_pages;
+    if (g.empty() && std::regex_search(*it, m, kStatus) && m[2].str().rfind("filled", 0) != 0) {
+      g["workload"] = m[1].str();
+      g["line"] = *it;
+      static const std::regex kKv(R"(([a-z_/]+)=([0-9]+))");
+      std::string rest = m[2].str();
+      for (std::sregex_iterator kv(rest.begin(), rest.end(), kKv), end; kv != end; ++kv)
+        g[(*kv)[1].str()] = std::stoull((*kv)[2].str());
+      g["ok"] = rest.rfind("ok", 0) == 0 || m[1].str() == "memtouch";
+    }
+  }
+  if (!g.empty()) g["bad_page_lines"] = bad_pages;
+  return g;
+}
+
+json ManagedVm::Stat() {
+  json j;
+  j["name"] = spec_.name;
+  j["state"] = state();
+  j["memory_bytes"] = spec_.memory_bytes;
+  j["workload"] = spec_.workload;
+  j["spec"] = spec_.ToJson();
+  if (!exit_reason_.empty()) j["exit"] = exit_reason_;
+  if (qemu_.pid() > 0) j["pid"] = qemu_.pid();
+  j["uptime_s"] = started_ns_ ? static_cast<double>(vm::NowNs() - started_ns_) / 1e9 : 0.0;
+  if (table_) {
+    j["pages"] = {{"total", table_->pages()},
+                  {"resident", table_->Count(vm::PageState::kResident)},
+                  {"zero", table_->Count(vm::PageState::kZero)},
+                  {"offloaded", table_->Count(vm::PageState::kOffloaded)},
+                  {"in_flight", table_->Count(vm::PageState::kInFlight)}};
+  }
+  if (faults_) {
+    const auto& f = faults_->stats();
+    j["faults"] = {{"first_touch", f.first_touch.load()},
+                   {"minor", f.minor.load()},
+                   {"refault", f.refault.load()},
+                   {"spurious", f.spurious.load()},
+                   {"deferred", f.deferred.load()},
+                   {"fetch_errors", f.fetch_errors.load()},
+                   {"first_touch_p50_us", f.first_touch_latency.PercentileUs(50)},
+                   {"first_touch_p99_us", f.first_touch_latency.PercentileUs(99)}};
+  }
+  // Measured, not inferred: what the RAM file really occupies in tmpfs.
+  struct stat sb {};
+  if (ram_fd_ && ::fstat(ram_fd_.get(), &sb) == 0) j["host"] = {{"ram_file_bytes", static_cast<uint64_t>(sb.st_blocks) * 512}};
+  j["guest"] = GuestStatus();
+  return j;
+}
+
+Result<std::string> ManagedVm::Console(int lines) const {
+  if (lines <= 0 || lines > 10000) return InvalidArgument("lines must be between 1 and 10000");
+  std::string out;
+  for (const auto& l : TailLines(serial_path_, static_cast<size_t>(lines))) out += l + "\n";
+  return out;
+}
+
+}  // namespace agile::agiled

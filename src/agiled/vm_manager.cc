@@ -1,0 +1,53 @@
+#include "agiled/vm_manager.h"
+
+#include <spdlog/spdlog.h>
+
+namespace agile::agiled {
+
+Result<std::shared_ptr<ManagedVm>> VmManager::Start(const qemu::VmSpec& spec) {
+  AGILE_RETURN_IF_ERROR(spec.Validate());
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (vms_.count(spec.name) || starting_.count(spec.name))
+      return AlreadyExists("a VM named '" + spec.name + "' already exists on this host");
+    starting_.insert(spec.name);
+  }
+  auto vm = ManagedVm::Launch(spec, host_);
+  std::lock_guard<std::mutex> l(mu_);
+  starting_.erase(spec.name);
+  if (!vm.ok()) {
+    spdlog::error("vm {}: start failed: {}", spec.name, vm.status().ToString());
+    return vm.status();
+  }
+  std::shared_ptr<ManagedVm> shared(std::move(vm).value());
+  vms_[spec.name] = shared;
+  return shared;
+}
+
+Result<std::shared_ptr<ManagedVm>> VmManager::Get(const std::string& name) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = vms_.find(name);
+  if (it == vms_.end()) return NotFound("no VM named '" + name + "' on this host");
+  return it->second;
+}
+
+std::vector<std::shared_ptr<ManagedVm>> VmManager::List() {
+  std::lock_guard<std::mutex> l(mu_);
+  std::vector<std::shared_ptr<ManagedVm>> out;
+  for (auto& [n, vm] : vms_) out.push_back(vm);
+  return out;
+}
+
+Status VmManager::Stop(const std::string& name) {
+  AGILE_ASSIGN_OR_RETURN(auto vm, Get(name));
+  AGILE_RETURN_IF_ERROR(vm->Stop());
+  std::lock_guard<std::mutex> l(mu_);
+  vms_.erase(name);
+  return Status::Ok();
+}
+
+void VmManager::StopAll() {
+  for (auto& vm : List()) (void)Stop(vm->spec().name);
+}
+
+}  // namespace agile::agiled

@@ -1,0 +1,33 @@
+// The VMs of one agiled, by name. Launching happens outside the lock (it takes
+// seconds) with the name reserved, so two starts of one name cannot race.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <vector>
+
+#include "agiled/managed_vm.h"
+
+namespace agile::agiled {
+
+class VmManager {
+ public:
+  explicit VmManager(HostConfig host) : host_(std::move(host)) {}
+  Result<std::shared_ptr<ManagedVm>> Start(const qemu::VmSpec& spec);
+  Result<std::shared_ptr<ManagedVm>> Get(const std::string& name);
+  std::vector<std::shared_ptr<ManagedVm>> List();
+  // Stops the VM and forgets it.
+  Status Stop(const std::string& name);
+  void StopAll();
+  const HostConfig& host() const { return host_; }
+
+ private:
+  HostConfig host_;
+  std::mutex mu_;
+  std::map<std::string, std::shared_ptr<ManagedVm>> vms_;
+  std::set<std::string> starting_;
+};
+
+}  // namespace agile::agiled

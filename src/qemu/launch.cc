@@ -1,0 +1,119 @@
+#include "qemu/launch.h"
+
+#include <set>
+#include <sstream>
+
+namespace agile::qemu {
+namespace {
+
+constexpr uint64_t kMinMemory = 64ull << 20;
+
+bool SafeToken(const std::string& s) {
+  if (s.empty() || s.size() > 64) return false;
+  for (char c : s)
+    if (!(isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.')) return false;
+  return true;
+}
+
+const std::map<std::string, std::set<std::string>>& WorkloadKeys() {
+  static const std::map<std::string, std::set<std::string>> k = {
+      {"memverify", {"size_mib", "rate", "verify_rate", "seed", "selftest_corrupt"}},
+      {"memtouch", {"size_mib", "hot_mib", "write_pct", "pattern", "phase_s", "seed"}},
+      {"none", {}},
+  };
+  return k;
+}
+
+}  // namespace
+
+nlohmann::json VmSpec::ToJson() const {
+  return {{"name", name},         {"memory_bytes", memory_bytes},   {"vcpus", vcpus},
+          {"workload", workload}, {"workload_args", workload_args}, {"qemu_args", extra_qemu_args}};
+}
+
+Result<VmSpec> VmSpec::FromJson(const nlohmann::json& j) {
+  VmSpec s;
+  try {
+    s.name = j.at("name").get<std::string>();
+    s.memory_bytes = j.at("memory_bytes").get<uint64_t>();
+    s.vcpus = j.value("vcpus", 1);
+    s.workload = j.value("workload", std::string("memverify"));
+    s.workload_args = j.value("workload_args", std::map<std::string, std::string>{});
+    s.extra_qemu_args = j.value("qemu_args", std::vector<std::string>{});
+  } catch (const nlohmann::json::exception& e) {
+    return InvalidArgument(std::string("bad VM spec: ") + e.what());
+  }
+  AGILE_RETURN_IF_ERROR(s.Validate());
+  return s;
+}
+
+Status VmSpec::Validate() const {
+  if (!SafeToken(name)) return InvalidArgument("VM name '" + name + "' must be 1-64 characters of [A-Za-z0-9_.-]");
+  if (memory_bytes < kMinMemory) return InvalidArgument("VM memory must be at least 64 MiB");
+  if (memory_bytes % (2ull << 20) != 0) return InvalidArgument("VM memory must be a multiple of 2 MiB");
+  if (vcpus < 1 || vcpus > 64) return InvalidArgument("vcpus must be between 1 and 64");
+  auto it = WorkloadKeys().find(workload);
+  if (it == WorkloadKeys().end()) return InvalidArgument("unknown workload '" + workload + "' (memverify, memtouch, none)");
+  for (const auto& [k, v] : workload_args) {
+    if (!it->second.count(k)) {
+      std::string allowed;
+      for (const auto& a : it->second) allowed += (allowed.empty() ? "" : ", ") + a;
+      return InvalidArgument("workload " + workload + " has no key '" + k + "' (keys: " + allowed + ")");
+    }
+    if (!SafeToken(v)) return InvalidArgument("workload value '" + v + "' for " + k + " must be [A-Za-z0-9_.-]");
+  }
+  auto size = workload_args.find("size_mib");
+  if (size != workload_args.end()) {
+    uint64_t mib = std::strtoull(size->second.c_str(), nullptr, 10);
+    // The guest kernel and initramfs need room of their own.
+    if (mib == 0 || mib + 48 > memory_bytes >> 20)
+      return InvalidArgument("size_mib=" + size->second + " does not fit in " + std::to_string(memory_bytes >> 20) +
+                             " MiB of VM memory (leave >= 48 MiB for the guest kernel)");
+  }
+  return Status::Ok();
+}
+
+Result<std::map<std::string, std::string>> ParseWorkloadArgs(const std::string& s) {
+  std::map<std::string, std::string> out;
+  std::istringstream in(s);
+  std::string tok;
+  while (in >> tok) {
+    auto eq = tok.find('=');
+    if (eq == std::string::npos || eq == 0) return InvalidArgument("workload argument '" + tok + "' is not key=value");
+    out[tok.substr(0, eq)] = tok.substr(eq + 1);
+  }
+  return out;
+}
+
+std::string GuestCmdline(const VmSpec& spec) {
+  std::string c = "console=ttyS0 quiet panic=-1 agile.workload=" + spec.workload;
+  for (const auto& [k, v] : spec.workload_args) c += " " + spec.workload + "." + k + "=" + v;
+  return c;
+}
+
+std::vector<std::string> QemuArgv(const VmSpec& spec, const LaunchPaths& p, bool incoming) {
+  std::string mem = std::to_string(spec.memory_bytes >> 20) + "M";
+  std::vector<std::string> a = {
+      p.qemu_binary,
+      "-name", spec.name,
+      "-machine", "q35,memory-backend=ram0",
+      "-accel", "tcg",
+      "-smp", std::to_string(spec.vcpus),
+      "-m", mem,
+      "-object", "memory-backend-file,id=ram0,size=" + mem + ",mem-path=" + p.ram_file + ",share=on",
+      "-kernel", p.kernel,
+      "-initrd", p.initrd,
+      "-append", GuestCmdline(spec),
+      "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+      "-serial", "file:" + p.serial_log,
+      "-qmp", "unix:" + p.qmp_socket + ",server=on,wait=off",
+  };
+  if (incoming) {
+    a.push_back("-incoming");
+    a.push_back("defer");
+  }
+  for (const auto& x : spec.extra_qemu_args) a.push_back(x);
+  return a;
+}
+
+}  // namespace agile::qemu
