@@ -228,12 +228,6 @@ static void run(struct state *s, const struct config *cfg)
         interval_ops += OPS_PER_CLOCK_CHECK;
 
         uint64_t now = now_ns();
-        uint64_t phase = phase_at(cfg, now - start);
-        if (phase != s->phase) {
-            set_phase(s, phase);
-            printf("memtouch: phase=%" PRIu64 " hot_offset_mib=%" PRIu64 "\n", phase,
-                   (uint64_t)((size_t)(s->hot - s->area) / WORDS_PER_PAGE / PAGES_PER_MIB));
-        }
         if (now - interval_start >= NS_PER_SEC) {
             /* Normalised to one second: the batch granularity (and any VM
              * pause) makes the interval a little longer than a second. */
@@ -244,6 +238,13 @@ static void run(struct state *s, const struct config *cfg)
                    per_s, cfg->hot_mib, s->phase, cfg->write_pct);
             interval_start = now;
             interval_ops = 0;
+        }
+        /* After the status line, so each line's phase is the one its ops ran in. */
+        uint64_t phase = phase_at(cfg, now - start);
+        if (phase != s->phase) {
+            set_phase(s, phase);
+            printf("memtouch: phase=%" PRIu64 " hot_offset_mib=%" PRIu64 "\n", phase,
+                   (uint64_t)((size_t)(s->hot - s->area) / WORDS_PER_PAGE / PAGES_PER_MIB));
         }
         if (cfg->duration_s && now - start >= cfg->duration_s * NS_PER_SEC)
             return;

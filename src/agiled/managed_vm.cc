@@ -211,7 +211,8 @@ std::string ManagedVm::QemuLogTail() const {
 
 json ManagedVm::GuestStatus() const {
   // The newest status line the guest workload printed on its serial console.
-  static const std::regex kStatus(R"(^(memverify|memtouch): (.*)$)");
+  // Not anchored at the line start: SeaBIOS escape codes can precede it.
+  static const std::regex kStatus(R"((memverify|memtouch): (.*)$)");
   json g = json::object();
   auto lines = TailLines(serial_path_, 200);
   uint64_t bad_pages = 0;

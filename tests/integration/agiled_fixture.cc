@@ -1,0 +1,67 @@
+#include "agiled_fixture.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+namespace agile::testing {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::string AgiledBinary() { return AGILE_BIN_DIR "/agiled"; }
+std::string ShimPath() { return AGILE_SHIM_PATH; }
+std::string GuestDir() { return AGILE_GUEST_DIR; }
+
+Result<std::unique_ptr<AgiledProcess>> AgiledProcess::Start(const std::string& id,
+                                                            const std::vector<std::string>& extra_args) {
+  auto a = std::make_unique<AgiledProcess>();
+  a->dir_ = "/tmp/agile-it-" + id;
+  fs::remove_all(a->dir_);
+  fs::create_directories(a->dir_);
+  a->sock_ = a->dir_ + "/agiled.sock";
+  SpawnOptions o;
+  o.argv = {AgiledBinary(), "--state-dir", a->dir_, "--guest-dir", GuestDir(), "--log-level", "info"};
+  for (const auto& x : extra_args) o.argv.push_back(x);
+  o.stderr_fd = 2;
+  o.new_session = false;
+  AGILE_ASSIGN_OR_RETURN(a->proc_, Spawn(o));
+  bool up = WaitFor(10, [&] { return fs::exists(a->sock_) && a->Call("host.info").ok(); });
+  if (!up) return Unavailable("agiled did not come up (" + a->proc_.ExitDescription() + ")");
+  return a;
+}
+
+AgiledProcess::~AgiledProcess() {
+  if (proc_.running()) {
+    (void)proc_.Signal(SIGTERM);
+    if (!proc_.Wait(30000)) {
+      (void)proc_.Signal(SIGKILL);
+      proc_.Wait(5000);
+    }
+  }
+  std::error_code ec;
+  fs::remove_all(dir_, ec);
+}
+
+Result<json> AgiledProcess::Call(const std::string& op, const json& args) {
+  AGILE_ASSIGN_OR_RETURN(auto c, agiled::ControlClient::Connect("unix:" + sock_));
+  return c.Call(op, args);
+}
+
+bool WaitFor(double timeout_s, const std::function<bool()>& fn) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int>(timeout_s * 1000));
+  for (;;) {
+    if (fn()) return true;
+    if (std::chrono::steady_clock::now() > end) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+}
+
+json VmArgs(const std::string& name, uint64_t mib, const std::string& workload,
+            const std::map<std::string, std::string>& wargs) {
+  return {{"name", name}, {"memory_bytes", mib << 20}, {"workload", workload}, {"workload_args", wargs}};
+}
+
+}  // namespace agile::testing
