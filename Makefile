@@ -13,7 +13,7 @@ build:
 	@cmake --build $(BUILD) -j $(JOBS)
 
 guest:
-	@guest/build.sh $(BUILD)/guest
+	@guest/build.sh $(BUILD)/guest >/dev/null
 
 deps:
 	@scripts/install-deps

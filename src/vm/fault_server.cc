@@ -92,6 +92,12 @@ bool FaultServer::Serve(const Pending& f) {
   }
   uint64_t idx = (page_addr - map_.base + map_.file_offset) / uffd::kPageSize;
   PageState st = table_->Get(idx);
+  bool done = ServeState(idx, st, page_addr, f);
+  if (done && observer_ != nullptr) observer_->OnAccess(idx);
+  return done;
+}
+
+bool FaultServer::ServeState(uint64_t idx, PageState st, uint64_t page_addr, const Pending& f) {
   Status s;
   switch (st) {
     case PageState::kZero:

@@ -34,6 +34,15 @@ struct FaultStats {
   LatencyHistogram refault_latency;
 };
 
+// Told of every page the guest is seen to access through a fault (first
+// touch, MINOR after dropped PTEs, refault). Called on the fault thread: keep
+// it cheap (set a bit).
+class AccessObserver {
+ public:
+  virtual ~AccessObserver() = default;
+  virtual void OnAccess(uint64_t idx) = 0;
+};
+
 class FaultServer {
  public:
   // `table`, `uffd` and `source` must outlive the server. `source` may be null
@@ -47,6 +56,8 @@ class FaultServer {
   const FaultStats& stats() const { return stats_; }
   // Called when the fault thread hits an error it cannot retry (QEMU gone).
   void set_on_fatal(std::function<void(const Status&)> f) { on_fatal_ = std::move(f); }
+  // Must be set before Start(); may be null.
+  void set_access_observer(AccessObserver* o) { observer_ = o; }
   // Wakes the thread so deferred faults are retried now (after a page settles).
   void Kick();
 
@@ -59,6 +70,7 @@ class FaultServer {
   void Run();
   // Returns true when the fault is resolved, false to retry it later.
   bool Serve(const Pending& f);
+  bool ServeState(uint64_t idx, PageState st, uint64_t page_addr, const Pending& f);
   bool ServeOffloaded(uint64_t idx, uint64_t page_addr, uint64_t start_ns);
 
   uffd::Uffd* uffd_;
@@ -71,6 +83,7 @@ class FaultServer {
   std::deque<Pending> deferred_;
   FaultStats stats_;
   std::function<void(const Status&)> on_fatal_;
+  AccessObserver* observer_ = nullptr;
   uint64_t last_fetch_warn_ns_ = 0;
 };
 
