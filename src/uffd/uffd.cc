@@ -49,8 +49,9 @@ Result<size_t> Uffd::ReadEvents(uffd_msg* msgs, size_t max) {
   }
 }
 
-Status Uffd::Copy(uint64_t dst, const void* src, size_t len) {
+Status Uffd::Copy(uint64_t dst, const void* src, size_t len, bool wake) {
   uffdio_copy c{};
+  c.mode = wake ? 0 : UFFDIO_COPY_MODE_DONTWAKE;
   c.dst = dst;
   c.src = reinterpret_cast<uint64_t>(src);
   c.len = len;
@@ -65,8 +66,9 @@ Status Uffd::Copy(uint64_t dst, const void* src, size_t len) {
       len);
 }
 
-Status Uffd::ZeroPage(uint64_t dst, size_t len) {
+Status Uffd::ZeroPage(uint64_t dst, size_t len, bool wake) {
   uffdio_zeropage z{};
+  z.mode = wake ? 0 : UFFDIO_ZEROPAGE_MODE_DONTWAKE;
   z.range.start = dst;
   z.range.len = len;
   return RunResolve(

@@ -27,8 +27,10 @@ class Uffd {
   // already present (EEXIST, e.g. two vCPUs faulted on it) is kAlreadyExists:
   // callers usually treat it as success. A vanished mm (QEMU gone) is
   // kUnavailable.
-  Status Copy(uint64_t dst, const void* src, size_t len);
-  Status ZeroPage(uint64_t dst, size_t len);
+  // wake=false (DONTWAKE) lets the caller publish state before the faulting
+  // threads run again; it must then call Wake().
+  Status Copy(uint64_t dst, const void* src, size_t len, bool wake = true);
+  Status ZeroPage(uint64_t dst, size_t len, bool wake = true);
   Status Continue(uint64_t dst, size_t len);
   Status WriteProtect(uint64_t dst, size_t len, bool protect);
   // Wakes threads waiting on a range resolved by other means.

@@ -6,6 +6,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <ctime>
 
 #include "uffd/compat.h"
@@ -18,8 +19,14 @@ uint64_t NowNs() {
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + static_cast<uint64_t>(ts.tv_nsec);
 }
 
-FaultServer::FaultServer(uffd::Uffd* uffd, const GuestMapping& map, PageTable* table, PageSource* source)
-    : uffd_(uffd), map_(map), table_(table), source_(source) {}
+FaultServer::FaultServer(uffd::Uffd* uffd, const GuestMapping& map, PageTable* table, PageSource* source,
+                         uint32_t prefetch_pages)
+    : uffd_(uffd),
+      map_(map),
+      table_(table),
+      source_(source),
+      prefetch_pages_(std::clamp<uint32_t>(prefetch_pages, 1, kMaxPrefetchPages)),
+      fetch_buf_(static_cast<size_t>(prefetch_pages_) * uffd::kPageSize) {}
 
 FaultServer::~FaultServer() { Stop(); }
 
@@ -101,26 +108,32 @@ bool FaultServer::ServeState(uint64_t idx, PageState st, uint64_t page_addr, con
   Status s;
   switch (st) {
     case PageState::kZero:
-      s = uffd_->ZeroPage(page_addr, uffd::kPageSize);
+      // Hold the page in flight while installing it, and wake the guest only
+      // after publishing kResident: an evictor that saw kResident earlier than
+      // the mapping exists could otherwise read the page before a guest write
+      // lands and lose that write.
+      if (!table_->Transition(idx, PageState::kZero, PageState::kInFlight)) return ServeState(idx, table_->Get(idx), page_addr, f);
+      s = uffd_->ZeroPage(page_addr, uffd::kPageSize, /*wake=*/false);
       if (s.ok() || s.code() == Code::kAlreadyExists) {
-        table_->Transition(idx, PageState::kZero, PageState::kResident);
-        if (s.ok()) {
-          stats_.first_touch.fetch_add(1, std::memory_order_relaxed);
-          stats_.first_touch_latency.Record(NowNs() - f.start_ns);
-        } else {
-          stats_.spurious.fetch_add(1, std::memory_order_relaxed);
-        }
-        return true;
+        table_->Set(idx, PageState::kResident);
+        (s.ok() ? stats_.first_touch : stats_.spurious).fetch_add(1, std::memory_order_relaxed);
+        s = uffd_->Wake(page_addr, uffd::kPageSize);
+        stats_.first_touch_latency.Record(NowNs() - f.start_ns);
+        if (s.ok()) return true;
+      } else {
+        table_->Set(idx, PageState::kZero);
       }
       break;
     case PageState::kResident:
       // The page is in the RAM file. A MINOR fault means its PTE was dropped;
       // anything else raced with a fault that already mapped it.
-      s = (f.flags & UFFD_PAGEFAULT_FLAG_MINOR) ? uffd_->Continue(page_addr, uffd::kPageSize)
-                                                : uffd_->Wake(page_addr, uffd::kPageSize);
-      if (s.ok() && (f.flags & UFFD_PAGEFAULT_FLAG_MINOR)) {
+      if (f.flags & UFFD_PAGEFAULT_FLAG_MINOR) {
         stats_.minor.fetch_add(1, std::memory_order_relaxed);
-        return true;
+        s = uffd_->Continue(page_addr, uffd::kPageSize);
+        if (s.ok()) return true;
+        stats_.minor.fetch_sub(1, std::memory_order_relaxed);
+      } else {
+        s = uffd_->Wake(page_addr, uffd::kPageSize);
       }
       if (s.ok() || s.code() == Code::kAlreadyExists) {
         stats_.spurious.fetch_add(1, std::memory_order_relaxed);
@@ -128,7 +141,7 @@ bool FaultServer::ServeState(uint64_t idx, PageState st, uint64_t page_addr, con
       }
       break;
     case PageState::kOffloaded:
-      return ServeOffloaded(idx, page_addr, f.start_ns);
+      return ServeOffloaded(idx, f.start_ns);
     case PageState::kInFlight:
       return false;
   }
@@ -141,34 +154,56 @@ bool FaultServer::ServeState(uint64_t idx, PageState st, uint64_t page_addr, con
   return false;
 }
 
-bool FaultServer::ServeOffloaded(uint64_t idx, uint64_t page_addr, uint64_t start_ns) {
+bool FaultServer::ServeOffloaded(uint64_t idx, uint64_t start_ns) {
   if (source_ == nullptr) {
     spdlog::error("page {} is offloaded but no swap store is configured; the vCPU waits", idx);
     return false;
   }
-  // Claim the page so no evictor or migration touches it while we install it.
+  // Claim the faulting page, then any offloaded pages right after it, so no
+  // evictor or migration touches them while we install them.
   if (!table_->Transition(idx, PageState::kOffloaded, PageState::kInFlight)) return false;
-  alignas(4096) static thread_local uint8_t buf[uffd::kPageSize];
-  Status s = source_->Fetch(idx, buf);
+  std::vector<uint64_t> claimed = {idx};
+  uint64_t map_first = map_.file_offset / uffd::kPageSize;
+  uint64_t map_end = map_first + map_.length / uffd::kPageSize;
+  for (uint64_t n = idx + 1; n < map_end && claimed.size() < prefetch_pages_; ++n) {
+    if (!table_->Transition(n, PageState::kOffloaded, PageState::kInFlight)) break;
+    claimed.push_back(n);
+  }
+  uint8_t present[kMaxPrefetchPages] = {};
+  uint8_t* buf = fetch_buf_.data();
+  Status s = source_->Fetch(std::span<const uint64_t>(claimed.data(), claimed.size()), buf, present);
+  if (s.ok() && !present[0]) s = NotFound("the swap store does not hold page " + std::to_string(idx));
   if (!s.ok()) {
-    table_->Set(idx, PageState::kOffloaded);
+    for (uint64_t n : claimed) table_->Set(n, PageState::kOffloaded);
     stats_.fetch_errors.fetch_add(1, std::memory_order_relaxed);
     uint64_t now = NowNs();
     if (now - last_fetch_warn_ns_ > 1000000000ULL) {
       last_fetch_warn_ns_ = now;
-      spdlog::error("page {}: swap store fetch failed ({}); the vCPU waits until it is reachable", idx,
+      spdlog::error("page {}: swap store fetch failed ({}); the vCPU waits until the page can be fetched", idx,
                     s.ToString());
     }
     return false;
   }
-  s = uffd_->Copy(page_addr, buf, uffd::kPageSize);
-  if (!s.ok() && s.code() != Code::kAlreadyExists) {
-    table_->Set(idx, PageState::kOffloaded);
-    spdlog::error("page {}: UFFDIO_COPY failed ({})", idx, s.ToString());
-    return false;
+  for (size_t i = 0; i < claimed.size(); ++i) {
+    uint64_t n = claimed[i];
+    if (!present[i]) {  // a prefetch candidate the store lacks: leave it for its own fault
+      table_->Set(n, PageState::kOffloaded);
+      continue;
+    }
+    uint64_t addr = map_.base + (n - map_first) * uffd::kPageSize;
+    Status c = uffd_->Copy(addr, buf + i * uffd::kPageSize, uffd::kPageSize, /*wake=*/false);
+    if (!c.ok() && c.code() != Code::kAlreadyExists) {
+      table_->Set(n, PageState::kOffloaded);
+      spdlog::error("page {}: UFFDIO_COPY failed ({})", n, c.ToString());
+      if (i == 0) return false;
+      continue;
+    }
+    table_->Set(n, PageState::kResident);
+    if (i > 0) stats_.prefetched.fetch_add(1, std::memory_order_relaxed);
   }
-  table_->Set(idx, PageState::kResident);
   stats_.refault.fetch_add(1, std::memory_order_relaxed);
+  Status w = uffd_->Wake(map_.base + (idx - map_first) * uffd::kPageSize, uffd::kPageSize);
+  if (!w.ok()) spdlog::error("page {}: UFFDIO_WAKE failed ({})", idx, w.ToString());
   stats_.refault_latency.Record(NowNs() - start_ns);
   return true;
 }

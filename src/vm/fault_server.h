@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <vector>
 #include <thread>
 
 #include "base/fd.h"
@@ -26,7 +27,8 @@ namespace agile::vm {
 struct FaultStats {
   std::atomic<uint64_t> first_touch{0};  // kZero pages served a zero page
   std::atomic<uint64_t> minor{0};        // dropped PTEs re-mapped (read tracking)
-  std::atomic<uint64_t> refault{0};      // offloaded pages fetched back
+  std::atomic<uint64_t> refault{0};      // faults on offloaded pages, served from the source
+  std::atomic<uint64_t> prefetched{0};   // offloaded pages brought in next to a refault
   std::atomic<uint64_t> spurious{0};     // already resolved by a racing fault
   std::atomic<uint64_t> deferred{0};     // waited for a page in flight
   std::atomic<uint64_t> fetch_errors{0}; // source unreachable (retried)
@@ -45,9 +47,12 @@ class AccessObserver {
 
 class FaultServer {
  public:
+  static constexpr uint32_t kMaxPrefetchPages = 64;
   // `table`, `uffd` and `source` must outlive the server. `source` may be null
-  // while no page is offloaded.
-  FaultServer(uffd::Uffd* uffd, const GuestMapping& map, PageTable* table, PageSource* source);
+  // while no page is offloaded. A refault also brings in up to
+  // `prefetch_pages - 1` offloaded pages that follow the faulting one.
+  FaultServer(uffd::Uffd* uffd, const GuestMapping& map, PageTable* table, PageSource* source,
+              uint32_t prefetch_pages = 4);
   ~FaultServer();
 
   Status Start();
@@ -71,12 +76,13 @@ class FaultServer {
   // Returns true when the fault is resolved, false to retry it later.
   bool Serve(const Pending& f);
   bool ServeState(uint64_t idx, PageState st, uint64_t page_addr, const Pending& f);
-  bool ServeOffloaded(uint64_t idx, uint64_t page_addr, uint64_t start_ns);
+  bool ServeOffloaded(uint64_t idx, uint64_t start_ns);
 
   uffd::Uffd* uffd_;
   GuestMapping map_;
   PageTable* table_;
   PageSource* source_;
+  uint32_t prefetch_pages_;
   UniqueFd wake_fd_;  // eventfd: stop and kick
   std::atomic<bool> stop_{false};
   std::thread thread_;
@@ -85,6 +91,7 @@ class FaultServer {
   std::function<void(const Status&)> on_fatal_;
   AccessObserver* observer_ = nullptr;
   uint64_t last_fetch_warn_ns_ = 0;
+  std::vector<uint8_t> fetch_buf_;  // prefetch_pages_ pages, page-aligned use only
 };
 
 uint64_t NowNs();
