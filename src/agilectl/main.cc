@@ -58,7 +58,12 @@ void PrintStat(const json& s) {
   if (s.contains("faults"))
     std::cout << "  faults    first-touch " << U(s, "faults", "first_touch") << " (p50 "
               << U(s, "faults", "first_touch_p50_us") << " us, p99 " << U(s, "faults", "first_touch_p99_us")
-              << " us), minor " << U(s, "faults", "minor") << ", refault " << U(s, "faults", "refault") << "\n";
+              << " us), minor " << U(s, "faults", "minor") << ", refault " << U(s, "faults", "refault") << " (p50 "
+              << U(s, "faults", "refault_p50_us") << " us, p99 " << U(s, "faults", "refault_p99_us") << " us)\n";
+  if (s.contains("offload"))
+    std::cout << "  offload   " << FormatSize(s["offload"].value("bytes_offloaded", 0ull)) << " sent to "
+              << U(s, "offload", "store") << ", " << U(s, "offload", "pages_zero_dropped")
+              << " zero pages dropped, policy " << U(s, "offload", "policy") << "\n";
   if (s.contains("host")) std::cout << "  host      RAM file " << FormatSize(s["host"].value("ram_file_bytes", 0ull)) << "\n";
   if (s.contains("guest") && s["guest"].contains("line")) std::cout << "  guest     " << U(s, "guest", "line") << "\n";
   if (s.contains("exit")) std::cout << "  exit      " << U(s, "exit") << "\n";
@@ -98,6 +103,10 @@ int main(int argc, char** argv) {
   auto* console = vm->add_subcommand("console", "Recent serial console output of a VM");
   console->add_option("name", name, "VM name")->required();
   console->add_option("--lines", lines, "How many lines")->capture_default_str();
+  std::string resident;
+  auto* offload = vm->add_subcommand("offload", "Move cold pages of a running VM to the swap store");
+  offload->add_option("name", name, "VM name")->required();
+  offload->add_option("--resident", resident, "Keep at most this much guest RAM resident, e.g. 128M")->required();
   auto* stop = vm->add_subcommand("stop", "Stop a VM and free its memory");
   stop->add_option("name", name, "VM name")->required();
 
@@ -134,6 +143,11 @@ int main(int argc, char** argv) {
   } else if (console->parsed()) {
     op = "vm.console";
     args = {{"name", name}, {"lines", lines}};
+  } else if (offload->parsed()) {
+    auto r = ParseSize(resident);
+    if (!r.ok()) return Report(r.status().Annotate("--resident"));
+    op = "vm.offload";
+    args = {{"name", name}, {"resident_bytes", *r}};
   } else if (stop->parsed()) {
     op = "vm.stop";
     args = {{"name", name}};
@@ -160,6 +174,12 @@ int main(int argc, char** argv) {
                   FormatSize(v.value("resident_pages", 0ull) * 4096).c_str());
   } else if (op == "vm.console") {
     std::cout << res.value("text", "");
+  } else if (op == "vm.offload") {
+    std::printf("vm %s: offloaded %llu pages (%s) and dropped %llu zero pages in %.2f s (%.0f MB/s); resident now %s\n",
+                name.c_str(), (unsigned long long)res.value("pages_offloaded", 0ull),
+                FormatSize(res.value("bytes_sent", 0ull)).c_str(), (unsigned long long)res.value("pages_zero", 0ull),
+                res.value("seconds", 0.0), res.value("throughput_mb_s", 0.0),
+                FormatSize(res.value("resident_bytes", 0ull)).c_str());
   } else if (op == "vm.stop") {
     std::cout << "vm " << name << " stopped\n";
   } else {

@@ -38,8 +38,9 @@ Result<json> Api::Handle(const std::string& op, const json& args) {
     }
     return out;
   }
-  if (op != "vm.stop" && op != "vm.stat" && op != "vm.console")
-    return InvalidArgument("unknown op '" + op + "' (host.info, host.shutdown, vm.start, vm.list, vm.stat, vm.console, vm.stop)");
+  if (op != "vm.stop" && op != "vm.stat" && op != "vm.console" && op != "vm.offload")
+    return InvalidArgument("unknown op '" + op +
+                           "' (host.info, host.shutdown, vm.start, vm.list, vm.stat, vm.console, vm.offload, vm.stop)");
   AGILE_ASSIGN_OR_RETURN(std::string name, NameArg(args));
   if (op == "vm.stop") {
     AGILE_RETURN_IF_ERROR(vms_->Stop(name));
@@ -49,6 +50,21 @@ Result<json> Api::Handle(const std::string& op, const json& args) {
   if (op == "vm.console") {
     AGILE_ASSIGN_OR_RETURN(std::string text, vm->Console(args.value("lines", 40)));
     return json{{"name", name}, {"text", text}};
+  }
+  if (op == "vm.offload") {
+    if (!args.contains("resident_bytes") || !args["resident_bytes"].is_number_unsigned())
+      return InvalidArgument("vm.offload needs \"resident_bytes\" (a non-negative integer)");
+    uint64_t target = args["resident_bytes"];
+    if (target > vm->spec().memory_bytes)
+      return InvalidArgument("--resident " + std::to_string(target) + " exceeds the VM's memory");
+    AGILE_ASSIGN_OR_RETURN(auto r, vm->Offload(target));
+    return json{{"name", name},
+                {"pages_offloaded", r.pages_offloaded},
+                {"pages_zero", r.pages_zero},
+                {"bytes_sent", r.bytes_sent},
+                {"seconds", r.seconds},
+                {"throughput_mb_s", r.seconds > 0 ? static_cast<double>(r.bytes_sent) / 1e6 / r.seconds : 0.0},
+                {"resident_bytes", r.resident_after * 4096}};
   }
   return vm->Stat();
 }

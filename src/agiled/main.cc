@@ -51,6 +51,10 @@ int main(int argc, char** argv) {
   app.add_option("--qemu", host.qemu_binary, "QEMU binary")->capture_default_str();
   app.add_option("--shim", host.shim_path, "libagile-shim.so to preload into QEMU")->capture_default_str();
   app.add_option("--guest-dir", guest_dir, "Folder with the guest vmlinuz and initrd.img")->capture_default_str();
+  app.add_option("--memd", host.memd_addr, "Swap store (agile-memd) HOST:PORT for offloading cold pages");
+  app.add_option("--prefetch", host.prefetch_pages, "Pages fetched per refault (the faulting one and those after it)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
   app.add_flag("--daemon", daemonize, "Run in the background once ready; log to STATE_DIR/agiled.log");
   CLI11_PARSE(app, argc, argv);
@@ -62,6 +66,8 @@ int main(int argc, char** argv) {
 
   std::error_code ec;
   host.state_dir = fs::absolute(host.state_dir).lexically_normal().string();
+  if (!host.memd_addr.empty() && !ParseHostPort(host.memd_addr).ok())
+    return Fail("--memd: expected HOST:PORT, got '" + host.memd_addr + "'");
   if (host.state_dir.size() > 80) return Fail("--state-dir path too long for unix sockets (max 80 chars)");
   fs::create_directories(host.state_dir + "/vms", ec);
   if (ec) return Fail("cannot create " + host.state_dir + ": " + ec.message());

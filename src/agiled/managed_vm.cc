@@ -14,6 +14,7 @@
 #include <fstream>
 #include <regex>
 
+#include "base/size.h"
 #include "base/socket.h"
 #include "uffd/compat.h"
 #include "uffd/register.h"
@@ -114,7 +115,19 @@ Status ManagedVm::Start() {
   shim_ = std::make_unique<vm::ShimLink>(std::move(link).value());
   uffd_ = std::make_unique<uffd::Uffd>(std::move(uffd_fd));
   table_ = std::make_unique<vm::PageTable>(spec_.memory_bytes / uffd::kPageSize);
-  faults_ = std::make_unique<vm::FaultServer>(uffd_.get(), shim_->mapping(), table_.get(), nullptr);
+  if (!host_.memd_addr.empty()) {
+    // The store namespace id outlives this host's copy of the VM (migration
+    // carries it), so it is unique per VM incarnation, not per name.
+    store_ = std::make_unique<offload::SwapStore>(host_.memd_addr, host_.id,
+                                                  spec_.name + "-" + std::to_string(qemu_.pid()) + "-" +
+                                                      std::to_string(started_ns_ % 1000000007ULL));
+  }
+  faults_ = std::make_unique<vm::FaultServer>(uffd_.get(), shim_->mapping(), table_.get(), store_.get(),
+                                              host_.prefetch_pages);
+  policy_ = std::make_unique<offload::LastFaultPolicy>(table_.get());
+  faults_->set_access_observer(policy_.get());
+  if (store_)
+    evictor_ = std::make_unique<offload::Evictor>(ram_fd_.get(), table_.get(), shim_.get(), faults_.get(), store_.get());
   faults_->set_on_fatal([name = spec_.name](const Status& s) {
     spdlog::warn("vm {}: fault service ended: {}", name, s.ToString());
   });
@@ -188,6 +201,10 @@ Status ManagedVm::Stop(int timeout_ms) {
 
 void ManagedVm::Cleanup() {
   if (faults_) faults_->Stop();
+  if (store_ && store_->claimed()) {
+    Status s = store_->Release();
+    if (!s.ok()) spdlog::warn("vm {}: could not release its swap-store pages: {}", spec_.name, s.ToString());
+  }
   {
     std::lock_guard<std::mutex> l(qmp_mu_);
     qmp_.reset();
@@ -258,14 +275,50 @@ json ManagedVm::Stat() {
                    {"spurious", f.spurious.load()},
                    {"deferred", f.deferred.load()},
                    {"fetch_errors", f.fetch_errors.load()},
+                   {"prefetched", f.prefetched.load()},
                    {"first_touch_p50_us", f.first_touch_latency.PercentileUs(50)},
-                   {"first_touch_p99_us", f.first_touch_latency.PercentileUs(99)}};
+                   {"first_touch_p99_us", f.first_touch_latency.PercentileUs(99)},
+                   {"refault_p50_us", f.refault_latency.PercentileUs(50)},
+                   {"refault_p99_us", f.refault_latency.PercentileUs(99)}};
+  }
+  if (store_) {
+    std::lock_guard<std::mutex> l(offload_stats_mu_);
+    j["offload"] = {{"store", store_->addr()},
+                    {"store_vm_id", store_->store_vm_id()},
+                    {"policy", policy_->name()},
+                    {"pages_offloaded", offload_total_.pages_offloaded},
+                    {"pages_zero_dropped", offload_total_.pages_zero},
+                    {"bytes_offloaded", offload_total_.bytes_sent},
+                    {"seconds", offload_total_.seconds}};
   }
   // Measured, not inferred: what the RAM file really occupies in tmpfs.
   struct stat sb {};
   if (ram_fd_ && ::fstat(ram_fd_.get(), &sb) == 0) j["host"] = {{"ram_file_bytes", static_cast<uint64_t>(sb.st_blocks) * 512}};
   j["guest"] = GuestStatus();
   return j;
+}
+
+Result<offload::EvictReport> ManagedVm::Offload(uint64_t target_bytes) {
+  if (!evictor_) return Unsupported("no swap store: start agiled with --memd HOST:PORT to offload");
+  if (state_ != kRunning) return Unavailable("vm " + spec_.name + " is " + state());
+  std::unique_lock<std::mutex> l(offload_mu_, std::try_to_lock);
+  if (!l.owns_lock()) return Unavailable("an offload of vm " + spec_.name + " is already running");
+  uint64_t target_pages = target_bytes / uffd::kPageSize;
+  spdlog::info("vm {}: offloading to {} resident ({} policy)", spec_.name, FormatSize(target_bytes), policy_->name());
+  auto r = evictor_->EvictTo(target_pages, policy_.get());
+  if (!r.ok()) {
+    spdlog::error("vm {}: offload failed: {}", spec_.name, r.status().ToString());
+    return r.status();
+  }
+  std::lock_guard<std::mutex> sl(offload_stats_mu_);
+  offload_total_.pages_offloaded += r->pages_offloaded;
+  offload_total_.pages_zero += r->pages_zero;
+  offload_total_.bytes_sent += r->bytes_sent;
+  offload_total_.batches += r->batches;
+  offload_total_.seconds += r->seconds;
+  spdlog::info("vm {}: offloaded {} pages ({} zero pages only marked) in {:.3f} s, {} resident", spec_.name,
+               r->pages_offloaded, r->pages_zero, r->seconds, FormatSize(r->resident_after * uffd::kPageSize));
+  return r;
 }
 
 Result<std::string> ManagedVm::Console(int lines) const {

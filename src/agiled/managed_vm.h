@@ -13,6 +13,9 @@
 
 #include "agiled/host_config.h"
 #include "base/process.h"
+#include "offload/evictor.h"
+#include "offload/swap_store.h"
+#include "offload/victim_policy.h"
 #include "qemu/launch.h"
 #include "qemu/qmp.h"
 #include "uffd/uffd.h"
@@ -37,6 +40,10 @@ class ManagedVm {
   const qemu::VmSpec& spec() const { return spec_; }
   std::string state() const;
   nlohmann::json Stat();
+  // Offloads coldest pages to the swap store until at most target_bytes of
+  // guest RAM are resident. One offload at a time per VM.
+  Result<offload::EvictReport> Offload(uint64_t target_bytes);
+
   // The last `lines` lines of the serial console.
   Result<std::string> Console(int lines) const;
 
@@ -58,6 +65,12 @@ class ManagedVm {
   std::unique_ptr<uffd::Uffd> uffd_;
   std::unique_ptr<vm::PageTable> table_;
   std::unique_ptr<vm::FaultServer> faults_;
+  std::unique_ptr<offload::SwapStore> store_;           // null without --memd
+  std::unique_ptr<offload::LastFaultPolicy> policy_;
+  std::unique_ptr<offload::Evictor> evictor_;
+  std::mutex offload_mu_;        // one offload at a time
+  std::mutex offload_stats_mu_;  // guards offload_total_ (Stat must not wait for an offload)
+  offload::EvictReport offload_total_;
   std::mutex qmp_mu_;
   std::unique_ptr<qemu::QmpClient> qmp_;
   std::thread monitor_;

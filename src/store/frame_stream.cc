@@ -2,13 +2,17 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
 namespace agile::memd {
 namespace {
 
-constexpr size_t kRecvChunk = 256 << 10;
+// Room offered to each recv(). The rest of a large frame is received to its
+// exact end instead, so the buffer never holds a big partial frame that
+// would have to be moved to the front.
+constexpr size_t kRecvChunk = 64 << 10;
 
 }  // namespace
 
@@ -33,10 +37,24 @@ void FrameReader::Reserve(size_t need) {
   if (buf_.size() < need) buf_.resize(need);
 }
 
-Status FrameReader::RecvSome(bool block) {
-  Reserve(Buffered() + kRecvChunk);
+Status FrameReader::RecvSome(bool block, size_t want) {
+  // Spin only while nothing of the next frame is here (the latency case):
+  // the rest of a frame streams in, and spinning would take the CPU its
+  // sender needs.
+  if (block && Buffered() == 0 && busy_poll_.count() > 0) {
+    size_t before = Buffered();
+    auto deadline = std::chrono::steady_clock::now() + busy_poll_;
+    do {
+      AGILE_RETURN_IF_ERROR(RecvSome(/*block=*/false));
+      if (Buffered() > before) return Status::Ok();
+    } while (std::chrono::steady_clock::now() < deadline);
+  }
+  Reserve(Buffered() + std::max(want, kRecvChunk));
+  // The rest of a large frame: wait for all of it at once (one wake-up).
+  bool whole = block && want > kRecvChunk;
+  size_t len = whole ? want : buf_.size() - end_;
   for (;;) {
-    ssize_t r = ::recv(fd_, buf_.data() + end_, buf_.size() - end_, block ? 0 : MSG_DONTWAIT);
+    ssize_t r = ::recv(fd_, buf_.data() + end_, len, block ? (whole ? MSG_WAITALL : 0) : MSG_DONTWAIT);
     if (r > 0) {
       end_ += static_cast<size_t>(r);
       return Status::Ok();
@@ -59,7 +77,7 @@ Result<Frame> FrameReader::Next() {
       wire::FrameHeader h, wire::DecodeFrameHeader(buf_.data() + begin_, magic_, version_, max_payload_));
   size_t total = wire::kFrameHeaderSize + h.length;
   Reserve(total);
-  while (Buffered() < total) AGILE_RETURN_IF_ERROR(RecvSome(true));
+  while (Buffered() < total) AGILE_RETURN_IF_ERROR(RecvSome(true, total - Buffered()));
   const uint8_t* head = buf_.data() + begin_;
   AGILE_RETURN_IF_ERROR(wire::VerifyFrame(head, h, head + wire::kFrameHeaderSize));
   begin_ += total;

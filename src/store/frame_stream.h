@@ -3,6 +3,7 @@
 // A FrameReader belongs to one thread; it does not own the fd.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -30,6 +31,10 @@ class FrameReader {
 
   // True when Next() will not block: a whole frame is buffered.
   bool HasFrame() const;
+  // Before blocking for data, poll without blocking for up to this long.
+  // Waking a blocked thread costs tens of microseconds on virtual machines;
+  // a short spin turns a small request/response round trip into a few.
+  void set_busy_poll(std::chrono::microseconds d) { busy_poll_ = d; }
   // One non-blocking recv(); for callers that poll(). A closed peer shows as
   // kNotFound (between frames) or kCorruption (inside one).
   Status ReadAvailable();
@@ -38,12 +43,14 @@ class FrameReader {
   size_t Buffered() const { return end_ - begin_; }
   // Makes room for `need` contiguous bytes from begin_.
   void Reserve(size_t need);
-  Status RecvSome(bool block);
+  // One recv() of at most `want` bytes (0: as many as fit).
+  Status RecvSome(bool block, size_t want = 0);
 
   int fd_;
   uint32_t magic_;
   uint16_t version_;
   uint32_t max_payload_;
+  std::chrono::microseconds busy_poll_{0};
   std::vector<uint8_t> buf_;
   size_t begin_ = 0;  // first unconsumed byte
   size_t end_ = 0;    // one past the last received byte

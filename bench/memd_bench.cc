@@ -1,0 +1,193 @@
+// memd_bench: throughput of batched PUT/GET and round-trip latency of small
+// GETs (a refault: 1 page, or 1 page plus a 7-page prefetch window) against
+// agile-memd over loopback TCP. Starts its own server in-process unless
+// --memd points at a running one.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include "store/memd_client.h"
+#include "store/memd_server.h"
+#include "store/page_store.h"
+
+namespace {
+
+using namespace agile;
+using namespace agile::memd;
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+struct Latency {
+  double p50_us = 0, p99_us = 0, mean_us = 0;
+};
+
+Latency Summarise(std::vector<double> us) {
+  std::sort(us.begin(), us.end());
+  Latency l;
+  l.p50_us = us[us.size() / 2];
+  l.p99_us = us[std::min(us.size() - 1, us.size() * 99 / 100)];
+  double sum = 0;
+  for (double v : us) sum += v;
+  l.mean_us = sum / static_cast<double>(us.size());
+  return l;
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+int Die(const std::string& what, const Status& st) {
+  std::fprintf(stderr, "memd_bench: %s: %s\n", what.c_str(), st.ToString().c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"memd_bench: agile-memd PUT/GET throughput and small-GET latency over loopback"};
+  std::string memd_addr, json_path;
+  uint64_t n_pages = 65536;
+  int rounds = 5;
+  int iters = 20000;
+  int client_spin_us = 50, server_spin_us = 50;
+  app.add_option("--memd", memd_addr, "use a running agile-memd at HOST:PORT (default: start one in-process)");
+  app.add_option("--json", json_path, "also write the results as JSON to this file");
+  app.add_option("--pages", n_pages, "pages per throughput round (default 65536 = 256 MiB)")->check(CLI::Range(256, 1 << 22));
+  app.add_option("--rounds", rounds, "throughput rounds; the median is reported (default 5)")->check(CLI::Range(1, 100));
+  app.add_option("--latency-iters", iters, "GETs per latency measurement (default 20000)")->check(CLI::Range(100, 10000000));
+  app.add_option("--client-busy-poll-us", client_spin_us, "client busy-poll before sleeping (default 50)");
+  app.add_option("--server-busy-poll-us", server_spin_us, "in-process server busy-poll before sleeping (default 50)");
+  CLI11_PARSE(app, argc, argv);
+  spdlog::set_level(spdlog::level::warn);
+
+  std::unique_ptr<PageStore> store;
+  std::unique_ptr<MemdServer> server;
+  if (memd_addr.empty()) {
+    PageStore::Options o;
+    o.capacity_bytes = (n_pages + 1024) * kPageSize;
+    auto s = PageStore::Open(o);
+    if (!s.ok()) return Die("open store", s.status());
+    store = std::move(s).value();
+    MemdServerOptions so;
+    so.busy_poll = std::chrono::microseconds(server_spin_us);
+    auto srv = MemdServer::Start(store.get(), HostPort{"127.0.0.1", 0}, so);
+    if (!srv.ok()) return Die("start server", srv.status());
+    server = std::move(srv).value();
+    memd_addr = server->address().ToString();
+  }
+  MemdClientOptions co;
+  co.busy_poll = std::chrono::microseconds(client_spin_us);
+  auto client = MemdClient::Connect(memd_addr, "memd-bench", co);
+  if (!client.ok()) return Die("connect", client.status());
+  MemdClient& c = **client;
+  std::string vm = "memd-bench-" + std::to_string(::getpid());
+  auto token = c.Claim(vm);
+  if (!token.ok()) return Die("claim", token.status());
+
+  std::mt19937_64 rng(42);
+  std::vector<uint8_t> data(n_pages * kPageSize);
+  for (size_t i = 0; i < data.size(); i += 8) {
+    uint64_t v = rng();
+    std::memcpy(&data[i], &v, 8);
+  }
+  std::vector<PageRef> refs(n_pages);
+  std::vector<uint64_t> indexes(n_pages);
+  for (uint64_t i = 0; i < n_pages; ++i) {
+    indexes[i] = i;
+    refs[i] = PageRef{i, &data[i * kPageSize]};
+  }
+  std::vector<uint8_t> back(n_pages * kPageSize);
+  std::vector<uint8_t*> out(n_pages);
+  for (uint64_t i = 0; i < n_pages; ++i) out[i] = &back[i * kPageSize];
+  std::vector<uint8_t> present(n_pages);
+
+  std::vector<double> put_rates, get_rates;
+  for (int r = 0; r < rounds; ++r) {
+    auto t0 = Clock::now();
+    if (Status st = c.Put(vm, *token, refs); !st.ok()) return Die("put", st);
+    put_rates.push_back(static_cast<double>(n_pages) / Seconds(Clock::now() - t0));
+    t0 = Clock::now();
+    if (Status st = c.Get(vm, *token, indexes, out, present); !st.ok()) return Die("get", st);
+    get_rates.push_back(static_cast<double>(n_pages) / Seconds(Clock::now() - t0));
+  }
+  if (back != data) {
+    std::fprintf(stderr, "memd_bench: pages read back differ from pages written\n");
+    return 1;
+  }
+
+  // Refault shapes: one page, and one page plus a 7-page prefetch window.
+  auto measure = [&](size_t window) -> Result<Latency> {
+    std::vector<uint64_t> idx(window);
+    std::vector<uint8_t*> o(window);
+    std::vector<uint8_t> buf(window * kPageSize), pres(window);
+    for (size_t k = 0; k < window; ++k) o[k] = &buf[k * kPageSize];
+    std::vector<double> us;
+    us.reserve(static_cast<size_t>(iters));
+    for (int i = -1000; i < iters; ++i) {  // the first 1000 warm up
+      uint64_t first = rng() % (n_pages - window);
+      for (size_t k = 0; k < window; ++k) idx[k] = first + k;
+      auto t0 = Clock::now();
+      AGILE_RETURN_IF_ERROR(c.Get(vm, *token, idx, o, pres));
+      if (i >= 0) us.push_back(Seconds(Clock::now() - t0) * 1e6);
+    }
+    return Summarise(std::move(us));
+  };
+  auto get1 = measure(1);
+  if (!get1.ok()) return Die("get 1 page", get1.status());
+  auto get8 = measure(8);
+  if (!get8.ok()) return Die("get 8 pages", get8.status());
+  (void)c.Release(vm, *token);
+
+  double put_rate = Median(put_rates), get_rate = Median(get_rates);
+  auto pass = [](bool ok) { return ok ? "ok" : "MISSED"; };
+  std::printf("memd_bench: %s, %llu pages (%.0f MiB) x %d rounds, %d latency samples\n",
+              server ? "in-process server on loopback" : memd_addr.c_str(),
+              static_cast<unsigned long long>(n_pages), static_cast<double>(n_pages * kPageSize) / (1 << 20),
+              rounds, iters);
+  std::printf("%-22s %14s %14s %10s  %s\n", "measure", "value", "", "target", "");
+  std::printf("%-22s %11.0f p/s %10.0f MiB/s %10s  %s\n", "PUT batched", put_rate,
+              put_rate * kPageSize / (1 << 20), ">=500K", pass(put_rate >= 500e3));
+  std::printf("%-22s %11.0f p/s %10.0f MiB/s %10s  %s\n", "GET batched", get_rate,
+              get_rate * kPageSize / (1 << 20), ">=500K", pass(get_rate >= 500e3));
+  std::printf("%-22s %9.1f us p50 %9.1f us p99 %7s  %s\n", "GET 1 page", get1->p50_us, get1->p99_us, "p50<=40",
+              pass(get1->p50_us <= 40));
+  std::printf("%-22s %9.1f us p50 %9.1f us p99 %7s  %s\n", "GET 8 pages", get8->p50_us, get8->p99_us, "p50<=40",
+              pass(get8->p50_us <= 40));
+
+  if (!json_path.empty()) {
+    auto lat = [](const Latency& l) { return nlohmann::json{{"p50_us", l.p50_us}, {"p99_us", l.p99_us}, {"mean_us", l.mean_us}}; };
+    nlohmann::json j = {
+        {"bench", "memd_bench"},
+        {"server", server ? "in-process" : memd_addr},
+        {"pages_per_round", n_pages},
+        {"rounds", rounds},
+        {"latency_samples", iters},
+        {"put_pages_per_s", put_rate},
+        {"get_pages_per_s", get_rate},
+        {"put_pages_per_s_rounds", put_rates},
+        {"get_pages_per_s_rounds", get_rates},
+        {"get_1_page", lat(*get1)},
+        {"get_8_pages", lat(*get8)},
+        {"targets", {{"pages_per_s", 500000}, {"refault_p50_us", 40}}},
+    };
+    std::ofstream f(json_path);
+    f << j.dump(2) << "\n";
+    if (!f) {
+      std::fprintf(stderr, "memd_bench: cannot write %s\n", json_path.c_str());
+      return 1;
+    }
+  }
+  return 0;
+}

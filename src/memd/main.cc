@@ -1,0 +1,103 @@
+// agile-memd: the per-VM swap store server. Parses flags, opens the store,
+// serves until SIGTERM or SIGINT, then closes connections and syncs.
+#include <signal.h>
+
+#include <cstdio>
+#include <string>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "base/size.h"
+#include "base/socket.h"
+#include "store/memd_server.h"
+#include "store/page_store.h"
+
+namespace {
+
+int Fail(const agile::Status& st) {
+  spdlog::critical("{}", st.ToString());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace agile;
+  CLI::App app{
+      "agile-memd: network swap store for agile live migration.\n"
+      "Holds the cold pages of VMs, keyed by (vm, page index). Each VM's pages belong to one host,\n"
+      "proven by a token that CLAIM returns and TRANSFER hands over at migration."};
+  std::string listen;
+  std::string capacity = "1G";
+  std::string data_dir;
+  std::string fsync = "periodic";
+  int fsync_interval_ms = 1000;
+  int busy_poll_us = 50;
+  std::string log_level = "info";
+  app.add_option("--listen", listen, "address to serve on, HOST:PORT (port 0 picks a free port)")->required();
+  app.add_option("--capacity", capacity, "most page data to hold, e.g. 512M, 4G (default 1G)");
+  app.add_option("--data-dir", data_dir,
+                 "keep pages in files here so they survive a restart (default: memory only)");
+  app.add_option("--fsync", fsync,
+                 "with --data-dir: 'periodic' syncs every --fsync-interval-ms (acknowledged pages survive an\n"
+                 "agile-memd crash at once, a power loss after the next sync); 'always' syncs before every reply")
+      ->check(CLI::IsMember({"periodic", "always"}));
+  app.add_option("--fsync-interval-ms", fsync_interval_ms, "period of syncs in 'periodic' mode (default 1000)")
+      ->check(CLI::Range(10, 3600 * 1000));
+  app.add_option("--busy-poll-us", busy_poll_us,
+                 "after each answer, poll a connection this long before sleeping: cuts refault latency\n"
+                 "where waking a thread is slow (VMs), at up to this much CPU per request; 0 = off (default 50)")
+      ->check(CLI::Range(0, 10000));
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error (default info)")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  CLI11_PARSE(app, argc, argv);
+
+  // Logs go to stderr: stdout carries only the "listening on" line that
+  // scripts and tests wait for.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("agile-memd"));
+  spdlog::set_level(spdlog::level::from_str(log_level));
+  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ agile-memd: %v");
+
+  auto cap = ParseSize(capacity);
+  if (!cap.ok()) return Fail(cap.status().Annotate("--capacity"));
+  auto addr = ParseHostPort(listen);
+  if (!addr.ok()) return Fail(addr.status().Annotate("--listen"));
+
+  // Block the stop signals before any thread starts, so all threads inherit
+  // the mask and only sigwait() below receives them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);  // sends use MSG_NOSIGNAL; this covers anything else
+
+  memd::PageStore::Options opts;
+  opts.capacity_bytes = *cap;
+  opts.data_dir = data_dir;
+  opts.sync_each_write = fsync == "always";
+  opts.sync_interval = std::chrono::milliseconds(fsync_interval_ms);
+  auto store = memd::PageStore::Open(opts);
+  if (!store.ok()) return Fail(store.status().Annotate("open store"));
+  memd::MemdServerOptions server_opts;
+  server_opts.busy_poll = std::chrono::microseconds(busy_poll_us);
+  auto server = memd::MemdServer::Start(store->get(), *addr, server_opts);
+  if (!server.ok()) return Fail(server.status().Annotate("start server"));
+
+  spdlog::info("capacity {}, {}", FormatSize(opts.capacity_bytes),
+               data_dir.empty() ? std::string("memory only (pages are lost on exit)")
+                                : "data in " + data_dir + ", fsync " + fsync);
+  std::printf("agile-memd: listening on %s\n", (*server)->address().ToString().c_str());
+  std::fflush(stdout);
+
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  spdlog::info("received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  (*server)->Stop();
+  server->reset();
+  store->reset();  // final sync
+  spdlog::info("stopped cleanly");
+  return 0;
+}

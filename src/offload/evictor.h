@@ -1,0 +1,51 @@
+// Moves resident pages of a running VM to the swap store without losing a
+// write (invariant 3). For each batch of victims:
+//   1. claim them: kResident -> kInFlight (faults on them now wait)
+//   2. drop their PTEs inside QEMU through the shim (any access now faults)
+//   3. read them from the RAM file; all-zero pages are only marked, never sent
+//   4. PUT the rest to memd; only once it is stored...
+//   5. punch the holes in the RAM file and publish kOffloaded / kZero
+// A failed PUT puts the batch back to kResident (data never left the file).
+// Not thread-safe: one offload at a time per VM (callers serialise).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "base/status.h"
+#include "offload/swap_store.h"
+#include "offload/victim_policy.h"
+#include "vm/fault_server.h"
+#include "vm/page_table.h"
+#include "vm/shim_link.h"
+
+namespace agile::offload {
+
+struct EvictReport {
+  uint64_t pages_offloaded = 0;  // sent to memd
+  uint64_t pages_zero = 0;       // found all-zero: marked, not sent
+  uint64_t bytes_sent = 0;
+  uint64_t batches = 0;
+  double seconds = 0;
+  uint64_t resident_after = 0;
+};
+
+class Evictor {
+ public:
+  Evictor(int ram_fd, vm::PageTable* table, vm::ShimLink* shim, vm::FaultServer* faults, SwapStore* store)
+      : ram_fd_(ram_fd), table_(table), shim_(shim), faults_(faults), store_(store) {}
+
+  // Offloads coldest-first until at most target_pages are resident.
+  Result<EvictReport> EvictTo(uint64_t target_pages, VictimPolicy* policy);
+  // Offloads exactly these pages (those still resident).
+  Status EvictPages(std::vector<uint64_t> victims, EvictReport* report);
+
+ private:
+  int ram_fd_;
+  vm::PageTable* table_;
+  vm::ShimLink* shim_;
+  vm::FaultServer* faults_;
+  SwapStore* store_;
+};
+
+}  // namespace agile::offload

@@ -1,0 +1,97 @@
+#include "offload/swap_store.h"
+
+#include <spdlog/spdlog.h>
+
+#include <vector>
+
+#include "vm/fault_server.h"
+
+namespace agile::offload {
+
+SwapStore::SwapStore(std::string memd_addr, std::string host_id, std::string store_vm_id, int redial_ms)
+    : addr_(std::move(memd_addr)), host_id_(std::move(host_id)), vm_id_(std::move(store_vm_id)), redial_ms_(redial_ms) {}
+
+bool SwapStore::claimed() const {
+  std::lock_guard<std::mutex> l(token_mu_);
+  return claimed_;
+}
+
+memd::OwnerToken SwapStore::token() const {
+  std::lock_guard<std::mutex> l(token_mu_);
+  return token_;
+}
+
+void SwapStore::Adopt(memd::OwnerToken token) {
+  std::lock_guard<std::mutex> l(token_mu_);
+  token_ = token;
+  claimed_ = true;
+}
+
+Result<memd::MemdClient*> SwapStore::Client(Conn& c) {
+  if (c.client) return c.client.get();
+  uint64_t now = vm::NowNs();
+  if (c.last_dial_ns != 0 && now - c.last_dial_ns < static_cast<uint64_t>(redial_ms_) * 1000000ULL)
+    return Unavailable("swap store " + addr_ + " unreachable (retrying every " + std::to_string(redial_ms_) + " ms)");
+  c.last_dial_ns = now;
+  auto client = memd::MemdClient::Connect(addr_, host_id_);
+  if (!client.ok()) return client.status().Annotate("swap store " + addr_);
+  c.client = std::move(client).value();
+  spdlog::info("swap store {}: connected for VM {}", addr_, vm_id_);
+  return c.client.get();
+}
+
+void SwapStore::Drop(Conn& c, const Status& why) {
+  // Refusals (not owner, store full) leave the connection usable; anything
+  // else means it is broken and must be re-dialled.
+  if (why.code() == Code::kUnavailable || why.code() == Code::kCorruption || why.code() == Code::kNotFound) {
+    if (c.client) spdlog::warn("swap store {}: connection lost ({})", addr_, why.ToString());
+    c.client.reset();
+  }
+}
+
+Status SwapStore::Claim() {
+  std::lock_guard<std::mutex> l(bulk_conn_.mu);
+  if (claimed()) return Status::Ok();
+  AGILE_ASSIGN_OR_RETURN(memd::MemdClient * c, Client(bulk_conn_));
+  auto t = c->Claim(vm_id_);
+  if (!t.ok()) {
+    Drop(bulk_conn_, t.status());
+    return t.status().Annotate("claim " + vm_id_ + " in the swap store");
+  }
+  Adopt(*t);
+  return Status::Ok();
+}
+
+Status SwapStore::Fetch(std::span<const uint64_t> idx, uint8_t* out, uint8_t* present) {
+  std::lock_guard<std::mutex> l(fault_conn_.mu);
+  AGILE_ASSIGN_OR_RETURN(memd::MemdClient * c, Client(fault_conn_));
+  std::vector<uint8_t*> outs(idx.size());
+  for (size_t i = 0; i < idx.size(); ++i) outs[i] = out + i * memd::kPageSize;
+  Status s = c->Get(vm_id_, token(), idx, outs, std::span<uint8_t>(present, idx.size()));
+  if (!s.ok()) Drop(fault_conn_, s);
+  return s;
+}
+
+Status SwapStore::Put(std::span<const memd::PageRef> pages) {
+  std::lock_guard<std::mutex> l(bulk_conn_.mu);
+  AGILE_ASSIGN_OR_RETURN(memd::MemdClient * c, Client(bulk_conn_));
+  Status s = c->Put(vm_id_, token(), pages);
+  if (!s.ok()) Drop(bulk_conn_, s);
+  return s;
+}
+
+Status SwapStore::Release() {
+  if (!claimed()) return Status::Ok();
+  std::lock_guard<std::mutex> l(bulk_conn_.mu);
+  AGILE_ASSIGN_OR_RETURN(memd::MemdClient * c, Client(bulk_conn_));
+  auto r = c->Release(vm_id_, token());
+  if (!r.ok()) {
+    Drop(bulk_conn_, r.status());
+    return r.status();
+  }
+  std::lock_guard<std::mutex> t(token_mu_);
+  claimed_ = false;
+  return Status::Ok();
+}
+
+}  // namespace agile::offload

@@ -1,0 +1,27 @@
+#include "offload/victim_policy.h"
+
+#include <algorithm>
+
+namespace agile::offload {
+
+LastFaultPolicy::LastFaultPolicy(const vm::PageTable* table)
+    : table_(table), stamp_(new std::atomic<uint32_t>[table->pages()]) {
+  for (uint64_t i = 0; i < table->pages(); ++i) stamp_[i].store(0, std::memory_order_relaxed);
+}
+
+void LastFaultPolicy::OnAccess(uint64_t idx) {
+  stamp_[idx].store(seq_.fetch_add(1, std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
+std::vector<uint64_t> LastFaultPolicy::Coldest(size_t n) {
+  std::vector<std::pair<uint32_t, uint64_t>> resident;
+  for (uint64_t i = 0; i < table_->pages(); ++i)
+    if (table_->Get(i) == vm::PageState::kResident) resident.emplace_back(stamp_[i].load(std::memory_order_relaxed), i);
+  n = std::min(n, resident.size());
+  std::partial_sort(resident.begin(), resident.begin() + static_cast<long>(n), resident.end());
+  std::vector<uint64_t> out(n);
+  for (size_t i = 0; i < n; ++i) out[i] = resident[i].second;
+  return out;
+}
+
+}  // namespace agile::offload

@@ -1,0 +1,40 @@
+// Which resident pages to offload first. The working-set tracker provides the
+// real policy (coldest by access age); LastFaultPolicy is the honest fallback
+// used until tracking runs: least-recently *faulted* first. A resident page
+// stops faulting once mapped, so this order is really "longest since it was
+// last brought in" - cold-first for data touched once (boot, fill), blind to
+// pages that stay hot without faulting.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "vm/fault_server.h"
+#include "vm/page_table.h"
+
+namespace agile::offload {
+
+class VictimPolicy {
+ public:
+  virtual ~VictimPolicy() = default;
+  virtual const char* name() const = 0;
+  // Up to n resident page indexes, coldest first.
+  virtual std::vector<uint64_t> Coldest(size_t n) = 0;
+};
+
+class LastFaultPolicy : public VictimPolicy, public vm::AccessObserver {
+ public:
+  explicit LastFaultPolicy(const vm::PageTable* table);
+  const char* name() const override { return "least-recent-fault"; }
+  std::vector<uint64_t> Coldest(size_t n) override;
+  void OnAccess(uint64_t idx) override;  // fault thread
+
+ private:
+  const vm::PageTable* table_;
+  std::unique_ptr<std::atomic<uint32_t>[]> stamp_;  // fault sequence number, 0 = never
+  std::atomic<uint32_t> seq_{0};
+};
+
+}  // namespace agile::offload

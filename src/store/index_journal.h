@@ -1,0 +1,73 @@
+// The durable index of one VM namespace: an append-only journal saying who
+// owns the namespace (host, token) and which data-file slot holds each page.
+// Replaying it rebuilds the namespace after a restart; a torn tail (crash in
+// the middle of an append) is cut off, anything else malformed is an error.
+//
+//   file   := header record*
+//   header := magic u32 "AGMJ" | version u16 = 1 | vm str | xxh32 u32 (of the bytes before it)
+//   record := body_len u32 | xxh32(body) u32 | body
+//   body   := 1 OWNER  host str | epoch u64 | secret u64
+//           | 2 SET    index u64 | slot u64 | xxh3_64(page) u64
+//           | 3 DEL    index u64
+//   (str = u32 length + bytes; all integers little-endian)
+//
+// Not thread-safe: owned and locked by one namespace.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <utility>
+
+#include "base/fd.h"
+#include "base/status.h"
+#include "store/memd_proto.h"
+
+namespace agile::memd {
+
+// Where a page lives and the hash its bytes must have there.
+struct SlotRef {
+  uint64_t slot = 0;
+  uint64_t hash = 0;
+};
+
+struct JournalState {
+  std::string vm;
+  std::string owner;
+  OwnerToken token;
+  std::unordered_map<uint64_t, SlotRef> pages;
+};
+
+class IndexJournal {
+ public:
+  // Writes a fresh journal holding `state` (header, OWNER, one SET per page)
+  // to path.tmp, syncs it, renames it over path and syncs the directory: used
+  // to create a namespace and to compact a long journal.
+  static Result<IndexJournal> Write(const std::string& path, const JournalState& state);
+  // Replays path. dropped_bytes receives the size of a torn tail that was cut.
+  static Result<std::pair<IndexJournal, JournalState>> Replay(const std::string& path, uint64_t* dropped_bytes);
+
+  Status AppendOwner(std::string_view owner, OwnerToken token);
+  // SET records for `sets`, then DEL records for `deletes`, in one write. On
+  // failure the journal is cut back to where it was; if even that fails every
+  // later append fails too, so a half record is never followed by more.
+  Status Append(std::span<const std::pair<uint64_t, SlotRef>> sets, std::span<const uint64_t> deletes);
+  Status Sync();
+  // Records written since the journal was last (re)written: drives compaction.
+  uint64_t records() const { return records_; }
+
+ private:
+  IndexJournal(UniqueFd fd, uint64_t size, uint64_t records) : fd_(std::move(fd)), size_(size), records_(records) {}
+  Status AppendBytes(const std::vector<uint8_t>& bytes, uint64_t n_records);
+
+  UniqueFd fd_;
+  uint64_t size_ = 0;
+  uint64_t records_ = 0;
+  bool broken_ = false;
+};
+
+// fsync of a directory, so created, renamed and unlinked names are durable.
+Status SyncDir(const std::string& dir);
+
+}  // namespace agile::memd

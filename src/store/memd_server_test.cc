@@ -1,0 +1,339 @@
+#include "store/memd_server.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <unordered_map>
+
+#include "base/socket.h"
+#include "store/frame_stream.h"
+#include "store/memd_client.h"
+
+namespace agile::memd {
+namespace {
+
+uint64_t Counter(const StatReply& s, const std::string& name) {
+  for (const auto& [n, v] : s.counters)
+    if (n == name) return v;
+  ADD_FAILURE() << "no counter " << name;
+  return 0;
+}
+
+class MemdServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    spdlog::set_level(spdlog::level::warn);
+    PageStore::Options o;
+    o.capacity_bytes = 256 << 20;
+    store_ = std::move(PageStore::Open(o)).value();
+    auto s = MemdServer::Start(store_.get(), HostPort{"127.0.0.1", 0});
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    server_ = std::move(s).value();
+    addr_ = server_->address().ToString();
+  }
+  std::unique_ptr<MemdClient> Client(const std::string& host) {
+    auto c = MemdClient::Connect(addr_, host);
+    EXPECT_TRUE(c.ok()) << c.status().ToString();
+    return std::move(c).value();
+  }
+
+  std::unique_ptr<PageStore> store_;
+  std::unique_ptr<MemdServer> server_;
+  std::string addr_;
+};
+
+TEST_F(MemdServerTest, TenThousandRandomPagesPipelined) {
+  auto c = Client("host-a");
+  auto t = c->Claim("vm-1");
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+
+  std::mt19937_64 rng(1234);
+  constexpr size_t kN = 10000;
+  std::unordered_map<uint64_t, size_t> seen;
+  std::vector<uint64_t> idx;
+  while (idx.size() < kN) {
+    uint64_t i = rng() % (1ull << 30);
+    if (seen.emplace(i, idx.size()).second) idx.push_back(i);
+  }
+  std::vector<uint8_t> data(kN * kPageSize);
+  for (size_t i = 0; i < data.size(); i += 8) {
+    uint64_t v = rng();
+    std::memcpy(&data[i], &v, 8);
+  }
+  std::vector<PageRef> refs(kN);
+  for (size_t i = 0; i < kN; ++i) refs[i] = PageRef{idx[i], &data[i * kPageSize]};
+  ASSERT_TRUE(c->Put("vm-1", *t, refs).ok());
+
+  // Read back in a different order, with absent indexes mixed in.
+  std::vector<uint64_t> ask(idx.rbegin(), idx.rend());
+  ask.push_back(1ull << 31);
+  ask.insert(ask.begin() + 17, (1ull << 31) + 1);
+  std::vector<uint8_t> got(ask.size() * kPageSize);
+  std::vector<uint8_t*> out(ask.size());
+  for (size_t i = 0; i < ask.size(); ++i) out[i] = &got[i * kPageSize];
+  std::vector<uint8_t> present(ask.size());
+  ASSERT_TRUE(c->Get("vm-1", *t, ask, out, present).ok());
+  for (size_t i = 0; i < ask.size(); ++i) {
+    auto it = seen.find(ask[i]);
+    if (it == seen.end()) {
+      EXPECT_EQ(present[i], 0) << ask[i];
+      continue;
+    }
+    ASSERT_EQ(present[i], 1) << ask[i];
+    ASSERT_EQ(std::memcmp(out[i], &data[it->second * kPageSize], kPageSize), 0) << "page " << ask[i];
+  }
+
+  auto stat = c->Stat();
+  ASSERT_TRUE(stat.ok()) << stat.status().ToString();
+  EXPECT_EQ(stat->pages, kN);
+  EXPECT_EQ(Counter(*stat, "requests.PUT"), (kN + kMaxBatchPages - 1) / kMaxBatchPages);
+  EXPECT_EQ(Counter(*stat, "pages.got"), kN);
+  EXPECT_EQ(Counter(*stat, "pages.absent"), 2u);
+
+  auto del = c->Delete("vm-1", *t, idx);
+  ASSERT_TRUE(del.ok());
+  EXPECT_EQ(*del, kN);
+  EXPECT_EQ(*c->Release("vm-1", *t), 0u);
+}
+
+TEST_F(MemdServerTest, MigrationHandsOwnershipOver) {
+  auto a = Client("host-a");
+  auto b = Client("host-b");
+  auto ta = *a->Claim("vm-1");
+  std::vector<uint8_t> page(kPageSize, 0x77);
+  PageRef ref{42, page.data()};
+  ASSERT_TRUE(a->Put("vm-1", ta, {&ref, 1}).ok());
+
+  auto tb = a->Transfer("vm-1", ta, "host-b");
+  ASSERT_TRUE(tb.ok());
+  std::vector<uint8_t> buf(kPageSize);
+  uint8_t* out[] = {buf.data()};
+  uint8_t present[1] = {0};
+  uint64_t idx[] = {42};
+  ASSERT_TRUE(b->Get("vm-1", *tb, idx, out, present).ok());
+  EXPECT_EQ(present[0], 1);
+  EXPECT_EQ(buf, page);
+
+  Status stale = a->Get("vm-1", ta, idx, out, present);
+  EXPECT_EQ(stale.code(), Code::kPermissionDenied);
+  EXPECT_NE(stale.message().find("stale token"), std::string::npos) << stale.message();
+  EXPECT_EQ(a->Get("vm-1", *tb, idx, out, present).code(), Code::kPermissionDenied);  // not host-b
+  EXPECT_EQ(a->Claim("vm-1").status().code(), Code::kAlreadyExists);
+  // A refusal leaves the connection usable.
+  EXPECT_TRUE(a->Stat().ok());
+  EXPECT_TRUE(b->Release("vm-1", *tb).ok());
+}
+
+TEST_F(MemdServerTest, FullStoreOverTheWire) {
+  PageStore::Options o;
+  o.capacity_bytes = 300 * kPageSize;
+  auto small = std::move(PageStore::Open(o)).value();
+  auto server = std::move(MemdServer::Start(small.get(), HostPort{"127.0.0.1", 0})).value();
+  auto c = std::move(MemdClient::Connect(server->address().ToString(), "host-a")).value();
+  auto t = *c->Claim("vm-1");
+  std::vector<uint8_t> page(kPageSize, 1);
+  std::vector<PageRef> refs(400);
+  for (size_t i = 0; i < refs.size(); ++i) refs[i] = PageRef{i, page.data()};
+  // Two batches (256 + 144): the first fits, the second does not and stores nothing.
+  Status st = c->Put("vm-1", t, refs);
+  EXPECT_EQ(st.code(), Code::kResourceExhausted);
+  EXPECT_EQ(c->Stat()->pages, 256u);
+}
+
+// Sends raw bytes; expects a protocol-error frame naming the problem, then EOF.
+void ExpectProtocolError(const std::string& addr, const std::vector<uint8_t>& bytes, const std::string& needle,
+                         bool half_close = false) {
+  SCOPED_TRACE(needle);
+  auto fd = ConnectAddress(addr);
+  ASSERT_TRUE(fd.ok());
+  ASSERT_TRUE(SendAll(fd->get(), bytes.data(), bytes.size()).ok());
+  if (half_close) ::shutdown(fd->get(), SHUT_WR);
+  FrameReader r(fd->get(), kMagic, kVersion, kMaxPayload);
+  auto f = r.Next();
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  EXPECT_EQ(f->header.type, kProtocolErrorType);
+  auto resp = DecodeResponse(f->header.type, f->payload, f->header.length);
+  ASSERT_TRUE(resp.ok());
+  EXPECT_EQ(resp->status.code(), Code::kCorruption);
+  EXPECT_NE(resp->status.message().find(needle), std::string::npos) << resp->status.message();
+  EXPECT_EQ(r.Next().status().code(), Code::kNotFound);  // then the server closed
+}
+
+TEST_F(MemdServerTest, MalformedFramesCloseTheConnectionOnly) {
+  std::vector<uint8_t> stat;
+  AppendStat(&stat, 1);
+
+  auto bad_magic = stat;
+  bad_magic[0] ^= 1;
+  ExpectProtocolError(addr_, bad_magic, "bad magic");
+
+  auto bad_sum = stat;
+  bad_sum.back() ^= 1;
+  ExpectProtocolError(addr_, bad_sum, "checksum mismatch");
+
+  auto oversize = stat;
+  uint32_t huge = kMaxPayload + 1;
+  std::memcpy(&oversize[8], &huge, 4);
+  ExpectProtocolError(addr_, oversize, "exceeds limit");
+
+  std::vector<uint8_t> id(8, 0);
+  ExpectProtocolError(addr_, wire::MakeFrame(kMagic, kVersion, 99, id), "unknown request type");
+
+  std::vector<uint8_t> trailing(9, 0);  // STAT is a u64 id and nothing more
+  ExpectProtocolError(addr_, wire::MakeFrame(kMagic, kVersion, static_cast<uint16_t>(MsgType::kStat), trailing),
+                      "trailing");
+
+  std::vector<uint8_t> bad_count;
+  wire::Encoder e(&bad_count);
+  e.U64(1);
+  e.Str("vm-1");
+  e.U64(1);
+  e.U64(1);
+  e.U32(5000);
+  ExpectProtocolError(addr_, wire::MakeFrame(kMagic, kVersion, static_cast<uint16_t>(MsgType::kPut), bad_count),
+                      "exceeds the limit");
+
+  std::vector<uint8_t> truncated(stat.begin(), stat.end() - 3);
+  ExpectProtocolError(addr_, truncated, "closed mid-frame", /*half_close=*/true);
+
+  // Good requests before the bad frame are answered first.
+  std::vector<uint8_t> two = stat;
+  two.insert(two.end(), bad_magic.begin(), bad_magic.end());
+  auto fd = ConnectAddress(addr_);
+  ASSERT_TRUE(SendAll(fd->get(), two.data(), two.size()).ok());
+  FrameReader r(fd->get(), kMagic, kVersion, kMaxPayload);
+  EXPECT_EQ(r.Next()->header.type, ResponseType(MsgType::kStat));
+  EXPECT_EQ(r.Next()->header.type, kProtocolErrorType);
+
+  // The server is fine and counted them all.
+  auto c = Client("host-a");
+  auto s = c->Stat();
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(Counter(*s, "errors.protocol"), 8u);
+}
+
+TEST_F(MemdServerTest, RequestsBeforeHelloAreRefused) {
+  auto fd = ConnectAddress(addr_);
+  ASSERT_TRUE(fd.ok());
+  std::vector<uint8_t> req;
+  AppendClaim(&req, 5, "vm-1", "host-a");
+  AppendHello(&req, 6, "host-a");
+  AppendClaim(&req, 7, "vm-1", "host-b");  // claiming for another host
+  AppendClaim(&req, 8, "vm-1", "host-a");
+  ASSERT_TRUE(SendAll(fd->get(), req.data(), req.size()).ok());
+  FrameReader r(fd->get(), kMagic, kVersion, kMaxPayload);
+  Code want[] = {Code::kPermissionDenied, Code::kOk, Code::kPermissionDenied, Code::kOk};
+  for (uint64_t i = 0; i < 4; ++i) {
+    auto f = r.Next();
+    ASSERT_TRUE(f.ok());
+    auto resp = DecodeResponse(f->header.type, f->payload, f->header.length);
+    ASSERT_TRUE(resp.ok());
+    EXPECT_EQ(resp->id, 5 + i);
+    EXPECT_EQ(resp->status.code(), want[i]) << resp->status.ToString();
+  }
+}
+
+TEST_F(MemdServerTest, StopClosesClients) {
+  auto c = Client("host-a");
+  server_->Stop();
+  EXPECT_EQ(c->Stat().status().code(), Code::kUnavailable);
+  EXPECT_EQ(c->Stat().status().code(), Code::kUnavailable);  // stays broken
+}
+
+// ---- The agile-memd binary ----------------------------------------------------
+
+class MemdProcess {
+ public:
+  explicit MemdProcess(const std::vector<std::string>& extra) {
+    int out[2];
+    EXPECT_EQ(::pipe(out), 0);
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::dup2(out[1], 1);
+      std::vector<std::string> args = {AGILE_MEMD_BIN, "--listen", "127.0.0.1:0", "--log-level", "warn"};
+      args.insert(args.end(), extra.begin(), extra.end());
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    ::close(out[1]);
+    stdout_ = ::fdopen(out[0], "r");
+    char line[256] = {0};
+    if (std::fgets(line, sizeof(line), stdout_) != nullptr) line_ = line;
+    const std::string prefix = "agile-memd: listening on ";
+    if (line_.rfind(prefix, 0) == 0) addr_ = line_.substr(prefix.size(), line_.find('\n') - prefix.size());
+  }
+  ~MemdProcess() {
+    if (pid_ > 0) Stop();
+    if (stdout_) std::fclose(stdout_);
+  }
+  // SIGTERM, then the exit status.
+  int Stop() {
+    ::kill(pid_, SIGTERM);
+    return Wait();
+  }
+  int Wait() {
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return status;
+  }
+  const std::string& addr() const { return addr_; }
+  const std::string& line() const { return line_; }
+
+ private:
+  pid_t pid_ = -1;
+  FILE* stdout_ = nullptr;
+  std::string line_, addr_;
+};
+
+TEST(MemdBinary, ServesAndKeepsPagesAcrossRestart) {
+  std::string dir = std::filesystem::temp_directory_path() / ("memd-bin-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::vector<uint8_t> page(kPageSize, 0x3c);
+  uint64_t idx[] = {7};
+  OwnerToken t;
+  {
+    MemdProcess p({"--data-dir", dir, "--capacity", "16M"});
+    ASSERT_FALSE(p.addr().empty()) << "first line: " << p.line();
+    EXPECT_NE(p.addr(), "127.0.0.1:0");
+    auto c = MemdClient::Connect(p.addr(), "host-a");
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    t = *(*c)->Claim("vm-1");
+    PageRef ref{7, page.data()};
+    ASSERT_TRUE((*c)->Put("vm-1", t, {&ref, 1}).ok());
+    int status = p.Stop();
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+  }
+  {
+    MemdProcess p({"--data-dir", dir});
+    auto c = MemdClient::Connect(p.addr(), "host-a");
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    std::vector<uint8_t> buf(kPageSize);
+    uint8_t* out[] = {buf.data()};
+    uint8_t present[1] = {0};
+    ASSERT_TRUE((*c)->Get("vm-1", t, idx, out, present).ok());
+    EXPECT_EQ(present[0], 1);
+    EXPECT_EQ(buf, page);
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST(MemdBinary, RejectsBadFlags) {
+  MemdProcess p({"--capacity", "lots"});
+  EXPECT_TRUE(p.addr().empty());
+  int status = p.Wait();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0);
+}
+
+}  // namespace
+}  // namespace agile::memd

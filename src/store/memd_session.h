@@ -1,0 +1,59 @@
+// The protocol logic of one agile-memd connection, without sockets: turns a
+// verified request frame into its response frame, against a PageStore. The
+// connection's identity is the host id of its HELLO; ownership checks use it.
+// Not thread-safe: one session per connection, driven by one thread.
+// ServerCounters is shared by all sessions and thread-safe.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "store/memd_proto.h"
+#include "store/page_store.h"
+
+namespace agile::memd {
+
+struct ServerCounters {
+  std::array<std::atomic<uint64_t>, 9> requests{};  // by MsgType value
+  std::atomic<uint64_t> errors{0};                  // error responses
+  std::atomic<uint64_t> permission_denied{0};
+  std::atomic<uint64_t> store_full{0};
+  std::atomic<uint64_t> protocol_errors{0};         // malformed frames (connection closed)
+  std::atomic<uint64_t> pages_put{0};
+  std::atomic<uint64_t> pages_got{0};
+  std::atomic<uint64_t> pages_absent{0};
+  std::atomic<uint64_t> pages_deleted{0};
+  std::atomic<uint64_t> connections{0};
+  std::atomic<uint64_t> connections_open{0};
+
+  std::vector<std::pair<std::string, uint64_t>> Snapshot() const;
+};
+
+class MemdSession {
+ public:
+  MemdSession(PageStore* store, ServerCounters* counters, std::string peer);
+
+  // Appends the response to one frame to *out. An error return means the
+  // frame was malformed: the caller reports it and closes the connection.
+  Status Handle(uint16_t type, const uint8_t* payload, size_t len, std::vector<uint8_t>* out);
+
+  // "host-id@peer" once identified, else the peer address: for logs.
+  std::string Describe() const;
+
+ private:
+  void Dispatch(MsgType type, uint64_t id, const RequestBody& body, std::vector<uint8_t>* out);
+  void HandleGet(uint64_t id, const GetRequest& r, std::vector<uint8_t>* out);
+  // Counts and logs an error answer to a request; returns it for chaining.
+  const Status& Failed(MsgType t, const Status& st);
+
+  PageStore* store_;
+  ServerCounters* counters_;
+  std::string peer_;
+  std::string host_;  // empty until HELLO
+};
+
+}  // namespace agile::memd

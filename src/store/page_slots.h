@@ -1,0 +1,34 @@
+// Fixed 4 KiB page slots numbered from 0: in memory, or in a data file where
+// slot n lives at offset n * 4096. Which page sits in which slot is the
+// namespace's business (vm_namespace.h); slots only hold bytes.
+// Not thread-safe: owned and locked by one namespace.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/fd.h"
+#include "base/status.h"
+
+namespace agile::memd {
+
+class PageSlots {
+ public:
+  virtual ~PageSlots() = default;
+  // Writes pages[i] (4096 bytes each) into slots[i].
+  virtual Status Write(std::span<const uint64_t> slots, std::span<const uint8_t* const> pages) = 0;
+  virtual Status Read(uint64_t slot, uint8_t* dst) = 0;
+  // Makes written slots durable (no-op in memory).
+  virtual Status Sync() = 0;
+  // Slots that exist in the backing (the data file's length in slots).
+  virtual uint64_t Extent() const = 0;
+};
+
+std::unique_ptr<PageSlots> NewMemorySlots();
+// Opens (creating if asked) a data file of slots. O_CLOEXEC.
+Result<std::unique_ptr<PageSlots>> OpenFileSlots(const std::string& path, bool create);
+
+}  // namespace agile::memd

@@ -1,0 +1,277 @@
+#include "store/page_store.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <set>
+
+#include <spdlog/spdlog.h>
+
+#include "base/size.h"
+#include "store/vm_namespace.h"
+
+namespace agile::memd {
+
+// A namespace and its lock. `gone` is set by RELEASE under the lock, so a
+// caller that found the entry just before it was erased sees it is dead.
+struct PageStore::Entry {
+  std::mutex mu;
+  std::unique_ptr<VmNamespace> ns;
+  bool gone = false;
+};
+
+namespace {
+
+Result<uint64_t> RandomSecret() {
+  uint64_t v = 0;
+  for (;;) {
+    ssize_t r = ::getrandom(&v, sizeof(v), 0);
+    if (r == static_cast<ssize_t>(sizeof(v))) return v;
+    if (r < 0 && errno != EINTR) return ErrnoStatus("getrandom");
+  }
+}
+
+bool EndsWith(const std::string& s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+Status EnsureDir(const std::string& dir) {
+  if (::mkdir(dir.c_str(), 0700) == 0 || errno == EEXIST) {
+    struct stat st {};
+    if (::stat(dir.c_str(), &st) != 0) return ErrnoStatus("stat " + dir);
+    if (!S_ISDIR(st.st_mode)) return InvalidArgument(dir + " is not a directory");
+    return Status::Ok();
+  }
+  return ErrnoStatus("create data directory " + dir);
+}
+
+Result<std::vector<std::string>> ListDir(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return ErrnoStatus("open directory " + dir);
+  std::vector<std::string> names;
+  while (dirent* e = ::readdir(d)) names.emplace_back(e->d_name);
+  ::closedir(d);
+  return names;
+}
+
+}  // namespace
+
+PageStore::PageStore(Options opts)
+    : opts_(std::move(opts)), capacity_pages_(opts_.capacity_bytes / kPageSize) {}
+
+Result<std::unique_ptr<PageStore>> PageStore::Open(const Options& opts) {
+  if (opts.capacity_bytes < kPageSize) return InvalidArgument("capacity must be at least one page (4 KiB)");
+  std::unique_ptr<PageStore> store(new PageStore(opts));
+  if (opts.data_dir.empty()) return store;
+
+  AGILE_RETURN_IF_ERROR(EnsureDir(opts.data_dir));
+  std::string lock_path = opts.data_dir + "/LOCK";
+  store->dir_lock_.Reset(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!store->dir_lock_) return ErrnoStatus("open " + lock_path);
+  if (::flock(store->dir_lock_.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK)
+      return Unavailable("data directory " + opts.data_dir + " is in use by another agile-memd");
+    return ErrnoStatus("lock " + lock_path);
+  }
+  AGILE_RETURN_IF_ERROR(store->Recover());
+  if (!opts.sync_each_write)
+    store->sync_thread_ = std::jthread([s = store.get()](std::stop_token st) { s->SyncLoop(std::move(st)); });
+  return store;
+}
+
+Status PageStore::Recover() {
+  const std::string& dir = opts_.data_dir;
+  AGILE_ASSIGN_OR_RETURN(std::vector<std::string> names, ListDir(dir));
+  std::set<std::string> journals;
+  for (const std::string& n : names)
+    if (EndsWith(n, ".index")) journals.insert(n.substr(0, n.size() - 6));
+  VmNamespace::Options ns_opts{dir, opts_.sync_each_write};
+  for (const std::string& n : names) {
+    std::string path = dir + "/" + n;
+    // Leftovers of a crash: a compaction or claim that never committed, or a
+    // release that removed the journal but not yet the data.
+    bool orphan = EndsWith(n, ".index.tmp") ||
+                  (EndsWith(n, ".pages") && !journals.contains(n.substr(0, n.size() - 6)));
+    if (orphan) {
+      spdlog::info("data dir: removing leftover {}", path);
+      if (::unlink(path.c_str()) != 0) return ErrnoStatus("unlink " + path);
+    }
+  }
+  for (const std::string& vm : journals) {
+    if (Status st = ValidateVmId(vm); !st.ok()) {
+      spdlog::warn("data dir: ignoring {}.index: {}", vm, st.message());
+      continue;
+    }
+    auto ns = VmNamespace::Recover(ns_opts, vm);
+    if (!ns.ok())
+      return ns.status().Annotate("recover vm " + vm + " (move its files out of " + dir + " to start without it)");
+    auto e = std::make_shared<Entry>();
+    e->ns = std::move(ns).value();
+    used_pages_ += e->ns->pages();
+    spdlog::info("recovered vm {}: {} pages, owner {} (epoch {})", vm, e->ns->pages(), e->ns->owner(),
+                 e->ns->token().epoch);
+    namespaces_.emplace(vm, std::move(e));
+  }
+  if (used_pages_ > capacity_pages_)
+    spdlog::warn("data dir holds {} pages, more than the capacity of {}; PUTs of new pages fail until some are freed",
+                 used_pages_.load(), capacity_pages_);
+  return Status::Ok();
+}
+
+PageStore::~PageStore() {
+  if (sync_thread_.joinable()) {
+    sync_thread_.request_stop();
+    sync_thread_.join();
+  }
+  if (Status st = Sync(); !st.ok()) spdlog::error("final sync failed: {}", st.ToString());
+}
+
+void PageStore::SyncLoop(std::stop_token stop) {
+  std::unique_lock lock(sync_mu_);
+  while (!stop.stop_requested()) {
+    sync_cv_.wait_for(lock, stop, opts_.sync_interval, [] { return false; });
+    if (stop.stop_requested()) break;
+    if (Status st = Sync(); !st.ok()) spdlog::error("periodic sync failed: {}", st.ToString());
+  }
+}
+
+Status PageStore::Sync() {
+  std::vector<std::shared_ptr<Entry>> entries;
+  {
+    std::shared_lock lock(map_mu_);
+    for (const auto& [vm, e] : namespaces_) entries.push_back(e);
+  }
+  Status first;
+  for (const auto& e : entries) {
+    std::lock_guard lock(e->mu);
+    if (e->gone || !e->ns->dirty()) continue;
+    Status st = e->ns->Sync();
+    if (!st.ok() && first.ok()) first = st;
+  }
+  return first;
+}
+
+bool PageStore::Reserve(uint64_t pages) {
+  uint64_t used = used_pages_.load();
+  do {
+    if (used + pages > capacity_pages_) return false;
+  } while (!used_pages_.compare_exchange_weak(used, used + pages));
+  return true;
+}
+
+Result<std::pair<std::shared_ptr<PageStore::Entry>, std::unique_lock<std::mutex>>> PageStore::Owned(
+    std::string_view host, std::string_view vm, OwnerToken token) {
+  std::shared_ptr<Entry> e;
+  {
+    std::shared_lock lock(map_mu_);
+    auto it = namespaces_.find(vm);
+    if (it != namespaces_.end()) e = it->second;
+  }
+  if (!e) return NotFound("no namespace for vm '" + std::string(vm) + "' (never claimed, or released)");
+  std::unique_lock lock(e->mu);
+  if (e->gone) return NotFound("vm '" + std::string(vm) + "' was released");
+  AGILE_RETURN_IF_ERROR(e->ns->CheckOwner(host, token));
+  return std::make_pair(std::move(e), std::move(lock));
+}
+
+Result<OwnerToken> PageStore::Claim(std::string_view host, std::string_view vm) {
+  AGILE_RETURN_IF_ERROR(ValidateVmId(vm));
+  AGILE_RETURN_IF_ERROR(ValidateHostId(host));
+  std::unique_lock lock(map_mu_);
+  auto it = namespaces_.find(vm);
+  if (it != namespaces_.end()) {
+    std::lock_guard entry_lock(it->second->mu);
+    if (!it->second->gone)
+      return AlreadyExists("vm '" + std::string(vm) + "' is already claimed by host '" + it->second->ns->owner() +
+                           "' (epoch " + std::to_string(it->second->ns->token().epoch) + ")");
+  }
+  AGILE_ASSIGN_OR_RETURN(uint64_t secret, RandomSecret());
+  OwnerToken token{1, secret};
+  VmNamespace::Options ns_opts{opts_.data_dir, opts_.sync_each_write};
+  AGILE_ASSIGN_OR_RETURN(auto ns, VmNamespace::Create(ns_opts, std::string(vm), std::string(host), token));
+  auto e = std::make_shared<Entry>();
+  e->ns = std::move(ns);
+  namespaces_.insert_or_assign(std::string(vm), std::move(e));
+  return token;
+}
+
+Result<uint64_t> PageStore::Put(std::string_view host, std::string_view vm, OwnerToken token,
+                                std::span<const PageRef> pages) {
+  AGILE_ASSIGN_OR_RETURN(auto owned, Owned(host, vm, token));
+  VmNamespace& ns = *owned.first->ns;
+  uint64_t fresh = ns.CountNew(pages);
+  if (!Reserve(fresh)) {
+    uint64_t used = used_pages_.load();
+    uint64_t free_pages = used < capacity_pages_ ? capacity_pages_ - used : 0;
+    return ResourceExhausted("store full: " + std::to_string(fresh) + " new pages do not fit in the " +
+                             std::to_string(free_pages) + " free (capacity " +
+                             FormatSize(capacity_pages_ * kPageSize) + "); nothing of this batch was stored");
+  }
+  if (Status st = ns.Put(pages); !st.ok()) {
+    Unreserve(fresh);
+    return st;
+  }
+  return static_cast<uint64_t>(pages.size());
+}
+
+Result<uint32_t> PageStore::Get(std::string_view host, std::string_view vm, OwnerToken token,
+                                std::span<const uint64_t> indexes, uint8_t* present, uint8_t* pages) {
+  AGILE_ASSIGN_OR_RETURN(auto owned, Owned(host, vm, token));
+  return owned.first->ns->Get(indexes, present, pages);
+}
+
+Result<uint64_t> PageStore::Delete(std::string_view host, std::string_view vm, OwnerToken token,
+                                   std::span<const uint64_t> indexes) {
+  AGILE_ASSIGN_OR_RETURN(auto owned, Owned(host, vm, token));
+  AGILE_ASSIGN_OR_RETURN(uint64_t n, owned.first->ns->Delete(indexes));
+  Unreserve(n);
+  return n;
+}
+
+Result<OwnerToken> PageStore::Transfer(std::string_view host, std::string_view vm, OwnerToken token,
+                                       std::string_view new_host) {
+  AGILE_RETURN_IF_ERROR(ValidateHostId(new_host));
+  AGILE_ASSIGN_OR_RETURN(auto owned, Owned(host, vm, token));
+  AGILE_ASSIGN_OR_RETURN(uint64_t secret, RandomSecret());
+  OwnerToken next{token.epoch + 1, secret};
+  AGILE_RETURN_IF_ERROR(owned.first->ns->SetOwner(std::string(new_host), next));
+  return next;
+}
+
+Result<uint64_t> PageStore::Release(std::string_view host, std::string_view vm, OwnerToken token) {
+  std::shared_ptr<Entry> e;
+  uint64_t freed = 0;
+  {
+    AGILE_ASSIGN_OR_RETURN(auto owned, Owned(host, vm, token));
+    e = owned.first;
+    AGILE_RETURN_IF_ERROR(e->ns->Destroy());
+    freed = e->ns->pages();
+    e->gone = true;
+    Unreserve(freed);
+  }
+  // Erase after dropping the entry lock: the lock order is map, then entry.
+  std::unique_lock lock(map_mu_);
+  auto it = namespaces_.find(vm);
+  if (it != namespaces_.end() && it->second == e) namespaces_.erase(it);
+  return freed;
+}
+
+StoreStats PageStore::Stats() const {
+  StoreStats s;
+  s.pages = used_pages_.load();
+  s.capacity_pages = capacity_pages_;
+  s.persistent = !opts_.data_dir.empty();
+  std::shared_lock lock(map_mu_);
+  for (const auto& [vm, e] : namespaces_) {
+    std::lock_guard entry_lock(e->mu);
+    if (e->gone) continue;
+    s.vms.push_back(VmStat{vm, e->ns->owner(), e->ns->token().epoch, e->ns->pages()});
+  }
+  return s;
+}
+
+}  // namespace agile::memd

@@ -1,0 +1,104 @@
+// The swap store's core: per-VM page namespaces, each owned by one host and
+// guarded by its owner token; one capacity for all of them; optionally
+// persistent under a data directory.
+//
+// Guarantees with a data directory: an acknowledged change is in the kernel
+// (page cache) before the reply, so it survives agile-memd crashing or being
+// killed; it survives power loss once synced (at the next periodic sync, or
+// before the reply with sync_each_write). CLAIM/TRANSFER/RELEASE are always
+// synced before the reply. After power loss a page may be lost or reported
+// corrupt, never returned with wrong bytes.
+//
+// Thread-safe: every method may be called from any thread at any time.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/fd.h"
+#include "base/status.h"
+#include "store/memd_proto.h"
+
+namespace agile::memd {
+
+class VmNamespace;
+
+struct StoreStats {
+  uint64_t pages = 0;
+  uint64_t capacity_pages = 0;
+  bool persistent = false;
+  std::vector<VmStat> vms;  // sorted by vm id
+};
+
+class PageStore {
+ public:
+  struct Options {
+    uint64_t capacity_bytes = 1ull << 30;  // rounded down to whole pages
+    std::string data_dir;                  // empty: memory only
+    bool sync_each_write = false;
+    std::chrono::milliseconds sync_interval{1000};  // periodic sync, when persistent
+  };
+
+  // With a data directory: creates it if missing, locks it against a second
+  // agile-memd, and recovers every namespace in it.
+  static Result<std::unique_ptr<PageStore>> Open(const Options& opts);
+  // Stops the sync thread and syncs everything.
+  ~PageStore();
+  PageStore(const PageStore&) = delete;
+  PageStore& operator=(const PageStore&) = delete;
+
+  // Creates the namespace `vm`, owned by `host`, and returns its token.
+  // kAlreadyExists if it exists (whoever owns it).
+  Result<OwnerToken> Claim(std::string_view host, std::string_view vm);
+  // Stores all pages or none: kResourceExhausted when the new pages do not fit.
+  Result<uint64_t> Put(std::string_view host, std::string_view vm, OwnerToken token, std::span<const PageRef> pages);
+  // See VmNamespace::Get; `pages` has room for indexes.size() pages.
+  Result<uint32_t> Get(std::string_view host, std::string_view vm, OwnerToken token,
+                       std::span<const uint64_t> indexes, uint8_t* present, uint8_t* pages);
+  Result<uint64_t> Delete(std::string_view host, std::string_view vm, OwnerToken token,
+                          std::span<const uint64_t> indexes);
+  // Hands the namespace to new_host: the old token stops working at once and
+  // the returned one (next epoch, fresh secret) is the only valid one.
+  Result<OwnerToken> Transfer(std::string_view host, std::string_view vm, OwnerToken token,
+                              std::string_view new_host);
+  // Drops the namespace and all its pages; returns how many were freed.
+  Result<uint64_t> Release(std::string_view host, std::string_view vm, OwnerToken token);
+
+  Status Sync();
+  StoreStats Stats() const;
+
+ private:
+  struct Entry;
+  explicit PageStore(Options opts);
+  Status Recover();
+  // Finds vm and locks it after checking ownership; the returned lock is held.
+  Result<std::pair<std::shared_ptr<Entry>, std::unique_lock<std::mutex>>> Owned(std::string_view host,
+                                                                                std::string_view vm,
+                                                                                OwnerToken token);
+  bool Reserve(uint64_t pages);
+  void Unreserve(uint64_t pages) { used_pages_.fetch_sub(pages); }
+  void SyncLoop(std::stop_token stop);
+
+  const Options opts_;
+  const uint64_t capacity_pages_;
+  std::atomic<uint64_t> used_pages_{0};
+  UniqueFd dir_lock_;
+
+  mutable std::shared_mutex map_mu_;  // guards namespaces_ (not the namespaces)
+  std::map<std::string, std::shared_ptr<Entry>, std::less<>> namespaces_;
+
+  std::mutex sync_mu_;
+  std::condition_variable_any sync_cv_;
+  std::jthread sync_thread_;
+};
+
+}  // namespace agile::memd

@@ -1,0 +1,84 @@
+// One VM's pages in the swap store: page index -> slot, the slots' bytes,
+// the owner and its token, and (with a data directory) the journal that makes
+// all of it survive a restart. Capacity and locking are the PageStore's job.
+// Not thread-safe: the PageStore serialises calls per namespace.
+//
+// Write order for durability: a page always goes to a fresh slot, then its
+// SET record is journaled; the slot it replaces is reused only after the next
+// sync, so a journaled slot is never overwritten before the record that
+// abandons it is durable. Every page carries a hash checked on read: a page
+// torn by power loss is reported as corrupt, never returned wrong.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "store/index_journal.h"
+#include "store/memd_proto.h"
+#include "store/page_slots.h"
+
+namespace agile::memd {
+
+class VmNamespace {
+ public:
+  struct Options {
+    std::string data_dir;          // empty: memory only
+    bool sync_each_write = false;  // fdatasync before acknowledging every change
+  };
+
+  static Result<std::unique_ptr<VmNamespace>> Create(const Options& opts, std::string vm, std::string owner,
+                                                     OwnerToken token);
+  // Rebuilds a namespace from <data_dir>/<vm>.index and .pages.
+  static Result<std::unique_ptr<VmNamespace>> Recover(const Options& opts, const std::string& vm);
+
+  // PermissionDenied, with a message saying why, unless `host` owns the
+  // namespace and `token` is its current token.
+  Status CheckOwner(std::string_view host, OwnerToken token) const;
+
+  // Distinct indexes in `pages` that are not stored yet (what a PUT adds).
+  uint64_t CountNew(std::span<const PageRef> pages) const;
+  // Stores every page or none (on error nothing visible changes). Later
+  // duplicates of an index win.
+  Status Put(std::span<const PageRef> pages);
+  // present[i] = 1 and the page packed into `pages` for each stored index.
+  // Returns how many were present. kCorruption if stored bytes fail their hash.
+  Result<uint32_t> Get(std::span<const uint64_t> indexes, uint8_t* present, uint8_t* pages);
+  // Returns how many of the indexes were stored (and are now gone).
+  Result<uint64_t> Delete(std::span<const uint64_t> indexes);
+  // Journals (and syncs) the new owner before switching to it.
+  Status SetOwner(std::string owner, OwnerToken token);
+  // Removes the namespace's files; the object must not be used afterwards.
+  Status Destroy();
+  // Makes every acknowledged change durable and frees the slots it retired.
+  Status Sync();
+
+  const std::string& vm() const { return state_.vm; }
+  const std::string& owner() const { return state_.owner; }
+  OwnerToken token() const { return state_.token; }
+  uint64_t pages() const { return state_.pages.size(); }
+  bool dirty() const { return dirty_; }
+
+ private:
+  VmNamespace(Options opts, JournalState state, std::unique_ptr<PageSlots> slots,
+              std::optional<IndexJournal> journal);
+  bool persistent() const { return journal_.has_value(); }
+  std::string PathFor(const char* ext) const;
+  uint64_t AllocateSlot();
+  void RetireSlot(uint64_t slot);
+  void MaybeCompact();
+
+  Options opts_;
+  JournalState state_;
+  std::unique_ptr<PageSlots> slots_;
+  std::optional<IndexJournal> journal_;
+  std::vector<uint64_t> free_;     // reusable now; popped from the back
+  std::vector<uint64_t> retired_;  // reusable after the next sync
+  uint64_t next_slot_ = 0;         // slots at or above are unused
+  bool dirty_ = false;
+};
+
+}  // namespace agile::memd
