@@ -227,24 +227,25 @@ std::string ManagedVm::QemuLogTail() const {
 }
 
 json ManagedVm::GuestStatus() const {
-  // The newest status line the guest workload printed on its serial console.
+  // The newest per-second status line of the guest workload (guest/README.md):
+  //   memverify: ok|FAIL pages=<n> gen=<g> errors=<e>
+  //   memtouch: ops/s=<n> hot_mib=<h> phase=<k> write_pct=<w>
   // Not anchored at the line start: SeaBIOS escape codes can precede it.
-  static const std::regex kStatus(R"((memverify|memtouch): (.*)$)");
+  static const std::regex kStatus(R"((memverify: (ok|FAIL) |memtouch: ops/s=)(.*)$)");
+  static const std::regex kKv(R"(([a-z_/]+)=([0-9]+))");
   json g = json::object();
   auto lines = TailLines(serial_path_, 200);
   uint64_t bad_pages = 0;
   for (auto it = lines.rbegin(); it != lines.rend(); ++it) {
-    std::smatch m;
     if (it->find("BAD page=") != std::string::npos) ++bad_pages;
-    if (g.empty() && std::regex_search(*it, m, kStatus) && m[2].str().rfind("filled", 0) != 0) {
-      g["workload"] = m[1].str();
-      g["line"] = *it;
-      static const std::regex kKv(R"(([a-z_/]+)=([0-9]+))");
-      std::string rest = m[2].str();
-      for (std::sregex_iterator kv(rest.begin(), rest.end(), kKv), end; kv != end; ++kv)
-        g[(*kv)[1].str()] = std::stoull((*kv)[2].str());
-      g["ok"] = rest.rfind("ok", 0) == 0 || m[1].str() == "memtouch";
-    }
+    std::smatch m;
+    if (!g.empty() || !std::regex_search(*it, m, kStatus)) continue;
+    std::string line = m[0].str();
+    g["workload"] = line.substr(0, line.find(':'));
+    g["line"] = line;
+    g["ok"] = m[2].str() != "FAIL";
+    for (std::sregex_iterator kv(line.begin(), line.end(), kKv), end; kv != end; ++kv)
+      g[(*kv)[1].str()] = std::stoull((*kv)[2].str());
   }
   if (!g.empty()) g["bad_page_lines"] = bad_pages;
   return g;

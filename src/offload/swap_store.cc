@@ -27,10 +27,10 @@ void SwapStore::Adopt(memd::OwnerToken token) {
   claimed_ = true;
 }
 
-Result<memd::MemdClient*> SwapStore::Client(Conn& c) {
+Result<memd::MemdClient*> SwapStore::Client(Conn& c, bool rate_limited) {
   if (c.client) return c.client.get();
   uint64_t now = vm::NowNs();
-  if (c.last_dial_ns != 0 && now - c.last_dial_ns < static_cast<uint64_t>(redial_ms_) * 1000000ULL)
+  if (rate_limited && c.last_dial_ns != 0 && now - c.last_dial_ns < static_cast<uint64_t>(redial_ms_) * 1000000ULL)
     return Unavailable("swap store " + addr_ + " unreachable (retrying every " + std::to_string(redial_ms_) + " ms)");
   c.last_dial_ns = now;
   auto client = memd::MemdClient::Connect(addr_, host_id_);
@@ -41,9 +41,9 @@ Result<memd::MemdClient*> SwapStore::Client(Conn& c) {
 }
 
 void SwapStore::Drop(Conn& c, const Status& why) {
-  // Refusals (not owner, store full) leave the connection usable; anything
-  // else means it is broken and must be re-dialled.
-  if (why.code() == Code::kUnavailable || why.code() == Code::kCorruption || why.code() == Code::kNotFound) {
+  // MemdClient reports a broken connection as kUnavailable; refusals (not
+  // owner, store full, a page failing its checksum) leave it usable.
+  if (why.code() == Code::kUnavailable) {
     if (c.client) spdlog::warn("swap store {}: connection lost ({})", addr_, why.ToString());
     c.client.reset();
   }
@@ -52,7 +52,7 @@ void SwapStore::Drop(Conn& c, const Status& why) {
 Status SwapStore::Claim() {
   std::lock_guard<std::mutex> l(bulk_conn_.mu);
   if (claimed()) return Status::Ok();
-  AGILE_ASSIGN_OR_RETURN(memd::MemdClient * c, Client(bulk_conn_));
+  AGILE_ASSIGN_OR_RETURN(memd::MemdClient * c, Client(bulk_conn_, false));
   auto t = c->Claim(vm_id_);
   if (!t.ok()) {
     Drop(bulk_conn_, t.status());
@@ -64,7 +64,7 @@ Status SwapStore::Claim() {
 
 Status SwapStore::Fetch(std::span<const uint64_t> idx, uint8_t* out, uint8_t* present) {
   std::lock_guard<std::mutex> l(fault_conn_.mu);
-  AGILE_ASSIGN_OR_RETURN(memd::MemdClient * c, Client(fault_conn_));
+  AGILE_ASSIGN_OR_RETURN(memd::MemdClient * c, Client(fault_conn_, true));
   std::vector<uint8_t*> outs(idx.size());
   for (size_t i = 0; i < idx.size(); ++i) outs[i] = out + i * memd::kPageSize;
   Status s = c->Get(vm_id_, token(), idx, outs, std::span<uint8_t>(present, idx.size()));
@@ -74,7 +74,7 @@ Status SwapStore::Fetch(std::span<const uint64_t> idx, uint8_t* out, uint8_t* pr
 
 Status SwapStore::Put(std::span<const memd::PageRef> pages) {
   std::lock_guard<std::mutex> l(bulk_conn_.mu);
-  AGILE_ASSIGN_OR_RETURN(memd::MemdClient * c, Client(bulk_conn_));
+  AGILE_ASSIGN_OR_RETURN(memd::MemdClient * c, Client(bulk_conn_, false));
   Status s = c->Put(vm_id_, token(), pages);
   if (!s.ok()) Drop(bulk_conn_, s);
   return s;
@@ -83,7 +83,7 @@ Status SwapStore::Put(std::span<const memd::PageRef> pages) {
 Status SwapStore::Release() {
   if (!claimed()) return Status::Ok();
   std::lock_guard<std::mutex> l(bulk_conn_.mu);
-  AGILE_ASSIGN_OR_RETURN(memd::MemdClient * c, Client(bulk_conn_));
+  AGILE_ASSIGN_OR_RETURN(memd::MemdClient * c, Client(bulk_conn_, false));
   auto r = c->Release(vm_id_, token());
   if (!r.ok()) {
     Drop(bulk_conn_, r.status());

@@ -3,7 +3,7 @@
 // latency-critical) and one for the offloader (bulk PUTs) - so a big offload
 // never queues in front of a vCPU's refault. Broken connections are re-dialled
 // on the next call, at most every `redial_ms`, so a store that is down costs
-// a faulting vCPU a wait, not a storm of connects.
+// a faulting vCPU a wait, not a storm of connects; offload calls redial at once.
 // Thread-safe: each connection has its own mutex.
 #pragma once
 
@@ -46,7 +46,9 @@ class SwapStore : public vm::PageSource {
     uint64_t last_dial_ns = 0;
   };
   // Returns a usable client for c (dialling if needed); c.mu must be held.
-  Result<memd::MemdClient*> Client(Conn& c);
+  // The fault connection redials at most every redial_ms (a vCPU retries every
+  // millisecond); the bulk one redials on every call (an operator's retry).
+  Result<memd::MemdClient*> Client(Conn& c, bool rate_limited);
   void Drop(Conn& c, const Status& why);
   memd::OwnerToken token() const;
 

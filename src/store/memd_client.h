@@ -1,12 +1,13 @@
 // Client of agile-memd, used by agiled. Large PUT/GET/DELETE calls are split
 // at the server's batch limit and pipelined: requests stream out while
 // responses stream back, never one round trip per batch. A single small GET
-// (a refault plus a few prefetched pages) is one send() and usually one recv().
+// (a refault plus a few prefetched pages) is one send(), then the reply is
+// polled for briefly before sleeping (MemdClientOptions::busy_poll).
 //
 // Errors: a request the server refuses returns its status (kPermissionDenied,
-// kResourceExhausted, ...) and the connection stays usable; a broken
-// connection or a malformed reply makes this and every later call fail with
-// kUnavailable: connect a new client.
+// kResourceExhausted, kCorruption for a page failing its checksum, ...) and
+// the connection stays usable; a broken connection or a malformed reply makes
+// this and every later call fail with kUnavailable: connect a new client.
 //
 // Not thread-safe: use one client per thread, or guard a shared one with a mutex.
 #pragma once

@@ -3,7 +3,8 @@
 // connection are handled in arrival order, so pipelined requests get their
 // responses in request order. A malformed frame gets a protocol-error frame
 // and the connection is closed; the server and other connections go on.
-// Thread-safe: Stop() may be called from any thread; the destructor stops.
+// Thread-safe: Stop() may be called from any thread but a connection's own;
+// the destructor stops.
 #pragma once
 
 #include <chrono>

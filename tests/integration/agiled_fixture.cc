@@ -1,5 +1,6 @@
 #include "agiled_fixture.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -7,11 +8,14 @@
 #include <filesystem>
 #include <thread>
 
+#include "base/io.h"
+
 namespace agile::testing {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
 std::string AgiledBinary() { return AGILE_BIN_DIR "/agiled"; }
+std::string MemdBinary() { return AGILE_BIN_DIR "/agile-memd"; }
 std::string ShimPath() { return AGILE_SHIM_PATH; }
 std::string GuestDir() { return AGILE_GUEST_DIR; }
 
@@ -49,6 +53,53 @@ Result<json> AgiledProcess::Call(const std::string& op, const json& args) {
   AGILE_ASSIGN_OR_RETURN(auto c, agiled::ControlClient::Connect("unix:" + sock_));
   return c.Call(op, args);
 }
+
+Result<std::unique_ptr<MemdProcess>> MemdProcess::Start(const std::string& data_dir, uint16_t port) {
+  auto m = std::make_unique<MemdProcess>();
+  m->data_dir_ = data_dir;
+  m->port_ = port;
+  AGILE_RETURN_IF_ERROR(m->Launch());
+  return m;
+}
+
+Status MemdProcess::Launch() {
+  int out[2];
+  if (::pipe2(out, O_CLOEXEC) != 0) return ErrnoStatus("pipe");
+  UniqueFd r(out[0]), w(out[1]);
+  SpawnOptions o;
+  o.argv = {MemdBinary(), "--listen", "127.0.0.1:" + std::to_string(port_), "--capacity", "4G", "--log-level", "warn"};
+  if (!data_dir_.empty()) {
+    o.argv.push_back("--data-dir");
+    o.argv.push_back(data_dir_);
+  }
+  o.stdout_fd = w.get();
+  o.stderr_fd = 2;
+  o.new_session = false;
+  AGILE_ASSIGN_OR_RETURN(proc_, Spawn(o));
+  w.Reset();
+  LineReader reader(r.get());
+  auto line = reader.Next();
+  if (!line.ok()) return Unavailable("agile-memd did not start (" + proc_.ExitDescription() + ")");
+  auto colon = line->rfind(':');
+  if (line->find("listening on") == std::string::npos || colon == std::string::npos)
+    return Internal("unexpected agile-memd output: " + *line);
+  port_ = static_cast<uint16_t>(std::stoi(line->substr(colon + 1)));
+  return Status::Ok();
+}
+
+void MemdProcess::Kill() {
+  if (proc_.running()) {
+    (void)proc_.Signal(SIGKILL);
+    proc_.Wait(5000);
+  }
+}
+
+Status MemdProcess::Restart() {
+  Kill();
+  return Launch();
+}
+
+MemdProcess::~MemdProcess() { Kill(); }
 
 bool WaitFor(double timeout_s, const std::function<bool()>& fn) {
   auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int>(timeout_s * 1000));

@@ -29,6 +29,23 @@ class AgiledProcess {
   Process proc_;
 };
 
+// A real agile-memd on 127.0.0.1. Port 0 picks a free port the first time;
+// Restart() comes back on the same port and data dir.
+class MemdProcess {
+ public:
+  static Result<std::unique_ptr<MemdProcess>> Start(const std::string& data_dir = "", uint16_t port = 0);
+  ~MemdProcess();
+  void Kill();
+  Status Restart();
+  std::string addr() const { return "127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  Status Launch();
+  std::string data_dir_;
+  uint16_t port_ = 0;
+  Process proc_;
+};
+
 // Polls fn every 500 ms until it returns true or timeout_s passes.
 bool WaitFor(double timeout_s, const std::function<bool()>& fn);
 
@@ -37,6 +54,7 @@ nlohmann::json VmArgs(const std::string& name, uint64_t mib, const std::string& 
                       const std::map<std::string, std::string>& wargs);
 
 std::string AgiledBinary();
+std::string MemdBinary();
 std::string ShimPath();
 std::string GuestDir();
 

@@ -1,0 +1,118 @@
+// Offload to the swap store on real VMs: the guest's integrity checker runs
+// while most of its memory lives in agile-memd, and survives the store
+// restarting underneath it.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+#include "agiled_fixture.h"
+
+namespace agile::testing {
+namespace {
+using nlohmann::json;
+
+json Stat(AgiledProcess& d, const std::string& name) {
+  auto s = d.Call("vm.stat", {{"name", name}});
+  EXPECT_TRUE(s.ok()) << s.status().ToString();
+  return s.ok() ? *s : json::object();
+}
+
+bool GuestReporting(AgiledProcess& d, const std::string& name) {
+  auto s = d.Call("vm.stat", {{"name", name}});
+  return s.ok() && (*s)["guest"].contains("errors") && (*s)["guest"].value("gen", 0) > 0;
+}
+
+TEST(OffloadTest, VmWithThreeQuartersOffloadedRunsAMinuteIntact) {
+  auto m = MemdProcess::Start();
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  auto a = AgiledProcess::Start("offload", {"--memd", (*m)->addr()});
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  auto& d = **a;
+  ASSERT_TRUE(d.Call("vm.start", VmArgs("mv", 512, "memverify", {{"size_mib", "384"}, {"rate", "300"}})).ok());
+  ASSERT_TRUE(WaitFor(90, [&] { return GuestReporting(d, "mv"); }));
+
+  const uint64_t target = 128ull << 20;  // 25% of 512 MiB resident
+  auto r = d.Call("vm.offload", {{"name", "mv"}, {"resident_bytes", target}});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_GT((*r)["pages_offloaded"].get<uint64_t>(), (256ull << 20) / 4096);
+  json s = Stat(d, "mv");
+  EXPECT_GE(s["pages"]["offloaded"].get<uint64_t>(), (256ull << 20) / 4096);
+  // Measured host memory: the RAM file shrank to about the target.
+  EXPECT_LE(s["host"]["ram_file_bytes"].get<uint64_t>(), target + (16ull << 20));
+
+  // A minute at ~25% resident: offload again every 10 s as refaults pull pages back.
+  uint64_t refaults_before = s["faults"]["refault"];
+  uint64_t gen_before = s["guest"]["gen"];
+  for (int i = 0; i < 6; ++i) {
+    std::this_thread::sleep_for(std::chrono::seconds(10));
+    s = Stat(d, "mv");
+    ASSERT_EQ(s["state"], "running");
+    ASSERT_EQ(s["guest"]["errors"], 0) << s["guest"].dump();
+    ASSERT_EQ(s["guest"]["bad_page_lines"], 0);
+    auto again = d.Call("vm.offload", {{"name", "mv"}, {"resident_bytes", target}});
+    ASSERT_TRUE(again.ok()) << again.status().ToString();
+  }
+  s = Stat(d, "mv");
+  EXPECT_GT(s["faults"]["refault"].get<uint64_t>(), refaults_before + 1000);
+  EXPECT_GT(s["guest"]["gen"].get<uint64_t>(), gen_before);
+  EXPECT_EQ(s["guest"]["errors"], 0);
+  EXPECT_GT(s["faults"]["refault_p50_us"].get<double>(), 0.0);
+}
+
+TEST(OffloadTest, MemdRestartStallsTheVmWhichThenResumesIntact) {
+  std::string data = "/tmp/agile-it-memd-data";
+  std::filesystem::remove_all(data);
+  auto m = MemdProcess::Start(data);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  auto a = AgiledProcess::Start("memdrestart", {"--memd", (*m)->addr()});
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  auto& d = **a;
+  ASSERT_TRUE(d.Call("vm.start", VmArgs("mv", 512, "memverify", {{"size_mib", "256"}, {"rate", "300"}})).ok());
+  ASSERT_TRUE(WaitFor(90, [&] { return GuestReporting(d, "mv"); }));
+
+  (*m)->Kill();
+  // With the store gone, offload fails cleanly and changes nothing.
+  auto fail = d.Call("vm.offload", {{"name", "mv"}, {"resident_bytes", 96ull << 20}});
+  EXPECT_FALSE(fail.ok());
+  EXPECT_EQ(Stat(d, "mv")["pages"]["offloaded"], 0);
+  ASSERT_TRUE((*m)->Restart().ok());
+  auto r = d.Call("vm.offload", {{"name", "mv"}, {"resident_bytes", 96ull << 20}});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+
+  // Kill the store while most of the guest lives there: the vCPU stalls on its
+  // next refault (no zero page, no progress), and agiled says so.
+  (*m)->Kill();
+  ASSERT_TRUE(WaitFor(20, [&] { return Stat(d, "mv")["faults"]["fetch_errors"].get<uint64_t>() > 0; }));
+  uint64_t gen_stalled = Stat(d, "mv")["guest"]["gen"];
+  std::this_thread::sleep_for(std::chrono::seconds(5));
+  json s = Stat(d, "mv");
+  EXPECT_EQ(s["guest"]["gen"].get<uint64_t>(), gen_stalled) << "the guest ran on without its pages";
+  EXPECT_EQ(s["guest"]["errors"], 0);
+
+  ASSERT_TRUE((*m)->Restart().ok());
+  ASSERT_TRUE(WaitFor(30, [&] { return Stat(d, "mv")["guest"]["gen"].get<uint64_t>() > gen_stalled; }))
+      << "the guest did not resume after the store came back";
+  std::this_thread::sleep_for(std::chrono::seconds(10));
+  s = Stat(d, "mv");
+  EXPECT_EQ(s["state"], "running");
+  EXPECT_EQ(s["guest"]["errors"], 0) << s["guest"].dump();
+  EXPECT_EQ(s["guest"]["bad_page_lines"], 0);
+  ASSERT_TRUE(d.Call("vm.stop", {{"name", "mv"}}).ok());
+  std::filesystem::remove_all(data);
+}
+
+TEST(OffloadTest, OffloadWithoutStoreOrWithBadTargetIsRefused) {
+  auto a = AgiledProcess::Start("nostore");
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  auto& d = **a;
+  ASSERT_TRUE(d.Call("vm.start", VmArgs("v", 256, "none", {})).ok());
+  EXPECT_EQ(d.Call("vm.offload", {{"name", "v"}, {"resident_bytes", 1 << 20}}).status().code(), Code::kUnsupported);
+  EXPECT_EQ(d.Call("vm.offload", {{"name", "v"}, {"resident_bytes", "lots"}}).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(d.Call("vm.offload", {{"name", "v"}, {"resident_bytes", 1ull << 40}}).status().code(),
+            Code::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace agile::testing
