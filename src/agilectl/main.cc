@@ -8,6 +8,7 @@
 
 #include "agiled/control_client.h"
 #include "base/size.h"
+#include "base/socket.h"
 #include "qemu/launch.h"
 
 using namespace agile;
@@ -25,9 +26,24 @@ int Report(const Status& s) {
   return s.code() == Code::kUnavailable ? 3 : 1;
 }
 
-Result<json> Call(const Globals& g, const std::string& op, const json& args) {
+Result<json> Call(const Globals& g, const std::string& op, const json& args,
+                  const std::function<void(const json&)>& progress = nullptr) {
   AGILE_ASSIGN_OR_RETURN(auto c, agiled::ControlClient::Connect(g.host));
-  return c.Call(op, args);
+  return c.Call(op, args, progress);
+}
+
+void PrintReport(const json& r) {
+  std::printf("migration of %s to %s (%s): %s\n", r.value("vm", "").c_str(), r.value("destination", "").c_str(),
+              r.value("mode", "").c_str(), r.value("ok", false) ? "done" : "FAILED");
+  std::printf("  total time      %10.0f ms   (until the source holds nothing of the VM)\n", r.value("total_time_ms", 0.0));
+  std::printf("  switchover      %10.0f ms   (until the VM runs at the destination)\n", r.value("switchover_ms", 0.0));
+  std::printf("  downtime        %10.1f ms\n", r.value("downtime_ms", 0.0));
+  std::printf("  bytes sent      %10s\n", FormatSize(r.value("bytes_sent", 0ull)).c_str());
+  std::printf("  rounds          %10u%s\n", r.value("rounds", 0u), r.value("converged", true) ? "" : "   (did not converge)");
+  std::printf("  pages precopied %10llu, postcopied %llu (on demand %llu), left in store %llu, zero %llu\n",
+              (unsigned long long)r.value("pages_precopied", 0ull), (unsigned long long)r.value("pages_postcopied", 0ull),
+              (unsigned long long)r.value("pages_demand", 0ull), (unsigned long long)r.value("pages_from_store", 0ull),
+              (unsigned long long)r.value("pages_zero", 0ull));
 }
 
 std::string U(const json& j, const char* a, const char* b = nullptr) {
@@ -96,6 +112,10 @@ int main(int argc, char** argv) {
                     "\"key=value ...\" for the workload. memverify: size_mib rate verify_rate seed; "
                     "memtouch: size_mib hot_mib write_pct pattern(uniform|zipf) phase_s seed");
   start->add_option("--qemu-arg", qemu_args, "Extra QEMU argument (repeatable), appended verbatim")->allow_extra_args(false);
+  bool stock = false;
+  start->add_flag("--stock", stock,
+                  "A stock VM: anonymous RAM not owned by agiled, as operators run VMs today (for the qemu-* "
+                  "migration baselines)");
 
   auto* list = vm->add_subcommand("list", "List VMs on the host");
   auto* stat = vm->add_subcommand("stat", "Live status and page statistics of a VM");
@@ -109,6 +129,23 @@ int main(int argc, char** argv) {
   offload->add_option("--resident", resident, "Keep at most this much guest RAM resident, e.g. 128M")->required();
   auto* stop = vm->add_subcommand("stop", "Stop a VM and free its memory");
   stop->add_option("name", name, "VM name")->required();
+
+  auto* mig = app.add_subcommand("migrate", "Live-migrate a VM to another agiled, with live progress and a report");
+  std::string to, mode = "agile", bandwidth;
+  uint64_t max_downtime = 300;
+  uint32_t max_rounds = 30;
+  bool cancel = false;
+  mig->add_option("name", name, "VM name")->required();
+  mig->add_option("--to", to, "Destination agiled HOST:PORT (its --listen address)");
+  mig->add_option("--mode", mode,
+                  "agile: pre-copy the working set, cold pages stay in the swap store | precopy | postcopy | "
+                  "qemu-precopy | qemu-postcopy (QEMU's own, for stock VMs)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"agile", "precopy", "postcopy", "qemu-precopy", "qemu-postcopy"}));
+  mig->add_option("--max-downtime", max_downtime, "Pre-copy downtime target in ms")->capture_default_str();
+  mig->add_option("--bandwidth", bandwidth, "Cap on the page stream, e.g. 1gbit, 500mbit, 100M (bytes/s)");
+  mig->add_option("--max-rounds", max_rounds, "Pre-copy rounds before stopping the VM regardless")->capture_default_str();
+  mig->add_flag("--cancel", cancel, "Cancel the running migration of NAME (safe before switchover)");
 
   auto* host = app.add_subcommand("host", "The agiled itself");
   host->require_subcommand(1);
@@ -131,6 +168,7 @@ int main(int argc, char** argv) {
     spec.workload = workload;
     spec.workload_args = *wa;
     spec.extra_qemu_args = qemu_args;
+    spec.stock = stock;
     Status v = spec.Validate();
     if (!v.ok()) return Report(v);  // checked here too, so bad input never reaches a host
     op = "vm.start";
@@ -151,13 +189,43 @@ int main(int argc, char** argv) {
   } else if (stop->parsed()) {
     op = "vm.stop";
     args = {{"name", name}};
+  } else if (mig->parsed()) {
+    if (cancel) {
+      op = "vm.migrate_cancel";
+      args = {{"name", name}};
+    } else {
+      if (to.empty()) return Report(InvalidArgument("migrate needs --to HOST:PORT (or --cancel)"));
+      if (!ParseHostPort(to).ok()) return Report(InvalidArgument("--to: expected HOST:PORT, got '" + to + "'"));
+      uint64_t bw = 0;
+      if (!bandwidth.empty()) {
+        auto r = ParseRate(bandwidth);
+        if (!r.ok()) return Report(r.status().Annotate("--bandwidth"));
+        bw = *r;
+      }
+      op = "vm.migrate";
+      args = {{"name", name}, {"to", to}, {"mode", mode}, {"max_downtime_ms", max_downtime},
+              {"bandwidth", bw},  {"max_rounds", max_rounds}};
+    }
   } else if (info->parsed()) {
     op = "host.info";
   } else if (shutdown->parsed()) {
     op = "host.shutdown";
   }
 
-  auto r = Call(g, op, args);
+  // Live progress for migrations: a one-line bar on a terminal, nothing with --json.
+  bool tty = ::isatty(2) && !g.json_out;
+  auto on_progress = [&](const json& p) {
+    if (!tty) return;
+    std::fprintf(stderr, "\r\033[K%-14s round %-3u sent %9s  precopied %8llu  postcopied %8llu  dirty %7llu  %6.1fs",
+                 p.value("phase", "").c_str(), p.value("round", 0u), FormatSize(p.value("bytes_sent", 0ull)).c_str(),
+                 (unsigned long long)p.value("pages_precopied", 0ull),
+                 (unsigned long long)p.value("pages_postcopied", 0ull), (unsigned long long)p.value("dirty_pages", 0ull),
+                 p.value("elapsed_ms", 0.0) / 1000);
+    if (p.contains("eta_s")) std::fprintf(stderr, "  eta %.1fs", p.value("eta_s", 0.0));
+    std::fflush(stderr);
+  };
+  auto r = Call(g, op, args, on_progress);
+  if (tty && op == "vm.migrate") std::fprintf(stderr, "\n");
   if (!r.ok()) return Report(r.status());
   const json& res = *r;
   if (g.json_out) {
@@ -174,6 +242,8 @@ int main(int argc, char** argv) {
                   FormatSize(v.value("resident_pages", 0ull) * 4096).c_str());
   } else if (op == "vm.console") {
     std::cout << res.value("text", "");
+  } else if (op == "vm.migrate") {
+    PrintReport(res);
   } else if (op == "vm.offload") {
     std::printf("vm %s: offloaded %llu pages (%s) and dropped %llu zero pages in %.2f s (%.0f MB/s); resident now %s\n",
                 name.c_str(), (unsigned long long)res.value("pages_offloaded", 0ull),

@@ -1,5 +1,10 @@
 #include "agiled/api.h"
 
+#include <set>
+
+#include "base/size.h"
+#include "migrate/sender.h"
+
 namespace agile::agiled {
 using nlohmann::json;
 
@@ -12,7 +17,29 @@ Result<std::string> NameArg(const json& args) {
 
 }  // namespace
 
-Result<json> Api::Handle(const std::string& op, const json& args) {
+Result<json> Api::Migrate(const std::shared_ptr<ManagedVm>& vm, const json& args,
+                          const std::function<void(const json&)>& progress) {
+  migrate::SendOptions o;
+  if (!args.contains("to") || !args["to"].is_string()) return InvalidArgument("vm.migrate needs \"to\": HOST:PORT");
+  o.to = args["to"];
+  AGILE_ASSIGN_OR_RETURN(o.mode, wire::ParseMigMode(args.value("mode", std::string("agile"))));
+  o.max_downtime_ms = args.value("max_downtime_ms", 300ull);
+  o.bandwidth = args.value("bandwidth", 0ull);
+  o.max_rounds = args.value("max_rounds", 30u);
+  if (o.max_rounds < 1 || o.max_rounds > 1000) return InvalidArgument("max_rounds must be 1..1000");
+  o.progress = progress;
+  vm->migration_cancel() = false;
+  o.cancel = &vm->migration_cancel();
+  std::string name = vm->spec().name;
+  migrate::Sender sender(vm.get(), vms_->host().id, o);
+  migrate::Report r = sender.Run();
+  if (r.ok) vms_->Forget(name);
+  json j = r.ToJson();
+  if (!r.ok) return Status(Code::kUnavailable, r.error + " (the VM keeps running on this host)");
+  return j;
+}
+
+Result<json> Api::Handle(const std::string& op, const json& args, const std::function<void(const json&)>& progress) {
   if (op == "host.info") {
     const auto& h = vms_->host();
     return json{{"id", h.id}, {"state_dir", h.state_dir}, {"shm_root", h.shm_root}, {"vms", vms_->List().size()}};
@@ -38,9 +65,12 @@ Result<json> Api::Handle(const std::string& op, const json& args) {
     }
     return out;
   }
-  if (op != "vm.stop" && op != "vm.stat" && op != "vm.console" && op != "vm.offload")
+  static const std::set<std::string> kVmOps = {"vm.stop",    "vm.stat",    "vm.console",
+                                               "vm.offload", "vm.migrate", "vm.migrate_cancel"};
+  if (!kVmOps.count(op))
     return InvalidArgument("unknown op '" + op +
-                           "' (host.info, host.shutdown, vm.start, vm.list, vm.stat, vm.console, vm.offload, vm.stop)");
+                           "' (host.info, host.shutdown, vm.start, vm.list, vm.stat, vm.console, vm.offload, "
+                           "vm.migrate, vm.migrate_cancel, vm.stop)");
   AGILE_ASSIGN_OR_RETURN(std::string name, NameArg(args));
   if (op == "vm.stop") {
     AGILE_RETURN_IF_ERROR(vms_->Stop(name));
@@ -50,6 +80,11 @@ Result<json> Api::Handle(const std::string& op, const json& args) {
   if (op == "vm.console") {
     AGILE_ASSIGN_OR_RETURN(std::string text, vm->Console(args.value("lines", 40)));
     return json{{"name", name}, {"text", text}};
+  }
+  if (op == "vm.migrate") return Migrate(vm, args, progress);
+  if (op == "vm.migrate_cancel") {
+    vm->migration_cancel() = true;
+    return json{{"name", name}, {"cancel_requested", true}};
   }
   if (op == "vm.offload") {
     if (!args.contains("resident_bytes") || !args["resident_bytes"].is_number_unsigned())

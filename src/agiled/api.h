@@ -14,9 +14,12 @@ class Api {
  public:
   Api(VmManager* vms, std::function<void()> request_shutdown)
       : vms_(vms), request_shutdown_(std::move(request_shutdown)) {}
-  Result<nlohmann::json> Handle(const std::string& op, const nlohmann::json& args);
+  Result<nlohmann::json> Handle(const std::string& op, const nlohmann::json& args,
+                                const std::function<void(const nlohmann::json&)>& progress = nullptr);
 
  private:
+  Result<nlohmann::json> Migrate(const std::shared_ptr<ManagedVm>& vm, const nlohmann::json& args,
+                                 const std::function<void(const nlohmann::json&)>& progress);
   VmManager* vms_;
   std::function<void()> request_shutdown_;
 };

@@ -17,13 +17,19 @@ Result<ControlClient> ControlClient::Connect(const std::string& addr) {
   return ControlClient(std::move(fd).value(), addr);
 }
 
-Result<json> ControlClient::Call(const std::string& op, const json& args) {
+Result<json> ControlClient::Call(const std::string& op, const json& args,
+                                 const std::function<void(const json&)>& on_progress) {
   std::string line = json{{"op", op}, {"args", args}}.dump() + "\n";
   AGILE_RETURN_IF_ERROR(WriteFull(fd_.get(), line.data(), line.size()).Annotate("agiled " + addr_));
-  auto resp_line = reader_.Next();
-  if (!resp_line.ok()) return resp_line.status().Annotate("agiled " + addr_ + " closed the connection");
-  json resp = json::parse(*resp_line, nullptr, false);
-  if (resp.is_discarded() || !resp.is_object()) return Corruption("agiled sent a malformed response");
+  json resp;
+  for (;;) {
+    auto resp_line = reader_.Next();
+    if (!resp_line.ok()) return resp_line.status().Annotate("agiled " + addr_ + " closed the connection");
+    resp = json::parse(*resp_line, nullptr, false);
+    if (resp.is_discarded() || !resp.is_object()) return Corruption("agiled sent a malformed response");
+    if (!resp.contains("progress")) break;
+    if (on_progress) on_progress(resp["progress"]);
+  }
   if (resp.value("ok", false)) return resp.value("result", json::object());
   const json& e = resp.value("error", json::object());
   return Status(CodeFromName(e.value("code", "internal")), e.value("message", "unknown error"));

@@ -2,6 +2,7 @@
 // Not thread-safe: one request at a time per client.
 #pragma once
 
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -16,7 +17,9 @@ class ControlClient {
   // addr: "unix:PATH", "/path/to/agiled.sock" or "HOST:PORT".
   static Result<ControlClient> Connect(const std::string& addr);
   // Returns "result" on success; agiled's error code and message otherwise.
-  Result<nlohmann::json> Call(const std::string& op, const nlohmann::json& args = nlohmann::json::object());
+  // Interim progress lines go to on_progress (ignored when null).
+  Result<nlohmann::json> Call(const std::string& op, const nlohmann::json& args = nlohmann::json::object(),
+                              const std::function<void(const nlohmann::json&)>& on_progress = nullptr);
   ControlClient(ControlClient&& o) noexcept : fd_(std::move(o.fd_)), reader_(fd_.get()), addr_(std::move(o.addr_)) {}
 
  private:

@@ -53,7 +53,26 @@ void ControlServer::AcceptLoop(int fd) {
 }
 
 void ControlServer::ServeConnection(UniqueFd conn) {
+  char first = 0;
+  ssize_t n;
+  do {
+    n = ::recv(conn.get(), &first, 1, MSG_PEEK);
+  } while (n < 0 && errno == EINTR);
+  if (n == 1 && first != '{' && binary_) {
+    int fd = conn.get();
+    binary_(std::move(conn));
+    std::lock_guard<std::mutex> l(mu_);
+    conns_.erase(std::remove(conns_.begin(), conns_.end(), fd), conns_.end());
+    idle_.notify_all();
+    return;
+  }
   LineReader reader(conn.get());
+  std::mutex write_mu;
+  Progress progress = [&](const json& p) {
+    std::string out = json{{"progress", p}}.dump() + "\n";
+    std::lock_guard<std::mutex> l(write_mu);
+    (void)WriteFull(conn.get(), out.data(), out.size());
+  };
   for (;;) {
     auto line = reader.Next();
     if (!line.ok()) break;
@@ -66,7 +85,7 @@ void ControlServer::ServeConnection(UniqueFd conn) {
       json args = req.value("args", json::object());
       Result<json> r = Internal("unhandled");
       try {
-        r = handler_(op, args);
+        r = handler_(op, args, progress);
       } catch (const std::exception& e) {
         r = InvalidArgument(std::string("bad arguments: ") + e.what());
       }
@@ -74,6 +93,7 @@ void ControlServer::ServeConnection(UniqueFd conn) {
       else resp = {{"ok", false}, {"error", {{"code", CodeName(r.status().code())}, {"message", r.status().message()}}}};
     }
     std::string out = resp.dump() + "\n";
+    std::lock_guard<std::mutex> l(write_mu);
     if (!WriteFull(conn.get(), out.data(), out.size()).ok()) break;
   }
   std::lock_guard<std::mutex> l(mu_);

@@ -19,11 +19,17 @@
 
 namespace agile::agiled {
 
-using Handler = std::function<Result<nlohmann::json>(const std::string& op, const nlohmann::json& args)>;
+// `progress` sends an interim {"progress": {...}} line to the client before
+// the final response (long operations such as migrations).
+using Progress = std::function<void(const nlohmann::json&)>;
+using Handler =
+    std::function<Result<nlohmann::json>(const std::string& op, const nlohmann::json& args, const Progress& progress)>;
+// A connection that does not start with '{' (the migration protocol).
+using BinaryHandler = std::function<void(UniqueFd conn)>;
 
 class ControlServer {
  public:
-  explicit ControlServer(Handler h) : handler_(std::move(h)) {}
+  explicit ControlServer(Handler h, BinaryHandler b = nullptr) : handler_(std::move(h)), binary_(std::move(b)) {}
   ~ControlServer();
   // Starts accepting on an already-listening socket.
   void Serve(UniqueFd listen_fd);
@@ -33,6 +39,7 @@ class ControlServer {
   void AcceptLoop(int fd);
   void ServeConnection(UniqueFd conn);
   Handler handler_;
+  BinaryHandler binary_;
   std::atomic<bool> stop_{false};
   std::vector<UniqueFd> listeners_;
   std::vector<std::thread> threads_;

@@ -16,6 +16,7 @@
 #include "agiled/api.h"
 #include "agiled/control_server.h"
 #include "agiled/vm_manager.h"
+#include "migrate/receiver.h"
 #include "base/socket.h"
 
 namespace fs = std::filesystem;
@@ -124,7 +125,13 @@ int main(int argc, char** argv) {
   std::atomic<bool> shutdown{false};
   agiled::VmManager vms(host);
   agiled::Api api(&vms, [&] { shutdown = true; });
-  agiled::ControlServer server([&](const std::string& op, const nlohmann::json& args) { return api.Handle(op, args); });
+  std::string migrate_host = "0.0.0.0";
+  if (!listen.empty()) migrate_host = ParseHostPort(listen)->host;
+  agiled::ControlServer server(
+      [&](const std::string& op, const nlohmann::json& args, const agiled::Progress& progress) {
+        return api.Handle(op, args, progress);
+      },
+      [&](UniqueFd conn) { migrate::ReceiveMigration(std::move(conn), &vms, migrate_host); });
   server.Serve(std::move(unix_listen).value());
   if (tcp_listen) server.Serve(std::move(tcp_listen));
   spdlog::info("agiled {} ready: control socket {}{}", host.id, sock_path, listen.empty() ? "" : ", tcp " + listen);

@@ -25,7 +25,7 @@ using nlohmann::json;
 
 namespace {
 
-enum State : int { kStarting, kRunning, kStopping, kStopped, kExited, kCrashed };
+enum State : int { kStarting, kRunning, kStopping, kStopped, kExited, kCrashed, kIncoming, kMigrated };
 
 const char* StateName(int s) {
   switch (s) {
@@ -35,6 +35,8 @@ const char* StateName(int s) {
     case kStopped: return "stopped";
     case kExited: return "exited";
     case kCrashed: return "crashed";
+    case kIncoming: return "incoming";
+    case kMigrated: return "migrated";
   }
   return "unknown";
 }
@@ -62,10 +64,11 @@ ManagedVm::ManagedVm(qemu::VmSpec spec, const HostConfig& host) : spec_(std::mov
   qemu_log_path_ = dir_ + "/qemu.log";
 }
 
-Result<std::unique_ptr<ManagedVm>> ManagedVm::Launch(const qemu::VmSpec& spec, const HostConfig& host) {
+Result<std::unique_ptr<ManagedVm>> ManagedVm::Launch(const qemu::VmSpec& spec, const HostConfig& host,
+                                                   bool incoming, const std::string& store_vm_id) {
   AGILE_RETURN_IF_ERROR(spec.Validate());
   std::unique_ptr<ManagedVm> vm(new ManagedVm(spec, host));
-  Status st = vm->Start();
+  Status st = vm->Start(incoming, store_vm_id);
   if (!st.ok()) {
     vm->Cleanup();
     return st;
@@ -73,39 +76,58 @@ Result<std::unique_ptr<ManagedVm>> ManagedVm::Launch(const qemu::VmSpec& spec, c
   return vm;
 }
 
-Status ManagedVm::Start() {
+Status ManagedVm::Start(bool incoming, const std::string& store_vm_id) {
   std::error_code ec;
   fs::create_directories(dir_, ec);
   if (ec) return Internal("create " + dir_ + ": " + ec.message());
-  fs::create_directories(ram_dir_, ec);
-  if (ec) return Internal("create " + ram_dir_ + ": " + ec.message());
   for (const auto& f : {serial_path_, qemu_log_path_, qmp_path_}) fs::remove(f, ec);
 
-  // The RAM file is created empty and sized, never pre-filled: every first
-  // touch reaches our fault server, which is how we know what is resident.
-  ram_fd_.Reset(::open(ram_path_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-  if (!ram_fd_) return ErrnoStatus("create RAM file " + ram_path_ + " (is another VM of that name running?)");
-  if (::ftruncate(ram_fd_.get(), static_cast<off_t>(spec_.memory_bytes)) != 0) return ErrnoStatus("size RAM file");
-
   std::string shim_sock = dir_ + "/shim.sock";
-  AGILE_ASSIGN_OR_RETURN(UniqueFd listen, UnixListen(shim_sock, 1));
+  UniqueFd listen;
+  if (!spec_.stock) {
+    fs::create_directories(ram_dir_, ec);
+    if (ec) return Internal("create " + ram_dir_ + ": " + ec.message());
+    // The RAM file is created empty and sized, never pre-filled: every first
+    // touch reaches our fault server, which is how we know what is resident.
+    ram_fd_.Reset(::open(ram_path_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (!ram_fd_) return ErrnoStatus("create RAM file " + ram_path_ + " (is another VM of that name running?)");
+    if (::ftruncate(ram_fd_.get(), static_cast<off_t>(spec_.memory_bytes)) != 0) return ErrnoStatus("size RAM file");
+    AGILE_ASSIGN_OR_RETURN(listen, UnixListen(shim_sock, 1));
+  }
 
   UniqueFd log(::open(qemu_log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
   if (!log) return ErrnoStatus("create " + qemu_log_path_);
   qemu::LaunchPaths paths{host_.qemu_binary, host_.kernel, host_.initrd, ram_path_, qmp_path_, serial_path_};
   SpawnOptions opts;
-  opts.argv = qemu::QemuArgv(spec_, paths, /*incoming=*/false);
-  opts.env = {"LD_PRELOAD=" + host_.shim_path, "AGILE_RAM_PATH=" + ram_path_, "AGILE_SHIM_SOCK=" + shim_sock};
+  opts.argv = qemu::QemuArgv(spec_, paths, incoming);
+  if (!spec_.stock)
+    opts.env = {"LD_PRELOAD=" + host_.shim_path, "AGILE_RAM_PATH=" + ram_path_, "AGILE_SHIM_SOCK=" + shim_sock};
   opts.stdout_fd = log.get();
   opts.stderr_fd = log.get();
   for (const auto& f : {host_.qemu_binary, host_.shim_path, host_.kernel, host_.initrd})
     if (!fs::exists(f)) return NotFound("missing " + f + " (run `make` to build the shim and guest image)");
-  spdlog::info("vm {}: starting QEMU ({} MiB, workload {})", spec_.name, spec_.memory_bytes >> 20, spec_.workload);
+  spdlog::info("vm {}: starting {}QEMU ({} MiB, workload {}){}", spec_.name, spec_.stock ? "stock " : "",
+               spec_.memory_bytes >> 20, spec_.workload, incoming ? " for an incoming migration" : "");
   AGILE_ASSIGN_OR_RETURN(qemu_, Spawn(opts));
   started_ns_ = vm::NowNs();
+  if (!spec_.stock) AGILE_RETURN_IF_ERROR(TakeOverMemory(listen.get(), incoming, store_vm_id));
 
+  auto qmp = qemu::QmpClient::Connect(qmp_path_, 15000);
+  if (!qmp.ok()) {
+    (void)qemu_.Signal(SIGKILL);
+    qemu_.Wait(5000);
+    return qmp.status().Annotate("vm " + spec_.name).Annotate(QemuLogTail());
+  }
+  qmp_ = std::make_unique<qemu::QmpClient>(std::move(qmp).value());
+  monitor_wake_.Reset(::eventfd(0, EFD_CLOEXEC));
+  state_ = incoming ? kIncoming : kRunning;
+  monitor_ = std::thread([this] { Monitor(); });
+  return Status::Ok();
+}
+
+Status ManagedVm::TakeOverMemory(int listen_fd, bool incoming, const std::string& store_vm_id) {
   UniqueFd uffd_fd;
-  auto link = vm::ShimLink::Accept(listen.get(), ram_path_, spec_.memory_bytes, host_.handoff_timeout_ms,
+  auto link = vm::ShimLink::Accept(listen_fd, ram_path_, spec_.memory_bytes, host_.handoff_timeout_ms,
                                    qemu_.pidfd(), &uffd_fd);
   if (!link.ok()) {
     (void)qemu_.Signal(SIGKILL);
@@ -114,13 +136,15 @@ Status ManagedVm::Start() {
   }
   shim_ = std::make_unique<vm::ShimLink>(std::move(link).value());
   uffd_ = std::make_unique<uffd::Uffd>(std::move(uffd_fd));
-  table_ = std::make_unique<vm::PageTable>(spec_.memory_bytes / uffd::kPageSize);
+  table_ = std::make_unique<vm::PageTable>(spec_.memory_bytes / uffd::kPageSize,
+                                           incoming ? vm::PageState::kRemote : vm::PageState::kZero);
   if (!host_.memd_addr.empty()) {
     // The store namespace id outlives this host's copy of the VM (migration
     // carries it), so it is unique per VM incarnation, not per name.
-    store_ = std::make_unique<offload::SwapStore>(host_.memd_addr, host_.id,
-                                                  spec_.name + "-" + std::to_string(qemu_.pid()) + "-" +
-                                                      std::to_string(started_ns_ % 1000000007ULL));
+    std::string id = !store_vm_id.empty() ? store_vm_id
+                                          : spec_.name + "-" + std::to_string(qemu_.pid()) + "-" +
+                                                std::to_string(started_ns_ % 1000000007ULL);
+    store_ = std::make_unique<offload::SwapStore>(host_.memd_addr, host_.id, id);
   }
   faults_ = std::make_unique<vm::FaultServer>(uffd_.get(), shim_->mapping(), table_.get(), store_.get(),
                                               host_.prefetch_pages);
@@ -134,17 +158,6 @@ Status ManagedVm::Start() {
   AGILE_RETURN_IF_ERROR(faults_->Start());
   spdlog::info("vm {}: QEMU pid {} handed over {} MiB of guest RAM (features: {})", spec_.name, qemu_.pid(),
                shim_->mapping().length >> 20, uffd::FeatureNames(shim_->mapping().features));
-
-  auto qmp = qemu::QmpClient::Connect(qmp_path_, 15000);
-  if (!qmp.ok()) {
-    (void)qemu_.Signal(SIGKILL);
-    qemu_.Wait(5000);
-    return qmp.status().Annotate("vm " + spec_.name).Annotate(QemuLogTail());
-  }
-  qmp_ = std::make_unique<qemu::QmpClient>(std::move(qmp).value());
-  monitor_wake_.Reset(::eventfd(0, EFD_CLOEXEC));
-  state_ = kRunning;
-  monitor_ = std::thread([this] { Monitor(); });
   return Status::Ok();
 }
 
@@ -201,7 +214,7 @@ Status ManagedVm::Stop(int timeout_ms) {
 
 void ManagedVm::Cleanup() {
   if (faults_) faults_->Stop();
-  if (store_ && store_->claimed()) {
+  if (store_ && store_->claimed() && !keep_store_) {
     Status s = store_->Release();
     if (!s.ok()) spdlog::warn("vm {}: could not release its swap-store pages: {}", spec_.name, s.ToString());
   }
@@ -259,6 +272,11 @@ json ManagedVm::Stat() {
   j["workload"] = spec_.workload;
   j["spec"] = spec_.ToJson();
   if (!exit_reason_.empty()) j["exit"] = exit_reason_;
+  j["stock"] = spec_.stock;
+  {
+    std::lock_guard<std::mutex> l(migration_mu_);
+    if (!migration_status_.is_null()) j["migration"] = migration_status_;
+  }
   if (qemu_.pid() > 0) j["pid"] = qemu_.pid();
   j["uptime_s"] = started_ns_ ? static_cast<double>(vm::NowNs() - started_ns_) / 1e9 : 0.0;
   if (table_) {
@@ -266,7 +284,8 @@ json ManagedVm::Stat() {
                   {"resident", table_->Count(vm::PageState::kResident)},
                   {"zero", table_->Count(vm::PageState::kZero)},
                   {"offloaded", table_->Count(vm::PageState::kOffloaded)},
-                  {"in_flight", table_->Count(vm::PageState::kInFlight)}};
+                  {"in_flight", table_->Count(vm::PageState::kInFlight)},
+                  {"remote", table_->Count(vm::PageState::kRemote)}};
   }
   if (faults_) {
     const auto& f = faults_->stats();
@@ -297,6 +316,44 @@ json ManagedVm::Stat() {
   if (ram_fd_ && ::fstat(ram_fd_.get(), &sb) == 0) j["host"] = {{"ram_file_bytes", static_cast<uint64_t>(sb.st_blocks) * 512}};
   j["guest"] = GuestStatus();
   return j;
+}
+
+ManagedVm::Memory ManagedVm::memory() {
+  Memory m;
+  if (spec_.stock) return m;
+  m.ram_fd = ram_fd_.get();
+  m.table = table_.get();
+  m.shim = shim_.get();
+  m.faults = faults_.get();
+  m.store = store_.get();
+  m.map = shim_->mapping();
+  return m;
+}
+
+Status ManagedVm::AdoptStore(const std::string& store_vm_id, uint64_t epoch, uint64_t secret) {
+  if (store_ == nullptr || store_->store_vm_id() != store_vm_id) {
+    if (host_.memd_addr.empty())
+      return Unsupported("the VM's cold pages are in a swap store but this agiled has no --memd");
+    // The fault server holds a PageSource pointer: it must not change under it.
+    if (store_ != nullptr) return Internal("vm " + spec_.name + " already uses another store namespace");
+    return Internal("incoming VM " + spec_.name + " was launched without its store namespace");
+  }
+  store_->Adopt(memd::OwnerToken{epoch, secret});
+  return Status::Ok();
+}
+
+void ManagedVm::MarkRunning() { state_ = kRunning; }
+
+Status ManagedVm::RetireAfterMigration(bool keep_store) {
+  keep_store_ = keep_store;
+  Status s = Stop();
+  state_ = kMigrated;
+  return s;
+}
+
+void ManagedVm::set_migration_status(json status) {
+  std::lock_guard<std::mutex> l(migration_mu_);
+  migration_status_ = std::move(status);
 }
 
 Result<offload::EvictReport> ManagedVm::Offload(uint64_t target_bytes) {

@@ -18,6 +18,7 @@
 #include "offload/victim_policy.h"
 #include "qemu/launch.h"
 #include "qemu/qmp.h"
+#include "uffd/compat.h"
 #include "uffd/uffd.h"
 #include "vm/fault_server.h"
 #include "vm/page_table.h"
@@ -30,7 +31,11 @@ class ManagedVm {
   // Creates the RAM file, starts QEMU with the shim, takes over its memory
   // and waits until QMP answers. On failure nothing is left behind and the
   // error carries QEMU's last words.
-  static Result<std::unique_ptr<ManagedVm>> Launch(const qemu::VmSpec& spec, const HostConfig& host);
+  // incoming: QEMU waits for a migration (-incoming defer) and every guest
+  // page starts kRemote (at the migration source) until placed; store_vm_id
+  // then names the swap-store namespace the VM's cold pages already live in.
+  static Result<std::unique_ptr<ManagedVm>> Launch(const qemu::VmSpec& spec, const HostConfig& host,
+                                                   bool incoming = false, const std::string& store_vm_id = "");
   ~ManagedVm();
 
   // Asks QEMU to quit, escalating to SIGTERM/SIGKILL after timeout_ms, then
@@ -44,15 +49,46 @@ class ManagedVm {
   // guest RAM are resident. One offload at a time per VM.
   Result<offload::EvictReport> Offload(uint64_t target_bytes);
 
+  // --- for migration (src/migrate) ---
+  // The guest memory agiled owns; all null/-1 for stock VMs.
+  struct Memory {
+    int ram_fd = -1;
+    vm::PageTable* table = nullptr;
+    vm::ShimLink* shim = nullptr;
+    vm::FaultServer* faults = nullptr;
+    offload::SwapStore* store = nullptr;  // null without --memd
+    vm::GuestMapping map;
+  };
+  Memory memory();
+  bool stock() const { return spec_.stock; }
+  Result<nlohmann::json> Qmp(const std::string& cmd, const nlohmann::json& args = nullptr);
+  // Held by a migration: no offload may run meanwhile.
+  std::unique_lock<std::mutex> LockOffload() { return std::unique_lock<std::mutex>(offload_mu_); }
+  // Destination: use the VM's store namespace under an ownership token handed
+  // over by the source (agile mode).
+  Status AdoptStore(const std::string& store_vm_id, uint64_t epoch, uint64_t secret);
+  // Destination, post-copy: installs one page into the running guest
+  // (UFFDIO_COPY) and wakes whoever waits on it.
+  Status CopyPage(uint64_t addr, const uint8_t* data) { return uffd_->Copy(addr, data, uffd::kPageSize); }
+  // Destination: the incoming migration finished; the VM runs here now.
+  void MarkRunning();
+  // Source: the VM now runs elsewhere. Stops QEMU and frees guest RAM here;
+  // keep_store leaves the swap-store namespace alone (its new owner uses it).
+  Status RetireAfterMigration(bool keep_store);
+  // Records a running migration so Stat() shows it and Cancel() can reach it.
+  void set_migration_status(nlohmann::json status);
+  std::atomic<bool>& migration_cancel() { return migration_cancel_; }
+
   // The last `lines` lines of the serial console.
   Result<std::string> Console(int lines) const;
 
  private:
   ManagedVm(qemu::VmSpec spec, const HostConfig& host);
-  Status Start();
+  Status Start(bool incoming, const std::string& store_vm_id);
+  // Receives the shim's uffd and starts serving faults (non-stock VMs).
+  Status TakeOverMemory(int listen_fd, bool incoming, const std::string& store_vm_id);
   void Monitor();
   void Cleanup();
-  Result<nlohmann::json> Qmp(const std::string& cmd, const nlohmann::json& args = nullptr);
   std::string QemuLogTail() const;
   nlohmann::json GuestStatus() const;
 
@@ -80,6 +116,10 @@ class ManagedVm {
   std::mutex stop_mu_;
   uint64_t started_ns_ = 0;
   std::string exit_reason_;
+  bool keep_store_ = false;  // set when the store namespace moved to another host
+  std::mutex migration_mu_;
+  nlohmann::json migration_status_;
+  std::atomic<bool> migration_cancel_{false};
 };
 
 }  // namespace agile::agiled

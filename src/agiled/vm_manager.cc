@@ -4,7 +4,19 @@
 
 namespace agile::agiled {
 
-Result<std::shared_ptr<ManagedVm>> VmManager::Start(const qemu::VmSpec& spec) {
+Result<std::shared_ptr<ManagedVm>> VmManager::Start(const qemu::VmSpec& spec) { return Launch(spec, false, ""); }
+
+Result<std::shared_ptr<ManagedVm>> VmManager::StartIncoming(const qemu::VmSpec& spec, const std::string& store_vm_id) {
+  return Launch(spec, true, store_vm_id);
+}
+
+void VmManager::Forget(const std::string& name) {
+  std::lock_guard<std::mutex> l(mu_);
+  vms_.erase(name);
+}
+
+Result<std::shared_ptr<ManagedVm>> VmManager::Launch(const qemu::VmSpec& spec, bool incoming,
+                                                     const std::string& store_vm_id) {
   AGILE_RETURN_IF_ERROR(spec.Validate());
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -12,7 +24,7 @@ Result<std::shared_ptr<ManagedVm>> VmManager::Start(const qemu::VmSpec& spec) {
       return AlreadyExists("a VM named '" + spec.name + "' already exists on this host");
     starting_.insert(spec.name);
   }
-  auto vm = ManagedVm::Launch(spec, host_);
+  auto vm = ManagedVm::Launch(spec, host_, incoming, store_vm_id);
   std::lock_guard<std::mutex> l(mu_);
   starting_.erase(spec.name);
   if (!vm.ok()) {

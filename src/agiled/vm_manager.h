@@ -16,6 +16,11 @@ class VmManager {
  public:
   explicit VmManager(HostConfig host) : host_(std::move(host)) {}
   Result<std::shared_ptr<ManagedVm>> Start(const qemu::VmSpec& spec);
+  // A VM arriving by migration (QEMU -incoming); registered at once so the
+  // name is taken and `vm list` shows it as "incoming".
+  Result<std::shared_ptr<ManagedVm>> StartIncoming(const qemu::VmSpec& spec, const std::string& store_vm_id);
+  // Forgets a VM that migrated away (already retired).
+  void Forget(const std::string& name);
   Result<std::shared_ptr<ManagedVm>> Get(const std::string& name);
   std::vector<std::shared_ptr<ManagedVm>> List();
   // Stops the VM and forgets it.
@@ -28,6 +33,7 @@ class VmManager {
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<ManagedVm>> vms_;
   std::set<std::string> starting_;
+  Result<std::shared_ptr<ManagedVm>> Launch(const qemu::VmSpec& spec, bool incoming, const std::string& store_vm_id);
 };
 
 }  // namespace agile::agiled

@@ -27,6 +27,15 @@ TEST(SizeTest, RejectsGarbage) {
   EXPECT_FALSE(ParseSize("99999999999T").ok());
 }
 
+TEST(SizeTest, ParsesRates) {
+  EXPECT_EQ(*ParseRate("1gbit"), 125000000u);
+  EXPECT_EQ(*ParseRate("800mbit"), 100000000u);
+  EXPECT_EQ(*ParseRate("100M"), 100ull << 20);
+  EXPECT_EQ(*ParseRate("1G/s"), 1ull << 30);
+  EXPECT_FALSE(ParseRate("fast").ok());
+  EXPECT_FALSE(ParseRate("xgbit").ok());
+}
+
 TEST(SocketTest, ParseHostPort) {
   auto hp = ParseHostPort("127.0.0.1:7000");
   ASSERT_TRUE(hp.ok());

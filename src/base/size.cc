@@ -3,6 +3,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 
 namespace agile {
 
@@ -35,6 +36,28 @@ Result<uint64_t> ParseSize(const std::string& in) {
   double bytes = num * mult;
   if (!std::isfinite(bytes) || bytes >= 1.8e19) return InvalidArgument("size '" + in + "' is too large");
   return static_cast<uint64_t>(std::llround(bytes));
+}
+
+Result<uint64_t> ParseRate(const std::string& in) {
+  std::string s;
+  for (char c : in) s += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (s.size() > 2 && s.compare(s.size() - 2, 2, "/s") == 0) s.resize(s.size() - 2);
+  if (s.size() > 3 && s.compare(s.size() - 3, 3, "bit") == 0) {
+    std::string num = s.substr(0, s.size() - 3);
+    double mult = 1;
+    if (!num.empty() && (num.back() == 'k' || num.back() == 'm' || num.back() == 'g')) {
+      mult = num.back() == 'k' ? 1e3 : num.back() == 'm' ? 1e6 : 1e9;
+      num.pop_back();
+    }
+    char* end = nullptr;
+    double v = std::strtod(num.c_str(), &end);
+    if (num.empty() || end == nullptr || *end != '\0' || v <= 0)
+      return InvalidArgument("bad rate '" + in + "' (e.g. 1gbit, 500mbit, 100M)");
+    return static_cast<uint64_t>(v * mult / 8);
+  }
+  auto r = ParseSize(s);
+  if (!r.ok()) return InvalidArgument("bad rate '" + in + "' (e.g. 1gbit, 500mbit, 100M)");
+  return r;
 }
 
 std::string FormatSize(uint64_t b) {

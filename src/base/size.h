@@ -13,4 +13,8 @@ namespace agile {
 Result<uint64_t> ParseSize(const std::string& s);
 std::string FormatSize(uint64_t bytes);
 
+// A rate in bytes/s: "1gbit", "500mbit" (bits, powers of 1000, as tc writes
+// them), or a size per second "100M", "1G/s" (bytes, powers of 1024).
+Result<uint64_t> ParseRate(const std::string& s);
+
 }  // namespace agile

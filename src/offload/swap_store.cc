@@ -80,6 +80,30 @@ Status SwapStore::Put(std::span<const memd::PageRef> pages) {
   return s;
 }
 
+Status SwapStore::FetchBulk(std::span<const uint64_t> idx, uint8_t* out, uint8_t* present) {
+  std::lock_guard<std::mutex> l(bulk_conn_.mu);
+  AGILE_ASSIGN_OR_RETURN(memd::MemdClient * c, Client(bulk_conn_, false));
+  std::vector<uint8_t*> outs(idx.size());
+  for (size_t i = 0; i < idx.size(); ++i) outs[i] = out + i * memd::kPageSize;
+  Status s = c->Get(vm_id_, token(), idx, outs, std::span<uint8_t>(present, idx.size()));
+  if (!s.ok()) Drop(bulk_conn_, s);
+  return s;
+}
+
+Result<memd::OwnerToken> SwapStore::Transfer(const std::string& new_host) {
+  std::lock_guard<std::mutex> l(bulk_conn_.mu);
+  if (!claimed()) return InvalidArgument("VM " + vm_id_ + " has no pages in the swap store to hand over");
+  AGILE_ASSIGN_OR_RETURN(memd::MemdClient * c, Client(bulk_conn_, false));
+  auto t = c->Transfer(vm_id_, token(), new_host);
+  if (!t.ok()) {
+    Drop(bulk_conn_, t.status());
+    return t.status();
+  }
+  std::lock_guard<std::mutex> tl(token_mu_);
+  claimed_ = false;  // the token is the new owner's now
+  return *t;
+}
+
 Status SwapStore::Release() {
   if (!claimed()) return Status::Ok();
   std::lock_guard<std::mutex> l(bulk_conn_.mu);

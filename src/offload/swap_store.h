@@ -33,6 +33,11 @@ class SwapStore : public vm::PageSource {
   Status Fetch(std::span<const uint64_t> idx, uint8_t* out, uint8_t* present) override;
   // Bulk store from the offloader.
   Status Put(std::span<const memd::PageRef> pages);
+  // Bulk read on the offloader's connection (a migration sending cold pages).
+  Status FetchBulk(std::span<const uint64_t> idx, uint8_t* out, uint8_t* present);
+  // Hands the namespace to new_host; returns the token for it. From now on
+  // this host's token is void.
+  Result<memd::OwnerToken> Transfer(const std::string& new_host);
   // Drops the whole namespace (VM stopped for good).
   Status Release();
 

@@ -28,7 +28,8 @@ const std::map<std::string, std::set<std::string>>& WorkloadKeys() {
 
 nlohmann::json VmSpec::ToJson() const {
   return {{"name", name},         {"memory_bytes", memory_bytes},   {"vcpus", vcpus},
-          {"workload", workload}, {"workload_args", workload_args}, {"qemu_args", extra_qemu_args}};
+          {"workload", workload}, {"workload_args", workload_args}, {"qemu_args", extra_qemu_args},
+          {"stock", stock}};
 }
 
 Result<VmSpec> VmSpec::FromJson(const nlohmann::json& j) {
@@ -40,6 +41,7 @@ Result<VmSpec> VmSpec::FromJson(const nlohmann::json& j) {
     s.workload = j.value("workload", std::string("memverify"));
     s.workload_args = j.value("workload_args", std::map<std::string, std::string>{});
     s.extra_qemu_args = j.value("qemu_args", std::vector<std::string>{});
+    s.stock = j.value("stock", false);
   } catch (const nlohmann::json::exception& e) {
     return InvalidArgument(std::string("bad VM spec: ") + e.what());
   }
@@ -96,11 +98,16 @@ std::vector<std::string> QemuArgv(const VmSpec& spec, const LaunchPaths& p, bool
   std::vector<std::string> a = {
       p.qemu_binary,
       "-name", spec.name,
-      "-machine", "q35,memory-backend=ram0",
+      "-machine", spec.stock ? "q35" : "q35,memory-backend=ram0",
       "-accel", "tcg",
       "-smp", std::to_string(spec.vcpus),
       "-m", mem,
-      "-object", "memory-backend-file,id=ram0,size=" + mem + ",mem-path=" + p.ram_file + ",share=on",
+  };
+  if (!spec.stock) {
+    a.push_back("-object");
+    a.push_back("memory-backend-file,id=ram0,size=" + mem + ",mem-path=" + p.ram_file + ",share=on");
+  }
+  std::vector<std::string> rest = {
       "-kernel", p.kernel,
       "-initrd", p.initrd,
       "-append", GuestCmdline(spec),
@@ -108,6 +115,7 @@ std::vector<std::string> QemuArgv(const VmSpec& spec, const LaunchPaths& p, bool
       "-serial", "file:" + p.serial_log,
       "-qmp", "unix:" + p.qmp_socket + ",server=on,wait=off",
   };
+  a.insert(a.end(), rest.begin(), rest.end());
   if (incoming) {
     a.push_back("-incoming");
     a.push_back("defer");

@@ -20,6 +20,9 @@ struct VmSpec {
   std::string workload = "memverify";         // memverify | memtouch | none
   std::map<std::string, std::string> workload_args;
   std::vector<std::string> extra_qemu_args;   // passed through verbatim, appended last
+  // A stock VM: plain anonymous guest RAM, no shim, memory not owned by agiled
+  // (as operators run VMs today). Only the qemu-* migration modes apply.
+  bool stock = false;
 
   nlohmann::json ToJson() const;
   static Result<VmSpec> FromJson(const nlohmann::json& j);

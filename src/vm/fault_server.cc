@@ -144,6 +144,11 @@ bool FaultServer::ServeState(uint64_t idx, PageState st, uint64_t page_addr, con
       return ServeOffloaded(idx, f.start_ns);
     case PageState::kInFlight:
       return false;
+    case PageState::kRemote: {
+      RemotePager* pager = pager_.load();
+      if (pager != nullptr) pager->Request(idx);  // retried every ms while deferred: the pager de-duplicates
+      return false;
+    }
   }
   if (s.code() == Code::kUnavailable) {
     if (on_fatal_) on_fatal_(s);

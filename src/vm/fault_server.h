@@ -30,7 +30,7 @@ struct FaultStats {
   std::atomic<uint64_t> refault{0};      // faults on offloaded pages, served from the source
   std::atomic<uint64_t> prefetched{0};   // offloaded pages brought in next to a refault
   std::atomic<uint64_t> spurious{0};     // already resolved by a racing fault
-  std::atomic<uint64_t> deferred{0};     // waited for a page in flight
+  std::atomic<uint64_t> deferred{0};     // waited for a page in flight or at a migration source
   std::atomic<uint64_t> fetch_errors{0}; // source unreachable (retried)
   LatencyHistogram first_touch_latency;
   LatencyHistogram refault_latency;
@@ -43,6 +43,15 @@ class AccessObserver {
  public:
   virtual ~AccessObserver() = default;
   virtual void OnAccess(uint64_t idx) = 0;
+};
+
+// Asks a migration source for pages still there (kRemote). Asynchronous: the
+// fault is deferred and retried once the page has been installed. Called on
+// the fault thread; implementations de-duplicate repeated requests.
+class RemotePager {
+ public:
+  virtual ~RemotePager() = default;
+  virtual void Request(uint64_t idx) = 0;
 };
 
 class FaultServer {
@@ -63,6 +72,8 @@ class FaultServer {
   void set_on_fatal(std::function<void(const Status&)> f) { on_fatal_ = std::move(f); }
   // Must be set before Start(); may be null.
   void set_access_observer(AccessObserver* o) { observer_ = o; }
+  // May be set or cleared at any time (incoming migrations).
+  void set_remote_pager(RemotePager* p) { pager_.store(p); }
   // Wakes the thread so deferred faults are retried now (after a page settles).
   void Kick();
 
@@ -90,6 +101,7 @@ class FaultServer {
   FaultStats stats_;
   std::function<void(const Status&)> on_fatal_;
   AccessObserver* observer_ = nullptr;
+  std::atomic<RemotePager*> pager_{nullptr};
   uint64_t last_fetch_warn_ns_ = 0;
   std::vector<uint8_t> fetch_buf_;  // prefetch_pages_ pages, page-aligned use only
 };

@@ -8,14 +8,15 @@ const char* PageStateName(PageState s) {
     case PageState::kResident: return "resident";
     case PageState::kOffloaded: return "offloaded";
     case PageState::kInFlight: return "in_flight";
+    case PageState::kRemote: return "remote";
   }
   return "?";
 }
 
-PageTable::PageTable(uint64_t pages) : pages_(pages), states_(new std::atomic<uint8_t>[pages]) {
-  for (uint64_t i = 0; i < pages; ++i) states_[i].store(0, std::memory_order_relaxed);
+PageTable::PageTable(uint64_t pages, PageState initial) : pages_(pages), states_(new std::atomic<uint8_t>[pages]) {
+  for (uint64_t i = 0; i < pages; ++i) states_[i].store(static_cast<uint8_t>(initial), std::memory_order_relaxed);
   for (auto& c : counts_) c.store(0);
-  counts_[static_cast<int>(PageState::kZero)].store(pages);
+  counts_[static_cast<int>(initial)].store(pages);
 }
 
 bool PageTable::Transition(uint64_t idx, PageState from, PageState to) {

@@ -14,13 +14,14 @@ enum class PageState : uint8_t {
   kResident = 1,   // in the RAM file on this host
   kOffloaded = 2,  // in the swap store (memd) only
   kInFlight = 3,   // being moved; its owner (evictor, fetcher, migration) holds it
+  kRemote = 4,     // still at the migration source (incoming VM); fetched on demand
 };
-constexpr int kPageStateCount = 4;
+constexpr int kPageStateCount = 5;
 const char* PageStateName(PageState s);
 
 class PageTable {
  public:
-  explicit PageTable(uint64_t pages);
+  explicit PageTable(uint64_t pages, PageState initial = PageState::kZero);
 
   uint64_t pages() const { return pages_; }
   PageState Get(uint64_t idx) const { return static_cast<PageState>(states_[idx].load(std::memory_order_acquire)); }

@@ -1,0 +1,50 @@
+#include "migrate/qemu_control.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <chrono>
+#include <thread>
+
+#include "base/socket.h"
+
+namespace agile::migrate {
+using nlohmann::json;
+
+Status SetCapabilities(agiled::ManagedVm* vm, const json& caps) {
+  json list = json::array();
+  for (auto& [k, v] : caps.items()) list.push_back({{"capability", k}, {"state", v}});
+  return vm->Qmp("migrate-set-capabilities", {{"capabilities", list}}).status();
+}
+
+Result<uint16_t> FreePort(const std::string& host) {
+  AGILE_ASSIGN_OR_RETURN(UniqueFd fd, TcpListen(HostPort{host, 0}, 1));
+  return BoundPort(fd.get());
+}
+
+Result<json> WaitForMigration(agiled::ManagedVm* vm, int timeout_ms, const std::function<void(const json&)>& on_status) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    AGILE_ASSIGN_OR_RETURN(json st, vm->Qmp("query-migrate"));
+    if (on_status) on_status(st);
+    std::string s = st.value("status", "");
+    if (s == "completed") return st;
+    if (s == "failed" || s == "cancelled")
+      return Internal("QEMU migration " + s + (st.contains("error-desc") ? ": " + st["error-desc"].get<std::string>() : ""));
+    if (std::chrono::steady_clock::now() > end) return Unavailable("QEMU migration did not complete in time (" + s + ")");
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+Status WaitIncomingDone(agiled::ManagedVm* vm, int timeout_ms) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    AGILE_ASSIGN_OR_RETURN(json st, vm->Qmp("query-status"));
+    std::string s = st.value("status", "");
+    if (s != "inmigrate") return Status::Ok();
+    if (std::chrono::steady_clock::now() > end) return Unavailable("QEMU still waiting for device state");
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+}
+
+}  // namespace agile::migrate

@@ -1,0 +1,282 @@
+#include "migrate/receiver.h"
+
+#include <fcntl.h>
+
+#include <spdlog/spdlog.h>
+
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "base/io.h"
+#include "migrate/channel.h"
+#include "migrate/qemu_control.h"
+#include "vm/fault_server.h"
+
+namespace agile::migrate {
+using nlohmann::json;
+using wire::MigMode;
+using wire::MigMsg;
+using wire::PageWhere;
+
+namespace {
+
+constexpr size_t kPage = 4096;
+constexpr int kSilenceTimeoutMs = 120000;
+
+// Post-copy (and any early touch by QEMU): asks the source for pages still
+// there, once each, batched by the fault thread's retries.
+class Pager : public vm::RemotePager {
+ public:
+  Pager(Channel* ch, uint64_t pages) : ch_(ch), asked_(new std::atomic<uint8_t>[pages]()) {}
+  void Request(uint64_t idx) override {
+    if (asked_[idx].exchange(1)) return;
+    std::vector<uint8_t> f;
+    wire::AppendPageRequest(&f, &idx, 1);
+    (void)ch_->Send(f);  // a broken connection surfaces in the receive loop
+  }
+
+ private:
+  Channel* ch_;
+  std::unique_ptr<std::atomic<uint8_t>[]> asked_;
+};
+
+class Receiver {
+ public:
+  Receiver(UniqueFd conn, agiled::VmManager* vms, std::string listen_host)
+      : ch_(std::move(conn)), vms_(vms), listen_host_(std::move(listen_host)) {}
+  void Run();
+
+ private:
+  Status Hello();
+  Status Loop();
+  Status InstallPages(const std::vector<uint8_t>& payload);
+  Status ApplyLocations(const std::vector<uint8_t>& payload);
+  Status DoSwitchover(const std::vector<uint8_t>& payload);
+  Status Finish();
+  void Fail(const Status& s);
+
+  Channel ch_;
+  agiled::VmManager* vms_;
+  std::string listen_host_;
+  wire::MigHello hello_;
+  qemu::VmSpec spec_;
+  std::shared_ptr<agiled::ManagedVm> vm_;
+  agiled::ManagedVm::Memory mem_;
+  std::unique_ptr<Pager> pager_;
+  bool switched_ = false, done_ = false;
+  uint64_t pages_received_ = 0;
+  struct Install {
+    uint64_t index, addr;
+    const uint8_t* data;
+  };
+  std::vector<Install> uffd_install_;
+};
+
+void Receiver::Run() {
+  Status s = Hello();
+  if (s.ok()) s = Loop();
+  if (!s.ok()) Fail(s);
+}
+
+Status Receiver::Hello() {
+  std::vector<uint8_t> payload;
+  AGILE_ASSIGN_OR_RETURN(auto h, ch_.Receive(&payload, 30000));
+  if (h.type != static_cast<uint16_t>(MigMsg::kHello))
+    return Corruption(std::string("migration must start with HELLO, got ") + wire::MigMsgName(h.type));
+  AGILE_ASSIGN_OR_RETURN(hello_, wire::DecodeHello(payload));
+  json spec_json = json::parse(hello_.spec_json, nullptr, false);
+  if (spec_json.is_discarded()) return Corruption("migration HELLO: VM spec is not JSON");
+  AGILE_ASSIGN_OR_RETURN(spec_, qemu::VmSpec::FromJson(spec_json));
+  bool qemu_mode = hello_.mode == MigMode::kQemuPrecopy || hello_.mode == MigMode::kQemuPostcopy;
+  if (spec_.memory_bytes / kPage != hello_.page_count) return Corruption("migration HELLO: page count mismatch");
+  if (hello_.mode == MigMode::kAgile && !hello_.store_vm_id.empty() && vms_->host().memd_addr.empty())
+    return Unsupported("this agiled has no --memd, but the VM's cold pages live in a swap store");
+  spdlog::info("vm {}: incoming {} migration from {}", spec_.name, wire::MigModeName(hello_.mode), hello_.src_host);
+  // The VM keeps its store namespace only in agile mode (ownership moves with
+  // it); otherwise the source empties it and the copy here starts afresh.
+  std::string store_id = hello_.mode == MigMode::kAgile ? hello_.store_vm_id : "";
+  AGILE_ASSIGN_OR_RETURN(vm_, vms_->StartIncoming(spec_, store_id));
+  mem_ = vm_->memory();
+  if (!qemu_mode) {
+    pager_ = std::make_unique<Pager>(&ch_, mem_.table->pages());
+    mem_.faults->set_remote_pager(pager_.get());
+  }
+  AGILE_RETURN_IF_ERROR(SetCapabilities(vm_.get(), qemu_mode ? json{{"postcopy-ram", hello_.mode == MigMode::kQemuPostcopy}}
+                                                             : json{{"x-ignore-shared", true}}));
+  AGILE_ASSIGN_OR_RETURN(uint16_t port, FreePort(listen_host_));
+  std::string uri = "tcp:" + listen_host_ + ":" + std::to_string(port);
+  AGILE_RETURN_IF_ERROR(vm_->Qmp("migrate-incoming", {{"uri", uri}}).status().Annotate("QMP migrate-incoming"));
+  std::vector<uint8_t> f;
+  wire::AppendHelloAck(&f, {0, "ok", port});
+  return ch_.Send(f);
+}
+
+Status Receiver::Loop() {
+  std::vector<uint8_t> payload;
+  while (!done_) {
+    AGILE_ASSIGN_OR_RETURN(auto h, ch_.Receive(&payload, kSilenceTimeoutMs));
+    switch (static_cast<MigMsg>(h.type)) {
+      case MigMsg::kPages: AGILE_RETURN_IF_ERROR(InstallPages(payload)); break;
+      case MigMsg::kRound: {
+        uint32_t round;
+        uint64_t n;
+        AGILE_RETURN_IF_ERROR(wire::DecodeRound(payload, &round, &n));
+        vm_->set_migration_status({{"phase", "incoming"}, {"round", round}, {"pages_received", pages_received_}});
+        break;
+      }
+      case MigMsg::kLocations: AGILE_RETURN_IF_ERROR(ApplyLocations(payload)); break;
+      case MigMsg::kSwitchover: AGILE_RETURN_IF_ERROR(DoSwitchover(payload)); break;
+      case MigMsg::kDone: AGILE_RETURN_IF_ERROR(Finish()); break;
+      case MigMsg::kAbort: {
+        auto why = wire::DecodeAbort(payload);
+        return Unavailable("source aborted: " + (why.ok() ? *why : std::string("?")));
+      }
+      default: return Corruption(std::string("unexpected migration message ") + wire::MigMsgName(h.type));
+    }
+  }
+  return Status::Ok();
+}
+
+Status Receiver::InstallPages(const std::vector<uint8_t>& payload) {
+  uint32_t round;
+  std::vector<wire::MigPage> pages;
+  AGILE_RETURN_IF_ERROR(wire::DecodePages(payload, &round, &pages));
+  bool kick = false;
+  for (const auto& p : pages) {
+    if (p.index >= mem_.table->pages()) return Corruption("migration PAGES: index out of range");
+    vm::PageState st = mem_.table->Get(p.index);
+    if (!switched_) {
+      // The guest is not running here yet: write straight into the RAM file;
+      // later rounds overwrite. A QEMU thread waiting on the page retries.
+      if (st != vm::PageState::kRemote && st != vm::PageState::kResident) continue;
+      AGILE_RETURN_IF_ERROR(PwriteFull(mem_.ram_fd, p.data, kPage, static_cast<off_t>(p.index * kPage)));
+      if (st == vm::PageState::kRemote) {
+        mem_.table->Set(p.index, vm::PageState::kResident);
+        kick = true;
+      }
+    } else {
+      // The guest runs here: only pages still at the source are taken, and
+      // installed atomically; whatever the guest has written since wins.
+      if (!mem_.table->Transition(p.index, vm::PageState::kRemote, vm::PageState::kInFlight)) continue;
+      uint64_t addr = mem_.map.base + p.index * kPage - mem_.map.file_offset;
+      uffd_install_.push_back({p.index, addr, p.data});
+    }
+    ++pages_received_;
+  }
+  if (!uffd_install_.empty()) {
+    for (const auto& u : uffd_install_) {
+      Status s = vm_->CopyPage(u.addr, u.data);
+      if (!s.ok() && s.code() != Code::kAlreadyExists) return s.Annotate("install post-copy page");
+      mem_.table->Set(u.index, vm::PageState::kResident);
+    }
+    uffd_install_.clear();
+  }
+  if (kick) mem_.faults->Kick();
+  return Status::Ok();
+}
+
+Status Receiver::ApplyLocations(const std::vector<uint8_t>& payload) {
+  std::vector<wire::MigRun> runs;
+  AGILE_RETURN_IF_ERROR(wire::DecodeLocations(payload, &runs));
+  for (const auto& r : runs) {
+    if (r.first + r.count > mem_.table->pages() || r.first + r.count < r.first)
+      return Corruption("migration LOCATIONS: run out of range");
+    for (uint64_t i = r.first; i < r.first + r.count; ++i) {
+      vm::PageState st = mem_.table->Get(i);
+      switch (r.where) {
+        case PageWhere::kSent:
+          if (st != vm::PageState::kResident)
+            return Internal("page " + std::to_string(i) + " should have arrived but did not");
+          break;
+        case PageWhere::kZero:
+        case PageWhere::kInStore:
+          if (st == vm::PageState::kResident &&
+              ::fallocate(mem_.ram_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(i * kPage),
+                          kPage) != 0)
+            return ErrnoStatus("drop a stale page");
+          if (r.where == PageWhere::kInStore && mem_.store == nullptr)
+            return Unsupported("page in a swap store, but this agiled has no --memd");
+          mem_.table->Set(i, r.where == PageWhere::kZero ? vm::PageState::kZero : vm::PageState::kOffloaded);
+          break;
+        case PageWhere::kAtSource:
+          if (hello_.mode != MigMode::kPostcopy) return Corruption("page left at the source outside post-copy");
+          break;  // stays kRemote (or already arrived)
+      }
+    }
+  }
+  mem_.faults->Kick();
+  return Status::Ok();
+}
+
+Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
+  AGILE_ASSIGN_OR_RETURN(auto sw, wire::DecodeSwitchover(payload));
+  Status s = Status::Ok();
+  if (hello_.mode != MigMode::kPostcopy && mem_.table->Count(vm::PageState::kRemote) != 0)
+    s = Internal(std::to_string(mem_.table->Count(vm::PageState::kRemote)) + " pages were never placed");
+  if (s.ok() && sw.has_token) s = vm_->AdoptStore(hello_.store_vm_id, sw.epoch, sw.secret);
+  if (s.ok()) s = WaitIncomingDone(vm_.get(), 60000);
+  if (s.ok()) {
+    switched_ = true;
+    s = vm_->Qmp("cont").status();
+  }
+  std::vector<uint8_t> f;
+  wire::AppendSwitchoverAck(&f, {s.ok() ? 0u : 1u, s.ok() ? "running" : s.message()});
+  AGILE_RETURN_IF_ERROR(ch_.Send(f));
+  if (!s.ok()) return s;
+  vm_->MarkRunning();
+  spdlog::info("vm {}: running here after {} migration ({} pages received)", spec_.name,
+               wire::MigModeName(hello_.mode), pages_received_);
+  if (hello_.mode != MigMode::kPostcopy) return Finish();
+  vm_->set_migration_status({{"phase", "postcopy"}, {"pages_remote", mem_.table->Count(vm::PageState::kRemote)}});
+  return Status::Ok();
+}
+
+Status Receiver::Finish() {
+  bool qemu_mode = hello_.mode == MigMode::kQemuPrecopy || hello_.mode == MigMode::kQemuPostcopy;
+  if (qemu_mode) {
+    AGILE_RETURN_IF_ERROR(WaitIncomingDone(vm_.get(), 60000));
+    // QEMU resumes the guest itself when the source was running.
+    auto st = vm_->Qmp("query-status");
+    if (st.ok() && st->value("status", "") != "running") AGILE_RETURN_IF_ERROR(vm_->Qmp("cont").status());
+    vm_->MarkRunning();
+    switched_ = true;
+  } else if (mem_.table->Count(vm::PageState::kRemote) != 0) {
+    return Internal(std::to_string(mem_.table->Count(vm::PageState::kRemote)) + " pages still at the source at DONE");
+  }
+  if (mem_.faults) mem_.faults->set_remote_pager(nullptr);
+  vm_->set_migration_status(nullptr);
+  if (hello_.mode == MigMode::kPostcopy || qemu_mode) {
+    std::vector<uint8_t> f;
+    wire::AppendEmpty(&f, MigMsg::kDoneAck);
+    AGILE_RETURN_IF_ERROR(ch_.Send(f));
+  }
+  done_ = true;
+  return Status::Ok();
+}
+
+void Receiver::Fail(const Status& s) {
+  std::string name = vm_ ? spec_.name : "?";
+  if (!switched_) {
+    spdlog::error("vm {}: incoming migration failed before switchover: {}; dropping the copy here", name, s.ToString());
+    std::vector<uint8_t> f;
+    wire::AppendAbort(&f, s.message());
+    (void)ch_.Send(f);
+    if (vm_) (void)vms_->Stop(spec_.name);
+    return;
+  }
+  // After switchover the guest runs here; in post-copy it may still need
+  // pages from the source. Faults on them wait (never zero-filled).
+  spdlog::error("vm {}: migration connection failed after switchover: {} ({} pages still at the source; "
+                "vCPUs touching them wait)",
+                name, s.ToString(), mem_.table ? mem_.table->Count(vm::PageState::kRemote) : 0);
+}
+
+}  // namespace
+
+void ReceiveMigration(UniqueFd conn, agiled::VmManager* vms, const std::string& listen_host) {
+  Receiver r(std::move(conn), vms, listen_host);
+  r.Run();
+}
+
+}  // namespace agile::migrate

@@ -1,0 +1,463 @@
+#include "migrate/sender.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <thread>
+
+#include "base/io.h"
+#include "base/socket.h"
+#include "migrate/qemu_control.h"
+#include "track/write_scanner.h"
+#include "vm/fault_server.h"
+
+namespace agile::migrate {
+using nlohmann::json;
+using wire::MigMode;
+using wire::PageWhere;
+
+namespace {
+constexpr size_t kPage = 4096;
+constexpr int kPeerTimeoutMs = 120000;  // the destination launching QEMU, or answering SWITCHOVER
+constexpr uint64_t kSmallDirtyPages = 64;
+}  // namespace
+
+Sender::Sender(agiled::ManagedVm* vm, std::string host_id, SendOptions opts)
+    : vm_(vm), mem_(vm->memory()), host_id_(std::move(host_id)), opt_(std::move(opts)) {
+  report_.mode = wire::MigModeName(opt_.mode);
+  report_.vm = vm_->spec().name;
+  report_.destination = opt_.to;
+}
+
+Sender::~Sender() {
+  if (ch_) ch_->Shutdown();
+  if (reader_.joinable()) reader_.join();
+}
+
+double Sender::Ms() const { return static_cast<double>(vm::NowNs() - t0_ns_) / 1e6; }
+
+Status Sender::CheckCancel() const {
+  if (opt_.cancel && opt_.cancel->load()) return Status(Code::kUnavailable, "migration cancelled by the operator");
+  return Status::Ok();
+}
+
+void Sender::Progress(const char* phase, uint64_t dirty) {
+  json p = {{"phase", phase},
+            {"mode", report_.mode},
+            {"elapsed_ms", Ms()},
+            {"round", round_},
+            {"bytes_sent", ch_ ? ch_->bytes_sent() : 0},
+            {"pages_precopied", report_.pages_precopied},
+            {"pages_postcopied", postcopied_.load() + report_.pages_postcopied},
+            {"dirty_pages", dirty},
+            {"page_rate", page_rate_}};
+  if (page_rate_ > 0 && dirty > 0) p["eta_s"] = static_cast<double>(dirty) / page_rate_;
+  vm_->set_migration_status(p);
+  if (opt_.progress) opt_.progress(p);
+}
+
+Report Sender::Run() {
+  t0_ns_ = vm::NowNs();
+  bool qemu_mode = opt_.mode == MigMode::kQemuPrecopy || opt_.mode == MigMode::kQemuPostcopy;
+  Status s;
+  if (vm_->stock() != qemu_mode)
+    s = InvalidArgument(qemu_mode ? "qemu-* modes migrate stock VMs (vm start --stock); use agile, precopy or postcopy"
+                                  : "stock VMs can only use qemu-precopy or qemu-postcopy");
+  std::unique_lock<std::mutex> no_offload;
+  if (s.ok() && !qemu_mode) no_offload = vm_->LockOffload();
+  if (s.ok()) s = Handshake();
+  if (s.ok()) {
+    reader_ = std::thread([this] { ReaderLoop(); });
+    if (qemu_mode) {
+      s = RunQemuMode();
+    } else {
+      if (opt_.mode != MigMode::kPostcopy) s = PrecopyRounds();
+      if (s.ok()) s = StopAndCopy();
+      if (s.ok()) s = SendLocations();
+      if (s.ok()) s = DeviceState();
+      if (s.ok()) s = Switchover();
+      if (s.ok() && opt_.mode == MigMode::kPostcopy) s = PostcopyPush();
+    }
+  }
+  if (!s.ok()) {
+    report_.ok = false;
+    report_.error = s.ToString();
+    if (!switched_) Abort(s.message());
+    spdlog::error("vm {}: migration to {} failed: {}", report_.vm, opt_.to, s.ToString());
+  } else {
+    report_.ok = true;
+    // Nothing of the VM stays here: QEMU stops, guest RAM is freed, and in
+    // agile mode the store namespace stays with its new owner.
+    no_offload = {};
+    Status r = vm_->RetireAfterMigration(/*keep_store=*/opt_.mode == MigMode::kAgile);
+    if (!r.ok()) spdlog::warn("vm {}: cleanup after migration: {}", report_.vm, r.ToString());
+    report_.total_time_ms = Ms();
+    spdlog::info("vm {}: migrated to {} ({}) in {:.0f} ms, downtime {:.0f} ms, {} bytes", report_.vm, opt_.to,
+                 report_.mode, report_.total_time_ms, report_.downtime_ms, report_.bytes_sent);
+  }
+  if (ch_) report_.bytes_sent = std::max(report_.bytes_sent, ch_->bytes_sent() + report_.device_state_bytes);
+  vm_->set_migration_status(nullptr);
+  return report_;
+}
+
+Status Sender::Handshake() {
+  AGILE_ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(opt_.to));
+  dest_host_ = hp.host;
+  auto fd = TcpConnect(hp, 5000);
+  if (!fd.ok()) return fd.status().Annotate("connect to destination agiled");
+  ch_ = std::make_unique<Channel>(std::move(fd).value());
+  ch_->set_rate_limit(opt_.bandwidth);
+  wire::MigHello hello;
+  hello.mode = opt_.mode;
+  hello.page_count = vm_->spec().memory_bytes / kPage;
+  hello.spec_json = vm_->spec().ToJson().dump();
+  hello.src_host = host_id_;
+  if (mem_.store) {
+    hello.store_addr = mem_.store->addr();
+    hello.store_vm_id = mem_.store->store_vm_id();
+  }
+  std::vector<uint8_t> f;
+  wire::AppendHello(&f, hello);
+  AGILE_RETURN_IF_ERROR(ch_->Send(f));
+  Progress("handshake");
+  std::vector<uint8_t> payload;
+  AGILE_ASSIGN_OR_RETURN(auto h, ch_->Receive(&payload, kPeerTimeoutMs));
+  if (h.type == static_cast<uint16_t>(wire::MigMsg::kAbort)) {
+    auto why = wire::DecodeAbort(payload);
+    return Unavailable("destination refused: " + (why.ok() ? *why : why.status().ToString()));
+  }
+  if (h.type != static_cast<uint16_t>(wire::MigMsg::kHelloAck))
+    return Corruption(std::string("expected HELLO_ACK, got ") + wire::MigMsgName(h.type));
+  AGILE_ASSIGN_OR_RETURN(auto ack, wire::DecodeHelloAck(payload));
+  if (ack.status != 0) return Unavailable("destination refused: " + ack.message);
+  qemu_port_ = ack.qemu_port;
+  if (mem_.table) sent_.reset(new std::atomic<uint8_t>[mem_.table->pages()]());
+  return Status::Ok();
+}
+
+void Sender::ReaderLoop() {
+  std::vector<uint8_t> payload;
+  std::vector<uint64_t> req;
+  for (;;) {
+    auto h = ch_->Receive(&payload, -1);
+    if (!h.ok()) {
+      std::lock_guard<std::mutex> l(mu_);
+      if (peer_status_.ok() && !got_done_ack_) peer_status_ = h.status();
+      cv_.notify_all();
+      return;
+    }
+    auto type = static_cast<wire::MigMsg>(h->type);
+    if (type == wire::MigMsg::kPageRequest) {
+      if (!wire::DecodePageRequest(payload, &req).ok()) continue;
+      // Demand pages first, each with the pages after it (prepaging).
+      std::vector<uint64_t> pages;
+      for (uint64_t idx : req) {
+        for (uint64_t n = idx; n < idx + 1 + opt_.prepage && n < mem_.table->pages(); ++n) {
+          if (sent_[n].exchange(1)) continue;
+          if (n == idx) demand_.fetch_add(1);
+          pages.push_back(n);
+        }
+      }
+      uint64_t sent = 0;
+      Status s = SendPages(pages, round_, &sent);
+      if (switched_) postcopied_.fetch_add(sent);
+      if (!s.ok()) spdlog::warn("vm {}: serving demand pages: {}", report_.vm, s.ToString());
+      continue;
+    }
+    std::lock_guard<std::mutex> l(mu_);
+    if (type == wire::MigMsg::kSwitchoverAck) {
+      auto st = wire::DecodeStatus(payload);
+      if (!st.ok()) ack_status_ = st.status();
+      else if (st->status != 0) ack_status_ = Internal("destination could not resume the VM: " + st->message);
+      got_ack_ = true;
+    } else if (type == wire::MigMsg::kDoneAck) {
+      got_done_ack_ = true;
+    } else if (type == wire::MigMsg::kAbort) {
+      auto why = wire::DecodeAbort(payload);
+      peer_status_ = Unavailable("destination aborted: " + (why.ok() ? *why : std::string("?")));
+    }
+    cv_.notify_all();
+  }
+}
+
+Status Sender::SendPages(std::vector<uint64_t> idx, uint32_t round, uint64_t* sent) {
+  std::sort(idx.begin(), idx.end());
+  std::vector<uint8_t> buf(wire::kMigMaxPagesPerFrame * kPage);
+  std::vector<wire::MigPage> batch;
+  std::vector<uint64_t> from_store;
+  std::vector<uint8_t> frame;
+  auto flush = [&]() -> Status {
+    if (batch.empty()) return Status::Ok();
+    frame.clear();
+    wire::AppendPages(&frame, round, batch.data(), batch.size());
+    *sent += batch.size();
+    batch.clear();
+    return ch_->Send(frame);
+  };
+  for (size_t i = 0; i < idx.size(); ++i) {
+    uint64_t n = idx[i];
+    vm::PageState st = mem_.table->Get(n);
+    for (int spins = 0; st == vm::PageState::kInFlight && spins < 1000; ++spins) {  // a refault settling
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+      st = mem_.table->Get(n);
+    }
+    if (st == vm::PageState::kZero) continue;
+    uint8_t* slot = buf.data() + batch.size() * kPage;
+    if (st == vm::PageState::kOffloaded) {
+      if (!mem_.store) return Internal("page " + std::to_string(n) + " is offloaded but there is no store");
+      uint8_t present = 0;
+      AGILE_RETURN_IF_ERROR(mem_.store->FetchBulk(std::span<const uint64_t>(&n, 1), slot, &present));
+      if (!present) return Internal("the swap store lost page " + std::to_string(n));
+    } else {
+      AGILE_RETURN_IF_ERROR(PreadFull(mem_.ram_fd, slot, kPage, static_cast<off_t>(n * kPage)));
+    }
+    batch.push_back({n, slot});
+    if (batch.size() == wire::kMigMaxPagesPerFrame) AGILE_RETURN_IF_ERROR(flush());
+  }
+  return flush();
+}
+
+Status Sender::PrecopyRounds() {
+  AGILE_ASSIGN_OR_RETURN(track::WriteScanner scanner, track::WriteScanner::Open(mem_.map));
+  std::vector<uint64_t> dirty;
+  // Baseline: from here on every write is seen by a later scan.
+  AGILE_RETURN_IF_ERROR(scanner.Scan(&dirty).status());
+  dirty.clear();
+  // Round 0: what lives here (agile) or everything with data (precopy).
+  std::vector<uint64_t> pages;
+  for (uint64_t i = 0; i < mem_.table->pages(); ++i) {
+    vm::PageState st = mem_.table->Get(i);
+    if (st == vm::PageState::kResident || st == vm::PageState::kInFlight ||
+        (st == vm::PageState::kOffloaded && opt_.mode == MigMode::kPrecopy))
+      pages.push_back(i);
+  }
+  for (;;) {
+    AGILE_RETURN_IF_ERROR(CheckCancel());
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (!peer_status_.ok()) return peer_status_;
+    }
+    Progress("precopy", pages.size());
+    uint64_t t = vm::NowNs(), sent = 0;
+    AGILE_RETURN_IF_ERROR(SendPages(pages, round_, &sent));
+    double secs = static_cast<double>(vm::NowNs() - t) / 1e9;
+    if (sent > 256 && secs > 0) page_rate_ = static_cast<double>(sent) / secs;
+    report_.pages_precopied += sent;
+    std::vector<uint8_t> f;
+    wire::AppendRound(&f, round_, sent);
+    AGILE_RETURN_IF_ERROR(ch_->Send(f));
+    ++round_;
+    dirty.clear();
+    AGILE_RETURN_IF_ERROR(scanner.Scan(&dirty).status());
+    // The rest must fit the downtime target at the measured page rate.
+    double rate = page_rate_ > 0 ? page_rate_ : 20000;
+    double est_ms = static_cast<double>(dirty.size()) / rate * 1000;
+    spdlog::info("vm {}: round {} sent {} pages in {:.0f} ms; {} dirty, {:.0f} ms to send", report_.vm, round_ - 1,
+                 sent, secs * 1000, dirty.size(), est_ms);
+    pages.swap(dirty);
+    if (est_ms <= static_cast<double>(opt_.max_downtime_ms) || pages.size() <= kSmallDirtyPages) break;
+    if (round_ >= opt_.max_rounds) {
+      report_.converged = false;
+      spdlog::warn("vm {}: pre-copy did not converge after {} rounds ({} pages still dirty, {:.0f} ms at {:.0f} "
+                   "pages/s, target {} ms); stopping the VM for the rest",
+                   report_.vm, round_, pages.size(), est_ms, rate, opt_.max_downtime_ms);
+      break;
+    }
+  }
+  // Pages dirtied in the last round go with the final stop-and-copy.
+  pending_.swap(pages);
+  scanner_ = std::make_unique<track::WriteScanner>(std::move(scanner));
+  return Status::Ok();
+}
+
+Status Sender::StopAndCopy() {
+  AGILE_RETURN_IF_ERROR(CheckCancel());
+  Progress("stop-and-copy", pending_.size());
+  downtime_start_ns_ = vm::NowNs();
+  AGILE_RETURN_IF_ERROR(vm_->Qmp("stop").status());
+  paused_ = true;
+  if (scanner_) {
+    std::vector<uint64_t> last;
+    AGILE_RETURN_IF_ERROR(scanner_->Scan(&last).status());
+    pending_.insert(pending_.end(), last.begin(), last.end());
+    std::sort(pending_.begin(), pending_.end());
+    pending_.erase(std::unique(pending_.begin(), pending_.end()), pending_.end());
+    uint64_t sent = 0;
+    AGILE_RETURN_IF_ERROR(SendPages(pending_, round_, &sent));
+    report_.pages_precopied += sent;
+    ++round_;
+  }
+  report_.rounds = round_;
+  return Status::Ok();
+}
+
+Status Sender::SendLocations() {
+  std::vector<wire::MigRun> runs;
+  for (uint64_t i = 0; i < mem_.table->pages(); ++i) {
+    vm::PageState st = mem_.table->Get(i);
+    for (int spins = 0; st == vm::PageState::kInFlight && spins < 10000; ++spins) {
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+      st = mem_.table->Get(i);
+    }
+    PageWhere w;
+    switch (st) {
+      case vm::PageState::kZero: w = PageWhere::kZero; ++report_.pages_zero; break;
+      case vm::PageState::kResident:
+        w = opt_.mode == MigMode::kPostcopy ? PageWhere::kAtSource : PageWhere::kSent;
+        break;
+      case vm::PageState::kOffloaded:
+        if (opt_.mode == MigMode::kAgile) {
+          w = PageWhere::kInStore;
+          ++report_.pages_from_store;
+        } else {
+          w = opt_.mode == MigMode::kPostcopy ? PageWhere::kAtSource : PageWhere::kSent;
+        }
+        break;
+      default: return Internal("page " + std::to_string(i) + " is still " + vm::PageStateName(st) + " at the source");
+    }
+    if (!runs.empty() && runs.back().where == w && runs.back().first + runs.back().count == i) ++runs.back().count;
+    else runs.push_back({i, 1, w});
+  }
+  std::vector<uint8_t> f;
+  for (size_t at = 0; at < runs.size(); at += 32768) {
+    f.clear();
+    wire::AppendLocations(&f, runs, at, std::min<size_t>(32768, runs.size() - at));
+    AGILE_RETURN_IF_ERROR(ch_->Send(f));
+  }
+  return Status::Ok();
+}
+
+Status Sender::DeviceState() {
+  Progress("device-state");
+  AGILE_RETURN_IF_ERROR(SetCapabilities(vm_, {{"x-ignore-shared", true}}));
+  std::string uri = "tcp:" + dest_host_ + ":" + std::to_string(qemu_port_);
+  AGILE_RETURN_IF_ERROR(vm_->Qmp("migrate", {{"uri", uri}}).status().Annotate("QMP migrate " + uri));
+  AGILE_ASSIGN_OR_RETURN(json st, WaitForMigration(vm_, 60000));
+  if (st.contains("ram")) report_.device_state_bytes = st["ram"].value("transferred", 0ull);
+  return Status::Ok();
+}
+
+Status Sender::Switchover() {
+  AGILE_RETURN_IF_ERROR(CheckCancel());
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!peer_status_.ok()) return peer_status_;
+  }
+  wire::MigSwitchover sw;
+  if (opt_.mode == MigMode::kAgile && mem_.store && mem_.store->claimed()) {
+    // The commit point: from here the destination owns the cold pages.
+    AGILE_ASSIGN_OR_RETURN(auto token, mem_.store->Transfer("dest-of-" + report_.vm));
+    sw = {true, token.epoch, token.secret};
+  }
+  std::vector<uint8_t> f;
+  wire::AppendSwitchover(&f, sw);
+  switched_ = true;  // no abort after this: the destination may already run the VM
+  AGILE_RETURN_IF_ERROR(ch_->Send(f));
+  std::unique_lock<std::mutex> l(mu_);
+  if (!cv_.wait_for(l, std::chrono::milliseconds(kPeerTimeoutMs), [&] { return got_ack_ || !peer_status_.ok(); }))
+    return Unavailable("no SWITCHOVER_ACK from the destination; the VM stays paused here, its state there unknown");
+  // The destination closes the connection right after a final ACK: the ACK
+  // decides, not what the reader saw afterwards.
+  if (!got_ack_) return peer_status_.Annotate("waiting for SWITCHOVER_ACK; the VM stays paused here");
+  if (!ack_status_.ok()) return ack_status_;
+  report_.downtime_ms = static_cast<double>(vm::NowNs() - downtime_start_ns_) / 1e6;
+  report_.switchover_ms = Ms();
+  l.unlock();
+  Progress("switched-over");
+  return Status::Ok();
+}
+
+Status Sender::PostcopyPush() {
+  // Everything the destination has not pulled yet, in order, while demand
+  // requests are served in between by the reader thread.
+  std::vector<uint64_t> chunk;
+  for (uint64_t i = 0; i < mem_.table->pages(); ++i) {
+    vm::PageState st = mem_.table->Get(i);
+    if (st == vm::PageState::kZero || sent_[i].exchange(1)) continue;
+    chunk.push_back(i);
+    if (chunk.size() == 256 || i + 1 == mem_.table->pages()) {
+      uint64_t sent = 0;
+      AGILE_RETURN_IF_ERROR(SendPages(chunk, round_, &sent));
+      postcopied_.fetch_add(sent);
+      chunk.clear();
+      Progress("postcopy-push");
+    }
+  }
+  uint64_t sent = 0;
+  AGILE_RETURN_IF_ERROR(SendPages(chunk, round_, &sent));
+  postcopied_.fetch_add(sent);
+  std::vector<uint8_t> f;
+  wire::AppendEmpty(&f, wire::MigMsg::kDone);
+  AGILE_RETURN_IF_ERROR(ch_->Send(f));
+  std::unique_lock<std::mutex> l(mu_);
+  if (!cv_.wait_for(l, std::chrono::milliseconds(kPeerTimeoutMs), [&] { return got_done_ack_ || !peer_status_.ok(); }))
+    return Unavailable("no DONE_ACK from the destination");
+  report_.pages_demand = demand_.load();
+  report_.pages_postcopied = postcopied_.load();
+  return got_done_ack_ ? Status::Ok() : peer_status_;
+}
+
+Status Sender::RunQemuMode() {
+  // QEMU moves all of guest RAM itself; agiled drives both ends.
+  bool post = opt_.mode == MigMode::kQemuPostcopy;
+  AGILE_RETURN_IF_ERROR(SetCapabilities(vm_, post ? json{{"postcopy-ram", true}} : json::object()));
+  json params = {{"downtime-limit", opt_.max_downtime_ms}};
+  if (opt_.bandwidth > 0) params["max-bandwidth"] = opt_.bandwidth;
+  AGILE_RETURN_IF_ERROR(vm_->Qmp("migrate-set-parameters", params).status());
+  std::string uri = "tcp:" + dest_host_ + ":" + std::to_string(qemu_port_);
+  AGILE_RETURN_IF_ERROR(vm_->Qmp("migrate", {{"uri", uri}}).status().Annotate("QMP migrate " + uri));
+  bool started_post = false;
+  auto st = WaitForMigration(vm_, 3600 * 1000, [&](const json& q) {
+    std::string s = q.value("status", "");
+    if (q.contains("ram")) {
+      round_ = static_cast<uint32_t>(q["ram"].value("dirty-sync-count", 0ull));
+      report_.bytes_sent = q["ram"].value("transferred", 0ull);
+    }
+    // Post-copy switches over after the first full pass, as QEMU recommends.
+    if (post && !started_post && s == "active" && round_ >= 2) {
+      started_post = vm_->Qmp("migrate-start-postcopy").ok();
+      if (started_post) downtime_start_ns_ = vm::NowNs();
+    }
+    if (s == "postcopy-active" && report_.switchover_ms == 0) report_.switchover_ms = Ms();
+  });
+  if (!st.ok()) {
+    if (post && started_post)
+      switched_ = true;  // nothing to resume: the guest ran at the destination
+    return st.status();
+  }
+  switched_ = true;
+  report_.rounds = round_;
+  report_.downtime_ms = st->value("downtime", 0.0);
+  if (st->contains("ram")) {
+    report_.bytes_sent = (*st)["ram"].value("total", 0ull) > 0 ? (*st)["ram"].value("transferred", 0ull) : 0;
+    report_.pages_precopied = (*st)["ram"].value("normal", 0ull);
+    report_.pages_postcopied = (*st)["ram"].value("postcopy-requests", 0ull);
+  }
+  if (report_.switchover_ms == 0) report_.switchover_ms = Ms();
+  // Tell the destination agiled the VM is its own now.
+  std::vector<uint8_t> f;
+  wire::AppendEmpty(&f, wire::MigMsg::kDone);
+  AGILE_RETURN_IF_ERROR(ch_->Send(f));
+  std::unique_lock<std::mutex> l(mu_);
+  cv_.wait_for(l, std::chrono::milliseconds(kPeerTimeoutMs), [&] { return got_done_ack_ || !peer_status_.ok(); });
+  return got_done_ack_ ? Status::Ok() : peer_status_.Annotate("waiting for DONE_ACK");
+}
+
+void Sender::Abort(const std::string& why) {
+  if (ch_) {
+    std::vector<uint8_t> f;
+    wire::AppendAbort(&f, why);
+    (void)ch_->Send(f);
+  }
+  if (paused_ || vm_->stock()) {
+    (void)vm_->Qmp("migrate_cancel");
+  }
+  if (paused_) {
+    auto r = vm_->Qmp("cont");
+    if (r.ok()) spdlog::info("vm {}: resumed at the source after the failed migration", report_.vm);
+    else spdlog::error("vm {}: could not resume after the failed migration: {}", report_.vm, r.status().ToString());
+  }
+}
+
+}  // namespace agile::migrate

@@ -1,0 +1,93 @@
+// The source side of a migration (see wire/migrate_proto.h for the protocol
+// and docs/migration.md for the modes). Runs on the control thread that got
+// the vm.migrate request; one migration per VM at a time.
+//
+// Failure safety: until SWITCHOVER is sent, any error, a cancel or a timeout
+// aborts - the destination is told (ABORT) and drops its copy, and the source
+// VM is resumed if it had been paused: it keeps running, intact and managed.
+// In agile mode ownership of the swap-store pages moves to the destination
+// right before SWITCHOVER; that is the commit point.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agiled/managed_vm.h"
+#include "migrate/channel.h"
+#include "migrate/report.h"
+#include "track/write_scanner.h"
+#include "wire/migrate_proto.h"
+
+namespace agile::migrate {
+
+struct SendOptions {
+  std::string to;                  // destination agiled HOST:PORT (its --listen)
+  wire::MigMode mode = wire::MigMode::kAgile;
+  uint64_t max_downtime_ms = 300;  // pre-copy stops iterating when the rest fits in this
+  uint64_t bandwidth = 0;          // bytes/s cap on the page stream; 0 = unlimited
+  uint32_t max_rounds = 30;
+  uint32_t prepage = 8;            // post-copy: pages pushed after each faulted one
+  std::function<void(const nlohmann::json&)> progress;
+  std::atomic<bool>* cancel = nullptr;
+};
+
+class Sender {
+ public:
+  Sender(agiled::ManagedVm* vm, std::string host_id, SendOptions opts);
+  ~Sender();
+  // Returns the report; report.ok=false with report.error on failure.
+  Report Run();
+
+ private:
+  Status Handshake();
+  Status PrecopyRounds();
+  Status StopAndCopy();
+  Status SendLocations();
+  Status DeviceState();
+  Status Switchover();
+  Status PostcopyPush();
+  Status RunQemuMode();
+  void Abort(const std::string& why);
+  void ReaderLoop();
+  // Reads the pages (RAM file or swap store) and sends them, 64 per frame.
+  Status SendPages(std::vector<uint64_t> idx, uint32_t round, uint64_t* sent);
+  Status CheckCancel() const;
+  void Progress(const char* phase, uint64_t dirty = 0);
+  double Ms() const;
+
+  agiled::ManagedVm* vm_;
+  agiled::ManagedVm::Memory mem_;
+  std::string host_id_;
+  SendOptions opt_;
+  Report report_;
+  std::unique_ptr<Channel> ch_;
+  std::string dest_host_;
+  uint16_t qemu_port_ = 0;
+  std::thread reader_;
+  uint64_t t0_ns_ = 0;
+  bool paused_ = false;
+  bool switched_ = false;
+  uint32_t round_ = 0;
+  double page_rate_ = 0;  // pages/s achieved by the last full round
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool got_ack_ = false, got_done_ack_ = false;
+  Status peer_status_;  // ABORT from the destination, or the connection failing
+  Status ack_status_;   // what SWITCHOVER_ACK said
+  std::unique_ptr<std::atomic<uint8_t>[]> sent_;  // post-copy: page already pushed
+  std::atomic<uint64_t> demand_{0};
+  std::atomic<uint64_t> postcopied_{0};  // written by the push and the demand server
+  std::vector<uint64_t> pending_;                  // dirty pages left for stop-and-copy
+  std::unique_ptr<track::WriteScanner> scanner_;   // pre-copy dirty tracking
+  uint64_t downtime_start_ns_ = 0;
+};
+
+}  // namespace agile::migrate

@@ -1,0 +1,241 @@
+#include "wire/migrate_proto.h"
+
+#include "wire/codec.h"
+#include "wire/frame.h"
+
+namespace agile::wire {
+namespace {
+
+constexpr uint32_t kMaxRunsPerFrame = 32768;
+constexpr uint32_t kMaxRequestPerFrame = 4096;
+
+// Builds a payload with `fill`, then frames it.
+template <typename F>
+void Append(std::vector<uint8_t>* out, MigMsg type, F fill) {
+  std::vector<uint8_t> payload;
+  Encoder e(&payload);
+  fill(e);
+  AppendFrame(out, kMigMagic, kMigVersion, static_cast<uint16_t>(type), payload.data(), payload.size());
+}
+
+Status Finish(const Decoder& d, const char* what) {
+  if (!d.ok()) return Corruption(std::string("migration ") + what + ": truncated payload");
+  if (!d.AtEnd()) return Corruption(std::string("migration ") + what + ": trailing bytes");
+  return Status::Ok();
+}
+
+}  // namespace
+
+const char* MigMsgName(uint16_t type) {
+  switch (static_cast<MigMsg>(type)) {
+    case MigMsg::kHello: return "HELLO";
+    case MigMsg::kHelloAck: return "HELLO_ACK";
+    case MigMsg::kPages: return "PAGES";
+    case MigMsg::kRound: return "ROUND";
+    case MigMsg::kLocations: return "LOCATIONS";
+    case MigMsg::kSwitchover: return "SWITCHOVER";
+    case MigMsg::kSwitchoverAck: return "SWITCHOVER_ACK";
+    case MigMsg::kPageRequest: return "PAGE_REQUEST";
+    case MigMsg::kDone: return "DONE";
+    case MigMsg::kDoneAck: return "DONE_ACK";
+    case MigMsg::kAbort: return "ABORT";
+  }
+  return "UNKNOWN";
+}
+
+const char* MigModeName(MigMode m) {
+  switch (m) {
+    case MigMode::kAgile: return "agile";
+    case MigMode::kPrecopy: return "precopy";
+    case MigMode::kPostcopy: return "postcopy";
+    case MigMode::kQemuPrecopy: return "qemu-precopy";
+    case MigMode::kQemuPostcopy: return "qemu-postcopy";
+  }
+  return "unknown";
+}
+
+Result<MigMode> ParseMigMode(const std::string& s) {
+  for (auto m : {MigMode::kAgile, MigMode::kPrecopy, MigMode::kPostcopy, MigMode::kQemuPrecopy, MigMode::kQemuPostcopy})
+    if (s == MigModeName(m)) return m;
+  return InvalidArgument("unknown migration mode '" + s + "' (agile, precopy, postcopy, qemu-precopy, qemu-postcopy)");
+}
+
+void AppendHello(std::vector<uint8_t>* out, const MigHello& m) {
+  Append(out, MigMsg::kHello, [&](Encoder& e) {
+    e.U8(static_cast<uint8_t>(m.mode));
+    e.U64(m.page_count);
+    e.Str(m.spec_json);
+    e.Str(m.src_host);
+    e.Str(m.store_addr);
+    e.Str(m.store_vm_id);
+  });
+}
+
+void AppendHelloAck(std::vector<uint8_t>* out, const MigHelloAck& m) {
+  Append(out, MigMsg::kHelloAck, [&](Encoder& e) {
+    e.U32(m.status);
+    e.Str(m.message);
+    e.U16(m.qemu_port);
+  });
+}
+
+void AppendPages(std::vector<uint8_t>* out, uint32_t round, const MigPage* pages, size_t n) {
+  Append(out, MigMsg::kPages, [&](Encoder& e) {
+    e.U32(round);
+    e.U32(static_cast<uint32_t>(n));
+    for (size_t i = 0; i < n; ++i) {
+      e.U64(pages[i].index);
+      e.Bytes(pages[i].data, kMigPageSize);
+    }
+  });
+}
+
+void AppendRound(std::vector<uint8_t>* out, uint32_t round, uint64_t pages) {
+  Append(out, MigMsg::kRound, [&](Encoder& e) {
+    e.U32(round);
+    e.U64(pages);
+  });
+}
+
+void AppendLocations(std::vector<uint8_t>* out, const std::vector<MigRun>& runs, size_t first, size_t n) {
+  Append(out, MigMsg::kLocations, [&](Encoder& e) {
+    e.U32(static_cast<uint32_t>(n));
+    for (size_t i = first; i < first + n; ++i) {
+      e.U64(runs[i].first);
+      e.U64(runs[i].count);
+      e.U8(static_cast<uint8_t>(runs[i].where));
+    }
+  });
+}
+
+void AppendSwitchover(std::vector<uint8_t>* out, const MigSwitchover& m) {
+  Append(out, MigMsg::kSwitchover, [&](Encoder& e) {
+    e.U8(m.has_token ? 1 : 0);
+    e.U64(m.epoch);
+    e.U64(m.secret);
+  });
+}
+
+void AppendSwitchoverAck(std::vector<uint8_t>* out, const MigStatus& m) {
+  Append(out, MigMsg::kSwitchoverAck, [&](Encoder& e) {
+    e.U32(m.status);
+    e.Str(m.message);
+  });
+}
+
+void AppendPageRequest(std::vector<uint8_t>* out, const uint64_t* idx, size_t n) {
+  Append(out, MigMsg::kPageRequest, [&](Encoder& e) {
+    e.U32(static_cast<uint32_t>(n));
+    for (size_t i = 0; i < n; ++i) e.U64(idx[i]);
+  });
+}
+
+void AppendEmpty(std::vector<uint8_t>* out, MigMsg type) {
+  Append(out, type, [](Encoder&) {});
+}
+
+void AppendAbort(std::vector<uint8_t>* out, const std::string& reason) {
+  Append(out, MigMsg::kAbort, [&](Encoder& e) { e.Str(reason); });
+}
+
+Result<MigHello> DecodeHello(const std::vector<uint8_t>& p) {
+  Decoder d(p.data(), p.size());
+  MigHello m;
+  uint8_t mode = d.U8();
+  m.page_count = d.U64();
+  m.spec_json = d.Str(64 * 1024);
+  m.src_host = d.Str(256);
+  m.store_addr = d.Str(256);
+  m.store_vm_id = d.Str(256);
+  AGILE_RETURN_IF_ERROR(Finish(d, "HELLO"));
+  if (mode < 1 || mode > 5) return Corruption("migration HELLO: unknown mode " + std::to_string(mode));
+  m.mode = static_cast<MigMode>(mode);
+  return m;
+}
+
+Result<MigHelloAck> DecodeHelloAck(const std::vector<uint8_t>& p) {
+  Decoder d(p.data(), p.size());
+  MigHelloAck m;
+  m.status = d.U32();
+  m.message = d.Str(4096);
+  m.qemu_port = d.U16();
+  AGILE_RETURN_IF_ERROR(Finish(d, "HELLO_ACK"));
+  return m;
+}
+
+Status DecodePages(const std::vector<uint8_t>& p, uint32_t* round, std::vector<MigPage>* pages) {
+  Decoder d(p.data(), p.size());
+  *round = d.U32();
+  uint32_t n = d.U32();
+  if (n > kMigMaxPagesPerFrame) return Corruption("migration PAGES: " + std::to_string(n) + " pages in one frame");
+  pages->clear();
+  for (uint32_t i = 0; i < n; ++i) {
+    uint64_t idx = d.U64();
+    const uint8_t* data = d.Bytes(kMigPageSize);
+    if (!d.ok()) break;
+    pages->push_back({idx, data});
+  }
+  return Finish(d, "PAGES");
+}
+
+Status DecodeRound(const std::vector<uint8_t>& p, uint32_t* round, uint64_t* pages) {
+  Decoder d(p.data(), p.size());
+  *round = d.U32();
+  *pages = d.U64();
+  return Finish(d, "ROUND");
+}
+
+Status DecodeLocations(const std::vector<uint8_t>& p, std::vector<MigRun>* runs) {
+  Decoder d(p.data(), p.size());
+  uint32_t n = d.U32();
+  if (n > kMaxRunsPerFrame) return Corruption("migration LOCATIONS: too many runs");
+  for (uint32_t i = 0; i < n && d.ok(); ++i) {
+    MigRun r;
+    r.first = d.U64();
+    r.count = d.U64();
+    uint8_t w = d.U8();
+    if (w > static_cast<uint8_t>(PageWhere::kAtSource)) return Corruption("migration LOCATIONS: unknown place " + std::to_string(w));
+    r.where = static_cast<PageWhere>(w);
+    if (d.ok()) runs->push_back(r);
+  }
+  return Finish(d, "LOCATIONS");
+}
+
+Result<MigSwitchover> DecodeSwitchover(const std::vector<uint8_t>& p) {
+  Decoder d(p.data(), p.size());
+  MigSwitchover m;
+  uint8_t has = d.U8();
+  m.epoch = d.U64();
+  m.secret = d.U64();
+  AGILE_RETURN_IF_ERROR(Finish(d, "SWITCHOVER"));
+  if (has > 1) return Corruption("migration SWITCHOVER: bad token flag");
+  m.has_token = has == 1;
+  return m;
+}
+
+Result<MigStatus> DecodeStatus(const std::vector<uint8_t>& p) {
+  Decoder d(p.data(), p.size());
+  MigStatus m;
+  m.status = d.U32();
+  m.message = d.Str(4096);
+  AGILE_RETURN_IF_ERROR(Finish(d, "SWITCHOVER_ACK"));
+  return m;
+}
+
+Status DecodePageRequest(const std::vector<uint8_t>& p, std::vector<uint64_t>* idx) {
+  Decoder d(p.data(), p.size());
+  uint32_t n = d.U32();
+  if (n > kMaxRequestPerFrame) return Corruption("migration PAGE_REQUEST: too many pages");
+  idx->clear();
+  for (uint32_t i = 0; i < n && d.ok(); ++i) idx->push_back(d.U64());
+  return Finish(d, "PAGE_REQUEST");
+}
+
+Result<std::string> DecodeAbort(const std::vector<uint8_t>& p) {
+  Decoder d(p.data(), p.size());
+  std::string r = d.Str(4096);
+  AGILE_RETURN_IF_ERROR(Finish(d, "ABORT"));
+  return r;
+}
+
+}  // namespace agile::wire

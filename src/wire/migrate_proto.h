@@ -1,0 +1,125 @@
+// The protocol between two agileds migrating a VM, over one TCP connection to
+// the destination's --listen port (agiled tells it from its JSON control API
+// by the first byte: '{' is JSON, this protocol starts with its magic).
+// Frames as in wire/frame.h with magic "AGMG", version 1. Integers little-endian.
+//
+//  source                                   destination
+//    HELLO {mode, pages, spec, store}  ──▶  launches QEMU -incoming, takes its uffd
+//                                     ◀──  HELLO_ACK {status, qemu_port}
+//    PAGES {round, n, (idx, 4 KiB)*} ──▶   pwrite into the RAM file (no ack: pipelined)
+//    ROUND {round, pages}             ──▶   (progress only)
+//    ... source pauses the VM, sends the last dirty pages ...
+//    LOCATIONS {(first, count, where)*} ─▶  every page: zero | sent | in store | at source
+//    (QEMU moves device state itself, x-ignore-shared, to qemu_port)
+//    SWITCHOVER {store token?}        ──▶   adopt token, check every page placed, QMP cont
+//                                     ◀──  SWITCHOVER_ACK {status, message}
+//  post-copy only, after switchover:
+//                                     ◀──  PAGE_REQUEST {n, idx*}   (faults, prepaging)
+//    PAGES {...}                      ──▶   UFFDIO_COPY, wake the vCPU
+//    DONE {}                          ──▶   every page is across
+//                                     ◀──  DONE_ACK {}
+//  either side, any time before switchover:  ABORT {reason}  (then close)
+//
+// Payloads:
+//   HELLO:          | mode u8 | page_count u64 | spec u32+json | src_host u32+str |
+//                   | store_addr u32+str | store_vm_id u32+str |
+//   HELLO_ACK:      | status u32 | message u32+str | qemu_port u16 |
+//   PAGES:          | round u32 | n u32 | n × ( index u64 | data 4096 ) |
+//   ROUND:          | round u32 | pages u64 |
+//   LOCATIONS:      | n u32 | n × ( first u64 | count u64 | where u8 ) |
+//   SWITCHOVER:     | has_token u8 | epoch u64 | secret u64 |
+//   SWITCHOVER_ACK: | status u32 | message u32+str |
+//   PAGE_REQUEST:   | n u32 | n × index u64 |
+//   DONE, DONE_ACK: (empty)
+//   ABORT:          | reason u32+str |
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+
+namespace agile::wire {
+
+constexpr uint32_t kMigMagic = 0x474D4741;  // "AGMG"
+constexpr uint16_t kMigVersion = 1;
+constexpr uint32_t kMigMaxPagesPerFrame = 64;
+constexpr uint32_t kMigMaxPayload = 1 << 20;
+constexpr size_t kMigPageSize = 4096;
+
+enum class MigMsg : uint16_t {
+  kHello = 1,
+  kHelloAck = 2,
+  kPages = 3,
+  kRound = 4,
+  kLocations = 5,
+  kSwitchover = 6,
+  kSwitchoverAck = 7,
+  kPageRequest = 8,
+  kDone = 9,
+  kDoneAck = 10,
+  kAbort = 11,
+};
+const char* MigMsgName(uint16_t type);
+
+enum class MigMode : uint8_t { kAgile = 1, kPrecopy = 2, kPostcopy = 3, kQemuPrecopy = 4, kQemuPostcopy = 5 };
+const char* MigModeName(MigMode m);
+Result<MigMode> ParseMigMode(const std::string& s);
+
+// Where a page is at switchover (LOCATIONS).
+enum class PageWhere : uint8_t { kZero = 0, kSent = 1, kInStore = 2, kAtSource = 3 };
+
+struct MigHello {
+  MigMode mode = MigMode::kAgile;
+  uint64_t page_count = 0;
+  std::string spec_json, src_host, store_addr, store_vm_id;
+};
+struct MigHelloAck {
+  uint32_t status = 0;
+  std::string message;
+  uint16_t qemu_port = 0;
+};
+struct MigPage {
+  uint64_t index;
+  const uint8_t* data;  // 4096 bytes, not owned
+};
+struct MigRun {
+  uint64_t first = 0, count = 0;
+  PageWhere where = PageWhere::kZero;
+};
+struct MigSwitchover {
+  bool has_token = false;
+  uint64_t epoch = 0, secret = 0;
+};
+struct MigStatus {  // SWITCHOVER_ACK and ABORT share the shape (ABORT: status unused)
+  uint32_t status = 0;
+  std::string message;
+};
+
+// Encoders append a whole frame (header + payload) to *out.
+void AppendHello(std::vector<uint8_t>* out, const MigHello& m);
+void AppendHelloAck(std::vector<uint8_t>* out, const MigHelloAck& m);
+void AppendPages(std::vector<uint8_t>* out, uint32_t round, const MigPage* pages, size_t n);
+void AppendRound(std::vector<uint8_t>* out, uint32_t round, uint64_t pages);
+void AppendLocations(std::vector<uint8_t>* out, const std::vector<MigRun>& runs, size_t first, size_t n);
+void AppendSwitchover(std::vector<uint8_t>* out, const MigSwitchover& m);
+void AppendSwitchoverAck(std::vector<uint8_t>* out, const MigStatus& m);
+void AppendPageRequest(std::vector<uint8_t>* out, const uint64_t* idx, size_t n);
+void AppendEmpty(std::vector<uint8_t>* out, MigMsg type);
+void AppendAbort(std::vector<uint8_t>* out, const std::string& reason);
+
+// Decoders take a checksummed payload; they reject short, trailing and
+// out-of-limit content.
+Result<MigHello> DecodeHello(const std::vector<uint8_t>& p);
+Result<MigHelloAck> DecodeHelloAck(const std::vector<uint8_t>& p);
+// PAGES: pointers into p stay valid while p lives.
+Status DecodePages(const std::vector<uint8_t>& p, uint32_t* round, std::vector<MigPage>* pages);
+Status DecodeRound(const std::vector<uint8_t>& p, uint32_t* round, uint64_t* pages);
+Status DecodeLocations(const std::vector<uint8_t>& p, std::vector<MigRun>* runs);
+Result<MigSwitchover> DecodeSwitchover(const std::vector<uint8_t>& p);
+Result<MigStatus> DecodeStatus(const std::vector<uint8_t>& p);  // SWITCHOVER_ACK
+Status DecodePageRequest(const std::vector<uint8_t>& p, std::vector<uint64_t>* idx);
+Result<std::string> DecodeAbort(const std::vector<uint8_t>& p);
+
+}  // namespace agile::wire

@@ -1,0 +1,104 @@
+#include "wire/migrate_proto.h"
+
+#include <gtest/gtest.h>
+
+#include "wire/frame.h"
+
+namespace agile::wire {
+namespace {
+
+// Splits an encoded frame into header check + payload, as a receiver would.
+std::vector<uint8_t> Payload(const std::vector<uint8_t>& frame, MigMsg want) {
+  auto h = DecodeFrameHeader(frame.data(), kMigMagic, kMigVersion, kMigMaxPayload);
+  EXPECT_TRUE(h.ok());
+  EXPECT_EQ(h->type, static_cast<uint16_t>(want));
+  EXPECT_TRUE(VerifyFrame(frame.data(), *h, frame.data() + kFrameHeaderSize).ok());
+  return {frame.begin() + kFrameHeaderSize, frame.end()};
+}
+
+TEST(MigrateProtoTest, HelloRoundTrip) {
+  std::vector<uint8_t> f;
+  AppendHello(&f, {MigMode::kPostcopy, 131072, R"({"name":"v"})", "hostA", "10.0.0.3:7800", "v-1"});
+  auto m = DecodeHello(Payload(f, MigMsg::kHello));
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->mode, MigMode::kPostcopy);
+  EXPECT_EQ(m->page_count, 131072u);
+  EXPECT_EQ(m->spec_json, R"({"name":"v"})");
+  EXPECT_EQ(m->store_vm_id, "v-1");
+}
+
+TEST(MigrateProtoTest, PagesRoundTrip) {
+  std::vector<uint8_t> a(4096, 0xAB), b(4096, 0xCD);
+  MigPage pages[2] = {{7, a.data()}, {9, b.data()}};
+  std::vector<uint8_t> f;
+  AppendPages(&f, 3, pages, 2);
+  auto p = Payload(f, MigMsg::kPages);
+  uint32_t round;
+  std::vector<MigPage> got;
+  ASSERT_TRUE(DecodePages(p, &round, &got).ok());
+  EXPECT_EQ(round, 3u);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[1].index, 9u);
+  EXPECT_EQ(got[1].data[4095], 0xCD);
+}
+
+TEST(MigrateProtoTest, LocationsSwitchoverRequestRoundTrip) {
+  std::vector<MigRun> runs = {{0, 10, PageWhere::kZero}, {10, 5, PageWhere::kInStore}, {15, 1, PageWhere::kAtSource}};
+  std::vector<uint8_t> f;
+  AppendLocations(&f, runs, 0, runs.size());
+  std::vector<MigRun> got;
+  ASSERT_TRUE(DecodeLocations(Payload(f, MigMsg::kLocations), &got).ok());
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[1].where, PageWhere::kInStore);
+  f.clear();
+  AppendSwitchover(&f, {true, 4, 0xFEED});
+  auto s = DecodeSwitchover(Payload(f, MigMsg::kSwitchover));
+  ASSERT_TRUE(s.ok());
+  EXPECT_TRUE(s->has_token);
+  EXPECT_EQ(s->secret, 0xFEEDu);
+  f.clear();
+  uint64_t idx[3] = {1, 2, 99};
+  AppendPageRequest(&f, idx, 3);
+  std::vector<uint64_t> req;
+  ASSERT_TRUE(DecodePageRequest(Payload(f, MigMsg::kPageRequest), &req).ok());
+  EXPECT_EQ(req, (std::vector<uint64_t>{1, 2, 99}));
+  f.clear();
+  AppendAbort(&f, "destination out of memory");
+  EXPECT_EQ(*DecodeAbort(Payload(f, MigMsg::kAbort)), "destination out of memory");
+}
+
+TEST(MigrateProtoTest, MalformedPayloadsAreRejected) {
+  std::vector<uint8_t> f;
+  AppendHello(&f, {MigMode::kAgile, 1, "{}", "a", "", ""});
+  auto p = Payload(f, MigMsg::kHello);
+  for (size_t n = 0; n < p.size(); ++n)
+    EXPECT_FALSE(DecodeHello(std::vector<uint8_t>(p.begin(), p.begin() + static_cast<long>(n))).ok()) << n;
+  auto bad_mode = p;
+  bad_mode[0] = 9;
+  EXPECT_FALSE(DecodeHello(bad_mode).ok());
+  p.push_back(1);
+  EXPECT_FALSE(DecodeHello(p).ok());
+
+  // A PAGES frame claiming more pages than allowed.
+  std::vector<uint8_t> many = {0, 0, 0, 0, 0xFF, 0, 0, 0};
+  uint32_t round;
+  std::vector<MigPage> pages;
+  EXPECT_FALSE(DecodePages(many, &round, &pages).ok());
+  // A LOCATIONS run with an unknown place.
+  std::vector<MigRun> runs = {{0, 1, PageWhere::kZero}};
+  f.clear();
+  AppendLocations(&f, runs, 0, 1);
+  auto loc = Payload(f, MigMsg::kLocations);
+  loc.back() = 7;
+  std::vector<MigRun> got;
+  EXPECT_FALSE(DecodeLocations(loc, &got).ok());
+}
+
+TEST(MigrateProtoTest, ModeNamesParse) {
+  for (const char* n : {"agile", "precopy", "postcopy", "qemu-precopy", "qemu-postcopy"})
+    EXPECT_STREQ(MigModeName(*ParseMigMode(n)), n);
+  EXPECT_FALSE(ParseMigMode("teleport").ok());
+}
+
+}  // namespace
+}  // namespace agile::wire
