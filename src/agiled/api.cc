@@ -35,7 +35,12 @@ Result<json> Api::Migrate(const std::shared_ptr<ManagedVm>& vm, const json& args
   migrate::Report r = sender.Run();
   if (r.ok) vms_->Forget(name);
   json j = r.ToJson();
-  if (!r.ok) return Status(Code::kUnavailable, r.error + " (the VM keeps running on this host)");
+  if (!r.ok) {
+    auto st = vm->state();
+    return Status(Code::kUnavailable,
+                  r.error + (st == "running" ? " (the VM keeps running on this host)"
+                                             : " (the VM is " + st + " on this host; see agiled's log)"));
+  }
   return j;
 }
 

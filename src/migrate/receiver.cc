@@ -108,7 +108,7 @@ Status Receiver::Hello() {
   std::string uri = "tcp:" + listen_host_ + ":" + std::to_string(port);
   AGILE_RETURN_IF_ERROR(vm_->Qmp("migrate-incoming", {{"uri", uri}}).status().Annotate("QMP migrate-incoming"));
   std::vector<uint8_t> f;
-  wire::AppendHelloAck(&f, {0, "ok", port});
+  wire::AppendHelloAck(&f, {0, "ok", port, vms_->host().id});
   return ch_.Send(f);
 }
 

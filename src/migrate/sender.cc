@@ -132,6 +132,7 @@ Status Sender::Handshake() {
   AGILE_ASSIGN_OR_RETURN(auto ack, wire::DecodeHelloAck(payload));
   if (ack.status != 0) return Unavailable("destination refused: " + ack.message);
   qemu_port_ = ack.qemu_port;
+  dest_id_ = ack.dst_host;
   if (mem_.table) sent_.reset(new std::atomic<uint8_t>[mem_.table->pages()]());
   return Status::Ok();
 }
@@ -347,7 +348,7 @@ Status Sender::Switchover() {
   wire::MigSwitchover sw;
   if (opt_.mode == MigMode::kAgile && mem_.store && mem_.store->claimed()) {
     // The commit point: from here the destination owns the cold pages.
-    AGILE_ASSIGN_OR_RETURN(auto token, mem_.store->Transfer("dest-of-" + report_.vm));
+    AGILE_ASSIGN_OR_RETURN(auto token, mem_.store->Transfer(dest_id_));
     sw = {true, token.epoch, token.secret};
   }
   std::vector<uint8_t> f;

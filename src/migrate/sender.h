@@ -69,6 +69,7 @@ class Sender {
   Report report_;
   std::unique_ptr<Channel> ch_;
   std::string dest_host_;
+  std::string dest_id_;  // the destination agiled's id (new owner in the swap store)
   uint16_t qemu_port_ = 0;
   std::thread reader_;
   uint64_t t0_ns_ = 0;

@@ -76,6 +76,7 @@ void AppendHelloAck(std::vector<uint8_t>* out, const MigHelloAck& m) {
     e.U32(m.status);
     e.Str(m.message);
     e.U16(m.qemu_port);
+    e.Str(m.dst_host);
   });
 }
 
@@ -159,6 +160,7 @@ Result<MigHelloAck> DecodeHelloAck(const std::vector<uint8_t>& p) {
   m.status = d.U32();
   m.message = d.Str(4096);
   m.qemu_port = d.U16();
+  m.dst_host = d.Str(256);
   AGILE_RETURN_IF_ERROR(Finish(d, "HELLO_ACK"));
   return m;
 }

@@ -23,7 +23,7 @@
 // Payloads:
 //   HELLO:          | mode u8 | page_count u64 | spec u32+json | src_host u32+str |
 //                   | store_addr u32+str | store_vm_id u32+str |
-//   HELLO_ACK:      | status u32 | message u32+str | qemu_port u16 |
+//   HELLO_ACK:      | status u32 | message u32+str | qemu_port u16 | dst_host u32+str |
 //   PAGES:          | round u32 | n u32 | n × ( index u64 | data 4096 ) |
 //   ROUND:          | round u32 | pages u64 |
 //   LOCATIONS:      | n u32 | n × ( first u64 | count u64 | where u8 ) |
@@ -79,6 +79,7 @@ struct MigHelloAck {
   uint32_t status = 0;
   std::string message;
   uint16_t qemu_port = 0;
+  std::string dst_host;  // the destination agiled's id: new owner of swap-store pages
 };
 struct MigPage {
   uint64_t index;
