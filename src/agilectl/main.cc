@@ -68,9 +68,13 @@ void PrintStat(const json& s) {
   };
   std::cout << "vm " << U(s, "name") << ": " << U(s, "state") << ", " << FormatSize(s.value("memory_bytes", 0ull))
             << ", workload " << U(s, "workload") << ", pid " << U(s, "pid") << "\n";
-  std::cout << "  resident  " << pages("resident") << "\n"
-            << "  zero      " << pages("zero") << "\n"
-            << "  offloaded " << pages("offloaded") << "\n";
+  if (s.value("stock", false)) {
+    std::cout << "  memory    stock VM: anonymous guest RAM, not owned by agiled (no page statistics)\n";
+  } else {
+    std::cout << "  resident  " << pages("resident") << "\n"
+              << "  zero      " << pages("zero") << "\n"
+              << "  offloaded " << pages("offloaded") << "\n";
+  }
   if (s.contains("faults"))
     std::cout << "  faults    first-touch " << U(s, "faults", "first_touch") << " (p50 "
               << U(s, "faults", "first_touch_p50_us") << " us, p99 " << U(s, "faults", "first_touch_p99_us")
@@ -127,6 +131,10 @@ int main(int argc, char** argv) {
   auto* offload = vm->add_subcommand("offload", "Move cold pages of a running VM to the swap store");
   offload->add_option("name", name, "VM name")->required();
   offload->add_option("--resident", resident, "Keep at most this much guest RAM resident, e.g. 128M")->required();
+  auto* pause = vm->add_subcommand("pause", "Pause a VM's vCPUs (QMP stop)");
+  pause->add_option("name", name, "VM name")->required();
+  auto* resume = vm->add_subcommand("resume", "Resume a paused VM (QMP cont)");
+  resume->add_option("name", name, "VM name")->required();
   auto* stop = vm->add_subcommand("stop", "Stop a VM and free its memory");
   stop->add_option("name", name, "VM name")->required();
 
@@ -186,6 +194,9 @@ int main(int argc, char** argv) {
     if (!r.ok()) return Report(r.status().Annotate("--resident"));
     op = "vm.offload";
     args = {{"name", name}, {"resident_bytes", *r}};
+  } else if (pause->parsed() || resume->parsed()) {
+    op = pause->parsed() ? "vm.pause" : "vm.resume";
+    args = {{"name", name}};
   } else if (stop->parsed()) {
     op = "vm.stop";
     args = {{"name", name}};
@@ -232,7 +243,7 @@ int main(int argc, char** argv) {
     std::cout << res.dump(2) << "\n";
     return 0;
   }
-  if (op == "vm.start" || op == "vm.stat") {
+  if (op == "vm.start" || op == "vm.stat" || op == "vm.pause" || op == "vm.resume") {
     PrintStat(res);
   } else if (op == "vm.list") {
     std::printf("%-20s %-10s %10s %-10s %10s\n", "NAME", "STATE", "MEMORY", "WORKLOAD", "RESIDENT");

@@ -71,11 +71,12 @@ Result<json> Api::Handle(const std::string& op, const json& args, const std::fun
     return out;
   }
   static const std::set<std::string> kVmOps = {"vm.stop",    "vm.stat",    "vm.console",
-                                               "vm.offload", "vm.migrate", "vm.migrate_cancel"};
+                                               "vm.offload", "vm.migrate", "vm.migrate_cancel",
+                                               "vm.pause",   "vm.resume"};
   if (!kVmOps.count(op))
     return InvalidArgument("unknown op '" + op +
                            "' (host.info, host.shutdown, vm.start, vm.list, vm.stat, vm.console, vm.offload, "
-                           "vm.migrate, vm.migrate_cancel, vm.stop)");
+                           "vm.migrate, vm.migrate_cancel, vm.pause, vm.resume, vm.stop)");
   AGILE_ASSIGN_OR_RETURN(std::string name, NameArg(args));
   if (op == "vm.stop") {
     AGILE_RETURN_IF_ERROR(vms_->Stop(name));
@@ -87,6 +88,10 @@ Result<json> Api::Handle(const std::string& op, const json& args, const std::fun
     return json{{"name", name}, {"text", text}};
   }
   if (op == "vm.migrate") return Migrate(vm, args, progress);
+  if (op == "vm.pause" || op == "vm.resume") {
+    AGILE_RETURN_IF_ERROR(vm->Qmp(op == "vm.pause" ? "stop" : "cont").status());
+    return vm->Stat();
+  }
   if (op == "vm.migrate_cancel") {
     vm->migration_cancel() = true;
     return json{{"name", name}, {"cancel_requested", true}};

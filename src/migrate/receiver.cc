@@ -218,7 +218,7 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
   if (s.ok()) s = WaitIncomingDone(vm_.get(), 60000);
   if (s.ok()) {
     switched_ = true;
-    s = vm_->Qmp("cont").status();
+    if (sw.resume) s = vm_->Qmp("cont").status();
   }
   std::vector<uint8_t> f;
   wire::AppendSwitchoverAck(&f, {s.ok() ? 0u : 1u, s.ok() ? "running" : s.message()});

@@ -276,8 +276,12 @@ Status Sender::StopAndCopy() {
   AGILE_RETURN_IF_ERROR(CheckCancel());
   Progress("stop-and-copy", pending_.size());
   downtime_start_ns_ = vm::NowNs();
-  AGILE_RETURN_IF_ERROR(vm_->Qmp("stop").status());
-  paused_ = true;
+  AGILE_ASSIGN_OR_RETURN(json status, vm_->Qmp("query-status"));
+  was_running_ = status.value("running", false);
+  if (was_running_) {
+    AGILE_RETURN_IF_ERROR(vm_->Qmp("stop").status());
+    paused_ = true;
+  }
   if (scanner_) {
     std::vector<uint64_t> last;
     AGILE_RETURN_IF_ERROR(scanner_->Scan(&last).status());
@@ -346,6 +350,7 @@ Status Sender::Switchover() {
     if (!peer_status_.ok()) return peer_status_;
   }
   wire::MigSwitchover sw;
+  sw.resume = was_running_;
   if (opt_.mode == MigMode::kAgile && mem_.store && mem_.store->claimed()) {
     // The commit point: from here the destination owns the cold pages.
     AGILE_ASSIGN_OR_RETURN(auto token, mem_.store->Transfer(dest_id_));
@@ -415,12 +420,16 @@ Status Sender::RunQemuMode() {
       round_ = static_cast<uint32_t>(q["ram"].value("dirty-sync-count", 0ull));
       report_.bytes_sent = q["ram"].value("transferred", 0ull);
     }
-    // Post-copy switches over after the first full pass, as QEMU recommends.
-    if (post && !started_post && s == "active" && round_ >= 2) {
+    // Post-copy: ask for the switch as soon as the migration is active; QEMU
+    // then moves to post-copy at its next opportunity, pulling the rest on demand.
+    if (post && !started_post && s == "active") {
       started_post = vm_->Qmp("migrate-start-postcopy").ok();
       if (started_post) downtime_start_ns_ = vm::NowNs();
     }
-    if (s == "postcopy-active" && report_.switchover_ms == 0) report_.switchover_ms = Ms();
+    if (s == "postcopy-active" && report_.switchover_ms == 0) {
+      report_.switchover_ms = Ms();
+      if (q.contains("ram")) report_.pages_precopied = q["ram"].value("normal", 0ull);
+    }
   });
   if (!st.ok()) {
     if (post && started_post)
@@ -432,8 +441,13 @@ Status Sender::RunQemuMode() {
   report_.downtime_ms = st->value("downtime", 0.0);
   if (st->contains("ram")) {
     report_.bytes_sent = (*st)["ram"].value("total", 0ull) > 0 ? (*st)["ram"].value("transferred", 0ull) : 0;
-    report_.pages_precopied = (*st)["ram"].value("normal", 0ull);
-    report_.pages_postcopied = (*st)["ram"].value("postcopy-requests", 0ull);
+    uint64_t normal = (*st)["ram"].value("normal", 0ull);
+    if (report_.pages_precopied > 0 && report_.pages_precopied <= normal) {
+      report_.pages_postcopied = normal - report_.pages_precopied;  // sent after the switch
+    } else {
+      report_.pages_precopied = normal;
+    }
+    report_.pages_demand = (*st)["ram"].value("postcopy-requests", 0ull);
   }
   if (report_.switchover_ms == 0) report_.switchover_ms = Ms();
   // Tell the destination agiled the VM is its own now.

@@ -73,7 +73,8 @@ class Sender {
   uint16_t qemu_port_ = 0;
   std::thread reader_;
   uint64_t t0_ns_ = 0;
-  bool paused_ = false;
+  bool paused_ = false;       // we paused the VM (and resume it on abort)
+  bool was_running_ = true;   // the VM ran when we stopped it: resume at the destination
   bool switched_ = false;
   uint32_t round_ = 0;
   double page_rate_ = 0;  // pages/s achieved by the last full round

@@ -27,7 +27,7 @@
 //   PAGES:          | round u32 | n u32 | n × ( index u64 | data 4096 ) |
 //   ROUND:          | round u32 | pages u64 |
 //   LOCATIONS:      | n u32 | n × ( first u64 | count u64 | where u8 ) |
-//   SWITCHOVER:     | has_token u8 | epoch u64 | secret u64 |
+//   SWITCHOVER:     | has_token u8 | epoch u64 | secret u64 | resume u8 |   (resume=0: the VM was paused)
 //   SWITCHOVER_ACK: | status u32 | message u32+str |
 //   PAGE_REQUEST:   | n u32 | n × index u64 |
 //   DONE, DONE_ACK: (empty)
@@ -92,6 +92,7 @@ struct MigRun {
 struct MigSwitchover {
   bool has_token = false;
   uint64_t epoch = 0, secret = 0;
+  bool resume = true;  // false: the VM was paused at the source and stays paused
 };
 struct MigStatus {  // SWITCHOVER_ACK and ABORT share the shape (ABORT: status unused)
   uint32_t status = 0;
