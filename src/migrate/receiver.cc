@@ -4,7 +4,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <memory>
+#include <thread>
 #include <mutex>
 #include <vector>
 
@@ -64,18 +66,21 @@ class Receiver {
   std::shared_ptr<agiled::ManagedVm> vm_;
   agiled::ManagedVm::Memory mem_;
   std::unique_ptr<Pager> pager_;
-  bool switched_ = false, done_ = false;
+  bool switch_started_ = false;    // SWITCHOVER received (loop thread only)
+  std::atomic<bool> switched_{false};  // the VM may run here
+  bool done_ = false;
   uint64_t pages_received_ = 0;
-  struct Install {
-    uint64_t index, addr;
-    const uint8_t* data;
-  };
-  std::vector<Install> uffd_install_;
+  // Resumes the VM; runs beside the receive loop, which must keep installing
+  // the pages QEMU may fault on while it loads device state.
+  std::thread switch_thread_;
+  std::atomic<bool> finished_{false};  // non-post-copy: the switch thread completed the migration
 };
 
 void Receiver::Run() {
   Status s = Hello();
   if (s.ok()) s = Loop();
+  if (switch_thread_.joinable()) switch_thread_.join();
+  if (finished_) s = Finish();
   if (!s.ok()) Fail(s);
 }
 
@@ -115,7 +120,9 @@ Status Receiver::Hello() {
 Status Receiver::Loop() {
   std::vector<uint8_t> payload;
   while (!done_) {
-    AGILE_ASSIGN_OR_RETURN(auto h, ch_.Receive(&payload, kSilenceTimeoutMs));
+    auto got = ch_.Receive(&payload, kSilenceTimeoutMs);
+    if (!got.ok() && finished_) return Status::Ok();  // closed by the switch thread on success
+    AGILE_ASSIGN_OR_RETURN(auto h, std::move(got));
     switch (static_cast<MigMsg>(h.type)) {
       case MigMsg::kPages: AGILE_RETURN_IF_ERROR(InstallPages(payload)); break;
       case MigMsg::kRound: {
@@ -146,31 +153,18 @@ Status Receiver::InstallPages(const std::vector<uint8_t>& payload) {
   for (const auto& p : pages) {
     if (p.index >= mem_.table->pages()) return Corruption("migration PAGES: index out of range");
     vm::PageState st = mem_.table->Get(p.index);
-    if (!switched_) {
-      // The guest is not running here yet: write straight into the RAM file;
-      // later rounds overwrite. A QEMU thread waiting on the page retries.
-      if (st != vm::PageState::kRemote && st != vm::PageState::kResident) continue;
-      AGILE_RETURN_IF_ERROR(PwriteFull(mem_.ram_fd, p.data, kPage, static_cast<off_t>(p.index * kPage)));
-      if (st == vm::PageState::kRemote) {
-        mem_.table->Set(p.index, vm::PageState::kResident);
-        kick = true;
-      }
-    } else {
-      // The guest runs here: only pages still at the source are taken, and
-      // installed atomically; whatever the guest has written since wins.
-      if (!mem_.table->Transition(p.index, vm::PageState::kRemote, vm::PageState::kInFlight)) continue;
-      uint64_t addr = mem_.map.base + p.index * kPage - mem_.map.file_offset;
-      uffd_install_.push_back({p.index, addr, p.data});
+    // A page still at the source is in no mapping (any touch faults and
+    // waits), so writing it into the RAM file is safe at any time; a waiting
+    // vCPU retries and maps it. A page already here is overwritten by later
+    // pre-copy rounds only until switchover: after that the guest's copy wins.
+    bool take = st == vm::PageState::kRemote || (st == vm::PageState::kResident && !switch_started_);
+    if (!take) continue;
+    AGILE_RETURN_IF_ERROR(PwriteFull(mem_.ram_fd, p.data, kPage, static_cast<off_t>(p.index * kPage)));
+    if (st == vm::PageState::kRemote) {
+      mem_.table->Set(p.index, vm::PageState::kResident);
+      kick = true;
     }
     ++pages_received_;
-  }
-  if (!uffd_install_.empty()) {
-    for (const auto& u : uffd_install_) {
-      Status s = vm_->CopyPage(u.addr, u.data);
-      if (!s.ok() && s.code() != Code::kAlreadyExists) return s.Annotate("install post-copy page");
-      mem_.table->Set(u.index, vm::PageState::kResident);
-    }
-    uffd_install_.clear();
   }
   if (kick) mem_.faults->Kick();
   return Status::Ok();
@@ -211,24 +205,34 @@ Status Receiver::ApplyLocations(const std::vector<uint8_t>& payload) {
 
 Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
   AGILE_ASSIGN_OR_RETURN(auto sw, wire::DecodeSwitchover(payload));
-  Status s = Status::Ok();
   if (hello_.mode != MigMode::kPostcopy && mem_.table->Count(vm::PageState::kRemote) != 0)
-    s = Internal(std::to_string(mem_.table->Count(vm::PageState::kRemote)) + " pages were never placed");
-  if (s.ok() && sw.has_token) s = vm_->AdoptStore(hello_.store_vm_id, sw.epoch, sw.secret);
-  if (s.ok()) s = WaitIncomingDone(vm_.get(), 60000);
-  if (s.ok()) {
-    switched_ = true;
-    if (sw.resume) s = vm_->Qmp("cont").status();
-  }
-  std::vector<uint8_t> f;
-  wire::AppendSwitchoverAck(&f, {s.ok() ? 0u : 1u, s.ok() ? "running" : s.message()});
-  AGILE_RETURN_IF_ERROR(ch_.Send(f));
-  if (!s.ok()) return s;
-  vm_->MarkRunning();
-  spdlog::info("vm {}: running here after {} migration ({} pages received)", spec_.name,
-               wire::MigModeName(hello_.mode), pages_received_);
-  if (hello_.mode != MigMode::kPostcopy) return Finish();
-  vm_->set_migration_status({{"phase", "postcopy"}, {"pages_remote", mem_.table->Count(vm::PageState::kRemote)}});
+    return Internal(std::to_string(mem_.table->Count(vm::PageState::kRemote)) + " pages were never placed");
+  if (sw.has_token) AGILE_RETURN_IF_ERROR(vm_->AdoptStore(hello_.store_vm_id, sw.epoch, sw.secret));
+  switch_started_ = true;
+  switch_thread_ = std::thread([this, sw] {
+    Status s = WaitIncomingDone(vm_.get(), 60000);
+    if (s.ok()) {
+      switched_ = true;
+      if (sw.resume) s = vm_->Qmp("cont").status();
+    }
+    std::vector<uint8_t> f;
+    wire::AppendSwitchoverAck(&f, {s.ok() ? 0u : 1u, s.ok() ? "running" : s.message()});
+    Status sent = ch_.Send(f);
+    if (!s.ok() || !sent.ok()) {
+      spdlog::error("vm {}: could not resume after switchover: {}", spec_.name, (s.ok() ? sent : s).ToString());
+      ch_.Shutdown();  // ends the receive loop
+      return;
+    }
+    vm_->MarkRunning();
+    spdlog::info("vm {}: running here after {} migration ({} pages received)", spec_.name,
+                 wire::MigModeName(hello_.mode), pages_received_);
+    if (hello_.mode != MigMode::kPostcopy) {
+      finished_ = true;
+      ch_.Shutdown();  // nothing more will come; the loop ends cleanly
+    } else {
+      vm_->set_migration_status({{"phase", "postcopy"}, {"pages_remote", mem_.table->Count(vm::PageState::kRemote)}});
+    }
+  });
   return Status::Ok();
 }
 
@@ -242,6 +246,7 @@ Status Receiver::Finish() {
     vm_->MarkRunning();
     switched_ = true;
   } else if (mem_.table->Count(vm::PageState::kRemote) != 0) {
+    // Post-copy DONE: every page must be here now.
     return Internal(std::to_string(mem_.table->Count(vm::PageState::kRemote)) + " pages still at the source at DONE");
   }
   if (mem_.faults) mem_.faults->set_remote_pager(nullptr);

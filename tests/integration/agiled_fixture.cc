@@ -9,6 +9,10 @@
 #include <thread>
 
 #include "base/io.h"
+#include "base/socket.h"
+
+#include <fstream>
+#include <iterator>
 
 namespace agile::testing {
 namespace fs = std::filesystem;
@@ -100,6 +104,16 @@ Status MemdProcess::Restart() {
 }
 
 MemdProcess::~MemdProcess() { Kill(); }
+
+uint16_t FreeTcpPort() {
+  auto fd = TcpListen(HostPort{"127.0.0.1", 0}, 1);
+  return fd.ok() ? BoundPort(fd->get()).value() : 0;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
 
 bool WaitFor(double timeout_s, const std::function<bool()>& fn) {
   auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int>(timeout_s * 1000));

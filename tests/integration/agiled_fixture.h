@@ -53,6 +53,11 @@ bool WaitFor(double timeout_s, const std::function<bool()>& fn);
 nlohmann::json VmArgs(const std::string& name, uint64_t mib, const std::string& workload,
                       const std::map<std::string, std::string>& wargs);
 
+// A TCP port on 127.0.0.1 that was free a moment ago.
+uint16_t FreeTcpPort();
+// Reads a whole file (guest RAM files in /dev/shm).
+std::string ReadFile(const std::string& path);
+
 std::string AgiledBinary();
 std::string MemdBinary();
 std::string ShimPath();
