@@ -14,7 +14,7 @@ namespace agile::vm::testing {
 
 Result<std::unique_ptr<GuestProcess>> GuestProcess::Start(const std::string& shim_path,
                                                           const std::string& guest_path, uint64_t pages,
-                                                          PageSource* source) {
+                                                          PageSource* source, uint32_t prefetch_pages) {
   std::unique_ptr<GuestProcess> g(new GuestProcess());
   char tmpl[] = "/dev/shm/agile-test-XXXXXX";
   if (::mkdtemp(tmpl) == nullptr) return ErrnoStatus("mkdtemp");
@@ -46,7 +46,8 @@ Result<std::unique_ptr<GuestProcess>> GuestProcess::Start(const std::string& shi
   g->link_ = std::make_unique<ShimLink>(std::move(link));
   g->uffd_ = std::make_unique<uffd::Uffd>(std::move(uffd_fd));
   g->table_ = std::make_unique<PageTable>(pages);
-  g->faults_ = std::make_unique<FaultServer>(g->uffd_.get(), g->link_->mapping(), g->table_.get(), source);
+  g->faults_ =
+      std::make_unique<FaultServer>(g->uffd_.get(), g->link_->mapping(), g->table_.get(), source, prefetch_pages);
   AGILE_RETURN_IF_ERROR(g->faults_->Start());
   AGILE_ASSIGN_OR_RETURN(std::string ready, g->Command(""));
   if (ready != "ready") return Internal("shm_guest said '" + ready + "'");
