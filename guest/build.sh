@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the agile guest image into OUTDIR:
 #   OUTDIR/vmlinuz      Debian 12 cloud kernel (from its .deb, not installed)
-#   OUTDIR/initrd.img   gzip'd newc cpio: busybox, /init, memverify, memtouch
+#   OUTDIR/initrd.img   gzip'd newc cpio: busybox, /init, memverify, memtouch,
+#                       virtio-net modules, redis-server + redis-cli (+ libs)
 #   OUTDIR/kernel.txt   which kernel package/version/release vmlinuz came from
 #   OUTDIR/pkg/         cached kernel .deb
 # Does nothing when both images exist and are newer than every file in guest/.
@@ -11,6 +12,18 @@ set -euo pipefail
 readonly KERNEL_META=linux-image-cloud-amd64
 readonly BUSYBOX=/bin/busybox
 readonly CFLAGS=(-std=c11 -O2 -static -Wall -Wextra -Werror)
+# Debian's redis-tools ships the server as redis-check-rdb (the redis-server
+# package only adds a symlink and a host service, which we do not want).
+readonly REDIS_SERVER=/usr/bin/redis-check-rdb
+readonly REDIS_CLI=/usr/bin/redis-cli
+# virtio-net and what it depends on, in load order (paths under
+# lib/modules/<release>/kernel/ of the kernel package; see guest/README.md).
+readonly NET_MODULES=(
+    drivers/virtio/virtio_ring.ko drivers/virtio/virtio.ko
+    drivers/virtio/virtio_pci_modern_dev.ko drivers/virtio/virtio_pci_legacy_dev.ko
+    drivers/virtio/virtio_pci.ko net/core/failover.ko drivers/net/net_failover.ko
+    drivers/net/virtio_net.ko
+)
 
 log() { echo "guest/build.sh: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -96,6 +109,7 @@ stage_kernel() {
     [[ ${#images[@]} -eq 1 && -f ${images[0]} ]] || die "no single boot/vmlinuz-* in $deb"
     cp "${images[0]}" "$TMP/vmlinuz" # not -p: the mtime must be now
     local release=${images[0]##*/vmlinuz-}
+    KERNEL_MODULES="$root/lib/modules/$release/kernel"
     {
         echo "package=$(dpkg-deb -f "$deb" Package)"
         echo "version=$(dpkg-deb -f "$deb" Version)"
@@ -104,6 +118,35 @@ stage_kernel() {
 }
 
 # ---- initramfs --------------------------------------------------------------
+
+check_redis() {
+    local f
+    for f in "$REDIS_SERVER" "$REDIS_CLI"; do
+        [[ -x $f ]] || die "$f missing (install redis-tools; scripts/install-deps does)"
+    done
+}
+
+# Copies the virtio-net modules (from the same .deb as vmlinuz) to /lib/modules.
+stage_modules() {
+    local root=$1 m
+    mkdir -p "$root/lib/modules"
+    for m in "${NET_MODULES[@]}"; do
+        [[ -f $KERNEL_MODULES/$m ]] || die "kernel package has no $m"
+        cp "$KERNEL_MODULES/$m" "$root/lib/modules/"
+    done
+}
+
+# Copies a dynamically linked host binary to $root/bin/$2 plus every shared
+# library ldd names (and the ELF interpreter), at the same paths as on the host.
+stage_dynamic() {
+    local root=$1 bin=$2 name=$3 lib
+    cp "$bin" "$root/bin/$name"
+    while read -r lib; do
+        [[ -f $root$lib ]] && continue
+        mkdir -p "$root$(dirname "$lib")"
+        cp -L "$lib" "$root$lib"
+    done < <(LC_ALL=C ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }')
+}
 
 check_busybox() {
     [[ -x $BUSYBOX ]] || die "$BUSYBOX missing (install busybox-static)"
@@ -130,6 +173,11 @@ stage_initramfs() {
     gcc "${CFLAGS[@]}" -o "$root/bin/memtouch" "$GUEST_DIR/memtouch.c" -lm
 
     install -m 0755 "$GUEST_DIR/init" "$root/init"
+    install -m 0755 "$GUEST_DIR/net.sh" "$root/bin/agile-net"
+    install -m 0755 "$GUEST_DIR/redis.sh" "$root/bin/agile-redis"
+    stage_modules "$root"
+    stage_dynamic "$root" "$REDIS_SERVER" redis-server
+    stage_dynamic "$root" "$REDIS_CLI" redis-cli
     # Lets the kernel hand /init a console before devtmpfs is mounted; needs
     # root, and /init copes without it.
     if [[ $(id -u) -eq 0 ]]; then
@@ -155,6 +203,7 @@ main() {
     trap 'rm -rf "$TMP"' EXIT
 
     check_busybox
+    check_redis
     local deb
     deb=$(fetch_kernel_deb) # separate statement so set -e sees a failure
     stage_kernel "$deb"

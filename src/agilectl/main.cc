@@ -111,10 +111,11 @@ int main(int argc, char** argv) {
   start->add_option("name", name, "VM name ([A-Za-z0-9_.-], unique on the host)")->required();
   start->add_option("--memory", memory, "Guest RAM, e.g. 512M, 1G")->capture_default_str();
   start->add_option("--vcpus", vcpus, "Virtual CPUs")->capture_default_str();
-  start->add_option("--workload", workload, "Guest program: memverify, memtouch or none")->capture_default_str();
+  start->add_option("--workload", workload, "Guest program: memverify, memtouch, redis or none")->capture_default_str();
   start->add_option("--workload-args", wargs,
                     "\"key=value ...\" for the workload. memverify: size_mib rate verify_rate seed; "
-                    "memtouch: size_mib hot_mib write_pct pattern(uniform|zipf) phase_s seed");
+                    "memtouch: size_mib hot_mib write_pct pattern(uniform|zipf) phase_s seed; "
+                    "redis: ip prefix gw port keys value_bytes maxmemory_mib");
   start->add_option("--qemu-arg", qemu_args, "Extra QEMU argument (repeatable), appended verbatim")->allow_extra_args(false);
   bool stock = false;
   start->add_flag("--stock", stock,

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace agile::agiled {
 
@@ -17,6 +18,8 @@ struct HostConfig {
   int handoff_timeout_ms = 30000;  // QEMU start until the shim hands over the uffd
   std::string memd_addr;   // swap store HOST:PORT; empty = offload disabled
   uint32_t prefetch_pages = 4;  // refault window: the faulting page and the next N-1
+  double tracking_cpu_pct = 2.0;        // working-set tracking budget per VM, % of one core
+  std::vector<double> wss_windows_s = {10, 60};  // windows reported by `wss`; the first is wss_bytes
 };
 
 }  // namespace agile::agiled

@@ -148,14 +148,28 @@ Status ManagedVm::TakeOverMemory(int listen_fd, bool incoming, const std::string
   }
   faults_ = std::make_unique<vm::FaultServer>(uffd_.get(), shim_->mapping(), table_.get(), store_.get(),
                                               host_.prefetch_pages);
-  policy_ = std::make_unique<offload::LastFaultPolicy>(table_.get());
-  faults_->set_access_observer(policy_.get());
+  fault_policy_ = std::make_unique<offload::LastFaultPolicy>(table_.get());
+  policy_ = fault_policy_.get();
+  track::TrackerOptions topts;
+  topts.cpu_budget_pct = host_.tracking_cpu_pct;
+  auto tracker = track::AccessTracker::Create(shim_->mapping(), table_.get(), shim_.get(), &faults_->stats(), topts);
+  if (tracker.ok()) {
+    tracker_ = std::move(tracker).value();
+    tracker_policy_ = std::make_unique<offload::TrackerPolicy>(tracker_.get());
+    policy_ = tracker_policy_.get();
+    faults_->set_access_observer(tracker_.get());
+  } else {
+    spdlog::warn("vm {}: no working-set tracking ({}); offload picks least-recently-faulted pages", spec_.name,
+                 tracker.status().ToString());
+    faults_->set_access_observer(fault_policy_.get());
+  }
   if (store_)
     evictor_ = std::make_unique<offload::Evictor>(ram_fd_.get(), table_.get(), shim_.get(), faults_.get(), store_.get());
   faults_->set_on_fatal([name = spec_.name](const Status& s) {
     spdlog::warn("vm {}: fault service ended: {}", name, s.ToString());
   });
   AGILE_RETURN_IF_ERROR(faults_->Start());
+  if (tracker_) tracker_->Start();
   spdlog::info("vm {}: QEMU pid {} handed over {} MiB of guest RAM (features: {})", spec_.name, qemu_.pid(),
                shim_->mapping().length >> 20, uffd::FeatureNames(shim_->mapping().features));
   return Status::Ok();
@@ -174,6 +188,7 @@ void ManagedVm::Monitor() {
   exit_reason_ = why;
   if (clean) spdlog::info("vm {}: QEMU {} (guest powered off)", spec_.name, why);
   else spdlog::error("vm {}: QEMU {} unexpectedly. {}", spec_.name, why, QemuLogTail());
+  if (tracker_) tracker_->Stop();
   faults_->Stop();
 }
 
@@ -213,6 +228,7 @@ Status ManagedVm::Stop(int timeout_ms) {
 }
 
 void ManagedVm::Cleanup() {
+  if (tracker_) tracker_->Stop();
   if (faults_) faults_->Stop();
   if (store_ && store_->claimed() && !keep_store_) {
     Status s = store_->Release();
@@ -243,8 +259,9 @@ json ManagedVm::GuestStatus() const {
   // The newest per-second status line of the guest workload (guest/README.md):
   //   memverify: ok|FAIL pages=<n> gen=<g> errors=<e>
   //   memtouch: ops/s=<n> hot_mib=<h> phase=<k> write_pct=<w>
+  //   redis: ok|FAIL keys=<n> used_memory=<bytes> clients=<c> cmds=<n> ops_per_sec=<n>
   // Not anchored at the line start: SeaBIOS escape codes can precede it.
-  static const std::regex kStatus(R"((memverify: (ok|FAIL) |memtouch: ops/s=)(.*)$)");
+  static const std::regex kStatus(R"(((memverify|redis): (ok|FAIL) |memtouch: ops/s=)(.*)$)");
   static const std::regex kKv(R"(([a-z_/]+)=([0-9]+))");
   json g = json::object();
   auto lines = TailLines(serial_path_, 200);
@@ -256,7 +273,7 @@ json ManagedVm::GuestStatus() const {
     std::string line = m[0].str();
     g["workload"] = line.substr(0, line.find(':'));
     g["line"] = line;
-    g["ok"] = m[2].str() != "FAIL";
+    g["ok"] = m[3].str() != "FAIL";
     for (std::sregex_iterator kv(line.begin(), line.end(), kKv), end; kv != end; ++kv)
       g[(*kv)[1].str()] = std::stoull((*kv)[2].str());
   }
@@ -301,6 +318,10 @@ json ManagedVm::Stat() {
                    {"refault_p50_us", f.refault_latency.PercentileUs(50)},
                    {"refault_p99_us", f.refault_latency.PercentileUs(99)}};
   }
+  if (tracker_) {
+    j["wss_bytes"] = WssBytes(host_.wss_windows_s.front());
+    j["wss"] = WorkingSet();
+  }
   if (store_) {
     std::lock_guard<std::mutex> l(offload_stats_mu_);
     j["offload"] = {{"store", store_->addr()},
@@ -344,6 +365,44 @@ Status ManagedVm::AdoptStore(const std::string& store_vm_id, uint64_t epoch, uin
 
 void ManagedVm::MarkRunning() { state_ = kRunning; }
 
+void ManagedVm::SuspendTracking() {
+  if (tracker_) tracker_->Stop();
+}
+
+void ManagedVm::ResumeTracking() {
+  if (tracker_ && (state_ == kRunning || state_ == kIncoming)) tracker_->Start();
+}
+
+uint64_t ManagedVm::WssBytes(double window_s) const {
+  return tracker_ ? tracker_->WssPages(window_s) * uffd::kPageSize : 0;
+}
+
+uint64_t ManagedVm::Refaults() const { return faults_ ? faults_->stats().refault.load() : 0; }
+
+uint64_t ManagedVm::ResidentBytes() const {
+  return table_ ? table_->Count(vm::PageState::kResident) * uffd::kPageSize : 0;
+}
+
+json ManagedVm::WorkingSet() const {
+  if (!tracker_) return json::object();
+  json w = json::object();
+  for (double win : host_.wss_windows_s) w[std::to_string(static_cast<int>(win)) + "s"] = WssBytes(win);
+  auto t = tracker_->stats();
+  return {{"windows_bytes", w},
+          {"wss_bytes", WssBytes(host_.wss_windows_s.front())},
+          {"tracker",
+           {{"ticks", t.ticks},
+            {"period_ms", t.period_ms},
+            {"slices", t.slices},
+            {"last_scan_ms", t.last_scan_ms},
+            {"last_drop_ms", t.last_drop_ms},
+            {"last_tick_ms", t.last_tick_ms},
+            {"minor_faults", t.minor_faults},
+            {"fault_cost_us", t.fault_cost_us},
+            {"est_cpu_pct", t.est_cpu_pct},
+            {"errors", t.errors}}}};
+}
+
 Status ManagedVm::RetireAfterMigration(bool keep_store) {
   keep_store_ = keep_store;
   Status s = Stop();
@@ -363,7 +422,7 @@ Result<offload::EvictReport> ManagedVm::Offload(uint64_t target_bytes) {
   if (!l.owns_lock()) return Unavailable("an offload of vm " + spec_.name + " is already running");
   uint64_t target_pages = target_bytes / uffd::kPageSize;
   spdlog::info("vm {}: offloading to {} resident ({} policy)", spec_.name, FormatSize(target_bytes), policy_->name());
-  auto r = evictor_->EvictTo(target_pages, policy_.get());
+  auto r = evictor_->EvictTo(target_pages, policy_);
   if (!r.ok()) {
     spdlog::error("vm {}: offload failed: {}", spec_.name, r.status().ToString());
     return r.status();

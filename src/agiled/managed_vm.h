@@ -16,6 +16,7 @@
 #include "offload/evictor.h"
 #include "offload/swap_store.h"
 #include "offload/victim_policy.h"
+#include "track/access_tracker.h"
 #include "qemu/launch.h"
 #include "qemu/qmp.h"
 #include "uffd/compat.h"
@@ -49,7 +50,20 @@ class ManagedVm {
   // guest RAM are resident. One offload at a time per VM.
   Result<offload::EvictReport> Offload(uint64_t target_bytes);
 
+  // Working set: resident pages accessed within each configured window, and
+  // the tracker's own figures. Empty without tracking.
+  nlohmann::json WorkingSet() const;
+  // Resident pages seen accessed within window_s (0 without tracking).
+  uint64_t WssBytes(double window_s) const;
+  // Faults that brought offloaded pages back, since start (policy feedback).
+  uint64_t Refaults() const;
+  uint64_t ResidentBytes() const;
+
   // --- for migration (src/migrate) ---
+  // Tracking scans would take dirty bits a pre-copy needs: a migration stops
+  // them and starts them again if the VM stays.
+  void SuspendTracking();
+  void ResumeTracking();
   // The guest memory agiled owns; all null/-1 for stock VMs.
   struct Memory {
     int ram_fd = -1;
@@ -102,7 +116,10 @@ class ManagedVm {
   std::unique_ptr<vm::PageTable> table_;
   std::unique_ptr<vm::FaultServer> faults_;
   std::unique_ptr<offload::SwapStore> store_;           // null without --memd
-  std::unique_ptr<offload::LastFaultPolicy> policy_;
+  std::unique_ptr<offload::LastFaultPolicy> fault_policy_;  // fallback without tracking
+  std::unique_ptr<track::AccessTracker> tracker_;            // null for stock VMs or old kernels
+  std::unique_ptr<offload::TrackerPolicy> tracker_policy_;
+  offload::VictimPolicy* policy_ = nullptr;                  // the one Offload() uses
   std::unique_ptr<offload::Evictor> evictor_;
   std::mutex offload_mu_;        // one offload at a time
   std::mutex offload_stats_mu_;  // guards offload_total_ (Stat must not wait for an offload)

@@ -65,7 +65,10 @@ Report Sender::Run() {
     s = InvalidArgument(qemu_mode ? "qemu-* modes migrate stock VMs (vm start --stock); use agile, precopy or postcopy"
                                   : "stock VMs can only use qemu-precopy or qemu-postcopy");
   std::unique_lock<std::mutex> no_offload;
-  if (s.ok() && !qemu_mode) no_offload = vm_->LockOffload();
+  if (s.ok() && !qemu_mode) {
+    no_offload = vm_->LockOffload();
+    vm_->SuspendTracking();  // its scans would take the dirty bits pre-copy needs
+  }
   if (s.ok()) s = Handshake();
   if (s.ok()) {
     reader_ = std::thread([this] { ReaderLoop(); });
@@ -83,7 +86,10 @@ Report Sender::Run() {
   if (!s.ok()) {
     report_.ok = false;
     report_.error = s.ToString();
-    if (!switched_) Abort(s.message());
+    if (!switched_) {
+      Abort(s.message());
+      vm_->ResumeTracking();
+    }
     spdlog::error("vm {}: migration to {} failed: {}", report_.vm, opt_.to, s.ToString());
   } else {
     report_.ok = true;

@@ -1,6 +1,6 @@
 // Which resident pages to offload first. The working-set tracker provides the
-// real policy (coldest by access age); LastFaultPolicy is the honest fallback
-// used until tracking runs: least-recently *faulted* first. A resident page
+// real policy (TrackerPolicy: coldest by access age); LastFaultPolicy is the
+// honest fallback where tracking cannot run: least-recently *faulted* first. A resident page
 // stops faulting once mapped, so this order is really "longest since it was
 // last brought in" - cold-first for data touched once (boot, fill), blind to
 // pages that stay hot without faulting.
@@ -11,6 +11,7 @@
 #include <memory>
 #include <vector>
 
+#include "track/access_tracker.h"
 #include "vm/fault_server.h"
 #include "vm/page_table.h"
 
@@ -35,6 +36,17 @@ class LastFaultPolicy : public VictimPolicy, public vm::AccessObserver {
   const vm::PageTable* table_;
   std::unique_ptr<std::atomic<uint32_t>[]> stamp_;  // fault sequence number, 0 = never
   std::atomic<uint32_t> seq_{0};
+};
+
+// Coldest-first by access age from the working-set tracker (reads and writes).
+class TrackerPolicy : public VictimPolicy {
+ public:
+  explicit TrackerPolicy(const track::AccessTracker* tracker) : tracker_(tracker) {}
+  const char* name() const override { return "coldest-by-access-age"; }
+  std::vector<uint64_t> Coldest(size_t n) override { return tracker_->ColdestResident(n, 0); }
+
+ private:
+  const track::AccessTracker* tracker_;
 };
 
 }  // namespace agile::offload

@@ -19,6 +19,7 @@ const std::map<std::string, std::set<std::string>>& WorkloadKeys() {
   static const std::map<std::string, std::set<std::string>> k = {
       {"memverify", {"size_mib", "rate", "verify_rate", "seed", "selftest_corrupt"}},
       {"memtouch", {"size_mib", "hot_mib", "write_pct", "pattern", "phase_s", "seed"}},
+      {"redis", {"ip", "prefix", "gw", "port", "keys", "value_bytes", "maxmemory_mib"}},
       {"none", {}},
   };
   return k;
@@ -55,7 +56,7 @@ Status VmSpec::Validate() const {
   if (memory_bytes % (2ull << 20) != 0) return InvalidArgument("VM memory must be a multiple of 2 MiB");
   if (vcpus < 1 || vcpus > 64) return InvalidArgument("vcpus must be between 1 and 64");
   auto it = WorkloadKeys().find(workload);
-  if (it == WorkloadKeys().end()) return InvalidArgument("unknown workload '" + workload + "' (memverify, memtouch, none)");
+  if (it == WorkloadKeys().end()) return InvalidArgument("unknown workload '" + workload + "' (memverify, memtouch, redis, none)");
   for (const auto& [k, v] : workload_args) {
     if (!it->second.count(k)) {
       std::string allowed;

@@ -5,13 +5,16 @@
 // falls between reporting and re-arming. Used by working-set tracking and,
 // later, by pre-copy migration for dirty pages.
 //
-// What counts as "written" (see the kernel notes in write_scanner.cc):
-//  - The first scan reports every populated page that was never protected, so
-//    it is a baseline: call Scan() once and discard what it reports when only
-//    writes from now on matter.
-//  - A page whose PTE was dropped (ShimLink::DropPtes) and then re-mapped by
-//    UFFDIO_CONTINUE is reported as written at the next scan even if it was
-//    only read. Reports are a superset of the writes, never a subset.
+// What counts as "written", as seen on Linux 6.18 (write_scanner_test.cc):
+//  - The first scan reports every page never write-protected, populated or
+//    not, so it is a baseline: call Scan() once and discard what it reports
+//    when only writes from now on matter.
+//  - Dropped PTEs (ShimLink::DropPtes, MADV_DONTNEED in the VM process) never
+//    hide a write: a protected PTE becomes a uffd-wp marker (still protected,
+//    not reported), a written one becomes empty and is still reported.
+//  - UFFDIO_CONTINUE maps a dropped page unprotected, so a page only read
+//    after a drop is reported written once. Reports are a superset of the
+//    writes, never a subset.
 #pragma once
 
 #include <cstdint>
@@ -25,6 +28,9 @@
 
 namespace agile::track {
 
+// Not thread-safe: one scan at a time per scanner (it owns its result
+// buffer). Two scanners of one VM would split the written bits between them
+// (each page goes to whichever scan sees it first), so a VM has one consumer.
 class WriteScanner {
  public:
   // Called once per run of written pages [first, first+count), as RAM-file
@@ -48,10 +54,6 @@ class WriteScanner {
 
   WriteScanner(WriteScanner&&) noexcept = default;
   WriteScanner& operator=(WriteScanner&&) noexcept = default;
-
-  // Not thread-safe: one scan at a time per scanner (it owns its result
-  // buffer). Scanners of the same VM may run concurrently, but each page's
-  // written bit goes to whichever scan sees it first.
 
  private:
   WriteScanner(UniqueFd pagemap, const vm::GuestMapping& map) : pagemap_(std::move(pagemap)), map_(map) {}
