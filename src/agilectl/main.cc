@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <thread>
 
 #include "agiled/control_client.h"
 #include "base/size.h"
@@ -30,6 +31,18 @@ Result<json> Call(const Globals& g, const std::string& op, const json& args,
                   const std::function<void(const json&)>& progress = nullptr) {
   AGILE_ASSIGN_OR_RETURN(auto c, agiled::ControlClient::Connect(g.host));
   return c.Call(op, args, progress);
+}
+
+void PrintWss(const json& w) {
+  std::printf("vm %s: working set %s", w.value("name", "").c_str(), FormatSize(w.value("wss_bytes", 0ull)).c_str());
+  for (auto& [win, bytes] : w.value("windows_bytes", json::object()).items())
+    std::printf("  [%s: %s]", win.c_str(), FormatSize(bytes.get<uint64_t>()).c_str());
+  std::printf("  resident %s", FormatSize(w.value("resident_bytes", 0ull)).c_str());
+  if (w.contains("tracker"))
+    std::printf("  (tracking %.2f%% CPU, period %.0f ms)", w["tracker"].value("est_cpu_pct", 0.0),
+                w["tracker"].value("period_ms", 0.0));
+  std::printf("\n");
+  std::fflush(stdout);
 }
 
 void PrintReport(const json& r) {
@@ -84,6 +97,11 @@ void PrintStat(const json& s) {
     std::cout << "  offload   " << FormatSize(s["offload"].value("bytes_offloaded", 0ull)) << " sent to "
               << U(s, "offload", "store") << ", " << U(s, "offload", "pages_zero_dropped")
               << " zero pages dropped, policy " << U(s, "offload", "policy") << "\n";
+  if (s.contains("wss_bytes"))
+    std::cout << "  wss       " << FormatSize(s.value("wss_bytes", 0ull)) << " accessed recently (agilectl wss for windows)\n";
+  if (s.contains("policy") && s["policy"].contains("target_bytes"))
+    std::cout << "  policy    " << U(s, "policy", "mode") << ", target " << FormatSize(s["policy"].value("target_bytes", 0ull))
+              << " under pressure\n";
   if (s.contains("host")) std::cout << "  host      RAM file " << FormatSize(s["host"].value("ram_file_bytes", 0ull)) << "\n";
   if (s.contains("guest") && s["guest"].contains("line")) std::cout << "  guest     " << U(s, "guest", "line") << "\n";
   if (s.contains("exit")) std::cout << "  exit      " << U(s, "exit") << "\n";
@@ -138,6 +156,21 @@ int main(int argc, char** argv) {
   resume->add_option("name", name, "VM name")->required();
   auto* stop = vm->add_subcommand("stop", "Stop a VM and free its memory");
   stop->add_option("name", name, "VM name")->required();
+
+  auto* wss = app.add_subcommand("wss", "Working-set size of a VM (pages accessed within each window)");
+  bool watch = false;
+  wss->add_option("name", name, "VM name")->required();
+  wss->add_flag("--watch", watch, "Print again every 2 s until interrupted");
+
+  auto* pol = vm->add_subcommand("policy", "Show or set a VM's advance-offload policy");
+  pol->add_option("name", name, "VM name")->required();
+  std::string pin;
+  bool pol_auto = false, pol_exempt = false;
+  auto* pin_opt = pol->add_option("--pin", pin, "Keep at most this much resident, regardless of pressure");
+  auto* auto_opt = pol->add_flag("--auto", pol_auto, "Working set + margin, when the host is under pressure (default)");
+  auto* exempt_opt = pol->add_flag("--exempt", pol_exempt, "Never offload this VM in advance");
+  pin_opt->excludes(auto_opt)->excludes(exempt_opt);
+  auto_opt->excludes(exempt_opt);
 
   auto* mig = app.add_subcommand("migrate", "Live-migrate a VM to another agiled, with live progress and a report");
   std::string to, mode = "agile", bandwidth;
@@ -201,6 +234,22 @@ int main(int argc, char** argv) {
   } else if (stop->parsed()) {
     op = "vm.stop";
     args = {{"name", name}};
+  } else if (wss->parsed()) {
+    op = "vm.wss";
+    args = {{"name", name}};
+  } else if (pol->parsed()) {
+    op = "vm.policy";
+    args = {{"name", name}};
+    if (!pin.empty()) {
+      auto b = ParseSize(pin);
+      if (!b.ok()) return Report(b.status().Annotate("--pin"));
+      args["mode"] = "pin";
+      args["pin_bytes"] = *b;
+    } else if (pol_auto) {
+      args["mode"] = "auto";
+    } else if (pol_exempt) {
+      args["mode"] = "exempt";
+    }
   } else if (mig->parsed()) {
     if (cancel) {
       op = "vm.migrate_cancel";
@@ -236,6 +285,15 @@ int main(int argc, char** argv) {
     if (p.contains("eta_s")) std::fprintf(stderr, "  eta %.1fs", p.value("eta_s", 0.0));
     std::fflush(stderr);
   };
+  if (op == "vm.wss" && watch) {
+    for (;;) {
+      auto w = Call(g, op, args);
+      if (!w.ok()) return Report(w.status());
+      if (g.json_out) std::cout << w->dump() << std::endl;
+      else PrintWss(*w);
+      std::this_thread::sleep_for(std::chrono::seconds(2));
+    }
+  }
   auto r = Call(g, op, args, on_progress);
   if (tty && op == "vm.migrate") std::fprintf(stderr, "\n");
   if (!r.ok()) return Report(r.status());
@@ -256,6 +314,15 @@ int main(int argc, char** argv) {
     std::cout << res.value("text", "");
   } else if (op == "vm.migrate") {
     PrintReport(res);
+  } else if (op == "vm.wss") {
+    PrintWss(res);
+  } else if (op == "vm.policy") {
+    std::printf("vm %s: policy %s", name.c_str(), res.value("mode", "auto").c_str());
+    if (res.contains("pin_bytes")) std::printf(" (pin %s)", FormatSize(res.value("pin_bytes", 0ull)).c_str());
+    if (res.contains("target_bytes"))
+      std::printf(", target %s, margin %s, refaults %.0f/s", FormatSize(res.value("target_bytes", 0ull)).c_str(),
+                  FormatSize(res.value("margin_bytes", 0ull)).c_str(), res.value("refault_rate", 0.0));
+    std::printf("\n");
   } else if (op == "vm.offload") {
     std::printf("vm %s: offloaded %llu pages (%s) and dropped %llu zero pages in %.2f s (%.0f MB/s); resident now %s\n",
                 name.c_str(), (unsigned long long)res.value("pages_offloaded", 0ull),

@@ -47,7 +47,12 @@ Result<json> Api::Migrate(const std::shared_ptr<ManagedVm>& vm, const json& args
 Result<json> Api::Handle(const std::string& op, const json& args, const std::function<void(const json&)>& progress) {
   if (op == "host.info") {
     const auto& h = vms_->host();
-    return json{{"id", h.id}, {"state_dir", h.state_dir}, {"shm_root", h.shm_root}, {"vms", vms_->List().size()}};
+    return json{{"id", h.id},
+                {"state_dir", h.state_dir},
+                {"shm_root", h.shm_root},
+                {"vms", vms_->List().size()},
+                {"memd", h.memd_addr},
+                {"pressure", policy_->HostStatus()}};
   }
   if (op == "host.shutdown") {
     request_shutdown_();
@@ -72,11 +77,12 @@ Result<json> Api::Handle(const std::string& op, const json& args, const std::fun
   }
   static const std::set<std::string> kVmOps = {"vm.stop",    "vm.stat",    "vm.console",
                                                "vm.offload", "vm.migrate", "vm.migrate_cancel",
-                                               "vm.pause",   "vm.resume"};
+                                               "vm.pause",   "vm.resume",        "vm.wss",
+                                               "vm.policy"};
   if (!kVmOps.count(op))
     return InvalidArgument("unknown op '" + op +
                            "' (host.info, host.shutdown, vm.start, vm.list, vm.stat, vm.console, vm.offload, "
-                           "vm.migrate, vm.migrate_cancel, vm.pause, vm.resume, vm.stop)");
+                           "vm.migrate, vm.migrate_cancel, vm.pause, vm.resume, vm.wss, vm.policy, vm.stop)");
   AGILE_ASSIGN_OR_RETURN(std::string name, NameArg(args));
   if (op == "vm.stop") {
     AGILE_RETURN_IF_ERROR(vms_->Stop(name));
@@ -88,6 +94,23 @@ Result<json> Api::Handle(const std::string& op, const json& args, const std::fun
     return json{{"name", name}, {"text", text}};
   }
   if (op == "vm.migrate") return Migrate(vm, args, progress);
+  if (op == "vm.wss") {
+    json w = vm->WorkingSet();
+    if (w.empty()) return Unsupported("vm " + name + " has no working-set tracking (stock VM, or a kernel without PAGEMAP_SCAN)");
+    w["name"] = name;
+    w["resident_bytes"] = vm->ResidentBytes();
+    w["policy"] = policy_->VmStatus(name);
+    return w;
+  }
+  if (op == "vm.policy") {
+    if (args.contains("mode")) {
+      uint64_t pin = args.value("pin_bytes", 0ull);
+      AGILE_RETURN_IF_ERROR(policy_->Set(name, args["mode"].get<std::string>(), pin));
+    }
+    json p = policy_->VmStatus(name);
+    p["name"] = name;
+    return p;
+  }
   if (op == "vm.pause" || op == "vm.resume") {
     AGILE_RETURN_IF_ERROR(vm->Qmp(op == "vm.pause" ? "stop" : "cont").status());
     return vm->Stat();
@@ -111,7 +134,9 @@ Result<json> Api::Handle(const std::string& op, const json& args, const std::fun
                 {"throughput_mb_s", r.seconds > 0 ? static_cast<double>(r.bytes_sent) / 1e6 / r.seconds : 0.0},
                 {"resident_bytes", r.resident_after * 4096}};
   }
-  return vm->Stat();
+  json st = vm->Stat();
+  st["policy"] = policy_->VmStatus(name);
+  return st;
 }
 
 }  // namespace agile::agiled

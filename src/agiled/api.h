@@ -6,14 +6,15 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "agiled/pressure_policy.h"
 #include "agiled/vm_manager.h"
 
 namespace agile::agiled {
 
 class Api {
  public:
-  Api(VmManager* vms, std::function<void()> request_shutdown)
-      : vms_(vms), request_shutdown_(std::move(request_shutdown)) {}
+  Api(VmManager* vms, PressurePolicy* policy, std::function<void()> request_shutdown)
+      : vms_(vms), policy_(policy), request_shutdown_(std::move(request_shutdown)) {}
   Result<nlohmann::json> Handle(const std::string& op, const nlohmann::json& args,
                                 const std::function<void(const nlohmann::json&)>& progress = nullptr);
 
@@ -21,6 +22,7 @@ class Api {
   Result<nlohmann::json> Migrate(const std::shared_ptr<ManagedVm>& vm, const nlohmann::json& args,
                                  const std::function<void(const nlohmann::json&)>& progress);
   VmManager* vms_;
+  PressurePolicy* policy_;
   std::function<void()> request_shutdown_;
 };
 

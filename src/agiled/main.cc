@@ -17,6 +17,7 @@
 #include "agiled/control_server.h"
 #include "agiled/vm_manager.h"
 #include "migrate/receiver.h"
+#include "base/size.h"
 #include "base/socket.h"
 
 namespace fs = std::filesystem;
@@ -56,6 +57,17 @@ int main(int argc, char** argv) {
   app.add_option("--prefetch", host.prefetch_pages, "Pages fetched per refault (the faulting one and those after it)")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
+  std::string host_budget;
+  agiled::PolicyOptions popts;
+  app.add_option("--host-budget", host_budget,
+                 "Memory for all VMs' resident guest RAM, e.g. 2G: above it (or under PSI pressure) cold pages are "
+                 "offloaded in advance to --memd, keeping each VM near its working set + margin");
+  app.add_option("--psi-threshold", popts.psi_threshold_pct,
+                 "PSI memory 'some avg10' (%) that also counts as pressure")
+      ->capture_default_str();
+  app.add_option("--policy-interval-ms", popts.interval_ms, "How often the offload policy looks")->capture_default_str();
+  app.add_option("--tracking-cpu", host.tracking_cpu_pct, "Working-set tracking budget per VM, % of one core")
+      ->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
   app.add_flag("--daemon", daemonize, "Run in the background once ready; log to STATE_DIR/agiled.log");
   CLI11_PARSE(app, argc, argv);
@@ -67,6 +79,12 @@ int main(int argc, char** argv) {
 
   std::error_code ec;
   host.state_dir = fs::absolute(host.state_dir).lexically_normal().string();
+  if (!host_budget.empty()) {
+    auto b = ParseSize(host_budget);
+    if (!b.ok()) return Fail("--host-budget: " + b.status().message());
+    popts.host_budget = *b;
+  }
+  if (!host_budget.empty() && host.memd_addr.empty()) return Fail("--host-budget needs --memd (where cold pages go)");
   if (!host.memd_addr.empty() && !ParseHostPort(host.memd_addr).ok())
     return Fail("--memd: expected HOST:PORT, got '" + host.memd_addr + "'");
   if (host.state_dir.size() > 80) return Fail("--state-dir path too long for unix sockets (max 80 chars)");
@@ -124,7 +142,8 @@ int main(int argc, char** argv) {
 
   std::atomic<bool> shutdown{false};
   agiled::VmManager vms(host);
-  agiled::Api api(&vms, [&] { shutdown = true; });
+  agiled::PressurePolicy policy(&vms, popts);
+  agiled::Api api(&vms, &policy, [&] { shutdown = true; });
   std::string migrate_host = "0.0.0.0";
   if (!listen.empty()) migrate_host = ParseHostPort(listen)->host;
   agiled::ControlServer server(
@@ -134,6 +153,7 @@ int main(int argc, char** argv) {
       [&](UniqueFd conn) { migrate::ReceiveMigration(std::move(conn), &vms, migrate_host); });
   server.Serve(std::move(unix_listen).value());
   if (tcp_listen) server.Serve(std::move(tcp_listen));
+  if (!host.memd_addr.empty()) policy.Start();  // offloading needs a store
   spdlog::info("agiled {} ready: control socket {}{}", host.id, sock_path, listen.empty() ? "" : ", tcp " + listen);
   if (!daemonize) std::cout << "agiled: ready id=" << host.id << " socket=" << sock_path << std::endl;
 
@@ -146,6 +166,7 @@ int main(int argc, char** argv) {
     }
   }
   server.Shutdown();
+  policy.Stop();
   vms.StopAll();
   fs::remove(sock_path, ec);
   fs::remove_all(host.shm_root, ec);

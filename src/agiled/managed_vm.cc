@@ -295,7 +295,7 @@ json ManagedVm::Stat() {
     if (!migration_status_.is_null()) j["migration"] = migration_status_;
   }
   if (qemu_.pid() > 0) j["pid"] = qemu_.pid();
-  j["uptime_s"] = started_ns_ ? static_cast<double>(vm::NowNs() - started_ns_) / 1e9 : 0.0;
+  j["uptime_s"] = UptimeS();
   if (table_) {
     j["pages"] = {{"total", table_->pages()},
                   {"resident", table_->Count(vm::PageState::kResident)},
@@ -378,6 +378,10 @@ uint64_t ManagedVm::WssBytes(double window_s) const {
 }
 
 uint64_t ManagedVm::Refaults() const { return faults_ ? faults_->stats().refault.load() : 0; }
+
+double ManagedVm::UptimeS() const {
+  return started_ns_ ? static_cast<double>(vm::NowNs() - started_ns_) / 1e9 : 0.0;
+}
 
 uint64_t ManagedVm::ResidentBytes() const {
   return table_ ? table_->Count(vm::PageState::kResident) * uffd::kPageSize : 0;

@@ -58,6 +58,7 @@ class ManagedVm {
   // Faults that brought offloaded pages back, since start (policy feedback).
   uint64_t Refaults() const;
   uint64_t ResidentBytes() const;
+  double UptimeS() const;
 
   // --- for migration (src/migrate) ---
   // Tracking scans would take dirty bits a pre-copy needs: a migration stops
