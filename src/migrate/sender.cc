@@ -264,6 +264,17 @@ Status Sender::PrecopyRounds() {
                  sent, secs * 1000, dirty.size(), est_ms);
     pages.swap(dirty);
     if (est_ms <= static_cast<double>(opt_.max_downtime_ms) || pages.size() <= kSmallDirtyPages) break;
+    // The guest dirties its pages as fast as the link moves them: more rounds
+    // only resend the same set. Stop after two rounds without real progress.
+    no_progress_ = (round_ > 1 && pages.size() * 10 >= last_dirty_ * 9) ? no_progress_ + 1 : 0;
+    last_dirty_ = pages.size();
+    if (no_progress_ >= 2) {
+      report_.converged = false;
+      spdlog::warn("vm {}: pre-copy is not converging ({} pages dirty per round at {:.0f} pages/s, target {} ms); "
+                   "stopping the VM for the rest",
+                   report_.vm, pages.size(), rate, opt_.max_downtime_ms);
+      break;
+    }
     if (round_ >= opt_.max_rounds) {
       report_.converged = false;
       spdlog::warn("vm {}: pre-copy did not converge after {} rounds ({} pages still dirty, {:.0f} ms at {:.0f} "

@@ -78,6 +78,8 @@ class Sender {
   bool switched_ = false;
   uint32_t round_ = 0;
   double page_rate_ = 0;  // pages/s achieved by the last full round
+  uint64_t last_dirty_ = 0;  // dirty pages after the previous round
+  int no_progress_ = 0;      // consecutive rounds that did not shrink the dirty set
 
   std::mutex mu_;
   std::condition_variable cv_;

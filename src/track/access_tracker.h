@@ -25,8 +25,9 @@
 // madvise time inside the VM process; MINOR faults on dropped pages are
 // counted per 2 MiB chunk between two drops of that chunk, so the faults one
 // full coverage causes are known exactly however hot pages cluster, and are
-// priced at a measured per-fault cost. Period and slicing adapt so this stays
-// within `cpu_budget_pct` of one core.
+// priced at a measured per-fault cost; the write-protect faults that write
+// tracking costs the guest are counted from the scans. Period and slicing
+// adapt so this stays within `cpu_budget_pct` of one core.
 #pragma once
 
 #include <time.h>
@@ -50,7 +51,7 @@
 namespace agile::track {
 
 struct TrackerOptions {
-  double cpu_budget_pct = 2.0;  // of one core: scans + PTE drops + the MINOR faults they cause
+  double cpu_budget_pct = 2.0;  // of one core: scans, PTE drops, and the faults both cause in the guest
   uint64_t min_period_ms = 1000;
   uint64_t max_period_ms = 60000;
   // Every resident page's PTE is dropped at least once per `read_cycle`
@@ -145,7 +146,8 @@ class AccessTracker : public vm::AccessObserver {
   void HarvestChunk(uint64_t c);
   Status DropSlice(uint32_t epoch, SliceResult* out);
   double FaultCostNs();
-  void Adapt(uint64_t tick_cpu_ns, uint64_t scan_ns, const SliceResult& slice, uint64_t tick_start_ns);
+  void Adapt(uint64_t tick_cpu_ns, uint64_t scan_ns, uint64_t written, const SliceResult& slice,
+             uint64_t tick_start_ns);
   void Run();
 
   vm::PageTable* table_;
