@@ -426,7 +426,10 @@ Status Sender::RunQemuMode() {
   bool post = opt_.mode == MigMode::kQemuPostcopy;
   AGILE_RETURN_IF_ERROR(SetCapabilities(vm_, post ? json{{"postcopy-ram", true}} : json::object()));
   json params = {{"downtime-limit", opt_.max_downtime_ms}};
-  if (opt_.bandwidth > 0) params["max-bandwidth"] = opt_.bandwidth;
+  if (opt_.bandwidth > 0) {
+    params["max-bandwidth"] = opt_.bandwidth;
+    params["max-postcopy-bandwidth"] = opt_.bandwidth;  // post-copy has its own cap
+  }
   AGILE_RETURN_IF_ERROR(vm_->Qmp("migrate-set-parameters", params).status());
   std::string uri = "tcp:" + dest_host_ + ":" + std::to_string(qemu_port_);
   AGILE_RETURN_IF_ERROR(vm_->Qmp("migrate", {{"uri", uri}}).status().Annotate("QMP migrate " + uri));
