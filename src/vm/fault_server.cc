@@ -132,6 +132,9 @@ bool FaultServer::ServeState(uint64_t idx, PageState st, uint64_t page_addr, con
         s = uffd_->Continue(page_addr, uffd::kPageSize);
         if (s.ok()) return true;
         stats_.minor.fetch_sub(1, std::memory_order_relaxed);
+        // The kernel wakes waiters only when CONTINUE maps the page: after
+        // EEXIST (already mapped by a racing fault) the thread must be woken.
+        if (s.code() == Code::kAlreadyExists) s = uffd_->Wake(page_addr, uffd::kPageSize);
       } else {
         s = uffd_->Wake(page_addr, uffd::kPageSize);
       }
@@ -204,7 +207,11 @@ bool FaultServer::ServeOffloaded(uint64_t idx, uint64_t start_ns) {
       continue;
     }
     table_->Set(n, PageState::kResident);
-    if (i > 0) stats_.prefetched.fetch_add(1, std::memory_order_relaxed);
+    if (i > 0) {
+      stats_.prefetched.fetch_add(1, std::memory_order_relaxed);
+      // Brought in beside a refault: young, so no evictor takes it straight back.
+      if (observer_ != nullptr) observer_->OnAccess(n);
+    }
   }
   stats_.refault.fetch_add(1, std::memory_order_relaxed);
   Status w = uffd_->Wake(map_.base + (idx - map_first) * uffd::kPageSize, uffd::kPageSize);
