@@ -75,7 +75,7 @@ class Sender {
   uint64_t t0_ns_ = 0;
   bool paused_ = false;       // we paused the VM (and resume it on abort)
   bool was_running_ = true;   // the VM ran when we stopped it: resume at the destination
-  bool switched_ = false;
+  std::atomic<bool> switched_{false};  // SWITCHOVER sent (read by the demand-serving reader thread)
   uint32_t round_ = 0;
   double page_rate_ = 0;  // pages/s achieved by the last full round
   uint64_t last_dirty_ = 0;  // dirty pages after the previous round
