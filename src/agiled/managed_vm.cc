@@ -155,9 +155,10 @@ Status ManagedVm::TakeOverMemory(int listen_fd, bool incoming, const std::string
   auto tracker = track::AccessTracker::Create(shim_->mapping(), table_.get(), shim_.get(), &faults_->stats(), topts);
   if (tracker.ok()) {
     tracker_ = std::move(tracker).value();
-    tracker_policy_ = std::make_unique<offload::TrackerPolicy>(tracker_.get());
+    tracker_policy_ = std::make_unique<offload::TrackerPolicy>(tracker_.get(), fault_policy_.get());
     policy_ = tracker_policy_.get();
-    faults_->set_access_observer(tracker_.get());
+    observers_ = std::make_unique<offload::FanOutObserver>(tracker_.get(), fault_policy_.get());
+    faults_->set_access_observer(observers_.get());
   } else {
     spdlog::warn("vm {}: no working-set tracking ({}); offload picks least-recently-faulted pages", spec_.name,
                  tracker.status().ToString());

@@ -120,6 +120,7 @@ class ManagedVm {
   std::unique_ptr<offload::LastFaultPolicy> fault_policy_;  // fallback without tracking
   std::unique_ptr<track::AccessTracker> tracker_;            // null for stock VMs or old kernels
   std::unique_ptr<offload::TrackerPolicy> tracker_policy_;
+  std::unique_ptr<offload::FanOutObserver> observers_;     // tracker + fallback both see faults
   offload::VictimPolicy* policy_ = nullptr;                  // the one Offload() uses
   std::unique_ptr<offload::Evictor> evictor_;
   std::mutex offload_mu_;        // one offload at a time

@@ -1,6 +1,7 @@
 #include "offload/victim_policy.h"
 
 #include <algorithm>
+#include <unordered_set>
 
 namespace agile::offload {
 
@@ -21,6 +22,17 @@ std::vector<uint64_t> LastFaultPolicy::Coldest(size_t n) {
   std::partial_sort(resident.begin(), resident.begin() + static_cast<long>(n), resident.end());
   std::vector<uint64_t> out(n);
   for (size_t i = 0; i < n; ++i) out[i] = resident[i].second;
+  return out;
+}
+
+std::vector<uint64_t> TrackerPolicy::Coldest(size_t n) {
+  std::vector<uint64_t> out = tracker_->ColdestResident(n, 0);
+  if (out.size() >= n || fallback_ == nullptr) return out;
+  std::unordered_set<uint64_t> taken(out.begin(), out.end());
+  for (uint64_t idx : fallback_->Coldest(n)) {
+    if (out.size() >= n) break;
+    if (!taken.count(idx)) out.push_back(idx);
+  }
   return out;
 }
 

@@ -39,14 +39,32 @@ class LastFaultPolicy : public VictimPolicy, public vm::AccessObserver {
 };
 
 // Coldest-first by access age from the working-set tracker (reads and writes).
+// The tracker only names pages it knows to be idle; when an offload asks for
+// more than that (a young VM, or a target below the working set), the rest
+// comes from `fallback` in its order.
 class TrackerPolicy : public VictimPolicy {
  public:
-  explicit TrackerPolicy(const track::AccessTracker* tracker) : tracker_(tracker) {}
+  TrackerPolicy(const track::AccessTracker* tracker, VictimPolicy* fallback) : tracker_(tracker), fallback_(fallback) {}
   const char* name() const override { return "coldest-by-access-age"; }
-  std::vector<uint64_t> Coldest(size_t n) override { return tracker_->ColdestResident(n, 0); }
+  std::vector<uint64_t> Coldest(size_t n) override;
 
  private:
   const track::AccessTracker* tracker_;
+  VictimPolicy* fallback_;
+};
+
+// Passes every observed access to two observers (tracker and fallback policy).
+class FanOutObserver : public vm::AccessObserver {
+ public:
+  FanOutObserver(vm::AccessObserver* a, vm::AccessObserver* b) : a_(a), b_(b) {}
+  void OnAccess(uint64_t idx) override {
+    a_->OnAccess(idx);
+    b_->OnAccess(idx);
+  }
+
+ private:
+  vm::AccessObserver* a_;
+  vm::AccessObserver* b_;
 };
 
 }  // namespace agile::offload
