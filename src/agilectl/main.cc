@@ -176,7 +176,7 @@ int main(int argc, char** argv) {
   std::string to, mode = "agile", bandwidth;
   uint64_t max_downtime = 300;
   uint32_t max_rounds = 30;
-  bool cancel = false;
+  bool cancel = false, no_tail = false;
   mig->add_option("name", name, "VM name")->required();
   mig->add_option("--to", to, "Destination agiled HOST:PORT (its --listen address)");
   mig->add_option("--mode", mode,
@@ -187,6 +187,9 @@ int main(int argc, char** argv) {
   mig->add_option("--max-downtime", max_downtime, "Pre-copy downtime target in ms")->capture_default_str();
   mig->add_option("--bandwidth", bandwidth, "Cap on the page stream, e.g. 1gbit, 500mbit, 100M (bytes/s)");
   mig->add_option("--max-rounds", max_rounds, "Pre-copy rounds before stopping the VM regardless")->capture_default_str();
+  mig->add_flag("--no-tail", no_tail,
+                "agile: when pre-copy cannot meet --max-downtime, stop the VM for the dirty rest instead of "
+                "post-copying it from the source (nothing then depends on the source after switchover)");
   mig->add_flag("--cancel", cancel, "Cancel the running migration of NAME (safe before switchover)");
 
   auto* host = app.add_subcommand("host", "The agiled itself");
@@ -265,7 +268,7 @@ int main(int argc, char** argv) {
       }
       op = "vm.migrate";
       args = {{"name", name}, {"to", to}, {"mode", mode}, {"max_downtime_ms", max_downtime},
-              {"bandwidth", bw},  {"max_rounds", max_rounds}};
+              {"bandwidth", bw},  {"max_rounds", max_rounds}, {"postcopy_tail", !no_tail}};
     }
   } else if (info->parsed()) {
     op = "host.info";

@@ -27,6 +27,9 @@ Result<json> Api::Migrate(const std::shared_ptr<ManagedVm>& vm, const json& args
   o.bandwidth = args.value("bandwidth", 0ull);
   o.max_rounds = args.value("max_rounds", 30u);
   if (o.max_rounds < 1 || o.max_rounds > 1000) return InvalidArgument("max_rounds must be 1..1000");
+  if (args.contains("postcopy_tail") && !args["postcopy_tail"].is_boolean())
+    return InvalidArgument("postcopy_tail must be true or false");
+  o.postcopy_tail = args.value("postcopy_tail", true);
   o.progress = progress;
   vm->migration_cancel() = false;
   o.cancel = &vm->migration_cancel();

@@ -37,6 +37,8 @@ class Pager : public vm::RemotePager {
     wire::AppendPageRequest(&f, &idx, 1);
     (void)ch_->Send(f);  // a broken connection surfaces in the receive loop
   }
+  // The page's copy here went stale (agile's post-copy tail): ask again.
+  void Forget(uint64_t idx) { asked_[idx].store(0); }
 
  private:
   Channel* ch_;
@@ -67,6 +69,7 @@ class Receiver {
   agiled::ManagedVm::Memory mem_;
   std::unique_ptr<Pager> pager_;
   bool switch_started_ = false;    // SWITCHOVER received (loop thread only)
+  bool tail_ = false;              // agile: some pages stay at the source past switchover (post-copy tail)
   std::atomic<bool> switched_{false};  // the VM may run here
   bool done_ = false;
   uint64_t pages_received_ = 0;
@@ -194,8 +197,20 @@ Status Receiver::ApplyLocations(const std::vector<uint8_t>& payload) {
           mem_.table->Set(i, r.where == PageWhere::kZero ? vm::PageState::kZero : vm::PageState::kOffloaded);
           break;
         case PageWhere::kAtSource:
-          if (hello_.mode != MigMode::kPostcopy) return Corruption("page left at the source outside post-copy");
-          break;  // stays kRemote (or already arrived)
+          if (hello_.mode == MigMode::kPostcopy) break;  // stays kRemote (or already arrived, current: VM paused)
+          if (hello_.mode != MigMode::kAgile) return Corruption("page left at the source outside post-copy");
+          // Agile's tail: the guest wrote this page after it was sent, so the
+          // copy here is stale. Remote first, then punch (which unmaps it
+          // everywhere): a touch in between asks the source, never sees stale data.
+          tail_ = true;
+          if (st == vm::PageState::kResident) {
+            pager_->Forget(i);
+            mem_.table->Set(i, vm::PageState::kRemote);
+            if (::fallocate(mem_.ram_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(i * kPage),
+                            kPage) != 0)
+              return ErrnoStatus("drop a stale page");
+          }
+          break;
       }
     }
   }
@@ -205,7 +220,7 @@ Status Receiver::ApplyLocations(const std::vector<uint8_t>& payload) {
 
 Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
   AGILE_ASSIGN_OR_RETURN(auto sw, wire::DecodeSwitchover(payload));
-  if (hello_.mode != MigMode::kPostcopy && mem_.table->Count(vm::PageState::kRemote) != 0)
+  if (hello_.mode != MigMode::kPostcopy && !tail_ && mem_.table->Count(vm::PageState::kRemote) != 0)
     return Internal(std::to_string(mem_.table->Count(vm::PageState::kRemote)) + " pages were never placed");
   if (sw.has_token) AGILE_RETURN_IF_ERROR(vm_->AdoptStore(hello_.store_vm_id, sw.epoch, sw.secret));
   switch_started_ = true;
@@ -226,7 +241,7 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
     vm_->MarkRunning();
     spdlog::info("vm {}: running here after {} migration ({} pages received)", spec_.name,
                  wire::MigModeName(hello_.mode), pages_received_);
-    if (hello_.mode != MigMode::kPostcopy) {
+    if (hello_.mode != MigMode::kPostcopy && !tail_) {
       finished_ = true;
       ch_.Shutdown();  // nothing more will come; the loop ends cleanly
     } else {
@@ -251,7 +266,7 @@ Status Receiver::Finish() {
   }
   if (mem_.faults) mem_.faults->set_remote_pager(nullptr);
   vm_->set_migration_status(nullptr);
-  if (hello_.mode == MigMode::kPostcopy || qemu_mode) {
+  if (hello_.mode == MigMode::kPostcopy || tail_ || qemu_mode) {
     std::vector<uint8_t> f;
     wire::AppendEmpty(&f, MigMsg::kDoneAck);
     AGILE_RETURN_IF_ERROR(ch_.Send(f));

@@ -21,6 +21,10 @@ namespace {
 constexpr size_t kPage = 4096;
 constexpr int kPeerTimeoutMs = 120000;  // the destination launching QEMU, or answering SWITCHOVER
 constexpr uint64_t kSmallDirtyPages = 64;
+// Pre-copy rescans for writes this often while a round sends, so a page
+// written since the round began waits for the next round instead of being
+// sent twice.
+constexpr uint64_t kRescanNs = 50'000'000;
 }  // namespace
 
 Sender::Sender(agiled::ManagedVm* vm, std::string host_id, SendOptions opts)
@@ -80,7 +84,7 @@ Report Sender::Run() {
       if (s.ok()) s = SendLocations();
       if (s.ok()) s = DeviceState();
       if (s.ok()) s = Switchover();
-      if (s.ok() && opt_.mode == MigMode::kPostcopy) s = PostcopyPush();
+      if (s.ok() && (opt_.mode == MigMode::kPostcopy || tail_)) s = PostcopyPush();
     }
   }
   if (!s.ok()) {
@@ -158,6 +162,7 @@ void Sender::ReaderLoop() {
     if (type == wire::MigMsg::kPageRequest) {
       if (!wire::DecodePageRequest(payload, &req).ok()) continue;
       // Demand pages first, each with the pages after it (prepaging).
+      std::lock_guard<std::mutex> serve(serve_mu_);
       std::vector<uint64_t> pages;
       for (uint64_t idx : req) {
         for (uint64_t n = idx; n < idx + 1 + opt_.prepage && n < mem_.table->pages(); ++n) {
@@ -227,18 +232,32 @@ Status Sender::SendPages(std::vector<uint64_t> idx, uint32_t round, uint64_t* se
 
 Status Sender::PrecopyRounds() {
   AGILE_ASSIGN_OR_RETURN(track::WriteScanner scanner, track::WriteScanner::Open(mem_.map));
-  std::vector<uint64_t> dirty;
+  const uint64_t npages = mem_.table->pages();
+  // Pages written since the current round began: the next round's scope.
+  std::vector<uint8_t> dirty_bm(npages, 0);
+  std::vector<uint64_t> dirty, scanned;
+  auto collect = [&]() -> Status {
+    scanned.clear();
+    AGILE_RETURN_IF_ERROR(scanner.Scan(&scanned).status());
+    for (uint64_t p : scanned) {
+      if (p < npages && !dirty_bm[p]) {
+        dirty_bm[p] = 1;
+        dirty.push_back(p);
+      }
+    }
+    return Status::Ok();
+  };
   // Baseline: from here on every write is seen by a later scan.
-  AGILE_RETURN_IF_ERROR(scanner.Scan(&dirty).status());
-  dirty.clear();
+  AGILE_RETURN_IF_ERROR(scanner.Scan(&scanned).status());
   // Round 0: what lives here (agile) or everything with data (precopy).
   std::vector<uint64_t> pages;
-  for (uint64_t i = 0; i < mem_.table->pages(); ++i) {
+  for (uint64_t i = 0; i < npages; ++i) {
     vm::PageState st = mem_.table->Get(i);
     if (st == vm::PageState::kResident || st == vm::PageState::kInFlight ||
         (st == vm::PageState::kOffloaded && opt_.mode == MigMode::kPrecopy))
       pages.push_back(i);
   }
+  const bool tail_allowed = opt_.mode == MigMode::kAgile && opt_.postcopy_tail;
   for (;;) {
     AGILE_RETURN_IF_ERROR(CheckCancel());
     {
@@ -246,8 +265,21 @@ Status Sender::PrecopyRounds() {
       if (!peer_status_.ok()) return peer_status_;
     }
     Progress("precopy", pages.size());
-    uint64_t t = vm::NowNs(), sent = 0;
-    AGILE_RETURN_IF_ERROR(SendPages(pages, round_, &sent));
+    uint64_t t = vm::NowNs(), last_scan = t, sent = 0, skipped = 0;
+    std::vector<uint64_t> chunk;
+    for (size_t at = 0; at < pages.size();) {
+      if (vm::NowNs() - last_scan >= kRescanNs) {
+        AGILE_RETURN_IF_ERROR(collect());
+        last_scan = vm::NowNs();
+        AGILE_RETURN_IF_ERROR(CheckCancel());
+      }
+      chunk.clear();
+      for (; at < pages.size() && chunk.size() < 1024; ++at) {
+        if (dirty_bm[pages[at]]) ++skipped;  // written again already: goes next round
+        else chunk.push_back(pages[at]);
+      }
+      AGILE_RETURN_IF_ERROR(SendPages(chunk, round_, &sent));
+    }
     double secs = static_cast<double>(vm::NowNs() - t) / 1e9;
     if (sent > 256 && secs > 0) page_rate_ = static_cast<double>(sent) / secs;
     report_.pages_precopied += sent;
@@ -255,15 +287,29 @@ Status Sender::PrecopyRounds() {
     wire::AppendRound(&f, round_, sent);
     AGILE_RETURN_IF_ERROR(ch_->Send(f));
     ++round_;
+    AGILE_RETURN_IF_ERROR(collect());
+    for (uint64_t p : dirty) dirty_bm[p] = 0;
+    std::sort(dirty.begin(), dirty.end());
+    pages.swap(dirty);
     dirty.clear();
-    AGILE_RETURN_IF_ERROR(scanner.Scan(&dirty).status());
     // The rest must fit the downtime target at the measured page rate.
     double rate = page_rate_ > 0 ? page_rate_ : 20000;
-    double est_ms = static_cast<double>(dirty.size()) / rate * 1000;
-    spdlog::info("vm {}: round {} sent {} pages in {:.0f} ms; {} dirty, {:.0f} ms to send", report_.vm, round_ - 1,
-                 sent, secs * 1000, dirty.size(), est_ms);
-    pages.swap(dirty);
+    double est_ms = static_cast<double>(pages.size()) / rate * 1000;
+    spdlog::info("vm {}: round {} sent {} pages in {:.0f} ms (skipped {} written again); {} dirty, {:.0f} ms to send",
+                 report_.vm, round_ - 1, sent, secs * 1000, skipped, pages.size(), est_ms);
     if (est_ms <= static_cast<double>(opt_.max_downtime_ms) || pages.size() <= kSmallDirtyPages) break;
+    // Agile's hybrid: when the guest writes at least half as many pages as a
+    // round sends, further rounds converge slowly or never; post-copying the
+    // remainder costs one pass over it instead of one per round plus a long
+    // stop-and-copy.
+    if (tail_allowed && (pages.size() * 2 >= sent || round_ >= opt_.max_rounds)) {
+      tail_ = true;
+      report_.converged = false;
+      spdlog::info("vm {}: {} pages were written during round {} ({} sent); they follow after switchover "
+                   "(post-copy tail), cold pages from the swap store",
+                   report_.vm, pages.size(), round_ - 1, sent);
+      break;
+    }
     // The guest dirties its pages as fast as the link moves them: more rounds
     // only resend the same set. Stop after two rounds without real progress.
     no_progress_ = (round_ > 1 && pages.size() * 10 >= last_dirty_ * 9) ? no_progress_ + 1 : 0;
@@ -283,7 +329,8 @@ Status Sender::PrecopyRounds() {
       break;
     }
   }
-  // Pages dirtied in the last round go with the final stop-and-copy.
+  // Pages dirtied in the last round go with the final stop-and-copy (or the
+  // post-copy tail).
   pending_.swap(pages);
   scanner_ = std::make_unique<track::WriteScanner>(std::move(scanner));
   return Status::Ok();
@@ -305,10 +352,20 @@ Status Sender::StopAndCopy() {
     pending_.insert(pending_.end(), last.begin(), last.end());
     std::sort(pending_.begin(), pending_.end());
     pending_.erase(std::unique(pending_.begin(), pending_.end()), pending_.end());
-    uint64_t sent = 0;
-    AGILE_RETURN_IF_ERROR(SendPages(pending_, round_, &sent));
-    report_.pages_precopied += sent;
-    ++round_;
+    if (tail_) {
+      // The remainder stays here until the destination pulls it or the push
+      // brings it. From now on (the VM is paused) what is read is current;
+      // demand pages served before this point are sent again.
+      tail_bm_.assign(mem_.table->pages(), 0);
+      for (uint64_t p : pending_) tail_bm_[p] = 1;
+      std::lock_guard<std::mutex> serve(serve_mu_);
+      for (uint64_t i = 0; i < mem_.table->pages(); ++i) sent_[i].store(tail_bm_[i] ? 0 : 1);
+    } else {
+      uint64_t sent = 0;
+      AGILE_RETURN_IF_ERROR(SendPages(pending_, round_, &sent));
+      report_.pages_precopied += sent;
+      ++round_;
+    }
   }
   report_.rounds = round_;
   return Status::Ok();
@@ -326,7 +383,7 @@ Status Sender::SendLocations() {
     switch (st) {
       case vm::PageState::kZero: w = PageWhere::kZero; ++report_.pages_zero; break;
       case vm::PageState::kResident:
-        w = opt_.mode == MigMode::kPostcopy ? PageWhere::kAtSource : PageWhere::kSent;
+        w = opt_.mode == MigMode::kPostcopy || (tail_ && tail_bm_[i]) ? PageWhere::kAtSource : PageWhere::kSent;
         break;
       case vm::PageState::kOffloaded:
         if (opt_.mode == MigMode::kAgile) {
@@ -392,19 +449,21 @@ Status Sender::Switchover() {
 }
 
 Status Sender::PostcopyPush() {
-  // Everything the destination has not pulled yet, in order, while demand
-  // requests are served in between by the reader thread.
+  // Everything the destination has not pulled yet (post-copy: every page with
+  // data; agile's tail: the dirty remainder), in order, while demand requests
+  // are served in between by the reader thread.
   std::vector<uint64_t> chunk;
   for (uint64_t i = 0; i < mem_.table->pages(); ++i) {
+    if (tail_ && !tail_bm_[i]) continue;
     vm::PageState st = mem_.table->Get(i);
     if (st == vm::PageState::kZero || sent_[i].exchange(1)) continue;
     chunk.push_back(i);
-    if (chunk.size() == 256 || i + 1 == mem_.table->pages()) {
+    if (chunk.size() == 256) {
       uint64_t sent = 0;
       AGILE_RETURN_IF_ERROR(SendPages(chunk, round_, &sent));
       postcopied_.fetch_add(sent);
       chunk.clear();
-      Progress("postcopy-push");
+      Progress(tail_ ? "postcopy-tail" : "postcopy-push");
     }
   }
   uint64_t sent = 0;

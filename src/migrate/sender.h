@@ -34,6 +34,11 @@ struct SendOptions {
   uint64_t bandwidth = 0;          // bytes/s cap on the page stream; 0 = unlimited
   uint32_t max_rounds = 30;
   uint32_t prepage = 8;            // post-copy: pages pushed after each faulted one
+  // agile: when the guest dirties its working set about as fast as the link
+  // moves it, switch over and post-copy the dirty remainder from here instead
+  // of stopping the VM for it (cold pages still come from the swap store).
+  // false: stop-and-copy the remainder however long it takes.
+  bool postcopy_tail = true;
   std::function<void(const nlohmann::json&)> progress;
   std::atomic<bool>* cancel = nullptr;
 };
@@ -79,10 +84,17 @@ class Sender {
   uint32_t round_ = 0;
   double page_rate_ = 0;  // pages/s achieved by the last full round
   uint64_t last_dirty_ = 0;  // dirty pages after the previous round
+  bool tail_ = false;        // agile: the dirty remainder (pending_) is post-copied after switchover
+  std::vector<uint8_t> tail_bm_;  // pending_ as a bitmap, when tail_
   int no_progress_ = 0;      // consecutive rounds that did not shrink the dirty set
 
   std::mutex mu_;
   std::condition_variable cv_;
+  // Held while the reader thread reads and sends demand pages, and while the
+  // post-copy scope is set after the pause: a demand page read before the
+  // pause can never reach the destination after LOCATIONS (where it would
+  // pass for current).
+  std::mutex serve_mu_;
   bool got_ack_ = false, got_done_ack_ = false;
   Status peer_status_;  // ABORT from the destination, or the connection failing
   Status ack_status_;   // what SWITCHOVER_ACK said

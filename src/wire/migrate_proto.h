@@ -13,7 +13,7 @@
 //    (QEMU moves device state itself, x-ignore-shared, to qemu_port)
 //    SWITCHOVER {store token?}        ──▶   adopt token, check every page placed, QMP cont
 //                                     ◀──  SWITCHOVER_ACK {status, message}
-//  post-copy only, after switchover:
+//  post-copy, and agile's post-copy tail (LOCATIONS said "at source"), after switchover:
 //                                     ◀──  PAGE_REQUEST {n, idx*}   (faults, prepaging)
 //    PAGES {...}                      ──▶   UFFDIO_COPY, wake the vCPU
 //    DONE {}                          ──▶   every page is across
