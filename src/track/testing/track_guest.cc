@@ -20,10 +20,6 @@
 //                  tenants' load
 //   quit
 // Other answers: "ok", or "error <why>".
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -37,22 +33,14 @@
 #include <thread>
 #include <vector>
 
+#include "vm/testing/stand_in.h"
+
 namespace {
 
-constexpr size_t kPage = 4096;
+using agile::vm::testing::NowNs;
+using agile::vm::testing::Pattern;
+constexpr size_t kPage = agile::vm::testing::kStandInPage;
 constexpr size_t kWords = kPage / 8;
-
-uint64_t Pattern(uint64_t idx, uint64_t gen, size_t word) {
-  uint64_t x = idx * 0x9E3779B97F4A7C15ULL ^ (gen + 1) * 0xC2B2AE3D27D4EB4FULL ^ word;
-  x ^= x >> 29;
-  return x * 0xBF58476D1CE4E5B9ULL;
-}
-
-uint64_t Now() {
-  return static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-          .count());
-}
 
 struct SchedTimes {
   uint64_t run_ns = 0, wait_ns = 0, sys_ms = 0;
@@ -94,7 +82,7 @@ struct Hot {
 // not always hit the same cache line. Whether an access stores is a cheap
 // hash of (sweep, page), so a W% mix is spread over all pages.
 void Sweep(volatile uint64_t* mem, uint64_t first, uint64_t n, uint32_t write_pct, Hot* h) {
-  uint64_t t0 = Now(), count = 0;
+  uint64_t t0 = NowNs(), count = 0;
   SchedTimes s0 = ThreadTimes();
   for (uint64_t sweep = 0; !h->stop.load(std::memory_order_relaxed); ++sweep) {
     size_t word = sweep % kWords;
@@ -106,7 +94,7 @@ void Sweep(volatile uint64_t* mem, uint64_t first, uint64_t n, uint32_t write_pc
     count += n;
   }
   h->accesses = count;
-  h->ns = Now() - t0;
+  h->ns = NowNs() - t0;
   SchedTimes s1 = ThreadTimes();
   h->times = {s1.run_ns - s0.run_ns, s1.wait_ns - s0.wait_ns, s1.sys_ms - s0.sys_ms};
 }
@@ -114,21 +102,9 @@ void Sweep(volatile uint64_t* mem, uint64_t first, uint64_t n, uint32_t write_pc
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 3) {
-    std::fprintf(stderr, "usage: track_guest RAM_PATH PAGES\n");
-    return 2;
-  }
-  uint64_t pages = std::strtoull(argv[2], nullptr, 10);
-  int fd = ::open(argv[1], O_RDWR | O_CLOEXEC);
-  if (fd < 0) {
-    std::perror("open");
-    return 1;
-  }
-  auto* mem = static_cast<uint64_t*>(::mmap(nullptr, pages * kPage, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
-  if (mem == MAP_FAILED) {
-    std::perror("mmap");
-    return 1;
-  }
+  uint64_t pages = 0;
+  auto* mem = static_cast<uint64_t*>(agile::vm::testing::MapRamFromArgs(argc, argv, "track_guest", &pages));
+  if (mem == nullptr) return 2;
   volatile uint64_t* vmem = mem;
   Hot hot;
   std::cout << "ready" << std::endl;
@@ -168,13 +144,13 @@ int main(int argc, char** argv) {
       std::cout << "ok" << std::endl;
     } else if (cmd == "time") {
       std::vector<uint64_t> lat(std::max<uint64_t>(n, 1));
-      uint64_t t0 = Now();
+      uint64_t t0 = NowNs();
       for (uint64_t i = 0; i < n; ++i) {
-        uint64_t s = Now();
+        uint64_t s = NowNs();
         (void)vmem[(first + i) * kWords];
-        lat[i] = Now() - s;
+        lat[i] = NowNs() - s;
       }
-      uint64_t total = Now() - t0;
+      uint64_t total = NowNs() - t0;
       std::sort(lat.begin(), lat.end());
       std::cout << "ok pages=" << n << " total_ns=" << total << " p50_ns=" << lat[lat.size() / 2]
                 << " p99_ns=" << lat[lat.size() * 99 / 100] << std::endl;

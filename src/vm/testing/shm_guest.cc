@@ -7,10 +7,6 @@
 //   touch      read the first byte of every page once, timing each access:
 //              "ok pages=<n> total_ns=<t> p50_ns=<a> p99_ns=<b>"
 //   quit
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -21,40 +17,20 @@
 #include <string>
 #include <vector>
 
+#include "vm/testing/stand_in.h"
+
 namespace {
 
-constexpr size_t kPage = 4096;
-
-uint64_t Pattern(uint64_t idx, uint64_t gen, size_t word) {
-  uint64_t x = idx * 0x9E3779B97F4A7C15ULL ^ (gen + 1) * 0xC2B2AE3D27D4EB4FULL ^ word;
-  x ^= x >> 29;
-  return x * 0xBF58476D1CE4E5B9ULL;
-}
-
-uint64_t Now() {
-  return static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-          .count());
-}
+using agile::vm::testing::NowNs;
+using agile::vm::testing::Pattern;
+constexpr size_t kPage = agile::vm::testing::kStandInPage;
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 3) {
-    std::fprintf(stderr, "usage: shm_guest RAM_PATH PAGES\n");
-    return 2;
-  }
-  uint64_t pages = std::strtoull(argv[2], nullptr, 10);
-  int fd = ::open(argv[1], O_RDWR | O_CLOEXEC);
-  if (fd < 0) {
-    std::perror("open");
-    return 1;
-  }
-  auto* mem = static_cast<uint8_t*>(::mmap(nullptr, pages * kPage, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
-  if (mem == MAP_FAILED) {
-    std::perror("mmap");
-    return 1;
-  }
+  uint64_t pages = 0;
+  auto* mem = static_cast<uint8_t*>(agile::vm::testing::MapRamFromArgs(argc, argv, "shm_guest", &pages));
+  if (mem == nullptr) return 2;
   std::cout << "ready" << std::endl;
   std::string cmd;
   while (std::cin >> cmd) {
@@ -76,14 +52,14 @@ int main(int argc, char** argv) {
       else std::cout << "bad " << bad << std::endl;
     } else if (cmd == "touch") {
       std::vector<uint64_t> lat(pages);
-      uint64_t t0 = Now();
+      uint64_t t0 = NowNs();
       volatile uint8_t sink = 0;
       for (uint64_t i = 0; i < pages; ++i) {
-        uint64_t a = Now();
+        uint64_t a = NowNs();
         sink = sink + mem[i * kPage];
-        lat[i] = Now() - a;
+        lat[i] = NowNs() - a;
       }
-      uint64_t total = Now() - t0;
+      uint64_t total = NowNs() - t0;
       std::sort(lat.begin(), lat.end());
       std::cout << "ok pages=" << pages << " total_ns=" << total << " p50_ns=" << lat[pages / 2]
                 << " p99_ns=" << lat[pages * 99 / 100] << std::endl;
