@@ -109,7 +109,9 @@ class Run:
                 for host in (("src", "dst") if vm == "mig" else ("src",)):
                     s = self.stat(host, vm, timeout=2)
                     g = (s or {}).get("guest", {})
-                    row[f"{vm}@{host}"] = g.get("ops/s") if s and s.get("state") == "running" else None
+                    # The guest's own last report; "paused" counts like "running" so agiled's
+                    # pause (visible in stat) and QEMU's own (not visible) are sampled alike.
+                    row[f"{vm}@{host}"] = g.get("ops/s") if s and s.get("state") in ("running", "paused") else None
                     if vm == "mig" and s:
                         row[f"mig@{host}_resident"] = (s.get("pages") or {}).get("resident")
             rows.append(row)

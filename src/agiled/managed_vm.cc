@@ -121,6 +121,7 @@ Status ManagedVm::Start(bool incoming, const std::string& store_vm_id) {
   qmp_ = std::make_unique<qemu::QmpClient>(std::move(qmp).value());
   monitor_wake_.Reset(::eventfd(0, EFD_CLOEXEC));
   state_ = incoming ? kIncoming : kRunning;
+  guest_paused_ = incoming;  // -incoming: QEMU runs the guest only after the migration's cont
   monitor_ = std::thread([this] { Monitor(); });
   return Status::Ok();
 }
@@ -196,7 +197,13 @@ void ManagedVm::Monitor() {
 Result<json> ManagedVm::Qmp(const std::string& cmd, const json& args) {
   std::lock_guard<std::mutex> l(qmp_mu_);
   if (!qmp_) return Unavailable("no QMP connection");
-  return qmp_->Execute(cmd, args);
+  auto r = qmp_->Execute(cmd, args);
+  if (r.ok()) {
+    if (cmd == "stop") guest_paused_ = true;
+    else if (cmd == "cont") guest_paused_ = false;
+    else if (cmd == "query-status") guest_paused_ = !r->value("running", true);
+  }
+  return r;
 }
 
 Status ManagedVm::Stop(int timeout_ms) {
@@ -285,7 +292,7 @@ json ManagedVm::GuestStatus() const {
 json ManagedVm::Stat() {
   json j;
   j["name"] = spec_.name;
-  j["state"] = state();
+  j["state"] = state_ == kRunning && guest_paused_ ? "paused" : state();
   j["memory_bytes"] = spec_.memory_bytes;
   j["workload"] = spec_.workload;
   j["spec"] = spec_.ToJson();

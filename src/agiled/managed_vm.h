@@ -127,6 +127,10 @@ class ManagedVm {
   std::mutex offload_stats_mu_;  // guards offload_total_ (Stat must not wait for an offload)
   offload::EvictReport offload_total_;
   std::mutex qmp_mu_;
+  // The guest's vCPUs are stopped (vm pause, a migration's stop-and-copy, an
+  // incoming VM not yet resumed): "paused" in stat. Follows the QMP commands
+  // that change or report it.
+  std::atomic<bool> guest_paused_{false};
   std::unique_ptr<qemu::QmpClient> qmp_;
   std::thread monitor_;
   UniqueFd monitor_wake_;

@@ -206,6 +206,7 @@ TEST_F(MigrationTest, PausedVmArrivesByteForByteIdentical) {
     std::string vm = std::string("p-") + mode;
     StartVm(*a_, vm, "memverify", {{"size_mib", "128"}, {"rate", "500"}});
     ASSERT_TRUE(a_->Call("vm.pause", {{"name", vm}}).ok());
+    EXPECT_EQ(Stat(*a_, vm)["state"], "paused");
     std::string src = ReadFile("/dev/shm/agile/agile-it-mig-a/" + vm + "/ram");
     ASSERT_EQ(src.size(), 512ull << 20);
     auto r = Migrate(*a_, port_b_, vm, mode);
@@ -217,6 +218,7 @@ TEST_F(MigrationTest, PausedVmArrivesByteForByteIdentical) {
       if (src.compare(p, 4096, dst, p, 4096) != 0) ++differing;
     EXPECT_EQ(differing, 0u) << "pages differ between source and destination";
     // It stays paused there, then resumes intact.
+    EXPECT_EQ(Stat(*b_, vm)["state"], "paused");
     ASSERT_TRUE(b_->Call("vm.resume", {{"name", vm}}).ok());
     ExpectIntact(*b_, vm, 4);
     ASSERT_TRUE(b_->Call("vm.stop", {{"name", vm}}).ok());
