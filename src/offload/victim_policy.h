@@ -39,9 +39,11 @@ class LastFaultPolicy : public VictimPolicy, public vm::AccessObserver {
 };
 
 // Coldest-first by access age from the working-set tracker (reads and writes).
-// The tracker only names pages it knows to be idle; when an offload asks for
-// more than that (a young VM, or a target below the working set), the rest
-// comes from `fallback` in its order.
+// The tracker only names pages it knows to be idle, and only those idle for
+// two of its read-coverage cycles: a page dropped a moment ago has had no
+// chance to show it is in use. When an offload asks for more than that (a
+// young VM, or a target below the working set), the rest comes from
+// `fallback` in its order.
 class TrackerPolicy : public VictimPolicy {
  public:
   TrackerPolicy(const track::AccessTracker* tracker, VictimPolicy* fallback) : tracker_(tracker), fallback_(fallback) {}
