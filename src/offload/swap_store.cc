@@ -63,6 +63,12 @@ Status SwapStore::Claim() {
 }
 
 Status SwapStore::Fetch(std::span<const uint64_t> idx, uint8_t* out, uint8_t* present) {
+  // An incoming VM's cold pages belong to the source until switchover hands
+  // over the token; QEMU loading device state may touch one before that.
+  // Asking memd now would only be refused: the vCPU waits and retries.
+  if (!claimed())
+    return Status(Code::kPermissionDenied,
+                  "the VM's swap-store pages are not this host's yet (incoming migration before switchover)");
   std::lock_guard<std::mutex> l(fault_conn_.mu);
   AGILE_ASSIGN_OR_RETURN(memd::MemdClient * c, Client(fault_conn_, true));
   std::vector<uint8_t*> outs(idx.size());
