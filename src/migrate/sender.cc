@@ -354,12 +354,9 @@ Status Sender::StopAndCopy() {
     pending_.erase(std::unique(pending_.begin(), pending_.end()), pending_.end());
     if (tail_) {
       // The remainder stays here until the destination pulls it or the push
-      // brings it. From now on (the VM is paused) what is read is current;
-      // demand pages served before this point are sent again.
+      // brings it (SendLocations marks it for both ends).
       tail_bm_.assign(mem_.table->pages(), 0);
       for (uint64_t p : pending_) tail_bm_[p] = 1;
-      std::lock_guard<std::mutex> serve(serve_mu_);
-      for (uint64_t i = 0; i < mem_.table->pages(); ++i) sent_[i].store(tail_bm_[i] ? 0 : 1);
     } else {
       uint64_t sent = 0;
       AGILE_RETURN_IF_ERROR(SendPages(pending_, round_, &sent));
@@ -372,6 +369,16 @@ Status Sender::StopAndCopy() {
 }
 
 Status Sender::SendLocations() {
+  // Agile's tail: pages the destination now holds stale copies of become
+  // "at source" there and are sent (again) from here. Demand serving waits
+  // from resetting what was sent until LOCATIONS is on the wire: a page it
+  // sent in between would arrive before LOCATIONS, be discarded as stale
+  // there, and count as sent here - never to be sent again.
+  std::unique_lock<std::mutex> serve(serve_mu_, std::defer_lock);
+  if (tail_) {
+    serve.lock();
+    for (uint64_t i = 0; i < mem_.table->pages(); ++i) sent_[i].store(tail_bm_[i] ? 0 : 1);
+  }
   std::vector<wire::MigRun> runs;
   for (uint64_t i = 0; i < mem_.table->pages(); ++i) {
     vm::PageState st = mem_.table->Get(i);
