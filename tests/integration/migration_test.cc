@@ -134,12 +134,15 @@ TEST_F(MigrationTest, AgilePostcopiesTheDirtyRemainderWhenPrecopyCannotConverge)
   // pre-copy cannot converge, so agile switches over after the first round
   // and pulls the pages written since from the source.
   StartVm(*a_, "mv", "memverify", {{"size_mib", "128"}, {"rate", "8000"}});
+  // Some cold pages in the store too: they must come from there, the tail from the source.
+  ASSERT_TRUE(a_->Call("vm.offload", {{"name", "mv"}, {"resident_bytes", 200ull << 20}}).ok());
   auto r = Migrate(*a_, port_b_, "mv", "agile", {{"bandwidth", 25ull << 20}, {"max_downtime_ms", 100}});
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   std::printf("with tail: %s\n", r->dump().c_str());
   EXPECT_EQ((*r)["converged"], false) << r->dump();
   EXPECT_GT((*r)["pages_postcopied"].get<uint64_t>(), 1000u) << r->dump();
   EXPECT_LE((*r)["rounds"].get<uint32_t>(), 2u) << r->dump();
+  EXPECT_GT((*r)["pages_from_store"].get<uint64_t>(), 0u) << r->dump();
   ExpectGoneFrom(*a_, "agile-it-mig-a", "mv");
   ExpectIntact(*b_, "mv", 8);
 
