@@ -6,11 +6,17 @@
 //   4. PUT the rest to memd; only once it is stored...
 //   5. punch the holes in the RAM file and publish kOffloaded / kZero
 // A failed PUT puts the batch back to kResident (data never left the file).
+//
+// Batches are pipelined: while one batch's PUT is in flight (on a helper
+// thread), the next batch is claimed, has its PTEs dropped and is read out.
+// The order above holds for every page; only different batches overlap, and
+// a batch is punched and published only after its own PUT is acknowledged.
 // Not thread-safe: one offload at a time per VM (callers serialise).
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "base/status.h"
 #include "offload/swap_store.h"
@@ -37,10 +43,22 @@ class Evictor {
 
   // Offloads coldest-first until at most target_pages are resident.
   Result<EvictReport> EvictTo(uint64_t target_pages, VictimPolicy* policy);
-  // Offloads exactly these pages (those still resident).
+  // Offloads exactly these pages (those still resident), in pipelined
+  // batches. On error, the batches finished before it stay offloaded (and
+  // are in *report); the failed one and any after it are resident again.
   Status EvictPages(std::vector<uint64_t> victims, EvictReport* report);
 
  private:
+  struct Batch;
+  // Steps 1-3 for one batch. On error the batch's pages are resident again.
+  Status Prepare(std::vector<uint64_t> victims, Batch* b);
+  // Step 5 for a batch whose PUT returned put_status (or puts it back).
+  Status Finish(Batch* b, const Status& put_status, EvictReport* report);
+  void PutBack(const Batch& b);
+
+  // Read buffers of finished batches, reused so each batch does not fault in
+  // 8 MiB of fresh memory.
+  std::vector<std::vector<uint8_t>> spare_bufs_;
   int ram_fd_;
   vm::PageTable* table_;
   vm::ShimLink* shim_;

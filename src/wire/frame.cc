@@ -4,6 +4,7 @@
 #include <xxhash.h>
 
 #include <cstdio>
+#include <new>
 
 #include "base/io.h"
 #include "wire/codec.h"
@@ -11,18 +12,34 @@
 namespace agile::wire {
 namespace {
 
-uint32_t Checksum(const uint8_t* header12, const uint8_t* payload, size_t len) {
-  uint32_t seed = XXH32(header12, 12, 0);
-  return XXH32(payload, len, seed);
-}
-
 std::string Hex32(uint32_t v) {
   char b[16];
   std::snprintf(b, sizeof(b), "0x%08x", v);
   return b;
 }
 
+XXH3_state_t* State(unsigned char* storage) { return reinterpret_cast<XXH3_state_t*>(storage); }
+
 }  // namespace
+
+uint32_t FrameChecksum(const uint8_t* header12, const uint8_t* payload, size_t len) {
+  XXH64_hash_t seed = XXH3_64bits(header12, 12);
+  return static_cast<uint32_t>(XXH3_64bits_withSeed(payload, len, seed));
+}
+
+FrameHasher::FrameHasher(const uint8_t* header12) {
+  static_assert(sizeof(XXH3_state_t) <= sizeof(state_) && alignof(XXH3_state_t) <= 64,
+                "FrameHasher::state_ must hold an XXH3_state_t");
+  XXH3_state_t* st = new (state_) XXH3_state_t;
+  XXH3_INITSTATE(st);
+  XXH3_64bits_reset_withSeed(st, XXH3_64bits(header12, 12));
+}
+
+void FrameHasher::Update(const uint8_t* p, size_t n) { XXH3_64bits_update(State(state_), p, n); }
+
+uint32_t FrameHasher::Digest() const {
+  return static_cast<uint32_t>(XXH3_64bits_digest(reinterpret_cast<const XXH3_state_t*>(state_)));
+}
 
 void AppendFrame(std::vector<uint8_t>* out, uint32_t magic, uint16_t version, uint16_t type,
                  const uint8_t* payload, size_t len) {
@@ -32,7 +49,7 @@ void AppendFrame(std::vector<uint8_t>* out, uint32_t magic, uint16_t version, ui
   e.U16(version);
   e.U16(type);
   e.U32(static_cast<uint32_t>(len));
-  e.U32(Checksum(out->data() + start, payload, len));
+  e.U32(FrameChecksum(out->data() + start, payload, len));
   out->insert(out->end(), payload, payload + len);
 }
 
@@ -56,7 +73,7 @@ Result<FrameHeader> DecodeFrameHeader(const uint8_t* bytes, uint32_t magic, uint
 }
 
 Status VerifyFrame(const uint8_t* header_bytes, const FrameHeader& h, const uint8_t* payload) {
-  uint32_t want = Checksum(header_bytes, payload, h.length);
+  uint32_t want = FrameChecksum(header_bytes, payload, h.length);
   if (want != h.checksum)
     return Corruption("frame checksum mismatch: got " + Hex32(h.checksum) + ", computed " + Hex32(want));
   return Status::Ok();
