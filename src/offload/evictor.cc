@@ -1,6 +1,8 @@
 #include "offload/evictor.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 
 #include <spdlog/spdlog.h>
 
@@ -11,7 +13,6 @@
 #include <system_error>
 #include <vector>
 
-#include "base/io.h"
 #include "store/memd_proto.h"
 
 namespace agile::offload {
@@ -55,10 +56,25 @@ std::vector<Run> Runs(const std::vector<uint64_t>& sorted, uint64_t merge_gap) {
 // One batch between its claim and its publication.
 struct Evictor::Batch {
   std::vector<uint64_t> claimed;     // kInFlight, sorted
-  std::vector<uint8_t> buf;          // their bytes, in `claimed` order
-  std::vector<memd::PageRef> data;   // pages to store (point into buf)
+  std::vector<memd::PageRef> data;   // pages to store (point into the RAM mapping)
   std::vector<uint64_t> zero;        // all-zero pages: marked, never sent
 };
+
+Evictor::~Evictor() {
+  if (ram_ != nullptr) ::munmap(const_cast<uint8_t*>(ram_), ram_len_);
+}
+
+Status Evictor::MapRam() {
+  if (ram_ != nullptr) return Status::Ok();
+  struct stat st {};
+  if (::fstat(ram_fd_, &st) != 0) return ErrnoStatus("fstat guest RAM file");
+  if (st.st_size <= 0) return Internal("guest RAM file is empty");
+  void* p = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_SHARED, ram_fd_, 0);
+  if (p == MAP_FAILED) return ErrnoStatus("map guest RAM file for offload");
+  ram_ = static_cast<const uint8_t*>(p);
+  ram_len_ = static_cast<size_t>(st.st_size);
+  return Status::Ok();
+}
 
 Result<EvictReport> Evictor::EvictTo(uint64_t target_pages, VictimPolicy* policy) {
   EvictReport r;
@@ -102,31 +118,26 @@ Status Evictor::Prepare(std::vector<uint64_t> victims, Batch* b) {
     if (!s.ok()) return put_back(s.Annotate("drop PTEs before offload"));
   }
   // 3. read out, split zero pages from data pages
-  if (!spare_bufs_.empty()) {
-    b->buf = std::move(spare_bufs_.back());
-    spare_bufs_.pop_back();
-  }
-  b->buf.resize(b->claimed.size() * kPage);
+  if (Status s = MapRam(); !s.ok()) return put_back(s);
   b->data.clear();
   b->zero.clear();
-  size_t at = 0;
   for (const Run& run : Runs(b->claimed, 0)) {
-    uint8_t* p = b->buf.data() + at * kPage;
-    Status s = PreadFull(ram_fd_, p, run.count * kPage, static_cast<off_t>(run.first * kPage));
-    if (!s.ok()) return put_back(s.Annotate("read guest RAM"));
+    if ((run.first + run.count) * kPage > ram_len_) return put_back(Internal("page past the end of the RAM file"));
+    const uint8_t* p = ram_ + run.first * kPage;
+    // One call maps the run instead of a fault per page; where the kernel
+    // lacks it, the reads below fault the pages in one by one.
+    (void)::madvise(const_cast<uint8_t*>(p), run.count * kPage, MADV_POPULATE_READ);
     for (uint64_t i = 0; i < run.count; ++i) {
       const uint8_t* page = p + i * kPage;
       if (AllZero(page)) b->zero.push_back(run.first + i);
       else b->data.push_back({run.first + i, page});
     }
-    at += run.count;
   }
   return Status::Ok();
 }
 
 Status Evictor::Finish(Batch* b, const Status& put_status, EvictReport* report) {
   auto done = [&](Status st) {
-    spare_bufs_.push_back(std::move(b->buf));
     b->claimed.clear();
     return st;
   };
@@ -184,7 +195,6 @@ Status Evictor::EvictPages(std::vector<uint64_t> victims, EvictReport* report) {
       // Stop at the first failure; a batch already prepared goes back.
       if (!next->claimed.empty()) {
         PutBack(*next);
-        spare_bufs_.push_back(std::move(next->buf));
         next->claimed.clear();
       }
       break;

@@ -2,7 +2,9 @@
 // write (invariant 3). For each batch of victims:
 //   1. claim them: kResident -> kInFlight (faults on them now wait)
 //   2. drop their PTEs inside QEMU through the shim (any access now faults)
-//   3. read them from the RAM file; all-zero pages are only marked, never sent
+//   3. read them from the RAM file (through a read-only mapping of it, so the
+//      PUT sends straight from the page cache); all-zero pages are only
+//      marked, never sent
 //   4. PUT the rest to memd; only once it is stored...
 //   5. punch the holes in the RAM file and publish kOffloaded / kZero
 // A failed PUT puts the batch back to kResident (data never left the file).
@@ -40,6 +42,9 @@ class Evictor {
  public:
   Evictor(int ram_fd, vm::PageTable* table, vm::ShimLink* shim, vm::FaultServer* faults, SwapStore* store)
       : ram_fd_(ram_fd), table_(table), shim_(shim), faults_(faults), store_(store) {}
+  ~Evictor();
+  Evictor(const Evictor&) = delete;
+  Evictor& operator=(const Evictor&) = delete;
 
   // Offloads coldest-first until at most target_pages are resident.
   Result<EvictReport> EvictTo(uint64_t target_pages, VictimPolicy* policy);
@@ -55,10 +60,15 @@ class Evictor {
   // Step 5 for a batch whose PUT returned put_status (or puts it back).
   Status Finish(Batch* b, const Status& put_status, EvictReport* report);
   void PutBack(const Batch& b);
+  // Maps the RAM file read-only on first use.
+  Status MapRam();
 
-  // Read buffers of finished batches, reused so each batch does not fault in
-  // 8 MiB of fresh memory.
-  std::vector<std::vector<uint8_t>> spare_bufs_;
+  // The RAM file, mapped read-only and shared: a claimed page is read (and
+  // sent) from here, not copied out first. Its bytes cannot change while the
+  // page is claimed (the guest has no PTE and its fault waits), and the punch
+  // that ends the claim also removes our PTEs.
+  const uint8_t* ram_ = nullptr;
+  size_t ram_len_ = 0;
   int ram_fd_;
   vm::PageTable* table_;
   vm::ShimLink* shim_;

@@ -8,6 +8,7 @@
 
 #include "base/io.h"
 #include "wire/codec.h"
+#include "wire/xxh3_avx2.h"
 
 namespace agile::wire {
 namespace {
@@ -20,10 +21,22 @@ std::string Hex32(uint32_t v) {
 
 XXH3_state_t* State(unsigned char* storage) { return reinterpret_cast<XXH3_state_t*>(storage); }
 
+// Same hash either way; the AVX2 build is about twice as fast on pages.
+// Asked on first use, not in a static initialiser: the shim's code may run
+// before constructors have, and the CPU probe must be initialised explicitly.
+bool HaveAvx2() {
+  static const bool have = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") != 0;
+  }();
+  return have;
+}
+
 }  // namespace
 
 uint32_t FrameChecksum(const uint8_t* header12, const uint8_t* payload, size_t len) {
   XXH64_hash_t seed = XXH3_64bits(header12, 12);
+  if (HaveAvx2()) return static_cast<uint32_t>(avx2::Xxh3Seeded(payload, len, seed));
   return static_cast<uint32_t>(XXH3_64bits_withSeed(payload, len, seed));
 }
 
@@ -35,9 +48,13 @@ FrameHasher::FrameHasher(const uint8_t* header12) {
   XXH3_64bits_reset_withSeed(st, XXH3_64bits(header12, 12));
 }
 
-void FrameHasher::Update(const uint8_t* p, size_t n) { XXH3_64bits_update(State(state_), p, n); }
+void FrameHasher::Update(const uint8_t* p, size_t n) {
+  if (HaveAvx2()) avx2::Xxh3Update(state_, p, n);
+  else XXH3_64bits_update(State(state_), p, n);
+}
 
 uint32_t FrameHasher::Digest() const {
+  if (HaveAvx2()) return static_cast<uint32_t>(avx2::Xxh3Digest(state_));
   return static_cast<uint32_t>(XXH3_64bits_digest(reinterpret_cast<const XXH3_state_t*>(state_)));
 }
 
