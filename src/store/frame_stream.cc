@@ -84,6 +84,70 @@ Result<Frame> FrameReader::Next() {
   return Frame{h, head + wire::kFrameHeaderSize};
 }
 
+Result<FramePrefix> FrameReader::Peek(size_t want) {
+  while (Buffered() < wire::kFrameHeaderSize) AGILE_RETURN_IF_ERROR(RecvSome(true));
+  AGILE_ASSIGN_OR_RETURN(
+      wire::FrameHeader h, wire::DecodeFrameHeader(buf_.data() + begin_, magic_, version_, max_payload_));
+  size_t len = std::min<size_t>(want, h.length);
+  size_t need = wire::kFrameHeaderSize + len;
+  Reserve(need);
+  // Small receives here (want is small): one recv() brings what has arrived,
+  // often the whole frame, and whatever follows the prefix is copied out of
+  // the buffer by ReceiveRest.
+  while (Buffered() < need) AGILE_RETURN_IF_ERROR(RecvSome(true));
+  return FramePrefix{h, buf_.data() + begin_ + wire::kFrameHeaderSize, len};
+}
+
+Status FrameReader::ReceiveRest(const FramePrefix& p, std::span<const iovec> rest) {
+  size_t want = 0;
+  for (const iovec& v : rest) want += v.iov_len;
+  if (p.len + want != p.header.length)
+    return Internal("ReceiveRest: " + std::to_string(want) + " bytes of room for the " +
+                    std::to_string(p.header.length - p.len) + " that remain");
+  const uint8_t* head = buf_.data() + begin_;
+  wire::FrameHasher hasher(head);
+  hasher.Update(p.payload, p.len);
+  // What is already buffered beyond the prefix is copied; the rest is
+  // received straight into place, all of it in one blocking call.
+  size_t from_buf = std::min(want, Buffered() - wire::kFrameHeaderSize - p.len);
+  const uint8_t* src = p.payload + p.len;
+  std::vector<iovec> todo;
+  todo.reserve(rest.size());
+  for (const iovec& v : rest) {
+    size_t take = std::min(from_buf, v.iov_len);
+    if (take > 0) std::memcpy(v.iov_base, src, take);
+    src += take;
+    from_buf -= take;
+    if (take < v.iov_len) todo.push_back({static_cast<uint8_t*>(v.iov_base) + take, v.iov_len - take});
+  }
+  begin_ = static_cast<size_t>(src - buf_.data());
+  // Unless the frame was complete in the buffer, the buffer is now empty, so
+  // the next bytes on the socket are the rest of this frame.
+  size_t k = 0;
+  while (k < todo.size()) {
+    msghdr m{};
+    m.msg_iov = todo.data() + k;
+    m.msg_iovlen = todo.size() - k;
+    ssize_t r = ::recvmsg(fd_, &m, MSG_WAITALL);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus("recv");
+    }
+    if (r == 0) return Corruption("connection closed mid-frame");
+    auto done = static_cast<size_t>(r);
+    while (k < todo.size() && done >= todo[k].iov_len) done -= todo[k++].iov_len;
+    if (done > 0) {
+      todo[k].iov_base = static_cast<uint8_t*>(todo[k].iov_base) + done;
+      todo[k].iov_len -= done;
+    }
+  }
+  for (const iovec& v : rest) hasher.Update(static_cast<const uint8_t*>(v.iov_base), v.iov_len);
+  if (uint32_t got = hasher.Digest(); got != p.header.checksum)
+    return Corruption("frame checksum mismatch: got " + std::to_string(p.header.checksum) + ", computed " +
+                      std::to_string(got));
+  return Status::Ok();
+}
+
 Status SendAll(int fd, const uint8_t* p, size_t n) {
   size_t done = 0;
   while (done < n) {

@@ -3,9 +3,12 @@
 // A FrameReader belongs to one thread; it does not own the fd.
 #pragma once
 
+#include <sys/uio.h>
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "base/status.h"
@@ -18,6 +21,13 @@ struct Frame {
   const uint8_t* payload = nullptr;  // header.length bytes, valid until the next Next()/ReadAvailable()
 };
 
+// The header and first bytes of a frame not yet consumed (see Peek).
+struct FramePrefix {
+  wire::FrameHeader header;
+  const uint8_t* payload = nullptr;  // the first `len` payload bytes, NOT yet verified
+  size_t len = 0;                    // min(asked, header.length)
+};
+
 class FrameReader {
  public:
   FrameReader(int fd, uint32_t magic, uint16_t version, uint32_t max_payload);
@@ -28,6 +38,19 @@ class FrameReader {
   // kUnsupported: another protocol version. After an error the stream is
   // out of sync: close it.
   Result<Frame> Next();
+
+  // Reading a frame in two steps, so the bulk of a large payload lands in its
+  // final place (the caller's buffers) instead of being received here and
+  // copied again. Peek blocks until the next frame's header (checked as in
+  // Next) and its first min(want, length) payload bytes are buffered, and
+  // consumes nothing: Next() may still follow. The prefix is unverified: use
+  // it only to decide where the rest goes.
+  Result<FramePrefix> Peek(size_t want);
+  // After Peek(want) returned p: receives the remaining header.length - p.len
+  // payload bytes into `rest` (whose sizes must add up to exactly that),
+  // verifies the checksum over the whole payload, and consumes the frame.
+  // Errors as Next(); after one, `rest` holds unspecified bytes.
+  Status ReceiveRest(const FramePrefix& p, std::span<const iovec> rest);
 
   // True when Next() will not block: a whole frame is buffered.
   bool HasFrame() const;

@@ -80,6 +80,74 @@ TEST(FrameStream, ReadsLargeFrameArrivingInPieces) {
   writer.join();
 }
 
+// Two large frames arriving in odd pieces: the first is read with Peek and
+// ReceiveRest into scattered buffers, the second with Next, so the bytes of
+// the second that the first's receive may have buffered are not lost.
+TEST(FrameStream, ReceiveRestScattersTheRestAndKeepsTheNextFrame) {
+  std::vector<uint8_t> payload(300000);
+  for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<uint8_t>(i * 7 + i / 251);
+  std::vector<uint8_t> bytes = wire::MakeFrame(kMagic, kVersion, 9, payload);
+  std::vector<uint8_t> second = wire::MakeFrame(kMagic, kVersion, 10, std::vector<uint8_t>(5000, 0x5a));
+  bytes.insert(bytes.end(), second.begin(), second.end());
+  Pair p = SocketPair();
+  std::thread writer([&] {
+    for (size_t off = 0; off < bytes.size(); off += 7001)
+      ASSERT_TRUE(SendAll(p.a.get(), bytes.data() + off, std::min<size_t>(7001, bytes.size() - off)).ok());
+  });
+  FrameReader r(p.b.get(), kMagic, kVersion, kMaxPayload);
+  auto pre = r.Peek(100);
+  ASSERT_TRUE(pre.ok()) << pre.status().ToString();
+  EXPECT_EQ(pre->len, 100u);
+  EXPECT_EQ(pre->header.type, 9);
+  EXPECT_EQ(std::memcmp(pre->payload, payload.data(), 100), 0);
+  // Uneven pieces: 1 byte, then 4096-byte pages, then the tail.
+  std::vector<uint8_t> one(1), pages(73 * 4096), tail(payload.size() - 100 - 1 - pages.size());
+  std::vector<iovec> iov = {{one.data(), one.size()}, {pages.data(), pages.size()}, {tail.data(), tail.size()}};
+  ASSERT_TRUE(r.ReceiveRest(*pre, iov).ok());
+  std::vector<uint8_t> got(payload.begin(), payload.begin() + 100);
+  for (const auto* v : {&one, &pages, &tail}) got.insert(got.end(), v->begin(), v->end());
+  EXPECT_EQ(got, payload);
+  auto f = r.Next();
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  EXPECT_EQ(f->header.type, 10);
+  EXPECT_EQ(f->header.length, 5000u);
+  writer.join();
+}
+
+// A frame already whole in the buffer is copied out of it, and a corrupted
+// byte in the scattered part fails the checksum.
+TEST(FrameStream, ReceiveRestChecksTheChecksum) {
+  std::vector<uint8_t> payload(20000, 0x33);
+  for (bool corrupt : {false, true}) {
+    std::vector<uint8_t> bytes = wire::MakeFrame(kMagic, kVersion, 9, payload);
+    if (corrupt) bytes[wire::kFrameHeaderSize + 15000] ^= 0x01;
+    Pair p = SocketPair();
+    ASSERT_TRUE(SendAll(p.a.get(), bytes.data(), bytes.size()).ok());
+    FrameReader r(p.b.get(), kMagic, kVersion, kMaxPayload);
+    auto pre = r.Peek(10);
+    ASSERT_TRUE(pre.ok());
+    std::vector<uint8_t> rest(payload.size() - 10);
+    std::vector<iovec> iov = {{rest.data(), rest.size()}};
+    Status st = r.ReceiveRest(*pre, iov);
+    EXPECT_EQ(st.code(), corrupt ? Code::kCorruption : Code::kOk) << st.ToString();
+    if (!corrupt) {
+      EXPECT_EQ(rest, std::vector<uint8_t>(payload.begin() + 10, payload.end()));
+    }
+  }
+}
+
+TEST(FrameStream, ReceiveRestRefusesRoomThatDoesNotFit) {
+  std::vector<uint8_t> bytes = wire::MakeFrame(kMagic, kVersion, 9, std::vector<uint8_t>(100, 1));
+  Pair p = SocketPair();
+  ASSERT_TRUE(SendAll(p.a.get(), bytes.data(), bytes.size()).ok());
+  FrameReader r(p.b.get(), kMagic, kVersion, kMaxPayload);
+  auto pre = r.Peek(10);
+  ASSERT_TRUE(pre.ok());
+  std::vector<uint8_t> rest(89);
+  std::vector<iovec> iov = {{rest.data(), rest.size()}};
+  EXPECT_EQ(r.ReceiveRest(*pre, iov).code(), Code::kInternal);
+}
+
 TEST(FrameStream, RejectsBadMagic) {
   auto f = StatFrame(1);
   f[0] ^= 0xff;

@@ -61,7 +61,46 @@ Status MemdClient::ReadOne(MsgType type, uint64_t id, size_t i, const Handle& ha
   return Status::Ok();
 }
 
-Status MemdClient::Pipeline(MsgType type, size_t n, const Encode& encode, const Handle& handle) {
+Status MemdClient::ReadGetReply(uint64_t id, std::span<uint8_t* const> out, std::span<uint8_t> present,
+                                const Handle& handle, size_t i, Status* refusal) {
+  // An ok GET reply is: id u64 | status u16 = 0 | message str = "" (u32 0) |
+  // count u32 | count flags | present pages. Peek at everything before the
+  // pages; when it is that well-formed reply, receive the pages into out[]
+  // (copying what is already buffered) and set present[] only once the
+  // checksum holds. Anything else (an error response, a malformed reply, no
+  // page present) takes the ordinary path, whose checks and messages apply
+  // unchanged.
+  const size_t count = out.size();
+  const size_t head_len = 8 + 2 + 4 + 4 + count;
+  auto p = reader_.Peek(head_len);
+  if (!p.ok()) return Broken(p.status());
+  bool fast = p->header.type == ResponseType(MsgType::kGet) && p->len == head_len && p->header.length > head_len;
+  size_t n_present = 0;
+  if (fast) {
+    wire::Decoder d(p->payload, p->len);
+    fast = d.U64() == id && d.U16() == 0 && d.U32() == 0 && d.U32() == count;
+    const uint8_t* flags = p->payload + (head_len - count);
+    for (size_t k = 0; fast && k < count; ++k) {
+      fast = flags[k] <= 1;
+      n_present += flags[k];
+    }
+    fast = fast && p->header.length == head_len + n_present * kPageSize;
+  }
+  if (!fast) return ReadOne(MsgType::kGet, id, i, handle, refusal);
+  // The flags are unverified until ReceiveRest: copy them out, use them only
+  // to place the pages, and publish them after the checksum holds.
+  uint8_t flags[kMaxBatchPages];
+  std::memcpy(flags, p->payload + (head_len - count), count);
+  iov_.clear();
+  for (size_t k = 0; k < count; ++k)
+    if (flags[k]) iov_.push_back({out[k], kPageSize});
+  if (Status st = reader_.ReceiveRest(*p, iov_); !st.ok()) return Broken(st);
+  std::memcpy(present.data(), flags, count);
+  return Status::Ok();
+}
+
+Status MemdClient::Pipeline(MsgType type, size_t n, const Encode& encode, const Handle& handle,
+                            const Receive* receive) {
   if (!broken_.ok()) return broken_;
   const uint64_t first_id = next_id_;
   next_id_ += n;
@@ -79,9 +118,13 @@ Status MemdClient::Pipeline(MsgType type, size_t n, const Encode& encode, const 
         ++sent;
       }
     }
+    auto read_one = [&] {
+      return receive != nullptr ? (*receive)(done, first_id + done, &refusal)
+                                : ReadOne(type, first_id + done, done, handle, &refusal);
+    };
     if (woff == wbuf_.size()) {
       // Nothing more may go out until a response comes back: wait for it.
-      AGILE_RETURN_IF_ERROR(ReadOne(type, first_id + done, done, handle, &refusal));
+      AGILE_RETURN_IF_ERROR(read_one());
       ++done;
       continue;
     }
@@ -98,7 +141,7 @@ Status MemdClient::Pipeline(MsgType type, size_t n, const Encode& encode, const 
       }
     }
     while (done < n && reader_.HasFrame()) {
-      AGILE_RETURN_IF_ERROR(ReadOne(type, first_id + done, done, handle, &refusal));
+      AGILE_RETURN_IF_ERROR(read_one());
       ++done;
     }
   }
@@ -134,23 +177,29 @@ Status MemdClient::Get(std::string_view vm, OwnerToken token, std::span<const ui
   if (indexes.empty()) return Status::Ok();
   std::fill(present.begin(), present.end(), 0);
   auto batch_len = [&](size_t i) { return std::min<size_t>(max_batch_, indexes.size() - i * max_batch_); };
+  Handle copy_out = [&](size_t i, const ResponseView& r) -> Status {
+    AGILE_ASSIGN_OR_RETURN(GetReplyView v, DecodeGetReply(r, static_cast<uint32_t>(batch_len(i))));
+    const uint8_t* page = v.pages;
+    for (size_t j = 0; j < v.count; ++j) {
+      size_t k = i * max_batch_ + j;
+      present[k] = v.present[j];
+      if (!v.present[j]) continue;
+      std::memcpy(out[k], page, kPageSize);
+      page += kPageSize;
+    }
+    return Status::Ok();
+  };
+  Receive receive = [&](size_t i, uint64_t id, Status* refusal) {
+    size_t first = i * max_batch_;
+    return ReadGetReply(id, out.subspan(first, batch_len(i)), present.subspan(first, batch_len(i)), copy_out, i,
+                        refusal);
+  };
   return Pipeline(
       MsgType::kGet, Batches(indexes.size()),
       [&](size_t i, uint64_t id, std::vector<uint8_t>* wire) {
         AppendGet(wire, id, vm, token, indexes.subspan(i * max_batch_, batch_len(i)));
       },
-      [&](size_t i, const ResponseView& r) {
-        AGILE_ASSIGN_OR_RETURN(GetReplyView v, DecodeGetReply(r, static_cast<uint32_t>(batch_len(i))));
-        const uint8_t* page = v.pages;
-        for (size_t j = 0; j < v.count; ++j) {
-          size_t k = i * max_batch_ + j;
-          present[k] = v.present[j];
-          if (!v.present[j]) continue;
-          std::memcpy(out[k], page, kPageSize);
-          page += kPageSize;
-        }
-        return Status::Ok();
-      });
+      copy_out, &receive);
 }
 
 Result<uint64_t> MemdClient::Delete(std::string_view vm, OwnerToken token, std::span<const uint64_t> indexes) {

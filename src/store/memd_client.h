@@ -49,7 +49,8 @@ class MemdClient {
   Status Put(std::string_view vm, OwnerToken token, std::span<const PageRef> pages);
   // For each i: copies page indexes[i] into out[i] and sets present[i] = 1,
   // or sets present[i] = 0 and leaves out[i] alone. All three spans have the
-  // same length. On error, present[] says nothing.
+  // same length. On error, present[] says nothing and any out[i] may have
+  // been written: pages are received straight into out[] and verified after.
   Status Get(std::string_view vm, OwnerToken token, std::span<const uint64_t> indexes,
              std::span<uint8_t* const> out, std::span<uint8_t> present);
   // Returns how many of the pages existed.
@@ -69,12 +70,19 @@ class MemdClient {
   using Encode = std::function<void(size_t i, uint64_t id, std::vector<uint8_t>* out)>;
   // Consumes the ok response to request i; an error here is a malformed reply.
   using Handle = std::function<Status(size_t i, const ResponseView& r)>;
+  // Reads the response to request i (id) itself, instead of ReadOne.
+  using Receive = std::function<Status(size_t i, uint64_t id, Status* refusal)>;
 
   MemdClient(UniqueFd fd, std::string host_id);
   // Sends n requests of one type and hands their ok responses, in order, to
   // handle. Returns the first refusal, or the connection's failure.
-  Status Pipeline(MsgType type, size_t n, const Encode& encode, const Handle& handle);
+  Status Pipeline(MsgType type, size_t n, const Encode& encode, const Handle& handle,
+                  const Receive* receive = nullptr);
   Status ReadOne(MsgType type, uint64_t id, size_t i, const Handle& handle, Status* refusal);
+  // The GET fast path: an ok reply's pages are received straight into out[]
+  // (see Get); anything else goes to ReadOne with `handle`.
+  Status ReadGetReply(uint64_t id, std::span<uint8_t* const> out, std::span<uint8_t> present, const Handle& handle,
+                      size_t i, Status* refusal);
   Status Broken(const Status& why);
   size_t Batches(size_t n) const { return (n + max_batch_ - 1) / max_batch_; }
 
@@ -82,6 +90,7 @@ class MemdClient {
   std::string host_id_;
   FrameReader reader_;
   std::vector<uint8_t> wbuf_;  // reused, so a small request allocates nothing
+  std::vector<iovec> iov_;     // reused by ReadGetReply
   uint64_t next_id_ = 1;
   uint32_t max_batch_ = kMaxBatchPages;
   Status broken_;

@@ -1,8 +1,5 @@
 #include "store/memd_proto.h"
 
-#define XXH_INLINE_ALL
-#include <xxhash.h>
-
 namespace agile::memd {
 namespace {
 
@@ -136,8 +133,7 @@ void FrameBuilder::Finish() {
   h.U16(kVersion);
   h.U16(type_);
   h.U32(static_cast<uint32_t>(len));
-  uint32_t seed = XXH32(head.data(), 12, 0);
-  h.U32(XXH32(out_->data() + start_ + wire::kFrameHeaderSize, len, seed));
+  h.U32(wire::FrameChecksum(head.data(), out_->data() + start_ + wire::kFrameHeaderSize, len));
   std::copy(head.begin(), head.end(), out_->begin() + static_cast<ptrdiff_t>(start_));
 }
 

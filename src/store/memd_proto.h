@@ -26,7 +26,7 @@
 namespace agile::memd {
 
 constexpr uint32_t kMagic = 0x444d4741;  // the bytes "AGMD" on the wire
-constexpr uint16_t kVersion = 1;
+constexpr uint16_t kVersion = 2;  // 2: XXH3 frame checksum (was XXH32)
 constexpr size_t kPageSize = 4096;
 constexpr uint32_t kMaxBatchPages = 256;     // pages or indexes per PUT/GET/DELETE
 constexpr size_t kMaxIdLen = 128;            // vm ids and host ids

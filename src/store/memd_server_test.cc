@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <random>
+#include <thread>
 #include <unordered_map>
 
 #include "base/socket.h"
@@ -295,6 +296,58 @@ class MemdProcess {
   FILE* stdout_ = nullptr;
   std::string line_, addr_;
 };
+
+// A hand-written server that answers HELLO, then one GET of 256 pages with a
+// reply whose 200th page has one flipped bit. The client receives pages
+// straight into the caller's buffers, so the checksum is checked after they
+// land: the call must fail and say nothing about presence.
+TEST(MemdClientTest, CorruptPageInAGetReplyFailsTheCall) {
+  spdlog::set_level(spdlog::level::warn);
+  auto listener = TcpListen(HostPort{"127.0.0.1", 0});
+  ASSERT_TRUE(listener.ok());
+  uint16_t port = *BoundPort(listener->get());
+  std::thread server([&] {
+    auto fd = Accept(listener->get());
+    ASSERT_TRUE(fd.ok());
+    FrameReader r(fd->get(), kMagic, kVersion, kMaxPayload);
+    std::vector<uint8_t> out;
+    auto hello = r.Next();
+    ASSERT_TRUE(hello.ok());
+    auto req = DecodeRequest(hello->header.type, hello->payload, hello->header.length);
+    AppendHelloReply(&out, req->id, HelloReply{"fake", kMaxBatchPages, kMaxPayload});
+    ASSERT_TRUE(SendAll(fd->get(), out.data(), out.size()).ok());
+    auto get = r.Next();
+    ASSERT_TRUE(get.ok());
+    req = DecodeRequest(get->header.type, get->payload, get->header.length);
+    out.clear();
+    GetReplyWriter w(&out, req->id, kMaxBatchPages);
+    for (uint32_t k = 0; k < kMaxBatchPages; ++k) {
+      w.present()[k] = 1;
+      std::memset(w.pages() + size_t{k} * kPageSize, static_cast<int>(k), kPageSize);
+    }
+    w.Finish(kMaxBatchPages);
+    out[out.size() - 56 * kPageSize + 100] ^= 0x10;  // inside page 200
+    ASSERT_TRUE(SendAll(fd->get(), out.data(), out.size()).ok());
+    char c;
+    (void)::recv(fd->get(), &c, 1, 0);  // until the client hangs up
+  });
+  auto c = MemdClient::Connect("127.0.0.1:" + std::to_string(port), "host-a");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  std::vector<uint64_t> idx(kMaxBatchPages);
+  std::vector<uint8_t> buf(kMaxBatchPages * kPageSize);
+  std::vector<uint8_t*> outs(kMaxBatchPages);
+  for (size_t k = 0; k < idx.size(); ++k) {
+    idx[k] = k;
+    outs[k] = &buf[k * kPageSize];
+  }
+  std::vector<uint8_t> present(kMaxBatchPages, 7);
+  Status st = (*c)->Get("vm", OwnerToken{1, 2}, idx, outs, present);
+  EXPECT_EQ(st.code(), Code::kUnavailable) << st.ToString();
+  EXPECT_NE(st.message().find("checksum"), std::string::npos) << st.message();
+  for (uint8_t p : present) EXPECT_NE(p, 1);  // no page reported present
+  c->reset();
+  server.join();
+}
 
 TEST(MemdBinary, ServesAndKeepsPagesAcrossRestart) {
   std::string dir = std::filesystem::temp_directory_path() / ("memd-bin-" + std::to_string(::getpid()));

@@ -143,8 +143,9 @@ Result<uint32_t> VmNamespace::Get(std::span<const uint64_t> indexes, uint8_t* pr
     present[i] = it != state_.pages.end();
     if (!present[i]) continue;
     uint8_t* dst = pages + static_cast<size_t>(n) * kPageSize;
-    AGILE_RETURN_IF_ERROR(slots_->Read(it->second.slot, dst)
-                              .Annotate("vm " + state_.vm + " page " + std::to_string(indexes[i])));
+    // The message is built only on failure: this loop runs for every page a GET returns.
+    if (Status st = slots_->Read(it->second.slot, dst); !st.ok())
+      return st.Annotate("vm " + state_.vm + " page " + std::to_string(indexes[i]));
     if (persistent() && PageHash(dst) != it->second.hash)
       return Corruption("vm " + state_.vm + " page " + std::to_string(indexes[i]) + ": stored bytes in slot " +
                         std::to_string(it->second.slot) + " fail their checksum");

@@ -4,17 +4,14 @@
 #include <xxhash.h>
 
 #include <cstdio>
+#include <new>
 
 #include "base/io.h"
 #include "wire/codec.h"
+#include "wire/xxh3_avx2.h"
 
 namespace agile::wire {
 namespace {
-
-uint32_t Checksum(const uint8_t* header12, const uint8_t* payload, size_t len) {
-  uint32_t seed = XXH32(header12, 12, 0);
-  return XXH32(payload, len, seed);
-}
 
 std::string Hex32(uint32_t v) {
   char b[16];
@@ -22,7 +19,44 @@ std::string Hex32(uint32_t v) {
   return b;
 }
 
+XXH3_state_t* State(unsigned char* storage) { return reinterpret_cast<XXH3_state_t*>(storage); }
+
+// Same hash either way; the AVX2 build is about twice as fast on pages.
+// Asked on first use, not in a static initialiser: the shim's code may run
+// before constructors have, and the CPU probe must be initialised explicitly.
+bool HaveAvx2() {
+  static const bool have = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") != 0;
+  }();
+  return have;
+}
+
 }  // namespace
+
+uint32_t FrameChecksum(const uint8_t* header12, const uint8_t* payload, size_t len) {
+  XXH64_hash_t seed = XXH3_64bits(header12, 12);
+  if (HaveAvx2()) return static_cast<uint32_t>(avx2::Xxh3Seeded(payload, len, seed));
+  return static_cast<uint32_t>(XXH3_64bits_withSeed(payload, len, seed));
+}
+
+FrameHasher::FrameHasher(const uint8_t* header12) {
+  static_assert(sizeof(XXH3_state_t) <= sizeof(state_) && alignof(XXH3_state_t) <= 64,
+                "FrameHasher::state_ must hold an XXH3_state_t");
+  XXH3_state_t* st = new (state_) XXH3_state_t;
+  XXH3_INITSTATE(st);
+  XXH3_64bits_reset_withSeed(st, XXH3_64bits(header12, 12));
+}
+
+void FrameHasher::Update(const uint8_t* p, size_t n) {
+  if (HaveAvx2()) avx2::Xxh3Update(state_, p, n);
+  else XXH3_64bits_update(State(state_), p, n);
+}
+
+uint32_t FrameHasher::Digest() const {
+  if (HaveAvx2()) return static_cast<uint32_t>(avx2::Xxh3Digest(state_));
+  return static_cast<uint32_t>(XXH3_64bits_digest(reinterpret_cast<const XXH3_state_t*>(state_)));
+}
 
 void AppendFrame(std::vector<uint8_t>* out, uint32_t magic, uint16_t version, uint16_t type,
                  const uint8_t* payload, size_t len) {
@@ -32,7 +66,7 @@ void AppendFrame(std::vector<uint8_t>* out, uint32_t magic, uint16_t version, ui
   e.U16(version);
   e.U16(type);
   e.U32(static_cast<uint32_t>(len));
-  e.U32(Checksum(out->data() + start, payload, len));
+  e.U32(FrameChecksum(out->data() + start, payload, len));
   out->insert(out->end(), payload, payload + len);
 }
 
@@ -56,7 +90,7 @@ Result<FrameHeader> DecodeFrameHeader(const uint8_t* bytes, uint32_t magic, uint
 }
 
 Status VerifyFrame(const uint8_t* header_bytes, const FrameHeader& h, const uint8_t* payload) {
-  uint32_t want = Checksum(header_bytes, payload, h.length);
+  uint32_t want = FrameChecksum(header_bytes, payload, h.length);
   if (want != h.checksum)
     return Corruption("frame checksum mismatch: got " + Hex32(h.checksum) + ", computed " + Hex32(want));
   return Status::Ok();

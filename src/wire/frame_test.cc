@@ -1,7 +1,9 @@
 #include "wire/frame.h"
 
+#define XXH_INLINE_ALL
 #include <gtest/gtest.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "base/io.h"
 #include "wire/codec.h"
@@ -45,6 +47,32 @@ TEST(FrameTest, RejectsWrongVersionAndOversize) {
   auto f = Sample();
   EXPECT_EQ(DecodeFrameHeader(f.data(), kMagic, 2, 1024).status().code(), Code::kUnsupported);
   EXPECT_EQ(DecodeFrameHeader(f.data(), kMagic, 1, 4).status().code(), Code::kCorruption);
+}
+
+// Pins the checksum's definition (frame.h, docs/memd-protocol.md): changing it
+// is a protocol change and needs a version bump on every protocol.
+TEST(FrameTest, ChecksumIsXxh3SeededByTheHeader) {
+  auto f = Sample();
+  uint64_t seed = XXH3_64bits(f.data(), 12);
+  uint32_t want = static_cast<uint32_t>(XXH3_64bits_withSeed(f.data() + kFrameHeaderSize, 5, seed));
+  Decoder d(f.data() + 12, 4);
+  EXPECT_EQ(d.U32(), want);
+}
+
+// The streaming hasher agrees with the one-shot checksum however the payload
+// is cut, for payloads on both sides of XXH3's short-input paths.
+TEST(FrameTest, HasherMatchesOneShotChecksum) {
+  for (size_t len : {0u, 1u, 5u, 240u, 241u, 4096u, 70000u}) {
+    std::vector<uint8_t> payload(len);
+    for (size_t i = 0; i < len; ++i) payload[i] = static_cast<uint8_t>(i * 131 + len);
+    auto f = MakeFrame(kMagic, 1, 9, payload);
+    uint32_t want = FrameChecksum(f.data(), payload.data(), len);
+    for (size_t piece : {1u, 7u, 256u, 4096u, 100000u}) {
+      FrameHasher h(f.data());
+      for (size_t at = 0; at < len; at += piece) h.Update(payload.data() + at, std::min(piece, len - at));
+      EXPECT_EQ(h.Digest(), want) << "len " << len << " piece " << piece;
+    }
+  }
 }
 
 TEST(FrameTest, ReadFrameDetectsTruncation) {

@@ -43,7 +43,7 @@
 namespace agile::wire {
 
 constexpr uint32_t kMigMagic = 0x474D4741;  // "AGMG"
-constexpr uint16_t kMigVersion = 1;
+constexpr uint16_t kMigVersion = 2;  // 2: XXH3 frame checksum (was XXH32)
 constexpr uint32_t kMigMaxPagesPerFrame = 64;
 constexpr uint32_t kMigMaxPayload = 1 << 20;
 constexpr size_t kMigPageSize = 4096;

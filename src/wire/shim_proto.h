@@ -25,7 +25,7 @@
 namespace agile::wire {
 
 constexpr uint32_t kShimMagic = 0x48534741;  // "AGSH" little-endian
-constexpr uint16_t kShimVersion = 1;
+constexpr uint16_t kShimVersion = 2;  // 2: XXH3 frame checksum (was XXH32)
 constexpr uint32_t kShimMaxPayload = 8192;
 
 enum class ShimMsg : uint16_t { kHello = 1, kHelloAck = 2, kDropPtes = 3, kDropPtesDone = 4 };
