@@ -26,9 +26,7 @@ std::vector<uint64_t> LastFaultPolicy::Coldest(size_t n) {
 }
 
 std::vector<uint64_t> TrackerPolicy::Coldest(size_t n) {
-  track::TrackerStats st = tracker_->stats();
-  double min_idle_s = 2.0 * st.slices * st.period_ms / 1000.0;
-  std::vector<uint64_t> out = tracker_->ColdestResident(n, min_idle_s);
+  std::vector<uint64_t> out = tracker_->ColdestResident(n, 0);
   if (out.size() >= n || fallback_ == nullptr) return out;
   std::unordered_set<uint64_t> taken(out.begin(), out.end());
   for (uint64_t idx : fallback_->Coldest(n)) {

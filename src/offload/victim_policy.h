@@ -39,11 +39,13 @@ class LastFaultPolicy : public VictimPolicy, public vm::AccessObserver {
 };
 
 // Coldest-first by access age from the working-set tracker (reads and writes).
-// The tracker only names pages it knows to be idle, and only those idle for
-// two of its read-coverage cycles: a page dropped a moment ago has had no
-// chance to show it is in use. When an offload asks for more than that (a
-// young VM, or a target below the working set), the rest comes from
-// `fallback` in its order.
+// The tracker only names pages it knows to be idle, coldest first; when an
+// offload asks for more than that (a young VM, or a target below the working
+// set), the rest comes from `fallback` in its order. Even a page idle for
+// only part of a coverage cycle is named before the fallback's: the fallback
+// knows nothing about use since the last fault (and a minimum idle age of a
+// few cycles would exclude every page once a TCG guest stretches the cycle
+// to minutes, as the lab showed).
 class TrackerPolicy : public VictimPolicy {
  public:
   TrackerPolicy(const track::AccessTracker* tracker, VictimPolicy* fallback) : tracker_(tracker), fallback_(fallback) {}
