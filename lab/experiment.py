@@ -165,11 +165,14 @@ class Run:
         log(f"{mode}: all VMs running memtouch after {time.monotonic() - t_boot:.0f}s; settling {a.settle}s")
         time.sleep(a.settle)
         if mode == "agile" and budget_native:
-            # Advance offloading by agiled itself: wait (bounded) until the VMs' resident RAM is within budget.
+            # Advance offloading by agiled itself: wait (bounded) until the VMs' resident RAM is within budget,
+            # the steady state the paper's scenario assumes (VMs that have run under pressure for a while).
+            # Young VMs are not offloaded before agiled's 15 s warm-up, and the offload competes with three
+            # TCG guests for two cores, so the bound is generous; the wait ends as soon as the budget is met.
             t_w = time.monotonic()
             while True:
                 resid = sum(((self.stat("src", vm) or {}).get("pages") or {}).get("resident", 0) * 4096 for vm in VMS)
-                if resid <= res["host_budget_bytes"] * 1.05 or time.monotonic() - t_w > a.settle * 3:
+                if resid <= res["host_budget_bytes"] * 1.05 or time.monotonic() - t_w > max(a.settle * 3, 45):
                     break
                 time.sleep(1)
             res["resident_after_offload_bytes"] = resid

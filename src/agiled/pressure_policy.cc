@@ -91,6 +91,7 @@ void PressurePolicy::Tick() {
   struct Plan {
     std::shared_ptr<ManagedVm> vm;
     uint64_t target;
+    uint64_t excess;  // resident above target when planned
   };
   std::vector<Plan> plans;
   {
@@ -124,9 +125,14 @@ void PressurePolicy::Tick() {
       else p.target = std::min<uint64_t>(v->spec().memory_bytes, wss + p.margin);
       bool act = p.mode == "pin" || pressure;
       // A little slack so a VM is not offloaded for every page it gains.
-      if (act && v->ResidentBytes() > p.target + (4ull << 20)) plans.push_back({v, p.target});
+      uint64_t resident = v->ResidentBytes();
+      if (act && resident > p.target + (4ull << 20)) plans.push_back({v, p.target, resident - p.target});
     }
   }
+  // Offloads run one after another and take seconds each under load: the VM
+  // holding the most above its target goes first, so the host is relieved
+  // soonest and a VM about to migrate is not left for last.
+  std::sort(plans.begin(), plans.end(), [](const Plan& a, const Plan& b) { return a.excess > b.excess; });
   for (auto& plan : plans) {
     auto r = plan.vm->Offload(plan.target);
     if (r.ok()) {
