@@ -25,6 +25,8 @@ constexpr uint64_t kSmallDirtyPages = 64;
 // written since the round began waits for the next round instead of being
 // sent twice.
 constexpr uint64_t kRescanNs = 50'000'000;
+// qemu-* modes: a ROUND frame this often keeps the destination from timing out.
+constexpr uint64_t kKeepaliveNs = 5'000'000'000;
 }  // namespace
 
 Sender::Sender(agiled::ManagedVm* vm, std::string host_id, SendOptions opts)
@@ -500,11 +502,22 @@ Status Sender::RunQemuMode() {
   std::string uri = "tcp:" + dest_host_ + ":" + std::to_string(qemu_port_);
   AGILE_RETURN_IF_ERROR(vm_->Qmp("migrate", {{"uri", uri}}).status().Annotate("QMP migrate " + uri));
   bool started_post = false;
+  uint64_t last_keepalive_ns = vm::NowNs();
   auto st = WaitForMigration(vm_, 3600 * 1000, [&](const json& q) {
     std::string s = q.value("status", "");
     if (q.contains("ram")) {
       round_ = static_cast<uint32_t>(q["ram"].value("dirty-sync-count", 0ull));
       report_.bytes_sent = q["ram"].value("transferred", 0ull);
+    }
+    // Our own connection carries nothing while QEMU migrates; without a
+    // frame now and then the destination agiled would take the silence for
+    // a dead source and drop its incoming QEMU under a long pre-copy.
+    if (vm::NowNs() - last_keepalive_ns > kKeepaliveNs) {
+      last_keepalive_ns = vm::NowNs();
+      std::vector<uint8_t> f;
+      wire::AppendRound(&f, round_, q.contains("ram") ? q["ram"].value("normal", 0ull) : 0);
+      (void)ch_->Send(f);  // a broken connection shows in QEMU's own migration and in DONE
+      Progress("qemu-migrate");
     }
     // Post-copy: ask for the switch as soon as the migration is active; QEMU
     // then moves to post-copy at its next opportunity, pulling the rest on demand.
