@@ -7,7 +7,8 @@
 //    HELLO {mode, pages, spec, store}  ──▶  launches QEMU -incoming, takes its uffd
 //                                     ◀──  HELLO_ACK {status, qemu_port}
 //    PAGES {round, n, (idx, 4 KiB)*} ──▶   pwrite into the RAM file (no ack: pipelined)
-//    ROUND {round, pages}             ──▶   (progress only)
+//    ROUND {round, pages}             ──▶   (progress only; in qemu-* modes, whose pages go over
+//                                              QEMU's own stream, every 5 s as a keepalive)
 //    ... source pauses the VM, sends the last dirty pages ...
 //    LOCATIONS {(first, count, where)*} ─▶  every page: zero | sent | in store | at source
 //    (QEMU moves device state itself, x-ignore-shared, to qemu_port)
