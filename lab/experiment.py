@@ -278,11 +278,7 @@ class Run:
         def series(vm):
             out = []
             for r in vm_rows:
-                if vm == "mig":
-                    v = r.get("mig@dst") if (sw_abs is not None and r["t_s"] >= sw_abs) else r.get("mig@src")
-                else:
-                    v = r.get(f"{vm}@src")
-                out.append((r["t_s"], v or 0))
+                out.append((r["t_s"], vm_sample(r, vm, sw_abs) or 0))
             return out
 
         def impact(vm):
@@ -341,6 +337,13 @@ class Run:
             m["src_majfaults_window"] = win[-1].get("src_pgmajfault", 0) - win[0].get("src_pgmajfault", 0)
             m["dst_peak_usage_bytes"] = max(r.get("dst_usage", 0) for r in win)
         return m
+
+
+def vm_sample(row, vm, switchover_abs):
+    """ops/s of `vm` in a throughput row: the migrated VM counts at src until switchover, at dst after."""
+    if vm != "mig":
+        return row.get(f"{vm}@src")
+    return row.get("mig@dst") if switchover_abs is not None and row["t_s"] >= switchover_abs else row.get("mig@src")
 
 
 def fmt(v, f="{:.2f}"):

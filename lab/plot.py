@@ -14,6 +14,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from experiment import table, vm_sample  # noqa: E402
+
 MIB = 1 << 20
 
 
@@ -32,29 +35,42 @@ def fmt(v, f="{:.2f}"):
     return "-" if v is None else f.format(v)
 
 
+def mode_panels(out, s, modes, kind):
+    """A figure with one panel per mode, and (ax, mode, summary, rows, t_migration_start) for each mode that
+    has a `kind` timeline; panels without one are titled as such."""
+    fig, axes = plt.subplots(len(modes), 1, figsize=(10, 2.4 * len(modes) + 0.6), sharex=True, squeeze=False)
+    panels = []
+    for ax, mode in zip(axes[:, 0], modes):
+        r = s["modes"][mode]
+        rows = load_csv(os.path.join(out, "timelines", f"{mode}_{kind}.csv"))
+        t_mig = r.get("t_migration_start_s")
+        if not rows or t_mig is None:
+            ax.set_title(f"{mode}: no data ({r.get('error')})", fontsize=9)
+            continue
+        panels.append((ax, mode, r, rows, t_mig))
+    return fig, axes, panels
+
+
+def save(fig, out, name):
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, name), dpi=90)
+    plt.close(fig)
+
+
 def main():
     out = sys.argv[1]
     s = json.load(open(os.path.join(out, "summary.json")))
     modes = list(s["modes"])
     n = len(modes)
     # ---- throughput ---------------------------------------------------------------
-    fig, axes = plt.subplots(n, 1, figsize=(10, 2.4 * n + 0.6), sharex=True, squeeze=False)
-    for ax, mode in zip(axes[:, 0], modes):
-        r = s["modes"][mode]
-        rows = load_csv(os.path.join(out, "timelines", f"{mode}_throughput.csv"))
-        t_mig = r.get("t_migration_start_s")
-        if not rows or t_mig is None:
-            ax.set_title(f"{mode}: no data ({r.get('error')})", fontsize=9)
-            continue
+    fig, axes, panels = mode_panels(out, s, modes, "throughput")
+    for ax, mode, r, rows, t_mig in panels:
         sw = t_mig + r["switchover_s"] if r.get("switchover_s") is not None else None
         base = r.get("baseline_ops_per_s") or {}
         for vm, color in (("mig", "tab:red"), ("co1", "tab:blue"), ("co2", "tab:green")):
             xs, ys = [], []
             for row in rows:
-                if vm == "mig":
-                    v = row.get("mig@dst") if sw is not None and row["t_s"] >= sw else row.get("mig@src")
-                else:
-                    v = row.get(f"{vm}@src")
+                v = vm_sample(row, vm, sw)
                 b = base.get(vm) or 0
                 xs.append(row["t_s"] - t_mig)
                 ys.append(100.0 * (v or 0) / b if b else 0)
@@ -75,18 +91,10 @@ def main():
     axes[0, 0].legend(loc="upper right", fontsize=8, ncol=3)
     axes[-1, 0].set_xlabel("seconds since migration start (dashed: start, orange: switchover, dotted: end)")
     fig.suptitle("memtouch throughput relative to each VM's no-migration baseline (1 s samples)", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "throughput.png"), dpi=90)
-    plt.close(fig)
+    save(fig, out, "throughput.png")
     # ---- memory ---------------------------------------------------------------------
-    fig, axes = plt.subplots(n, 1, figsize=(10, 2.4 * n + 0.6), sharex=True, squeeze=False)
-    for ax, mode in zip(axes[:, 0], modes):
-        r = s["modes"][mode]
-        rows = load_csv(os.path.join(out, "timelines", f"{mode}_memory.csv"))
-        t_mig = r.get("t_migration_start_s")
-        if not rows or t_mig is None:
-            ax.set_title(f"{mode}: no data", fontsize=9)
-            continue
+    fig, axes, panels = mode_panels(out, s, modes, "memory")
+    for ax, mode, r, rows, t_mig in panels:
         xs = [row["t_s"] - t_mig for row in rows]
         for key, color, label in (("src_usage", "tab:red", "src memory"), ("src_swap", "tab:purple", "src swap"),
                                   ("dst_usage", "tab:blue", "dst memory"), ("dst_swap", "tab:cyan", "dst swap"),
@@ -112,9 +120,7 @@ def main():
     axes[0, 0].legend(loc="upper right", fontsize=7, ncol=5)
     axes[-1, 0].set_xlabel("seconds since migration start")
     fig.suptitle("memory use and swap of the hosts (memory cgroups), sampled every 250 ms", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "memory.png"), dpi=90)
-    plt.close(fig)
+    save(fig, out, "memory.png")
     # ---- bars -------------------------------------------------------------------------
     fig, axes = plt.subplots(1, 4, figsize=(13, 3.2))
     for ax, (key, title, scale) in zip(axes, (("migration_time_s", "migration time (s)", 1),
@@ -127,15 +133,11 @@ def main():
         ax.set_xticklabels(modes, rotation=30, ha="right", fontsize=8)
         ax.set_title(title, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "summary.png"), dpi=90)
-    plt.close(fig)
+    save(fig, out, "summary.png")
     write_report(out, s, modes)
 
 
 def write_report(out, s, modes):
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from experiment import table  # noqa: E402
     c = s["config"]
     t = s.get("targets", {})
     m = s["modes"]
