@@ -21,6 +21,12 @@ memd::OwnerToken SwapStore::token() const {
   return token_;
 }
 
+std::optional<memd::OwnerToken> SwapStore::owned_token() const {
+  std::lock_guard<std::mutex> l(token_mu_);
+  if (!claimed_) return std::nullopt;
+  return token_;
+}
+
 void SwapStore::Adopt(memd::OwnerToken token) {
   std::lock_guard<std::mutex> l(token_mu_);
   token_ = token;
@@ -66,14 +72,15 @@ Status SwapStore::Fetch(std::span<const uint64_t> idx, uint8_t* out, uint8_t* pr
   // An incoming VM's cold pages belong to the source until switchover hands
   // over the token; QEMU loading device state may touch one before that.
   // Asking memd now would only be refused: the vCPU waits and retries.
-  if (!claimed())
+  std::optional<memd::OwnerToken> owner = owned_token();
+  if (!owner)
     return Status(Code::kPermissionDenied,
                   "the VM's swap-store pages are not this host's yet (incoming migration before switchover)");
   std::lock_guard<std::mutex> l(fault_conn_.mu);
   AGILE_ASSIGN_OR_RETURN(memd::MemdClient * c, Client(fault_conn_, true));
   std::vector<uint8_t*> outs(idx.size());
   for (size_t i = 0; i < idx.size(); ++i) outs[i] = out + i * memd::kPageSize;
-  Status s = c->Get(vm_id_, token(), idx, outs, std::span<uint8_t>(present, idx.size()));
+  Status s = c->Get(vm_id_, *owner, idx, outs, std::span<uint8_t>(present, idx.size()));
   if (!s.ok()) Drop(fault_conn_, s);
   return s;
 }
@@ -98,9 +105,10 @@ Status SwapStore::FetchBulk(std::span<const uint64_t> idx, uint8_t* out, uint8_t
 
 Result<memd::OwnerToken> SwapStore::Transfer(const std::string& new_host) {
   std::lock_guard<std::mutex> l(bulk_conn_.mu);
-  if (!claimed()) return InvalidArgument("VM " + vm_id_ + " has no pages in the swap store to hand over");
+  std::optional<memd::OwnerToken> owner = owned_token();
+  if (!owner) return InvalidArgument("VM " + vm_id_ + " has no pages in the swap store to hand over");
   AGILE_ASSIGN_OR_RETURN(memd::MemdClient * c, Client(bulk_conn_, false));
-  auto t = c->Transfer(vm_id_, token(), new_host);
+  auto t = c->Transfer(vm_id_, *owner, new_host);
   if (!t.ok()) {
     Drop(bulk_conn_, t.status());
     return t.status();
@@ -111,10 +119,11 @@ Result<memd::OwnerToken> SwapStore::Transfer(const std::string& new_host) {
 }
 
 Status SwapStore::Release() {
-  if (!claimed()) return Status::Ok();
+  std::optional<memd::OwnerToken> owner = owned_token();
+  if (!owner) return Status::Ok();
   std::lock_guard<std::mutex> l(bulk_conn_.mu);
   AGILE_ASSIGN_OR_RETURN(memd::MemdClient * c, Client(bulk_conn_, false));
-  auto r = c->Release(vm_id_, token());
+  auto r = c->Release(vm_id_, *owner);
   if (!r.ok()) {
     Drop(bulk_conn_, r.status());
     return r.status();

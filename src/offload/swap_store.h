@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -56,6 +57,9 @@ class SwapStore : public vm::PageSource {
   Result<memd::MemdClient*> Client(Conn& c, bool rate_limited);
   void Drop(Conn& c, const Status& why);
   memd::OwnerToken token() const;
+  // The token while this host owns the namespace, in one look (a claim and
+  // the token it holds cannot be seen apart).
+  std::optional<memd::OwnerToken> owned_token() const;
 
   std::string addr_, host_id_, vm_id_;
   int redial_ms_;
