@@ -106,9 +106,18 @@ TEST_F(AccessTrackerTest, WssConvergesToAHotSetAndFollowsItWhenItMoves) {
   uint64_t old_cold = 0;
   for (uint64_t p = 4096; p < 4096 + kHot; ++p) old_cold += cold_set.count(p);
   EXPECT_GE(old_cold, kHot * 9 / 10);
-  Ok(*g_, "stop");
 
+  // The coverage cycle that saw the move costs more than the budget (the new
+  // hot set faults before adaptation has counted it: up to 56% measured at a
+  // 20% budget under load); with the hot set steady, adaptation must bring
+  // the cost within twice the budget in a few cycles.
   TrackerStats st = tracker_->stats();
+  for (uint64_t waited = 0; st.est_cpu_pct > 2 * o.cpu_budget_pct && waited < 4 * SettleMs(0); waited += 250) {
+    SleepMs(250);
+    st = tracker_->stats();
+  }
+  Ok(*g_, "stop");
+  Print("steady", st, tracker_->WssPages(kWindow));
   EXPECT_GT(st.fault_cost_us, 0);
   EXPECT_LE(st.est_cpu_pct, 2 * o.cpu_budget_pct);
   EXPECT_EQ(st.errors, 0u);
