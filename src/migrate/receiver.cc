@@ -59,6 +59,8 @@ class Receiver {
   Status DoSwitchover(const std::vector<uint8_t>& payload);
   Status Finish();
   void Fail(const Status& s);
+  // Pages still come from the source after switchover: post-copy, or agile's tail.
+  bool PagesAfterSwitchover() const { return hello_.mode == MigMode::kPostcopy || tail_; }
 
   Channel ch_;
   agiled::VmManager* vms_;
@@ -220,7 +222,7 @@ Status Receiver::ApplyLocations(const std::vector<uint8_t>& payload) {
 
 Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
   AGILE_ASSIGN_OR_RETURN(auto sw, wire::DecodeSwitchover(payload));
-  if (hello_.mode != MigMode::kPostcopy && !tail_ && mem_.table->Count(vm::PageState::kRemote) != 0)
+  if (!PagesAfterSwitchover() && mem_.table->Count(vm::PageState::kRemote) != 0)
     return Internal(std::to_string(mem_.table->Count(vm::PageState::kRemote)) + " pages were never placed");
   if (sw.has_token) AGILE_RETURN_IF_ERROR(vm_->AdoptStore(hello_.store_vm_id, sw.epoch, sw.secret));
   switch_started_ = true;
@@ -241,7 +243,7 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
     vm_->MarkRunning();
     spdlog::info("vm {}: running here after {} migration ({} pages received)", spec_.name,
                  wire::MigModeName(hello_.mode), pages_received_);
-    if (hello_.mode != MigMode::kPostcopy && !tail_) {
+    if (!PagesAfterSwitchover()) {
       finished_ = true;
       ch_.Shutdown();  // nothing more will come; the loop ends cleanly
     } else {
@@ -266,7 +268,7 @@ Status Receiver::Finish() {
   }
   if (mem_.faults) mem_.faults->set_remote_pager(nullptr);
   vm_->set_migration_status(nullptr);
-  if (hello_.mode == MigMode::kPostcopy || tail_ || qemu_mode) {
+  if (PagesAfterSwitchover() || qemu_mode) {
     std::vector<uint8_t> f;
     wire::AppendEmpty(&f, MigMsg::kDoneAck);
     AGILE_RETURN_IF_ERROR(ch_.Send(f));
