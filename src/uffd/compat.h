@@ -6,6 +6,8 @@
 
 #include <linux/fs.h>
 #include <linux/userfaultfd.h>
+
+#include "base/page.h"
 #include <sys/ioctl.h>
 
 #ifndef UFFD_FEATURE_WP_UNPOPULATED
@@ -69,6 +71,6 @@ constexpr unsigned long long kRequiredIoctls =
     (1ULL << _UFFDIO_COPY) | (1ULL << _UFFDIO_ZEROPAGE) | (1ULL << _UFFDIO_CONTINUE) |
     (1ULL << _UFFDIO_WRITEPROTECT);
 
-constexpr size_t kPageSize = 4096;
+using agile::kPageSize;  // base/page.h
 
 }  // namespace agile::uffd
