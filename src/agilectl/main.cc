@@ -7,7 +7,7 @@
 #include <iostream>
 #include <thread>
 
-#include "agiled/control_client.h"
+#include "control/control_client.h"
 #include "base/size.h"
 #include "base/socket.h"
 #include "qemu/launch.h"
@@ -29,7 +29,7 @@ int Report(const Status& s) {
 
 Result<json> Call(const Globals& g, const std::string& op, const json& args,
                   const std::function<void(const json&)>& progress = nullptr) {
-  AGILE_ASSIGN_OR_RETURN(auto c, agiled::ControlClient::Connect(g.host));
+  AGILE_ASSIGN_OR_RETURN(auto c, control::ControlClient::Connect(g.host));
   return c.Call(op, args, progress);
 }
 

@@ -6,10 +6,14 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "agiled/pressure_policy.h"
-#include "agiled/vm_manager.h"
+#include "host/pressure_policy.h"
+#include "host/vm_manager.h"
 
 namespace agile::agiled {
+
+using host::ManagedVm;
+using host::PressurePolicy;
+using host::VmManager;
 
 class Api {
  public:

@@ -14,8 +14,8 @@
 #include <iostream>
 
 #include "agiled/api.h"
-#include "agiled/control_server.h"
-#include "agiled/vm_manager.h"
+#include "control/control_server.h"
+#include "host/vm_manager.h"
 #include "migrate/receiver.h"
 #include "base/size.h"
 #include "base/socket.h"
@@ -41,24 +41,24 @@ int Fail(const std::string& msg) {
 int main(int argc, char** argv) {
   CLI::App app{"agiled - the agile host daemon: runs QEMU VMs whose guest memory it owns, and serves the "
                "control API used by agilectl."};
-  agiled::HostConfig host;
-  host.state_dir = "/run/agile";
+  host::HostConfig cfg;
+  cfg.state_dir = "/run/agile";
   std::string listen, log_level = "info", guest_dir = ExeDir() + "/../guest";
-  host.shim_path = ExeDir() + "/../lib/libagile-shim.so";
+  cfg.shim_path = ExeDir() + "/../lib/libagile-shim.so";
   bool daemonize = false;
-  app.add_option("--state-dir", host.state_dir, "Folder for the control socket, logs and per-VM files")
+  app.add_option("--state-dir", cfg.state_dir, "Folder for the control socket, logs and per-VM files")
       ->capture_default_str();
-  app.add_option("--id", host.id, "Name of this agiled, unique on the machine (default: the state dir's name)");
+  app.add_option("--id", cfg.id, "Name of this agiled, unique on the machine (default: the state dir's name)");
   app.add_option("--listen", listen, "Also serve the control API on TCP HOST:PORT (for peers and remote agilectl)");
-  app.add_option("--qemu", host.qemu_binary, "QEMU binary")->capture_default_str();
-  app.add_option("--shim", host.shim_path, "libagile-shim.so to preload into QEMU")->capture_default_str();
+  app.add_option("--qemu", cfg.qemu_binary, "QEMU binary")->capture_default_str();
+  app.add_option("--shim", cfg.shim_path, "libagile-shim.so to preload into QEMU")->capture_default_str();
   app.add_option("--guest-dir", guest_dir, "Folder with the guest vmlinuz and initrd.img")->capture_default_str();
-  app.add_option("--memd", host.memd_addr, "Swap store (agile-memd) HOST:PORT for offloading cold pages");
-  app.add_option("--prefetch", host.prefetch_pages, "Pages fetched per refault (the faulting one and those after it)")
+  app.add_option("--memd", cfg.memd_addr, "Swap store (agile-memd) HOST:PORT for offloading cold pages");
+  app.add_option("--prefetch", cfg.prefetch_pages, "Pages fetched per refault (the faulting one and those after it)")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
   std::string host_budget;
-  agiled::PolicyOptions popts;
+  host::PolicyOptions popts;
   app.add_option("--host-budget", host_budget,
                  "Memory for all VMs' resident guest RAM, e.g. 2G: above it (or under PSI pressure) cold pages are "
                  "offloaded in advance to --memd, keeping each VM near its working set + margin");
@@ -66,7 +66,7 @@ int main(int argc, char** argv) {
                  "PSI memory 'some avg10' (%) that also counts as pressure")
       ->capture_default_str();
   app.add_option("--policy-interval-ms", popts.interval_ms, "How often the offload policy looks")->capture_default_str();
-  app.add_option("--tracking-cpu", host.tracking_cpu_pct, "Working-set tracking budget per VM, % of one core")
+  app.add_option("--tracking-cpu", cfg.tracking_cpu_pct, "Working-set tracking budget per VM, % of one core")
       ->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
   app.add_flag("--daemon", daemonize, "Run in the background once ready; log to STATE_DIR/agiled.log");
@@ -78,39 +78,39 @@ int main(int argc, char** argv) {
   if (geteuid() != 0) return Fail("must run as root (userfaultfd on another process's memory, /dev/shm, cgroups)");
 
   std::error_code ec;
-  host.state_dir = fs::absolute(host.state_dir).lexically_normal().string();
+  cfg.state_dir = fs::absolute(cfg.state_dir).lexically_normal().string();
   if (!host_budget.empty()) {
     auto b = ParseSize(host_budget);
     if (!b.ok()) return Fail("--host-budget: " + b.status().message());
     popts.host_budget = *b;
   }
-  if (!host_budget.empty() && host.memd_addr.empty()) return Fail("--host-budget needs --memd (where cold pages go)");
-  if (!host.memd_addr.empty() && !ParseHostPort(host.memd_addr).ok())
-    return Fail("--memd: expected HOST:PORT, got '" + host.memd_addr + "'");
-  if (host.state_dir.size() > 80) return Fail("--state-dir path too long for unix sockets (max 80 chars)");
-  fs::create_directories(host.state_dir + "/vms", ec);
-  if (ec) return Fail("cannot create " + host.state_dir + ": " + ec.message());
-  if (host.id.empty()) host.id = fs::path(host.state_dir).filename().string();
-  host.shm_root = "/dev/shm/agile/" + host.id;
-  host.kernel = guest_dir + "/vmlinuz";
-  host.initrd = guest_dir + "/initrd.img";
-  for (const auto& f : {host.qemu_binary, host.shim_path, host.kernel, host.initrd})
+  if (!host_budget.empty() && cfg.memd_addr.empty()) return Fail("--host-budget needs --memd (where cold pages go)");
+  if (!cfg.memd_addr.empty() && !ParseHostPort(cfg.memd_addr).ok())
+    return Fail("--memd: expected HOST:PORT, got '" + cfg.memd_addr + "'");
+  if (cfg.state_dir.size() > 80) return Fail("--state-dir path too long for unix sockets (max 80 chars)");
+  fs::create_directories(cfg.state_dir + "/vms", ec);
+  if (ec) return Fail("cannot create " + cfg.state_dir + ": " + ec.message());
+  if (cfg.id.empty()) cfg.id = fs::path(cfg.state_dir).filename().string();
+  cfg.shm_root = "/dev/shm/agile/" + cfg.id;
+  cfg.kernel = guest_dir + "/vmlinuz";
+  cfg.initrd = guest_dir + "/initrd.img";
+  for (const auto& f : {cfg.qemu_binary, cfg.shim_path, cfg.kernel, cfg.initrd})
     if (!fs::exists(f)) return Fail("missing " + f + " (build with `make`, or pass --qemu/--shim/--guest-dir)");
-  host.shim_path = fs::canonical(host.shim_path).string();
-  host.kernel = fs::canonical(host.kernel).string();
-  host.initrd = fs::canonical(host.initrd).string();
+  cfg.shim_path = fs::canonical(cfg.shim_path).string();
+  cfg.kernel = fs::canonical(cfg.kernel).string();
+  cfg.initrd = fs::canonical(cfg.initrd).string();
 
   // One agiled per id: the lock lives as long as the process.
-  fs::create_directories(host.shm_root, ec);
-  if (ec) return Fail("cannot create " + host.shm_root + ": " + ec.message());
-  int lock = ::open((host.shm_root + "/.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  fs::create_directories(cfg.shm_root, ec);
+  if (ec) return Fail("cannot create " + cfg.shm_root + ": " + ec.message());
+  int lock = ::open((cfg.shm_root + "/.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (lock < 0 || ::flock(lock, LOCK_EX | LOCK_NB) != 0)
-    return Fail("another agiled already runs with id '" + host.id + "' (use --id or another --state-dir)");
+    return Fail("another agiled already runs with id '" + cfg.id + "' (use --id or another --state-dir)");
   // Leftover RAM files of a previous agiled of this id: nothing can use them now.
-  for (auto& e : fs::directory_iterator(host.shm_root, ec))
+  for (auto& e : fs::directory_iterator(cfg.shm_root, ec))
     if (e.is_directory()) fs::remove_all(e.path(), ec);
 
-  std::string sock_path = host.state_dir + "/agiled.sock";
+  std::string sock_path = cfg.state_dir + "/agiled.sock";
   auto unix_listen = UnixListen(sock_path);
   if (!unix_listen.ok()) return Fail(unix_listen.status().ToString());
   UniqueFd tcp_listen;
@@ -124,7 +124,7 @@ int main(int argc, char** argv) {
 
   if (daemonize) {
     if (::daemon(0, 0) != 0) return Fail("daemon(): " + std::string(strerror(errno)));
-    auto file = std::make_shared<spdlog::sinks::basic_file_sink_mt>(host.state_dir + "/agiled.log");
+    auto file = std::make_shared<spdlog::sinks::basic_file_sink_mt>(cfg.state_dir + "/agiled.log");
     spdlog::set_default_logger(std::make_shared<spdlog::logger>("agiled", file));
     spdlog::set_level(level);
     spdlog::flush_every(std::chrono::seconds(1));
@@ -141,27 +141,27 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   std::atomic<bool> shutdown{false};
-  agiled::VmManager vms(host);
-  agiled::PressurePolicy policy(&vms, popts);
+  host::VmManager vms(cfg);
+  host::PressurePolicy policy(&vms, popts);
   agiled::Api api(&vms, &policy, [&] { shutdown = true; });
   std::string migrate_host = "0.0.0.0";
   if (!listen.empty()) migrate_host = ParseHostPort(listen)->host;
-  agiled::ControlServer server(
-      [&](const std::string& op, const nlohmann::json& args, const agiled::Progress& progress) {
+  control::ControlServer server(
+      [&](const std::string& op, const nlohmann::json& args, const control::Progress& progress) {
         return api.Handle(op, args, progress);
       },
       [&](UniqueFd conn) { migrate::ReceiveMigration(std::move(conn), &vms, migrate_host); });
   server.Serve(std::move(unix_listen).value());
   if (tcp_listen) server.Serve(std::move(tcp_listen));
-  if (!host.memd_addr.empty()) policy.Start();  // offloading needs a store
-  spdlog::info("agiled {} ready: control socket {}{}", host.id, sock_path, listen.empty() ? "" : ", tcp " + listen);
-  if (!daemonize) std::cout << "agiled: ready id=" << host.id << " socket=" << sock_path << std::endl;
+  if (!cfg.memd_addr.empty()) policy.Start();  // offloading needs a store
+  spdlog::info("agiled {} ready: control socket {}{}", cfg.id, sock_path, listen.empty() ? "" : ", tcp " + listen);
+  if (!daemonize) std::cout << "agiled: ready id=" << cfg.id << " socket=" << sock_path << std::endl;
 
   timespec tick{0, 200 * 1000 * 1000};
   while (!shutdown) {
     int sig = sigtimedwait(&set, nullptr, &tick);
     if (sig > 0) {
-      spdlog::info("agiled {}: {} received, stopping VMs", host.id, strsignal(sig));
+      spdlog::info("agiled {}: {} received, stopping VMs", cfg.id, strsignal(sig));
       break;
     }
   }
@@ -169,7 +169,7 @@ int main(int argc, char** argv) {
   policy.Stop();
   vms.StopAll();
   fs::remove(sock_path, ec);
-  fs::remove_all(host.shm_root, ec);
-  spdlog::info("agiled {}: stopped", host.id);
+  fs::remove_all(cfg.shm_root, ec);
+  spdlog::info("agiled {}: stopped", cfg.id);
   return 0;
 }

@@ -7,19 +7,19 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "agiled/managed_vm.h"
+#include "host/managed_vm.h"
 #include "base/status.h"
 
 namespace agile::migrate {
 
-Status SetCapabilities(agiled::ManagedVm* vm, const nlohmann::json& caps);
+Status SetCapabilities(host::ManagedVm* vm, const nlohmann::json& caps);
 // Picks a free TCP port on host (bind to 0, close) for QEMU's incoming side.
 Result<uint16_t> FreePort(const std::string& host);
 // Polls query-migrate until "completed" (ok) or "failed"/"cancelled" (error).
 // on_status sees every poll's answer (e.g. to notice postcopy-active).
-Result<nlohmann::json> WaitForMigration(agiled::ManagedVm* vm, int timeout_ms,
+Result<nlohmann::json> WaitForMigration(host::ManagedVm* vm, int timeout_ms,
                                         const std::function<void(const nlohmann::json&)>& on_status = nullptr);
 // Waits until an incoming QEMU has left the "inmigrate" state.
-Status WaitIncomingDone(agiled::ManagedVm* vm, int timeout_ms);
+Status WaitIncomingDone(host::ManagedVm* vm, int timeout_ms);
 
 }  // namespace agile::migrate

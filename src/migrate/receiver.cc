@@ -47,7 +47,7 @@ class Pager : public vm::RemotePager {
 
 class Receiver {
  public:
-  Receiver(UniqueFd conn, agiled::VmManager* vms, std::string listen_host)
+  Receiver(UniqueFd conn, host::VmManager* vms, std::string listen_host)
       : ch_(std::move(conn)), vms_(vms), listen_host_(std::move(listen_host)) {}
   void Run();
 
@@ -63,12 +63,12 @@ class Receiver {
   bool PagesAfterSwitchover() const { return hello_.mode == MigMode::kPostcopy || tail_; }
 
   Channel ch_;
-  agiled::VmManager* vms_;
+  host::VmManager* vms_;
   std::string listen_host_;
   wire::MigHello hello_;
   qemu::VmSpec spec_;
-  std::shared_ptr<agiled::ManagedVm> vm_;
-  agiled::ManagedVm::Memory mem_;
+  std::shared_ptr<host::ManagedVm> vm_;
+  host::ManagedVm::Memory mem_;
   std::unique_ptr<Pager> pager_;
   bool switch_started_ = false;    // SWITCHOVER received (loop thread only)
   bool tail_ = false;              // agile: some pages stay at the source past switchover (post-copy tail)
@@ -296,7 +296,7 @@ void Receiver::Fail(const Status& s) {
 
 }  // namespace
 
-void ReceiveMigration(UniqueFd conn, agiled::VmManager* vms, const std::string& listen_host) {
+void ReceiveMigration(UniqueFd conn, host::VmManager* vms, const std::string& listen_host) {
   Receiver r(std::move(conn), vms, listen_host);
   r.Run();
 }

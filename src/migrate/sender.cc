@@ -29,7 +29,7 @@ constexpr uint64_t kRescanNs = 50'000'000;
 constexpr uint64_t kKeepaliveNs = 5'000'000'000;
 }  // namespace
 
-Sender::Sender(agiled::ManagedVm* vm, std::string host_id, SendOptions opts)
+Sender::Sender(host::ManagedVm* vm, std::string host_id, SendOptions opts)
     : vm_(vm), mem_(vm->memory()), host_id_(std::move(host_id)), opt_(std::move(opts)) {
   report_.mode = wire::MigModeName(opt_.mode);
   report_.vm = vm_->spec().name;

@@ -19,7 +19,7 @@
 #include <thread>
 #include <vector>
 
-#include "agiled/managed_vm.h"
+#include "host/managed_vm.h"
 #include "migrate/channel.h"
 #include "migrate/report.h"
 #include "track/write_scanner.h"
@@ -45,7 +45,7 @@ struct SendOptions {
 
 class Sender {
  public:
-  Sender(agiled::ManagedVm* vm, std::string host_id, SendOptions opts);
+  Sender(host::ManagedVm* vm, std::string host_id, SendOptions opts);
   ~Sender();
   // Returns the report; report.ok=false with report.error on failure.
   Report Run();
@@ -67,8 +67,8 @@ class Sender {
   void Progress(const char* phase, uint64_t dirty = 0);
   double Ms() const;
 
-  agiled::ManagedVm* vm_;
-  agiled::ManagedVm::Memory mem_;
+  host::ManagedVm* vm_;
+  host::ManagedVm::Memory mem_;
   std::string host_id_;
   SendOptions opt_;
   Report report_;

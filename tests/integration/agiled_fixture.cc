@@ -54,7 +54,7 @@ AgiledProcess::~AgiledProcess() {
 }
 
 Result<json> AgiledProcess::Call(const std::string& op, const json& args) {
-  AGILE_ASSIGN_OR_RETURN(auto c, agiled::ControlClient::Connect("unix:" + sock_));
+  AGILE_ASSIGN_OR_RETURN(auto c, control::ControlClient::Connect("unix:" + sock_));
   return c.Call(op, args);
 }
 

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "agiled/control_client.h"
+#include "control/control_client.h"
 #include "base/process.h"
 
 namespace agile::testing {

@@ -8,9 +8,9 @@
 #include <set>
 #include <vector>
 
-#include "agiled/managed_vm.h"
+#include "host/managed_vm.h"
 
-namespace agile::agiled {
+namespace agile::host {
 
 class VmManager {
  public:
@@ -36,4 +36,4 @@ class VmManager {
   Result<std::shared_ptr<ManagedVm>> Launch(const qemu::VmSpec& spec, bool incoming, const std::string& store_vm_id);
 };
 
-}  // namespace agile::agiled
+}  // namespace agile::host

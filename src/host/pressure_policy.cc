@@ -1,4 +1,4 @@
-#include "agiled/pressure_policy.h"
+#include "host/pressure_policy.h"
 
 #include <spdlog/spdlog.h>
 
@@ -8,7 +8,7 @@
 
 #include "base/size.h"
 
-namespace agile::agiled {
+namespace agile::host {
 using nlohmann::json;
 
 PressurePolicy::PressurePolicy(VmManager* vms, PolicyOptions opts) : vms_(vms), opt_(opts) {}
@@ -144,4 +144,4 @@ void PressurePolicy::Tick() {
   }
 }
 
-}  // namespace agile::agiled
+}  // namespace agile::host

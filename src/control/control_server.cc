@@ -1,4 +1,4 @@
-#include "agiled/control_server.h"
+#include "control/control_server.h"
 
 #include <poll.h>
 #include <sys/socket.h>
@@ -10,7 +10,7 @@
 #include "base/io.h"
 #include "base/socket.h"
 
-namespace agile::agiled {
+namespace agile::control {
 using nlohmann::json;
 
 ControlServer::~ControlServer() { Shutdown(); }
@@ -101,4 +101,4 @@ void ControlServer::ServeConnection(UniqueFd conn) {
   idle_.notify_all();
 }
 
-}  // namespace agile::agiled
+}  // namespace agile::control

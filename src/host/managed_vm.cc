@@ -1,4 +1,4 @@
-#include "agiled/managed_vm.h"
+#include "host/managed_vm.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -19,7 +19,7 @@
 #include "uffd/compat.h"
 #include "uffd/register.h"
 
-namespace agile::agiled {
+namespace agile::host {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
@@ -457,4 +457,4 @@ Result<std::string> ManagedVm::Console(int lines) const {
   return out;
 }
 
-}  // namespace agile::agiled
+}  // namespace agile::host

@@ -10,7 +10,7 @@
 #include "base/io.h"
 #include "base/status.h"
 
-namespace agile::agiled {
+namespace agile::control {
 
 class ControlClient {
  public:
@@ -32,4 +32,4 @@ class ControlClient {
 // Maps agiled's error code names back to codes.
 Code CodeFromName(const std::string& name);
 
-}  // namespace agile::agiled
+}  // namespace agile::control

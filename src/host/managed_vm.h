@@ -11,7 +11,7 @@
 #include <string>
 #include <thread>
 
-#include "agiled/host_config.h"
+#include "host/host_config.h"
 #include "base/process.h"
 #include "offload/evictor.h"
 #include "offload/swap_store.h"
@@ -25,7 +25,7 @@
 #include "vm/page_table.h"
 #include "vm/shim_link.h"
 
-namespace agile::agiled {
+namespace agile::host {
 
 class ManagedVm {
  public:
@@ -145,4 +145,4 @@ class ManagedVm {
   std::atomic<bool> migration_cancel_{false};
 };
 
-}  // namespace agile::agiled
+}  // namespace agile::host

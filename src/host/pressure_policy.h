@@ -19,9 +19,9 @@
 #include <string>
 #include <thread>
 
-#include "agiled/vm_manager.h"
+#include "host/vm_manager.h"
 
-namespace agile::agiled {
+namespace agile::host {
 
 struct PolicyOptions {
   uint64_t host_budget = 0;          // bytes of resident guest RAM for all VMs; 0 = PSI only
@@ -74,4 +74,4 @@ class PressurePolicy {
   uint64_t offloaded_bytes_ = 0;
 };
 
-}  // namespace agile::agiled
+}  // namespace agile::host

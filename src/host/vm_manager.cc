@@ -1,8 +1,8 @@
-#include "agiled/vm_manager.h"
+#include "host/vm_manager.h"
 
 #include <spdlog/spdlog.h>
 
-namespace agile::agiled {
+namespace agile::host {
 
 Result<std::shared_ptr<ManagedVm>> VmManager::Start(const qemu::VmSpec& spec) { return Launch(spec, false, ""); }
 
@@ -62,4 +62,4 @@ void VmManager::StopAll() {
   for (auto& vm : List()) (void)Stop(vm->spec().name);
 }
 
-}  // namespace agile::agiled
+}  // namespace agile::host

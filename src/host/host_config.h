@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-namespace agile::agiled {
+namespace agile::host {
 
 struct HostConfig {
   std::string id;          // unique per agiled on this machine
@@ -22,4 +22,4 @@ struct HostConfig {
   std::vector<double> wss_windows_s = {10, 60};  // windows reported by `wss`; the first is wss_bytes
 };
 
-}  // namespace agile::agiled
+}  // namespace agile::host

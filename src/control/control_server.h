@@ -17,7 +17,7 @@
 #include "base/fd.h"
 #include "base/status.h"
 
-namespace agile::agiled {
+namespace agile::control {
 
 // `progress` sends an interim {"progress": {...}} line to the client before
 // the final response (long operations such as migrations).
@@ -48,4 +48,4 @@ class ControlServer {
   std::condition_variable idle_;  // signalled when a connection thread ends
 };
 
-}  // namespace agile::agiled
+}  // namespace agile::control

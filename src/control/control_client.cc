@@ -1,8 +1,8 @@
-#include "agiled/control_client.h"
+#include "control/control_client.h"
 
 #include "base/socket.h"
 
-namespace agile::agiled {
+namespace agile::control {
 using nlohmann::json;
 
 Code CodeFromName(const std::string& name) {
@@ -35,4 +35,4 @@ Result<json> ControlClient::Call(const std::string& op, const json& args,
   return Status(CodeFromName(e.value("code", "internal")), e.value("message", "unknown error"));
 }
 
-}  // namespace agile::agiled
+}  // namespace agile::control
