@@ -63,7 +63,8 @@ AGILED_SERIAL_LOG = "serial.log"       # agiled keeps a VM's console in <state d
 # ---- the experiment ------------------------------------------------------------
 EXPERIMENT_PREFIX = "exp"
 EXPERIMENT_MODES = ["agile", "precopy", "postcopy", "qemu-precopy", "qemu-postcopy"]
-EXPERIMENT_VMS = ["mig", "co1", "co2"]   # mig is migrated, co1/co2 stay on src
+MIGRATED_VM = "mig"
+EXPERIMENT_VMS = [MIGRATED_VM, "co1", "co2"]   # mig is migrated, co1/co2 stay on src
 MIGRATION_SOURCE, MIGRATION_TARGET = "src", "dst"
 SAMPLED_HOSTS = ("src", "dst", "memd")
 

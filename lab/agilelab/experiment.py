@@ -15,7 +15,9 @@ For every mode, in one run and one after the other, on a FRESH lab (up ... down)
   * a no-migration baseline period, then `agilectl migrate mig --to dst`, then a
     fixed observation window;
   * sampled: memory/swap of src, dst and memd cgroups + global swap-in/out every
-    250 ms; every VM's memtouch ops/s every second.
+    250 ms; every second, every VM's work from memtouch's cumulative op counter
+    and longest stall, read from its serial console files on src and dst; the
+    migrated VM's status lines timed by the host's clock (guest downtime).
 Output (--out): summary.json, report.md, timelines/*.csv, reports/*.json, PNG plots.
 Needs root; uses its own lab prefix (default exp) and always takes it down.
 """
@@ -32,6 +34,7 @@ from .config import (DEFAULT_BUILD, EXPERIMENT_MODES, EXPERIMENT_PREFIX, EXPERIM
                      MIGRATION_TARGET, ROOT, UPLINK)
 from .control import Agileds
 from .daemons import agiled_has_host_budget
+from .guestlog import stalls
 from .lifecycle import down, up, up_options
 from .metrics import metrics, targets
 from .netns import tx_bytes
@@ -43,7 +46,7 @@ from .vms import start_agile_vm
 
 VMS = EXPERIMENT_VMS
 # The summary's leading figures, in this order (the rest of a mode's result follows).
-HEADLINE = ("migration_time_s", "switchover_s", "downtime_ms", "bytes_on_wire", "impact_migrated",
+HEADLINE = ("migration_time_s", "switchover_s", "downtime_ms", "guest_downtime_ms", "bytes_on_wire", "impact_migrated",
             "impact_colocated", "source_relief_s")
 # A guest needs ~90M for its kernel and initramfs; QEMU's TCG cache ~90M on the host.
 GUEST_OVERHEAD_MIB = 96
@@ -210,8 +213,10 @@ class Run:
                     "vm_memory_bytes": vm_mem, "workload": wargs, "host_mem_bytes": limit,
                     "mig_at_dst_after": bool(after[MIGRATION_TARGET] and after[MIGRATION_TARGET].get("state") == "running"),
                     "mig_left_at_src": bool(after[MIGRATION_SOURCE])})
-        write_timelines(a.out, mode, samplers.mem_rows, samplers.vm_rows)
-        res.update(metrics(a, res, samplers.mem_rows, samplers.vm_rows, VMS))
+        line_stalls = stalls(samplers.line_times.lines)
+        write_timelines(a.out, mode, {"memory": samplers.mem_rows, "throughput": samplers.vm_rows,
+                                      "guest_lines": line_stalls})
+        res.update(metrics(a, res, samplers.mem_rows, samplers.vm_rows, line_stalls, VMS))
         return res
 
 
@@ -223,10 +228,12 @@ def with_down(prefix, keep_logs=None):
         log(f"down reported a problem: {e}")
 
 
-def write_timelines(out, mode, mem_rows, vm_rows):
+def write_timelines(out, mode, tables):
+    """timelines/<mode>_<name>.csv for each {name: rows}; a value that could
+    not be read (None) is an empty field."""
     d = os.path.join(out, "timelines")
     os.makedirs(d, exist_ok=True)
-    for name, rows in (("memory", mem_rows), ("throughput", vm_rows)):
+    for name, rows in tables.items():
         if not rows:
             continue
         keys = []
@@ -280,13 +287,13 @@ def options(argv):
 
 def main(argv=None):
     a = options(sys.argv[1:] if argv is None else argv)
-    os.makedirs(os.path.join(a.out, "reports"), exist_ok=True)
     if os.geteuid() != 0:
         sys.exit("agile-lab experiment: needs root")
     modes = [m for m in a.modes.split(",") if m]
     for m in modes:
         if m not in EXPERIMENT_MODES:
             sys.exit(f"unknown mode {m}")
+    os.makedirs(os.path.join(a.out, "reports"), exist_ok=True)
     r = Run(a)
 
     def on_signal(sig, frame):

@@ -2,11 +2,9 @@
 from the engine's report, impact on the VMs' work, source relief, swap."""
 
 
-def vm_sample(row, vm, switchover_abs):
-    """ops/s of `vm` in a throughput row: the migrated VM counts at src until switchover, at dst after."""
-    if vm != "mig":
-        return row.get(f"{vm}@src")
-    return row.get("mig@dst") if switchover_abs is not None and row["t_s"] >= switchover_abs else row.get("mig@src")
+def readable(vm_rows, key):
+    """(t_s, value) of the rows where `key` could be read (missing = None)."""
+    return [(r["t_s"], r[key]) for r in vm_rows if r.get(key) is not None]
 
 
 def migration_figures(rep):
@@ -18,27 +16,52 @@ def migration_figures(rep):
             "migration_time_lower_bound_s": rep.get("timed_out_after_s")}
 
 
-def impact(vm_rows, vm, t_mig, sw_abs, baseline_s, window_s):
-    """(seconds of baseline work lost in the window, baseline ops/s)."""
-    s = [(r["t_s"], vm_sample(r, vm, sw_abs) or 0) for r in vm_rows]
-    base = [v for t, v in s if t_mig - baseline_s <= t < t_mig]
-    rate = sum(base) / len(base) if base else 0
-    win = [(t, v) for t, v in s if t_mig <= t < t_mig + window_s]
-    if not rate or not win:
-        return None, rate
-    dt = 1.0  # one sample per second
-    lost_ops = sum((rate - v) * dt for _, v in win)
-    return lost_ops / rate, rate
+def work_impact(vm_rows, vm, t_mig, baseline_s, window_s):
+    """Work the VM lost in the window, from its cumulative counter: the
+    baseline rate is the counter's rise over the baseline period divided by
+    its duration; lost = rate x window - the counter's rise over the window,
+    in seconds of baseline work. Both periods run between readable samples
+    (the last one at or before migration start ends the baseline and starts
+    the window), so a sample that could not be read shortens nothing and
+    counts as nothing. Returns (impact s or None, baseline ops/s or None,
+    samples missing in the window)."""
+    s = readable(vm_rows, f"{vm}_ops")
+    missing = sum(1 for r in vm_rows if t_mig <= r["t_s"] < t_mig + window_s and r.get(f"{vm}_ops") is None)
+    base = [(t, v) for t, v in s if t_mig - baseline_s <= t <= t_mig]
+    after = [(t, v) for t, v in s if t_mig < t <= t_mig + window_s]
+    if len(base) < 2 or not after:
+        return None, None, missing
+    (tb0, ob0), (tb1, ob1), (tw1, ow1) = base[0], base[-1], after[-1]
+    rate = (ob1 - ob0) / (tb1 - tb0)
+    if rate <= 0:
+        return None, rate, missing
+    lost_ops = rate * (tw1 - tb1) - (ow1 - ob1)
+    return lost_ops / rate, rate, missing
 
 
-def impact_figures(vm_rows, vms, t_mig, sw_abs, baseline_s, window_s):
+def impact_figures(vm_rows, vms, t_mig, baseline_s, window_s):
     mig, others = vms[0], vms[1:]
-    im, rate_m = impact(vm_rows, mig, t_mig, sw_abs, baseline_s, window_s)
-    ic = [impact(vm_rows, vm, t_mig, sw_abs, baseline_s, window_s) for vm in others]
+    im, rate_m, miss_m = work_impact(vm_rows, mig, t_mig, baseline_s, window_s)
+    ic = {vm: work_impact(vm_rows, vm, t_mig, baseline_s, window_s) for vm in others}
     return {"impact_migrated": im,
-            "impact_colocated": sum(x for x, _ in ic) if all(x is not None for x, _ in ic) else None,
-            "baseline_ops_per_s": {mig: rate_m, **{vm: r for vm, (_, r) in zip(others, ic)}},
-            "impact_colocated_per_vm": {vm: x for vm, (x, _) in zip(others, ic)}}
+            "impact_colocated": sum(x for x, _, _ in ic.values()) if all(x is not None for x, _, _ in ic.values())
+            else None,
+            "baseline_ops_per_s": {mig: rate_m, **{vm: r for vm, (_, r, _) in ic.items()}},
+            "impact_colocated_per_vm": {vm: x for vm, (x, _, _) in ic.items()},
+            "samples_missing_in_window": {mig: miss_m, **{vm: m for vm, (_, _, m) in ic.items()}}}
+
+
+def guest_stall_figures(line_stalls, t_mig, t_end, baseline_s):
+    """The migrated VM's longest stall as the guest saw it, by the host's
+    clock (guestlog.stalls: memtouch's max_gap_ms plus the host time its
+    clock did not see), over the lines written from migration start until
+    2 s after its end (a line reports the second before it); and, for scale,
+    the longest in the baseline period."""
+    timed = [(ln["t_s"], ln["stall_ms"]) for ln in line_stalls if ln["t_s"] is not None and ln["stall_ms"] is not None]
+    around = [v for t, v in timed if t_mig <= t <= t_end + 2.0]
+    base = [v for t, v in timed if t_mig - baseline_s <= t < t_mig]
+    return {"guest_downtime_ms": max(around) if around else None,
+            "guest_max_stall_baseline_ms": max(base) if base else None}
 
 
 def source_relief(mem_rows, t_mig, limit, hold, eps=0.05, thr=256):
@@ -86,38 +109,61 @@ def memory_figures(mem_rows, t_mig, baseline_s, window_s):
     return m
 
 
-def metrics(a, res, mem_rows, vm_rows, vms):
+def metrics(a, res, mem_rows, vm_rows, line_stalls, vms):
     """All figures of one mode; a = the experiment's options."""
     rep = res["report"]
     t_mig = res["t_migration_start_s"]
-    sw_abs = t_mig + rep.get("switchover_ms", 0) / 1000 if rep.get("ok") else None
     m = migration_figures(rep)
-    m.update(impact_figures(vm_rows, vms, t_mig, sw_abs, a.baseline, a.window))
+    m.update(impact_figures(vm_rows, vms, t_mig, a.baseline, a.window))
+    m.update(guest_stall_figures(line_stalls, t_mig, res["t_migration_end_s"], a.baseline))
     m["source_relief_s"] = source_relief(mem_rows, t_mig, res["host_mem_bytes"], a.relief_hold)
     m.update(memory_figures(mem_rows, t_mig, a.baseline, a.window))
     return m
+
+
+QEMU_MODES = ("qemu-precopy", "qemu-postcopy")
+IMPACT_RULE = ("impact verdicts: lost work is clipped at 0 (a VM that did more work than its baseline lost "
+               "nothing; more work is not a lower loss to beat); agile's clipped loss is compared with the "
+               "smallest clipped loss among the qemu-* modes whose migration COMPLETED (a cut-off or failed "
+               "migration is no baseline); target met iff agile's <= half of it (so when the best lost "
+               "nothing, agile must lose nothing too)")
+
+
+def lost(impact):
+    return None if impact is None else max(0.0, impact)
+
+
+def impact_target(modes, key):
+    """(best completed qemu-* mode, its clipped loss, target met) for impact
+    `key`, or None when agile has no figure or no qemu-* mode completed."""
+    ag = lost(modes.get("agile", {}).get(key))
+    done = [(lost(modes[q].get(key)), q) for q in QEMU_MODES
+            if q in modes and modes[q].get("ok") and modes[q].get(key) is not None]
+    if ag is None or not done:
+        return None
+    best, mode = min(done)
+    return mode, best, ag <= best / 2
 
 
 def targets(summary):
     """The seed paper's targets, agile against QEMU's modes."""
     m = summary["modes"]
     out = {}
-    ag, qp, qpo = m.get("agile", {}), m.get("qemu-precopy", {}), m.get("qemu-postcopy", {})
+    ag, qp = m.get("agile", {}), m.get("qemu-precopy", {})
     qp_time = qp.get("migration_time_s") or qp.get("migration_time_lower_bound_s")
     if ag.get("migration_time_s") and qp_time:
         r = qp_time / ag["migration_time_s"]
         out["time_ratio_qemu_precopy_over_agile"] = r
         out["time_ratio_is_lower_bound"] = not qp.get("migration_time_s")  # qemu-precopy was cut off
         out["time_target_4x_met"] = r >= 4
-    best = [x.get("impact_migrated", None) for x in (qp, qpo)]
-    best = [x for x in best if x is not None]
-    if ag.get("impact_migrated") is not None and best:
-        b = min(best)
-        out["impact_best_qemu_migrated"] = b
-        out["impact_target_2x_met_migrated"] = (ag["impact_migrated"] <= b / 2) if b > 0 else False
-    bc = [x.get("impact_colocated") for x in (qp, qpo) if x.get("impact_colocated") is not None]
-    if ag.get("impact_colocated") is not None and bc:
-        b = min(bc)
-        out["impact_best_qemu_colocated"] = b
-        out["impact_target_2x_met_colocated"] = (ag["impact_colocated"] <= b / 2) if b > 0 else False
+    for key, suffix in (("impact_migrated", "migrated"), ("impact_colocated", "colocated")):
+        t = impact_target(m, key)
+        if t is None:
+            continue
+        mode, best, met = t
+        out[f"impact_agile_lost_{suffix}"] = lost(ag.get(key))
+        out[f"impact_best_qemu_{suffix}"] = best
+        out[f"impact_best_qemu_{suffix}_mode"] = mode
+        out[f"impact_target_2x_met_{suffix}"] = met
+    out["impact_rule"] = IMPACT_RULE
     return out
