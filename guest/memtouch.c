@@ -221,23 +221,44 @@ static void run(struct state *s, const struct config *cfg)
     uint64_t start = now_ns();
     uint64_t interval_start = start;
     uint64_t interval_ops = 0;
+    /* Cumulative, so a reader that misses lines (or reads the console of a
+     * VM that moved) still gets the work done between two reads by a
+     * difference; per-second rates cannot be summed back across gaps. */
+    uint64_t total_ops = 0;
+    /* Progress ticks are the clock checks, one per batch (well under a
+     * millisecond at normal speed): the longest time between two of them in
+     * the second is the longest stall the workload saw. */
+    uint64_t last_tick = start;
+    uint64_t max_gap_ns = 0;
 
     for (;;) {
         for (int n = 0; n < OPS_PER_CLOCK_CHECK; n++)
             one_op(s, cfg->write_pct);
         interval_ops += OPS_PER_CLOCK_CHECK;
+        total_ops += OPS_PER_CLOCK_CHECK;
 
         uint64_t now = now_ns();
+        if (now - last_tick > max_gap_ns)
+            max_gap_ns = now - last_tick;
+        last_tick = now;
         if (now - interval_start >= NS_PER_SEC) {
             /* Normalised to one second: the batch granularity (and any VM
              * pause) makes the interval a little longer than a second. */
             uint64_t per_s = (uint64_t)((unsigned __int128)interval_ops * NS_PER_SEC /
                                         (now - interval_start));
+            /* t_ms: the guest's clock, for a reader that compares it with
+             * its own: under TCG the guest's clock stands still while QEMU
+             * has the VM stopped, so such a pause is in no max_gap_ms. */
             printf("memtouch: ops/s=%" PRIu64 " hot_mib=%" PRIu64 " phase=%" PRIu64
-                   " write_pct=%" PRIu64 "\n",
-                   per_s, cfg->hot_mib, s->phase, cfg->write_pct);
+                   " write_pct=%" PRIu64 " ops=%" PRIu64 " max_gap_ms=%" PRIu64 " t_ms=%" PRIu64 "\n",
+                   per_s, cfg->hot_mib, s->phase, cfg->write_pct, total_ops,
+                   max_gap_ns / 1000000, (now - start) / 1000000);
             interval_start = now;
             interval_ops = 0;
+            max_gap_ns = 0;
+            /* The printf itself (a slow serial port under TCG) is not a stall
+             * of the workload: start the next gap after it. */
+            last_tick = now_ns();
         }
         /* After the status line, so each line's phase is the one its ops ran in. */
         uint64_t phase = phase_at(cfg, now - start);

@@ -47,6 +47,7 @@ struct state {
     uint64_t rng;
     uint64_t rewrites; /* global generation counter: rewrites so far */
     uint64_t errors;   /* bad page detections so far */
+    uint64_t verified; /* pages verified so far (rewrites + verified = ops) */
     size_t cursor;     /* next page the sweep verifies */
     uint64_t sweeps;
     uint64_t sweep_start_ns;
@@ -168,6 +169,7 @@ static void verify_next_page(struct state *s)
 {
     size_t index = s->cursor;
     enum page_status st = check_page(s, index);
+    s->verified++;
     if (st != PAGE_OK) {
         s->errors++;
         report_bad(s, index, st);
@@ -199,8 +201,9 @@ static void selftest_corrupt(struct state *s)
 
 static void print_status(const struct state *s)
 {
-    printf("memverify: %s pages=%zu gen=%" PRIu64 " errors=%" PRIu64 "\n",
-           s->errors == 0 ? "ok" : "FAIL", s->npages, s->rewrites, s->errors);
+    printf("memverify: %s pages=%zu gen=%" PRIu64 " errors=%" PRIu64 " ops=%" PRIu64 "\n",
+           s->errors == 0 ? "ok" : "FAIL", s->npages, s->rewrites, s->errors,
+           s->rewrites + s->verified);
 }
 
 /* ---- pacing ------------------------------------------------------------- */

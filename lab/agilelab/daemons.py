@@ -1,0 +1,54 @@
+"""The lab's daemons: agile-memd on the memd host, an agiled on every VM host."""
+import os
+
+from .config import AGILED_PORT, DAEMON_START_TIMEOUT_S, MEMD_HOST, MEMD_PORT
+from .procs import listening, spawn, wait_for
+from .state import agiled_socket
+from .util import LabError, run
+
+
+def build_paths(build_dir):
+    b = os.path.realpath(build_dir)
+    return {
+        "build": b,
+        "agiled": os.path.join(b, "bin", "agiled"),
+        "agilectl": os.path.join(b, "bin", "agilectl"),
+        "memd": os.path.join(b, "bin", "agile-memd"),
+        "loadgen": os.path.join(b, "bin", "agile-loadgen"),
+        "guest": os.path.join(b, "guest"),
+    }
+
+
+def agiled_has_host_budget(agiled):
+    return "--host-budget" in run([agiled, "--help"], check=False).stdout
+
+
+def up_daemons(lab, st, args):
+    b = st["build"]
+    for f in ("agiled", "agilectl", "memd"):
+        if not os.access(b[f], os.X_OK):
+            raise LabError(f"missing {b[f]} (run `make`, or pass --build)")
+    for f in ("vmlinuz", "initrd.img"):
+        if not os.path.exists(os.path.join(b["guest"], f)):
+            raise LabError(f"missing {b['guest']}/{f} (run `make`)")
+    m = st["hosts"][MEMD_HOST]
+    argv = [b["memd"], "--listen", m["listen"], "--capacity", args.memd_capacity]
+    m["memd"] = spawn(argv, m["netns"], m["cgroup"], os.path.join(lab.dir, MEMD_HOST, "agile-memd.log"))
+    lab.save()
+    wait_for(lambda: listening(m["memd"]["pid"], MEMD_PORT), DAEMON_START_TIMEOUT_S, "agile-memd", m["memd"])
+    for name, h in st["hosts"].items():
+        if h["role"] != "vm":
+            continue
+        argv = [b["agiled"], "--state-dir", h["state_dir"], "--id", h["agiled_id"], "--listen", h["listen"],
+                "--memd", st["memd_addr"], "--guest-dir", b["guest"]]
+        if getattr(args, "host_budget", None):
+            if not agiled_has_host_budget(b["agiled"]):
+                raise LabError("--host-budget: this agiled has no --host-budget (advance offloading) yet")
+            argv += ["--host-budget", args.host_budget]
+        h["agiled"] = spawn(argv, h["netns"], h["cgroup"], os.path.join(h["state_dir"], "agiled.log"))
+        lab.save()
+    for name, h in st["hosts"].items():
+        if h["role"] == "vm":
+            sock = agiled_socket(h)
+            wait_for(lambda: os.path.exists(sock) and listening(h["agiled"]["pid"], AGILED_PORT),
+                     DAEMON_START_TIMEOUT_S, f"agiled on {name}", h["agiled"])

@@ -1,0 +1,97 @@
+"""The experiment's tables and report.md."""
+import os
+
+from .config import MIB, ROOT
+
+
+def fmt(v, f="{:.2f}"):
+    return "-" if v is None else f.format(v)
+
+
+def table(summary):
+    lines = ["| mode | migration_time_s | switchover_s | downtime_ms (engine) | guest_downtime_ms | bytes_on_wire (MiB) "
+             "| impact_migrated (s) | impact_colocated (s) | source_relief_s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for mode, r in summary["modes"].items():
+        mt = fmt(r.get("migration_time_s"))
+        if r.get("migration_time_s") is None and r.get("migration_time_lower_bound_s"):
+            mt = f"> {r['migration_time_lower_bound_s']:.0f}"
+        lines.append(f"| {mode} | {mt} | {fmt(r.get('switchover_s'))} | "
+                     f"{fmt(r.get('downtime_ms'), '{:.0f}')} | {fmt(r.get('guest_downtime_ms'), '{:.0f}')} | "
+                     f"{fmt(r['bytes_on_wire'] / MIB if r.get('bytes_on_wire') is not None else None, '{:.1f}')} | "
+                     f"{fmt(r.get('impact_migrated'), '{:.1f}')} | {fmt(r.get('impact_colocated'), '{:.1f}')} | "
+                     f"{fmt(r.get('source_relief_s'), '{:.1f}')} |")
+    return "\n".join(lines)
+
+
+def write_report(out, s):
+    modes = list(s["modes"])
+    c = s["config"]
+    t = s.get("targets", {})
+    m = s["modes"]
+    L = [f"# Agile vs pre-copy/post-copy under memory pressure ({'short/demo' if s.get('short') else 'full'} run)", "",
+         f"Run {s.get('started')}, {s.get('wall_s', 0):.0f} s wall. Command: `lab/agile-lab experiment"
+         f"{' --short' if s.get('short') else ''} --out {os.path.relpath(out, ROOT)}`", "",
+         f"Setup per mode (fresh lab each): host `src` with a RAM budget (memory cgroup) of {c['host_mem']} and "
+         f"{c['swap']} swap; 3 VMs of {c['vm_memory']} each running memtouch (fills ~78% of its memory once, then "
+         f"hammers a {c['hot_mib']} MiB hot set, {c['write_pct']}% writes): `mig` is migrated to `dst` "
+         f"(same budget), `co1`/`co2` stay. Links {c['bandwidth']} (tc tbf){', migration capped at the same rate' if c.get('cap_bandwidth') else ''}. "
+         f"Baseline {c['baseline']} s without migration, then migration, impact window {c['window']} s from "
+         f"migration start. qemu-* modes: stock VMs (anonymous RAM, host swap). agile: agiled VMs with advance "
+         f"offloading ({m.get('agile', {}).get('offload', 'n/a')}). precopy/postcopy: agiled VMs WITHOUT offloading "
+         f"(the kernel swaps their RAM file under the cgroup limit), to separate the migration algorithm from the "
+         f"advance offloading.", "",
+         table(s), "",
+         "Definitions: `impact_*` = work lost in the window, in seconds of the VM's own baseline throughput, "
+         "from the workload's own cumulative op counter (memtouch `ops=`), read from the VM's serial console "
+         "files on src and dst whatever agiled's state for the VM: (baseline rate x window - ops done in the "
+         "window) / baseline rate, the baseline rate being the counter's rise over the baseline period; negative "
+         "= it did more work than at its baseline rate. A sample whose consoles could not be read is missing "
+         "(empty in the CSV), never zero work: the counter's next reading still includes that work. "
+         "`impact_colocated` sums the two VMs left behind. `downtime_ms (engine)` is the engine's own figure "
+         "(agiled's report; for qemu-* QEMU's `downtime`); `guest_downtime_ms` is the migrated VM's longest "
+         "stall in its own progress, the same method for every mode: per status line, memtouch's `max_gap_ms` "
+         "(longest gap between consecutive progress ticks in that second, by the guest's clock) plus the host "
+         "time between that line and the previous one that the guest's clock did not see (under TCG the "
+         "guest's clock stands still while QEMU has the VM stopped), the largest over the lines written from "
+         "migration start until 2 s after its end (timelines/*_guest_lines.csv; the baseline period's largest "
+         "per mode below, for scale: its noise floor). `source_relief_s` = time from migration "
+         "start until src's cgroup stays below 95% of its budget with no swap-in (src major faults and the "
+         "machine's pswpin < 256 pages/s) for 2 s; 0 means the source was already relieved when the migration "
+         "started (advance offloading). migration_time/switchover/downtime/bytes are agiled's migration report.", ""]
+    L += ["## Targets (seed paper)", ""]
+    if "time_ratio_qemu_precopy_over_agile" in t:
+        at_least = ">= " if t.get("time_ratio_is_lower_bound") else ""
+        L.append(f"* Migration time: qemu-precopy / agile = {at_least}{t['time_ratio_qemu_precopy_over_agile']:.2f}x "
+                 f"(target >= 4x): **{'met' if t['time_target_4x_met'] else 'NOT met'}**.")
+    for suffix, what in (("migrated", "the migrated VM"), ("colocated", "co-located VMs")):
+        if f"impact_best_qemu_{suffix}" in t:
+            L.append(f"* Impact on {what}: agile lost {t[f'impact_agile_lost_{suffix}']:.1f} s "
+                     f"(measured {fmt(m['agile'].get('impact_' + suffix), '{:.1f}')} s) vs best completed qemu-* "
+                     f"{t[f'impact_best_qemu_{suffix}']:.1f} s ({t[f'impact_best_qemu_{suffix}_mode']}) "
+                     f"(target: <= half): **{'met' if t[f'impact_target_2x_met_{suffix}'] else 'NOT met'}**.")
+        elif m.get("agile"):
+            L.append(f"* Impact on {what}: no verdict (no qemu-* mode completed its migration, or agile has no figure).")
+    if t.get("impact_rule"):
+        L.append(f"* Rule: {t['impact_rule']}.")
+    L += ["", "## Per mode", ""]
+    for mode in modes:
+        r = m[mode]
+        L.append(f"* **{mode}**: {'ok' if r.get('ok') else 'FAILED: ' + str(r.get('error'))}; "
+                 f"src used {fmt((r.get('src_usage_before_bytes') or 0) / MIB, '{:.0f}')} MiB before migration, "
+                 f"{fmt((r.get('src_swap_before_bytes') or 0) / MIB, '{:.0f}')} MiB of it in swap; "
+                 f"swap-ins in the window {r.get('pswpin_pages_window', '-')} pages (baseline period: "
+                 f"{r.get('pswpin_pages_baseline', '-')}); baseline ops/s "
+                 + ", ".join(f"{k} {v:.0f}" for k, v in (r.get("baseline_ops_per_s") or {}).items() if v is not None)
+                 + "; samples missing in the window "
+                 + ", ".join(f"{k} {v}" for k, v in (r.get("samples_missing_in_window") or {}).items())
+                 + f"; guest's longest stall in the baseline {fmt(r.get('guest_max_stall_baseline_ms'), '{:.0f}')} ms"
+                 + f"; src eth0 sent {fmt((r.get('src_eth0_tx_bytes') or 0) / MIB, '{:.1f}')} MiB; "
+                 f"VM running at dst after: {r.get('mig_at_dst_after')}, left at src: {r.get('mig_left_at_src')}.")
+    L += ["", "![throughput](throughput.png)", "", "![memory](memory.png)", "", "![summary](summary.png)", ""]
+    notes = os.path.join(out, "notes.md")
+    if os.path.exists(notes):
+        with open(notes) as f:
+            L += ["## Analysis", "", f.read()]
+    with open(os.path.join(out, "report.md"), "w") as f:
+        f.write("\n".join(L) + "\n")
