@@ -80,8 +80,8 @@ int main(int argc, char** argv) {
   // agiled's own entry point (EvictTo, as `vm offload --resident 0` runs it):
   // the pipeline gets up to 64 MiB of victims per call. No fault has been
   // observed, so the fallback policy picks pages in index order.
-  offload::Evictor evictor(guest.ram_fd(), &guest.table(), &guest.shim(), &guest.faults(), &store);
-  offload::LastFaultPolicy policy(&guest.table());
+  offload::Evictor evictor(&guest.memory(), &store);
+  offload::LastFaultPolicy policy(&guest.memory());
   uint64_t t0 = vm::NowNs();
   auto evicted = evictor.EvictTo(0, &policy);
   if (!evicted.ok()) {

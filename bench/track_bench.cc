@@ -143,7 +143,7 @@ int main(int argc, char** argv) {
   Cmd(*g, "fill 1 " + Range(0, pages));
 
   // (a) PAGEMAP_SCAN
-  auto scanner = Check(track::WriteScanner::Open(g->shim().mapping()), "open scanner");
+  auto scanner = Check(track::WriteScanner::Open(g->memory().mapping()), "open scanner");
   std::vector<uint64_t> written;
   Check(scanner.Scan(&written), "baseline scan");
   std::vector<double> scan_idle, scan_all, wp_fault;
@@ -176,9 +176,9 @@ int main(int argc, char** argv) {
   static const std::regex kTime(R"(ok pages=(\d+) total_ns=(\d+) p50_ns=(\d+) p99_ns=(\d+))");
   for (int i = 0; i < 3; ++i) {
     uint64_t ns = 0;
-    Check(g->shim().DropPtes(0, pages * 4096, &ns), "drop");
+    Check(g->memory().DropPtes(0, pages, &ns), "drop");
     drop_mapped.push_back(static_cast<double>(ns) / 1e6);
-    Check(g->shim().DropPtes(0, pages * 4096, &ns), "drop");
+    Check(g->memory().DropPtes(0, pages, &ns), "drop");
     drop_empty.push_back(static_cast<double>(ns) / 1e6);
     uint64_t cpu0 = observer.CpuNs(), m0 = g->faults().stats().minor.load();
     std::string line = Cmd(*g, "time " + Range(0, pages));
@@ -193,7 +193,7 @@ int main(int argc, char** argv) {
   // (c) and (d): the tracker owns write tracking from here.
   track::TrackerOptions opts;
   opts.cpu_budget_pct = budget;
-  auto tracker = Check(track::AccessTracker::Create(g->shim().mapping(), &g->table(), &g->shim(),
+  auto tracker = Check(track::AccessTracker::Create(&g->memory(),
                                                     &g->faults().stats(), opts),
                        "create tracker");
   observer.target_.store(tracker.get(), std::memory_order_release);

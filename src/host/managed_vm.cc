@@ -135,10 +135,9 @@ Status ManagedVm::TakeOverMemory(int listen_fd, bool incoming, const std::string
     qemu_.Wait(5000);
     return link.status().Annotate("vm " + spec_.name + " did not start").Annotate(QemuLogTail());
   }
-  shim_ = std::make_unique<vm::ShimLink>(std::move(link).value());
-  uffd_ = std::make_unique<uffd::Uffd>(std::move(uffd_fd));
-  table_ = std::make_unique<vm::PageTable>(spec_.memory_bytes / uffd::kPageSize,
-                                           incoming ? vm::PageState::kRemote : vm::PageState::kZero);
+  memory_ = std::make_shared<vm::GuestMemory>(std::move(ram_fd_), uffd::Uffd(std::move(uffd_fd)),
+                                              std::move(link).value(),
+                                              incoming ? vm::PageState::kRemote : vm::PageState::kZero);
   if (!host_.memd_addr.empty()) {
     // The store namespace id outlives this host's copy of the VM (migration
     // carries it), so it is unique per VM incarnation, not per name.
@@ -147,13 +146,12 @@ Status ManagedVm::TakeOverMemory(int listen_fd, bool incoming, const std::string
                                                 std::to_string(started_ns_ % 1000000007ULL);
     store_ = std::make_unique<offload::SwapStore>(host_.memd_addr, host_.id, id);
   }
-  faults_ = std::make_unique<vm::FaultServer>(uffd_.get(), shim_->mapping(), table_.get(), store_.get(),
-                                              host_.prefetch_pages);
-  fault_policy_ = std::make_unique<offload::LastFaultPolicy>(table_.get());
+  faults_ = std::make_unique<vm::FaultServer>(memory_.get(), store_.get(), host_.prefetch_pages);
+  fault_policy_ = std::make_unique<offload::LastFaultPolicy>(memory_.get());
   policy_ = fault_policy_.get();
   track::TrackerOptions topts;
   topts.cpu_budget_pct = host_.tracking_cpu_pct;
-  auto tracker = track::AccessTracker::Create(shim_->mapping(), table_.get(), shim_.get(), &faults_->stats(), topts);
+  auto tracker = track::AccessTracker::Create(memory_.get(), &faults_->stats(), topts);
   if (tracker.ok()) {
     tracker_ = std::move(tracker).value();
     tracker_policy_ = std::make_unique<offload::TrackerPolicy>(tracker_.get(), fault_policy_.get());
@@ -166,14 +164,14 @@ Status ManagedVm::TakeOverMemory(int listen_fd, bool incoming, const std::string
     faults_->set_access_observer(fault_policy_.get());
   }
   if (store_)
-    evictor_ = std::make_unique<offload::Evictor>(ram_fd_.get(), table_.get(), shim_.get(), faults_.get(), store_.get());
+    evictor_ = std::make_unique<offload::Evictor>(memory_.get(), store_.get());
   faults_->set_on_fatal([name = spec_.name](const Status& s) {
     spdlog::warn("vm {}: fault service ended: {}", name, s.ToString());
   });
   AGILE_RETURN_IF_ERROR(faults_->Start());
   if (tracker_) tracker_->Start();
   spdlog::info("vm {}: QEMU pid {} handed over {} MiB of guest RAM (features: {})", spec_.name, qemu_.pid(),
-               shim_->mapping().length >> 20, uffd::FeatureNames(shim_->mapping().features));
+               memory_->mapping().length >> 20, uffd::FeatureNames(memory_->mapping().features));
   return Status::Ok();
 }
 
@@ -246,6 +244,9 @@ void ManagedVm::Cleanup() {
     std::lock_guard<std::mutex> l(qmp_mu_);
     qmp_.reset();
   }
+  // Workers that still hold the memory (an offload, a migration) now fail
+  // cleanly; the descriptors close when the last of them lets go.
+  if (memory_) memory_->Retire();
   ram_fd_.Reset();
   std::error_code ec;
   fs::remove_all(ram_dir_, ec);
@@ -304,13 +305,13 @@ json ManagedVm::Stat() {
   }
   if (qemu_.pid() > 0) j["pid"] = qemu_.pid();
   j["uptime_s"] = UptimeS();
-  if (table_) {
-    j["pages"] = {{"total", table_->pages()},
-                  {"resident", table_->Count(vm::PageState::kResident)},
-                  {"zero", table_->Count(vm::PageState::kZero)},
-                  {"offloaded", table_->Count(vm::PageState::kOffloaded)},
-                  {"in_flight", table_->Count(vm::PageState::kInFlight)},
-                  {"remote", table_->Count(vm::PageState::kRemote)}};
+  if (memory_) {
+    j["pages"] = {{"total", memory_->pages()},
+                  {"resident", memory_->count(vm::PageState::kResident)},
+                  {"zero", memory_->count(vm::PageState::kZero)},
+                  {"offloaded", memory_->count(vm::PageState::kOffloaded)},
+                  {"in_flight", memory_->count(vm::PageState::kInFlight)},
+                  {"remote", memory_->count(vm::PageState::kRemote)}};
   }
   if (faults_) {
     const auto& f = faults_->stats();
@@ -341,22 +342,9 @@ json ManagedVm::Stat() {
                     {"seconds", offload_total_.seconds}};
   }
   // Measured, not inferred: what the RAM file really occupies in tmpfs.
-  struct stat sb {};
-  if (ram_fd_ && ::fstat(ram_fd_.get(), &sb) == 0) j["host"] = {{"ram_file_bytes", static_cast<uint64_t>(sb.st_blocks) * 512}};
+  if (memory_ && !memory_->retired()) j["host"] = {{"ram_file_bytes", memory_->RamFileBytes()}};
   j["guest"] = GuestStatus();
   return j;
-}
-
-ManagedVm::Memory ManagedVm::memory() {
-  Memory m;
-  if (spec_.stock) return m;
-  m.ram_fd = ram_fd_.get();
-  m.table = table_.get();
-  m.shim = shim_.get();
-  m.faults = faults_.get();
-  m.store = store_.get();
-  m.map = shim_->mapping();
-  return m;
 }
 
 Status ManagedVm::AdoptStore(const std::string& store_vm_id, uint64_t epoch, uint64_t secret) {
@@ -373,12 +361,27 @@ Status ManagedVm::AdoptStore(const std::string& store_vm_id, uint64_t epoch, uin
 
 void ManagedVm::MarkRunning() { state_ = kRunning; }
 
-void ManagedVm::SuspendTracking() {
+void ManagedVm::BeginOutgoing() {
+  outgoing_lock_ = std::unique_lock<std::mutex>(offload_mu_);
   if (tracker_) tracker_->Stop();
 }
 
-void ManagedVm::ResumeTracking() {
-  if (tracker_ && (state_ == kRunning || state_ == kIncoming)) tracker_->Start();
+Status ManagedVm::EndOutgoing(bool migrated, bool keep_store) {
+  if (outgoing_lock_.owns_lock()) outgoing_lock_.unlock();
+  if (!migrated) {
+    if (tracker_ && (state_ == kRunning || state_ == kIncoming)) tracker_->Start();
+    return Status::Ok();
+  }
+  // The VM now runs elsewhere: stop QEMU and free guest RAM here; keep_store
+  // leaves the swap-store namespace alone (its new owner uses it).
+  keep_store_ = keep_store;
+  Status s = Stop();
+  state_ = kMigrated;
+  return s;
+}
+
+void ManagedVm::SetRemotePager(vm::RemotePager* pager) {
+  if (faults_) faults_->set_remote_pager(pager);
 }
 
 uint64_t ManagedVm::WssBytes(double window_s) const {
@@ -392,7 +395,7 @@ double ManagedVm::UptimeS() const {
 }
 
 uint64_t ManagedVm::ResidentBytes() const {
-  return table_ ? table_->Count(vm::PageState::kResident) * uffd::kPageSize : 0;
+  return memory_ ? memory_->count(vm::PageState::kResident) * kPageSize : 0;
 }
 
 json ManagedVm::WorkingSet() const {
@@ -415,14 +418,7 @@ json ManagedVm::WorkingSet() const {
             {"errors", t.errors}}}};
 }
 
-Status ManagedVm::RetireAfterMigration(bool keep_store) {
-  keep_store_ = keep_store;
-  Status s = Stop();
-  state_ = kMigrated;
-  return s;
-}
-
-void ManagedVm::set_migration_status(json status) {
+void ManagedVm::SetMigrationStatus(json status) {
   std::lock_guard<std::mutex> l(migration_mu_);
   migration_status_ = std::move(status);
 }

@@ -1,6 +1,7 @@
 // One VM under agiled: a stock QEMU whose guest RAM file agiled created, whose
 // userfaultfd agiled received through the shim, and whose faults agiled
-// serves. Owns the QEMU process, the fault thread and the page table.
+// serves. Owns the QEMU process, the fault thread and the VM's GuestMemory.
+// Implements what a migration needs of it (migrate::MigratingVm).
 // Thread-safe: all public methods may be called from any control thread.
 #pragma once
 
@@ -11,8 +12,9 @@
 #include <string>
 #include <thread>
 
-#include "host/host_config.h"
 #include "base/process.h"
+#include "host/host_config.h"
+#include "migrate/migrating_vm.h"
 #include "offload/evictor.h"
 #include "offload/swap_store.h"
 #include "offload/victim_policy.h"
@@ -22,12 +24,11 @@
 #include "uffd/compat.h"
 #include "uffd/uffd.h"
 #include "vm/fault_server.h"
-#include "vm/page_table.h"
-#include "vm/shim_link.h"
+#include "vm/guest_memory.h"
 
 namespace agile::host {
 
-class ManagedVm {
+class ManagedVm : public migrate::MigratingVm {
  public:
   // Creates the RAM file, starts QEMU with the shim, takes over its memory
   // and waits until QMP answers. On failure nothing is left behind and the
@@ -37,13 +38,13 @@ class ManagedVm {
   // then names the swap-store namespace the VM's cold pages already live in.
   static Result<std::unique_ptr<ManagedVm>> Launch(const qemu::VmSpec& spec, const HostConfig& host,
                                                    bool incoming = false, const std::string& store_vm_id = "");
-  ~ManagedVm();
+  ~ManagedVm() override;
 
   // Asks QEMU to quit, escalating to SIGTERM/SIGKILL after timeout_ms, then
   // frees the RAM file. Idempotent.
   Status Stop(int timeout_ms = 15000);
 
-  const qemu::VmSpec& spec() const { return spec_; }
+  const qemu::VmSpec& spec() const override { return spec_; }
   std::string state() const;
   nlohmann::json Stat();
   // Offloads coldest pages to the swap store until at most target_bytes of
@@ -60,38 +61,19 @@ class ManagedVm {
   uint64_t ResidentBytes() const;
   double UptimeS() const;
 
-  // --- for migration (src/migrate) ---
-  // Tracking scans would take dirty bits a pre-copy needs: a migration stops
-  // them and starts them again if the VM stays.
-  void SuspendTracking();
-  void ResumeTracking();
-  // The guest memory agiled owns; all null/-1 for stock VMs.
-  struct Memory {
-    int ram_fd = -1;
-    vm::PageTable* table = nullptr;
-    vm::ShimLink* shim = nullptr;
-    vm::FaultServer* faults = nullptr;
-    offload::SwapStore* store = nullptr;  // null without --memd
-    vm::GuestMapping map;
-  };
-  Memory memory();
+  // --- migrate::MigratingVm (src/migrate/migrating_vm.h) ---
+  Result<nlohmann::json> Qmp(const std::string& cmd, const nlohmann::json& args = nullptr) override;
+  std::shared_ptr<vm::GuestMemory> memory() override { return memory_; }
+  offload::SwapStore* store() override { return store_.get(); }
+  void SetMigrationStatus(nlohmann::json status) override;
+  void BeginOutgoing() override;
+  Status EndOutgoing(bool migrated, bool keep_store) override;
+  void SetRemotePager(vm::RemotePager* pager) override;
+  Status AdoptStore(const std::string& store_vm_id, uint64_t epoch, uint64_t secret) override;
+  void MarkRunning() override;
+
   bool stock() const { return spec_.stock; }
-  Result<nlohmann::json> Qmp(const std::string& cmd, const nlohmann::json& args = nullptr);
-  // Held by a migration: no offload may run meanwhile.
-  std::unique_lock<std::mutex> LockOffload() { return std::unique_lock<std::mutex>(offload_mu_); }
-  // Destination: use the VM's store namespace under an ownership token handed
-  // over by the source (agile mode).
-  Status AdoptStore(const std::string& store_vm_id, uint64_t epoch, uint64_t secret);
-  // Destination, post-copy: installs one page into the running guest
-  // (UFFDIO_COPY) and wakes whoever waits on it.
-  Status CopyPage(uint64_t addr, const uint8_t* data) { return uffd_->Copy(addr, data, uffd::kPageSize); }
-  // Destination: the incoming migration finished; the VM runs here now.
-  void MarkRunning();
-  // Source: the VM now runs elsewhere. Stops QEMU and frees guest RAM here;
-  // keep_store leaves the swap-store namespace alone (its new owner uses it).
-  Status RetireAfterMigration(bool keep_store);
-  // Records a running migration so Stat() shows it and Cancel() can reach it.
-  void set_migration_status(nlohmann::json status);
+  // Set by `migrate --cancel`; polled by the running migration.
   std::atomic<bool>& migration_cancel() { return migration_cancel_; }
 
   // The last `lines` lines of the serial console.
@@ -110,11 +92,12 @@ class ManagedVm {
   qemu::VmSpec spec_;
   HostConfig host_;
   std::string dir_, ram_dir_, ram_path_, qmp_path_, serial_path_, qemu_log_path_;
-  UniqueFd ram_fd_;
   Process qemu_;
-  std::unique_ptr<vm::ShimLink> shim_;
-  std::unique_ptr<uffd::Uffd> uffd_;
-  std::unique_ptr<vm::PageTable> table_;
+  // Created with QEMU, handed to GuestMemory once the shim hands over the uffd.
+  UniqueFd ram_fd_;
+  // Lives as long as this VM object, so an offload or a migration that still
+  // holds a pointer after Stop() finds it retired, never a reused descriptor.
+  std::shared_ptr<vm::GuestMemory> memory_;
   std::unique_ptr<vm::FaultServer> faults_;
   std::unique_ptr<offload::SwapStore> store_;           // null without --memd
   std::unique_ptr<offload::LastFaultPolicy> fault_policy_;  // fallback without tracking
@@ -123,7 +106,8 @@ class ManagedVm {
   std::unique_ptr<offload::FanOutObserver> observers_;     // tracker + fallback both see faults
   offload::VictimPolicy* policy_ = nullptr;                  // the one Offload() uses
   std::unique_ptr<offload::Evictor> evictor_;
-  std::mutex offload_mu_;        // one offload at a time
+  std::mutex offload_mu_;        // one offload at a time; held by an outgoing migration
+  std::unique_lock<std::mutex> outgoing_lock_;  // offload_mu_ while a migration sends the VM
   std::mutex offload_stats_mu_;  // guards offload_total_ (Stat must not wait for an offload)
   offload::EvictReport offload_total_;
   std::mutex qmp_mu_;

@@ -6,8 +6,10 @@ namespace agile::host {
 
 Result<std::shared_ptr<ManagedVm>> VmManager::Start(const qemu::VmSpec& spec) { return Launch(spec, false, ""); }
 
-Result<std::shared_ptr<ManagedVm>> VmManager::StartIncoming(const qemu::VmSpec& spec, const std::string& store_vm_id) {
-  return Launch(spec, true, store_vm_id);
+Result<std::shared_ptr<migrate::MigratingVm>> VmManager::StartIncoming(const qemu::VmSpec& spec,
+                                                                       const std::string& store_vm_id) {
+  AGILE_ASSIGN_OR_RETURN(std::shared_ptr<ManagedVm> vm, Launch(spec, true, store_vm_id));
+  return std::shared_ptr<migrate::MigratingVm>(std::move(vm));
 }
 
 void VmManager::Forget(const std::string& name) {

@@ -9,16 +9,22 @@
 #include <vector>
 
 #include "host/managed_vm.h"
+#include "migrate/migrating_vm.h"
 
 namespace agile::host {
 
-class VmManager {
+class VmManager : public migrate::IncomingHost {
  public:
   explicit VmManager(HostConfig host) : host_(std::move(host)) {}
   Result<std::shared_ptr<ManagedVm>> Start(const qemu::VmSpec& spec);
-  // A VM arriving by migration (QEMU -incoming); registered at once so the
-  // name is taken and `vm list` shows it as "incoming".
-  Result<std::shared_ptr<ManagedVm>> StartIncoming(const qemu::VmSpec& spec, const std::string& store_vm_id);
+  // migrate::IncomingHost: a VM arriving by migration (QEMU -incoming),
+  // registered at once so the name is taken and `vm list` shows it as
+  // "incoming"; dropped (stopped and forgotten) if the migration fails.
+  const std::string& host_id() const override { return host_.id; }
+  bool has_store() const override { return !host_.memd_addr.empty(); }
+  Result<std::shared_ptr<migrate::MigratingVm>> StartIncoming(const qemu::VmSpec& spec,
+                                                              const std::string& store_vm_id) override;
+  void DropIncoming(const std::string& name) override { (void)Stop(name); }
   // Forgets a VM that migrated away (already retired).
   void Forget(const std::string& name);
   Result<std::shared_ptr<ManagedVm>> Get(const std::string& name);

@@ -11,7 +11,7 @@
 namespace agile::migrate {
 using nlohmann::json;
 
-Status SetCapabilities(host::ManagedVm* vm, const json& caps) {
+Status SetCapabilities(MigratingVm* vm, const json& caps) {
   json list = json::array();
   for (auto& [k, v] : caps.items()) list.push_back({{"capability", k}, {"state", v}});
   return vm->Qmp("migrate-set-capabilities", {{"capabilities", list}}).status();
@@ -22,7 +22,7 @@ Result<uint16_t> FreePort(const std::string& host) {
   return BoundPort(fd.get());
 }
 
-Result<json> WaitForMigration(host::ManagedVm* vm, int timeout_ms, const std::function<void(const json&)>& on_status) {
+Result<json> WaitForMigration(MigratingVm* vm, int timeout_ms, const std::function<void(const json&)>& on_status) {
   auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   for (;;) {
     AGILE_ASSIGN_OR_RETURN(json st, vm->Qmp("query-migrate"));
@@ -36,7 +36,7 @@ Result<json> WaitForMigration(host::ManagedVm* vm, int timeout_ms, const std::fu
   }
 }
 
-Status WaitIncomingDone(host::ManagedVm* vm, int timeout_ms) {
+Status WaitIncomingDone(MigratingVm* vm, int timeout_ms) {
   auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   for (;;) {
     AGILE_ASSIGN_OR_RETURN(json st, vm->Qmp("query-status"));

@@ -7,19 +7,19 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "host/managed_vm.h"
+#include "migrate/migrating_vm.h"
 #include "base/status.h"
 
 namespace agile::migrate {
 
-Status SetCapabilities(host::ManagedVm* vm, const nlohmann::json& caps);
+Status SetCapabilities(MigratingVm* vm, const nlohmann::json& caps);
 // Picks a free TCP port on host (bind to 0, close) for QEMU's incoming side.
 Result<uint16_t> FreePort(const std::string& host);
 // Polls query-migrate until "completed" (ok) or "failed"/"cancelled" (error).
 // on_status sees every poll's answer (e.g. to notice postcopy-active).
-Result<nlohmann::json> WaitForMigration(host::ManagedVm* vm, int timeout_ms,
+Result<nlohmann::json> WaitForMigration(MigratingVm* vm, int timeout_ms,
                                         const std::function<void(const nlohmann::json&)>& on_status = nullptr);
 // Waits until an incoming QEMU has left the "inmigrate" state.
-Status WaitIncomingDone(host::ManagedVm* vm, int timeout_ms);
+Status WaitIncomingDone(MigratingVm* vm, int timeout_ms);
 
 }  // namespace agile::migrate

@@ -47,7 +47,7 @@ class Pager : public vm::RemotePager {
 
 class Receiver {
  public:
-  Receiver(UniqueFd conn, host::VmManager* vms, std::string listen_host)
+  Receiver(UniqueFd conn, IncomingHost* vms, std::string listen_host)
       : ch_(std::move(conn)), vms_(vms), listen_host_(std::move(listen_host)) {}
   void Run();
 
@@ -63,12 +63,12 @@ class Receiver {
   bool PagesAfterSwitchover() const { return hello_.mode == MigMode::kPostcopy || tail_; }
 
   Channel ch_;
-  host::VmManager* vms_;
+  IncomingHost* vms_;
   std::string listen_host_;
   wire::MigHello hello_;
   qemu::VmSpec spec_;
-  std::shared_ptr<host::ManagedVm> vm_;
-  host::ManagedVm::Memory mem_;
+  std::shared_ptr<MigratingVm> vm_;
+  std::shared_ptr<vm::GuestMemory> mem_;  // null for stock VMs (qemu-* modes)
   std::unique_ptr<Pager> pager_;
   bool switch_started_ = false;    // SWITCHOVER received (loop thread only)
   bool tail_ = false;              // agile: some pages stay at the source past switchover (post-copy tail)
@@ -100,7 +100,7 @@ Status Receiver::Hello() {
   AGILE_ASSIGN_OR_RETURN(spec_, qemu::VmSpec::FromJson(spec_json));
   bool qemu_mode = hello_.mode == MigMode::kQemuPrecopy || hello_.mode == MigMode::kQemuPostcopy;
   if (spec_.memory_bytes / kPage != hello_.page_count) return Corruption("migration HELLO: page count mismatch");
-  if (hello_.mode == MigMode::kAgile && !hello_.store_vm_id.empty() && vms_->host().memd_addr.empty())
+  if (hello_.mode == MigMode::kAgile && !hello_.store_vm_id.empty() && !vms_->has_store())
     return Unsupported("this agiled has no --memd, but the VM's cold pages live in a swap store");
   spdlog::info("vm {}: incoming {} migration from {}", spec_.name, wire::MigModeName(hello_.mode), hello_.src_host);
   // The VM keeps its store namespace only in agile mode (ownership moves with
@@ -109,8 +109,9 @@ Status Receiver::Hello() {
   AGILE_ASSIGN_OR_RETURN(vm_, vms_->StartIncoming(spec_, store_id));
   mem_ = vm_->memory();
   if (!qemu_mode) {
-    pager_ = std::make_unique<Pager>(&ch_, mem_.table->pages());
-    mem_.faults->set_remote_pager(pager_.get());
+    if (mem_ == nullptr) return Internal("incoming VM " + spec_.name + " has no guest memory of ours");
+    pager_ = std::make_unique<Pager>(&ch_, mem_->pages());
+    vm_->SetRemotePager(pager_.get());
   }
   AGILE_RETURN_IF_ERROR(SetCapabilities(vm_.get(), qemu_mode ? json{{"postcopy-ram", hello_.mode == MigMode::kQemuPostcopy}}
                                                              : json{{"x-ignore-shared", true}}));
@@ -118,7 +119,7 @@ Status Receiver::Hello() {
   std::string uri = "tcp:" + listen_host_ + ":" + std::to_string(port);
   AGILE_RETURN_IF_ERROR(vm_->Qmp("migrate-incoming", {{"uri", uri}}).status().Annotate("QMP migrate-incoming"));
   std::vector<uint8_t> f;
-  wire::AppendHelloAck(&f, {0, "ok", port, vms_->host().id});
+  wire::AppendHelloAck(&f, {0, "ok", port, vms_->host_id()});
   return ch_.Send(f);
 }
 
@@ -134,7 +135,7 @@ Status Receiver::Loop() {
         uint32_t round;
         uint64_t n;
         AGILE_RETURN_IF_ERROR(wire::DecodeRound(payload, &round, &n));
-        vm_->set_migration_status({{"phase", "incoming"}, {"round", round}, {"pages_received", pages_received_}});
+        vm_->SetMigrationStatus({{"phase", "incoming"}, {"round", round}, {"pages_received", pages_received_}});
         break;
       }
       case MigMsg::kLocations: AGILE_RETURN_IF_ERROR(ApplyLocations(payload)); break;
@@ -154,35 +155,28 @@ Status Receiver::InstallPages(const std::vector<uint8_t>& payload) {
   uint32_t round;
   std::vector<wire::MigPage> pages;
   AGILE_RETURN_IF_ERROR(wire::DecodePages(payload, &round, &pages));
-  bool kick = false;
+  if (mem_ == nullptr) return Corruption("migration PAGES in a qemu-* mode");
   for (const auto& p : pages) {
-    if (p.index >= mem_.table->pages()) return Corruption("migration PAGES: index out of range");
-    vm::PageState st = mem_.table->Get(p.index);
-    // A page still at the source is in no mapping (any touch faults and
-    // waits), so writing it into the RAM file is safe at any time; a waiting
-    // vCPU retries and maps it. A page already here is overwritten by later
-    // pre-copy rounds only until switchover: after that the guest's copy wins.
-    bool take = st == vm::PageState::kRemote || (st == vm::PageState::kResident && !switch_started_);
-    if (!take) continue;
-    AGILE_RETURN_IF_ERROR(PwriteFull(mem_.ram_fd, p.data, kPage, static_cast<off_t>(p.index * kPage)));
-    if (st == vm::PageState::kRemote) {
-      mem_.table->Set(p.index, vm::PageState::kResident);
-      kick = true;
-    }
-    ++pages_received_;
+    if (p.index >= mem_->pages()) return Corruption("migration PAGES: index out of range");
+    // A page already here is overwritten by later pre-copy rounds only until
+    // switchover: after that the guest's copy wins.
+    AGILE_ASSIGN_OR_RETURN(bool placed, mem_->InstallIncoming(p.index, p.data, /*overwrite_resident=*/!switch_started_));
+    if (placed || !switch_started_) ++pages_received_;
   }
-  if (kick) mem_.faults->Kick();
   return Status::Ok();
 }
 
 Status Receiver::ApplyLocations(const std::vector<uint8_t>& payload) {
   std::vector<wire::MigRun> runs;
   AGILE_RETURN_IF_ERROR(wire::DecodeLocations(payload, &runs));
+  if (mem_ == nullptr) return Corruption("migration LOCATIONS in a qemu-* mode");
   for (const auto& r : runs) {
-    if (r.first + r.count > mem_.table->pages() || r.first + r.count < r.first)
+    if (r.first + r.count > mem_->pages() || r.first + r.count < r.first)
       return Corruption("migration LOCATIONS: run out of range");
+    if (r.where == PageWhere::kInStore && vm_->store() == nullptr)
+      return Unsupported("page in a swap store, but this agiled has no --memd");
     for (uint64_t i = r.first; i < r.first + r.count; ++i) {
-      vm::PageState st = mem_.table->Get(i);
+      vm::PageState st = mem_->state(i);
       switch (r.where) {
         case PageWhere::kSent:
           if (st != vm::PageState::kResident)
@@ -190,40 +184,32 @@ Status Receiver::ApplyLocations(const std::vector<uint8_t>& payload) {
           break;
         case PageWhere::kZero:
         case PageWhere::kInStore:
-          if (st == vm::PageState::kResident &&
-              ::fallocate(mem_.ram_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(i * kPage),
-                          kPage) != 0)
-            return ErrnoStatus("drop a stale page");
-          if (r.where == PageWhere::kInStore && mem_.store == nullptr)
-            return Unsupported("page in a swap store, but this agiled has no --memd");
-          mem_.table->Set(i, r.where == PageWhere::kZero ? vm::PageState::kZero : vm::PageState::kOffloaded);
+          AGILE_RETURN_IF_ERROR(
+              mem_->Relocate(i, r.where == PageWhere::kZero ? vm::PageState::kZero : vm::PageState::kOffloaded));
           break;
         case PageWhere::kAtSource:
           if (hello_.mode == MigMode::kPostcopy) break;  // stays kRemote (or already arrived, current: VM paused)
           if (hello_.mode != MigMode::kAgile) return Corruption("page left at the source outside post-copy");
           // Agile's tail: the guest wrote this page after it was sent, so the
-          // copy here is stale. Remote first, then punch (which unmaps it
-          // everywhere): a touch in between asks the source, never sees stale data.
+          // copy here is stale: back to "at the source" (GuestMemory::MarkStale).
           tail_ = true;
           if (st == vm::PageState::kResident) {
             pager_->Forget(i);
-            mem_.table->Set(i, vm::PageState::kRemote);
-            if (::fallocate(mem_.ram_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(i * kPage),
-                            kPage) != 0)
-              return ErrnoStatus("drop a stale page");
+            AGILE_RETURN_IF_ERROR(mem_->MarkStale(i));
           }
           break;
       }
     }
   }
-  mem_.faults->Kick();
   return Status::Ok();
 }
 
 Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
   AGILE_ASSIGN_OR_RETURN(auto sw, wire::DecodeSwitchover(payload));
-  if (!PagesAfterSwitchover() && mem_.table->Count(vm::PageState::kRemote) != 0)
-    return Internal(std::to_string(mem_.table->Count(vm::PageState::kRemote)) + " pages were never placed");
+  if (switch_started_) return Corruption("a second SWITCHOVER in one migration");
+  if (mem_ == nullptr) return Corruption("migration SWITCHOVER in a qemu-* mode");
+  if (!PagesAfterSwitchover() && mem_->count(vm::PageState::kRemote) != 0)
+    return Internal(std::to_string(mem_->count(vm::PageState::kRemote)) + " pages were never placed");
   if (sw.has_token) AGILE_RETURN_IF_ERROR(vm_->AdoptStore(hello_.store_vm_id, sw.epoch, sw.secret));
   switch_started_ = true;
   switch_thread_ = std::thread([this, sw] {
@@ -247,7 +233,7 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
       finished_ = true;
       ch_.Shutdown();  // nothing more will come; the loop ends cleanly
     } else {
-      vm_->set_migration_status({{"phase", "postcopy"}, {"pages_remote", mem_.table->Count(vm::PageState::kRemote)}});
+      vm_->SetMigrationStatus({{"phase", "postcopy"}, {"pages_remote", mem_->count(vm::PageState::kRemote)}});
     }
   });
   return Status::Ok();
@@ -262,12 +248,14 @@ Status Receiver::Finish() {
     if (st.ok() && st->value("status", "") != "running") AGILE_RETURN_IF_ERROR(vm_->Qmp("cont").status());
     vm_->MarkRunning();
     switched_ = true;
-  } else if (mem_.table->Count(vm::PageState::kRemote) != 0) {
+  } else if (mem_ == nullptr) {
+    return Corruption("migration DONE before SWITCHOVER");
+  } else if (mem_->count(vm::PageState::kRemote) != 0) {
     // Post-copy DONE: every page must be here now.
-    return Internal(std::to_string(mem_.table->Count(vm::PageState::kRemote)) + " pages still at the source at DONE");
+    return Internal(std::to_string(mem_->count(vm::PageState::kRemote)) + " pages still at the source at DONE");
   }
-  if (mem_.faults) mem_.faults->set_remote_pager(nullptr);
-  vm_->set_migration_status(nullptr);
+  vm_->SetRemotePager(nullptr);
+  vm_->SetMigrationStatus(nullptr);
   if (PagesAfterSwitchover() || qemu_mode) {
     std::vector<uint8_t> f;
     wire::AppendEmpty(&f, MigMsg::kDoneAck);
@@ -284,19 +272,24 @@ void Receiver::Fail(const Status& s) {
     std::vector<uint8_t> f;
     wire::AppendAbort(&f, s.message());
     (void)ch_.Send(f);
-    if (vm_) (void)vms_->Stop(spec_.name);
+    if (vm_) {
+      vm_->SetRemotePager(nullptr);
+      vms_->DropIncoming(spec_.name);
+    }
     return;
   }
   // After switchover the guest runs here; in post-copy it may still need
-  // pages from the source. Faults on them wait (never zero-filled).
+  // pages from the source. Faults on them wait (never zero-filled); the pager
+  // dies with this connection, so the fault server must not call it again.
+  if (vm_) vm_->SetRemotePager(nullptr);
   spdlog::error("vm {}: migration connection failed after switchover: {} ({} pages still at the source; "
                 "vCPUs touching them wait)",
-                name, s.ToString(), mem_.table ? mem_.table->Count(vm::PageState::kRemote) : 0);
+                name, s.ToString(), mem_ ? mem_->count(vm::PageState::kRemote) : 0);
 }
 
 }  // namespace
 
-void ReceiveMigration(UniqueFd conn, host::VmManager* vms, const std::string& listen_host) {
+void ReceiveMigration(UniqueFd conn, IncomingHost* vms, const std::string& listen_host) {
   Receiver r(std::move(conn), vms, listen_host);
   r.Run();
 }

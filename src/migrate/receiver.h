@@ -5,13 +5,13 @@
 // switchover removes the incoming VM; the source keeps the original.
 #pragma once
 
-#include "host/vm_manager.h"
 #include "base/fd.h"
+#include "migrate/migrating_vm.h"
 
 namespace agile::migrate {
 
 // Blocks until the migration ends (either way). `listen_host` is the address
 // QEMU's incoming device-state socket binds to.
-void ReceiveMigration(UniqueFd conn, host::VmManager* vms, const std::string& listen_host);
+void ReceiveMigration(UniqueFd conn, IncomingHost* host, const std::string& listen_host);
 
 }  // namespace agile::migrate

@@ -29,8 +29,9 @@ constexpr uint64_t kRescanNs = 50'000'000;
 constexpr uint64_t kKeepaliveNs = 5'000'000'000;
 }  // namespace
 
-Sender::Sender(host::ManagedVm* vm, std::string host_id, SendOptions opts)
-    : vm_(vm), mem_(vm->memory()), host_id_(std::move(host_id)), opt_(std::move(opts)) {
+Sender::Sender(MigratingVm* vm, std::string host_id, SendOptions opts)
+    : vm_(vm), mem_(vm->memory()), store_(vm->store()), host_id_(std::move(host_id)), opt_(std::move(opts)) {
+  if (store_ != nullptr) store_reader_ = std::make_unique<BulkStoreReader>(store_);
   report_.mode = wire::MigModeName(opt_.mode);
   report_.vm = vm_->spec().name;
   report_.destination = opt_.to;
@@ -59,7 +60,7 @@ void Sender::Progress(const char* phase, uint64_t dirty) {
             {"dirty_pages", dirty},
             {"page_rate", page_rate_}};
   if (page_rate_ > 0 && dirty > 0) p["eta_s"] = static_cast<double>(dirty) / page_rate_;
-  vm_->set_migration_status(p);
+  vm_->SetMigrationStatus(p);
   if (opt_.progress) opt_.progress(p);
 }
 
@@ -67,14 +68,12 @@ Report Sender::Run() {
   t0_ns_ = vm::NowNs();
   bool qemu_mode = opt_.mode == MigMode::kQemuPrecopy || opt_.mode == MigMode::kQemuPostcopy;
   Status s;
-  if (vm_->stock() != qemu_mode)
+  const bool stock = mem_ == nullptr;
+  if (stock != qemu_mode)
     s = InvalidArgument(qemu_mode ? "qemu-* modes migrate stock VMs (vm start --stock); use agile, precopy or postcopy"
                                   : "stock VMs can only use qemu-precopy or qemu-postcopy");
-  std::unique_lock<std::mutex> no_offload;
-  if (s.ok() && !qemu_mode) {
-    no_offload = vm_->LockOffload();
-    vm_->SuspendTracking();  // its scans would take the dirty bits pre-copy needs
-  }
+  const bool outgoing = s.ok() && !qemu_mode;
+  if (outgoing) vm_->BeginOutgoing();  // no offload, no tracking scans (they would take pre-copy's dirty bits)
   if (s.ok()) s = Handshake();
   if (s.ok()) {
     reader_ = std::thread([this] { ReaderLoop(); });
@@ -92,24 +91,21 @@ Report Sender::Run() {
   if (!s.ok()) {
     report_.ok = false;
     report_.error = s.ToString();
-    if (!switched_) {
-      Abort(s.message());
-      vm_->ResumeTracking();
-    }
+    if (!switched_) Abort(s.message());
+    if (outgoing) (void)vm_->EndOutgoing(/*migrated=*/false, /*keep_store=*/false);
     spdlog::error("vm {}: migration to {} failed: {}", report_.vm, opt_.to, s.ToString());
   } else {
     report_.ok = true;
     // Nothing of the VM stays here: QEMU stops, guest RAM is freed, and in
     // agile mode the store namespace stays with its new owner.
-    no_offload = {};
-    Status r = vm_->RetireAfterMigration(/*keep_store=*/opt_.mode == MigMode::kAgile);
+    Status r = vm_->EndOutgoing(/*migrated=*/true, /*keep_store=*/opt_.mode == MigMode::kAgile);
     if (!r.ok()) spdlog::warn("vm {}: cleanup after migration: {}", report_.vm, r.ToString());
     report_.total_time_ms = Ms();
     spdlog::info("vm {}: migrated to {} ({}) in {:.0f} ms, downtime {:.0f} ms, {} bytes", report_.vm, opt_.to,
                  report_.mode, report_.total_time_ms, report_.downtime_ms, report_.bytes_sent);
   }
   if (ch_) report_.bytes_sent = std::max(report_.bytes_sent, ch_->bytes_sent() + report_.device_state_bytes);
-  vm_->set_migration_status(nullptr);
+  vm_->SetMigrationStatus(nullptr);
   return report_;
 }
 
@@ -125,9 +121,9 @@ Status Sender::Handshake() {
   hello.page_count = vm_->spec().memory_bytes / kPage;
   hello.spec_json = vm_->spec().ToJson().dump();
   hello.src_host = host_id_;
-  if (mem_.store) {
-    hello.store_addr = mem_.store->addr();
-    hello.store_vm_id = mem_.store->store_vm_id();
+  if (store_) {
+    hello.store_addr = store_->addr();
+    hello.store_vm_id = store_->store_vm_id();
   }
   std::vector<uint8_t> f;
   wire::AppendHello(&f, hello);
@@ -145,7 +141,7 @@ Status Sender::Handshake() {
   if (ack.status != 0) return Unavailable("destination refused: " + ack.message);
   qemu_port_ = ack.qemu_port;
   dest_id_ = ack.dst_host;
-  if (mem_.table) sent_.reset(new std::atomic<uint8_t>[mem_.table->pages()]());
+  if (mem_) sent_.reset(new std::atomic<uint8_t>[mem_->pages()]());
   return Status::Ok();
 }
 
@@ -167,7 +163,7 @@ void Sender::ReaderLoop() {
       std::lock_guard<std::mutex> serve(serve_mu_);
       std::vector<uint64_t> pages;
       for (uint64_t idx : req) {
-        for (uint64_t n = idx; n < idx + 1 + opt_.prepage && n < mem_.table->pages(); ++n) {
+        for (uint64_t n = idx; n < idx + 1 + opt_.prepage && n < mem_->pages(); ++n) {
           if (sent_[n].exchange(1)) continue;
           if (n == idx) demand_.fetch_add(1);
           pages.push_back(n);
@@ -211,21 +207,10 @@ Status Sender::SendPages(std::vector<uint64_t> idx, uint32_t round, uint64_t* se
   };
   for (size_t i = 0; i < idx.size(); ++i) {
     uint64_t n = idx[i];
-    vm::PageState st = mem_.table->Get(n);
-    for (int spins = 0; st == vm::PageState::kInFlight && spins < 1000; ++spins) {  // a refault settling
-      std::this_thread::sleep_for(std::chrono::microseconds(100));
-      st = mem_.table->Get(n);
-    }
-    if (st == vm::PageState::kZero) continue;
     uint8_t* slot = buf.data() + batch.size() * kPage;
-    if (st == vm::PageState::kOffloaded) {
-      if (!mem_.store) return Internal("page " + std::to_string(n) + " is offloaded but there is no store");
-      uint8_t present = 0;
-      AGILE_RETURN_IF_ERROR(mem_.store->FetchBulk(std::span<const uint64_t>(&n, 1), slot, &present));
-      if (!present) return Internal("the swap store lost page " + std::to_string(n));
-    } else {
-      AGILE_RETURN_IF_ERROR(PreadFull(mem_.ram_fd, slot, kPage, static_cast<off_t>(n * kPage)));
-    }
+    AGILE_ASSIGN_OR_RETURN(vm::PageState st, mem_->ReadPage(n, slot, store_reader_.get()));
+    if (st == vm::PageState::kZero) continue;  // nothing stored anywhere: the destination maps zeros
+    if (st == vm::PageState::kRemote) return Internal("page " + std::to_string(n) + " is not here to send");
     batch.push_back({n, slot});
     if (batch.size() == wire::kMigMaxPagesPerFrame) AGILE_RETURN_IF_ERROR(flush());
   }
@@ -233,8 +218,8 @@ Status Sender::SendPages(std::vector<uint64_t> idx, uint32_t round, uint64_t* se
 }
 
 Status Sender::PrecopyRounds() {
-  AGILE_ASSIGN_OR_RETURN(track::WriteScanner scanner, track::WriteScanner::Open(mem_.map));
-  const uint64_t npages = mem_.table->pages();
+  AGILE_ASSIGN_OR_RETURN(track::WriteScanner scanner, track::WriteScanner::Open(mem_->mapping()));
+  const uint64_t npages = mem_->pages();
   // Pages written since the current round began: the next round's scope.
   std::vector<uint8_t> dirty_bm(npages, 0);
   std::vector<uint64_t> dirty, scanned;
@@ -254,7 +239,7 @@ Status Sender::PrecopyRounds() {
   // Round 0: what lives here (agile) or everything with data (precopy).
   std::vector<uint64_t> pages;
   for (uint64_t i = 0; i < npages; ++i) {
-    vm::PageState st = mem_.table->Get(i);
+    vm::PageState st = mem_->state(i);
     if (st == vm::PageState::kResident || st == vm::PageState::kInFlight ||
         (st == vm::PageState::kOffloaded && opt_.mode == MigMode::kPrecopy))
       pages.push_back(i);
@@ -357,7 +342,7 @@ Status Sender::StopAndCopy() {
     if (tail_) {
       // The remainder stays here until the destination pulls it or the push
       // brings it (SendLocations marks it for both ends).
-      tail_bm_.assign(mem_.table->pages(), 0);
+      tail_bm_.assign(mem_->pages(), 0);
       for (uint64_t p : pending_) tail_bm_[p] = 1;
     } else {
       uint64_t sent = 0;
@@ -379,15 +364,12 @@ Status Sender::SendLocations() {
   std::unique_lock<std::mutex> serve(serve_mu_, std::defer_lock);
   if (tail_) {
     serve.lock();
-    for (uint64_t i = 0; i < mem_.table->pages(); ++i) sent_[i].store(tail_bm_[i] ? 0 : 1);
+    for (uint64_t i = 0; i < mem_->pages(); ++i) sent_[i].store(tail_bm_[i] ? 0 : 1);
   }
+  AGILE_ASSIGN_OR_RETURN(std::vector<vm::PageRun> states, mem_->LocationRuns());
   std::vector<wire::MigRun> runs;
-  for (uint64_t i = 0; i < mem_.table->pages(); ++i) {
-    vm::PageState st = mem_.table->Get(i);
-    for (int spins = 0; st == vm::PageState::kInFlight && spins < 10000; ++spins) {
-      std::this_thread::sleep_for(std::chrono::microseconds(100));
-      st = mem_.table->Get(i);
-    }
+  for (const vm::PageRun& run : states) for (uint64_t i = run.first; i < run.first + run.count; ++i) {
+    const vm::PageState st = run.state;
     PageWhere w;
     switch (st) {
       case vm::PageState::kZero: w = PageWhere::kZero; ++report_.pages_zero; break;
@@ -434,9 +416,9 @@ Status Sender::Switchover() {
   }
   wire::MigSwitchover sw;
   sw.resume = was_running_;
-  if (opt_.mode == MigMode::kAgile && mem_.store && mem_.store->claimed()) {
+  if (opt_.mode == MigMode::kAgile && store_ && store_->claimed()) {
     // The commit point: from here the destination owns the cold pages.
-    AGILE_ASSIGN_OR_RETURN(auto token, mem_.store->Transfer(dest_id_));
+    AGILE_ASSIGN_OR_RETURN(auto token, store_->Transfer(dest_id_));
     sw = {true, token.epoch, token.secret};
   }
   std::vector<uint8_t> f;
@@ -462,9 +444,9 @@ Status Sender::PostcopyPush() {
   // data; agile's tail: the dirty remainder), in order, while demand requests
   // are served in between by the reader thread.
   std::vector<uint64_t> chunk;
-  for (uint64_t i = 0; i < mem_.table->pages(); ++i) {
+  for (uint64_t i = 0; i < mem_->pages(); ++i) {
     if (tail_ && !tail_bm_[i]) continue;
-    vm::PageState st = mem_.table->Get(i);
+    vm::PageState st = mem_->state(i);
     if (st == vm::PageState::kZero || sent_[i].exchange(1)) continue;
     chunk.push_back(i);
     if (chunk.size() == 256) {
@@ -564,7 +546,7 @@ void Sender::Abort(const std::string& why) {
     wire::AppendAbort(&f, why);
     (void)ch_->Send(f);
   }
-  if (paused_ || vm_->stock()) {
+  if (paused_ || mem_ == nullptr) {
     (void)vm_->Qmp("migrate_cancel");
   }
   if (paused_) {

@@ -19,7 +19,7 @@
 #include <thread>
 #include <vector>
 
-#include "host/managed_vm.h"
+#include "migrate/migrating_vm.h"
 #include "migrate/channel.h"
 #include "migrate/report.h"
 #include "track/write_scanner.h"
@@ -45,7 +45,7 @@ struct SendOptions {
 
 class Sender {
  public:
-  Sender(host::ManagedVm* vm, std::string host_id, SendOptions opts);
+  Sender(MigratingVm* vm, std::string host_id, SendOptions opts);
   ~Sender();
   // Returns the report; report.ok=false with report.error on failure.
   Report Run();
@@ -67,8 +67,23 @@ class Sender {
   void Progress(const char* phase, uint64_t dirty = 0);
   double Ms() const;
 
-  host::ManagedVm* vm_;
-  host::ManagedVm::Memory mem_;
+  MigratingVm* vm_;
+  // Held for the whole migration: a `vm stop` meanwhile retires it (our
+  // reads then fail) but its descriptors stay this VM's. Null for stock VMs.
+  std::shared_ptr<vm::GuestMemory> mem_;
+  offload::SwapStore* store_;  // null without a swap store
+  // Cold pages read on the store's bulk connection, not the fault thread's.
+  class BulkStoreReader : public vm::PageSource {
+   public:
+    explicit BulkStoreReader(offload::SwapStore* store) : store_(store) {}
+    Status Fetch(std::span<const uint64_t> idx, uint8_t* out, uint8_t* present) override {
+      return store_->FetchBulk(idx, out, present);
+    }
+
+   private:
+    offload::SwapStore* store_;
+  };
+  std::unique_ptr<BulkStoreReader> store_reader_;
   std::string host_id_;
   SendOptions opt_;
   Report report_;

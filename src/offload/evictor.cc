@@ -1,9 +1,5 @@
 #include "offload/evictor.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -13,12 +9,14 @@
 #include <system_error>
 #include <vector>
 
+#include "base/clock.h"
+#include "base/page.h"
 #include "store/memd_proto.h"
 
 namespace agile::offload {
 namespace {
 
-constexpr size_t kPage = 4096;
+constexpr size_t kPage = kPageSize;
 constexpr size_t kBatchPages = 2048;     // pages claimed and moved per round (8 MiB)
 // EvictTo hands the pipeline this many batches at a time, so the PUT of one
 // overlaps the drop and read of the next (and the policy's scan of the page
@@ -60,28 +58,12 @@ struct Evictor::Batch {
   std::vector<uint64_t> zero;        // all-zero pages: marked, never sent
 };
 
-Evictor::~Evictor() {
-  if (ram_ != nullptr) ::munmap(const_cast<uint8_t*>(ram_), ram_len_);
-}
-
-Status Evictor::MapRam() {
-  if (ram_ != nullptr) return Status::Ok();
-  struct stat st {};
-  if (::fstat(ram_fd_, &st) != 0) return ErrnoStatus("fstat guest RAM file");
-  if (st.st_size <= 0) return Internal("guest RAM file is empty");
-  void* p = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_SHARED, ram_fd_, 0);
-  if (p == MAP_FAILED) return ErrnoStatus("map guest RAM file for offload");
-  ram_ = static_cast<const uint8_t*>(p);
-  ram_len_ = static_cast<size_t>(st.st_size);
-  return Status::Ok();
-}
-
 Result<EvictReport> Evictor::EvictTo(uint64_t target_pages, VictimPolicy* policy) {
   EvictReport r;
-  uint64_t t0 = vm::NowNs();
+  uint64_t t0 = MonotonicNs();
   AGILE_RETURN_IF_ERROR(store_->Claim());
   for (;;) {
-    uint64_t resident = table_->Count(vm::PageState::kResident);
+    uint64_t resident = mem_->count(vm::PageState::kResident);
     if (resident <= target_pages) break;
     auto victims = policy->Coldest(std::min<uint64_t>(resident - target_pages, kBatchPages * kBatchesPerCall));
     if (victims.empty()) break;
@@ -89,23 +71,16 @@ Result<EvictReport> Evictor::EvictTo(uint64_t target_pages, VictimPolicy* policy
     AGILE_RETURN_IF_ERROR(EvictPages(std::move(victims), &r));
     if (r.pages_offloaded + r.pages_zero == before) break;  // everything raced back in; try again later
   }
-  r.seconds = static_cast<double>(vm::NowNs() - t0) / 1e9;
-  r.resident_after = table_->Count(vm::PageState::kResident);
+  r.seconds = static_cast<double>(MonotonicNs() - t0) / 1e9;
+  r.resident_after = mem_->count(vm::PageState::kResident);
   return r;
 }
 
-void Evictor::PutBack(const Batch& b) {
-  for (uint64_t idx : b.claimed) table_->Set(idx, vm::PageState::kResident);
-  faults_->Kick();
-}
+void Evictor::PutBack(const Batch& b) { mem_->Unclaim(b.claimed); }
 
 Status Evictor::Prepare(std::vector<uint64_t> victims, Batch* b) {
   // 1. claim
-  b->claimed.clear();
-  b->claimed.reserve(victims.size());
-  for (uint64_t idx : victims)
-    if (idx < table_->pages() && table_->Transition(idx, vm::PageState::kResident, vm::PageState::kInFlight))
-      b->claimed.push_back(idx);
+  b->claimed = mem_->ClaimResident(victims);
   if (b->claimed.empty()) return Status::Ok();
   auto put_back = [&](const Status& why) {
     PutBack(*b);
@@ -114,21 +89,17 @@ Status Evictor::Prepare(std::vector<uint64_t> victims, Batch* b) {
   };
   // 2. no access without a fault from here on
   for (const Run& run : Runs(b->claimed, kMergeGapPages)) {
-    Status s = shim_->DropPtes(run.first * kPage, run.count * kPage);
+    Status s = mem_->DropPtes(run.first, run.count);
     if (!s.ok()) return put_back(s.Annotate("drop PTEs before offload"));
   }
   // 3. read out, split zero pages from data pages
-  if (Status s = MapRam(); !s.ok()) return put_back(s);
   b->data.clear();
   b->zero.clear();
   for (const Run& run : Runs(b->claimed, 0)) {
-    if ((run.first + run.count) * kPage > ram_len_) return put_back(Internal("page past the end of the RAM file"));
-    const uint8_t* p = ram_ + run.first * kPage;
-    // One call maps the run instead of a fault per page; where the kernel
-    // lacks it, the reads below fault the pages in one by one.
-    (void)::madvise(const_cast<uint8_t*>(p), run.count * kPage, MADV_POPULATE_READ);
+    auto p = mem_->ClaimedRun(run.first, run.count);
+    if (!p.ok()) return put_back(p.status());
     for (uint64_t i = 0; i < run.count; ++i) {
-      const uint8_t* page = p + i * kPage;
+      const uint8_t* page = *p + i * kPage;
       if (AllZero(page)) b->zero.push_back(run.first + i);
       else b->data.push_back({run.first + i, page});
     }
@@ -146,20 +117,12 @@ Status Evictor::Finish(Batch* b, const Status& put_status, EvictReport* report) 
     PutBack(*b);
     return done(put_status.Annotate("offload to swap store"));
   }
-  // 5. free host memory, then publish where each page now lives
-  for (const Run& run : Runs(b->claimed, 0)) {
-    if (::fallocate(ram_fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(run.first * kPage),
-                    static_cast<off_t>(run.count * kPage)) != 0) {
-      // The pages are stored in memd and still in the file: either copy is
-      // good, so keep them resident and report.
-      Status st = ErrnoStatus("punch hole in guest RAM file");
-      PutBack(*b);
-      return done(st);
-    }
-  }
-  for (const auto& p : b->data) table_->Set(p.index, vm::PageState::kOffloaded);
-  for (uint64_t idx : b->zero) table_->Set(idx, vm::PageState::kZero);
-  faults_->Kick();  // faults that waited on these pages can be served now
+  // 5. free host memory, then publish where each page now lives (on a
+  // failed punch the pages stay resident: both copies are good)
+  std::vector<uint64_t> stored;
+  stored.reserve(b->data.size());
+  for (const auto& p : b->data) stored.push_back(p.index);
+  if (Status st = mem_->PublishOffloaded(stored, b->zero); !st.ok()) return done(st);
   report->pages_offloaded += b->data.size();
   report->pages_zero += b->zero.size();
   report->bytes_sent += b->data.size() * kPage;

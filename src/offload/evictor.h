@@ -2,12 +2,13 @@
 // write (invariant 3). For each batch of victims:
 //   1. claim them: kResident -> kInFlight (faults on them now wait)
 //   2. drop their PTEs inside QEMU through the shim (any access now faults)
-//   3. read them from the RAM file (through a read-only mapping of it, so the
-//      PUT sends straight from the page cache); all-zero pages are only
-//      marked, never sent
+//   3. read them from the RAM file (through GuestMemory's read-only mapping
+//      of it, so the PUT sends straight from the page cache); all-zero pages
+//      are only marked, never sent
 //   4. PUT the rest to memd; only once it is stored...
 //   5. punch the holes in the RAM file and publish kOffloaded / kZero
 // A failed PUT puts the batch back to kResident (data never left the file).
+// Every step that changes a page is a GuestMemory verb.
 //
 // Batches are pipelined: while one batch's PUT is in flight (on a helper
 // thread), the next batch is claimed, has its PTEs dropped and is read out.
@@ -23,9 +24,7 @@
 #include "base/status.h"
 #include "offload/swap_store.h"
 #include "offload/victim_policy.h"
-#include "vm/fault_server.h"
-#include "vm/page_table.h"
-#include "vm/shim_link.h"
+#include "vm/guest_memory.h"
 
 namespace agile::offload {
 
@@ -40,9 +39,7 @@ struct EvictReport {
 
 class Evictor {
  public:
-  Evictor(int ram_fd, vm::PageTable* table, vm::ShimLink* shim, vm::FaultServer* faults, SwapStore* store)
-      : ram_fd_(ram_fd), table_(table), shim_(shim), faults_(faults), store_(store) {}
-  ~Evictor();
+  Evictor(vm::GuestMemory* memory, SwapStore* store) : mem_(memory), store_(store) {}
   Evictor(const Evictor&) = delete;
   Evictor& operator=(const Evictor&) = delete;
 
@@ -60,19 +57,8 @@ class Evictor {
   // Step 5 for a batch whose PUT returned put_status (or puts it back).
   Status Finish(Batch* b, const Status& put_status, EvictReport* report);
   void PutBack(const Batch& b);
-  // Maps the RAM file read-only on first use.
-  Status MapRam();
 
-  // The RAM file, mapped read-only and shared: a claimed page is read (and
-  // sent) from here, not copied out first. Its bytes cannot change while the
-  // page is claimed (the guest has no PTE and its fault waits), and the punch
-  // that ends the claim also removes our PTEs.
-  const uint8_t* ram_ = nullptr;
-  size_t ram_len_ = 0;
-  int ram_fd_;
-  vm::PageTable* table_;
-  vm::ShimLink* shim_;
-  vm::FaultServer* faults_;
+  vm::GuestMemory* mem_;
   SwapStore* store_;
 };
 

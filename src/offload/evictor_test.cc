@@ -59,11 +59,10 @@ struct Rig {
     if (!g.ok()) return nullptr;
     r->guest = std::move(g).value();
     EXPECT_EQ(*r->guest->Command("write 1"), "ok");
-    r->evictor = std::make_unique<Evictor>(r->guest->ram_fd(), &r->guest->table(), &r->guest->shim(),
-                                           &r->guest->faults(), r->store.get());
+    r->evictor = std::make_unique<Evictor>(&r->guest->memory(), r->store.get());
     return r;
   }
-  vm::PageTable& table() { return guest->table(); }
+  vm::GuestMemory& memory() { return guest->memory(); }
 };
 
 std::vector<uint64_t> Range(uint64_t first, uint64_t end) {
@@ -81,13 +80,13 @@ TEST(EvictorTest, PipelinedBatchesOffloadEveryPageAndItComesBackIntact) {
   EXPECT_EQ(rep.batches, 5u);
   EXPECT_EQ(rep.pages_offloaded, n);
   EXPECT_EQ(rep.bytes_sent, n * 4096);
-  EXPECT_EQ(r->table().Count(PageState::kOffloaded), n);
-  EXPECT_EQ(r->table().Count(PageState::kInFlight), 0u);
+  EXPECT_EQ(r->memory().count(PageState::kOffloaded), n);
+  EXPECT_EQ(r->memory().count(PageState::kInFlight), 0u);
   EXPECT_EQ(ResidentInFile(r->guest->ram_fd(), n), 0u);
   EXPECT_EQ(r->pages->Stats().pages, n);
   // Every page refaults from memd with its bytes.
   EXPECT_EQ(*r->guest->Command("verify 1"), "ok");
-  EXPECT_EQ(r->table().Count(PageState::kResident), n);
+  EXPECT_EQ(r->memory().count(PageState::kResident), n);
 }
 
 TEST(EvictorTest, ZeroPagesAreMarkedNotSentEvenAWholeBatchOfThem) {
@@ -104,9 +103,9 @@ TEST(EvictorTest, ZeroPagesAreMarkedNotSentEvenAWholeBatchOfThem) {
   ASSERT_TRUE(r->evictor->EvictPages(Range(0, n), &rep).ok());
   EXPECT_EQ(rep.pages_zero, zeros.size());
   EXPECT_EQ(rep.pages_offloaded, n - zeros.size());
-  EXPECT_EQ(r->table().Count(PageState::kZero), zeros.size());
-  EXPECT_EQ(r->table().Count(PageState::kOffloaded), n - zeros.size());
-  EXPECT_EQ(r->table().Count(PageState::kInFlight), 0u);
+  EXPECT_EQ(r->memory().count(PageState::kZero), zeros.size());
+  EXPECT_EQ(r->memory().count(PageState::kOffloaded), n - zeros.size());
+  EXPECT_EQ(r->memory().count(PageState::kInFlight), 0u);
   EXPECT_EQ(r->pages->Stats().pages, n - zeros.size());
   EXPECT_EQ(ResidentInFile(r->guest->ram_fd(), n), 0u);
 }
@@ -121,9 +120,9 @@ TEST(EvictorTest, StoreFullMidwayLeavesTheRestResidentAndIntact) {
   Status st = r->evictor->EvictPages(Range(0, n), &rep);
   EXPECT_EQ(st.code(), Code::kResourceExhausted) << st.ToString();
   EXPECT_EQ(rep.pages_offloaded, kBatch);
-  EXPECT_EQ(r->table().Count(PageState::kOffloaded), kBatch);
-  EXPECT_EQ(r->table().Count(PageState::kResident), n - kBatch);
-  EXPECT_EQ(r->table().Count(PageState::kInFlight), 0u);
+  EXPECT_EQ(r->memory().count(PageState::kOffloaded), kBatch);
+  EXPECT_EQ(r->memory().count(PageState::kResident), n - kBatch);
+  EXPECT_EQ(r->memory().count(PageState::kInFlight), 0u);
   EXPECT_EQ(ResidentInFile(r->guest->ram_fd(), n), n - kBatch);
   EXPECT_EQ(*r->guest->Command("verify 1"), "ok");
 }
@@ -132,12 +131,12 @@ TEST(EvictorTest, EvictToReachesItsTargetInCallsOfSeveralBatches) {
   const uint64_t n = 10 * kBatch;  // more than one call's worth (8 batches)
   auto r = Rig::Start(n, n + 16);
   ASSERT_NE(r, nullptr);
-  LastFaultPolicy policy(&r->table());
+  LastFaultPolicy policy(&r->memory());
   auto rep = r->evictor->EvictTo(kBatch / 4, &policy);
   ASSERT_TRUE(rep.ok()) << rep.status().ToString();
   EXPECT_EQ(rep->resident_after, kBatch / 4);
   EXPECT_EQ(rep->pages_offloaded, n - kBatch / 4);
-  EXPECT_EQ(r->table().Count(PageState::kInFlight), 0u);
+  EXPECT_EQ(r->memory().count(PageState::kInFlight), 0u);
   EXPECT_EQ(*r->guest->Command("verify 1"), "ok");
 }
 

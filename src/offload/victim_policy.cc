@@ -5,9 +5,9 @@
 
 namespace agile::offload {
 
-LastFaultPolicy::LastFaultPolicy(const vm::PageTable* table)
-    : table_(table), stamp_(new std::atomic<uint32_t>[table->pages()]) {
-  for (uint64_t i = 0; i < table->pages(); ++i) stamp_[i].store(0, std::memory_order_relaxed);
+LastFaultPolicy::LastFaultPolicy(const vm::GuestMemory* memory)
+    : mem_(memory), stamp_(new std::atomic<uint32_t>[memory->pages()]) {
+  for (uint64_t i = 0; i < memory->pages(); ++i) stamp_[i].store(0, std::memory_order_relaxed);
 }
 
 void LastFaultPolicy::OnAccess(uint64_t idx) {
@@ -16,8 +16,8 @@ void LastFaultPolicy::OnAccess(uint64_t idx) {
 
 std::vector<uint64_t> LastFaultPolicy::Coldest(size_t n) {
   std::vector<std::pair<uint32_t, uint64_t>> resident;
-  for (uint64_t i = 0; i < table_->pages(); ++i)
-    if (table_->Get(i) == vm::PageState::kResident) resident.emplace_back(stamp_[i].load(std::memory_order_relaxed), i);
+  for (uint64_t i = 0; i < mem_->pages(); ++i)
+    if (mem_->state(i) == vm::PageState::kResident) resident.emplace_back(stamp_[i].load(std::memory_order_relaxed), i);
   n = std::min(n, resident.size());
   std::partial_sort(resident.begin(), resident.begin() + static_cast<long>(n), resident.end());
   std::vector<uint64_t> out(n);

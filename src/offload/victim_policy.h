@@ -13,7 +13,7 @@
 
 #include "track/access_tracker.h"
 #include "vm/fault_server.h"
-#include "vm/page_table.h"
+#include "vm/guest_memory.h"
 
 namespace agile::offload {
 
@@ -27,13 +27,13 @@ class VictimPolicy {
 
 class LastFaultPolicy : public VictimPolicy, public vm::AccessObserver {
  public:
-  explicit LastFaultPolicy(const vm::PageTable* table);
+  explicit LastFaultPolicy(const vm::GuestMemory* memory);
   const char* name() const override { return "least-recent-fault"; }
   std::vector<uint64_t> Coldest(size_t n) override;
   void OnAccess(uint64_t idx) override;  // fault thread
 
  private:
-  const vm::PageTable* table_;
+  const vm::GuestMemory* mem_;
   std::unique_ptr<std::atomic<uint32_t>[]> stamp_;  // fault sequence number, 0 = never
   std::atomic<uint32_t> seq_{0};
 };

@@ -57,32 +57,29 @@ struct AccessTracker::Snapshot {
   uint32_t epoch;
 };
 
-Result<std::unique_ptr<AccessTracker>> AccessTracker::Create(const vm::GuestMapping& map, vm::PageTable* table,
-                                                             vm::ShimLink* shim, const vm::FaultStats* faults,
+Result<std::unique_ptr<AccessTracker>> AccessTracker::Create(vm::GuestMemory* memory, const vm::FaultStats* faults,
                                                              const TrackerOptions& opts) {
+  const vm::GuestMapping& map = memory->mapping();
   if (!(opts.cpu_budget_pct > 0) || opts.min_period_ms == 0 || opts.min_period_ms > opts.max_period_ms ||
       opts.read_cycle == 0)
     return InvalidArgument("tracker options: need cpu_budget_pct > 0, 0 < min_period <= max_period, read_cycle >= 1");
   if (opts.history_epochs < 2 || opts.max_epoch > 0xFFFE || opts.max_epoch < 2 * opts.history_epochs + 1)
     return InvalidArgument("tracker options: need history_epochs >= 2 and 2*history_epochs < max_epoch <= 65534");
-  if ((map.file_offset + map.length) / uffd::kPageSize > table->pages())
-    return InvalidArgument("guest mapping extends past the page table");
   AGILE_ASSIGN_OR_RETURN(WriteScanner scanner, WriteScanner::Open(map));
   // The first scan reports every page never write-protected, i.e. history
   // from before tracking: discard it.
   AGILE_RETURN_IF_ERROR(scanner.Scan([](uint64_t, uint64_t) {}).status());
-  return std::unique_ptr<AccessTracker>(new AccessTracker(map, table, shim, faults, opts, std::move(scanner)));
+  return std::unique_ptr<AccessTracker>(new AccessTracker(memory, faults, opts, std::move(scanner)));
 }
 
-AccessTracker::AccessTracker(const vm::GuestMapping& map, vm::PageTable* table, vm::ShimLink* shim,
-                             const vm::FaultStats* faults, const TrackerOptions& opts, WriteScanner scanner)
-    : table_(table),
-      shim_(shim),
+AccessTracker::AccessTracker(vm::GuestMemory* memory, const vm::FaultStats* faults, const TrackerOptions& opts,
+                             WriteScanner scanner)
+    : mem_(memory),
       faults_(faults),
       opts_(opts),
       scanner_(std::move(scanner)),
-      first_idx_(map.file_offset / uffd::kPageSize),
-      end_idx_(first_idx_ + map.length / uffd::kPageSize),
+      first_idx_(memory->mapping().file_offset / uffd::kPageSize),
+      end_idx_(first_idx_ + memory->mapping().length / uffd::kPageSize),
       chunks_((end_idx_ - first_idx_ + kChunkPages - 1) / kChunkPages),
       stamps_(new std::atomic<uint16_t>[end_idx_ - first_idx_]),
       chunk_faults_(new std::atomic<uint32_t>[chunks_]),
@@ -165,7 +162,7 @@ Status AccessTracker::DropSlice(uint32_t epoch, SliceResult* out) {
   auto flush = [&]() -> Status {
     open = false;
     uint64_t ns = 0;
-    Status s = shim_->DropPtes(run_first * uffd::kPageSize, (run_last + 1 - run_first) * uffd::kPageSize, &ns);
+    Status s = mem_->DropPtes(run_first, run_last + 1 - run_first, &ns);
     out->drop_ns += ns;
     if (s.ok()) return s;
     // PTEs may still map these pages, so "idle since this drop" would be a
@@ -193,7 +190,7 @@ Status AccessTracker::DropSlice(uint32_t epoch, SliceResult* out) {
     for (uint64_t i = first; i < end; ++i) {
       std::atomic<uint16_t>& st = stamps_[i - first_idx_];
       uint16_t s = st.load(std::memory_order_relaxed);
-      if (table_->Get(i) != vm::PageState::kResident) {
+      if (mem_->state(i) != vm::PageState::kResident) {
         // Gone from residence (offloaded, in flight, discarded): its history
         // says nothing about the page that may come back, e.g. by prefetch,
         // which maps it without a fault we would see.
@@ -330,7 +327,7 @@ void AccessTracker::Adapt(uint64_t tick_cpu_ns, uint64_t scan_ns, uint64_t writt
   // at the minimum period if possible, else more, smaller slices at the
   // minimum period (write recency stays fine), else the most slices allowed
   // at a longer period.
-  const double full_var = var_ns_per_page_ * static_cast<double>(table_->Count(vm::PageState::kResident)) +
+  const double full_var = var_ns_per_page_ * static_cast<double>(mem_->count(vm::PageState::kResident)) +
                           static_cast<double>(cycle_faults_) * fault_ns;
   const double budget = opts_.cpu_budget_pct / 100.0;
   const double fixed = static_cast<double>(scan_ns) + write_ns;  // every tick, whatever the slice
@@ -399,7 +396,7 @@ uint64_t AccessTracker::WssPages(double window_s) const {
   const uint64_t cutoff = snap.now_ns > window_ns ? snap.now_ns - window_ns : 0;
   uint64_t n = 0;
   for (uint64_t i = first_idx_; i < end_idx_; ++i) {
-    if (table_->Get(i) != vm::PageState::kResident) continue;
+    if (mem_->state(i) != vm::PageState::kResident) continue;
     uint16_t s = stamps_[i - first_idx_].load(std::memory_order_acquire);
     if (s == kActive || (s != kUnknown && DropNs(snap, s) >= cutoff)) ++n;
   }
@@ -414,7 +411,7 @@ std::vector<uint64_t> AccessTracker::ColdestResident(size_t max_n, double min_id
   if (max_n == 0 || idle_ns > snap.now_ns) return out;
   const uint64_t latest_drop = snap.now_ns - idle_ns;
   auto eligible = [&](uint64_t i, uint16_t* s) {
-    if (table_->Get(i) != vm::PageState::kResident) return false;
+    if (mem_->state(i) != vm::PageState::kResident) return false;
     *s = stamps_[i - first_idx_].load(std::memory_order_acquire);
     return IsIdleStamp(*s) && DropNs(snap, *s) <= latest_drop;
   };

@@ -46,7 +46,7 @@
 #include "track/write_scanner.h"
 #include "vm/fault_server.h"
 #include "vm/page_table.h"
-#include "vm/shim_link.h"
+#include "vm/guest_memory.h"
 
 namespace agile::track {
 
@@ -86,11 +86,10 @@ struct TrackerStats {
 
 class AccessTracker : public vm::AccessObserver {
  public:
-  // `table`, `shim` and `faults` must outlive the tracker. Opens the
-  // WriteScanner (kUnsupported on kernels without PAGEMAP_SCAN) and takes a
-  // baseline scan, since the first scan reports every never-protected page.
-  static Result<std::unique_ptr<AccessTracker>> Create(const vm::GuestMapping& map, vm::PageTable* table,
-                                                       vm::ShimLink* shim, const vm::FaultStats* faults,
+  // `memory` and `faults` must outlive the tracker. Opens the WriteScanner
+  // (kUnsupported on kernels without PAGEMAP_SCAN) and takes a baseline
+  // scan, since the first scan reports every never-protected page.
+  static Result<std::unique_ptr<AccessTracker>> Create(vm::GuestMemory* memory, const vm::FaultStats* faults,
                                                        const TrackerOptions& opts = {});
   ~AccessTracker() override;
 
@@ -135,8 +134,8 @@ class AccessTracker : public vm::AccessObserver {
     bool cycle_done = false;  // the walk wrapped: all RAM was covered once more
   };
 
-  AccessTracker(const vm::GuestMapping& map, vm::PageTable* table, vm::ShimLink* shim, const vm::FaultStats* faults,
-                const TrackerOptions& opts, WriteScanner scanner);
+  AccessTracker(vm::GuestMemory* memory, const vm::FaultStats* faults, const TrackerOptions& opts,
+                WriteScanner scanner);
 
   Snapshot Now() const;
   // Drop time of epoch s as seen from `snap`; UINT64_MAX while its drop runs.
@@ -150,8 +149,7 @@ class AccessTracker : public vm::AccessObserver {
              uint64_t tick_start_ns);
   void Run();
 
-  vm::PageTable* table_;
-  vm::ShimLink* shim_;
+  vm::GuestMemory* mem_;  // read: page states; changed only by dropping PTEs
   const vm::FaultStats* faults_;
   TrackerOptions opts_;
   WriteScanner scanner_;

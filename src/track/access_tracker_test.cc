@@ -28,7 +28,7 @@ class AccessTrackerTest : public ::testing::Test {
   void Start(uint64_t pages, const TrackerOptions& opts) {
     g_ = StartTrackGuest(pages);
     ASSERT_NE(g_, nullptr);
-    auto t = AccessTracker::Create(g_->shim().mapping(), &g_->table(), &g_->shim(), &g_->faults().stats(), opts);
+    auto t = AccessTracker::Create(&g_->memory(), &g_->faults().stats(), opts);
     ASSERT_TRUE(t.ok()) << t.status().ToString();
     tracker_ = std::move(t).value();
     // GuestProcess starts its fault server before we can hand it the

@@ -40,7 +40,7 @@ class WriteScannerTest : public ::testing::Test {
   void SetUp() override {
     g_ = StartTrackGuest(kPages);
     ASSERT_NE(g_, nullptr);
-    auto s = WriteScanner::Open(g_->shim().mapping());
+    auto s = WriteScanner::Open(g_->memory().mapping());
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     scanner_ = std::make_unique<WriteScanner>(std::move(s).value());
   }
@@ -119,7 +119,7 @@ TEST_F(WriteScannerTest, ScanRangeLeavesTheRestForLater) {
 TEST_F(WriteScannerTest, DroppedPtesNeverHideWritesAndReadsAfterADropLookWritten) {
   Ok(*g_, "fill 1 " + Range(0, kPages));
   ScanSet(*scanner_);
-  ASSERT_TRUE(g_->shim().DropPtes(0, 1000 * 4096ULL).ok());
+  ASSERT_TRUE(g_->memory().DropPtes(0, 1000).ok());
   EXPECT_TRUE(ScanSet(*scanner_).empty()) << "protected pages stay protected through a drop";
 
   Ok(*g_, "read " + Range(0, 10));
@@ -129,11 +129,11 @@ TEST_F(WriteScannerTest, DroppedPtesNeverHideWritesAndReadsAfterADropLookWritten
   EXPECT_TRUE(ScanSet(*scanner_).empty()) << "re-protected by the scan, reads are not writes again";
 
   Ok(*g_, "write " + Range(2000, 10));
-  ASSERT_TRUE(g_->shim().DropPtes(2000 * 4096ULL, 10 * 4096ULL).ok());
+  ASSERT_TRUE(g_->memory().DropPtes(2000, 10).ok());
   EXPECT_EQ(ScanSet(*scanner_), Pages(2000, 10)) << "a write survives its PTE being dropped";
   EXPECT_TRUE(ScanSet(*scanner_).empty());
   Ok(*g_, "write " + Range(3000, 10));
-  ASSERT_TRUE(g_->shim().DropPtes(3000 * 4096ULL, 10 * 4096ULL).ok());
+  ASSERT_TRUE(g_->memory().DropPtes(3000, 10).ok());
   Ok(*g_, "read " + Range(3000, 10));
   EXPECT_EQ(ScanSet(*scanner_), Pages(3000, 10)) << "written, dropped, read back";
   EXPECT_EQ(g_->faults().stats().minor.load(), 30u);

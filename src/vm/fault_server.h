@@ -1,8 +1,9 @@
-// Serves the userfaultfd of one VM on a dedicated thread: first touch gets a
-// zero page, a dropped PTE (MINOR fault) is re-mapped with UFFDIO_CONTINUE, an
-// offloaded page is fetched from the PageSource and installed with UFFDIO_COPY.
-// A page in flight (owned by an evictor or a migration) defers the fault until
-// its owner settles it. Invariant 2: zeros are only ever mapped for kZero.
+// Serves the userfaultfd of one VM on a dedicated thread: reads fault events,
+// lets GuestMemory resolve each one (first touch: a zero page; a dropped PTE:
+// UFFDIO_CONTINUE; an offloaded page: refault from the PageSource), counts
+// what happened, and defers a fault on a page in flight (owned by an evictor
+// or a migration) or at a migration source until the page settles.
+// Invariant 2: zeros are only ever mapped for kZero (GuestMemory::ServeFault).
 #pragma once
 
 #include <linux/userfaultfd.h>
@@ -15,26 +16,14 @@
 #include <thread>
 
 #include "base/fd.h"
+#include "base/clock.h"
 #include "base/status.h"
-#include "uffd/uffd.h"
+#include "vm/fault_stats.h"
+#include "vm/guest_memory.h"
 #include "vm/latency.h"
 #include "vm/page_source.h"
-#include "vm/page_table.h"
-#include "vm/shim_link.h"
 
 namespace agile::vm {
-
-struct FaultStats {
-  std::atomic<uint64_t> first_touch{0};  // kZero pages served a zero page
-  std::atomic<uint64_t> minor{0};        // dropped PTEs re-mapped (read tracking)
-  std::atomic<uint64_t> refault{0};      // faults on offloaded pages, served from the source
-  std::atomic<uint64_t> prefetched{0};   // offloaded pages brought in next to a refault
-  std::atomic<uint64_t> spurious{0};     // already resolved by a racing fault
-  std::atomic<uint64_t> deferred{0};     // waited for a page in flight or at a migration source
-  std::atomic<uint64_t> fetch_errors{0}; // source unreachable (retried)
-  LatencyHistogram first_touch_latency;
-  LatencyHistogram refault_latency;
-};
 
 // Told of every page the guest is seen to access through a fault (first
 // touch, MINOR after dropped PTEs, refault). Called on the fault thread: keep
@@ -57,11 +46,10 @@ class RemotePager {
 class FaultServer {
  public:
   static constexpr uint32_t kMaxPrefetchPages = 64;
-  // `table`, `uffd` and `source` must outlive the server. `source` may be null
+  // `memory` and `source` must outlive the server. `source` may be null
   // while no page is offloaded. A refault also brings in up to
   // `prefetch_pages - 1` offloaded pages that follow the faulting one.
-  FaultServer(uffd::Uffd* uffd, const GuestMapping& map, PageTable* table, PageSource* source,
-              uint32_t prefetch_pages = 4);
+  FaultServer(GuestMemory* memory, PageSource* source, uint32_t prefetch_pages = 4);
   ~FaultServer();
 
   Status Start();
@@ -86,12 +74,9 @@ class FaultServer {
   void Run();
   // Returns true when the fault is resolved, false to retry it later.
   bool Serve(const Pending& f);
-  bool ServeState(uint64_t idx, PageState st, uint64_t page_addr, const Pending& f);
   bool ServeOffloaded(uint64_t idx, uint64_t start_ns);
 
-  uffd::Uffd* uffd_;
-  GuestMapping map_;
-  PageTable* table_;
+  GuestMemory* mem_;
   PageSource* source_;
   uint32_t prefetch_pages_;
   UniqueFd wake_fd_;  // eventfd: stop and kick
@@ -106,6 +91,7 @@ class FaultServer {
   std::vector<uint8_t> fetch_buf_;  // prefetch_pages_ pages, page-aligned use only
 };
 
-uint64_t NowNs();
+// The monotonic clock in ns (base/clock.h), kept under this name for callers.
+inline uint64_t NowNs() { return MonotonicNs(); }
 
 }  // namespace agile::vm

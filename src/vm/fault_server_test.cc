@@ -47,7 +47,7 @@ TEST(FaultServerTest, ServesEveryFirstTouchOnce) {
   EXPECT_EQ(*g->Command("write 1"), "ok");
   EXPECT_EQ(*g->Command("verify 1"), "ok");
   EXPECT_EQ(g->faults().stats().first_touch.load(), kPages);
-  EXPECT_EQ(g->table().Count(PageState::kResident), kPages);
+  EXPECT_EQ(g->memory().count(PageState::kResident), kPages);
   EXPECT_EQ(ResidentInFile(g->ram_fd(), kPages), kPages);
   // Touching again faults no more.
   EXPECT_EQ(*g->Command("verify 1"), "ok");
@@ -68,7 +68,7 @@ TEST(FaultServerTest, DroppedPtesFaultAgainAsMinorAndKeepData) {
   ASSERT_NE(g, nullptr);
   ASSERT_EQ(*g->Command("write 7"), "ok");
   uint64_t ns = 0;
-  ASSERT_TRUE(g->shim().DropPtes(0, kPages * 4096, &ns).ok());
+  ASSERT_TRUE(g->memory().DropPtes(0, kPages, &ns).ok());
   EXPECT_EQ(*g->Command("verify 7"), "ok");
   EXPECT_EQ(g->faults().stats().minor.load(), kPages);
   EXPECT_EQ(g->faults().stats().first_touch.load(), kPages);
@@ -77,7 +77,7 @@ TEST(FaultServerTest, DroppedPtesFaultAgainAsMinorAndKeepData) {
 TEST(FaultServerTest, DropPtesOutsideTheMappingIsRejected) {
   auto g = StartGuest();
   ASSERT_NE(g, nullptr);
-  EXPECT_FALSE(g->shim().DropPtes(kPages * 4096, 4096).ok());
+  EXPECT_FALSE(g->memory().DropPtes(kPages, 1).ok());
 }
 
 // A PageSource held in memory: stands in for the swap store.
@@ -98,31 +98,35 @@ class MapSource : public PageSource {
   std::map<uint64_t, std::vector<uint8_t>> pages;
 };
 
+// Offloads `count` pages from `first` the way the evictor does: claim, drop
+// PTEs, read out (into `src` unless null), publish as offloaded.
+void EvictByHand(GuestProcess* g, uint64_t first, uint64_t count, MapSource* src) {
+  std::vector<uint64_t> idx;
+  for (uint64_t i = first; i < first + count; ++i) idx.push_back(i);
+  ASSERT_EQ(g->memory().ClaimResident(idx).size(), count);
+  ASSERT_TRUE(g->memory().DropPtes(first, count).ok());
+  auto run = g->memory().ClaimedRun(first, count);
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  if (src != nullptr)
+    for (uint64_t i = 0; i < count; ++i) src->pages[first + i].assign(*run + i * 4096, *run + (i + 1) * 4096);
+  ASSERT_TRUE(g->memory().PublishOffloaded(idx, {}).ok());
+}
+
 TEST(FaultServerTest, OffloadedPagesComeBackFromTheSource) {
   MapSource src;
   auto g = StartGuest(&src);
   ASSERT_NE(g, nullptr);
   ASSERT_EQ(*g->Command("write 3"), "ok");
-  // Evict the upper half by hand: drop PTEs, copy out, punch the hole.
+  // Evict the upper half by hand (what the evictor does, into a map).
   uint64_t half = kPages / 2;
-  for (uint64_t i = half; i < kPages; ++i) ASSERT_TRUE(g->table().Transition(i, PageState::kResident, PageState::kInFlight));
-  ASSERT_TRUE(g->shim().DropPtes(half * 4096, half * 4096).ok());
-  for (uint64_t i = half; i < kPages; ++i) {
-    std::vector<uint8_t> page(4096);
-    ASSERT_TRUE(PreadFull(g->ram_fd(), page.data(), 4096, static_cast<off_t>(i * 4096)).ok());
-    src.pages[i] = std::move(page);
-  }
-  ASSERT_EQ(::fallocate(g->ram_fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(half * 4096),
-                        static_cast<off_t>(half * 4096)),
-            0);
-  for (uint64_t i = half; i < kPages; ++i) g->table().Set(i, PageState::kOffloaded);
+  EvictByHand(g.get(), half, half, &src);
   EXPECT_EQ(ResidentInFile(g->ram_fd(), kPages), half);
   EXPECT_EQ(*g->Command("verify 3"), "ok");
   // Sequential access: each refault brings its neighbours (prefetch window 4).
   const auto& st = g->faults().stats();
   EXPECT_EQ(st.refault.load() + st.prefetched.load(), half);
   EXPECT_EQ(st.refault.load(), half / 4);
-  EXPECT_EQ(g->table().Count(PageState::kResident), kPages);
+  EXPECT_EQ(g->memory().count(PageState::kResident), kPages);
 }
 
 TEST(FaultServerTest, MissingSourcePageStallsInsteadOfZeroFilling) {
@@ -130,10 +134,7 @@ TEST(FaultServerTest, MissingSourcePageStallsInsteadOfZeroFilling) {
   auto g = StartGuest(&src);
   ASSERT_NE(g, nullptr);
   ASSERT_EQ(*g->Command("write 2"), "ok");
-  ASSERT_TRUE(g->table().Transition(0, PageState::kResident, PageState::kInFlight));
-  ASSERT_TRUE(g->shim().DropPtes(0, 4096).ok());
-  ASSERT_EQ(::fallocate(g->ram_fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 4096), 0);
-  g->table().Set(0, PageState::kOffloaded);
+  EvictByHand(g.get(), 0, 1, nullptr);  // the store never got it
   // The guest blocks on page 0; after a while we supply the page and it resumes intact.
   std::string line = "verify 2\n";
   std::thread supplier([&] {

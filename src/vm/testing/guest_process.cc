@@ -43,11 +43,11 @@ Result<std::unique_ptr<GuestProcess>> GuestProcess::Start(const std::string& shi
   UniqueFd uffd_fd;
   AGILE_ASSIGN_OR_RETURN(ShimLink link,
                          ShimLink::Accept(listen.get(), g->ram_path_, pages * 4096, 10000, g->proc_.pidfd(), &uffd_fd));
-  g->link_ = std::make_unique<ShimLink>(std::move(link));
-  g->uffd_ = std::make_unique<uffd::Uffd>(std::move(uffd_fd));
-  g->table_ = std::make_unique<PageTable>(pages);
-  g->faults_ =
-      std::make_unique<FaultServer>(g->uffd_.get(), g->link_->mapping(), g->table_.get(), source, prefetch_pages);
+  UniqueFd own_fd(::open(g->ram_path_.c_str(), O_RDWR | O_CLOEXEC));
+  if (!own_fd) return ErrnoStatus("open " + g->ram_path_);
+  g->memory_ = std::make_shared<GuestMemory>(std::move(own_fd), uffd::Uffd(std::move(uffd_fd)), std::move(link),
+                                             PageState::kZero);
+  g->faults_ = std::make_unique<FaultServer>(g->memory_.get(), source, prefetch_pages);
   AGILE_RETURN_IF_ERROR(g->faults_->Start());
   AGILE_ASSIGN_OR_RETURN(std::string ready, g->Command(""));
   if (ready != "ready") return Internal("shm_guest said '" + ready + "'");

@@ -6,10 +6,8 @@
 #include <string>
 
 #include "base/process.h"
-#include "uffd/uffd.h"
 #include "vm/fault_server.h"
-#include "vm/page_table.h"
-#include "vm/shim_link.h"
+#include "vm/guest_memory.h"
 
 namespace agile::vm::testing {
 
@@ -24,10 +22,12 @@ class GuestProcess {
   // Sends one command line, returns the answer line.
   Result<std::string> Command(const std::string& cmd);
 
-  PageTable& table() { return *table_; }
+  GuestMemory& memory() { return *memory_; }
+  const std::shared_ptr<GuestMemory>& shared_memory() { return memory_; }
   FaultServer& faults() { return *faults_; }
-  ShimLink& shim() { return *link_; }
   Process& process() { return proc_; }
+  // A descriptor of the RAM file of the test's own, for checking its content
+  // from outside GuestMemory.
   int ram_fd() const { return ram_fd_.get(); }
   const std::string& ram_path() const { return ram_path_; }
 
@@ -36,9 +36,7 @@ class GuestProcess {
   std::string dir_, ram_path_;
   UniqueFd ram_fd_, to_child_, from_child_;
   Process proc_;
-  std::unique_ptr<ShimLink> link_;
-  std::unique_ptr<uffd::Uffd> uffd_;
-  std::unique_ptr<PageTable> table_;
+  std::shared_ptr<GuestMemory> memory_;
   std::unique_ptr<FaultServer> faults_;
   std::string rbuf_;
 };

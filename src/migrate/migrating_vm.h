@@ -1,0 +1,66 @@
+// What a migration needs of the VM it moves, and of the host that receives
+// one: guest memory, the VM's swap-store namespace, QEMU's monitor and a few
+// lifecycle hooks. The host (src/host) implements these; migration code knows
+// nothing else of how VMs are run, so it can be driven in tests by a stand-in.
+#pragma once
+
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "base/status.h"
+#include "offload/swap_store.h"
+#include "qemu/launch.h"
+#include "vm/fault_server.h"
+#include "vm/guest_memory.h"
+
+namespace agile::migrate {
+
+class MigratingVm {
+ public:
+  virtual ~MigratingVm() = default;
+  virtual const qemu::VmSpec& spec() const = 0;
+  // QEMU's monitor (QMP): device-state migration, pause and resume.
+  virtual Result<nlohmann::json> Qmp(const std::string& cmd, const nlohmann::json& args = nullptr) = 0;
+  // The guest memory agiled owns; null for stock VMs (the qemu-* modes,
+  // where QEMU moves all of RAM itself).
+  virtual std::shared_ptr<vm::GuestMemory> memory() = 0;
+  // The VM's namespace in the swap store; null without a store.
+  virtual offload::SwapStore* store() = 0;
+  // What `vm stat` shows of the migration while it runs; null when it ends.
+  virtual void SetMigrationStatus(nlohmann::json status) = 0;
+
+  // ---- source ----
+  // From here until EndOutgoing no offload runs and working-set tracking is
+  // off (its scans would take the dirty bits pre-copy needs).
+  virtual void BeginOutgoing() = 0;
+  // migrated: the VM runs elsewhere now; stop QEMU and free guest RAM here,
+  // keeping the store namespace when its ownership moved with the VM
+  // (keep_store). Otherwise the VM stays: tracking and offload resume.
+  virtual Status EndOutgoing(bool migrated, bool keep_store) = 0;
+
+  // ---- destination ----
+  // Where faults on pages still at the source are sent (null: none).
+  virtual void SetRemotePager(vm::RemotePager* pager) = 0;
+  // Use the VM's store namespace under the ownership token the source
+  // handed over (agile mode).
+  virtual Status AdoptStore(const std::string& store_vm_id, uint64_t epoch, uint64_t secret) = 0;
+  // The incoming migration finished; the VM runs here now.
+  virtual void MarkRunning() = 0;
+};
+
+// The receiving host: starts the incoming QEMU and drops it on failure.
+class IncomingHost {
+ public:
+  virtual ~IncomingHost() = default;
+  virtual const std::string& host_id() const = 0;
+  virtual bool has_store() const = 0;
+  // Starts QEMU with -incoming defer; every guest page starts at the source
+  // (kRemote). store_vm_id names the store namespace of its cold pages.
+  virtual Result<std::shared_ptr<MigratingVm>> StartIncoming(const qemu::VmSpec& spec,
+                                                             const std::string& store_vm_id) = 0;
+  // Stops and forgets an incoming VM whose migration failed.
+  virtual void DropIncoming(const std::string& name) = 0;
+};
+
+}  // namespace agile::migrate
