@@ -14,7 +14,8 @@ namespace agile::vm::testing {
 
 Result<std::unique_ptr<GuestProcess>> GuestProcess::Start(const std::string& shim_path,
                                                           const std::string& guest_path, uint64_t pages,
-                                                          PageSource* source, uint32_t prefetch_pages) {
+                                                          PageSource* source, uint32_t prefetch_pages,
+                                                          PageState initial) {
   std::unique_ptr<GuestProcess> g(new GuestProcess());
   char tmpl[] = "/dev/shm/agile-test-XXXXXX";
   if (::mkdtemp(tmpl) == nullptr) return ErrnoStatus("mkdtemp");
@@ -45,8 +46,7 @@ Result<std::unique_ptr<GuestProcess>> GuestProcess::Start(const std::string& shi
                          ShimLink::Accept(listen.get(), g->ram_path_, pages * 4096, 10000, g->proc_.pidfd(), &uffd_fd));
   UniqueFd own_fd(::open(g->ram_path_.c_str(), O_RDWR | O_CLOEXEC));
   if (!own_fd) return ErrnoStatus("open " + g->ram_path_);
-  g->memory_ = std::make_shared<GuestMemory>(std::move(own_fd), uffd::Uffd(std::move(uffd_fd)), std::move(link),
-                                             PageState::kZero);
+  g->memory_ = std::make_shared<GuestMemory>(std::move(own_fd), uffd::Uffd(std::move(uffd_fd)), std::move(link), initial);
   g->faults_ = std::make_unique<FaultServer>(g->memory_.get(), source, prefetch_pages);
   AGILE_RETURN_IF_ERROR(g->faults_->Start());
   AGILE_ASSIGN_OR_RETURN(std::string ready, g->Command(""));

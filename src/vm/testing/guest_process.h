@@ -16,7 +16,8 @@ class GuestProcess {
   // Creates a RAM file of `pages` pages under /dev/shm and starts shm_guest.
   static Result<std::unique_ptr<GuestProcess>> Start(const std::string& shim_path, const std::string& guest_path,
                                                      uint64_t pages, PageSource* source = nullptr,
-                                                     uint32_t prefetch_pages = 4);
+                                                     uint32_t prefetch_pages = 4,
+                                                     PageState initial = PageState::kZero);
   ~GuestProcess();
 
   // Sends one command line, returns the answer line.
