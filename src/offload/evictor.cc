@@ -13,7 +13,7 @@
 #include <system_error>
 #include <vector>
 
-#include "store/memd_proto.h"
+#include "wire/memd_proto.h"
 
 namespace agile::offload {
 namespace {
