@@ -26,7 +26,8 @@ Status Channel::Send(const std::vector<uint8_t>& frames) {
 }
 
 Result<wire::FrameHeader> Channel::Receive(std::vector<uint8_t>* payload, int timeout_ms) {
-  if (timeout_ms >= 0) {
+  // Bytes already buffered would not wake poll(): wait only on an empty buffer.
+  if (timeout_ms >= 0 && reader_.buffered() == 0) {
     pollfd p{fd_.get(), POLLIN, 0};
     int pr;
     do {
@@ -34,7 +35,7 @@ Result<wire::FrameHeader> Channel::Receive(std::vector<uint8_t>* payload, int ti
     } while (pr < 0 && errno == EINTR);
     if (pr == 0) return Unavailable("migration peer silent for " + std::to_string(timeout_ms) + " ms");
   }
-  auto h = wire::ReadFrame(fd_.get(), wire::kMigMagic, wire::kMigVersion, wire::kMigMaxPayload, payload);
+  auto h = reader_.NextInto(payload);
   if (!h.ok()) {
     if (h.status().code() == Code::kNotFound) return Unavailable("migration peer closed the connection");
     return h.status().Annotate("migration connection");

@@ -1,6 +1,6 @@
 // One migration connection between two agileds: whole frames out (from any
 // thread, one at a time, optionally paced to a byte rate) and in (one reader
-// thread). Counts bytes on the wire for the report.
+// thread, through wire::FrameReader). Counts bytes on the wire for the report.
 #pragma once
 
 #include <atomic>
@@ -12,13 +12,15 @@
 #include "base/fd.h"
 #include "base/status.h"
 #include "wire/frame.h"
+#include "wire/frame_stream.h"
 #include "wire/migrate_proto.h"
 
 namespace agile::migrate {
 
 class Channel {
  public:
-  explicit Channel(UniqueFd fd) : fd_(std::move(fd)) {}
+  explicit Channel(UniqueFd fd)
+      : fd_(std::move(fd)), reader_(fd_.get(), wire::kMigMagic, wire::kMigVersion, wire::kMigMaxPayload) {}
   // 0 = unlimited. Pacing applies to Send() of everything.
   void set_rate_limit(uint64_t bytes_per_s) { rate_ = bytes_per_s; }
   // Sends pre-encoded frames (any number, concatenated).
@@ -33,6 +35,7 @@ class Channel {
 
  private:
   UniqueFd fd_;
+  wire::FrameReader reader_;  // Receive() only
   std::mutex send_mu_;
   uint64_t rate_ = 0;
   std::chrono::steady_clock::time_point pace_start_{};

@@ -11,7 +11,7 @@
 
 #include "base/clock.h"
 #include "base/page.h"
-#include "store/memd_proto.h"
+#include "wire/memd_proto.h"
 
 namespace agile::offload {
 namespace {

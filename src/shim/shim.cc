@@ -27,6 +27,7 @@
 #include "base/socket.h"
 #include "uffd/register.h"
 #include "wire/frame.h"
+#include "wire/frame_stream.h"
 #include "wire/shim_proto.h"
 
 namespace {

@@ -2,14 +2,8 @@
 // owns the namespace (host, token) and which data-file slot holds each page.
 // Replaying it rebuilds the namespace after a restart; a torn tail (crash in
 // the middle of an append) is cut off, anything else malformed is an error.
-//
-//   file   := header record*
-//   header := magic u32 "AGMJ" | version u16 = 1 | vm str | xxh32 u32 (of the bytes before it)
-//   record := body_len u32 | xxh32(body) u32 | body
-//   body   := 1 OWNER  host str | epoch u64 | secret u64
-//           | 2 SET    index u64 | slot u64 | xxh3_64(page) u64
-//           | 3 DEL    index u64
-//   (str = u32 length + bytes; all integers little-endian)
+// The file's format (header, records, checksums) is wire/journal_format.h;
+// this class does the file I/O and the replay policy.
 //
 // Not thread-safe: owned and locked by one namespace.
 #pragma once
@@ -22,7 +16,8 @@
 
 #include "base/fd.h"
 #include "base/status.h"
-#include "store/memd_proto.h"
+#include "wire/journal_format.h"
+#include "wire/memd_proto.h"
 
 namespace agile::memd {
 

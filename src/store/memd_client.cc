@@ -128,7 +128,7 @@ Status MemdClient::Pipeline(MsgType type, size_t n, const Encode& encode, const 
       ++done;
       continue;
     }
-    auto w = SendSome(fd_.get(), wbuf_.data() + woff, wbuf_.size() - woff);
+    auto w = wire::SendSome(fd_.get(), wbuf_.data() + woff, wbuf_.size() - woff);
     if (!w.ok()) return Broken(w.status());
     woff += *w;
     if (woff < wbuf_.size()) {

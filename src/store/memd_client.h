@@ -22,8 +22,8 @@
 
 #include "base/fd.h"
 #include "base/status.h"
-#include "store/frame_stream.h"
-#include "store/memd_proto.h"
+#include "wire/frame_stream.h"
+#include "wire/memd_proto.h"
 
 namespace agile::memd {
 
@@ -88,7 +88,7 @@ class MemdClient {
 
   UniqueFd fd_;
   std::string host_id_;
-  FrameReader reader_;
+  wire::FrameReader reader_;
   std::vector<uint8_t> wbuf_;  // reused, so a small request allocates nothing
   std::vector<iovec> iov_;     // reused by ReadGetReply
   uint64_t next_id_ = 1;

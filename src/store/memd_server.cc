@@ -6,7 +6,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "store/frame_stream.h"
+#include "wire/frame_stream.h"
 
 namespace agile::memd {
 namespace {
@@ -120,7 +120,7 @@ void MemdServer::Serve(Conn* c) {
   spdlog::info("connection from {}", c->peer);
   int fd = c->fd.get();
   MemdSession session(store_, &counters_, c->peer);
-  FrameReader reader(fd, kMagic, kVersion, kMaxPayload);
+  wire::FrameReader reader(fd, kMagic, kVersion, kMaxPayload);
   reader.set_busy_poll(opts_.busy_poll);
   std::vector<uint8_t> out;
   Status end;  // why the connection ended
@@ -134,7 +134,7 @@ void MemdServer::Serve(Conn* c) {
     }
     // Flush before we could block on reading: the peer may be waiting.
     if (!reader.HasFrame() || out.size() >= kFlushBytes) {
-      if (Status s = SendAll(fd, out.data(), out.size()); !s.ok()) {
+      if (Status s = wire::SendAll(fd, out.data(), out.size()); !s.ok()) {
         end = s;
         break;
       }
@@ -153,7 +153,7 @@ void MemdServer::Serve(Conn* c) {
     counters_.protocol_errors++;
     spdlog::warn("{}: protocol error, closing connection: {}", session.Describe(), end.message());
     AppendErrorResponse(&out, kProtocolErrorType, 0, end);
-    (void)SendAll(fd, out.data(), out.size());  // best effort: the peer may be gone
+    (void)wire::SendAll(fd, out.data(), out.size());  // best effort: the peer may be gone
     CloseGracefully(fd);
   } else {
     spdlog::info("{}: connection lost: {}", session.Describe(), end.ToString());

@@ -14,7 +14,7 @@
 #include <unordered_map>
 
 #include "base/socket.h"
-#include "store/frame_stream.h"
+#include "wire/frame_stream.h"
 #include "store/memd_client.h"
 
 namespace agile::memd {
@@ -154,9 +154,9 @@ void ExpectProtocolError(const std::string& addr, const std::vector<uint8_t>& by
   SCOPED_TRACE(needle);
   auto fd = ConnectAddress(addr);
   ASSERT_TRUE(fd.ok());
-  ASSERT_TRUE(SendAll(fd->get(), bytes.data(), bytes.size()).ok());
+  ASSERT_TRUE(wire::SendAll(fd->get(), bytes.data(), bytes.size()).ok());
   if (half_close) ::shutdown(fd->get(), SHUT_WR);
-  FrameReader r(fd->get(), kMagic, kVersion, kMaxPayload);
+  wire::FrameReader r(fd->get(), kMagic, kVersion, kMaxPayload);
   auto f = r.Next();
   ASSERT_TRUE(f.ok()) << f.status().ToString();
   EXPECT_EQ(f->header.type, kProtocolErrorType);
@@ -208,8 +208,8 @@ TEST_F(MemdServerTest, MalformedFramesCloseTheConnectionOnly) {
   std::vector<uint8_t> two = stat;
   two.insert(two.end(), bad_magic.begin(), bad_magic.end());
   auto fd = ConnectAddress(addr_);
-  ASSERT_TRUE(SendAll(fd->get(), two.data(), two.size()).ok());
-  FrameReader r(fd->get(), kMagic, kVersion, kMaxPayload);
+  ASSERT_TRUE(wire::SendAll(fd->get(), two.data(), two.size()).ok());
+  wire::FrameReader r(fd->get(), kMagic, kVersion, kMaxPayload);
   EXPECT_EQ(r.Next()->header.type, ResponseType(MsgType::kStat));
   EXPECT_EQ(r.Next()->header.type, kProtocolErrorType);
 
@@ -228,8 +228,8 @@ TEST_F(MemdServerTest, RequestsBeforeHelloAreRefused) {
   AppendHello(&req, 6, "host-a");
   AppendClaim(&req, 7, "vm-1", "host-b");  // claiming for another host
   AppendClaim(&req, 8, "vm-1", "host-a");
-  ASSERT_TRUE(SendAll(fd->get(), req.data(), req.size()).ok());
-  FrameReader r(fd->get(), kMagic, kVersion, kMaxPayload);
+  ASSERT_TRUE(wire::SendAll(fd->get(), req.data(), req.size()).ok());
+  wire::FrameReader r(fd->get(), kMagic, kVersion, kMaxPayload);
   Code want[] = {Code::kPermissionDenied, Code::kOk, Code::kPermissionDenied, Code::kOk};
   for (uint64_t i = 0; i < 4; ++i) {
     auto f = r.Next();
@@ -309,13 +309,13 @@ TEST(MemdClientTest, CorruptPageInAGetReplyFailsTheCall) {
   std::thread server([&] {
     auto fd = Accept(listener->get());
     ASSERT_TRUE(fd.ok());
-    FrameReader r(fd->get(), kMagic, kVersion, kMaxPayload);
+    wire::FrameReader r(fd->get(), kMagic, kVersion, kMaxPayload);
     std::vector<uint8_t> out;
     auto hello = r.Next();
     ASSERT_TRUE(hello.ok());
     auto req = DecodeRequest(hello->header.type, hello->payload, hello->header.length);
     AppendHelloReply(&out, req->id, HelloReply{"fake", kMaxBatchPages, kMaxPayload});
-    ASSERT_TRUE(SendAll(fd->get(), out.data(), out.size()).ok());
+    ASSERT_TRUE(wire::SendAll(fd->get(), out.data(), out.size()).ok());
     auto get = r.Next();
     ASSERT_TRUE(get.ok());
     req = DecodeRequest(get->header.type, get->payload, get->header.length);
@@ -327,7 +327,7 @@ TEST(MemdClientTest, CorruptPageInAGetReplyFailsTheCall) {
     }
     w.Finish(kMaxBatchPages);
     out[out.size() - 56 * kPageSize + 100] ^= 0x10;  // inside page 200
-    ASSERT_TRUE(SendAll(fd->get(), out.data(), out.size()).ok());
+    ASSERT_TRUE(wire::SendAll(fd->get(), out.data(), out.size()).ok());
     char c;
     (void)::recv(fd->get(), &c, 1, 0);  // until the client hangs up
   });

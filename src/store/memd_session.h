@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "base/status.h"
-#include "store/memd_proto.h"
+#include "wire/memd_proto.h"
 #include "store/page_store.h"
 
 namespace agile::memd {

@@ -9,7 +9,7 @@
 #include <cstring>
 
 #include "base/io.h"
-#include "store/memd_proto.h"
+#include "wire/memd_proto.h"
 
 namespace agile::memd {
 namespace {

@@ -26,7 +26,7 @@
 
 #include "base/fd.h"
 #include "base/status.h"
-#include "store/memd_proto.h"
+#include "wire/memd_proto.h"
 
 namespace agile::memd {
 

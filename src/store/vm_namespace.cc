@@ -4,17 +4,13 @@
 
 #include <algorithm>
 
-#define XXH_INLINE_ALL
 #include <spdlog/spdlog.h>
-#include <xxhash.h>
 
 namespace agile::memd {
 namespace {
 
 // Compact when the journal holds this many records more than twice the live pages.
 constexpr uint64_t kCompactSlack = 65536;
-
-uint64_t PageHash(const uint8_t* page) { return XXH3_64bits(page, kPageSize); }
 
 std::string JoinPath(const std::string& dir, const std::string& vm, const char* ext) {
   return dir + "/" + vm + ext;
@@ -116,7 +112,7 @@ Status VmNamespace::Put(std::span<const PageRef> pages) {
   if (st.ok() && persistent() && opts_.sync_each_write) st = slots_->Sync();
   std::vector<std::pair<uint64_t, SlotRef>> sets(pages.size());
   for (size_t i = 0; i < pages.size(); ++i)
-    sets[i] = {pages[i].index, SlotRef{slots[i], persistent() ? PageHash(pages[i].data) : 0}};
+    sets[i] = {pages[i].index, SlotRef{slots[i], persistent() ? JournalPageHash(pages[i].data) : 0}};
   if (st.ok() && persistent()) st = journal_->Append(sets, {});
   if (!st.ok()) {
     undo();
@@ -146,7 +142,7 @@ Result<uint32_t> VmNamespace::Get(std::span<const uint64_t> indexes, uint8_t* pr
     // The message is built only on failure: this loop runs for every page a GET returns.
     if (Status st = slots_->Read(it->second.slot, dst); !st.ok())
       return st.Annotate("vm " + state_.vm + " page " + std::to_string(indexes[i]));
-    if (persistent() && PageHash(dst) != it->second.hash)
+    if (persistent() && JournalPageHash(dst) != it->second.hash)
       return Corruption("vm " + state_.vm + " page " + std::to_string(indexes[i]) + ": stored bytes in slot " +
                         std::to_string(it->second.slot) + " fail their checksum");
     ++n;

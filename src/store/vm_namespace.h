@@ -18,7 +18,7 @@
 
 #include "base/status.h"
 #include "store/index_journal.h"
-#include "store/memd_proto.h"
+#include "wire/memd_proto.h"
 #include "store/page_slots.h"
 
 namespace agile::memd {

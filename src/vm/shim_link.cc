@@ -9,6 +9,7 @@
 #include "uffd/compat.h"
 #include "uffd/register.h"
 #include "wire/frame.h"
+#include "wire/frame_stream.h"
 
 namespace agile::vm {
 namespace {

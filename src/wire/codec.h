@@ -1,5 +1,9 @@
 // Explicit little-endian encoding of fixed-width fields. No raw structs go on
 // the wire: padding and byte order would leak into the protocol.
+//
+// The one encode/decode style of every format in src/wire (frames, migration,
+// memd, shim, memd's journal): an Encoder appends fields in order, a Decoder
+// reads them back in the same order and is checked once with Finish().
 #pragma once
 
 #include <cstdint>
@@ -7,6 +11,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "base/status.h"
 
 namespace agile::wire {
 
@@ -26,10 +32,22 @@ class Encoder {
     U32(static_cast<uint32_t>(s.size()));
     Bytes(s.data(), s.size());
   }
+  // Leaves n zero bytes for a field known only once what follows is written
+  // (a length, a checksum); returns their offset in *out for the Patch calls.
+  size_t Skip(size_t n) {
+    size_t at = out_->size();
+    out_->resize(at + n);
+    return at;
+  }
+  void PatchU16(size_t at, uint16_t v) { Store(at, v, 2); }
+  void PatchU32(size_t at, uint32_t v) { Store(at, v, 4); }
 
  private:
   void Put(uint64_t v, int n) {
     for (int i = 0; i < n; ++i) out_->push_back(static_cast<uint8_t>(v >> (8 * i)));
+  }
+  void Store(size_t at, uint64_t v, int n) {
+    for (int i = 0; i < n; ++i) (*out_)[at + static_cast<size_t>(i)] = static_cast<uint8_t>(v >> (8 * i));
   }
   std::vector<uint8_t>* out_;
 };
@@ -62,6 +80,14 @@ class Decoder {
   bool ok() const { return !failed_; }
   size_t remaining() const { return failed_ ? 0 : n_ - off_; }
   bool AtEnd() const { return ok() && off_ == n_; }
+  // The check every decoder ends with: kCorruption "<what>: truncated payload
+  // or oversize field" after a failed read, "<what>: N trailing bytes" when
+  // bytes are left over.
+  Status Finish(std::string_view what) const {
+    if (!ok()) return Corruption(std::string(what) + ": truncated payload or oversize field");
+    if (!AtEnd()) return Corruption(std::string(what) + ": " + std::to_string(remaining()) + " trailing bytes");
+    return Status::Ok();
+  }
 
  private:
   bool Need(size_t n) {

@@ -1,14 +1,18 @@
 #include "wire/frame.h"
 
-#define XXH_INLINE_ALL
+// XXH3_state_t's layout (for FrameHasher's in-place state) and the dispatcher
+// that Debian's libxxhash exports: XXH3_64bits_withSeed_dispatch and
+// XXH3_64bits_update_dispatch pick the widest vector unit the CPU has (a
+// one-time cpuid on first use, no constructor: safe in the shim, whose code
+// may run before constructors have). The plain XXH3_64bits_withSeed in the
+// shared library is built for baseline x86-64 (SSE2) only.
+#define XXH_STATIC_LINKING_ONLY
 #include <xxhash.h>
+#define XXH_DISPATCH_DISABLE_REPLACE
+#include <xxh_x86dispatch.h>
 
 #include <cstdio>
 #include <new>
-
-#include "base/io.h"
-#include "wire/codec.h"
-#include "wire/xxh3_avx2.h"
 
 namespace agile::wire {
 namespace {
@@ -21,23 +25,11 @@ std::string Hex32(uint32_t v) {
 
 XXH3_state_t* State(unsigned char* storage) { return reinterpret_cast<XXH3_state_t*>(storage); }
 
-// Same hash either way; the AVX2 build is about twice as fast on pages.
-// Asked on first use, not in a static initialiser: the shim's code may run
-// before constructors have, and the CPU probe must be initialised explicitly.
-bool HaveAvx2() {
-  static const bool have = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") != 0;
-  }();
-  return have;
-}
-
 }  // namespace
 
 uint32_t FrameChecksum(const uint8_t* header12, const uint8_t* payload, size_t len) {
   XXH64_hash_t seed = XXH3_64bits(header12, 12);
-  if (HaveAvx2()) return static_cast<uint32_t>(avx2::Xxh3Seeded(payload, len, seed));
-  return static_cast<uint32_t>(XXH3_64bits_withSeed(payload, len, seed));
+  return static_cast<uint32_t>(XXH3_64bits_withSeed_dispatch(payload, len, seed));
 }
 
 FrameHasher::FrameHasher(const uint8_t* header12) {
@@ -48,26 +40,35 @@ FrameHasher::FrameHasher(const uint8_t* header12) {
   XXH3_64bits_reset_withSeed(st, XXH3_64bits(header12, 12));
 }
 
-void FrameHasher::Update(const uint8_t* p, size_t n) {
-  if (HaveAvx2()) avx2::Xxh3Update(state_, p, n);
-  else XXH3_64bits_update(State(state_), p, n);
-}
+void FrameHasher::Update(const uint8_t* p, size_t n) { XXH3_64bits_update_dispatch(State(state_), p, n); }
 
 uint32_t FrameHasher::Digest() const {
-  if (HaveAvx2()) return static_cast<uint32_t>(avx2::Xxh3Digest(state_));
+  // Not dispatched (there is no digest_dispatch): it hashes at most the last
+  // buffered stripe.
   return static_cast<uint32_t>(XXH3_64bits_digest(reinterpret_cast<const XXH3_state_t*>(state_)));
+}
+
+FrameBuilder::FrameBuilder(std::vector<uint8_t>* out, uint32_t magic, uint16_t version, uint16_t type)
+    : out_(out), magic_(magic), version_(version), type_(type), enc_(out) {
+  start_ = enc_.Skip(kFrameHeaderSize);
+}
+
+void FrameBuilder::Finish() {
+  size_t len = out_->size() - start_ - kFrameHeaderSize;
+  enc_.PatchU32(start_, magic_);
+  enc_.PatchU16(start_ + 4, version_);
+  enc_.PatchU16(start_ + 6, type_);
+  enc_.PatchU32(start_ + 8, static_cast<uint32_t>(len));
+  const uint8_t* head = out_->data() + start_;
+  enc_.PatchU32(start_ + 12, FrameChecksum(head, head + kFrameHeaderSize, len));
 }
 
 void AppendFrame(std::vector<uint8_t>* out, uint32_t magic, uint16_t version, uint16_t type,
                  const uint8_t* payload, size_t len) {
-  size_t start = out->size();
-  Encoder e(out);
-  e.U32(magic);
-  e.U16(version);
-  e.U16(type);
-  e.U32(static_cast<uint32_t>(len));
-  e.U32(FrameChecksum(out->data() + start, payload, len));
-  out->insert(out->end(), payload, payload + len);
+  out->reserve(out->size() + kFrameHeaderSize + len);
+  FrameBuilder fb(out, magic, version, type);
+  fb.enc().Bytes(payload, len);
+  fb.Finish();
 }
 
 Result<FrameHeader> DecodeFrameHeader(const uint8_t* bytes, uint32_t magic, uint16_t version,
@@ -94,20 +95,6 @@ Status VerifyFrame(const uint8_t* header_bytes, const FrameHeader& h, const uint
   if (want != h.checksum)
     return Corruption("frame checksum mismatch: got " + Hex32(h.checksum) + ", computed " + Hex32(want));
   return Status::Ok();
-}
-
-Result<FrameHeader> ReadFrame(int fd, uint32_t magic, uint16_t version, uint32_t max_payload,
-                              std::vector<uint8_t>* payload) {
-  uint8_t hb[kFrameHeaderSize];
-  AGILE_RETURN_IF_ERROR(ReadFull(fd, hb, sizeof(hb)));
-  AGILE_ASSIGN_OR_RETURN(FrameHeader h, DecodeFrameHeader(hb, magic, version, max_payload));
-  payload->resize(h.length);
-  if (h.length > 0) {
-    Status st = ReadFull(fd, payload->data(), h.length);
-    if (!st.ok()) return st.code() == Code::kNotFound ? Corruption("connection closed mid-frame") : st;
-  }
-  AGILE_RETURN_IF_ERROR(VerifyFrame(hb, h, payload->data()));
-  return h;
 }
 
 }  // namespace agile::wire

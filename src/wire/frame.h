@@ -11,9 +11,15 @@
 //                               seed = XXH3_64bits(bytes 0..11 of the header)),
 // so a flipped bit anywhere in header or payload is caught. (Protocol versions
 // before the switch used XXH32 here; XXH3 hashes a page several times faster,
-// which the swap store's bulk GET/PUT paths are bound by.) Each protocol has
-// its own magic; a receiver rejects a foreign magic, a different major version,
-// an unknown type and a payload over its own size limit before reading it.
+// which the swap store's bulk GET/PUT paths are bound by.) The hash is
+// Debian's libxxhash through its x86 dispatcher (AVX2/AVX-512 where the CPU
+// has them; bench/checksum_bench measures it). Each protocol has its own magic;
+// a receiver rejects a foreign magic, a different major version, an unknown
+// type and a payload over its own size limit before reading it.
+//
+// Every format in src/wire is written through FrameBuilder + Encoder and read
+// through Decoder (codec.h); frames come off a socket through FrameReader
+// (frame_stream.h). docs/wire-formats.md lists the formats.
 #pragma once
 
 #include <cstddef>
@@ -21,6 +27,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "wire/codec.h"
 
 namespace agile::wire {
 
@@ -53,7 +60,26 @@ class FrameHasher {
   alignas(64) unsigned char state_[640];
 };
 
-// Appends header + payload to *out.
+// Writes one frame in place: room for the header first, the payload encoded
+// behind it through enc(), then Finish() fills in length and checksum. No
+// payload is built apart and copied (a PAGES or PUT frame is 256 KiB-1 MiB).
+// Finish() once; the frame is out->[start(), out->size()).
+class FrameBuilder {
+ public:
+  FrameBuilder(std::vector<uint8_t>* out, uint32_t magic, uint16_t version, uint16_t type);
+  Encoder& enc() { return enc_; }
+  size_t start() const { return start_; }
+  void Finish();
+
+ private:
+  std::vector<uint8_t>* out_;
+  size_t start_;
+  uint32_t magic_;
+  uint16_t version_, type_;
+  Encoder enc_;
+};
+
+// Appends header + an already encoded payload to *out.
 void AppendFrame(std::vector<uint8_t>* out, uint32_t magic, uint16_t version, uint16_t type,
                  const uint8_t* payload, size_t len);
 inline std::vector<uint8_t> MakeFrame(uint32_t magic, uint16_t version, uint16_t type,
@@ -68,10 +94,5 @@ Result<FrameHeader> DecodeFrameHeader(const uint8_t* bytes, uint32_t magic, uint
                                       uint32_t max_payload);
 // Verifies the checksum over header and payload.
 Status VerifyFrame(const uint8_t* header_bytes, const FrameHeader& h, const uint8_t* payload);
-
-// Blocking read of one whole frame from fd into *payload. Clean EOF before the
-// header is kNotFound.
-Result<FrameHeader> ReadFrame(int fd, uint32_t magic, uint16_t version, uint32_t max_payload,
-                              std::vector<uint8_t>* payload);
 
 }  // namespace agile::wire

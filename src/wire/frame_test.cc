@@ -1,11 +1,8 @@
 #include "wire/frame.h"
 
-#define XXH_INLINE_ALL
 #include <gtest/gtest.h>
-#include <unistd.h>
 #include <xxhash.h>
 
-#include "base/io.h"
 #include "wire/codec.h"
 
 namespace agile::wire {
@@ -75,18 +72,6 @@ TEST(FrameTest, HasherMatchesOneShotChecksum) {
   }
 }
 
-TEST(FrameTest, ReadFrameDetectsTruncation) {
-  auto f = Sample();
-  int p[2];
-  ASSERT_EQ(::pipe(p), 0);
-  ASSERT_TRUE(WriteFull(p[1], f.data(), f.size() - 2).ok());
-  ::close(p[1]);
-  std::vector<uint8_t> payload;
-  auto h = ReadFrame(p[0], kMagic, 1, 1024, &payload);
-  ::close(p[0]);
-  EXPECT_EQ(h.status().code(), Code::kCorruption);
-}
-
 TEST(CodecTest, DecoderUnderflowIsSticky) {
   std::vector<uint8_t> b;
   Encoder e(&b);
@@ -96,6 +81,48 @@ TEST(CodecTest, DecoderUnderflowIsSticky) {
   EXPECT_EQ(d.U64(), 0u);
   EXPECT_FALSE(d.ok());
   EXPECT_EQ(d.U8(), 0u);
+}
+
+TEST(CodecTest, FinishNamesTruncationAndTrailingBytes) {
+  std::vector<uint8_t> b;
+  Encoder e(&b);
+  e.U32(5);
+  e.U8(1);
+  Decoder whole(b.data(), b.size());
+  whole.U32();
+  whole.U8();
+  EXPECT_TRUE(whole.Finish("x").ok());
+  Decoder trailing(b.data(), b.size());
+  trailing.U32();
+  Status t = trailing.Finish("x");
+  EXPECT_EQ(t.code(), Code::kCorruption);
+  EXPECT_NE(t.message().find("x: 1 trailing bytes"), std::string::npos) << t.ToString();
+  Decoder shortd(b.data(), b.size());
+  shortd.U64();
+  EXPECT_NE(shortd.Finish("x").message().find("truncated"), std::string::npos);
+}
+
+TEST(CodecTest, PatchFillsSkippedBytes) {
+  std::vector<uint8_t> b;
+  Encoder e(&b);
+  size_t at = e.Skip(6);
+  e.U8(9);
+  e.PatchU32(at, 0x04030201);
+  e.PatchU16(at + 4, 0x0605);
+  EXPECT_EQ(b, (std::vector<uint8_t>{1, 2, 3, 4, 5, 6, 9}));
+}
+
+// FrameBuilder is the one writer of frame headers: its bytes are AppendFrame's.
+TEST(FrameTest, BuilderMatchesAppendFrame) {
+  std::vector<uint8_t> payload = {9, 8, 7};
+  std::vector<uint8_t> built = {0xee};  // a frame may start mid-buffer
+  FrameBuilder fb(&built, kMagic, 1, 7);
+  fb.enc().Bytes(payload.data(), payload.size());
+  fb.Finish();
+  std::vector<uint8_t> want = {0xee};
+  AppendFrame(&want, kMagic, 1, 7, payload.data(), payload.size());
+  EXPECT_EQ(built, want);
+  EXPECT_EQ(fb.start(), 1u);
 }
 
 }  // namespace

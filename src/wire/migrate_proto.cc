@@ -9,19 +9,12 @@ namespace {
 constexpr uint32_t kMaxRunsPerFrame = 32768;
 constexpr uint32_t kMaxRequestPerFrame = 4096;
 
-// Builds a payload with `fill`, then frames it.
+// Encodes a payload with `fill` straight into a frame on *out.
 template <typename F>
 void Append(std::vector<uint8_t>* out, MigMsg type, F fill) {
-  std::vector<uint8_t> payload;
-  Encoder e(&payload);
-  fill(e);
-  AppendFrame(out, kMigMagic, kMigVersion, static_cast<uint16_t>(type), payload.data(), payload.size());
-}
-
-Status Finish(const Decoder& d, const char* what) {
-  if (!d.ok()) return Corruption(std::string("migration ") + what + ": truncated payload");
-  if (!d.AtEnd()) return Corruption(std::string("migration ") + what + ": trailing bytes");
-  return Status::Ok();
+  FrameBuilder fb(out, kMigMagic, kMigVersion, static_cast<uint16_t>(type));
+  fill(fb.enc());
+  fb.Finish();
 }
 
 }  // namespace
@@ -81,6 +74,7 @@ void AppendHelloAck(std::vector<uint8_t>* out, const MigHelloAck& m) {
 }
 
 void AppendPages(std::vector<uint8_t>* out, uint32_t round, const MigPage* pages, size_t n) {
+  out->reserve(out->size() + kFrameHeaderSize + 8 + n * (8 + kMigPageSize));
   Append(out, MigMsg::kPages, [&](Encoder& e) {
     e.U32(round);
     e.U32(static_cast<uint32_t>(n));
@@ -149,7 +143,7 @@ Result<MigHello> DecodeHello(const std::vector<uint8_t>& p) {
   m.src_host = d.Str(256);
   m.store_addr = d.Str(256);
   m.store_vm_id = d.Str(256);
-  AGILE_RETURN_IF_ERROR(Finish(d, "HELLO"));
+  AGILE_RETURN_IF_ERROR(d.Finish("migration HELLO"));
   if (mode < 1 || mode > 5) return Corruption("migration HELLO: unknown mode " + std::to_string(mode));
   m.mode = static_cast<MigMode>(mode);
   return m;
@@ -162,7 +156,7 @@ Result<MigHelloAck> DecodeHelloAck(const std::vector<uint8_t>& p) {
   m.message = d.Str(4096);
   m.qemu_port = d.U16();
   m.dst_host = d.Str(256);
-  AGILE_RETURN_IF_ERROR(Finish(d, "HELLO_ACK"));
+  AGILE_RETURN_IF_ERROR(d.Finish("migration HELLO_ACK"));
   return m;
 }
 
@@ -178,14 +172,14 @@ Status DecodePages(const std::vector<uint8_t>& p, uint32_t* round, std::vector<M
     if (!d.ok()) break;
     pages->push_back({idx, data});
   }
-  return Finish(d, "PAGES");
+  return d.Finish("migration PAGES");
 }
 
 Status DecodeRound(const std::vector<uint8_t>& p, uint32_t* round, uint64_t* pages) {
   Decoder d(p.data(), p.size());
   *round = d.U32();
   *pages = d.U64();
-  return Finish(d, "ROUND");
+  return d.Finish("migration ROUND");
 }
 
 Status DecodeLocations(const std::vector<uint8_t>& p, std::vector<MigRun>* runs) {
@@ -201,7 +195,7 @@ Status DecodeLocations(const std::vector<uint8_t>& p, std::vector<MigRun>* runs)
     r.where = static_cast<PageWhere>(w);
     if (d.ok()) runs->push_back(r);
   }
-  return Finish(d, "LOCATIONS");
+  return d.Finish("migration LOCATIONS");
 }
 
 Result<MigSwitchover> DecodeSwitchover(const std::vector<uint8_t>& p) {
@@ -211,7 +205,7 @@ Result<MigSwitchover> DecodeSwitchover(const std::vector<uint8_t>& p) {
   m.epoch = d.U64();
   m.secret = d.U64();
   uint8_t resume = d.U8();
-  AGILE_RETURN_IF_ERROR(Finish(d, "SWITCHOVER"));
+  AGILE_RETURN_IF_ERROR(d.Finish("migration SWITCHOVER"));
   if (has > 1 || resume > 1) return Corruption("migration SWITCHOVER: bad flag");
   m.has_token = has == 1;
   m.resume = resume == 1;
@@ -223,7 +217,7 @@ Result<MigStatus> DecodeStatus(const std::vector<uint8_t>& p) {
   MigStatus m;
   m.status = d.U32();
   m.message = d.Str(4096);
-  AGILE_RETURN_IF_ERROR(Finish(d, "SWITCHOVER_ACK"));
+  AGILE_RETURN_IF_ERROR(d.Finish("migration SWITCHOVER_ACK"));
   return m;
 }
 
@@ -233,13 +227,13 @@ Status DecodePageRequest(const std::vector<uint8_t>& p, std::vector<uint64_t>* i
   if (n > kMaxRequestPerFrame) return Corruption("migration PAGE_REQUEST: too many pages");
   idx->clear();
   for (uint32_t i = 0; i < n && d.ok(); ++i) idx->push_back(d.U64());
-  return Finish(d, "PAGE_REQUEST");
+  return d.Finish("migration PAGE_REQUEST");
 }
 
 Result<std::string> DecodeAbort(const std::vector<uint8_t>& p) {
   Decoder d(p.data(), p.size());
   std::string r = d.Str(4096);
-  AGILE_RETURN_IF_ERROR(Finish(d, "ABORT"));
+  AGILE_RETURN_IF_ERROR(d.Finish("migration ABORT"));
   return r;
 }
 

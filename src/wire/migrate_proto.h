@@ -1,7 +1,8 @@
 // The protocol between two agileds migrating a VM, over one TCP connection to
 // the destination's --listen port (agiled tells it from its JSON control API
 // by the first byte: '{' is JSON, this protocol starts with its magic).
-// Frames as in wire/frame.h with magic "AGMG", version 1. Integers little-endian.
+// Frames as in wire/frame.h with magic "AGMG", version kMigVersion (2).
+// Integers little-endian. docs/migration.md tells the protocol's story.
 //
 //  source                                   destination
 //    HELLO {mode, pages, spec, store}  ──▶  launches QEMU -incoming, takes its uffd
@@ -16,7 +17,8 @@
 //                                     ◀──  SWITCHOVER_ACK {status, message}
 //  post-copy, and agile's post-copy tail (LOCATIONS said "at source"), after switchover:
 //                                     ◀──  PAGE_REQUEST {n, idx*}   (faults, prepaging)
-//    PAGES {...}                      ──▶   UFFDIO_COPY, wake the vCPU
+//    PAGES {...}                      ──▶   pwrite into the RAM file, kick the fault server
+//                                              (the waiting vCPU's fault is retried and maps it)
 //    DONE {}                          ──▶   every page is across
 //                                     ◀──  DONE_ACK {}
 //  either side, any time before switchover:  ABORT {reason}  (then close)
@@ -25,7 +27,7 @@
 //   HELLO:          | mode u8 | page_count u64 | spec u32+json | src_host u32+str |
 //                   | store_addr u32+str | store_vm_id u32+str |
 //   HELLO_ACK:      | status u32 | message u32+str | qemu_port u16 | dst_host u32+str |
-//   PAGES:          | round u32 | n u32 | n × ( index u64 | data 4096 ) |
+//   PAGES:          | round u32 | n u32 | n × ( index u64 | data 4096 ) |   (n <= 64)
 //   ROUND:          | round u32 | pages u64 |
 //   LOCATIONS:      | n u32 | n × ( first u64 | count u64 | where u8 ) |
 //   SWITCHOVER:     | has_token u8 | epoch u64 | secret u64 | resume u8 |   (resume=0: the VM was paused)
@@ -39,6 +41,7 @@
 #include <string>
 #include <vector>
 
+#include "base/page.h"
 #include "base/status.h"
 
 namespace agile::wire {
@@ -47,7 +50,7 @@ constexpr uint32_t kMigMagic = 0x474D4741;  // "AGMG"
 constexpr uint16_t kMigVersion = 2;  // 2: XXH3 frame checksum (was XXH32)
 constexpr uint32_t kMigMaxPagesPerFrame = 64;
 constexpr uint32_t kMigMaxPayload = 1 << 20;
-constexpr size_t kMigPageSize = 4096;
+constexpr size_t kMigPageSize = kPageSize;  // base/page.h
 
 enum class MigMsg : uint16_t {
   kHello = 1,
@@ -84,7 +87,7 @@ struct MigHelloAck {
 };
 struct MigPage {
   uint64_t index;
-  const uint8_t* data;  // 4096 bytes, not owned
+  const uint8_t* data;  // kMigPageSize bytes, not owned
 };
 struct MigRun {
   uint64_t first = 0, count = 0;

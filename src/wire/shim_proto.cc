@@ -8,16 +8,11 @@ namespace {
 
 template <typename T>
 Result<T> Finish(const Decoder& d, T m, const char* what) {
-  if (!d.ok()) return Corruption(std::string(what) + ": truncated payload");
-  if (!d.AtEnd()) return Corruption(std::string(what) + ": trailing bytes");
+  AGILE_RETURN_IF_ERROR(d.Finish(what));
   return m;
 }
 
-}  // namespace
-
-std::vector<uint8_t> Encode(const ShimHello& m) {
-  std::vector<uint8_t> out;
-  Encoder e(&out);
+void Put(Encoder& e, const ShimHello& m) {
   e.U32(m.pid);
   e.U64(m.base);
   e.U64(m.length);
@@ -25,34 +20,26 @@ std::vector<uint8_t> Encode(const ShimHello& m) {
   e.U64(m.features);
   e.U64(m.ioctls);
   e.Str(m.ram_path);
-  return out;
 }
 
-std::vector<uint8_t> Encode(const ShimHelloAck& m) {
-  std::vector<uint8_t> out;
-  Encoder e(&out);
+void Put(Encoder& e, const ShimHelloAck& m) {
   e.U32(m.status);
   e.Str(m.message);
-  return out;
 }
 
-std::vector<uint8_t> Encode(const ShimDropPtes& m) {
-  std::vector<uint8_t> out;
-  Encoder e(&out);
+void Put(Encoder& e, const ShimDropPtes& m) {
   e.U64(m.seq);
   e.U64(m.offset);
   e.U64(m.length);
-  return out;
 }
 
-std::vector<uint8_t> Encode(const ShimDropPtesDone& m) {
-  std::vector<uint8_t> out;
-  Encoder e(&out);
+void Put(Encoder& e, const ShimDropPtesDone& m) {
   e.U64(m.seq);
   e.U32(m.err);
   e.U64(m.elapsed_ns);
-  return out;
 }
+
+}  // namespace
 
 Result<ShimHello> DecodeShimHello(const std::vector<uint8_t>& p) {
   Decoder d(p.data(), p.size());
@@ -94,8 +81,24 @@ Result<ShimDropPtesDone> DecodeShimDropPtesDone(const std::vector<uint8_t>& p) {
 }
 
 template <typename M>
+std::vector<uint8_t> Encode(const M& m) {
+  std::vector<uint8_t> out;
+  Encoder e(&out);
+  Put(e, m);
+  return out;
+}
+template std::vector<uint8_t> Encode(const ShimHello&);
+template std::vector<uint8_t> Encode(const ShimHelloAck&);
+template std::vector<uint8_t> Encode(const ShimDropPtes&);
+template std::vector<uint8_t> Encode(const ShimDropPtesDone&);
+
+template <typename M>
 std::vector<uint8_t> ShimFrame(ShimMsg type, const M& m) {
-  return MakeFrame(kShimMagic, kShimVersion, static_cast<uint16_t>(type), Encode(m));
+  std::vector<uint8_t> out;
+  FrameBuilder fb(&out, kShimMagic, kShimVersion, static_cast<uint16_t>(type));
+  Put(fb.enc(), m);
+  fb.Finish();
+  return out;
 }
 template std::vector<uint8_t> ShimFrame(ShimMsg, const ShimHello&);
 template std::vector<uint8_t> ShimFrame(ShimMsg, const ShimHelloAck&);

@@ -1,5 +1,6 @@
 // The unix-socket protocol between libagile-shim.so (inside QEMU) and agiled.
-// Frames as in wire/frame.h with magic "AGSH". One connection per VM:
+// Frames as in wire/frame.h with magic "AGSH", version kShimVersion (2). One
+// connection per VM:
 //
 //   shim -> agiled  HELLO  + SCM_RIGHTS(uffd)    after registering the RAM mapping
 //   agiled -> shim  HELLO_ACK                     ok / refusal with a message
@@ -52,10 +53,10 @@ struct ShimDropPtesDone {
   uint64_t elapsed_ns = 0;
 };
 
-std::vector<uint8_t> Encode(const ShimHello& m);
-std::vector<uint8_t> Encode(const ShimHelloAck& m);
-std::vector<uint8_t> Encode(const ShimDropPtes& m);
-std::vector<uint8_t> Encode(const ShimDropPtesDone& m);
+// A message's payload alone (tests); ShimFrame below is what goes on the wire.
+// M is one of the four message structs above.
+template <typename M>
+std::vector<uint8_t> Encode(const M& m);
 
 // Decoders take a frame's payload (already checksummed) and reject short or
 // trailing bytes.

@@ -1,4 +1,4 @@
-#include "store/frame_stream.h"
+#include "wire/frame_stream.h"
 
 #include <gtest/gtest.h>
 #include <sys/socket.h>
@@ -7,10 +7,14 @@
 #include <thread>
 
 #include "base/fd.h"
-#include "store/memd_proto.h"
+#include "wire/memd_proto.h"
 
+// The reader is protocol-neutral; memd's frames serve as the sample traffic.
 namespace agile::memd {
 namespace {
+
+using wire::FrameReader;
+using wire::SendAll;
 
 struct Pair {
   UniqueFd a, b;
@@ -197,6 +201,59 @@ TEST(FrameStream, SendAllToClosedPeerIsAnErrorNotASignal) {
   p.b.Reset();
   std::vector<uint8_t> bytes(1 << 16, 1);
   EXPECT_FALSE(SendAll(p.a.get(), bytes.data(), bytes.size()).ok());
+}
+
+TEST(FrameStream, NextIntoFillsTheCallersBufferAndKeepsTheNextFrame) {
+  std::vector<uint8_t> payload(100000);
+  for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<uint8_t>(i * 7);
+  std::vector<uint8_t> bytes = wire::MakeFrame(kMagic, kVersion, 9, payload);
+  AppendStat(&bytes, 77);
+  Pair p = SocketPair();
+  std::thread writer([&] { EXPECT_TRUE(SendAll(p.a.get(), bytes.data(), bytes.size()).ok()); });
+  FrameReader r(p.b.get(), kMagic, kVersion, kMaxPayload);
+  std::vector<uint8_t> got;
+  auto h = r.NextInto(&got);
+  writer.join();
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  EXPECT_EQ(h->type, 9);
+  EXPECT_EQ(got, payload);
+  auto next = r.Next();
+  ASSERT_TRUE(next.ok()) << next.status().ToString();
+  EXPECT_EQ(DecodeRequest(next->header.type, next->payload, next->header.length)->id, 77u);
+}
+
+// ReadFrame never takes a byte of the following frame off the socket: the
+// shim and its link poll() the fd between frames.
+TEST(FrameStream, ReadFrameDoesNotReadAhead) {
+  std::vector<uint8_t> bytes;
+  AppendStat(&bytes, 1);
+  AppendStat(&bytes, 2);
+  Pair p = SocketPair();
+  ASSERT_TRUE(SendAll(p.a.get(), bytes.data(), bytes.size()).ok());
+  std::vector<uint8_t> payload;
+  for (uint64_t id : {1u, 2u}) {
+    auto h = wire::ReadFrame(p.b.get(), kMagic, kVersion, kMaxPayload, &payload);
+    ASSERT_TRUE(h.ok()) << h.status().ToString();
+    EXPECT_EQ(DecodeRequest(h->type, payload.data(), payload.size())->id, id);
+  }
+}
+
+TEST(FrameStream, ReadFrameDetectsTruncation) {
+  std::vector<uint8_t> f;
+  AppendStat(&f, 1);
+  Pair p = SocketPair();
+  ASSERT_TRUE(SendAll(p.a.get(), f.data(), f.size() - 2).ok());
+  p.a.Reset();
+  std::vector<uint8_t> payload;
+  auto h = wire::ReadFrame(p.b.get(), kMagic, kVersion, kMaxPayload, &payload);
+  EXPECT_EQ(h.status().code(), Code::kCorruption);
+}
+
+TEST(FrameStream, ReadFrameCleanCloseIsNotFound) {
+  Pair p = SocketPair();
+  p.a.Reset();
+  std::vector<uint8_t> payload;
+  EXPECT_EQ(wire::ReadFrame(p.b.get(), kMagic, kVersion, kMaxPayload, &payload).status().code(), Code::kNotFound);
 }
 
 }  // namespace

@@ -2,7 +2,7 @@
 // encoding of every request and response. docs/memd-protocol.md has the byte
 // diagrams; this header and that document change together.
 //
-// Every message is one frame of src/wire/frame.h (magic kMagic, version
+// Every message is one frame of wire/frame.h (magic kMagic, version
 // kVersion). A request payload starts with a u64 request id; the response to
 // it has type (request type | kResponseFlag) and starts with the same id, a
 // u16 status code and a status message, followed by a body only when the
@@ -19,6 +19,7 @@
 #include <variant>
 #include <vector>
 
+#include "base/page.h"
 #include "base/status.h"
 #include "wire/codec.h"
 #include "wire/frame.h"
@@ -27,7 +28,7 @@ namespace agile::memd {
 
 constexpr uint32_t kMagic = 0x444d4741;  // the bytes "AGMD" on the wire
 constexpr uint16_t kVersion = 2;  // 2: XXH3 frame checksum (was XXH32)
-constexpr size_t kPageSize = 4096;
+using agile::kPageSize;  // base/page.h; memd::kPageSize for callers outside agile::memd
 constexpr uint32_t kMaxBatchPages = 256;     // pages or indexes per PUT/GET/DELETE
 constexpr size_t kMaxIdLen = 128;            // vm ids and host ids
 constexpr size_t kMaxMessageLen = 1024;      // status messages
@@ -159,21 +160,10 @@ struct StatReply {
   std::vector<std::pair<std::string, uint64_t>> counters;  // name -> value
 };
 
-// Writes one frame in place: header space first, payload encoded behind it,
-// header (length, checksum) filled by Finish(). Identical bytes to
-// wire::AppendFrame without copying a 1 MiB payload a second time.
-class FrameBuilder {
+// wire::FrameBuilder for this protocol's magic and version.
+class FrameBuilder : public wire::FrameBuilder {
  public:
-  FrameBuilder(std::vector<uint8_t>* out, uint16_t type);
-  wire::Encoder& enc() { return enc_; }
-  size_t start() const { return start_; }
-  void Finish();
-
- private:
-  std::vector<uint8_t>* out_;
-  size_t start_;
-  uint16_t type_;
-  wire::Encoder enc_;
+  FrameBuilder(std::vector<uint8_t>* out, uint16_t type) : wire::FrameBuilder(out, kMagic, kVersion, type) {}
 };
 
 // Server side. An error response carries no body; a message longer than

@@ -1,4 +1,4 @@
-#include "store/memd_proto.h"
+#include "wire/memd_proto.h"
 
 namespace agile::memd {
 namespace {
@@ -45,14 +45,6 @@ Status CheckCount(const char* what, uint32_t count, size_t entry_size, const Dec
   if (!d.ok() || d.remaining() != static_cast<size_t>(count) * entry_size)
     return Malformed(what, "count " + std::to_string(count) + " does not match the " +
                                std::to_string(d.remaining()) + " bytes that follow");
-  return Status::Ok();
-}
-
-// A decoder failure means a truncated or oversize field; leftover bytes mean
-// trailing garbage. Both are malformed.
-Status Finish(const char* what, const Decoder& d) {
-  if (!d.ok()) return Malformed(what, "truncated payload or oversize field");
-  if (!d.AtEnd()) return Malformed(what, std::to_string(d.remaining()) + " trailing bytes");
   return Status::Ok();
 }
 
@@ -114,27 +106,6 @@ Status ValidateHostId(std::string_view host) {
   for (char c : host)
     if (c <= ' ' || c > '~') return InvalidArgument("host id must be printable ASCII without spaces");
   return Status::Ok();
-}
-
-// ---- FrameBuilder ----------------------------------------------------------
-
-FrameBuilder::FrameBuilder(std::vector<uint8_t>* out, uint16_t type)
-    : out_(out), start_(out->size()), type_(type), enc_(out) {
-  out_->resize(start_ + wire::kFrameHeaderSize);
-}
-
-void FrameBuilder::Finish() {
-  // Same layout and checksum as wire::AppendFrame (see frame.h).
-  size_t len = out_->size() - start_ - wire::kFrameHeaderSize;
-  std::vector<uint8_t> head;
-  head.reserve(wire::kFrameHeaderSize);
-  Encoder h(&head);
-  h.U32(kMagic);
-  h.U16(kVersion);
-  h.U16(type_);
-  h.U32(static_cast<uint32_t>(len));
-  h.U32(wire::FrameChecksum(head.data(), out_->data() + start_ + wire::kFrameHeaderSize, len));
-  std::copy(head.begin(), head.end(), out_->begin() + static_cast<ptrdiff_t>(start_));
 }
 
 // ---- Requests --------------------------------------------------------------
@@ -273,7 +244,7 @@ Result<Request> DecodeRequest(uint16_t type, const uint8_t* payload, size_t len)
       req.body = StatRequest{};
       break;
   }
-  AGILE_RETURN_IF_ERROR(Finish(what, d));
+  AGILE_RETURN_IF_ERROR(d.Finish(what));
   return req;
 }
 
@@ -384,7 +355,7 @@ Result<HelloReply> DecodeHelloReply(const ResponseView& r) {
   h.server_id = d.Str(kMaxIdLen);
   h.max_batch_pages = d.U32();
   h.max_payload = d.U32();
-  AGILE_RETURN_IF_ERROR(Finish("HELLO reply", d));
+  AGILE_RETURN_IF_ERROR(d.Finish("HELLO reply"));
   if (h.max_batch_pages == 0) return Corruption("HELLO reply: server allows no pages per batch");
   return h;
 }
@@ -393,7 +364,7 @@ Result<OwnerToken> DecodeTokenReply(const ResponseView& r) {
   AGILE_RETURN_IF_ERROR(ExpectBody(r, "token reply"));
   Decoder d(r.body, r.body_len);
   OwnerToken t = DecodeToken(d);
-  AGILE_RETURN_IF_ERROR(Finish("token reply", d));
+  AGILE_RETURN_IF_ERROR(d.Finish("token reply"));
   return t;
 }
 
@@ -401,7 +372,7 @@ Result<uint64_t> DecodeCountReply(const ResponseView& r) {
   AGILE_RETURN_IF_ERROR(ExpectBody(r, "count reply"));
   Decoder d(r.body, r.body_len);
   uint64_t n = d.U64();
-  AGILE_RETURN_IF_ERROR(Finish("count reply", d));
+  AGILE_RETURN_IF_ERROR(d.Finish("count reply"));
   return n;
 }
 
@@ -431,7 +402,7 @@ Result<StatReply> DecodeStatReply(const ResponseView& r) {
     uint64_t v = d.U64();
     s.counters.emplace_back(std::move(name), v);
   }
-  AGILE_RETURN_IF_ERROR(Finish("STAT reply", d));
+  AGILE_RETURN_IF_ERROR(d.Finish("STAT reply"));
   return s;
 }
 

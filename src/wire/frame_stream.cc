@@ -1,4 +1,4 @@
-#include "store/frame_stream.h"
+#include "wire/frame_stream.h"
 
 #include <sys/socket.h>
 
@@ -6,7 +6,7 @@
 #include <cerrno>
 #include <cstring>
 
-namespace agile::memd {
+namespace agile::wire {
 namespace {
 
 // Room offered to each recv(). The rest of a large frame is received to its
@@ -16,16 +16,21 @@ constexpr size_t kRecvChunk = 64 << 10;
 
 }  // namespace
 
-FrameReader::FrameReader(int fd, uint32_t magic, uint16_t version, uint32_t max_payload)
-    : fd_(fd), magic_(magic), version_(version), max_payload_(max_payload), buf_(kRecvChunk) {}
+FrameReader::FrameReader(int fd, uint32_t magic, uint16_t version, uint32_t max_payload, ReadAhead ra)
+    : fd_(fd),
+      magic_(magic),
+      version_(version),
+      max_payload_(max_payload),
+      read_ahead_(ra == ReadAhead::kYes),
+      buf_(read_ahead_ ? kRecvChunk : kFrameHeaderSize) {}
 
 bool FrameReader::HasFrame() const {
-  if (Buffered() < wire::kFrameHeaderSize) return false;
+  if (Buffered() < kFrameHeaderSize) return false;
   // Length is bytes 8..11 of the header, little-endian. A bad header also
   // counts as "has a frame": Next() then reports it without blocking.
-  const uint8_t* h = buf_.data() + begin_;
-  uint32_t len = uint32_t{h[8]} | uint32_t{h[9]} << 8 | uint32_t{h[10]} << 16 | uint32_t{h[11]} << 24;
-  return len > max_payload_ || Buffered() >= wire::kFrameHeaderSize + len;
+  Decoder length_field(buf_.data() + begin_ + 8, 4);
+  uint32_t len = length_field.U32();
+  return len > max_payload_ || Buffered() >= kFrameHeaderSize + len;
 }
 
 void FrameReader::Reserve(size_t need) {
@@ -41,20 +46,28 @@ Status FrameReader::RecvSome(bool block, size_t want) {
   // Spin only while nothing of the next frame is here (the latency case):
   // the rest of a frame streams in, and spinning would take the CPU its
   // sender needs.
-  if (block && Buffered() == 0 && busy_poll_.count() > 0) {
-    size_t before = Buffered();
+  if (block && read_ahead_ && Buffered() == 0 && busy_poll_.count() > 0) {
     auto deadline = std::chrono::steady_clock::now() + busy_poll_;
     do {
-      AGILE_RETURN_IF_ERROR(RecvSome(/*block=*/false));
-      if (Buffered() > before) return Status::Ok();
+      AGILE_RETURN_IF_ERROR(RecvSome(/*block=*/false, want));
+      if (Buffered() > 0) return Status::Ok();
     } while (std::chrono::steady_clock::now() < deadline);
   }
-  Reserve(Buffered() + std::max(want, kRecvChunk));
-  // The rest of a large frame: wait for all of it at once (one wake-up).
-  bool whole = block && want > kRecvChunk;
-  size_t len = whole ? want : buf_.size() - end_;
+  size_t len;
+  int flags;
+  if (read_ahead_) {
+    Reserve(Buffered() + std::max(want, kRecvChunk));
+    // The rest of a large frame: wait for all of it at once (one wake-up).
+    bool whole = block && want > kRecvChunk;
+    len = whole ? want : buf_.size() - end_;
+    flags = block ? (whole ? MSG_WAITALL : 0) : MSG_DONTWAIT;
+  } else {
+    Reserve(Buffered() + want);
+    len = want;
+    flags = block ? MSG_WAITALL : MSG_DONTWAIT;
+  }
   for (;;) {
-    ssize_t r = ::recv(fd_, buf_.data() + end_, len, block ? (whole ? MSG_WAITALL : 0) : MSG_DONTWAIT);
+    ssize_t r = ::recv(fd_, buf_.data() + end_, len, flags);
     if (r > 0) {
       end_ += static_cast<size_t>(r);
       return Status::Ok();
@@ -69,33 +82,47 @@ Status FrameReader::RecvSome(bool block, size_t want) {
   }
 }
 
-Status FrameReader::ReadAvailable() { return RecvSome(/*block=*/false); }
+Status FrameReader::Fill(size_t n) {
+  while (Buffered() < n) AGILE_RETURN_IF_ERROR(RecvSome(/*block=*/true, n - Buffered()));
+  return Status::Ok();
+}
+
+Result<FrameHeader> FrameReader::Header() {
+  AGILE_RETURN_IF_ERROR(Fill(kFrameHeaderSize));
+  return DecodeFrameHeader(buf_.data() + begin_, magic_, version_, max_payload_);
+}
+
+Status FrameReader::ReadAvailable() { return RecvSome(/*block=*/false, 0); }
 
 Result<Frame> FrameReader::Next() {
-  while (Buffered() < wire::kFrameHeaderSize) AGILE_RETURN_IF_ERROR(RecvSome(true));
-  AGILE_ASSIGN_OR_RETURN(
-      wire::FrameHeader h, wire::DecodeFrameHeader(buf_.data() + begin_, magic_, version_, max_payload_));
-  size_t total = wire::kFrameHeaderSize + h.length;
+  AGILE_ASSIGN_OR_RETURN(FrameHeader h, Header());
+  size_t total = kFrameHeaderSize + h.length;
   Reserve(total);
-  while (Buffered() < total) AGILE_RETURN_IF_ERROR(RecvSome(true, total - Buffered()));
+  AGILE_RETURN_IF_ERROR(Fill(total));
   const uint8_t* head = buf_.data() + begin_;
-  AGILE_RETURN_IF_ERROR(wire::VerifyFrame(head, h, head + wire::kFrameHeaderSize));
+  AGILE_RETURN_IF_ERROR(VerifyFrame(head, h, head + kFrameHeaderSize));
   begin_ += total;
-  return Frame{h, head + wire::kFrameHeaderSize};
+  return Frame{h, head + kFrameHeaderSize};
 }
 
 Result<FramePrefix> FrameReader::Peek(size_t want) {
-  while (Buffered() < wire::kFrameHeaderSize) AGILE_RETURN_IF_ERROR(RecvSome(true));
-  AGILE_ASSIGN_OR_RETURN(
-      wire::FrameHeader h, wire::DecodeFrameHeader(buf_.data() + begin_, magic_, version_, max_payload_));
+  AGILE_ASSIGN_OR_RETURN(FrameHeader h, Header());
   size_t len = std::min<size_t>(want, h.length);
-  size_t need = wire::kFrameHeaderSize + len;
+  size_t need = kFrameHeaderSize + len;
   Reserve(need);
   // Small receives here (want is small): one recv() brings what has arrived,
   // often the whole frame, and whatever follows the prefix is copied out of
   // the buffer by ReceiveRest.
-  while (Buffered() < need) AGILE_RETURN_IF_ERROR(RecvSome(true));
-  return FramePrefix{h, buf_.data() + begin_ + wire::kFrameHeaderSize, len};
+  AGILE_RETURN_IF_ERROR(Fill(need));
+  return FramePrefix{h, buf_.data() + begin_ + kFrameHeaderSize, len};
+}
+
+Result<FrameHeader> FrameReader::NextInto(std::vector<uint8_t>* payload) {
+  AGILE_ASSIGN_OR_RETURN(FramePrefix p, Peek(0));
+  payload->resize(p.header.length);
+  iovec v{payload->data(), payload->size()};
+  AGILE_RETURN_IF_ERROR(ReceiveRest(p, std::span<const iovec>(&v, v.iov_len > 0 ? 1 : 0)));
+  return p.header;
 }
 
 Status FrameReader::ReceiveRest(const FramePrefix& p, std::span<const iovec> rest) {
@@ -105,11 +132,11 @@ Status FrameReader::ReceiveRest(const FramePrefix& p, std::span<const iovec> res
     return Internal("ReceiveRest: " + std::to_string(want) + " bytes of room for the " +
                     std::to_string(p.header.length - p.len) + " that remain");
   const uint8_t* head = buf_.data() + begin_;
-  wire::FrameHasher hasher(head);
+  FrameHasher hasher(head);
   hasher.Update(p.payload, p.len);
   // What is already buffered beyond the prefix is copied; the rest is
   // received straight into place, all of it in one blocking call.
-  size_t from_buf = std::min(want, Buffered() - wire::kFrameHeaderSize - p.len);
+  size_t from_buf = std::min(want, Buffered() - kFrameHeaderSize - p.len);
   const uint8_t* src = p.payload + p.len;
   std::vector<iovec> todo;
   todo.reserve(rest.size());
@@ -148,6 +175,12 @@ Status FrameReader::ReceiveRest(const FramePrefix& p, std::span<const iovec> res
   return Status::Ok();
 }
 
+Result<FrameHeader> ReadFrame(int fd, uint32_t magic, uint16_t version, uint32_t max_payload,
+                              std::vector<uint8_t>* payload) {
+  FrameReader r(fd, magic, version, max_payload, FrameReader::ReadAhead::kNo);
+  return r.NextInto(payload);
+}
+
 Status SendAll(int fd, const uint8_t* p, size_t n) {
   size_t done = 0;
   while (done < n) {
@@ -171,4 +204,4 @@ Result<size_t> SendSome(int fd, const uint8_t* p, size_t n) {
   }
 }
 
-}  // namespace agile::memd
+}  // namespace agile::wire

@@ -1,4 +1,4 @@
-#include "store/memd_proto.h"
+#include "wire/memd_proto.h"
 
 #include <gtest/gtest.h>
 
