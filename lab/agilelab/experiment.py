@@ -189,7 +189,7 @@ class Run:
         a = self.a
         res = {"mode": mode, "ok": False}
         vm_mem = parse_size(a.vm_memory)
-        size_mib = min(int(vm_mem * 0.78 / MIB), vm_mem // MIB - GUEST_OVERHEAD_MIB)
+        size_mib = workload_mib(vm_mem)
         hot_mib = self.hot_mib()
         wargs = f"size_mib={size_mib} hot_mib={hot_mib} write_pct={a.write_pct}"
         budget_native = self.start_lab(mode, res)
@@ -236,6 +236,11 @@ class Run:
                                       "guest_lines": line_stalls})
         res.update(metrics(a, res, samplers.mem_rows, samplers.vm_rows, line_stalls, self.vms))
         return res
+
+
+def workload_mib(vm_mem):
+    """memtouch's size_mib in a VM of vm_mem bytes: ~78% of it, leaving the guest its kernel and initramfs."""
+    return min(int(vm_mem * 0.78 / MIB), vm_mem // MIB - GUEST_OVERHEAD_MIB)
 
 
 def with_down(prefix, keep_logs=None):
