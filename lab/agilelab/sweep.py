@@ -98,6 +98,9 @@ def point_options(a, plan):
                             "--margin-mib", str(plan["margin_mib"]), "--baseline", str(a.baseline),
                             "--window", "0", "--settle", str(a.settle), "--boot-timeout", str(a.boot_timeout),
                             "--swap", f"{plan['vm_mib'] + 256}M", "--no-plots"])
+    # agile: the budget for guest RAM is what src has besides QEMU and agiled (not the experiment's default,
+    # which assumes three VMs share the overheads).
+    e.host_budget = f"{plan['src_mib'] - QEMU_OVERHEAD_MIB - AGILED_OVERHEAD_MIB}M"
     e.dst_mem = f"{plan['dst_mib']}M"
     e.tail = a.tail
     e.cutoff = a.cutoff
