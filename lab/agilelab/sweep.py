@@ -256,7 +256,9 @@ def write_report(out, s):
           "further behind the floor than their bytes alone explain.",
           "* **Source relief**: agile's source is within its budget before the migration starts (advance "
           "offloading), the stock modes' sources are relieved only when the VM has left (about their migration "
-          "time).", ""]
+          "time). At a working set of 1 nothing is cold and src holds the whole VM by construction, so there is "
+          "no pressure to relieve: the figure then only says whether src sat above 95% of its RAM (0: it did "
+          "not).", ""]
     notes = os.path.join(out, "notes.md")
     if os.path.exists(notes):
         with open(notes) as f:

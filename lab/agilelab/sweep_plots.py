@@ -43,7 +43,13 @@ def panel(ax, points, modes, x_of, key, scale, floor_key):
         fx = sorted({x_of(p) for p in ps})
         fy = [next(p[floor_key] for p in ps if x_of(p) == x) * scale for x in fx]
         ax.plot(fx, fy, color="k", ls="--", lw=1.2, label="wire floor (working set)")
-    ax.set_ylim(bottom=0)
+    # One point far above the others (pre-copy that hardly converges) would flatten the rest: log scale then.
+    ys = [v for line in ax.get_lines() for v in line.get_ydata() if v == v]
+    if floor_key and ys and min(ys) > 0 and max(ys) / min(ys) > 50:
+        ax.set_yscale("log")
+        ax.text(0.02, 0.96, "log scale", transform=ax.transAxes, fontsize=7, va="top")
+    else:
+        ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
 
 
