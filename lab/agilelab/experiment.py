@@ -138,10 +138,12 @@ class Run:
         while True:
             resid = sum(((self.stat(MIGRATION_SOURCE, vm) or {}).get("pages") or {}).get("resident", 0) * 4096
                         for vm in self.vms)
-            if resid <= res["host_budget_bytes"] * 1.05 or time.monotonic() - t_w > max(a.settle * 3, 45):
+            bound = getattr(a, "budget_wait", None) or max(a.settle * 3, 45)
+            if resid <= res["host_budget_bytes"] * 1.05 or time.monotonic() - t_w > bound:
                 break
             time.sleep(1)
         res["resident_after_offload_bytes"] = resid
+        res["offload_wait_s"] = time.monotonic() - t_w
         log(f"{mode}: agiled --host-budget {res['host_budget_bytes'] // MIB}M: VMs resident {resid / MIB:.0f}M "
             f"after {a.settle + time.monotonic() - t_w:.0f}s")
 
