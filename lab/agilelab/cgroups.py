@@ -47,6 +47,24 @@ class Cgroups:
                 write(os.path.join(p, "memory.swap.max"), str(swap_limit))
         return p
 
+    def set_limits(self, path, mem_limit, swap_limit):
+        """Changes an existing cgroup's limits (bytes). v1: memsw must stay >=
+        the memory limit at every step, so raising writes memsw first."""
+        if self.version == 1:
+            limit = os.path.join(path, "memory.limit_in_bytes")
+            memsw = os.path.join(path, "memory.memsw.limit_in_bytes")
+            steps = [(limit, mem_limit)]
+            if os.path.exists(memsw):
+                raising = mem_limit > (read_int(limit) or 0)
+                step = (memsw, mem_limit + swap_limit)
+                steps = [step] + steps if raising else steps + [step]
+            for f, v in steps:
+                write(f, str(v))
+        else:
+            write(os.path.join(path, "memory.max"), str(mem_limit))
+            if os.path.exists(os.path.join(path, "memory.swap.max")):
+                write(os.path.join(path, "memory.swap.max"), str(swap_limit))
+
     @staticmethod
     def procs(path):
         pids = []

@@ -96,32 +96,39 @@ def cmd_agile_vm(args):
         log(f"vm {args.name} on {args.host}: ip {v['ip']} mac {v['mac']} tap {v['tap']}")
 
 
-def run_experiment(argv):
-    from .experiment import main as experiment_main  # matplotlib is only needed here
-    sys.exit(experiment_main(argv))
+# Commands with a parser of their own (argparse's REMAINDER would not take a first argument that looks like an
+# option): `experiment` and `sweep`.
+OWN_PARSER = ("experiment", "sweep")
+
+
+def run_experiment(argv, cmd="experiment"):
+    if cmd == "sweep":
+        from .sweep import main as command_main  # matplotlib is only needed here
+    else:
+        from .experiment import main as command_main
+    sys.exit(command_main(argv))
 
 
 def cmd_experiment(args):
     rest = strip_dashdash(list(args.rest))
     if "--prefix" not in rest and args.prefix != DEFAULT_PREFIX:
         rest = ["--prefix", args.prefix] + rest
-    run_experiment(rest)
+    run_experiment(rest, args.cmd)
 
 
 def experiment_argv(av):
-    """`[-v] [--prefix P] experiment ARGS...`: the experiment's own arguments
-    (argparse's REMAINDER would not take a first argument that looks like an
-    option), or None when the command line is something else."""
-    if "experiment" not in av:
+    """`[-v] [--prefix P] experiment|sweep ARGS...`: (the command, its own
+    arguments), or None when the command line is something else."""
+    i = next((j for j, a in enumerate(av) if a in OWN_PARSER), None)
+    if i is None:
         return None
-    i = av.index("experiment")
     pre = av[:i]
     if not all(a in ("-v", "--verbose", "--prefix") or (j > 0 and pre[j - 1] == "--prefix") for j, a in enumerate(pre)):
         return None
     rest = av[i + 1:]
     if "--prefix" in pre and "--prefix" not in rest:
         rest = ["--prefix", pre[pre.index("--prefix") + 1]] + rest
-    return rest
+    return av[i], rest
 
 
 def parser():
@@ -161,6 +168,11 @@ def parser():
 
     p = add_parser("experiment", add_help=False,
                    help="the seed paper's experiment, five modes side by side (--help there)")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=cmd_experiment)
+
+    p = add_parser("sweep", add_help=False,
+                   help="how migration cost grows with VM size and working set, agile vs QEMU (--help there)")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(fn=cmd_experiment)
 
@@ -213,10 +225,10 @@ def parser():
 
 def main(argv=None):
     av = sys.argv[1:] if argv is None else argv
-    rest = experiment_argv(av)
-    if rest is not None:
+    own = experiment_argv(av)
+    if own is not None:
         util.VERBOSE = "-v" in av or "--verbose" in av
-        run_experiment(rest)
+        run_experiment(own[1], own[0])
     args = parser().parse_args(av)
     util.VERBOSE = args.verbose
     try:

@@ -1,7 +1,7 @@
 """agile-lab experiment: the seed paper's experiment, five modes side by side.
 
   lab/agile-lab experiment [--short] [--out results/NAME] [--modes agile,precopy,...]
-                           [--bandwidth 1gbit] [--prefix exp]
+                           [--bandwidth 1gbit] [--prefix exp] [--repeat N]
 
 For every mode, in one run and one after the other, on a FRESH lab (up ... down):
   * host `src` whose RAM (memory cgroup) is smaller than its VMs' memory, 3 VMs
@@ -18,7 +18,11 @@ For every mode, in one run and one after the other, on a FRESH lab (up ... down)
     250 ms; every second, every VM's work from memtouch's cumulative op counter
     and longest stall, read from its serial console files on src and dst; the
     migrated VM's status lines timed by the host's clock (guest downtime).
-Output (--out): summary.json, report.md, timelines/*.csv, reports/*.json, PNG plots.
+--repeat N (default 3, 1 with --short): N runs per mode, interleaved (A B C, A B C, ...); tables give the
+median (min..max), summary.png the median with min-max error bars, the timeline plots run 1.
+Output (--out): summary.json (stamp: git commit, kernel, QEMU, CPU, date, command; per mode the raw `runs`,
+`metrics` {name: {median, min, max, n}}, and each metric's median under its own name), report.md,
+timelines/*.csv, reports/*.json (run k > 1 of a mode: <mode>_r<k>), PNG plots.
 Needs root; uses its own lab prefix (default exp) and always takes it down.
 """
 import argparse
@@ -36,10 +40,13 @@ from .control import Agileds
 from .daemons import agiled_has_host_budget
 from .guestlog import stalls
 from .lifecycle import down, up, up_options
+from .aggregate import fold
+from .cgroups import Cgroups
 from .metrics import metrics, targets
 from .netns import tx_bytes
 from .report import fmt, table, write_report
 from .sampling import Samplers
+from .stamp import stamp
 from .state import Lab
 from .util import LabError, parse_size
 from .vms import start_agile_vm
@@ -58,8 +65,9 @@ def log(msg):
 
 
 class Run:
-    def __init__(self, a):
+    def __init__(self, a, vms=VMS):
         self.a = a
+        self.vms = list(vms)
         self.build = os.path.abspath(a.build)
         self.lab = Lab(a.prefix)
         self.agileds = None
@@ -78,13 +86,19 @@ class Run:
             # The budget is for the VMs' guest RAM only: leave room for QEMU (TCG cache) and agiled.
             hot_mib = self.hot_mib()
             budget = parse_size(a.host_budget) if a.host_budget else \
-                max(len(VMS) * (hot_mib + a.margin_mib) * MIB,
-                    parse_size(a.host_mem) - len(VMS) * GUEST_OVERHEAD_MIB * MIB - AGILED_OVERHEAD_MIB * MIB)
+                max(len(self.vms) * (hot_mib + a.margin_mib) * MIB,
+                    parse_size(a.host_mem) - len(self.vms) * GUEST_OVERHEAD_MIB * MIB - AGILED_OVERHEAD_MIB * MIB)
             opts["host_budget"] = f"{budget // MIB}M"
             res["host_budget_bytes"] = budget
         with_down(self.lab.prefix)
         up(up_options(self.lab.prefix, **opts))
         self.agileds = Agileds(self.lab.require_up())
+        if getattr(a, "dst_mem", None):
+            # The target gets RAM of its own size (the sweep: room for the whole VM it receives).
+            st = self.agileds.st
+            Cgroups(st["cgroup_version"]).set_limits(st["hosts"][MIGRATION_TARGET]["cgroup"], parse_size(a.dst_mem),
+                                                     parse_size(a.swap))
+            res["dst_mem_bytes"] = parse_size(a.dst_mem)
         res["offload"] = ("agiled --host-budget" if budget_native else "emulated: vm offload --resident wss+margin") \
             if mode == "agile" else "none"
         return budget_native
@@ -94,7 +108,7 @@ class Run:
 
     def start_vms(self, mode, wargs):
         a = self.a
-        for vm in VMS:
+        for vm in self.vms:
             p, _ = start_agile_vm(self.lab, MIGRATION_SOURCE, vm, memory=a.vm_memory, workload="memtouch",
                                   workload_args=wargs, net=False, stock=mode.startswith("qemu-"))
             if p.returncode != 0:
@@ -102,16 +116,16 @@ class Run:
         # Filled and running its hot set: every VM reports ops/s > 0.
         t_boot = time.monotonic()
         ready = set()
-        while time.monotonic() - t_boot < a.boot_timeout and len(ready) < len(VMS):
-            for vm in VMS:
+        while time.monotonic() - t_boot < a.boot_timeout and len(ready) < len(self.vms):
+            for vm in self.vms:
                 s = self.stat(MIGRATION_SOURCE, vm)
                 if s and (s.get("guest") or {}).get("ops/s"):
                     ready.add(vm)
                 if s and s.get("state") not in (None, "running", "starting", "booting"):
                     raise RuntimeError(f"VM {vm} is {s.get('state')} (guest OOM? see logs/)")
             time.sleep(1)
-        if len(ready) < len(VMS):
-            raise RuntimeError(f"VMs not running memtouch after {a.boot_timeout}s: {set(VMS) - ready}")
+        if len(ready) < len(self.vms):
+            raise RuntimeError(f"VMs not running memtouch after {a.boot_timeout}s: {set(self.vms) - ready}")
         return time.monotonic() - t_boot
 
     def wait_for_budget(self, mode, res):
@@ -123,11 +137,13 @@ class Run:
         t_w = time.monotonic()
         while True:
             resid = sum(((self.stat(MIGRATION_SOURCE, vm) or {}).get("pages") or {}).get("resident", 0) * 4096
-                        for vm in VMS)
-            if resid <= res["host_budget_bytes"] * 1.05 or time.monotonic() - t_w > max(a.settle * 3, 45):
+                        for vm in self.vms)
+            bound = getattr(a, "budget_wait", None) or max(a.settle * 3, 45)
+            if resid <= res["host_budget_bytes"] * 1.05 or time.monotonic() - t_w > bound:
                 break
             time.sleep(1)
         res["resident_after_offload_bytes"] = resid
+        res["offload_wait_s"] = time.monotonic() - t_w
         log(f"{mode}: agiled --host-budget {res['host_budget_bytes'] // MIB}M: VMs resident {resid / MIB:.0f}M "
             f"after {a.settle + time.monotonic() - t_w:.0f}s")
 
@@ -135,7 +151,7 @@ class Run:
         """Advance offloading, emulated: every VM keeps ~ its working set + margin resident."""
         a = self.a
         offl = {}
-        for vm in VMS:
+        for vm in self.vms:
             s = self.stat(MIGRATION_SOURCE, vm) or {}
             wss = (s.get("wss") or {}).get("windows_bytes", {}).get("10s") or s.get("wss_bytes") or 0
             keep = max(int(wss + a.margin_mib * MIB), (hot_mib + a.margin_mib) * MIB)
@@ -154,7 +170,7 @@ class Run:
         margs = ["migrate", "mig", "--to", target, "--mode", mode, "--max-downtime", str(a.max_downtime)]
         if a.cap_bandwidth:
             margs += ["--bandwidth", a.bandwidth]
-        cutoff = a.window + 120
+        cutoff = getattr(a, "cutoff", None) or a.window + 120
         try:
             return self.agileds.call(MIGRATION_SOURCE, *margs, timeout=cutoff)
         except subprocess.TimeoutExpired:
@@ -169,16 +185,18 @@ class Run:
         except Exception as e:
             return {"ok": False, "error": str(e)}
 
-    def run_mode(self, mode):
+    def run_mode(self, mode, tag=None):
+        """One run of `mode` on a fresh lab; its timelines are written as timelines/<tag>_*.csv (tag: the mode,
+        or <mode>_r<k> for repeat k > 1)."""
         a = self.a
         res = {"mode": mode, "ok": False}
         vm_mem = parse_size(a.vm_memory)
-        size_mib = min(int(vm_mem * 0.78 / MIB), vm_mem // MIB - GUEST_OVERHEAD_MIB)
+        size_mib = workload_mib(vm_mem)
         hot_mib = self.hot_mib()
         wargs = f"size_mib={size_mib} hot_mib={hot_mib} write_pct={a.write_pct}"
         budget_native = self.start_lab(mode, res)
         limit = parse_size(a.host_mem)
-        log(f"{mode}: lab up; starting {len(VMS)} {'stock ' if mode.startswith('qemu-') else ''}VMs of "
+        log(f"{mode}: lab up; starting {len(self.vms)} {'stock ' if mode.startswith('qemu-') else ''}VMs of "
             f"{a.vm_memory} ({wargs})")
         t_boot = self.start_vms(mode, wargs)
         log(f"{mode}: all VMs running memtouch after {t_boot:.0f}s; settling {a.settle}s")
@@ -189,7 +207,7 @@ class Run:
             self.emulate_offload(mode, res, vm_mem, hot_mib)
         # ---- baseline, migration, observation ---------------------------------
         t0 = time.monotonic()
-        samplers = Samplers(self.agileds.st, self.agileds, t0, a.mem_interval)
+        samplers = Samplers(self.agileds.st, self.agileds, t0, a.mem_interval, self.vms)
         samplers.start()
         src_ns = self.agileds.st["hosts"][MIGRATION_SOURCE]["netns"]
         try:
@@ -202,7 +220,9 @@ class Run:
             tx1 = tx_bytes(src_ns, UPLINK)
             log(f"{mode}: migration {'ok' if rep.get('ok') else 'FAILED: ' + str(rep.get('error'))} in "
                 f"{t_end - t_mig:.1f}s (report total {rep.get('total_time_ms', 0):.0f} ms)")
-            left = a.window - (time.monotonic() - t0 - t_mig)
+            # The window from migration start, and at least `tail` s after its end (the sweep: source relief
+            # of a migration that outlasts the window).
+            left = max(a.window - (time.monotonic() - t0 - t_mig), getattr(a, "tail", 0) - (time.monotonic() - t0 - t_end))
             if left > 0:
                 time.sleep(left)
         finally:
@@ -214,10 +234,15 @@ class Run:
                     "mig_at_dst_after": bool(after[MIGRATION_TARGET] and after[MIGRATION_TARGET].get("state") == "running"),
                     "mig_left_at_src": bool(after[MIGRATION_SOURCE])})
         line_stalls = stalls(samplers.line_times.lines)
-        write_timelines(a.out, mode, {"memory": samplers.mem_rows, "throughput": samplers.vm_rows,
+        write_timelines(a.out, tag or mode, {"memory": samplers.mem_rows, "throughput": samplers.vm_rows,
                                       "guest_lines": line_stalls})
-        res.update(metrics(a, res, samplers.mem_rows, samplers.vm_rows, line_stalls, VMS))
+        res.update(metrics(a, res, samplers.mem_rows, samplers.vm_rows, line_stalls, self.vms))
         return res
+
+
+def workload_mib(vm_mem):
+    """memtouch's size_mib in a VM of vm_mem bytes: ~78% of it, leaving the guest its kernel and initramfs."""
+    return min(int(vm_mem * 0.78 / MIB), vm_mem // MIB - GUEST_OVERHEAD_MIB)
 
 
 def with_down(prefix, keep_logs=None):
@@ -228,8 +253,13 @@ def with_down(prefix, keep_logs=None):
         log(f"down reported a problem: {e}")
 
 
-def write_timelines(out, mode, tables):
-    """timelines/<mode>_<name>.csv for each {name: rows}; a value that could
+def run_tag(mode, k):
+    """The name of run k of a mode in timelines/, reports/, logs/: the mode itself for the first run."""
+    return mode if k == 1 else f"{mode}_r{k}"
+
+
+def write_timelines(out, tag, tables):
+    """timelines/<tag>_<name>.csv for each {name: rows}; a value that could
     not be read (None) is an empty field."""
     d = os.path.join(out, "timelines")
     os.makedirs(d, exist_ok=True)
@@ -239,7 +269,7 @@ def write_timelines(out, mode, tables):
         keys = []
         for r in rows:
             keys += [k for k in r if k not in keys]
-        with open(os.path.join(d, f"{mode}_{name}.csv"), "w", newline="") as f:
+        with open(os.path.join(d, f"{tag}_{name}.csv"), "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=keys)
             w.writeheader()
             w.writerows(rows)
@@ -273,8 +303,14 @@ def options(argv):
     ap.add_argument("--mem-interval", type=float, default=0.25)
     ap.add_argument("--emulate-offload", action="store_true",
                     help="agile: use vm offload even if agiled has --host-budget")
+    ap.add_argument("--repeat", type=int, help="runs per mode, interleaved across modes (default 3; 1 with --short); "
+                    "tables give the median and min-max, plots the median with min-max error bars")
     ap.add_argument("--no-plots", action="store_true")
     a = ap.parse_args(argv)
+    if a.repeat is None:
+        a.repeat = 1 if a.short else 3
+    if a.repeat < 1:
+        ap.error("--repeat must be >= 1")
     # Defaults: VMs whose memory exceeds src's budget by ~1.3x; moving one VM relieves it.
     d = dict(vm_memory="256M", host_mem="640M", baseline=6, window=20, settle=4) if a.short else \
         dict(vm_memory="512M", host_mem="1280M", baseline=20, window=40, settle=15)
@@ -301,30 +337,42 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, on_signal)
     t_start = time.monotonic()
     summary = {"experiment": "agile-lab experiment", "short": a.short, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+               "stamp": stamp(), "repeat": a.repeat,
                "config": {k: getattr(a, k) for k in ("vm_memory", "host_mem", "swap", "bandwidth", "baseline",
                                                      "window", "settle", "write_pct", "margin_mib", "max_downtime",
                                                      "cap_bandwidth")},
-               "vms": VMS, "modes": {}}
+               "vms": VMS, "run_order": [], "modes": {}}
     summary["config"]["hot_mib"] = r.hot_mib()
+    runs = {mode: [] for mode in modes}
     rc = 0
     try:
-        for mode in modes:
-            tm = time.monotonic()
-            try:
-                res = r.run_mode(mode)
-            except Exception as e:
-                log(f"{mode}: FAILED: {e}")
-                res = {"mode": mode, "ok": False, "error": str(e)}
-                rc = 1
-            finally:
-                with_down(a.prefix, os.path.join(a.out, "logs", mode))
-            res["mode_wall_s"] = time.monotonic() - tm
-            with open(os.path.join(a.out, "reports", f"{mode}.json"), "w") as f:
-                json.dump(res, f, indent=2)
-            summary["modes"][mode] = {**{k: res.get(k) for k in HEADLINE},
-                                      **{k: v for k, v in res.items() if k not in HEADLINE and k != "report"}}
-            log(f"{mode}: done in {res['mode_wall_s']:.0f}s: " + ", ".join(
-                f"{k}={fmt(res.get(k))}" for k in HEADLINE))
+        # Interleaved: A B C, A B C, ... so a slow spell of the machine does not fall on one mode's runs.
+        for k in range(1, a.repeat + 1):
+            for mode in modes:
+                tag = run_tag(mode, k)
+                summary["run_order"].append(tag)
+                tm = time.monotonic()
+                log(f"== {mode}, run {k} of {a.repeat}")
+                try:
+                    res = r.run_mode(mode, tag)
+                except Exception as e:
+                    log(f"{mode}: FAILED: {e}")
+                    res = {"mode": mode, "ok": False, "error": str(e)}
+                    rc = 1
+                finally:
+                    with_down(a.prefix, os.path.join(a.out, "logs", tag))
+                res["run"] = k
+                res["timelines"] = tag
+                res["mode_wall_s"] = time.monotonic() - tm
+                with open(os.path.join(a.out, "reports", f"{tag}.json"), "w") as f:
+                    json.dump(res, f, indent=2)
+                runs[mode].append(res)
+                summary["modes"][mode] = fold(runs[mode], HEADLINE)
+                log(f"{mode} run {k}: done in {res['mode_wall_s']:.0f}s: " + ", ".join(
+                    f"{key}={fmt(res.get(key))}" for key in HEADLINE))
+                # Written after every run: what was measured survives a run that kills the experiment.
+                with open(os.path.join(a.out, "summary.json"), "w") as f:
+                    json.dump(summary, f, indent=2)
     except KeyboardInterrupt:
         log("interrupted: taking the lab down")
         with_down(a.prefix)

@@ -44,8 +44,8 @@ def impact_figures(vm_rows, vms, t_mig, baseline_s, window_s):
     im, rate_m, miss_m = work_impact(vm_rows, mig, t_mig, baseline_s, window_s)
     ic = {vm: work_impact(vm_rows, vm, t_mig, baseline_s, window_s) for vm in others}
     return {"impact_migrated": im,
-            "impact_colocated": sum(x for x, _, _ in ic.values()) if all(x is not None for x, _, _ in ic.values())
-            else None,
+            "impact_colocated": sum(x for x, _, _ in ic.values())
+            if ic and all(x is not None for x, _, _ in ic.values()) else None,
             "baseline_ops_per_s": {mig: rate_m, **{vm: r for vm, (_, r, _) in ic.items()}},
             "impact_colocated_per_vm": {vm: x for vm, (x, _, _) in ic.items()},
             "samples_missing_in_window": {mig: miss_m, **{vm: m for vm, (_, _, m) in ic.items()}}}

@@ -20,14 +20,25 @@ def load_csv(path):
     return [{k: (float(v) if v not in ("", None, "None") else None) for k, v in r.items()} for r in rows]
 
 
+def first_run(r):
+    """The figures of a mode's first run (its timelines are the ones plotted): over repeated runs the entry's
+    own fields are medians; a summary from before --repeat has the one run's figures."""
+    runs = r.get("runs")
+    return {**runs[0], "n_runs": len(runs)} if runs else r
+
+
+def run_label(mode, r):
+    return f"{mode} (run 1 of {r['n_runs']})" if r.get("n_runs", 1) > 1 else mode
+
+
 def mode_panels(out, s, modes, kind):
     """A figure with one panel per mode, and (ax, mode, summary, rows, t_migration_start) for each mode that
     has a `kind` timeline; panels without one are titled as such."""
     fig, axes = plt.subplots(len(modes), 1, figsize=(10, 2.4 * len(modes) + 0.6), sharex=True, squeeze=False)
     panels = []
     for ax, mode in zip(axes[:, 0], modes):
-        r = s["modes"][mode]
-        rows = load_csv(os.path.join(out, "timelines", f"{mode}_{kind}.csv"))
+        r = first_run(s["modes"][mode])
+        rows = load_csv(os.path.join(out, "timelines", f"{r.get('timelines') or mode}_{kind}.csv"))
         t_mig = r.get("t_migration_start_s")
         if not rows or t_mig is None:
             ax.set_title(f"{mode}: no data ({r.get('error')})", fontsize=9)
@@ -64,7 +75,7 @@ def plot_throughput(out, s, modes):
         ax.axhline(100, color="grey", lw=0.5)
         ax.set_ylabel("% of baseline")
         ax.set_ylim(0, max(200, ax.get_ylim()[1] if ax.get_ylim()[1] < 400 else 400))
-        ax.set_title(f"{mode}: migration {fmt(r.get('migration_time_s'))} s, impact migrated "
+        ax.set_title(f"{run_label(mode, r)}: migration {fmt(r.get('migration_time_s'))} s, impact migrated "
                      f"{fmt(r.get('impact_migrated'), '{:.1f}')} s, co-located {fmt(r.get('impact_colocated'), '{:.1f}')} s"
                      " of baseline work lost", fontsize=9)
         ax.grid(alpha=0.3)
@@ -97,7 +108,7 @@ def plot_memory(out, s, modes):
         ax2.fill_between(xs, sin, color="tab:grey", alpha=0.3, lw=0)
         ax2.set_ylabel("swap-in MiB/s", fontsize=8)
         ax.set_ylabel("MiB")
-        ax.set_title(f"{mode}: source relieved {fmt(r.get('source_relief_s'), '{:.1f}')} s after migration start "
+        ax.set_title(f"{run_label(mode, r)}: source relieved {fmt(r.get('source_relief_s'), '{:.1f}')} s after migration start "
                      f"(green); dashed: RAM budget; grey: swap-in rate (machine)", fontsize=9)
         ax.grid(alpha=0.3)
     axes[0, 0].legend(loc="upper right", fontsize=7, ncol=5)
@@ -114,11 +125,21 @@ def plot_summary(out, s, modes):
                                               ("impact_colocated", "impact, co-located (s lost)", 1),
                                               ("bytes_on_wire", "bytes on wire (MiB)", 1 / MIB))):
         vals = [(s["modes"][m].get(key) or 0) * scale for m in modes]
-        ax.bar(range(n), vals, color=["tab:green" if m == "agile" else "tab:grey" for m in modes])
+        # Over repeated runs: bar = median, error bar = min..max.
+        lo, hi = [], []
+        for m, v in zip(modes, vals):
+            st = (s["modes"][m].get("metrics") or {}).get(key) or {}
+            lo.append(v - st["min"] * scale if st.get("n", 0) > 1 else 0)
+            hi.append(st["max"] * scale - v if st.get("n", 0) > 1 else 0)
+        ax.bar(range(n), vals, color=["tab:green" if m == "agile" else "tab:grey" for m in modes],
+               yerr=[lo, hi] if any(lo) or any(hi) else None, capsize=4, ecolor="k")
         ax.set_xticks(range(n))
         ax.set_xticklabels(modes, rotation=30, ha="right", fontsize=8)
         ax.set_title(title, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
+    reps = max((s["modes"][m].get("repeats") or 1) for m in modes) if modes else 1
+    if reps > 1:
+        fig.suptitle(f"median of {reps} runs per mode; error bars: min to max", fontsize=9)
     save(fig, out, "summary.png")
 
 

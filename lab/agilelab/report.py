@@ -2,10 +2,29 @@
 import os
 
 from .config import MIB, ROOT
+from .stamp import stamp_lines
 
 
 def fmt(v, f="{:.2f}"):
     return "-" if v is None else f.format(v)
+
+
+def cell(r, key, f="{:.2f}", scale=1.0):
+    """A table cell: the value; over repeated runs the median (min-max), and [n/N] when only n of the N runs
+    have the figure (e.g. the others' migrations were cut off)."""
+    st = (r.get("metrics") or {}).get(key)
+    n_runs = r.get("repeats") or 1
+    if not st or n_runs <= 1:
+        v = r.get(key)
+        return fmt(v * scale if v is not None else None, f)
+    if st["n"] == 0:
+        return "-"
+    text = fmt(st["median"] * scale, f)
+    if st["n"] > 1:
+        text += f" ({fmt(st['min'] * scale, f)}..{fmt(st['max'] * scale, f)})"
+    if st["n"] < n_runs:
+        text += f" [{st['n']}/{n_runs}]"
+    return text
 
 
 def table(summary):
@@ -13,14 +32,17 @@ def table(summary):
              "| impact_migrated (s) | impact_colocated (s) | source_relief_s |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for mode, r in summary["modes"].items():
-        mt = fmt(r.get("migration_time_s"))
+        mt = cell(r, "migration_time_s")
+        lb = (r.get("metrics") or {}).get("migration_time_lower_bound_s") or {}
         if r.get("migration_time_s") is None and r.get("migration_time_lower_bound_s"):
             mt = f"> {r['migration_time_lower_bound_s']:.0f}"
-        lines.append(f"| {mode} | {mt} | {fmt(r.get('switchover_s'))} | "
-                     f"{fmt(r.get('downtime_ms'), '{:.0f}')} | {fmt(r.get('guest_downtime_ms'), '{:.0f}')} | "
-                     f"{fmt(r['bytes_on_wire'] / MIB if r.get('bytes_on_wire') is not None else None, '{:.1f}')} | "
-                     f"{fmt(r.get('impact_migrated'), '{:.1f}')} | {fmt(r.get('impact_colocated'), '{:.1f}')} | "
-                     f"{fmt(r.get('source_relief_s'), '{:.1f}')} |")
+        elif lb.get("n"):
+            mt += f", {lb['n']} cut off at > {lb['min']:.0f}"
+        lines.append(f"| {mode} | {mt} | {cell(r, 'switchover_s')} | "
+                     f"{cell(r, 'downtime_ms', '{:.0f}')} | {cell(r, 'guest_downtime_ms', '{:.0f}')} | "
+                     f"{cell(r, 'bytes_on_wire', '{:.1f}', 1 / MIB)} | "
+                     f"{cell(r, 'impact_migrated', '{:.1f}')} | {cell(r, 'impact_colocated', '{:.1f}')} | "
+                     f"{cell(r, 'source_relief_s', '{:.1f}')} |")
     return "\n".join(lines)
 
 
@@ -29,37 +51,48 @@ def write_report(out, s):
     c = s["config"]
     t = s.get("targets", {})
     m = s["modes"]
-    L = [f"# Agile vs pre-copy/post-copy under memory pressure ({'short/demo' if s.get('short') else 'full'} run)", "",
-         f"Run {s.get('started')}, {s.get('wall_s', 0):.0f} s wall. Command: `lab/agile-lab experiment"
-         f"{' --short' if s.get('short') else ''} --out {os.path.relpath(out, ROOT)}`", "",
-         f"Setup per mode (fresh lab each): host `src` with a RAM budget (memory cgroup) of {c['host_mem']} and "
-         f"{c['swap']} swap; 3 VMs of {c['vm_memory']} each running memtouch (fills ~78% of its memory once, then "
-         f"hammers a {c['hot_mib']} MiB hot set, {c['write_pct']}% writes): `mig` is migrated to `dst` "
-         f"(same budget), `co1`/`co2` stay. Links {c['bandwidth']} (tc tbf){', migration capped at the same rate' if c.get('cap_bandwidth') else ''}. "
-         f"Baseline {c['baseline']} s without migration, then migration, impact window {c['window']} s from "
-         f"migration start. qemu-* modes: stock VMs (anonymous RAM, host swap). agile: agiled VMs with advance "
-         f"offloading ({m.get('agile', {}).get('offload', 'n/a')}). precopy/postcopy: agiled VMs WITHOUT offloading "
-         f"(the kernel swaps their RAM file under the cgroup limit), to separate the migration algorithm from the "
-         f"advance offloading.", "",
-         table(s), "",
-         "Definitions: `impact_*` = work lost in the window, in seconds of the VM's own baseline throughput, "
-         "from the workload's own cumulative op counter (memtouch `ops=`), read from the VM's serial console "
-         "files on src and dst whatever agiled's state for the VM: (baseline rate x window - ops done in the "
-         "window) / baseline rate, the baseline rate being the counter's rise over the baseline period; negative "
-         "= it did more work than at its baseline rate. A sample whose consoles could not be read is missing "
-         "(empty in the CSV), never zero work: the counter's next reading still includes that work. "
-         "`impact_colocated` sums the two VMs left behind. `downtime_ms (engine)` is the engine's own figure "
-         "(agiled's report; for qemu-* QEMU's `downtime`); `guest_downtime_ms` is the migrated VM's longest "
-         "stall in its own progress, the same method for every mode: per status line, memtouch's `max_gap_ms` "
-         "(longest gap between consecutive progress ticks in that second, by the guest's clock) plus the host "
-         "time between that line and the previous one that the guest's clock did not see (under TCG the "
-         "guest's clock stands still while QEMU has the VM stopped), the largest over the lines written from "
-         "migration start until 2 s after its end (timelines/*_guest_lines.csv; the baseline period's largest "
-         "per mode below, for scale: its noise floor). `source_relief_s` = time from migration "
-         "start until src's cgroup stays below 95% of its budget with no swap-in (src major faults and the "
-         "machine's pswpin < 256 pages/s) for 2 s; 0 means the source was already relieved when the migration "
-         "started (advance offloading). migration_time/switchover/downtime/bytes are agiled's migration report.", ""]
+    n_rep = s.get("repeat") or 1
+    L = [f"# Agile vs pre-copy/post-copy under memory pressure ({'short/demo' if s.get('short') else 'full'} run)", ""]
+    if s.get("stamp"):
+        L += stamp_lines(s["stamp"])
+        L += [f"{s.get('wall_s', 0):.0f} s wall; {n_rep} run{'s' if n_rep > 1 else ''} per mode"
+              + (f", interleaved ({', '.join(s.get('run_order') or [])}); tables give the median (min..max) "
+                 "over the runs, [n/N] when only n of N runs have the figure; plots of timelines show run 1"
+                 if n_rep > 1 else "") + ".", ""]
+    else:
+        L += [f"Run {s.get('started')}, {s.get('wall_s', 0):.0f} s wall. Command: `lab/agile-lab experiment"
+              f"{' --short' if s.get('short') else ''} --out {os.path.relpath(out, ROOT)}`", ""]
+    L += [f"Setup per mode (fresh lab each): host `src` with a RAM budget (memory cgroup) of {c['host_mem']} and "
+          f"{c['swap']} swap; 3 VMs of {c['vm_memory']} each running memtouch (fills ~78% of its memory once, then "
+          f"hammers a {c['hot_mib']} MiB hot set, {c['write_pct']}% writes): `mig` is migrated to `dst` "
+          f"(same budget), `co1`/`co2` stay. Links {c['bandwidth']} (tc tbf){', migration capped at the same rate' if c.get('cap_bandwidth') else ''}. "
+          f"Baseline {c['baseline']} s without migration, then migration, impact window {c['window']} s from "
+          f"migration start. qemu-* modes: stock VMs (anonymous RAM, host swap). agile: agiled VMs with advance "
+          f"offloading ({m.get('agile', {}).get('offload', 'n/a')}). precopy/postcopy: agiled VMs WITHOUT offloading "
+          f"(the kernel swaps their RAM file under the cgroup limit), to separate the migration algorithm from the "
+          f"advance offloading.", "",
+          table(s), "",
+          "Definitions: `impact_*` = work lost in the window, in seconds of the VM's own baseline throughput, "
+          "from the workload's own cumulative op counter (memtouch `ops=`), read from the VM's serial console "
+          "files on src and dst whatever agiled's state for the VM: (baseline rate x window - ops done in the "
+          "window) / baseline rate, the baseline rate being the counter's rise over the baseline period; negative "
+          "= it did more work than at its baseline rate. A sample whose consoles could not be read is missing "
+          "(empty in the CSV), never zero work: the counter's next reading still includes that work. "
+          "`impact_colocated` sums the two VMs left behind. `downtime_ms (engine)` is the engine's own figure "
+          "(agiled's report; for qemu-* QEMU's `downtime`); `guest_downtime_ms` is the migrated VM's longest "
+          "stall in its own progress, the same method for every mode: per status line, memtouch's `max_gap_ms` "
+          "(longest gap between consecutive progress ticks in that second, by the guest's clock) plus the host "
+          "time between that line and the previous one that the guest's clock did not see (under TCG the "
+          "guest's clock stands still while QEMU has the VM stopped), the largest over the lines written from "
+          "migration start until 2 s after its end (timelines/*_guest_lines.csv; the baseline period's largest "
+          "per mode below, for scale: its noise floor). `source_relief_s` = time from migration "
+          "start until src's cgroup stays below 95% of its budget with no swap-in (src major faults and the "
+          "machine's pswpin < 256 pages/s) for 2 s; 0 means the source was already relieved when the migration "
+          "started (advance offloading). migration_time/switchover/downtime/bytes are agiled's migration report.", ""]
     L += ["## Targets (seed paper)", ""]
+    if n_rep > 1:
+        L += ["Verdicts on the medians over the runs; a qemu-* mode is a completed baseline only if every one of "
+              "its runs completed its migration.", ""]
     if "time_ratio_qemu_precopy_over_agile" in t:
         at_least = ">= " if t.get("time_ratio_is_lower_bound") else ""
         L.append(f"* Migration time: qemu-precopy / agile = {at_least}{t['time_ratio_qemu_precopy_over_agile']:.2f}x "

@@ -38,10 +38,10 @@ class WorkSampler:
     console files (guestlog); a VM whose consoles cannot be read is missing
     (None), never zero."""
 
-    def __init__(self, st, agileds):
+    def __init__(self, st, agileds, vms=EXPERIMENT_VMS):
         self.agileds = agileds
-        self.work = {vm: VmWork([serial_log(st["hosts"][h], vm) for h in vm_hosts(vm)]) for vm in EXPERIMENT_VMS}
-        self.hosts_of = {vm: vm_hosts(vm) for vm in EXPERIMENT_VMS}
+        self.work = {vm: VmWork([serial_log(st["hosts"][h], vm) for h in vm_hosts(vm)]) for vm in vms}
+        self.hosts_of = {vm: vm_hosts(vm) for vm in vms}
         self.last = {}  # vm -> (t, ops) of its last readable sample
 
     def row(self, t):
@@ -72,10 +72,10 @@ class Samplers:
     second and the migrated VM's status-line clock every LINE_POLL_S, from t0
     (time.monotonic()), until stop()."""
 
-    def __init__(self, st, agileds, t0, mem_interval):
+    def __init__(self, st, agileds, t0, mem_interval, vms=EXPERIMENT_VMS):
         self.mem_rows, self.vm_rows = [], []
         self._stop = threading.Event()
-        work = WorkSampler(st, agileds)
+        work = WorkSampler(st, agileds, vms)
         # The experiment's t of a wall-clock time (file mtimes are wall clock).
         wall_offset = time.time() - (time.monotonic() - t0)
         self.line_times = LineTimes([serial_log(st["hosts"][h], MIGRATED_VM) for h in vm_hosts(MIGRATED_VM)],
