@@ -57,6 +57,19 @@ Result<json> Call(const Globals& g, const std::string& op, const json& args, Fai
   return r;
 }
 
+// Until agiled at `host` no longer serves: its unix socket file is gone
+// (agiled removes it last), or a TCP endpoint refuses connections.
+Status WaitUntilGone(const std::string& host, std::chrono::seconds timeout) {
+  std::string path = host.rfind("unix:", 0) == 0 ? host.substr(5) : (host.rfind('/', 0) == 0 ? host : "");
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (!path.empty() ? ::access(path.c_str(), F_OK) != 0 : !control::ControlClient::Connect(host).ok())
+      return Status::Ok();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return Internal("agiled at " + host + " did not stop within " + std::to_string(timeout.count()) + " s");
+}
+
 // The examples `agilectl --help` ends with. tests/docs_examples_test.sh runs
 // each "  agilectl ..." line below as written (against a test agiled), so keep
 // them runnable and in an order that works.
@@ -71,9 +84,11 @@ constexpr const char* kExamples =
     "  agilectl host info --json\n";
 
 void PrintWss(const json& w) {
-  std::printf("vm %s: working set %s", w.value("name", "").c_str(), FormatSize(w.value("wss_bytes", 0ull)).c_str());
-  for (auto& [win, bytes] : w.value("windows_bytes", json::object()).items())
-    std::printf("  [%s: %s]", win.c_str(), FormatSize(bytes.get<uint64_t>()).c_str());
+  const json& wss = w.contains("wss_bytes") ? w["wss_bytes"] : json();
+  std::printf("vm %s: working set %s", w.value("name", "").c_str(),
+              wss.is_number() ? FormatSize(wss.get<uint64_t>()).c_str() : "not known yet");
+  for (auto& [win, bytes] : w.value("windows_bytes", json::object()).items())  // null: window not covered yet
+    std::printf("  [%s: %s]", win.c_str(), bytes.is_number() ? FormatSize(bytes.get<uint64_t>()).c_str() : "not yet");
   std::printf("  resident %s", FormatSize(w.value("resident_bytes", 0ull)).c_str());
   if (w.contains("tracker"))
     std::printf("  (tracking %.2f%% CPU, period %.0f ms)", w["tracker"].value("est_cpu_pct", 0.0),
@@ -134,7 +149,7 @@ void PrintStat(const json& s) {
     std::cout << "  offload   " << FormatSize(s["offload"].value("bytes_offloaded", 0ull)) << " sent to "
               << U(s, "offload", "store") << ", " << U(s, "offload", "pages_zero_dropped")
               << " zero pages dropped, policy " << U(s, "offload", "policy") << "\n";
-  if (s.contains("wss_bytes"))
+  if (s.contains("wss_bytes") && s["wss_bytes"].is_number())
     std::cout << "  wss       " << FormatSize(s.value("wss_bytes", 0ull)) << " accessed recently (agilectl wss for windows)\n";
   if (s.contains("policy") && s["policy"].contains("target_bytes"))
     std::cout << "  policy    " << U(s, "policy", "mode") << ", target " << FormatSize(s["policy"].value("target_bytes", 0ull))
@@ -146,7 +161,19 @@ void PrintStat(const json& s) {
 
 }  // namespace
 
+int Run(int argc, char** argv);
+
 int main(int argc, char** argv) {
+  try {
+    return Run(argc, argv);
+  } catch (const nlohmann::json::exception& e) {
+    // An answer of a shape this agilectl does not know (e.g. a newer agiled).
+    std::cerr << "agilectl: cannot show agiled's answer: " << e.what() << " [internal, exit 1]\n";
+    return agilectl::kExitFailure;
+  }
+}
+
+int Run(int argc, char** argv) {
   CLI::App app{"agilectl - control agiled: VMs whose memory agile owns."};
   app.require_subcommand(1);
   // Options of the top level are also taken after any subcommand:
@@ -238,7 +265,8 @@ int main(int argc, char** argv) {
   auto* host = app.add_subcommand("host", "The agiled itself");
   host->require_subcommand(1);
   auto* info = host->add_subcommand("info", "Identity and paths of the agiled");
-  auto* shutdown = host->add_subcommand("shutdown", "Stop all VMs and the agiled");
+  auto* shutdown = host->add_subcommand(
+      "shutdown", "Stop all VMs and the agiled; returns once it has stopped (its control socket is gone)");
 
   // A subcommand's --help says that the global options work there too.
   std::function<void(CLI::App*)> note_globals = [&](CLI::App* a) {
@@ -363,6 +391,12 @@ int main(int argc, char** argv) {
   auto r = Call(g, op, args, &failure, on_progress);
   if (tty && op == "vm.migrate") std::fprintf(stderr, "\n");
   if (!r.ok()) return Report(g, failure);
+  if (op == "host.shutdown") {
+    // agiled answers first, then stops its VMs; wait for it to be gone, so
+    // that the next command may start another agiled of the same id.
+    Status gone = WaitUntilGone(g.host, std::chrono::seconds(180));
+    if (!gone.ok()) return Report(g, {Origin::kAgiled, gone, op, nullptr});
+  }
   const json& res = *r;
   if (g.json_out) {
     std::cout << res.dump(2) << "\n";
@@ -397,6 +431,8 @@ int main(int argc, char** argv) {
                 FormatSize(res.value("resident_bytes", 0ull)).c_str());
   } else if (op == "vm.stop") {
     std::cout << "vm " << name << " stopped\n";
+  } else if (op == "host.shutdown") {
+    std::cout << "agiled stopped\n";
   } else {
     std::cout << res.dump(2) << "\n";
   }
