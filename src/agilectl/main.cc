@@ -87,7 +87,8 @@ void PrintWss(const json& w) {
   const json& wss = w.contains("wss_bytes") ? w["wss_bytes"] : json();
   std::printf("vm %s: working set %s", w.value("name", "").c_str(),
               wss.is_number() ? FormatSize(wss.get<uint64_t>()).c_str() : "not known yet");
-  for (auto& [win, bytes] : w.value("windows_bytes", json::object()).items())  // null: window not covered yet
+  const json windows = w.value("windows_bytes", json::object());  // a local: items() refers to it
+  for (auto& [win, bytes] : windows.items())  // null: window not covered yet
     std::printf("  [%s: %s]", win.c_str(), bytes.is_number() ? FormatSize(bytes.get<uint64_t>()).c_str() : "not yet");
   std::printf("  resident %s", FormatSize(w.value("resident_bytes", 0ull)).c_str());
   if (w.contains("tracker"))
