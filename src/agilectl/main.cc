@@ -1,18 +1,24 @@
-// agilectl: the command line for agiled. Every command takes --json.
+// agilectl: the command line for agiled. The global flags (--json, -H) go
+// anywhere on the line; exit statuses are in exit_codes.h.
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <thread>
 
+#include "agile/version.h"
+#include "agilectl/exit_codes.h"
 #include "control/control_client.h"
 #include "base/size.h"
 #include "base/socket.h"
 #include "qemu/launch.h"
 
 using namespace agile;
+using agile::agilectl::Failure;
+using agile::agilectl::Origin;
 using nlohmann::json;
 
 namespace {
@@ -22,21 +28,68 @@ struct Globals {
   bool json_out = false;
 };
 
-int Report(const Status& s) {
-  std::cerr << "agilectl: " << s.message() << " [" << CodeName(s.code()) << "]\n";
-  return s.code() == Code::kUnavailable ? 3 : 1;
+// Says what failed on stderr (and, with --json, as JSON on stdout); returns the exit status.
+int Report(const Globals& g, const Failure& f) {
+  int rc = agilectl::ExitCode(f);
+  std::cerr << "agilectl: " << f.status.message() << " [" << agilectl::FailureJson(f)["error"]["code"].get<std::string>()
+            << ", exit " << rc << "]\n";
+  if (g.json_out) std::cout << agilectl::FailureJson(f).dump(2) << "\n";
+  return rc;
 }
 
-Result<json> Call(const Globals& g, const std::string& op, const json& args,
+int Usage(const Globals& g, const Status& s) { return Report(g, {Origin::kUsage, s, "", nullptr}); }
+
+// One request to agiled. On failure, *failure says whether agiled could not be
+// reached or answered with an error (and, for migrations, the last progress).
+Result<json> Call(const Globals& g, const std::string& op, const json& args, Failure* failure,
                   const std::function<void(const json&)>& progress = nullptr) {
-  AGILE_ASSIGN_OR_RETURN(auto c, control::ControlClient::Connect(g.host));
-  return c.Call(op, args, progress);
+  auto c = control::ControlClient::Connect(g.host);
+  if (!c.ok()) {
+    *failure = {Origin::kConnection, c.status(), op, nullptr};
+    return c.status();
+  }
+  json last_progress;
+  auto r = c->Call(op, args, [&](const json& p) {
+    last_progress = p;
+    if (progress) progress(p);
+  });
+  if (!r.ok()) *failure = {c->answered() ? Origin::kAgiled : Origin::kConnection, r.status(), op, last_progress};
+  return r;
 }
+
+// Until agiled at `host` no longer serves: its unix socket file is gone
+// (agiled removes it last), or a TCP endpoint refuses connections.
+Status WaitUntilGone(const std::string& host, std::chrono::seconds timeout) {
+  std::string path = host.rfind("unix:", 0) == 0 ? host.substr(5) : (host.rfind('/', 0) == 0 ? host : "");
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (!path.empty() ? ::access(path.c_str(), F_OK) != 0 : !control::ControlClient::Connect(host).ok())
+      return Status::Ok();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return Internal("agiled at " + host + " did not stop within " + std::to_string(timeout.count()) + " s");
+}
+
+// The examples `agilectl --help` ends with. tests/docs_examples_test.sh runs
+// each "  agilectl ..." line below as written (against a test agiled), so keep
+// them runnable and in an order that works.
+constexpr const char* kExamples =
+    "Examples (global flags such as --json and -H go anywhere on the line):\n"
+    "  agilectl vm start vm1 --memory 256M --workload memverify --workload-args \"size_mib=64 rate=100\"\n"
+    "  agilectl vm list\n"
+    "  agilectl vm stat vm1 --json\n"
+    "  agilectl --json vm console vm1 --lines 5\n"
+    "  agilectl vm policy vm1 --exempt -H unix:/run/agile/agiled.sock\n"
+    "  agilectl -H unix:/run/agile/agiled.sock vm stop vm1\n"
+    "  agilectl host info --json\n";
 
 void PrintWss(const json& w) {
-  std::printf("vm %s: working set %s", w.value("name", "").c_str(), FormatSize(w.value("wss_bytes", 0ull)).c_str());
-  for (auto& [win, bytes] : w.value("windows_bytes", json::object()).items())
-    std::printf("  [%s: %s]", win.c_str(), FormatSize(bytes.get<uint64_t>()).c_str());
+  const json& wss = w.contains("wss_bytes") ? w["wss_bytes"] : json();
+  std::printf("vm %s: working set %s", w.value("name", "").c_str(),
+              wss.is_number() ? FormatSize(wss.get<uint64_t>()).c_str() : "not known yet");
+  const json windows = w.value("windows_bytes", json::object());  // a local: items() refers to it
+  for (auto& [win, bytes] : windows.items())  // null: window not covered yet
+    std::printf("  [%s: %s]", win.c_str(), bytes.is_number() ? FormatSize(bytes.get<uint64_t>()).c_str() : "not yet");
   std::printf("  resident %s", FormatSize(w.value("resident_bytes", 0ull)).c_str());
   if (w.contains("tracker"))
     std::printf("  (tracking %.2f%% CPU, period %.0f ms)", w["tracker"].value("est_cpu_pct", 0.0),
@@ -97,7 +150,7 @@ void PrintStat(const json& s) {
     std::cout << "  offload   " << FormatSize(s["offload"].value("bytes_offloaded", 0ull)) << " sent to "
               << U(s, "offload", "store") << ", " << U(s, "offload", "pages_zero_dropped")
               << " zero pages dropped, policy " << U(s, "offload", "policy") << "\n";
-  if (s.contains("wss_bytes"))
+  if (s.contains("wss_bytes") && s["wss_bytes"].is_number())
     std::cout << "  wss       " << FormatSize(s.value("wss_bytes", 0ull)) << " accessed recently (agilectl wss for windows)\n";
   if (s.contains("policy") && s["policy"].contains("target_bytes"))
     std::cout << "  policy    " << U(s, "policy", "mode") << ", target " << FormatSize(s["policy"].value("target_bytes", 0ull))
@@ -109,14 +162,32 @@ void PrintStat(const json& s) {
 
 }  // namespace
 
+int Run(int argc, char** argv);
+
 int main(int argc, char** argv) {
+  try {
+    return Run(argc, argv);
+  } catch (const nlohmann::json::exception& e) {
+    // An answer of a shape this agilectl does not know (e.g. a newer agiled).
+    std::cerr << "agilectl: cannot show agiled's answer: " << e.what() << " [internal, exit 1]\n";
+    return agilectl::kExitFailure;
+  }
+}
+
+int Run(int argc, char** argv) {
   CLI::App app{"agilectl - control agiled: VMs whose memory agile owns."};
   app.require_subcommand(1);
+  // Options of the top level are also taken after any subcommand:
+  // `agilectl vm stat vm1 --json` == `agilectl --json vm stat vm1`.
+  app.fallthrough();
   Globals g;
   const char* env_host = std::getenv("AGILE_HOST");
   g.host = env_host ? env_host : "unix:/run/agile/agiled.sock";
   app.add_option("-H,--host", g.host, "agiled to talk to: unix:PATH or HOST:PORT (env AGILE_HOST)")->capture_default_str();
-  app.add_flag("--json", g.json_out, "Print machine-readable JSON");
+  app.add_flag("--json", g.json_out,
+               "Print machine-readable JSON: the result, or {\"status\":\"failed\",\"exit_code\":N,\"error\":{...}}");
+  app.set_version_flag("--version", std::string("agilectl ") + AGILE_VERSION);
+  app.footer(std::string(kExamples) + "\nExit status:\n" + agilectl::ExitTable());
 
   auto* vm = app.add_subcommand("vm", "Manage VMs");
   vm->require_subcommand(1);
@@ -195,17 +266,37 @@ int main(int argc, char** argv) {
   auto* host = app.add_subcommand("host", "The agiled itself");
   host->require_subcommand(1);
   auto* info = host->add_subcommand("info", "Identity and paths of the agiled");
-  auto* shutdown = host->add_subcommand("shutdown", "Stop all VMs and the agiled");
+  auto* shutdown = host->add_subcommand(
+      "shutdown", "Stop all VMs and the agiled; returns once it has stopped (its control socket is gone)");
 
-  CLI11_PARSE(app, argc, argv);
+  // A subcommand's --help says that the global options work there too.
+  std::function<void(CLI::App*)> note_globals = [&](CLI::App* a) {
+    for (CLI::App* sub : a->get_subcommands([](CLI::App*) { return true; })) {
+      sub->footer("Global options, anywhere on the line: -H,--host unix:PATH|HOST:PORT (env AGILE_HOST), --json.\n"
+                  "Exit status: see agilectl --help.");
+      note_globals(sub);
+    }
+  };
+  note_globals(&app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (app.exit(e) == 0) return 0;  // --help, --version (already printed)
+    // CLI11 has printed what is wrong; the JSON answer needs --json, which may not have been parsed.
+    for (int i = 1; i < argc; ++i)
+      if (std::strcmp(argv[i], "--json") == 0) g.json_out = true;
+    if (g.json_out)
+      std::cout << agilectl::FailureJson({Origin::kUsage, InvalidArgument(e.what()), "", nullptr}).dump(2) << "\n";
+    return agilectl::kExitUsage;
+  }
 
   std::string op;
   json args = json::object();
   if (start->parsed()) {
     auto mem = ParseSize(memory);
-    if (!mem.ok()) return Report(mem.status().Annotate("--memory"));
+    if (!mem.ok()) return Usage(g, mem.status().Annotate("--memory"));
     auto wa = qemu::ParseWorkloadArgs(wargs);
-    if (!wa.ok()) return Report(wa.status());
+    if (!wa.ok()) return Usage(g, wa.status());
     qemu::VmSpec spec;
     spec.name = name;
     spec.memory_bytes = *mem;
@@ -215,7 +306,7 @@ int main(int argc, char** argv) {
     spec.extra_qemu_args = qemu_args;
     spec.stock = stock;
     Status v = spec.Validate();
-    if (!v.ok()) return Report(v);  // checked here too, so bad input never reaches a host
+    if (!v.ok()) return Usage(g, v);  // checked here too, so bad input never reaches a host
     op = "vm.start";
     args = spec.ToJson();
   } else if (list->parsed()) {
@@ -228,7 +319,7 @@ int main(int argc, char** argv) {
     args = {{"name", name}, {"lines", lines}};
   } else if (offload->parsed()) {
     auto r = ParseSize(resident);
-    if (!r.ok()) return Report(r.status().Annotate("--resident"));
+    if (!r.ok()) return Usage(g, r.status().Annotate("--resident"));
     op = "vm.offload";
     args = {{"name", name}, {"resident_bytes", *r}};
   } else if (pause->parsed() || resume->parsed()) {
@@ -245,7 +336,7 @@ int main(int argc, char** argv) {
     args = {{"name", name}};
     if (!pin.empty()) {
       auto b = ParseSize(pin);
-      if (!b.ok()) return Report(b.status().Annotate("--pin"));
+      if (!b.ok()) return Usage(g, b.status().Annotate("--pin"));
       args["mode"] = "pin";
       args["pin_bytes"] = *b;
     } else if (pol_auto) {
@@ -258,12 +349,12 @@ int main(int argc, char** argv) {
       op = "vm.migrate_cancel";
       args = {{"name", name}};
     } else {
-      if (to.empty()) return Report(InvalidArgument("migrate needs --to HOST:PORT (or --cancel)"));
-      if (!ParseHostPort(to).ok()) return Report(InvalidArgument("--to: expected HOST:PORT, got '" + to + "'"));
+      if (to.empty()) return Usage(g, InvalidArgument("migrate needs --to HOST:PORT (or --cancel)"));
+      if (!ParseHostPort(to).ok()) return Usage(g, InvalidArgument("--to: expected HOST:PORT, got '" + to + "'"));
       uint64_t bw = 0;
       if (!bandwidth.empty()) {
         auto r = ParseRate(bandwidth);
-        if (!r.ok()) return Report(r.status().Annotate("--bandwidth"));
+        if (!r.ok()) return Usage(g, r.status().Annotate("--bandwidth"));
         bw = *r;
       }
       op = "vm.migrate";
@@ -288,18 +379,25 @@ int main(int argc, char** argv) {
     if (p.contains("eta_s")) std::fprintf(stderr, "  eta %.1fs", p.value("eta_s", 0.0));
     std::fflush(stderr);
   };
+  Failure failure{Origin::kAgiled, Status::Ok(), op, nullptr};
   if (op == "vm.wss" && watch) {
     for (;;) {
-      auto w = Call(g, op, args);
-      if (!w.ok()) return Report(w.status());
+      auto w = Call(g, op, args, &failure);
+      if (!w.ok()) return Report(g, failure);
       if (g.json_out) std::cout << w->dump() << std::endl;
       else PrintWss(*w);
       std::this_thread::sleep_for(std::chrono::seconds(2));
     }
   }
-  auto r = Call(g, op, args, on_progress);
+  auto r = Call(g, op, args, &failure, on_progress);
   if (tty && op == "vm.migrate") std::fprintf(stderr, "\n");
-  if (!r.ok()) return Report(r.status());
+  if (!r.ok()) return Report(g, failure);
+  if (op == "host.shutdown") {
+    // agiled answers first, then stops its VMs; wait for it to be gone, so
+    // that the next command may start another agiled of the same id.
+    Status gone = WaitUntilGone(g.host, std::chrono::seconds(180));
+    if (!gone.ok()) return Report(g, {Origin::kAgiled, gone, op, nullptr});
+  }
   const json& res = *r;
   if (g.json_out) {
     std::cout << res.dump(2) << "\n";
@@ -334,6 +432,8 @@ int main(int argc, char** argv) {
                 FormatSize(res.value("resident_bytes", 0ull)).c_str());
   } else if (op == "vm.stop") {
     std::cout << "vm " << name << " stopped\n";
+  } else if (op == "host.shutdown") {
+    std::cout << "agiled stopped\n";
   } else {
     std::cout << res.dump(2) << "\n";
   }

@@ -19,6 +19,7 @@
 #include "migrate/receiver.h"
 #include "base/size.h"
 #include "base/socket.h"
+#include "service/service.h"
 
 namespace fs = std::filesystem;
 using namespace agile;
@@ -29,6 +30,22 @@ std::string ExeDir() {
   std::error_code ec;
   auto p = fs::read_symlink("/proc/self/exe", ec);
   return ec ? "." : p.parent_path().string();
+}
+
+// The guest image beside the binary: build/guest in a build tree,
+// PREFIX/share/agile/guest once installed.
+std::string DefaultGuestDir() {
+  std::string build_tree = ExeDir() + "/../guest";
+  std::string installed = ExeDir() + "/../share/agile/guest";
+  return fs::exists(build_tree) || !fs::exists(installed) ? build_tree : installed;
+}
+
+// PREFIX/lib/libagile-shim.so in both a build tree and an install; Debian's
+// multiarch libdir as a fallback for installs with CMAKE_INSTALL_LIBDIR set so.
+std::string DefaultShimPath() {
+  std::string lib = ExeDir() + "/../lib/libagile-shim.so";
+  std::string agile_lib = ExeDir() + "/../lib/agile/libagile-shim.so";
+  return fs::exists(lib) || !fs::exists(agile_lib) ? lib : agile_lib;
 }
 
 int Fail(const std::string& msg) {
@@ -43,9 +60,14 @@ int main(int argc, char** argv) {
                "control API used by agilectl."};
   host::HostConfig cfg;
   cfg.state_dir = "/run/agile";
-  std::string listen, log_level = "info", guest_dir = ExeDir() + "/../guest";
-  cfg.shim_path = ExeDir() + "/../lib/libagile-shim.so";
+  std::string listen, log_level = "info", guest_dir = DefaultGuestDir();
+  cfg.shim_path = DefaultShimPath();
   bool daemonize = false;
+  app.set_version_flag("--version", std::string("agiled ") + service::Version());
+  // Every flag may also be set in the config file under its long name
+  // (state-dir = "/run/agile"); flags on the command line win.
+  app.set_config("--config", "/etc/agile/agiled.conf",
+                 "TOML file of flag = value lines (a missing default file is fine, a missing given one is an error)");
   app.add_option("--state-dir", cfg.state_dir, "Folder for the control socket, logs and per-VM files")
       ->capture_default_str();
   app.add_option("--id", cfg.id, "Name of this agiled, unique on the machine (default: the state dir's name)");
@@ -69,12 +91,25 @@ int main(int argc, char** argv) {
   app.add_option("--tracking-cpu", cfg.tracking_cpu_pct, "Working-set tracking budget per VM, % of one core")
       ->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
-  app.add_flag("--daemon", daemonize, "Run in the background once ready; log to STATE_DIR/agiled.log");
-  CLI11_PARSE(app, argc, argv);
+  app.add_flag("--daemon", daemonize,
+               "Run in the background once ready; log to STATE_DIR/agiled.log (not under systemd: the unit "
+               "runs agiled in the foreground and systemd is told when it is ready)");
+  app.footer("Exit status: 0 after a clean stop (SIGTERM, SIGINT, agilectl host shutdown), 1 when it cannot "
+             "start, 2 on a bad command line or config file.\n"
+             "Under systemd (Type=notify) agiled reports READY=1 once its control socket listens, STATUS= "
+             "lines, and WATCHDOG=1 pings when WatchdogSec= is set; its log lines then carry syslog "
+             "priorities (<3>, <6>, ...) and no timestamps.");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  }
 
   auto level = spdlog::level::from_str(log_level);
   if (level == spdlog::level::off && log_level != "off") return Fail("unknown --log-level '" + log_level + "'");
-  spdlog::set_level(level);
+  service::SetupLogging("agiled", level);
+  service::Notifier notifier;
   if (geteuid() != 0) return Fail("must run as root (userfaultfd on another process's memory, /dev/shm, cgroups)");
 
   std::error_code ec;
@@ -154,22 +189,36 @@ int main(int argc, char** argv) {
   server.Serve(std::move(unix_listen).value());
   if (tcp_listen) server.Serve(std::move(tcp_listen));
   if (!cfg.memd_addr.empty()) policy.Start();  // offloading needs a store
-  spdlog::info("agiled {} ready: control socket {}{}", cfg.id, sock_path, listen.empty() ? "" : ", tcp " + listen);
+  std::string serving = "control socket " + sock_path + (listen.empty() ? "" : ", tcp " + listen);
+  spdlog::info("agiled {} {} ready: {}", cfg.id, service::Version(), serving);
   if (!daemonize) std::cout << "agiled: ready id=" << cfg.id << " socket=" << sock_path << std::endl;
+  notifier.Ready("serving " + serving + ", 0 VMs");
 
+  // The main loop vouches for the process to systemd's watchdog and keeps the
+  // STATUS line current.
   timespec tick{0, 200 * 1000 * 1000};
+  size_t shown_vms = 0;
   while (!shutdown) {
     int sig = sigtimedwait(&set, nullptr, &tick);
     if (sig > 0) {
       spdlog::info("agiled {}: {} received, stopping VMs", cfg.id, strsignal(sig));
       break;
     }
+    notifier.Tick();
+    size_t n = vms.List().size();
+    if (n != shown_vms) {
+      notifier.Status("serving " + serving + ", " + std::to_string(n) + (n == 1 ? " VM" : " VMs"));
+      shown_vms = n;
+    }
   }
+  notifier.Stopping("stopping " + std::to_string(vms.List().size()) + " VMs");
   server.Shutdown();
   policy.Stop();
   vms.StopAll();
-  fs::remove(sock_path, ec);
+  // The socket goes last: `agilectl host shutdown` returns when it is gone, and
+  // by then a new agiled of the same id may start.
   fs::remove_all(cfg.shm_root, ec);
+  fs::remove(sock_path, ec);
   spdlog::info("agiled {}: stopped", cfg.id);
   return 0;
 }

@@ -19,6 +19,7 @@ Result<ControlClient> ControlClient::Connect(const std::string& addr) {
 
 Result<json> ControlClient::Call(const std::string& op, const json& args,
                                  const std::function<void(const json&)>& on_progress) {
+  answered_ = false;
   std::string line = json{{"op", op}, {"args", args}}.dump() + "\n";
   AGILE_RETURN_IF_ERROR(WriteFull(fd_.get(), line.data(), line.size()).Annotate("agiled " + addr_));
   json resp;
@@ -30,6 +31,7 @@ Result<json> ControlClient::Call(const std::string& op, const json& args,
     if (!resp.contains("progress")) break;
     if (on_progress) on_progress(resp["progress"]);
   }
+  answered_ = true;
   if (resp.value("ok", false)) return resp.value("result", json::object());
   const json& e = resp.value("error", json::object());
   return Status(CodeFromName(e.value("code", "internal")), e.value("message", "unknown error"));

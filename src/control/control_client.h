@@ -20,6 +20,9 @@ class ControlClient {
   // Interim progress lines go to on_progress (ignored when null).
   Result<nlohmann::json> Call(const std::string& op, const nlohmann::json& args = nlohmann::json::object(),
                               const std::function<void(const nlohmann::json&)>& on_progress = nullptr);
+  // Whether the last Call got agiled's final answer; false when it failed on
+  // the connection instead (agilectl's "unreachable" vs agiled's own errors).
+  bool answered() const { return answered_; }
   ControlClient(ControlClient&& o) noexcept : fd_(std::move(o.fd_)), reader_(fd_.get()), addr_(std::move(o.addr_)) {}
 
  private:
@@ -27,6 +30,7 @@ class ControlClient {
   UniqueFd fd_;
   LineReader reader_;
   std::string addr_;
+  bool answered_ = false;
 };
 
 // Maps agiled's error code names back to codes.

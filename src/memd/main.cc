@@ -6,11 +6,11 @@
 #include <string>
 
 #include <CLI/CLI.hpp>
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include "base/size.h"
 #include "base/socket.h"
+#include "service/service.h"
 #include "store/memd_server.h"
 #include "store/page_store.h"
 
@@ -36,6 +36,10 @@ int main(int argc, char** argv) {
   int fsync_interval_ms = 1000;
   int busy_poll_us = 50;
   std::string log_level = "info";
+  app.set_version_flag("--version", std::string("agile-memd ") + service::Version());
+  app.set_config("--config", "/etc/agile/agile-memd.conf",
+                 "TOML file of flag = value lines, same names as the flags (a missing default file is fine,\n"
+                 "a missing given one is an error)");
   app.add_option("--listen", listen, "address to serve on, HOST:PORT (port 0 picks a free port)")->required();
   app.add_option("--capacity", capacity, "most page data to hold, e.g. 512M, 4G (default 1G)");
   app.add_option("--data-dir", data_dir,
@@ -52,13 +56,20 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 10000));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error (default info)")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
-  CLI11_PARSE(app, argc, argv);
+  app.footer("Exit status: 0 after SIGTERM or SIGINT (pages synced), 1 when it cannot start, 2 on a bad command\n"
+             "line or config file. Under systemd (Type=notify): READY=1 once listening, STATUS=, WATCHDOG=1.");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  }
 
-  // Logs go to stderr: stdout carries only the "listening on" line that
-  // scripts and tests wait for.
-  spdlog::set_default_logger(spdlog::stderr_color_mt("agile-memd"));
-  spdlog::set_level(spdlog::level::from_str(log_level));
-  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ agile-memd: %v");
+  // Logs go to stderr (under journald with syslog priorities and no
+  // timestamps): stdout carries only the "listening on" line that scripts and
+  // tests wait for.
+  service::SetupLogging("agile-memd", spdlog::level::from_str(log_level));
+  service::Notifier notifier;
 
   auto cap = ParseSize(capacity);
   if (!cap.ok()) return Fail(cap.status().Annotate("--capacity"));
@@ -92,9 +103,14 @@ int main(int argc, char** argv) {
   std::printf("agile-memd: listening on %s\n", (*server)->address().ToString().c_str());
   std::fflush(stdout);
 
+  notifier.Ready("serving on " + (*server)->address().ToString());
+
+  // Waits for a stop signal, pinging systemd's watchdog meanwhile.
   int sig = 0;
-  sigwait(&stop_signals, &sig);
+  const timespec tick{0, 250 * 1000 * 1000};
+  while ((sig = sigtimedwait(&stop_signals, nullptr, &tick)) <= 0) notifier.Tick();
   spdlog::info("received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  notifier.Stopping("syncing and stopping");
   (*server)->Stop();
   server->reset();
   store->reset();  // final sync

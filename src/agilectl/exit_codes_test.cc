@@ -1,0 +1,52 @@
+#include "agilectl/exit_codes.h"
+
+#include <gtest/gtest.h>
+
+namespace agile::agilectl {
+namespace {
+
+Failure FromAgiled(Code c, const std::string& op, const std::string& msg = "m") {
+  return {Origin::kAgiled, Status(c, msg), op, nullptr};
+}
+
+TEST(ExitCodesTest, EachOutcomeHasItsOwnCode) {
+  EXPECT_EQ(ExitCode({Origin::kUsage, InvalidArgument("--memory: bad size"), "", nullptr}), 2);
+  EXPECT_EQ(ExitCode({Origin::kConnection, Status(Code::kUnavailable, "connect: refused"), "vm.stat", nullptr}), 3);
+  EXPECT_EQ(ExitCode(FromAgiled(Code::kNotFound, "vm.stat")), 4);
+  EXPECT_EQ(ExitCode(FromAgiled(Code::kInvalidArgument, "vm.offload")), 5);
+  EXPECT_EQ(ExitCode(FromAgiled(Code::kAlreadyExists, "vm.start")), 5);
+  EXPECT_EQ(ExitCode(FromAgiled(Code::kUnsupported, "vm.wss")), 5);
+  EXPECT_EQ(ExitCode(FromAgiled(Code::kUnavailable, "vm.migrate", "connect 10.0.0.2:7700: refused")), 6);
+  EXPECT_EQ(ExitCode(FromAgiled(Code::kUnavailable, "vm.migrate", "migration cancelled by the operator")), 7);
+  EXPECT_EQ(ExitCode(FromAgiled(Code::kUnavailable, "vm.offload", "memd unreachable")), 1);
+  EXPECT_EQ(ExitCode(FromAgiled(Code::kInternal, "vm.start")), 1);
+  // A migration agiled refuses before it starts is not a failed migration.
+  EXPECT_EQ(ExitCode(FromAgiled(Code::kNotFound, "vm.migrate")), 4);
+  EXPECT_EQ(ExitCode(FromAgiled(Code::kInvalidArgument, "vm.migrate")), 5);
+}
+
+TEST(ExitCodesTest, FailureJsonCarriesCodeMessageAndProgress) {
+  Failure f = FromAgiled(Code::kUnavailable, "vm.migrate", "destination died (the VM keeps running on this host)");
+  f.progress = {{"phase", "precopy"}, {"round", 2}};
+  auto j = FailureJson(f);
+  EXPECT_EQ(j["status"], "failed");
+  EXPECT_EQ(j["exit_code"], 6);
+  EXPECT_EQ(j["error"]["code"], "migration-failed");
+  EXPECT_EQ(j["error"]["agiled_code"], "unavailable");
+  EXPECT_EQ(j["error"]["message"], "destination died (the VM keeps running on this host)");
+  EXPECT_EQ(j["progress"]["round"], 2);
+
+  auto u = FailureJson({Origin::kConnection, Status(Code::kUnavailable, "no socket"), "vm.list", nullptr});
+  EXPECT_EQ(u["error"]["code"], "unreachable");
+  EXPECT_FALSE(u["error"].contains("agiled_code"));
+  EXPECT_FALSE(u.contains("progress"));
+  EXPECT_EQ(FailureJson(FromAgiled(Code::kNotFound, "vm.stat"))["error"]["code"], "not-found");
+}
+
+TEST(ExitCodesTest, TableNamesEveryCode) {
+  std::string t = ExitTable();
+  for (int c = 0; c <= 7; ++c) EXPECT_NE(t.find("  " + std::to_string(c) + "  "), std::string::npos) << c;
+}
+
+}  // namespace
+}  // namespace agile::agilectl
