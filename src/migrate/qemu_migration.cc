@@ -16,8 +16,15 @@ constexpr int kMigrationTimeoutMs = 3600 * 1000;
 Status QemuMigration::Run(const std::string& uri, uint64_t t0_ns, Report* report, bool* switched,
                           const std::function<void(uint32_t round)>& progress) {
   auto ms = [t0_ns] { return static_cast<double>(vm::NowNs() - t0_ns) / 1e6; };
-  AGILE_RETURN_IF_ERROR(SetCapabilities(vm_, opt_.postcopy ? json{{"postcopy-ram", true}} : json::object()));
-  json params = {{"downtime-limit", opt_.max_downtime_ms}};
+  using wire::MigMode;
+  // qemu-postcopy switches as soon as the migration is active; qemu-hybrid
+  // after the first full pass (the second dirty sync): pre-copy moves what
+  // it can once, post-copy the rest, as libvirt's --postcopy-after-precopy.
+  const bool postcopy = opt_.mode == MigMode::kQemuPostcopy || opt_.mode == MigMode::kQemuHybrid;
+  const uint64_t postcopy_after_syncs = opt_.mode == MigMode::kQemuHybrid ? 2 : 0;
+  AGILE_RETURN_IF_ERROR(SetCapabilities(vm_, QemuModeCapabilities(opt_.mode)));
+  json params = QemuModeParameters(opt_.mode);
+  params["downtime-limit"] = opt_.max_downtime_ms;
   if (opt_.bandwidth > 0) {
     params["max-bandwidth"] = opt_.bandwidth;
     params["max-postcopy-bandwidth"] = opt_.bandwidth;  // post-copy has its own cap
@@ -43,16 +50,18 @@ Status QemuMigration::Run(const std::string& uri, uint64_t t0_ns, Report* report
       (void)ch_->Send(f);  // a broken connection shows in QEMU's own migration and in DONE
       if (progress) progress(round);
     }
-    // Post-copy: ask for the switch as soon as the migration is active; QEMU
-    // then moves to post-copy at its next opportunity, pulling the rest on demand.
-    if (opt_.postcopy && !started_post && s == "active") started_post = vm_->Qmp("migrate-start-postcopy").ok();
+    // Post-copy: ask for the switch once the migration is active (and, for
+    // the hybrid, has finished its first pass); QEMU then moves to post-copy
+    // at its next opportunity, pulling the rest on demand.
+    if (postcopy && !started_post && s == "active" && round >= postcopy_after_syncs)
+      started_post = vm_->Qmp("migrate-start-postcopy").ok();
     if (s == "postcopy-active" && report->switchover_ms == 0) {
       report->switchover_ms = ms();
       if (q.contains("ram")) report->pages_precopied = q["ram"].value("normal", 0ull);
     }
   });
   if (!st.ok()) {
-    if (opt_.postcopy && started_post) *switched = true;  // nothing to resume: the guest ran at the destination
+    if (postcopy && started_post) *switched = true;  // nothing to resume: the guest ran at the destination
     return st.status();
   }
   *switched = true;

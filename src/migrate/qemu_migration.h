@@ -1,6 +1,7 @@
-// The stock baselines (qemu-precopy, qemu-postcopy): QEMU moves all of guest
-// RAM itself over its own connection and agiled only drives it over QMP,
-// keeping its own migration connection alive meanwhile.
+// The stock baselines (qemu-precopy, qemu-postcopy, qemu-precopy-tuned,
+// qemu-hybrid): QEMU moves all of guest RAM itself over its own connection
+// and agiled only drives it over QMP, keeping its own migration connection
+// alive meanwhile.
 #pragma once
 
 #include <cstdint>
@@ -11,13 +12,14 @@
 #include "migrate/channel.h"
 #include "migrate/migrating_vm.h"
 #include "migrate/report.h"
+#include "wire/migrate_proto.h"
 
 namespace agile::migrate {
 
 class QemuMigration {
  public:
   struct Options {
-    bool postcopy = false;        // switch to post-copy as soon as the migration is active
+    wire::MigMode mode = wire::MigMode::kQemuPrecopy;  // one of the qemu-* modes
     uint64_t max_downtime_ms = 300;
     uint64_t bandwidth = 0;       // bytes/s; 0 = unlimited
   };

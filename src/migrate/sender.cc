@@ -63,7 +63,7 @@ void Sender::Progress(const char* phase, uint64_t dirty) {
 
 Report Sender::Run() {
   t0_ns_ = vm::NowNs();
-  bool qemu_mode = opt_.mode == MigMode::kQemuPrecopy || opt_.mode == MigMode::kQemuPostcopy;
+  const bool qemu_mode = wire::IsQemuMode(opt_.mode);
   Status s;
   const bool stock = mem_ == nullptr;
   if (stock != qemu_mode)
@@ -325,7 +325,7 @@ Status Sender::PostcopyPush() {
 
 Status Sender::RunQemuMode() {
   // QEMU moves all of guest RAM itself; agiled drives both ends.
-  QemuMigration::Options o{opt_.mode == MigMode::kQemuPostcopy, opt_.max_downtime_ms, opt_.bandwidth};
+  QemuMigration::Options o{opt_.mode, opt_.max_downtime_ms, opt_.bandwidth};
   std::string uri = "tcp:" + dest_host_ + ":" + std::to_string(qemu_port_);
   bool switched = false;
   Status s = QemuMigration(vm_, ch_.get(), o).Run(uri, t0_ns_, &report_, &switched, [this](uint32_t round) {
