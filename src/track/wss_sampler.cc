@@ -29,7 +29,11 @@ Status WssSampler::Step() {
       touched += was_touched;
     }
     if (counted > 0) {
-      double fraction = static_cast<double>(touched) / static_cast<double>(counted);
+      // Pooled with the previous interval: twice the sample for the cost of
+      // one more interval of lag after a phase change.
+      double fraction = static_cast<double>(touched + prev_touched_) / static_cast<double>(counted + prev_counted_);
+      prev_counted_ = counted;
+      prev_touched_ = touched;
       estimate_.store(static_cast<int64_t>(fraction * static_cast<double>(mem_->count(vm::PageState::kResident))),
                       std::memory_order_relaxed);
       intervals_.fetch_add(1, std::memory_order_relaxed);
@@ -80,6 +84,7 @@ void WssSampler::Stop() {
   std::lock_guard<std::mutex> l(step_mu_);
   for (uint64_t idx : sample_) state_[idx].store(kNone, std::memory_order_relaxed);
   sample_.clear();
+  prev_counted_ = prev_touched_ = 0;
 }
 
 void WssSampler::Run() {

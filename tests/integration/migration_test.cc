@@ -122,7 +122,9 @@ TEST_P(QemuBaseline, StockVmMigratesIntact) {
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ((*r)["mode"], mode);
   EXPECT_GT((*r)["bytes_sent"].get<uint64_t>(), 64ull << 20) << "QEMU moved the RAM";
-  if (mode == "qemu-postcopy") EXPECT_GT((*r)["pages_postcopied"].get<uint64_t>(), 0u);
+  if (mode == "qemu-postcopy") {
+    EXPECT_GT((*r)["pages_postcopied"].get<uint64_t>(), 0u);
+  }
   EXPECT_EQ(a_->Call("vm.stat", {{"name", "sv"}}).status().code(), Code::kNotFound);
   ExpectIntact(*b_, "sv", 8);
 }
