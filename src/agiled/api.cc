@@ -18,6 +18,58 @@ Result<std::string> NameArg(const json& args) {
 
 }  // namespace
 
+namespace {
+// Histogram buckets: whole migrations (s), and downtimes (s).
+const std::vector<double> kDurationBounds = {0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600};
+const std::vector<double> kDowntimeBounds = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+
+void AddTo(std::vector<uint64_t>* counts, const std::vector<double>& bounds, double v) {
+  counts->resize(bounds.size() + 1);
+  size_t b = 0;
+  while (b < bounds.size() && bounds[b] < v) ++b;
+  ++(*counts)[b];
+}
+}  // namespace
+
+void Api::Record(const json& report) {
+  std::lock_guard<std::mutex> l(jobs_mu_);
+  ModeTotals& t = totals_[report.value("mode", "")];
+  const std::string status = report.value("status", "");
+  ++t.outcomes[status];
+  const double secs = report.value("total-time", 0.0) / 1e3;
+  AddTo(&t.duration_counts, kDurationBounds, secs);
+  t.duration_sum_s += secs;
+  if (status == migrate::kStatusCompleted) {
+    const double down = report.value("downtime", 0.0) / 1e3;
+    AddTo(&t.downtime_counts, kDowntimeBounds, down);
+    t.downtime_sum_s += down;
+  }
+  t.transferred_bytes += report.contains("ram") ? report["ram"].value("transferred", 0ull) : 0;
+}
+
+void Api::CollectMetrics(metrics::Scrape* s) {
+  std::lock_guard<std::mutex> l(jobs_mu_);
+  for (const auto& [mode, t] : totals_) {
+    for (const char* outcome : {migrate::kStatusCompleted, migrate::kStatusFailed, migrate::kStatusCancelled}) {
+      auto it = t.outcomes.find(outcome);
+      s->Counter("agile_migrations_total", "Outgoing migrations that ended, by mode and outcome",
+                 {{"mode", mode}, {"outcome", outcome}}, it == t.outcomes.end() ? 0 : it->second);
+    }
+    s->Histogram("agile_migration_duration_seconds", "Outgoing migrations' total time (start until the end)",
+                 {{"mode", mode}}, kDurationBounds, t.duration_counts, t.duration_sum_s);
+    s->Histogram("agile_migration_downtime_seconds", "Completed migrations' downtime (paused until running there)",
+                 {{"mode", mode}}, kDowntimeBounds, t.downtime_counts, t.downtime_sum_s);
+    s->Counter("agile_migration_transferred_bytes_total", "Bytes outgoing migrations sent (ram.transferred)",
+               {{"mode", mode}}, static_cast<double>(t.transferred_bytes));
+  }
+  uint64_t running = 0;
+  for (const auto& [name, job] : jobs_) {
+    std::lock_guard<std::mutex> jl(job->mu);
+    if (job->report.is_null()) ++running;
+  }
+  s->Gauge("agile_migrations_running", "Outgoing migrations in progress", {}, static_cast<double>(running));
+}
+
 Api::~Api() {
   std::map<std::string, std::shared_ptr<Job>> jobs;
   {
@@ -104,8 +156,10 @@ control::Reply Api::Migrate(const std::shared_ptr<ManagedVm>& vm, const json& ar
         r.error += st == "running" ? " (the VM keeps running on this host)"
                                    : " (the VM is " + st + " on this host; see agiled's log)";
       }
+      json report = r.ToJson();
+      Record(report);
       std::lock_guard<std::mutex> l(j->mu);
-      j->report = r.ToJson();
+      j->report = std::move(report);
       j->cv.notify_all();
     });
   }

@@ -21,6 +21,7 @@
 #include "control/control_server.h"
 #include "host/pressure_policy.h"
 #include "host/vm_manager.h"
+#include "metrics/metrics.h"
 
 namespace agile::agiled {
 
@@ -37,6 +38,8 @@ class Api {
   // Called on a control connection's thread; any number at once.
   control::Reply Handle(const std::string& op, const nlohmann::json& args,
                         const std::function<void(const nlohmann::json&)>& progress = nullptr);
+  // Migrations since start, by mode and outcome, with durations and bytes (metrics).
+  void CollectMetrics(metrics::Scrape* s);
 
  private:
   // One migration of one VM. Written by its thread, read by any control thread.
@@ -65,6 +68,15 @@ class Api {
   std::function<void()> request_shutdown_;
   std::mutex jobs_mu_;
   std::map<std::string, std::shared_ptr<Job>> jobs_;  // by VM name: running, or the last one
+  // Ended migrations, for metrics: by mode, then outcome (completed, failed, cancelled).
+  struct ModeTotals {
+    std::map<std::string, uint64_t> outcomes;
+    std::vector<uint64_t> duration_counts, downtime_counts;  // per bucket of kDurationBounds / kDowntimeBounds
+    double duration_sum_s = 0, downtime_sum_s = 0;
+    uint64_t transferred_bytes = 0;
+  };
+  std::map<std::string, ModeTotals> totals_;  // guarded by jobs_mu_
+  void Record(const nlohmann::json& report);
 };
 
 }  // namespace agile::agiled

@@ -56,6 +56,8 @@ class ManagedVm : public migrate::MigratingVm {
   nlohmann::json WorkingSet() const;
   // Resident pages seen accessed within window_s (0 without tracking).
   uint64_t WssBytes(double window_s) const;
+  // The fault service's counters and latencies (metrics); null for stock VMs.
+  const vm::FaultStats* fault_stats() const { return faults_ ? &faults_->stats() : nullptr; }
   // Faults that brought offloaded pages back, since start (policy feedback).
   uint64_t Refaults() const;
   uint64_t ResidentBytes() const;
