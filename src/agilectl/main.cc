@@ -124,7 +124,8 @@ void PrintReport(const json& r) {
   std::printf("migration of %s to %s (%s): %s\n", r.value("vm", "").c_str(), r.value("destination", "").c_str(),
               r.value("mode", "").c_str(), status.c_str());
   if (!r.value("error", "").empty()) std::printf("  error           %s\n", r.value("error", "").c_str());
-  std::printf("  total time      %10.0f ms   (until the source holds nothing of the VM)\n", Num(r, "total-time", "total_time_ms"));
+  std::printf("  total time      %10.0f ms   (%s)\n", Num(r, "total-time", "total_time_ms"),
+              status == "completed" ? "until the source holds nothing of the VM" : "until it ended");
   std::printf("  setup time      %10.0f ms   (until the destination accepted)\n", Num(r, "setup-time"));
   std::printf("  switchover      %10.0f ms   (until the VM runs at the destination)\n", Num(r, "switchover-time", "switchover_ms"));
   std::printf("  downtime        %10.1f ms\n", Num(r, "downtime", "downtime_ms"));
@@ -244,6 +245,7 @@ json TopView(const Sample& a, const Sample& b) {
   };
   auto rate = [&](double now, double before) { return dt > 0 && now >= before ? (now - before) / dt : 0.0; };
   json vms = json::array();
+  uint64_t resident = 0;
   for (const auto& [name, st] : b.vms) {
     auto it = a.vms.find(name);
     const json& old = it != a.vms.end() ? it->second : st;
@@ -263,21 +265,23 @@ json TopView(const Sample& a, const Sample& b) {
                rate(counter(st, "offload", "bytes_offloaded"), counter(old, "offload", "bytes_offloaded"))},
               {"refault_p99_us", st.contains("faults") ? st["faults"].value("refault_p99_us", json()) : json()}};
     if (st.contains("migration")) v["migration"] = st["migration"];
+    resident += v.value("resident_bytes", 0ull);
     vms.push_back(v);
   }
   return {{"host", b.host.value("pressure", json::object())},
           {"host_id", b.host.value("id", "")},
           {"interval_s", dt},
+          {"vm_resident_bytes", resident},
           {"vms", vms}};
 }
 
 void PrintTop(const json& t, bool clear) {
   if (clear) std::printf("\033[H\033[2J");
   const json& h = t["host"];
-  std::printf("agiled %s  %zu VMs  PSI some avg10 %.1f%%%s  VM resident %s",
+  std::printf("agiled %s  %zu VMs  PSI some avg10 %.1f%%%s  VMs resident %s",
               t.value("host_id", "").c_str(), t["vms"].size(), h.value("psi_some_avg10", 0.0),
               h.value("under_pressure", false) ? " (under pressure)" : "",
-              FormatSize(h.value("vm_resident_bytes", 0ull)).c_str());
+              FormatSize(t.value("vm_resident_bytes", 0ull)).c_str());
   if (h.value("host_budget_bytes", 0ull) > 0)
     std::printf(" / budget %s", FormatSize(h.value("host_budget_bytes", 0ull)).c_str());
   std::printf("  (every %.1f s)\n\n", t.value("interval_s", 0.0));

@@ -92,6 +92,9 @@ void Sender::Progress(const char* phase, uint64_t dirty, bool force) {
     p["expected-downtime"] = s * 1e3;  // were the VM stopped now for the rest
     p["remaining-time"] = s * 1e3;
     p["eta_s"] = s;
+  } else if (mbps_ > 0 && remaining > 0) {
+    // Before the first full round: the rest at the current byte rate.
+    p["remaining-time"] = static_cast<double>(remaining) * 8 / 1e3 / mbps_;
   }
   vm_->SetMigrationStatus(p);
   if (opt_.progress) opt_.progress(p);
