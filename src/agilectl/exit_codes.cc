@@ -17,9 +17,8 @@ std::string ExitTable() {
 namespace {
 
 bool IsCancel(const Failure& f) {
-  // agiled reports a cancelled migration as "unavailable" with this message
-  // (migrate::Sender::CheckCancel); the control API has no code of its own for it.
-  return f.status.message().find("migration cancelled") != std::string::npos;
+  // agiled's "unavailable" answer to a migration carries its report (error.report).
+  return f.report.is_object() && f.report.value("status", "") == "cancelled";
 }
 
 const char* CodeString(const Failure& f) {
@@ -33,6 +32,8 @@ const char* CodeString(const Failure& f) {
 }
 
 }  // namespace
+
+bool IsMigrationOp(const std::string& op) { return op == "vm.migrate" || op == "vm.migrate_status"; }
 
 int ExitCode(const Failure& f) {
   switch (f.origin) {
@@ -50,16 +51,17 @@ int ExitCode(const Failure& f) {
     case Code::kUnavailable:
       // vm.migrate answers "unavailable" for every migration that started and
       // failed (api.cc); bad arguments and unknown VMs come back as above.
-      if (f.op == "vm.migrate") return IsCancel(f) ? kExitCancelled : kExitMigrationFailed;
+      if (IsMigrationOp(f.op)) return IsCancel(f) ? kExitCancelled : kExitMigrationFailed;
       return kExitFailure;
     default: return kExitFailure;
   }
 }
 
 json FailureJson(const Failure& f) {
-  json j = {{"status", "failed"},
+  json j = f.report.is_object() ? f.report : json::object();
+  j.update({{"status", IsCancel(f) ? "cancelled" : "failed"},
             {"exit_code", ExitCode(f)},
-            {"error", {{"code", CodeString(f)}, {"message", f.status.message()}}}};
+            {"error", {{"code", CodeString(f)}, {"message", f.status.message()}}}});
   if (f.origin == Origin::kAgiled) j["error"]["agiled_code"] = CodeName(f.status.code());
   if (!f.progress.is_null()) j["progress"] = f.progress;
   return j;

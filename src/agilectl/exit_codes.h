@@ -32,11 +32,18 @@ struct Failure {
   Status status;
   std::string op;            // "vm.migrate", ...; empty for usage errors
   nlohmann::json progress;   // vm.migrate: the last progress report agiled sent, if any
+  nlohmann::json report;     // vm.migrate(_status): the failed migration's report (error.report), if any
 };
+
+// The ops whose "unavailable" answer means a migration that started and ended
+// without completing (exit 6, or 7 when its report's status is "cancelled").
+bool IsMigrationOp(const std::string& op);
 
 int ExitCode(const Failure& f);
 // {"status": "failed", "exit_code": N, "error": {"code": "...", "message": "..."}}, and for migrations
-// the last progress agiled reported (phase, round, bytes_sent, pages_*, elapsed_ms) under "progress".
+// the last progress agiled reported under "progress". A migration that started and failed also
+// carries its report's fields (migrate/report.h) beside them, and "status" is the report's:
+// "failed", or "cancelled".
 nlohmann::json FailureJson(const Failure& f);
 
 }  // namespace agile::agilectl

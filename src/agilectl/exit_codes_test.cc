@@ -17,7 +17,13 @@ TEST(ExitCodesTest, EachOutcomeHasItsOwnCode) {
   EXPECT_EQ(ExitCode(FromAgiled(Code::kAlreadyExists, "vm.start")), 5);
   EXPECT_EQ(ExitCode(FromAgiled(Code::kUnsupported, "vm.wss")), 5);
   EXPECT_EQ(ExitCode(FromAgiled(Code::kUnavailable, "vm.migrate", "connect 10.0.0.2:7700: refused")), 6);
-  EXPECT_EQ(ExitCode(FromAgiled(Code::kUnavailable, "vm.migrate", "migration cancelled by the operator")), 7);
+  // A cancel is known by its report's status, not by the message's words.
+  Failure cancelled = FromAgiled(Code::kUnavailable, "vm.migrate", "unavailable: stopped");
+  cancelled.report = {{"status", "cancelled"}};
+  EXPECT_EQ(ExitCode(cancelled), 7);
+  EXPECT_EQ(ExitCode(FromAgiled(Code::kUnavailable, "vm.migrate", "migration cancelled by the operator")), 6);
+  cancelled.op = "vm.migrate_status";
+  EXPECT_EQ(ExitCode(cancelled), 7);
   EXPECT_EQ(ExitCode(FromAgiled(Code::kUnavailable, "vm.offload", "memd unreachable")), 1);
   EXPECT_EQ(ExitCode(FromAgiled(Code::kInternal, "vm.start")), 1);
   // A migration agiled refuses before it starts is not a failed migration.
@@ -41,6 +47,21 @@ TEST(ExitCodesTest, FailureJsonCarriesCodeMessageAndProgress) {
   EXPECT_FALSE(u["error"].contains("agiled_code"));
   EXPECT_FALSE(u.contains("progress"));
   EXPECT_EQ(FailureJson(FromAgiled(Code::kNotFound, "vm.stat"))["error"]["code"], "not-found");
+}
+
+TEST(ExitCodesTest, FailedMigrationJsonCarriesTheReport) {
+  Failure f = FromAgiled(Code::kUnavailable, "vm.migrate", "unavailable: cancelled (the VM keeps running on this host)");
+  f.report = {{"status", "cancelled"}, {"error", "x"}, {"total-time", 12.5}, {"ram", {{"transferred", 4096}}}};
+  auto j = FailureJson(f);
+  EXPECT_EQ(j["status"], "cancelled");
+  EXPECT_EQ(j["exit_code"], 7);
+  EXPECT_EQ(j["error"]["code"], "cancelled");
+  EXPECT_EQ(j["total-time"], 12.5);
+  EXPECT_EQ(j["ram"]["transferred"], 4096);
+  f.report["status"] = "failed";
+  j = FailureJson(f);
+  EXPECT_EQ(j["status"], "failed");
+  EXPECT_EQ(j["exit_code"], 6);
 }
 
 TEST(ExitCodesTest, TableNamesEveryCode) {

@@ -1,12 +1,17 @@
 // agilectl: the command line for agiled. The global flags (--json, -H) go
 // anywhere on the line; exit statuses are in exit_codes.h.
+#include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 
+#include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <map>
 #include <thread>
 
 #include "agile/version.h"
@@ -53,7 +58,10 @@ Result<json> Call(const Globals& g, const std::string& op, const json& args, Fai
     last_progress = p;
     if (progress) progress(p);
   });
-  if (!r.ok()) *failure = {c->answered() ? Origin::kAgiled : Origin::kConnection, r.status(), op, last_progress};
+  if (!r.ok()) {
+    *failure = {c->answered() ? Origin::kAgiled : Origin::kConnection, r.status(), op, last_progress};
+    if (c->error().is_object() && c->error().contains("report")) failure->report = c->error()["report"];
+  }
   return r;
 }
 
@@ -80,6 +88,8 @@ constexpr const char* kExamples =
     "  agilectl vm stat vm1 --json\n"
     "  agilectl --json vm console vm1 --lines 5\n"
     "  agilectl vm policy vm1 --exempt -H unix:/run/agile/agiled.sock\n"
+    "  agilectl top --iterations 2 --interval 0.5\n"
+    "  agilectl top --json --interval 0.5\n"
     "  agilectl -H unix:/run/agile/agiled.sock vm stop vm1\n"
     "  agilectl host info --json\n";
 
@@ -98,18 +108,48 @@ void PrintWss(const json& w) {
   std::fflush(stdout);
 }
 
+// A report's field by its QEMU-style name, or its 0.x alias (an older agiled).
+double Num(const json& r, const char* name, const char* alias = nullptr) {
+  if (r.contains(name) && r[name].is_number()) return r[name].get<double>();
+  if (alias && r.contains(alias) && r[alias].is_number()) return r[alias].get<double>();
+  return 0;
+}
+double Ram(const json& r, const char* name, const char* alias = nullptr) {
+  if (r.contains("ram") && r["ram"].contains(name) && r["ram"][name].is_number()) return r["ram"][name].get<double>();
+  return alias ? Num(r, alias) : 0;
+}
+
 void PrintReport(const json& r) {
+  std::string status = r.value("status", r.value("ok", false) ? "completed" : "failed");
   std::printf("migration of %s to %s (%s): %s\n", r.value("vm", "").c_str(), r.value("destination", "").c_str(),
-              r.value("mode", "").c_str(), r.value("ok", false) ? "done" : "FAILED");
-  std::printf("  total time      %10.0f ms   (until the source holds nothing of the VM)\n", r.value("total_time_ms", 0.0));
-  std::printf("  switchover      %10.0f ms   (until the VM runs at the destination)\n", r.value("switchover_ms", 0.0));
-  std::printf("  downtime        %10.1f ms\n", r.value("downtime_ms", 0.0));
-  std::printf("  bytes sent      %10s\n", FormatSize(r.value("bytes_sent", 0ull)).c_str());
-  std::printf("  rounds          %10u%s\n", r.value("rounds", 0u), r.value("converged", true) ? "" : "   (did not converge)");
-  std::printf("  pages precopied %10llu, postcopied %llu (on demand %llu), left in store %llu, zero %llu\n",
-              (unsigned long long)r.value("pages_precopied", 0ull), (unsigned long long)r.value("pages_postcopied", 0ull),
-              (unsigned long long)r.value("pages_demand", 0ull), (unsigned long long)r.value("pages_from_store", 0ull),
-              (unsigned long long)r.value("pages_zero", 0ull));
+              r.value("mode", "").c_str(), status.c_str());
+  if (!r.value("error", "").empty()) std::printf("  error           %s\n", r.value("error", "").c_str());
+  std::printf("  total time      %10.0f ms   (%s)\n", Num(r, "total-time", "total_time_ms"),
+              status == "completed" ? "until the source holds nothing of the VM" : "until it ended");
+  std::printf("  setup time      %10.0f ms   (until the destination accepted)\n", Num(r, "setup-time"));
+  std::printf("  switchover      %10.0f ms   (until the VM runs at the destination)\n", Num(r, "switchover-time", "switchover_ms"));
+  std::printf("  downtime        %10.1f ms\n", Num(r, "downtime", "downtime_ms"));
+  std::printf("  transferred     %10s   (%.0f Mbit/s)\n", FormatSize(static_cast<uint64_t>(Ram(r, "transferred", "bytes_sent"))).c_str(),
+              Ram(r, "mbps"));
+  std::printf("  rounds          %10.0f%s\n", Ram(r, "dirty-sync-count", "rounds"),
+              r.value("converged", true) ? "" : "   (did not converge)");
+  std::printf("  pages precopied %10.0f, postcopied %.0f (on demand %.0f), left in store %.0f, zero %.0f\n",
+              Num(r, "pages-precopied", "pages_precopied"), Num(r, "pages-postcopied", "pages_postcopied"),
+              Num(r, "pages-demand", "pages_demand"), Num(r, "pages-from-store", "pages_from_store"),
+              Num(r, "pages-zero", "pages_zero"));
+}
+
+// One line for a running migration's progress (the bar, vm stat, top).
+std::string ProgressLine(const json& p) {
+  char b[256];
+  double remaining_ms = Num(p, "remaining-time");
+  std::string eta = remaining_ms > 0 ? std::to_string(static_cast<int>(std::ceil(remaining_ms / 1000))) + "s" : "-";
+  std::snprintf(b, sizeof(b), "%-15s %-13s sent %9s  %7.0f Mbit/s  remaining %9s  eta %5s  round %-3.0f %6.1fs",
+                p.value("status", "").c_str(), p.value("phase", "").c_str(),
+                FormatSize(static_cast<uint64_t>(Ram(p, "transferred", "bytes_sent"))).c_str(), Ram(p, "mbps"),
+                FormatSize(static_cast<uint64_t>(Ram(p, "remaining"))).c_str(), eta.c_str(),
+                Ram(p, "dirty-sync-count", "round"), Num(p, "total-time", "elapsed_ms") / 1000);
+  return b;
 }
 
 std::string U(const json& j, const char* a, const char* b = nullptr) {
@@ -158,6 +198,131 @@ void PrintStat(const json& s) {
   if (s.contains("host")) std::cout << "  host      RAM file " << FormatSize(s["host"].value("ram_file_bytes", 0ull)) << "\n";
   if (s.contains("guest") && s["guest"].contains("line")) std::cout << "  guest     " << U(s, "guest", "line") << "\n";
   if (s.contains("exit")) std::cout << "  exit      " << U(s, "exit") << "\n";
+  if (s.contains("migration") && s["migration"].is_object())
+    std::cout << "  migration " << (s["migration"].contains("destination") ? "to " + U(s, "migration", "destination") + ": " : "")
+              << ProgressLine(s["migration"]) << "\n";
+}
+
+// --- agilectl top -----------------------------------------------------------
+
+struct Sample {
+  std::chrono::steady_clock::time_point at;
+  json host;                    // host.info
+  std::map<std::string, json> vms;  // vm.stat by name
+};
+
+Result<Sample> TakeSample(const Globals& g, Failure* failure) {
+  auto c = control::ControlClient::Connect(g.host);
+  if (!c.ok()) {
+    *failure = {Origin::kConnection, c.status(), "host.info", nullptr};
+    return c.status();
+  }
+  auto fail = [&](const std::string& op, const Status& st) {
+    *failure = {c->answered() ? Origin::kAgiled : Origin::kConnection, st, op, nullptr};
+    return st;
+  };
+  Sample s;
+  s.at = std::chrono::steady_clock::now();
+  auto h = c->Call("host.info");
+  if (!h.ok()) return fail("host.info", h.status());
+  s.host = *h;
+  auto l = c->Call("vm.list");
+  if (!l.ok()) return fail("vm.list", l.status());
+  for (const auto& v : *l) {
+    std::string name = v.value("name", "");
+    auto st = c->Call("vm.stat", {{"name", name}});
+    if (st.ok()) s.vms[name] = *st;
+    else if (st.status().code() != Code::kNotFound) return fail("vm.stat", st.status());  // gone meanwhile: skip
+  }
+  return s;
+}
+
+// Per VM: sizes from the newer sample, rates from the difference of the two.
+json TopView(const Sample& a, const Sample& b) {
+  double dt = std::chrono::duration<double>(b.at - a.at).count();
+  auto counter = [](const json& st, const char* obj, const char* key) {
+    return st.contains(obj) && st[obj].is_object() ? st[obj].value(key, 0.0) : 0.0;
+  };
+  auto rate = [&](double now, double before) { return dt > 0 && now >= before ? (now - before) / dt : 0.0; };
+  json vms = json::array();
+  uint64_t resident = 0;
+  for (const auto& [name, st] : b.vms) {
+    auto it = a.vms.find(name);
+    const json& old = it != a.vms.end() ? it->second : st;
+    auto faults = [&](const json& x) {
+      return counter(x, "faults", "first_touch") + counter(x, "faults", "minor") + counter(x, "faults", "refault");
+    };
+    json v = {{"name", name},
+              {"state", st.value("state", "")},
+              {"memory_bytes", st.value("memory_bytes", 0ull)},
+              {"resident_bytes", static_cast<uint64_t>(counter(st, "pages", "resident")) * 4096},
+              {"offloaded_bytes", static_cast<uint64_t>(counter(st, "pages", "offloaded")) * 4096},
+              {"wss_bytes", st.contains("wss_bytes") ? st["wss_bytes"] : json()},
+              {"faults_per_s", rate(faults(st), faults(old))},
+              {"first_touch_per_s", rate(counter(st, "faults", "first_touch"), counter(old, "faults", "first_touch"))},
+              {"refaults_per_s", rate(counter(st, "faults", "refault"), counter(old, "faults", "refault"))},
+              {"offload_bytes_per_s",
+               rate(counter(st, "offload", "bytes_offloaded"), counter(old, "offload", "bytes_offloaded"))},
+              {"refault_p99_us", st.contains("faults") ? st["faults"].value("refault_p99_us", json()) : json()}};
+    if (st.contains("migration")) v["migration"] = st["migration"];
+    resident += v.value("resident_bytes", 0ull);
+    vms.push_back(v);
+  }
+  return {{"host", b.host.value("pressure", json::object())},
+          {"host_id", b.host.value("id", "")},
+          {"interval_s", dt},
+          {"vm_resident_bytes", resident},
+          {"vms", vms}};
+}
+
+void PrintTop(const json& t, bool clear) {
+  if (clear) std::printf("\033[H\033[2J");
+  const json& h = t["host"];
+  std::printf("agiled %s  %zu VMs  PSI some avg10 %.1f%%%s  VMs resident %s",
+              t.value("host_id", "").c_str(), t["vms"].size(), h.value("psi_some_avg10", 0.0),
+              h.value("under_pressure", false) ? " (under pressure)" : "",
+              FormatSize(t.value("vm_resident_bytes", 0ull)).c_str());
+  if (h.value("host_budget_bytes", 0ull) > 0)
+    std::printf(" / budget %s", FormatSize(h.value("host_budget_bytes", 0ull)).c_str());
+  std::printf("  (every %.1f s)\n\n", t.value("interval_s", 0.0));
+  std::printf("%-16s %-8s %9s %9s %9s %9s %9s %9s %10s  %s\n", "NAME", "STATE", "MEMORY", "RESIDENT", "OFFLOADED",
+              "WSS", "FAULTS/s", "REFLT/s", "OFFLOAD/s", "MIGRATION");
+  for (const auto& v : t["vms"]) {
+    std::string mig = v.contains("migration") ? ProgressLine(v["migration"]) : "";
+    std::printf("%-16s %-8s %9s %9s %9s %9s %9.0f %9.0f %10s  %s\n", v.value("name", "").c_str(),
+                v.value("state", "").c_str(), FormatSize(v.value("memory_bytes", 0ull)).c_str(),
+                FormatSize(v.value("resident_bytes", 0ull)).c_str(), FormatSize(v.value("offloaded_bytes", 0ull)).c_str(),
+                v["wss_bytes"].is_number() ? FormatSize(v["wss_bytes"].get<uint64_t>()).c_str() : "-",
+                v.value("faults_per_s", 0.0), v.value("refaults_per_s", 0.0),
+                FormatSize(static_cast<uint64_t>(v.value("offload_bytes_per_s", 0.0))).c_str(), mig.c_str());
+  }
+  std::fflush(stdout);
+}
+
+// ^C during `agilectl migrate`: cancel the migration (as virsh migrate does),
+// then keep waiting for its report. A second ^C ends agilectl at once.
+int g_sigint_pipe[2] = {-1, -1};
+void OnSigint(int) {
+  char c = 1;
+  (void)!::write(g_sigint_pipe[1], &c, 1);
+}
+
+void CancelOnSigint(const Globals& g, const std::string& name) {
+  if (::pipe2(g_sigint_pipe, O_CLOEXEC) != 0) return;
+  struct sigaction sa {};
+  sa.sa_handler = OnSigint;
+  sa.sa_flags = SA_RESETHAND;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGINT, &sa, nullptr);
+  std::thread([host = g.host, name] {
+    char c;
+    while (::read(g_sigint_pipe[0], &c, 1) < 0 && errno == EINTR) {
+    }
+    std::fprintf(stderr, "\nagilectl: cancelling the migration of %s (^C again to stop waiting)\n", name.c_str());
+    auto cl = control::ControlClient::Connect(host);
+    auto r = cl.ok() ? cl->Call("vm.migrate_cancel", {{"name", name}}) : Result<json>(cl.status());
+    if (!r.ok()) std::fprintf(stderr, "agilectl: cancel: %s\n", r.status().message().c_str());
+  }).detach();
 }
 
 }  // namespace
@@ -247,8 +412,8 @@ int Run(int argc, char** argv) {
   std::string to, mode = "agile", bandwidth;
   uint64_t max_downtime = 300;
   uint32_t max_rounds = 30;
-  bool cancel = false, no_tail = false;
-  mig->add_option("name", name, "VM name")->required();
+  bool cancel = false, no_tail = false, detach = false;
+  mig->add_option("name", name, "VM name");
   mig->add_option("--to", to, "Destination agiled HOST:PORT (its --listen address)");
   mig->add_option("--mode", mode,
                   "agile: pre-copy the working set, cold pages stay in the swap store | precopy | postcopy | "
@@ -264,6 +429,26 @@ int Run(int argc, char** argv) {
                 "agile: when pre-copy cannot meet --max-downtime, stop the VM for the dirty rest instead of "
                 "post-copying it from the source (nothing then depends on the source after switchover)");
   mig->add_flag("--cancel", cancel, "Cancel the running migration of NAME (safe before switchover)");
+  mig->add_flag("--detach", detach,
+                "Return once the migration has started; it runs on in agiled (agilectl migrate status NAME). "
+                "Without it, ^C cancels the migration");
+  mig->require_subcommand(0, 1);
+  auto* mig_status = mig->add_subcommand(
+      "status", "Progress of NAME's running migration, or the report of its last one (from any shell)");
+  bool mig_watch = false;
+  mig_status->add_option("name", name, "VM name")->required();
+  mig_status->add_flag("--watch", mig_watch,
+                       "Follow the migration until it ends, then print its report (exit status as agilectl migrate)");
+
+  auto* top = app.add_subcommand("top", "Live view of the host's VMs: memory, working set, fault rates, pressure, "
+                                        "migrations (like virt-top)");
+  double top_interval = 2;
+  int top_iterations = 0;
+  top->add_option("--interval", top_interval, "Seconds between refreshes")->capture_default_str()->check(
+      CLI::Range(0.1, 3600.0));
+  top->add_option("--iterations", top_iterations, "Refresh this many times, then exit (0: until interrupted)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
 
   auto* host = app.add_subcommand("host", "The agiled itself");
   host->require_subcommand(1);
@@ -346,7 +531,11 @@ int Run(int argc, char** argv) {
     } else if (pol_exempt) {
       args["mode"] = "exempt";
     }
+  } else if (mig_status->parsed()) {
+    op = "vm.migrate_status";
+    args = {{"name", name}, {"watch", mig_watch}};
   } else if (mig->parsed()) {
+    if (name.empty()) return Usage(g, InvalidArgument("migrate needs a VM name (or: migrate status NAME)"));
     if (cancel) {
       op = "vm.migrate_cancel";
       args = {{"name", name}};
@@ -362,6 +551,7 @@ int Run(int argc, char** argv) {
       op = "vm.migrate";
       args = {{"name", name}, {"to", to}, {"mode", mode}, {"max_downtime_ms", max_downtime},
               {"bandwidth", bw},  {"max_rounds", max_rounds}, {"postcopy_tail", !no_tail}};
+      if (detach) args["detach"] = true;
     }
   } else if (info->parsed()) {
     op = "host.info";
@@ -373,15 +563,30 @@ int Run(int argc, char** argv) {
   bool tty = ::isatty(2) && !g.json_out;
   auto on_progress = [&](const json& p) {
     if (!tty) return;
-    std::fprintf(stderr, "\r\033[K%-14s round %-3u sent %9s  precopied %8llu  postcopied %8llu  dirty %7llu  %6.1fs",
-                 p.value("phase", "").c_str(), p.value("round", 0u), FormatSize(p.value("bytes_sent", 0ull)).c_str(),
-                 (unsigned long long)p.value("pages_precopied", 0ull),
-                 (unsigned long long)p.value("pages_postcopied", 0ull), (unsigned long long)p.value("dirty_pages", 0ull),
-                 p.value("elapsed_ms", 0.0) / 1000);
-    if (p.contains("eta_s")) std::fprintf(stderr, "  eta %.1fs", p.value("eta_s", 0.0));
+    std::fprintf(stderr, "\r\033[K%s", ProgressLine(p).c_str());
     std::fflush(stderr);
   };
   Failure failure{Origin::kAgiled, Status::Ok(), op, nullptr};
+  if (top->parsed()) {
+    auto interval = std::chrono::duration<double>(top_interval);
+    auto prev = TakeSample(g, &failure);
+    if (!prev.ok()) return Report(g, failure);
+    for (int i = 0; top_iterations == 0 || i < top_iterations; ++i) {
+      std::this_thread::sleep_for(interval);
+      auto cur = TakeSample(g, &failure);
+      if (!cur.ok()) return Report(g, failure);
+      json view = TopView(*prev, *cur);
+      if (g.json_out) {
+        std::cout << view.dump(2) << "\n";
+        return 0;
+      }
+      PrintTop(view, ::isatty(1));
+      prev = std::move(cur);
+    }
+    return 0;
+  }
+  const bool migrating = op == "vm.migrate" || (op == "vm.migrate_status" && mig_watch);
+  if (op == "vm.migrate" && !detach) CancelOnSigint(g, name);
   if (op == "vm.wss" && watch) {
     for (;;) {
       auto w = Call(g, op, args, &failure);
@@ -392,8 +597,11 @@ int Run(int argc, char** argv) {
     }
   }
   auto r = Call(g, op, args, &failure, on_progress);
-  if (tty && op == "vm.migrate") std::fprintf(stderr, "\n");
-  if (!r.ok()) return Report(g, failure);
+  if (tty && migrating) std::fprintf(stderr, "\n");
+  if (!r.ok()) {
+    if (failure.report.is_object() && !g.json_out) PrintReport(failure.report);
+    return Report(g, failure);
+  }
   if (op == "host.shutdown") {
     // agiled answers first, then stops its VMs; wait for it to be gone, so
     // that the next command may start another agiled of the same id.
@@ -415,8 +623,14 @@ int Run(int argc, char** argv) {
                   FormatSize(v.value("resident_pages", 0ull) * 4096).c_str());
   } else if (op == "vm.console") {
     std::cout << res.value("text", "");
-  } else if (op == "vm.migrate") {
+  } else if (op == "vm.migrate" && detach) {
+    std::printf("migration of %s to %s started; it runs in agiled (agilectl migrate status %s --watch)\n", name.c_str(),
+                to.c_str(), name.c_str());
+  } else if (op == "vm.migrate" || (op == "vm.migrate_status" && !res.value("running", false))) {
     PrintReport(res);
+  } else if (op == "vm.migrate_status") {
+    std::printf("migration of %s to %s (%s): %s\n", name.c_str(), res.value("destination", "").c_str(),
+                res.value("mode", "").c_str(), ProgressLine(res).c_str());
   } else if (op == "vm.wss") {
     PrintWss(res);
   } else if (op == "vm.policy") {

@@ -3,6 +3,7 @@
 #include <set>
 
 #include "base/size.h"
+#include "migrate/report.h"
 #include "migrate/sender.h"
 
 namespace agile::agiled {
@@ -17,8 +18,96 @@ Result<std::string> NameArg(const json& args) {
 
 }  // namespace
 
-Result<json> Api::Migrate(const std::shared_ptr<ManagedVm>& vm, const json& args,
-                          const std::function<void(const json&)>& progress) {
+namespace {
+// Histogram buckets: whole migrations (s), and downtimes (s).
+const std::vector<double> kDurationBounds = {0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600};
+const std::vector<double> kDowntimeBounds = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+
+void AddTo(std::vector<uint64_t>* counts, const std::vector<double>& bounds, double v) {
+  counts->resize(bounds.size() + 1);
+  size_t b = 0;
+  while (b < bounds.size() && bounds[b] < v) ++b;
+  ++(*counts)[b];
+}
+}  // namespace
+
+void Api::Record(const json& report) {
+  std::lock_guard<std::mutex> l(jobs_mu_);
+  ModeTotals& t = totals_[report.value("mode", "")];
+  const std::string status = report.value("status", "");
+  ++t.outcomes[status];
+  const double secs = report.value("total-time", 0.0) / 1e3;
+  AddTo(&t.duration_counts, kDurationBounds, secs);
+  t.duration_sum_s += secs;
+  if (status == migrate::kStatusCompleted) {
+    const double down = report.value("downtime", 0.0) / 1e3;
+    AddTo(&t.downtime_counts, kDowntimeBounds, down);
+    t.downtime_sum_s += down;
+  }
+  t.transferred_bytes += report.contains("ram") ? report["ram"].value("transferred", 0ull) : 0;
+}
+
+void Api::CollectMetrics(metrics::Scrape* s) {
+  std::lock_guard<std::mutex> l(jobs_mu_);
+  for (const auto& [mode, t] : totals_) {
+    for (const char* outcome : {migrate::kStatusCompleted, migrate::kStatusFailed, migrate::kStatusCancelled}) {
+      auto it = t.outcomes.find(outcome);
+      s->Counter("agile_migrations_total", "Outgoing migrations that ended, by mode and outcome",
+                 {{"mode", mode}, {"outcome", outcome}}, it == t.outcomes.end() ? 0 : it->second);
+    }
+    s->Histogram("agile_migration_duration_seconds", "Outgoing migrations' total time (start until the end)",
+                 {{"mode", mode}}, kDurationBounds, t.duration_counts, t.duration_sum_s);
+    s->Histogram("agile_migration_downtime_seconds", "Completed migrations' downtime (paused until running there)",
+                 {{"mode", mode}}, kDowntimeBounds, t.downtime_counts, t.downtime_sum_s);
+    s->Counter("agile_migration_transferred_bytes_total", "Bytes outgoing migrations sent (ram.transferred)",
+               {{"mode", mode}}, static_cast<double>(t.transferred_bytes));
+  }
+  uint64_t running = 0;
+  for (const auto& [name, job] : jobs_) {
+    std::lock_guard<std::mutex> jl(job->mu);
+    if (job->report.is_null()) ++running;
+  }
+  s->Gauge("agile_migrations_running", "Outgoing migrations in progress", {}, static_cast<double>(running));
+}
+
+Api::~Api() {
+  std::map<std::string, std::shared_ptr<Job>> jobs;
+  {
+    std::lock_guard<std::mutex> l(jobs_mu_);
+    jobs.swap(jobs_);
+  }
+  for (auto& [name, job] : jobs) {
+    if (auto vm = job->vm.lock()) vm->migration_cancel() = true;
+  }
+  for (auto& [name, job] : jobs)
+    if (job->thread.joinable()) job->thread.join();
+}
+
+json Api::Follow(Job* job, const std::function<void(const json&)>& progress) {
+  std::unique_lock<std::mutex> l(job->mu);
+  uint64_t seen = 0;
+  for (;;) {
+    if (!job->report.is_null()) return job->report;
+    if (job->seq != seen) {
+      seen = job->seq;
+      json p = job->progress;
+      l.unlock();
+      if (progress) progress(p);  // to a client that left: lost, and the job goes on
+      l.lock();
+      continue;
+    }
+    job->cv.wait(l);
+  }
+}
+
+control::Reply Api::Outcome(const json& report) {
+  if (report.value("status", "") == migrate::kStatusCompleted) return Result<json>(report);
+  return control::Reply(Status(Code::kUnavailable, report.value("error", std::string("migration failed"))),
+                        json{{"report", report}});
+}
+
+control::Reply Api::Migrate(const std::shared_ptr<ManagedVm>& vm, const json& args,
+                            const std::function<void(const json&)>& progress) {
   migrate::SendOptions o;
   if (!args.contains("to") || !args["to"].is_string()) return InvalidArgument("vm.migrate needs \"to\": HOST:PORT");
   o.to = args["to"];
@@ -30,24 +119,93 @@ Result<json> Api::Migrate(const std::shared_ptr<ManagedVm>& vm, const json& args
   if (args.contains("postcopy_tail") && !args["postcopy_tail"].is_boolean())
     return InvalidArgument("postcopy_tail must be true or false");
   o.postcopy_tail = args.value("postcopy_tail", true);
-  o.progress = progress;
-  vm->migration_cancel() = false;
-  o.cancel = &vm->migration_cancel();
-  std::string name = vm->spec().name;
-  migrate::Sender sender(vm.get(), vms_->host().id, o);
-  migrate::Report r = sender.Run();
-  if (r.ok) vms_->Forget(name);
-  json j = r.ToJson();
-  if (!r.ok) {
-    auto st = vm->state();
-    return Status(Code::kUnavailable,
-                  r.error + (st == "running" ? " (the VM keeps running on this host)"
-                                             : " (the VM is " + st + " on this host; see agiled's log)"));
+  if (args.contains("detach") && !args["detach"].is_boolean()) return InvalidArgument("detach must be true or false");
+  const bool detach = args.value("detach", false);
+  const std::string name = vm->spec().name;
+
+  auto job = std::make_shared<Job>();
+  job->name = name;
+  job->vm = vm;
+  {
+    std::lock_guard<std::mutex> l(jobs_mu_);
+    auto it = jobs_.find(name);
+    if (it != jobs_.end()) {
+      std::lock_guard<std::mutex> jl(it->second->mu);
+      if (it->second->report.is_null())
+        return AlreadyExists("vm " + name + " is migrating already (agilectl migrate status " + name + ")");
+    }
+    if (it != jobs_.end() && it->second->thread.joinable()) it->second->thread.join();  // ended: joins at once
+    vm->migration_cancel() = false;
+    o.cancel = &vm->migration_cancel();
+    o.progress = [j = job.get()](const json& p) {
+      std::lock_guard<std::mutex> l(j->mu);
+      j->progress = p;
+      ++j->seq;
+      j->cv.notify_all();
+    };
+    job->progress = {{"status", migrate::kStatusSetup}, {"vm", name}, {"destination", o.to}};
+    jobs_[name] = job;
+    // The job's thread holds the VM (and the job) until the migration ends.
+    job->thread = std::thread([this, vm, j = job.get(), o = std::move(o)]() mutable {
+      migrate::Sender sender(vm.get(), vms_->host().id, std::move(o));
+      migrate::Report r = sender.Run();
+      if (r.ok) {
+        vms_->Forget(j->name);
+      } else {
+        auto st = vm->state();
+        r.error += st == "running" ? " (the VM keeps running on this host)"
+                                   : " (the VM is " + st + " on this host; see agiled's log)";
+      }
+      json report = r.ToJson();
+      Record(report);
+      std::lock_guard<std::mutex> l(j->mu);
+      j->report = std::move(report);
+      j->cv.notify_all();
+    });
   }
-  return j;
+  if (detach) {
+    std::lock_guard<std::mutex> l(job->mu);
+    json p = job->progress;
+    p["name"] = name;
+    p["running"] = true;
+    p["detached"] = true;
+    return Result<json>(p);
+  }
+  return Outcome(Follow(job.get(), progress));
 }
 
-Result<json> Api::Handle(const std::string& op, const json& args, const std::function<void(const json&)>& progress) {
+control::Reply Api::MigrateStatus(const std::string& name, bool watch,
+                                  const std::function<void(const json&)>& progress) {
+  std::shared_ptr<Job> job;
+  {
+    std::lock_guard<std::mutex> l(jobs_mu_);
+    auto it = jobs_.find(name);
+    if (it == jobs_.end()) return NotFound("no migration of a VM named '" + name + "' on this agiled");
+    job = it->second;
+  }
+  if (watch) return Outcome(Follow(job.get(), progress));
+  std::lock_guard<std::mutex> l(job->mu);
+  const bool running = job->report.is_null();
+  json j = running ? job->progress : job->report;
+  j["name"] = name;
+  j["running"] = running;
+  return Result<json>(j);
+}
+
+control::Reply Api::Handle(const std::string& op, const json& args, const std::function<void(const json&)>& progress) {
+  if (op == "vm.migrate" || op == "vm.migrate_status") {
+    AGILE_ASSIGN_OR_RETURN(std::string name, NameArg(args));
+    if (op == "vm.migrate_status") {
+      if (args.contains("watch") && !args["watch"].is_boolean()) return InvalidArgument("watch must be true or false");
+      return MigrateStatus(name, args.value("watch", false), progress);
+    }
+    AGILE_ASSIGN_OR_RETURN(auto vm, vms_->Get(name));
+    return Migrate(vm, args, progress);
+  }
+  return HandleVmOp(op, args);
+}
+
+Result<json> Api::HandleVmOp(const std::string& op, const json& args) {
   if (op == "host.info") {
     const auto& h = vms_->host();
     return json{{"id", h.id},
@@ -79,13 +237,13 @@ Result<json> Api::Handle(const std::string& op, const json& args, const std::fun
     return out;
   }
   static const std::set<std::string> kVmOps = {"vm.stop",    "vm.stat",    "vm.console",
-                                               "vm.offload", "vm.migrate", "vm.migrate_cancel",
+                                               "vm.offload", "vm.migrate_cancel",
                                                "vm.pause",   "vm.resume",        "vm.wss",
                                                "vm.policy"};
   if (!kVmOps.count(op))
     return InvalidArgument("unknown op '" + op +
                            "' (host.info, host.shutdown, vm.start, vm.list, vm.stat, vm.console, vm.offload, "
-                           "vm.migrate, vm.migrate_cancel, vm.pause, vm.resume, vm.wss, vm.policy, vm.stop)");
+                           "vm.migrate, vm.migrate_status, vm.migrate_cancel, vm.pause, vm.resume, vm.wss, vm.policy, vm.stop)");
   AGILE_ASSIGN_OR_RETURN(std::string name, NameArg(args));
   if (op == "vm.stop") {
     AGILE_RETURN_IF_ERROR(vms_->Stop(name));
@@ -96,7 +254,6 @@ Result<json> Api::Handle(const std::string& op, const json& args, const std::fun
     AGILE_ASSIGN_OR_RETURN(std::string text, vm->Console(args.value("lines", 40)));
     return json{{"name", name}, {"text", text}};
   }
-  if (op == "vm.migrate") return Migrate(vm, args, progress);
   if (op == "vm.wss") {
     json w = vm->WorkingSet();
     if (w.empty()) return Unsupported("vm " + name + " has no working-set tracking (stock VM, or a kernel without PAGEMAP_SCAN)");

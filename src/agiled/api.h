@@ -1,13 +1,27 @@
 // The control API's operations, mapped onto the VmManager. Each op validates
 // its arguments fully before changing anything.
+//
+// Migrations are jobs agiled owns: vm.migrate starts the Sender on a thread of
+// its own (one job per VM at a time), then streams the job's progress to the
+// caller until it ends (or returns at once with "detach"). The caller going
+// away does not cancel it; vm.migrate_status reads (or watches) the job from
+// any connection, vm.migrate_cancel cancels it. The last job of each VM name
+// stays readable after it ends.
 #pragma once
 
+#include <condition_variable>
 #include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 
+#include "control/control_server.h"
 #include "host/pressure_policy.h"
 #include "host/vm_manager.h"
+#include "metrics/metrics.h"
 
 namespace agile::agiled {
 
@@ -19,15 +33,50 @@ class Api {
  public:
   Api(VmManager* vms, PressurePolicy* policy, std::function<void()> request_shutdown)
       : vms_(vms), policy_(policy), request_shutdown_(std::move(request_shutdown)) {}
-  Result<nlohmann::json> Handle(const std::string& op, const nlohmann::json& args,
-                                const std::function<void(const nlohmann::json&)>& progress = nullptr);
+  // Cancels running migrations (effective before their switchover) and waits for them.
+  ~Api();
+  // Called on a control connection's thread; any number at once.
+  control::Reply Handle(const std::string& op, const nlohmann::json& args,
+                        const std::function<void(const nlohmann::json&)>& progress = nullptr);
+  // Migrations since start, by mode and outcome, with durations and bytes (metrics).
+  void CollectMetrics(metrics::Scrape* s);
 
  private:
-  Result<nlohmann::json> Migrate(const std::shared_ptr<ManagedVm>& vm, const nlohmann::json& args,
-                                 const std::function<void(const nlohmann::json&)>& progress);
+  // One migration of one VM. Written by its thread, read by any control thread.
+  struct Job {
+    std::string name;
+    std::weak_ptr<ManagedVm> vm;  // for cancelling at shutdown
+    std::mutex mu;
+    std::condition_variable cv;
+    nlohmann::json progress;  // the latest progress (report.h's vocabulary)
+    nlohmann::json report;    // the final report; null while it runs
+    uint64_t seq = 0;         // progress reports so far
+    std::thread thread;
+  };
+  Result<nlohmann::json> HandleVmOp(const std::string& op, const nlohmann::json& args);
+  control::Reply Migrate(const std::shared_ptr<ManagedVm>& vm, const nlohmann::json& args,
+                         const std::function<void(const nlohmann::json&)>& progress);
+  control::Reply MigrateStatus(const std::string& name, bool watch,
+                               const std::function<void(const nlohmann::json&)>& progress);
+  // Streams the job's progress to `progress` until it ends; returns its report.
+  static nlohmann::json Follow(Job* job, const std::function<void(const nlohmann::json&)>& progress);
+  // The final answer for a report: the report, or an error carrying it.
+  control::Reply Outcome(const nlohmann::json& report);
+
   VmManager* vms_;
   PressurePolicy* policy_;
   std::function<void()> request_shutdown_;
+  std::mutex jobs_mu_;
+  std::map<std::string, std::shared_ptr<Job>> jobs_;  // by VM name: running, or the last one
+  // Ended migrations, for metrics: by mode, then outcome (completed, failed, cancelled).
+  struct ModeTotals {
+    std::map<std::string, uint64_t> outcomes;
+    std::vector<uint64_t> duration_counts, downtime_counts;  // per bucket of kDurationBounds / kDowntimeBounds
+    double duration_sum_s = 0, downtime_sum_s = 0;
+    uint64_t transferred_bytes = 0;
+  };
+  std::map<std::string, ModeTotals> totals_;  // guarded by jobs_mu_
+  void Record(const nlohmann::json& report);
 };
 
 }  // namespace agile::agiled

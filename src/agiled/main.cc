@@ -14,6 +14,7 @@
 #include <iostream>
 
 #include "agiled/api.h"
+#include "agiled/metrics.h"
 #include "control/control_server.h"
 #include "host/vm_manager.h"
 #include "migrate/receiver.h"
@@ -90,6 +91,9 @@ int main(int argc, char** argv) {
   app.add_option("--policy-interval-ms", popts.interval_ms, "How often the offload policy looks")->capture_default_str();
   app.add_option("--tracking-cpu", cfg.tracking_cpu_pct, "Working-set tracking budget per VM, % of one core")
       ->capture_default_str();
+  std::string metrics_listen;
+  app.add_option("--metrics-listen", metrics_listen,
+                 "Serve Prometheus metrics on http://HOST:PORT/metrics (VMs, faults, migrations, pressure)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
   app.add_flag("--daemon", daemonize,
                "Run in the background once ready; log to STATE_DIR/agiled.log (not under systemd: the unit "
@@ -157,6 +161,9 @@ int main(int argc, char** argv) {
     tcp_listen = std::move(l).value();
   }
 
+  if (!metrics_listen.empty() && !ParseHostPort(metrics_listen).ok())
+    return Fail("--metrics-listen: expected HOST:PORT, got '" + metrics_listen + "'");
+
   if (daemonize) {
     if (::daemon(0, 0) != 0) return Fail("daemon(): " + std::string(strerror(errno)));
     auto file = std::make_shared<spdlog::sinks::basic_file_sink_mt>(cfg.state_dir + "/agiled.log");
@@ -189,6 +196,16 @@ int main(int argc, char** argv) {
   server.Serve(std::move(unix_listen).value());
   if (tcp_listen) server.Serve(std::move(tcp_listen));
   if (!cfg.memd_addr.empty()) policy.Start();  // offloading needs a store
+  std::unique_ptr<metrics::Endpoint> metrics_endpoint;
+  if (!metrics_listen.empty()) {
+    auto e = metrics::Endpoint::Start(metrics_listen, [&](metrics::Scrape* s) {
+      agiled::CollectHostMetrics(s, &vms, &policy);
+      api.CollectMetrics(s);
+    });
+    if (!e.ok()) return Fail(e.status().ToString());
+    metrics_endpoint = std::move(e).value();
+    spdlog::info("metrics on http://{}/metrics", metrics_listen);
+  }
   std::string serving = "control socket " + sock_path + (listen.empty() ? "" : ", tcp " + listen);
   spdlog::info("agiled {} {} ready: {}", cfg.id, service::Version(), serving);
   if (!daemonize) std::cout << "agiled: ready id=" << cfg.id << " socket=" << sock_path << std::endl;
@@ -212,6 +229,7 @@ int main(int argc, char** argv) {
     }
   }
   notifier.Stopping("stopping " + std::to_string(vms.List().size()) + " VMs");
+  metrics_endpoint.reset();
   server.Shutdown();
   policy.Stop();
   vms.StopAll();

@@ -20,6 +20,7 @@ Result<ControlClient> ControlClient::Connect(const std::string& addr) {
 Result<json> ControlClient::Call(const std::string& op, const json& args,
                                  const std::function<void(const json&)>& on_progress) {
   answered_ = false;
+  error_ = nullptr;
   std::string line = json{{"op", op}, {"args", args}}.dump() + "\n";
   AGILE_RETURN_IF_ERROR(WriteFull(fd_.get(), line.data(), line.size()).Annotate("agiled " + addr_));
   json resp;
@@ -34,6 +35,7 @@ Result<json> ControlClient::Call(const std::string& op, const json& args,
   answered_ = true;
   if (resp.value("ok", false)) return resp.value("result", json::object());
   const json& e = resp.value("error", json::object());
+  error_ = e;
   return Status(CodeFromName(e.value("code", "internal")), e.value("message", "unknown error"));
 }
 

@@ -23,6 +23,9 @@ class ControlClient {
   // Whether the last Call got agiled's final answer; false when it failed on
   // the connection instead (agilectl's "unreachable" vs agiled's own errors).
   bool answered() const { return answered_; }
+  // The last Call's "error" object as agiled sent it (code, message and any
+  // detail such as vm.migrate's "report"); null after a success.
+  const nlohmann::json& error() const { return error_; }
   ControlClient(ControlClient&& o) noexcept : fd_(std::move(o.fd_)), reader_(fd_.get()), addr_(std::move(o.addr_)) {}
 
  private:
@@ -31,6 +34,7 @@ class ControlClient {
   LineReader reader_;
   std::string addr_;
   bool answered_ = false;
+  nlohmann::json error_;
 };
 
 // Maps agiled's error code names back to codes.

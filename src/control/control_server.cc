@@ -83,14 +83,19 @@ void ControlServer::ServeConnection(UniqueFd conn) {
     } else {
       std::string op = req["op"];
       json args = req.value("args", json::object());
-      Result<json> r = Internal("unhandled");
+      Reply reply(Internal("unhandled"));
       try {
-        r = handler_(op, args, progress);
+        reply = handler_(op, args, progress);
       } catch (const std::exception& e) {
-        r = InvalidArgument(std::string("bad arguments: ") + e.what());
+        reply = Reply(InvalidArgument(std::string("bad arguments: ") + e.what()));
       }
-      if (r.ok()) resp = {{"ok", true}, {"result", *r}};
-      else resp = {{"ok", false}, {"error", {{"code", CodeName(r.status().code())}, {"message", r.status().message()}}}};
+      const Result<json>& r = reply.result;
+      if (r.ok()) {
+        resp = {{"ok", true}, {"result", *r}};
+      } else {
+        resp = {{"ok", false}, {"error", {{"code", CodeName(r.status().code())}, {"message", r.status().message()}}}};
+        if (reply.detail.is_object()) resp["error"].update(reply.detail);
+      }
     }
     std::string out = resp.dump() + "\n";
     std::lock_guard<std::mutex> l(write_mu);

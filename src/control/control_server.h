@@ -22,8 +22,17 @@ namespace agile::control {
 // `progress` sends an interim {"progress": {...}} line to the client before
 // the final response (long operations such as migrations).
 using Progress = std::function<void(const nlohmann::json&)>;
-using Handler =
-    std::function<Result<nlohmann::json>(const std::string& op, const nlohmann::json& args, const Progress& progress)>;
+// What a handler answers: a result, or an error that may carry more than code
+// and message - `detail`'s keys are added to the response's "error" object
+// (vm.migrate: {"report": {...}}).
+struct Reply {
+  Reply(Result<nlohmann::json> r) : result(std::move(r)) {}  // NOLINT: implicit by design
+  Reply(Status s) : result(std::move(s)) {}                   // NOLINT: implicit by design
+  Reply(Status s, nlohmann::json error_detail) : result(std::move(s)), detail(std::move(error_detail)) {}
+  Result<nlohmann::json> result;
+  nlohmann::json detail;  // an object, or null
+};
+using Handler = std::function<Reply(const std::string& op, const nlohmann::json& args, const Progress& progress)>;
 // A connection that does not start with '{' (the migration protocol).
 using BinaryHandler = std::function<void(UniqueFd conn)>;
 

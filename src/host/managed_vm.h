@@ -58,9 +58,11 @@ class ManagedVm : public migrate::MigratingVm {
   // (0 without tracking); lags a phase change by a coverage cycle.
   uint64_t WssBytes(double window_s) const;
   // The working set as the sampler measures it over its interval (right
-  // within two intervals of a change); the coverage's first window until the
+  // within three intervals of a change); the coverage's first window until the
   // sampler's first interval ends. What `wss_bytes` and the policy use.
   uint64_t EstimatedWssBytes() const;
+  // The fault service's counters and latencies (metrics); null for stock VMs.
+  const vm::FaultStats* fault_stats() const { return faults_ ? &faults_->stats() : nullptr; }
   // Faults that brought offloaded pages back, since start (policy feedback).
   uint64_t Refaults() const;
   uint64_t ResidentBytes() const;

@@ -2,7 +2,9 @@
 // serves until SIGTERM or SIGINT, then closes connections and syncs.
 #include <signal.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <memory>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -10,6 +12,7 @@
 
 #include "base/size.h"
 #include "base/socket.h"
+#include "metrics/metrics.h"
 #include "service/service.h"
 #include "store/memd_server.h"
 #include "store/page_store.h"
@@ -19,6 +22,52 @@ namespace {
 int Fail(const agile::Status& st) {
   spdlog::critical("{}", st.ToString());
   return 1;
+}
+
+// --metrics-listen: the store's namespaces, pages and bytes; requests, pages
+// and errors by kind; request latency by op.
+void CollectMetrics(agile::metrics::Scrape* s, agile::memd::PageStore* store, const agile::memd::MemdServer* server) {
+  using agile::memd::MsgType;
+  using agile::memd::ServerCounters;
+  auto st = store->Stats();
+  s->Gauge("agile_memd_namespaces", "VM namespaces in the store", {}, static_cast<double>(st.vms.size()));
+  s->Gauge("agile_memd_pages", "Pages stored", {}, static_cast<double>(st.pages));
+  s->Gauge("agile_memd_stored_bytes", "Page data stored", {}, static_cast<double>(st.pages) * 4096);
+  s->Gauge("agile_memd_capacity_bytes", "--capacity", {}, static_cast<double>(st.capacity_pages) * 4096);
+  for (const auto& v : st.vms)
+    s->Gauge("agile_memd_namespace_pages", "Pages stored per VM namespace", {{"namespace", v.vm}, {"owner", v.owner}},
+             static_cast<double>(v.pages));
+  const ServerCounters& c = server->counters();
+  std::vector<double> bounds_s;
+  for (double us : ServerCounters::kLatencyBoundsUs) bounds_s.push_back(us / 1e6);
+  for (uint16_t t = 1; t < c.requests.size(); ++t) {
+    const std::string op = agile::memd::MsgTypeName(static_cast<MsgType>(t));
+    s->Counter("agile_memd_requests_total", "Requests handled, by op", {{"op", op}},
+               static_cast<double>(c.requests[t].load()));
+    std::vector<uint64_t> counts;
+    for (const auto& b : c.latency[t].buckets) counts.push_back(b.load(std::memory_order_relaxed));
+    s->Histogram("agile_memd_request_duration_seconds", "Time to handle a request (not the network), by op",
+                 {{"op", op}}, bounds_s, counts, static_cast<double>(c.latency[t].sum_ns.load()) / 1e9);
+  }
+  const std::pair<const char*, uint64_t> pages[] = {{"put", c.pages_put.load()},
+                                                    {"got", c.pages_got.load()},
+                                                    {"absent", c.pages_absent.load()},
+                                                    {"deleted", c.pages_deleted.load()}};
+  for (const auto& [op, n] : pages)
+    s->Counter("agile_memd_pages_total", "Pages by op (absent: asked for but not stored)", {{"op", op}},
+               static_cast<double>(n));
+  s->Counter("agile_memd_received_bytes_total", "Page data received (PUT)", {}, static_cast<double>(c.pages_put.load()) * 4096);
+  s->Counter("agile_memd_sent_bytes_total", "Page data sent (GET)", {}, static_cast<double>(c.pages_got.load()) * 4096);
+  const std::pair<const char*, uint64_t> errors[] = {{"permission_denied", c.permission_denied.load()},
+                                                     {"store_full", c.store_full.load()},
+                                                     {"protocol", c.protocol_errors.load()},
+                                                     {"other", c.errors.load() - std::min(c.errors.load(),
+                                                                c.permission_denied.load() + c.store_full.load())}};
+  for (const auto& [kind, n] : errors)
+    s->Counter("agile_memd_errors_total", "Error responses and protocol errors, by kind", {{"kind", kind}},
+               static_cast<double>(n));
+  s->Counter("agile_memd_connections_total", "Connections accepted", {}, static_cast<double>(c.connections.load()));
+  s->Gauge("agile_memd_connections", "Connections open", {}, static_cast<double>(c.connections_open.load()));
 }
 
 }  // namespace
@@ -54,6 +103,9 @@ int main(int argc, char** argv) {
                  "after each answer, poll a connection this long before sleeping: cuts refault latency\n"
                  "where waking a thread is slow (VMs), at up to this much CPU per request; 0 = off (default 50)")
       ->check(CLI::Range(0, 10000));
+  std::string metrics_listen;
+  app.add_option("--metrics-listen", metrics_listen,
+                 "serve Prometheus metrics on http://HOST:PORT/metrics (store, requests, latency)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error (default info)")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
   app.footer("Exit status: 0 after SIGTERM or SIGINT (pages synced), 1 when it cannot start, 2 on a bad command\n"
@@ -103,6 +155,16 @@ int main(int argc, char** argv) {
   std::printf("agile-memd: listening on %s\n", (*server)->address().ToString().c_str());
   std::fflush(stdout);
 
+  std::unique_ptr<metrics::Endpoint> metrics_endpoint;
+  if (!metrics_listen.empty()) {
+    auto e = metrics::Endpoint::Start(metrics_listen, [&](metrics::Scrape* s) {
+      CollectMetrics(s, store->get(), server->get());
+    });
+    if (!e.ok()) return Fail(e.status().Annotate("--metrics-listen"));
+    metrics_endpoint = std::move(e).value();
+    spdlog::info("metrics on http://{}/metrics", metrics_listen);
+  }
+
   notifier.Ready("serving on " + (*server)->address().ToString());
 
   // Waits for a stop signal, pinging systemd's watchdog meanwhile.
@@ -111,6 +173,7 @@ int main(int argc, char** argv) {
   while ((sig = sigtimedwait(&stop_signals, nullptr, &tick)) <= 0) notifier.Tick();
   spdlog::info("received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
   notifier.Stopping("syncing and stopping");
+  metrics_endpoint.reset();
   (*server)->Stop();
   server->reset();
   store->reset();  // final sync

@@ -59,6 +59,7 @@ Status PrecopyLoop::Run(PrecopyResult* r) {
         AGILE_RETURN_IF_ERROR(collect());
         last_scan = vm::NowNs();
         AGILE_RETURN_IF_ERROR(hooks_.cancelled());
+        if (hooks_.sending) hooks_.sending(*r, pages.size() - at);
       }
       chunk.clear();
       for (; at < pages.size() && chunk.size() < kChunkPages; ++at) {

@@ -47,6 +47,8 @@ class PrecopyLoop {
     std::function<Status()> peer;        // the destination's ABORT or a broken link; checked per round
     // Before each round: the state so far and the pages the round will send.
     std::function<void(const PrecopyResult&, uint64_t pages)> progress;
+    // While a round sends, at each rescan (~50 ms): the round's pages not sent yet. Optional.
+    std::function<void(const PrecopyResult&, uint64_t left)> sending;
   };
   PrecopyLoop(vm::GuestMemory* mem, PageStream* stream, PrecopyOptions opt, Hooks hooks);
 

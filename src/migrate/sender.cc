@@ -27,6 +27,7 @@ Sender::Sender(MigratingVm* vm, std::string host_id, SendOptions opts)
   report_.mode = wire::MigModeName(opt_.mode);
   report_.vm = vm_->spec().name;
   report_.destination = opt_.to;
+  report_.ram_total = vm_->spec().memory_bytes;
 }
 
 Sender::~Sender() {
@@ -37,7 +38,10 @@ Sender::~Sender() {
 double Sender::Ms() const { return static_cast<double>(vm::NowNs() - t0_ns_) / 1e6; }
 
 Status Sender::CheckCancel() const {
-  if (opt_.cancel && opt_.cancel->load()) return Status(Code::kUnavailable, "migration cancelled by the operator");
+  if (opt_.cancel && opt_.cancel->load()) {
+    cancelled_ = true;
+    return Status(Code::kUnavailable, "migration cancelled by the operator");
+  }
   return Status::Ok();
 }
 
@@ -46,17 +50,52 @@ Status Sender::PeerStatus() {
   return peer_status_;
 }
 
-void Sender::Progress(const char* phase, uint64_t dirty) {
-  json p = {{"phase", phase},
+void Sender::Progress(const char* phase, uint64_t dirty, bool force) {
+  const uint64_t now = vm::NowNs();
+  // qemu-* modes: QEMU's own stream (report_.bytes_sent, from query-migrate) carries the pages.
+  const uint64_t bytes = std::max(report_.bytes_sent, (ch_ ? ch_->bytes_sent() : 0) + report_.device_state_bytes);
+  if (!force && phase == last_phase_ && now - last_progress_ns_ < 250'000'000) return;
+  if (last_progress_ns_ != 0 && now - last_progress_ns_ >= 100'000'000)
+    mbps_ = static_cast<double>(bytes - last_progress_bytes_) * 8 / 1e3 / (static_cast<double>(now - last_progress_ns_) / 1e6);
+  last_phase_ = phase;
+  last_progress_ns_ = now;
+  last_progress_bytes_ = bytes;
+  const uint64_t remaining = dirty * kPage;
+  report_.ram_remaining = remaining;
+  const uint64_t postcopied = (postcopy_ ? postcopy_->postcopied() : 0) + report_.pages_postcopied;
+  json p = {{"status", StatusOfPhase(phase, switched_)},
+            {"phase", phase},
             {"mode", report_.mode},
+            {"vm", report_.vm},
+            {"destination", report_.destination},
+            {"total-time", Ms()},
+            {"setup-time", report_.setup_time_ms},
+            {"ram",
+             {{"transferred", bytes},
+              {"remaining", remaining},
+              {"total", report_.ram_total},
+              {"mbps", mbps_},
+              {"dirty-pages-rate", report_.dirty_pages_rate},
+              {"dirty-sync-count", round_.load()}}},
+            {"pages-precopied", report_.pages_precopied},
+            {"pages-postcopied", postcopied},
+            // 0.x names, kept for one release
             {"elapsed_ms", Ms()},
             {"round", round_.load()},
-            {"bytes_sent", ch_ ? ch_->bytes_sent() : 0},
+            {"bytes_sent", bytes},
             {"pages_precopied", report_.pages_precopied},
-            {"pages_postcopied", (postcopy_ ? postcopy_->postcopied() : 0) + report_.pages_postcopied},
+            {"pages_postcopied", postcopied},
             {"dirty_pages", dirty},
             {"page_rate", page_rate_}};
-  if (page_rate_ > 0 && dirty > 0) p["eta_s"] = static_cast<double>(dirty) / page_rate_;
+  if (page_rate_ > 0 && dirty > 0) {
+    double s = static_cast<double>(dirty) / page_rate_;
+    p["expected-downtime"] = s * 1e3;  // were the VM stopped now for the rest
+    p["remaining-time"] = s * 1e3;
+    p["eta_s"] = s;
+  } else if (mbps_ > 0 && remaining > 0) {
+    // Before the first full round: the rest at the current byte rate.
+    p["remaining-time"] = static_cast<double>(remaining) * 8 / 1e3 / mbps_;
+  }
   vm_->SetMigrationStatus(p);
   if (opt_.progress) opt_.progress(p);
 }
@@ -87,12 +126,16 @@ Report Sender::Run() {
   }
   if (!s.ok()) {
     report_.ok = false;
+    report_.status = cancelled_ && !switched_ ? kStatusCancelled : kStatusFailed;
     report_.error = s.ToString();
+    report_.total_time_ms = Ms();
     if (!switched_) Abort(s.message());
     if (outgoing) (void)vm_->EndOutgoing(/*migrated=*/false, /*keep_store=*/false);
     spdlog::error("vm {}: migration to {} failed: {}", report_.vm, opt_.to, s.ToString());
   } else {
     report_.ok = true;
+    report_.status = kStatusCompleted;
+    report_.ram_remaining = 0;
     // Nothing of the VM stays here: QEMU stops, guest RAM is freed, and in
     // agile mode the store namespace stays with its new owner.
     Status r = vm_->EndOutgoing(/*migrated=*/true, /*keep_store=*/opt_.mode == MigMode::kAgile);
@@ -138,6 +181,7 @@ Status Sender::Handshake() {
   if (ack.status != 0) return Unavailable("destination refused: " + ack.message);
   qemu_port_ = ack.qemu_port;
   dest_id_ = ack.dst_host;
+  report_.setup_time_ms = Ms();
   if (mem_) {
     stream_ = std::make_unique<PageStream>(mem_.get(), store_, ch_.get());
     postcopy_ = std::make_unique<PostcopyServer>(mem_.get(), stream_.get(), opt_.prepage);
@@ -185,11 +229,17 @@ Status Sender::PrecopyRounds() {
   hooks.cancelled = [this] { return CheckCancel(); };
   hooks.peer = [this] { return PeerStatus(); };
   hooks.progress = [this](const PrecopyResult& r, uint64_t pages) {
+    // Before round n > 0: `pages` were written during round n-1.
+    const uint64_t now = vm::NowNs();
+    if (r.rounds > 0 && now > last_round_ns_)
+      report_.dirty_pages_rate = static_cast<double>(pages) / (static_cast<double>(now - last_round_ns_) / 1e9);
+    last_round_ns_ = now;
     round_ = r.rounds;
     page_rate_ = r.page_rate;
     report_.pages_precopied = r.pages_sent;
     Progress("precopy", pages);
   };
+  hooks.sending = [this](const PrecopyResult&, uint64_t left) { Progress("precopy", left, /*force=*/false); };
   Status s = PrecopyLoop(mem_.get(), stream_.get(), std::move(o), std::move(hooks)).Run(&precopy_);
   round_ = precopy_.rounds;
   page_rate_ = precopy_.page_rate;
@@ -314,7 +364,7 @@ Status Sender::PostcopyPush() {
   // data; agile's tail: the dirty remainder), in order, while demand requests
   // are served in between by the reader thread.
   const char* phase = precopy_.tail ? "postcopy-tail" : "postcopy-push";
-  AGILE_RETURN_IF_ERROR(postcopy_->Push(precopy_.tail ? &tail_bm_ : nullptr, round_, [&] { Progress(phase); }));
+  AGILE_RETURN_IF_ERROR(postcopy_->Push(precopy_.tail ? &tail_bm_ : nullptr, round_, [&] { Progress(phase, 0, /*force=*/false); }));
   AGILE_ASSIGN_OR_RETURN(bool acked, SendDone());
   if (!acked) return Unavailable("no DONE_ACK from the destination");
   report_.pages_demand = postcopy_->demand();
@@ -330,7 +380,7 @@ Status Sender::RunQemuMode() {
   bool switched = false;
   Status s = QemuMigration(vm_, ch_.get(), o).Run(uri, t0_ns_, &report_, &switched, [this](uint32_t round) {
     round_ = round;
-    Progress("qemu-migrate");
+    Progress("qemu-migrate", 0, /*force=*/false);
   });
   if (switched) switched_ = true;
   AGILE_RETURN_IF_ERROR(s);

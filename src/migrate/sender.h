@@ -69,7 +69,9 @@ class Sender {
   void ReaderLoop();
   Status CheckCancel() const;
   Status PeerStatus();
-  void Progress(const char* phase, uint64_t dirty = 0);
+  // Reports where the migration stands (report.h's vocabulary) to the VM's
+  // stat and opt_.progress; within a phase at most every 250 ms unless forced.
+  void Progress(const char* phase, uint64_t dirty = 0, bool force = true);
   double Ms() const;
 
   MigratingVm* vm_;
@@ -93,6 +95,11 @@ class Sender {
   std::atomic<bool> switched_{false};  // SWITCHOVER sent (read by the demand-serving reader thread)
   std::atomic<uint32_t> round_{0};     // the round pages are tagged with now
   double page_rate_ = 0;  // pages/s achieved by the last full pre-copy round
+  mutable bool cancelled_ = false;  // CheckCancel failed: the report says "cancelled"
+  // For the progress's rates: the previous report, and the previous round's start.
+  std::string last_phase_;
+  uint64_t last_progress_ns_ = 0, last_progress_bytes_ = 0, last_round_ns_ = 0;
+  double mbps_ = 0;
   PrecopyResult precopy_;  // the pre-copy's outcome: dirty remainder, tail, scanner
   std::vector<uint8_t> tail_bm_;  // the tail (precopy_.dirty) as a bitmap, when precopy_.tail
 

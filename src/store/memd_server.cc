@@ -127,7 +127,13 @@ void MemdServer::Serve(Conn* c) {
   for (;;) {
     auto frame = reader.Next();
     Status st = frame.status();
-    if (st.ok()) st = session.Handle(frame->header.type, frame->payload, frame->header.length, &out);
+    if (st.ok()) {
+      auto t0 = std::chrono::steady_clock::now();
+      st = session.Handle(frame->header.type, frame->payload, frame->header.length, &out);
+      if (frame->header.type < counters_.latency.size())
+        counters_.latency[frame->header.type].Record(static_cast<uint64_t>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count()));
+    }
     if (!st.ok()) {
       end = st;
       break;

@@ -40,6 +40,8 @@ class MemdServer {
 
   // The bound address, with the real port.
   const HostPort& address() const { return address_; }
+  // The request, page and error counters (metrics); live, read with relaxed loads.
+  const ServerCounters& counters() const { return counters_; }
   // Closes the listener and every connection, and joins all threads. Idempotent.
   void Stop();
 

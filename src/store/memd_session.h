@@ -29,6 +29,20 @@ struct ServerCounters {
   std::atomic<uint64_t> pages_deleted{0};
   std::atomic<uint64_t> connections{0};
   std::atomic<uint64_t> connections_open{0};
+  // Time to handle one request (decode, store, encode; not the network), by
+  // MsgType value: samples per bucket of kLatencyBoundsUs, the last above all.
+  static constexpr std::array<double, 10> kLatencyBoundsUs = {5, 10, 25, 50, 100, 250, 500, 1000, 5000, 25000};
+  struct Latency {
+    std::array<std::atomic<uint64_t>, kLatencyBoundsUs.size() + 1> buckets{};
+    std::atomic<uint64_t> sum_ns{0};
+    void Record(uint64_t ns) {
+      size_t b = 0;
+      while (b < kLatencyBoundsUs.size() && kLatencyBoundsUs[b] * 1000 < static_cast<double>(ns)) ++b;
+      buckets[b].fetch_add(1, std::memory_order_relaxed);
+      sum_ns.fetch_add(ns, std::memory_order_relaxed);
+    }
+  };
+  std::array<Latency, 9> latency{};
 
   std::vector<std::pair<std::string, uint64_t>> Snapshot() const;
 };

@@ -16,6 +16,21 @@ void LatencyHistogram::Record(uint64_t ns) {
     coarse_[ms < kCoarse ? ms : kCoarse - 1].fetch_add(1, std::memory_order_relaxed);
   }
   count_.fetch_add(1, std::memory_order_relaxed);
+  sum_ns_.fetch_add(ns, std::memory_order_relaxed);
+}
+
+void LatencyHistogram::Export(const std::vector<double>& bounds_us, std::vector<uint64_t>* counts,
+                              double* sum_s) const {
+  counts->assign(bounds_us.size() + 1, 0);
+  size_t b = 0;
+  auto add = [&](double upper_us, uint64_t n) {
+    while (b < bounds_us.size() && bounds_us[b] < upper_us) ++b;
+    (*counts)[b] += n;
+  };
+  for (int i = 0; i < kFine; ++i) add(i + 1, fine_[i].load(std::memory_order_relaxed));
+  for (int i = 1; i < kCoarse - 1; ++i) add((i + 1) * 1000.0, coarse_[i].load(std::memory_order_relaxed));
+  (*counts)[bounds_us.size()] += coarse_[kCoarse - 1].load(std::memory_order_relaxed);  // overflow
+  *sum_s = static_cast<double>(sum_ns_.load(std::memory_order_relaxed)) / 1e9;
 }
 
 double LatencyHistogram::PercentileUs(double p) const {

@@ -228,9 +228,44 @@ TEST_F(MigrationTest, CancelBeforeSwitchoverLeavesSourceRunning) {
   auto r = pending.get();
   EXPECT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("cancelled"), std::string::npos) << r.status().ToString();
+  // The job's report says so in QEMU's words, to any connection.
+  auto st = a_->Call("vm.migrate_status", {{"name", "mv"}});
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  EXPECT_EQ((*st)["status"], "cancelled") << st->dump();
+  EXPECT_FALSE((*st)["running"].get<bool>());
   ExpectIntact(*a_, "mv", 6);
   // The destination dropped its copy.
   EXPECT_TRUE(WaitFor(10, [&] { return b_->Call("vm.list")->empty(); }));
+}
+
+TEST_F(MigrationTest, JobOutlivesItsClientAndIsWatchedFromAnother) {
+  StartVm(*a_, "mv", "memverify", {{"size_mib", "256"}, {"rate", "500"}});
+  {
+    // A client that starts the migration and goes away: the job runs on.
+    auto c = control::ControlClient::Connect("unix:" + a_->socket());
+    ASSERT_TRUE(c.ok());
+    auto started = c->Call("vm.migrate", {{"name", "mv"}, {"to", "127.0.0.1:" + std::to_string(port_b_)},
+                                          {"mode", "agile"}, {"bandwidth", 32ull << 20}, {"detach", true}});
+    ASSERT_TRUE(started.ok()) << started.status().ToString();
+    EXPECT_TRUE((*started)["running"].get<bool>());
+  }
+  EXPECT_EQ(a_->Call("vm.migrate", {{"name", "mv"}, {"to", "127.0.0.1:" + std::to_string(port_b_)}}).status().code(),
+            Code::kAlreadyExists);
+  ASSERT_TRUE(WaitFor(30, [&] {
+    auto st = a_->Call("vm.migrate_status", {{"name", "mv"}});
+    return st.ok() && (*st).value("status", "") == "active" && (*st)["ram"]["transferred"].get<uint64_t>() > 0;
+  }));
+  auto done = a_->Call("vm.migrate_status", {{"name", "mv"}, {"watch", true}});
+  ASSERT_TRUE(done.ok()) << done.status().ToString();
+  EXPECT_EQ((*done)["status"], "completed");
+  EXPECT_GT((*done)["ram"]["transferred"].get<uint64_t>(), 0u);
+  EXPECT_EQ((*done)["ram"]["total"].get<uint64_t>(), 512ull << 20);
+  ExpectGoneFrom(*a_, "agile-it-mig-a", "mv");
+  ExpectIntact(*b_, "mv", 6);
+  // The report stays readable after the VM left.
+  auto after = a_->Call("vm.migrate_status", {{"name", "mv"}});
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ((*after)["status"], "completed");
 }
 
 TEST_F(MigrationTest, PausedVmArrivesByteForByteIdentical) {
