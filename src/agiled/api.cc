@@ -33,6 +33,7 @@ Result<json> Api::Migrate(const std::shared_ptr<ManagedVm>& vm, const json& args
   o.progress = progress;
   vm->migration_cancel() = false;
   o.cancel = &vm->migration_cancel();
+  o.tls = vms_->host().tls;
   std::string name = vm->spec().name;
   migrate::Sender sender(vm.get(), vms_->host().id, o);
   migrate::Report r = sender.Run();
@@ -47,7 +48,13 @@ Result<json> Api::Migrate(const std::shared_ptr<ManagedVm>& vm, const json& args
   return j;
 }
 
-Result<json> Api::Handle(const std::string& op, const json& args, const std::function<void(const json&)>& progress) {
+Result<json> Api::Handle(const std::string& op, const json& args, const std::function<void(const json&)>& progress,
+                         const control::Caller& caller) {
+  // QEMU's command line is root's to extend: not over TCP, even authenticated.
+  if (!caller.local && args.is_object() && args.contains("qemu_args") &&
+      !(args["qemu_args"].is_array() && args["qemu_args"].empty()))
+    return PermissionDenied("qemu_args (raw QEMU arguments) are accepted only on the local unix socket, not from " +
+                            caller.Describe());
   if (op == "host.info") {
     const auto& h = vms_->host();
     return json{{"id", h.id},

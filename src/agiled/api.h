@@ -7,6 +7,7 @@
 #include <string>
 
 #include "host/pressure_policy.h"
+#include "control/control_server.h"
 #include "host/vm_manager.h"
 
 namespace agile::agiled {
@@ -19,8 +20,10 @@ class Api {
  public:
   Api(VmManager* vms, PressurePolicy* policy, std::function<void()> request_shutdown)
       : vms_(vms), policy_(policy), request_shutdown_(std::move(request_shutdown)) {}
+  // caller: who asked (raw QEMU arguments only from the local unix socket).
   Result<nlohmann::json> Handle(const std::string& op, const nlohmann::json& args,
-                                const std::function<void(const nlohmann::json&)>& progress = nullptr);
+                                const std::function<void(const nlohmann::json&)>& progress = nullptr,
+                                const control::Caller& caller = control::Caller{true, ""});
 
  private:
   Result<nlohmann::json> Migrate(const std::shared_ptr<ManagedVm>& vm, const nlohmann::json& args,
