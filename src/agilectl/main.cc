@@ -409,7 +409,7 @@ int Run(int argc, char** argv) {
   if (op == "host.shutdown") {
     // agiled answers first, then stops its VMs; wait for it to be gone, so
     // that the next command may start another agiled of the same id.
-    Status gone = WaitUntilGone(g.host, std::chrono::seconds(180));
+    Status gone = WaitUntilGone(g.host, g.tls, std::chrono::seconds(180));
     if (!gone.ok()) return Report(g, {Origin::kAgiled, gone, op, nullptr});
   }
   const json& res = *r;
