@@ -123,6 +123,7 @@ void MemdServer::Serve(Conn* c) {
     auto sec = tls::ServerHandshake(c->fd.get(), opts_.tls);
     if (!sec.ok()) {
       spdlog::warn("{}: TLS connection refused: {}", c->peer, sec.status().ToString());
+      ::shutdown(c->fd.get(), SHUT_RDWR);  // the peer must see the end now, not when the fd is reaped
       counters_.connections_open--;
       c->done = true;
       return;
