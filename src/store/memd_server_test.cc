@@ -196,6 +196,7 @@ TEST_F(MemdServerTest, MalformedFramesCloseTheConnectionOnly) {
   wire::Encoder e(&bad_count);
   e.U64(1);
   e.Str("vm-1");
+  e.U64(1);  // token: epoch, 128-bit secret
   e.U64(1);
   e.U64(1);
   e.U32(5000);
