@@ -62,7 +62,7 @@ AGILED_SERIAL_LOG = "serial.log"       # agiled keeps a VM's console in <state d
 
 # ---- the experiment ------------------------------------------------------------
 EXPERIMENT_PREFIX = "exp"
-EXPERIMENT_MODES = ["agile", "precopy", "postcopy", "qemu-precopy", "qemu-postcopy"]
+EXPERIMENT_MODES = ["agile", "precopy", "postcopy", "qemu-precopy", "qemu-postcopy", "qemu-precopy-tuned", "qemu-hybrid"]
 MIGRATED_VM = "mig"
 EXPERIMENT_VMS = [MIGRATED_VM, "co1", "co2"]   # mig is migrated, co1/co2 stay on src
 MIGRATION_SOURCE, MIGRATION_TARGET = "src", "dst"

@@ -97,6 +97,9 @@ def write_report(out, s):
         at_least = ">= " if t.get("time_ratio_is_lower_bound") else ""
         L.append(f"* Migration time: qemu-precopy / agile = {at_least}{t['time_ratio_qemu_precopy_over_agile']:.2f}x "
                  f"(target >= 4x): **{'met' if t['time_target_4x_met'] else 'NOT met'}**.")
+    if "time_ratio_best_qemu_over_agile" in t:
+        L.append(f"* Migration time against the strongest completed baseline: {t['time_best_qemu_mode']} / agile = "
+                 f"{t['time_ratio_best_qemu_over_agile']:.2f}x.")
     for suffix, what in (("migrated", "the migrated VM"), ("colocated", "co-located VMs")):
         if f"impact_best_qemu_{suffix}" in t:
             L.append(f"* Impact on {what}: agile lost {t[f'impact_agile_lost_{suffix}']:.1f} s "

@@ -257,9 +257,11 @@ int Run(int argc, char** argv) {
   mig->add_option("--to", to, "Destination agiled HOST:PORT (its --listen address)");
   mig->add_option("--mode", mode,
                   "agile: pre-copy the working set, cold pages stay in the swap store | precopy | postcopy | "
-                  "qemu-precopy | qemu-postcopy (QEMU's own, for stock VMs)")
+                  "qemu-precopy | qemu-postcopy | qemu-precopy-tuned (auto-converge, multifd) | "
+                  "qemu-hybrid (post-copy after the first pre-copy pass): QEMU's own, for stock VMs")
       ->capture_default_str()
-      ->check(CLI::IsMember({"agile", "precopy", "postcopy", "qemu-precopy", "qemu-postcopy"}));
+      ->check(CLI::IsMember({"agile", "precopy", "postcopy", "qemu-precopy", "qemu-postcopy", "qemu-precopy-tuned",
+                             "qemu-hybrid"}));
   mig->add_option("--max-downtime", max_downtime, "Pre-copy downtime target in ms")->capture_default_str();
   mig->add_option("--bandwidth", bandwidth, "Cap on the page stream, e.g. 1gbit, 500mbit, 100M (bytes/s)");
   mig->add_option("--max-rounds", max_rounds, "Pre-copy rounds before stopping the VM regardless")->capture_default_str();

@@ -328,7 +328,7 @@ json ManagedVm::Stat() {
                    {"refault_p99_us", f.refault_latency.PercentileUs(99)}};
   }
   if (tracker_) {
-    j["wss_bytes"] = WssBytes(host_.wss_windows_s.front());
+    j["wss_bytes"] = EstimatedWssBytes();
     j["wss"] = WorkingSet();
   }
   if (store_) {
@@ -388,6 +388,12 @@ uint64_t ManagedVm::WssBytes(double window_s) const {
   return tracker_ ? tracker_->WssPages(window_s) * uffd::kPageSize : 0;
 }
 
+uint64_t ManagedVm::EstimatedWssBytes() const {
+  if (!tracker_) return 0;
+  int64_t sampled = tracker_->SampledWssPages();
+  return sampled >= 0 ? static_cast<uint64_t>(sampled) * kPageSize : WssBytes(host_.wss_windows_s.front());
+}
+
 uint64_t ManagedVm::Refaults() const { return faults_ ? faults_->stats().refault.load() : 0; }
 
 double ManagedVm::UptimeS() const {
@@ -403,8 +409,11 @@ json ManagedVm::WorkingSet() const {
   json w = json::object();
   for (double win : host_.wss_windows_s) w[std::to_string(static_cast<int>(win)) + "s"] = WssBytes(win);
   auto t = tracker_->stats();
+  int64_t sampled = tracker_->SampledWssPages();
   return {{"windows_bytes", w},
-          {"wss_bytes", WssBytes(host_.wss_windows_s.front())},
+          {"wss_bytes", EstimatedWssBytes()},
+          {"sampled_bytes", sampled >= 0 ? json(static_cast<uint64_t>(sampled) * kPageSize) : json(nullptr)},
+          {"sample_interval_s", static_cast<double>(tracker_->sampler_interval_ms()) / 1000.0},
           {"tracker",
            {{"ticks", t.ticks},
             {"period_ms", t.period_ms},

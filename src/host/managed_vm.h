@@ -54,8 +54,13 @@ class ManagedVm : public migrate::MigratingVm {
   // Working set: resident pages accessed within each configured window, and
   // the tracker's own figures. Empty without tracking.
   nlohmann::json WorkingSet() const;
-  // Resident pages seen accessed within window_s (0 without tracking).
+  // Resident pages seen accessed within window_s by the full coverage
+  // (0 without tracking); lags a phase change by a coverage cycle.
   uint64_t WssBytes(double window_s) const;
+  // The working set as the sampler measures it over its interval (right
+  // within two intervals of a change); the coverage's first window until the
+  // sampler's first interval ends. What `wss_bytes` and the policy use.
+  uint64_t EstimatedWssBytes() const;
   // Faults that brought offloaded pages back, since start (policy feedback).
   uint64_t Refaults() const;
   uint64_t ResidentBytes() const;

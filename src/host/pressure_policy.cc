@@ -109,7 +109,9 @@ void PressurePolicy::Tick() {
       uint64_t refaults = v->Refaults();
       p.refault_rate = p.last_refaults ? static_cast<double>(refaults - p.last_refaults) / dt : 0;
       p.last_refaults = refaults;
-      uint64_t wss = v->WssBytes(opt_.wss_window_s);
+      // The sampled estimate: right within seconds of a phase change, where
+      // the full coverage's window lags by a coverage cycle (minutes on TCG).
+      uint64_t wss = v->EstimatedWssBytes();
       uint64_t base = std::max<uint64_t>(opt_.min_margin, static_cast<uint64_t>(static_cast<double>(wss) * opt_.margin_fraction));
       if (p.margin < base) p.margin = base;
       if (p.refault_rate > opt_.refault_high) {

@@ -27,7 +27,6 @@ struct PolicyOptions {
   uint64_t host_budget = 0;          // bytes of resident guest RAM for all VMs; 0 = PSI only
   double psi_threshold_pct = 10;     // /proc/pressure/memory some avg10
   int interval_ms = 1000;
-  double wss_window_s = 10;
   uint64_t min_margin = 16ull << 20;
   double margin_fraction = 0.10;     // base margin: this much of the WSS, at least min_margin
   double refault_high = 100;         // pages/s: raise the margin

@@ -17,6 +17,23 @@ Status SetCapabilities(MigratingVm* vm, const json& caps) {
   return vm->Qmp("migrate-set-capabilities", {{"capabilities", list}}).status();
 }
 
+json QemuModeCapabilities(wire::MigMode mode) {
+  using wire::MigMode;
+  json caps = json::object();
+  if (mode == MigMode::kQemuPostcopy || mode == MigMode::kQemuHybrid) caps["postcopy-ram"] = true;
+  if (mode == MigMode::kQemuPrecopyTuned) {
+    caps["auto-converge"] = true;  // throttles the vCPUs until the dirty rate fits the link
+    caps["multifd"] = true;        // several streams instead of one
+  }
+  return caps;
+}
+
+json QemuModeParameters(wire::MigMode mode) {
+  json params = json::object();
+  if (mode == wire::MigMode::kQemuPrecopyTuned) params["multifd-channels"] = kMultifdChannels;
+  return params;
+}
+
 Result<uint16_t> FreePort(const std::string& host) {
   AGILE_ASSIGN_OR_RETURN(UniqueFd fd, TcpListen(HostPort{host, 0}, 1));
   return BoundPort(fd.get());

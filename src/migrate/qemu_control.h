@@ -9,10 +9,18 @@
 
 #include "migrate/migrating_vm.h"
 #include "base/status.h"
+#include "wire/migrate_proto.h"
 
 namespace agile::migrate {
 
 Status SetCapabilities(MigratingVm* vm, const nlohmann::json& caps);
+// What both QEMUs of a qemu-* mode are set up with before the migration
+// starts: capabilities (same on both ends) and parameters that the
+// destination needs too (multifd's channel count).
+nlohmann::json QemuModeCapabilities(wire::MigMode mode);
+nlohmann::json QemuModeParameters(wire::MigMode mode);
+// Streams of a multifd migration (qemu-precopy-tuned): one per core here.
+constexpr int kMultifdChannels = 2;
 // Picks a free TCP port on host (bind to 0, close) for QEMU's incoming side.
 Result<uint16_t> FreePort(const std::string& host);
 // Polls query-migrate until "completed" (ok) or "failed"/"cancelled" (error).

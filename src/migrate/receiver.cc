@@ -104,7 +104,7 @@ Status Receiver::Hello() {
   json spec_json = json::parse(hello_.spec_json, nullptr, false);
   if (spec_json.is_discarded()) return Corruption("migration HELLO: VM spec is not JSON");
   AGILE_ASSIGN_OR_RETURN(spec_, qemu::VmSpec::FromJson(spec_json));
-  bool qemu_mode = hello_.mode == MigMode::kQemuPrecopy || hello_.mode == MigMode::kQemuPostcopy;
+  const bool qemu_mode = wire::IsQemuMode(hello_.mode);
   if (spec_.memory_bytes / kPage != hello_.page_count) return Corruption("migration HELLO: page count mismatch");
   if (hello_.mode == MigMode::kAgile && !hello_.store_vm_id.empty() && !vms_->has_store())
     return Unsupported("this agiled has no --memd, but the VM's cold pages live in a swap store");
@@ -124,8 +124,10 @@ Status Receiver::Hello() {
     pager_ = std::make_unique<Pager>(&ch_, mem_->pages());
     vm_->SetRemotePager(pager_.get());
   }
-  AGILE_RETURN_IF_ERROR(SetCapabilities(vm_.get(), qemu_mode ? json{{"postcopy-ram", hello_.mode == MigMode::kQemuPostcopy}}
+  AGILE_RETURN_IF_ERROR(SetCapabilities(vm_.get(), qemu_mode ? QemuModeCapabilities(hello_.mode)
                                                              : json{{"x-ignore-shared", true}}));
+  if (json params = QemuModeParameters(hello_.mode); !params.empty())
+    AGILE_RETURN_IF_ERROR(vm_->Qmp("migrate-set-parameters", params).status().Annotate("QMP migrate-set-parameters"));
   AGILE_ASSIGN_OR_RETURN(uint16_t port, FreePort(listen_host_));
   std::string uri = "tcp:" + listen_host_ + ":" + std::to_string(port);
   AGILE_RETURN_IF_ERROR(vm_->Qmp("migrate-incoming", {{"uri", uri}}).status().Annotate("QMP migrate-incoming"));
@@ -253,7 +255,7 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
 }
 
 Status Receiver::Finish() {
-  bool qemu_mode = hello_.mode == MigMode::kQemuPrecopy || hello_.mode == MigMode::kQemuPostcopy;
+  const bool qemu_mode = wire::IsQemuMode(hello_.mode);
   if (qemu_mode) {
     AGILE_RETURN_IF_ERROR(WaitIncomingDone(vm_.get(), 60000));
     // QEMU resumes the guest itself when the source was running.

@@ -42,8 +42,7 @@ Status Admit(RecvPhase phase, uint16_t msg, bool pages_after_switchover) {
 RecvPhase After(RecvPhase phase, uint16_t msg, wire::MigMode mode) {
   switch (static_cast<MigMsg>(msg)) {
     case MigMsg::kHello:
-      return mode == wire::MigMode::kQemuPrecopy || mode == wire::MigMode::kQemuPostcopy ? RecvPhase::kQemu
-                                                                                          : RecvPhase::kRounds;
+      return wire::IsQemuMode(mode) ? RecvPhase::kQemu : RecvPhase::kRounds;
     case MigMsg::kLocations: return RecvPhase::kLocations;
     case MigMsg::kSwitchover: return RecvPhase::kSwitched;
     case MigMsg::kDone: return RecvPhase::kDone;

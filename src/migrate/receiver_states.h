@@ -3,7 +3,7 @@
 // after DONE, SWITCHOVER before LOCATIONS, a second SWITCHOVER) ends that
 // migration with an error; other migrations and VMs are not touched.
 //
-//   kHello --HELLO--> kRounds (agile, precopy, postcopy) or kQemu (qemu-*)
+//   kHello --HELLO--> kRounds (agile, precopy, postcopy) or kQemu (every qemu-* mode)
 //   kRounds:    PAGES ROUND LOCATIONS ABORT;   LOCATIONS --> kLocations
 //   kLocations: PAGES LOCATIONS SWITCHOVER ABORT;  SWITCHOVER --> kSwitched
 //   kSwitched:  PAGES DONE ABORT, only when pages still come after switchover

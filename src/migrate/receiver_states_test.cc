@@ -29,7 +29,8 @@ TEST(ReceiverStates, OrdinaryMigrationsPass) {
                                               MigMsg::kPages, MigMsg::kDone},
                          /*tail=*/true),
             -1);
-  EXPECT_EQ(FirstRefused(MigMode::kQemuPrecopy, {MigMsg::kHello, MigMsg::kRound, MigMsg::kRound, MigMsg::kDone}), -1);
+  for (MigMode m : {MigMode::kQemuPrecopy, MigMode::kQemuPostcopy, MigMode::kQemuPrecopyTuned, MigMode::kQemuHybrid})
+    EXPECT_EQ(FirstRefused(m, {MigMsg::kHello, MigMsg::kRound, MigMsg::kRound, MigMsg::kDone}), -1);
 }
 
 TEST(ReceiverStates, DuplicateOrOutOfOrderMessagesAreRefused) {

@@ -22,8 +22,10 @@
 #include "tls/tls.h"
 #include "migrate/migrating_vm.h"
 #include "migrate/channel.h"
+#include "migrate/page_stream.h"
+#include "migrate/postcopy_server.h"
+#include "migrate/precopy.h"
 #include "migrate/report.h"
-#include "track/write_scanner.h"
 #include "wire/migrate_proto.h"
 
 namespace agile::migrate {
@@ -63,11 +65,14 @@ class Sender {
   Status Switchover();
   Status PostcopyPush();
   Status RunQemuMode();
+  // DONE, then waits for DONE_ACK or the peer failing; true when it came.
+  Result<bool> SendDone();
   void Abort(const std::string& why);
+  // Takes the destination's frames: demand requests (served here, on this
+  // thread), SWITCHOVER_ACK, DONE_ACK and ABORT.
   void ReaderLoop();
-  // Reads the pages (RAM file or swap store) and sends them, 64 per frame.
-  Status SendPages(std::vector<uint64_t> idx, uint32_t round, uint64_t* sent);
   Status CheckCancel() const;
+  Status PeerStatus();
   void Progress(const char* phase, uint64_t dirty = 0);
   double Ms() const;
 
@@ -76,22 +81,12 @@ class Sender {
   // reads then fail) but its descriptors stay this VM's. Null for stock VMs.
   std::shared_ptr<vm::GuestMemory> mem_;
   offload::SwapStore* store_;  // null without a swap store
-  // Cold pages read on the store's bulk connection, not the fault thread's.
-  class BulkStoreReader : public vm::PageSource {
-   public:
-    explicit BulkStoreReader(offload::SwapStore* store) : store_(store) {}
-    Status Fetch(std::span<const uint64_t> idx, uint8_t* out, uint8_t* present) override {
-      return store_->FetchBulk(idx, out, present);
-    }
-
-   private:
-    offload::SwapStore* store_;
-  };
-  std::unique_ptr<BulkStoreReader> store_reader_;
   std::string host_id_;
   SendOptions opt_;
   Report report_;
   std::unique_ptr<Channel> ch_;
+  std::unique_ptr<PageStream> stream_;          // agile modes, after the handshake
+  std::unique_ptr<PostcopyServer> postcopy_;    // agile modes, after the handshake
   std::string dest_host_;
   std::string dest_id_;  // the destination agiled's id (new owner in the swap store)
   uint16_t qemu_port_ = 0;
@@ -100,28 +95,16 @@ class Sender {
   bool paused_ = false;       // we paused the VM (and resume it on abort)
   bool was_running_ = true;   // the VM ran when we stopped it: resume at the destination
   std::atomic<bool> switched_{false};  // SWITCHOVER sent (read by the demand-serving reader thread)
-  uint32_t round_ = 0;
-  double page_rate_ = 0;  // pages/s achieved by the last full round
-  uint64_t last_dirty_ = 0;  // dirty pages after the previous round
-  bool tail_ = false;        // agile: the dirty remainder (pending_) is post-copied after switchover
-  std::vector<uint8_t> tail_bm_;  // pending_ as a bitmap, when tail_
-  int no_progress_ = 0;      // consecutive rounds that did not shrink the dirty set
+  std::atomic<uint32_t> round_{0};     // the round pages are tagged with now
+  double page_rate_ = 0;  // pages/s achieved by the last full pre-copy round
+  PrecopyResult precopy_;  // the pre-copy's outcome: dirty remainder, tail, scanner
+  std::vector<uint8_t> tail_bm_;  // the tail (precopy_.dirty) as a bitmap, when precopy_.tail
 
   std::mutex mu_;
   std::condition_variable cv_;
-  // Held while the reader thread reads and sends demand pages, and while the
-  // post-copy scope is set after the pause: a demand page read before the
-  // pause can never reach the destination after LOCATIONS (where it would
-  // pass for current).
-  std::mutex serve_mu_;
   bool got_ack_ = false, got_done_ack_ = false;
   Status peer_status_;  // ABORT from the destination, or the connection failing
   Status ack_status_;   // what SWITCHOVER_ACK said
-  std::unique_ptr<std::atomic<uint8_t>[]> sent_;  // post-copy: page already pushed
-  std::atomic<uint64_t> demand_{0};
-  std::atomic<uint64_t> postcopied_{0};  // written by the push and the demand server
-  std::vector<uint64_t> pending_;                  // dirty pages left for stop-and-copy
-  std::unique_ptr<track::WriteScanner> scanner_;   // pre-copy dirty tracking
   uint64_t downtime_start_ns_ = 0;
 };
 

@@ -87,7 +87,8 @@ AccessTracker::AccessTracker(vm::GuestMemory* memory, const vm::FaultStats* faul
       // Start gently, with the smallest slices: nothing is measured yet.
       slices_(static_cast<uint32_t>(std::min<uint64_t>(opts.read_cycle, chunks_))),
       chunk_cycle_faults_(chunks_, 0),
-      period_ms_(opts.min_period_ms) {
+      period_ms_(opts.min_period_ms),
+      sampler_(memory, opts.sampler) {
   for (uint64_t i = 0; i < end_idx_ - first_idx_; ++i) stamps_[i].store(kUnknown, std::memory_order_relaxed);
   for (uint64_t c = 0; c < chunks_; ++c) chunk_faults_[c].store(0, std::memory_order_relaxed);
   for (uint32_t i = 0; i < opts.history_epochs; ++i) drop_ns_[i].store(0, std::memory_order_relaxed);
@@ -98,6 +99,7 @@ AccessTracker::AccessTracker(vm::GuestMemory* memory, const vm::FaultStats* faul
 AccessTracker::~AccessTracker() { Stop(); }
 
 void AccessTracker::OnAccess(uint64_t idx) {
+  sampler_.OnAccess(idx);
   if (!fault_clock_known_.load(std::memory_order_acquire)) {
     // Only the fault thread calls this, so the clock is written once.
     if (pthread_getcpuclockid(pthread_self(), &fault_clock_) == 0)
@@ -358,6 +360,7 @@ void AccessTracker::Start() {
     cycle_start_ns_ = 0;
     cycle_cost_ns_ = 0;
   }
+  sampler_.Start();
   std::lock_guard<std::mutex> l(run_mu_);
   if (thread_.joinable()) return;
   stop_ = false;
@@ -365,6 +368,7 @@ void AccessTracker::Start() {
 }
 
 void AccessTracker::Stop() {
+  sampler_.Stop();
   {
     std::lock_guard<std::mutex> l(run_mu_);
     if (!thread_.joinable()) return;

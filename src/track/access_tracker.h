@@ -44,6 +44,7 @@
 
 #include "base/status.h"
 #include "track/write_scanner.h"
+#include "track/wss_sampler.h"
 #include "vm/fault_server.h"
 #include "vm/page_table.h"
 #include "vm/guest_memory.h"
@@ -62,6 +63,8 @@ struct TrackerOptions {
   // them to exercise the rebase.
   uint32_t history_epochs = 4096;
   uint32_t max_epoch = 0xFFFE;
+  // The sampled working-set size (wss_sampler.h), run beside the coverage.
+  SamplerOptions sampler;
 };
 
 struct TrackerStats {
@@ -112,6 +115,10 @@ class AccessTracker : public vm::AccessObserver {
   // Queries: thread-safe, O(pages), safe to call during Tick() and faults.
   // Resident pages that may have been accessed in the last `window_s` seconds.
   uint64_t WssPages(double window_s) const;
+  // The sampler's estimate of the working set over its interval (right
+  // within two intervals of a phase change); -1 before its first interval.
+  int64_t SampledWssPages() const { return sampler_.EstimatePages(); }
+  uint64_t sampler_interval_ms() const { return sampler_.interval_ms(); }
   // Up to max_n resident pages not accessed for at least min_idle_s seconds,
   // coldest first (ties by page index).
   std::vector<uint64_t> ColdestResident(size_t max_n, double min_idle_s) const;
@@ -189,6 +196,7 @@ class AccessTracker : public vm::AccessObserver {
   std::condition_variable run_cv_;
   bool stop_ = false;
   std::thread thread_;
+  WssSampler sampler_;
 };
 
 }  // namespace agile::track

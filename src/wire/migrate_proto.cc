@@ -43,14 +43,20 @@ const char* MigModeName(MigMode m) {
     case MigMode::kPostcopy: return "postcopy";
     case MigMode::kQemuPrecopy: return "qemu-precopy";
     case MigMode::kQemuPostcopy: return "qemu-postcopy";
+    case MigMode::kQemuPrecopyTuned: return "qemu-precopy-tuned";
+    case MigMode::kQemuHybrid: return "qemu-hybrid";
   }
   return "unknown";
 }
 
+bool IsQemuMode(MigMode m) { return m >= MigMode::kQemuPrecopy && m <= MigMode::kQemuHybrid; }
+
 Result<MigMode> ParseMigMode(const std::string& s) {
-  for (auto m : {MigMode::kAgile, MigMode::kPrecopy, MigMode::kPostcopy, MigMode::kQemuPrecopy, MigMode::kQemuPostcopy})
+  for (auto m : {MigMode::kAgile, MigMode::kPrecopy, MigMode::kPostcopy, MigMode::kQemuPrecopy, MigMode::kQemuPostcopy,
+                 MigMode::kQemuPrecopyTuned, MigMode::kQemuHybrid})
     if (s == MigModeName(m)) return m;
-  return InvalidArgument("unknown migration mode '" + s + "' (agile, precopy, postcopy, qemu-precopy, qemu-postcopy)");
+  return InvalidArgument("unknown migration mode '" + s +
+                         "' (agile, precopy, postcopy, qemu-precopy, qemu-postcopy, qemu-precopy-tuned, qemu-hybrid)");
 }
 
 void AppendHello(std::vector<uint8_t>* out, const MigHello& m) {
@@ -145,7 +151,8 @@ Result<MigHello> DecodeHello(const std::vector<uint8_t>& p) {
   m.store_addr = d.Str(256);
   m.store_vm_id = d.Str(256);
   AGILE_RETURN_IF_ERROR(d.Finish("migration HELLO"));
-  if (mode < 1 || mode > 5) return Corruption("migration HELLO: unknown mode " + std::to_string(mode));
+  if (mode < 1 || mode > static_cast<uint8_t>(MigMode::kQemuHybrid))
+    return Corruption("migration HELLO: unknown mode " + std::to_string(mode));
   m.mode = static_cast<MigMode>(mode);
   return m;
 }

@@ -68,8 +68,23 @@ enum class MigMsg : uint16_t {
 };
 const char* MigMsgName(uint16_t type);
 
-enum class MigMode : uint8_t { kAgile = 1, kPrecopy = 2, kPostcopy = 3, kQemuPrecopy = 4, kQemuPostcopy = 5 };
+// kQemu*: QEMU moves all of RAM itself (stock VMs, the baselines):
+// qemu-precopy and qemu-postcopy with stock capabilities; qemu-precopy-tuned
+// with what an operator turns on when pre-copy does not converge
+// (auto-converge, multifd); qemu-hybrid is post-copy after the first pre-copy
+// pass (libvirt's --postcopy-after-precopy).
+enum class MigMode : uint8_t {
+  kAgile = 1,
+  kPrecopy = 2,
+  kPostcopy = 3,
+  kQemuPrecopy = 4,
+  kQemuPostcopy = 5,
+  kQemuPrecopyTuned = 6,
+  kQemuHybrid = 7,
+};
 const char* MigModeName(MigMode m);
+// The modes in which QEMU moves guest RAM (stock VMs).
+bool IsQemuMode(MigMode m);
 Result<MigMode> ParseMigMode(const std::string& s);
 
 // Where a page is at switchover (LOCATIONS).

@@ -107,6 +107,34 @@ TEST_P(RoundTrip, MemverifyThereAndBackIntact) {
 INSTANTIATE_TEST_SUITE_P(Modes, RoundTrip, ::testing::Values("agile", "precopy", "postcopy"),
                          [](const auto& info) { return info.param; });
 
+// QEMU's own modes, the baselines: a stock VM (its RAM not ours) moves with
+// QEMU's migration and keeps verifying at the destination.
+class QemuBaseline : public MigrationTest, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(QemuBaseline, StockVmMigratesIntact) {
+  const std::string mode = GetParam();
+  json args = VmArgs("sv", 512, "memverify", {{"size_mib", "256"}, {"rate", "500"}});
+  args["stock"] = true;
+  auto started = a_->Call("vm.start", args);
+  ASSERT_TRUE(started.ok()) << started.status().ToString();
+  ASSERT_TRUE(WaitFor(90, [&] { return Stat(*a_, "sv")["guest"].value("gen", 0) > 0; })) << "workload never reported";
+  auto r = Migrate(*a_, port_b_, "sv", mode);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ((*r)["mode"], mode);
+  EXPECT_GT((*r)["bytes_sent"].get<uint64_t>(), 64ull << 20) << "QEMU moved the RAM";
+  if (mode == "qemu-postcopy") EXPECT_GT((*r)["pages_postcopied"].get<uint64_t>(), 0u);
+  EXPECT_EQ(a_->Call("vm.stat", {{"name", "sv"}}).status().code(), Code::kNotFound);
+  ExpectIntact(*b_, "sv", 8);
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, QemuBaseline,
+                         ::testing::Values("qemu-precopy", "qemu-postcopy", "qemu-precopy-tuned", "qemu-hybrid"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (char& c : n) c = c == '-' ? '_' : c;
+                           return n;
+                         });
+
 TEST_F(MigrationTest, AgileMovesOnlyTheResidentSetAndFreesTheSourceAtOnce) {
   StartVm(*a_, "mv", "memverify", {{"size_mib", "384"}, {"rate", "300"}});
   auto off = a_->Call("vm.offload", {{"name", "mv"}, {"resident_bytes", 128ull << 20}});

@@ -36,10 +36,10 @@ double AverageOps(AgiledProcess& d, const std::string& vm, int secs) {
 }
 
 TEST(TrackingTest, WssFindsTheHotSetAndFollowsAPhaseChange) {
-  // A 20% tracking budget (as the tracker's own unit tests use) so coverage of
-  // a 1 GiB guest under TCG fits the 30 s the issue allows; the default 2%
-  // budget converges more slowly here (bench/README.md, track_bench).
-  auto a = AgiledProcess::Start("wss", {"--tracking-cpu", "20"});
+  // The default tracking budget: wss_bytes is the sampler's estimate, right
+  // within two 10 s intervals, while the full coverage of a 1 GiB TCG guest
+  // at 2% takes minutes (bench/README.md, track_bench).
+  auto a = AgiledProcess::Start("wss", {});
   ASSERT_TRUE(a.ok()) << a.status().ToString();
   auto& d = **a;
   // The guest kernel's own working set, measured on an idle guest.
@@ -67,6 +67,7 @@ TEST(TrackingTest, WssFindsTheHotSetAndFollowsAPhaseChange) {
   (void)t0;
   json w = *d.Call("vm.wss", {{"name", "mt"}});
   EXPECT_TRUE(w["windows_bytes"].contains("60s"));
+  EXPECT_TRUE(w["sampled_bytes"].is_number()) << w.dump();
   // The tracker measures its own cost; under TCG with a 200 MiB hot set it
   // overruns its 2% budget (see bench/README.md), so only its presence is checked.
   EXPECT_GE(w["tracker"]["est_cpu_pct"].get<double>(), 0.0);

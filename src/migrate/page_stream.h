@@ -1,0 +1,59 @@
+// The page stream of a migration: reads guest pages through GuestMemory (the
+// RAM file, or the swap store for offloaded ones) and sends them as PAGES
+// frames. Used by every phase that moves page content - pre-copy rounds,
+// stop-and-copy, demand serving and the post-copy push - so they all read
+// and frame pages the same way.
+//
+// Thread-safe: the demand-serving reader thread and the migration thread may
+// send at once (each call has its own buffers; the Channel serialises frames).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "base/page.h"
+#include "base/status.h"
+#include "migrate/channel.h"
+#include "offload/swap_store.h"
+#include "vm/guest_memory.h"
+
+namespace agile::migrate {
+
+class PageStream {
+ public:
+  // store: the VM's swap-store namespace, null without one.
+  PageStream(vm::GuestMemory* mem, offload::SwapStore* store, Channel* ch);
+
+  // Sends the pages idx (any order; sent in increasing order), 64 per frame,
+  // tagged with `round`. Zero pages are skipped: nothing is stored anywhere
+  // and the destination maps zeros. Adds the pages sent to *sent.
+  Status Send(std::vector<uint64_t> idx, uint32_t round, uint64_t* sent);
+  // Ends pre-copy round `round`, which sent `pages` pages (a ROUND frame).
+  Status EndRound(uint32_t round, uint64_t pages);
+
+  uint64_t pages_sent() const { return pages_.load(); }
+  uint64_t page_bytes_sent() const { return pages_.load() * kPageSize; }
+
+ private:
+  // Cold pages are read on the store's bulk connection, not the fault
+  // thread's, so a migration never queues behind (or ahead of) guest faults.
+  class BulkStoreReader : public vm::PageSource {
+   public:
+    explicit BulkStoreReader(offload::SwapStore* store) : store_(store) {}
+    Status Fetch(std::span<const uint64_t> idx, uint8_t* out, uint8_t* present) override {
+      return store_->FetchBulk(idx, out, present);
+    }
+
+   private:
+    offload::SwapStore* store_;
+  };
+
+  vm::GuestMemory* mem_;
+  std::unique_ptr<BulkStoreReader> store_reader_;  // null without a store
+  Channel* ch_;
+  std::atomic<uint64_t> pages_{0};
+};
+
+}  // namespace agile::migrate

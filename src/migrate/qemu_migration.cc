@@ -1,0 +1,85 @@
+#include "migrate/qemu_migration.h"
+
+#include "migrate/qemu_control.h"
+#include "vm/fault_server.h"
+#include "wire/migrate_proto.h"
+
+namespace agile::migrate {
+using nlohmann::json;
+
+namespace {
+// A ROUND frame this often keeps the destination from timing out.
+constexpr uint64_t kKeepaliveNs = 5'000'000'000;
+constexpr int kMigrationTimeoutMs = 3600 * 1000;
+}  // namespace
+
+Status QemuMigration::Run(const std::string& uri, uint64_t t0_ns, Report* report, bool* switched,
+                          const std::function<void(uint32_t round)>& progress) {
+  auto ms = [t0_ns] { return static_cast<double>(vm::NowNs() - t0_ns) / 1e6; };
+  using wire::MigMode;
+  // qemu-postcopy switches as soon as the migration is active; qemu-hybrid
+  // after the first full pass (the second dirty sync): pre-copy moves what
+  // it can once, post-copy the rest, as libvirt's --postcopy-after-precopy.
+  const bool postcopy = opt_.mode == MigMode::kQemuPostcopy || opt_.mode == MigMode::kQemuHybrid;
+  const uint64_t postcopy_after_syncs = opt_.mode == MigMode::kQemuHybrid ? 2 : 0;
+  AGILE_RETURN_IF_ERROR(SetCapabilities(vm_, QemuModeCapabilities(opt_.mode)));
+  json params = QemuModeParameters(opt_.mode);
+  params["downtime-limit"] = opt_.max_downtime_ms;
+  if (opt_.bandwidth > 0) {
+    params["max-bandwidth"] = opt_.bandwidth;
+    params["max-postcopy-bandwidth"] = opt_.bandwidth;  // post-copy has its own cap
+  }
+  AGILE_RETURN_IF_ERROR(vm_->Qmp("migrate-set-parameters", params).status());
+  AGILE_RETURN_IF_ERROR(vm_->Qmp("migrate", {{"uri", uri}}).status().Annotate("QMP migrate " + uri));
+  bool started_post = false;
+  uint32_t round = 0;
+  uint64_t last_keepalive_ns = vm::NowNs();
+  auto st = WaitForMigration(vm_, kMigrationTimeoutMs, [&](const json& q) {
+    std::string s = q.value("status", "");
+    if (q.contains("ram")) {
+      round = static_cast<uint32_t>(q["ram"].value("dirty-sync-count", 0ull));
+      report->bytes_sent = q["ram"].value("transferred", 0ull);
+    }
+    // Our own connection carries nothing while QEMU migrates; without a
+    // frame now and then the destination agiled would take the silence for
+    // a dead source and drop its incoming QEMU under a long pre-copy.
+    if (vm::NowNs() - last_keepalive_ns > kKeepaliveNs) {
+      last_keepalive_ns = vm::NowNs();
+      std::vector<uint8_t> f;
+      wire::AppendRound(&f, round, q.contains("ram") ? q["ram"].value("normal", 0ull) : 0);
+      (void)ch_->Send(f);  // a broken connection shows in QEMU's own migration and in DONE
+      if (progress) progress(round);
+    }
+    // Post-copy: ask for the switch once the migration is active (and, for
+    // the hybrid, has finished its first pass); QEMU then moves to post-copy
+    // at its next opportunity, pulling the rest on demand.
+    if (postcopy && !started_post && s == "active" && round >= postcopy_after_syncs)
+      started_post = vm_->Qmp("migrate-start-postcopy").ok();
+    if (s == "postcopy-active" && report->switchover_ms == 0) {
+      report->switchover_ms = ms();
+      if (q.contains("ram")) report->pages_precopied = q["ram"].value("normal", 0ull);
+    }
+  });
+  if (!st.ok()) {
+    if (postcopy && started_post) *switched = true;  // nothing to resume: the guest ran at the destination
+    return st.status();
+  }
+  *switched = true;
+  report->rounds = round;
+  report->downtime_ms = st->value("downtime", 0.0);
+  if (st->contains("ram")) {
+    const json& ram = (*st)["ram"];
+    report->bytes_sent = ram.value("total", 0ull) > 0 ? ram.value("transferred", 0ull) : 0;
+    uint64_t normal = ram.value("normal", 0ull);
+    if (report->pages_precopied > 0 && report->pages_precopied <= normal) {
+      report->pages_postcopied = normal - report->pages_precopied;  // sent after the switch
+    } else {
+      report->pages_precopied = normal;
+    }
+    report->pages_demand = ram.value("postcopy-requests", 0ull);
+  }
+  if (report->switchover_ms == 0) report->switchover_ms = ms();
+  return Status::Ok();
+}
+
+}  // namespace agile::migrate

@@ -1,0 +1,43 @@
+// The stock baselines (qemu-precopy, qemu-postcopy, qemu-precopy-tuned,
+// qemu-hybrid): QEMU moves all of guest RAM itself over its own connection
+// and agiled only drives it over QMP, keeping its own migration connection
+// alive meanwhile.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "base/status.h"
+#include "migrate/channel.h"
+#include "migrate/migrating_vm.h"
+#include "migrate/report.h"
+#include "wire/migrate_proto.h"
+
+namespace agile::migrate {
+
+class QemuMigration {
+ public:
+  struct Options {
+    wire::MigMode mode = wire::MigMode::kQemuPrecopy;  // one of the qemu-* modes
+    uint64_t max_downtime_ms = 300;
+    uint64_t bandwidth = 0;       // bytes/s; 0 = unlimited
+  };
+  // ch: agiled's own connection to the destination (keepalives only).
+  QemuMigration(MigratingVm* vm, Channel* ch, Options opt) : vm_(vm), ch_(ch), opt_(opt) {}
+
+  // Migrates to QEMU's incoming side at `uri` until QEMU reports completion.
+  // Fills the report's timings and counters (switchover_ms relative to
+  // t0_ns). *switched: the guest runs at the destination now - also when
+  // post-copy had started before a failure, as nothing is left to resume
+  // here. progress(round) runs with each keepalive.
+  Status Run(const std::string& uri, uint64_t t0_ns, Report* report, bool* switched,
+             const std::function<void(uint32_t round)>& progress);
+
+ private:
+  MigratingVm* vm_;
+  Channel* ch_;
+  Options opt_;
+};
+
+}  // namespace agile::migrate
