@@ -62,6 +62,7 @@ int main(int argc, char** argv) {
   int rounds = 5;
   int iters = 20000;
   int client_spin_us = 50, server_spin_us = 50;
+  std::string tls_dir;
   app.add_option("--memd", memd_addr, "use a running agile-memd at HOST:PORT (default: start one in-process)");
   app.add_option("--json", json_path, "also write the results as JSON to this file");
   app.add_option("--pages", n_pages, "pages per throughput round (default 65536 = 256 MiB)")->check(CLI::Range(256, 1 << 22));
@@ -69,8 +70,18 @@ int main(int argc, char** argv) {
   app.add_option("--latency-iters", iters, "GETs per latency measurement (default 20000)")->check(CLI::Range(100, 10000000));
   app.add_option("--client-busy-poll-us", client_spin_us, "client busy-poll before sleeping (default 50)");
   app.add_option("--server-busy-poll-us", server_spin_us, "in-process server busy-poll before sleeping (default 50)");
+  app.add_option("--tls", tls_dir,
+                 "mutual TLS with the credentials in DIR (scripts/agile-pki OUT memd-bench: DIR=OUT/memd-bench),\n"
+                 "for the in-process server and the client");
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);
+  std::shared_ptr<const tls::Credentials> creds;
+  if (!tls_dir.empty()) {
+    auto c = tls::Credentials::Load(tls_dir);
+    if (!c.ok()) return Die("--tls", c.status());
+    creds = *c;
+  }
+  std::string host_id = creds ? creds->identity() : "memd-bench";
 
   std::unique_ptr<PageStore> store;
   std::unique_ptr<MemdServer> server;
@@ -82,6 +93,7 @@ int main(int argc, char** argv) {
     store = std::move(s).value();
     MemdServerOptions so;
     so.busy_poll = std::chrono::microseconds(server_spin_us);
+    so.tls = creds;
     auto srv = MemdServer::Start(store.get(), HostPort{"127.0.0.1", 0}, so);
     if (!srv.ok()) return Die("start server", srv.status());
     server = std::move(srv).value();
@@ -89,7 +101,8 @@ int main(int argc, char** argv) {
   }
   MemdClientOptions co;
   co.busy_poll = std::chrono::microseconds(client_spin_us);
-  auto client = MemdClient::Connect(memd_addr, "memd-bench", co);
+  co.tls = creds;
+  auto client = MemdClient::Connect(memd_addr, host_id, co);
   if (!client.ok()) return Die("connect", client.status());
   MemdClient& c = **client;
   std::string vm = "memd-bench-" + std::to_string(::getpid());
@@ -171,6 +184,7 @@ int main(int argc, char** argv) {
     nlohmann::json j = {
         {"bench", "memd_bench"},
         {"server", server ? "in-process" : memd_addr},
+        {"tls", creds != nullptr},
         {"pages_per_round", n_pages},
         {"rounds", rounds},
         {"latency_samples", iters},

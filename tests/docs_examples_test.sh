@@ -62,7 +62,7 @@ for _ in $(seq 50); do [ -S "$STATE/agiled.sock" ] || break; sleep 0.2; done
 # --- 2. README.md's sh blocks ------------------------------------------------
 awk '/^```sh$/ {on=1; next} /^```/ {on=0} on' "$SRC/README.md" >"$T/readme.sh"
 [ -s "$T/readme.sh" ] || fail "README.md has no sh blocks"
-mkdir -p "$T/cwd" && ln -s "$BUILD" "$T/cwd/build"
+mkdir -p "$T/cwd" && ln -s "$BUILD" "$T/cwd/build" && ln -s "$SRC/scripts" "$T/cwd/scripts"
 { echo 'set -e -x -o pipefail'; subst <"$T/readme.sh"; } >"$T/readme-run.sh"
 echo "== README.md, $(grep -c . "$T/readme.sh") lines (addresses: A 127.0.0.1:$PA, B 127.0.0.1:$PB, memd 127.0.0.1:$PM)"
 (cd "$T/cwd" && exec bash "$T/readme-run.sh")

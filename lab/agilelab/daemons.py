@@ -19,6 +19,19 @@ def build_paths(build_dir):
     }
 
 
+AGILE_PKI = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                         "scripts", "agile-pki")
+
+
+def make_pki(lab, st):
+    """A CA for this lab and a --tls-dir per daemon (docs/security.md): every
+    TCP link of the lab (migration, agile-memd) is mutual TLS."""
+    pki = os.path.join(lab.dir, "pki")
+    names = [h["agiled_id"] for h in st["hosts"].values() if h["role"] == "vm"] + [MEMD_HOST]
+    run([AGILE_PKI, pki] + names)
+    return pki
+
+
 def agiled_has_host_budget(agiled):
     return "--host-budget" in run([agiled, "--help"], check=False).stdout
 
@@ -31,8 +44,11 @@ def up_daemons(lab, st, args):
     for f in ("vmlinuz", "initrd.img"):
         if not os.path.exists(os.path.join(b["guest"], f)):
             raise LabError(f"missing {b['guest']}/{f} (run `make`)")
+    pki = make_pki(lab, st)
+    st["pki"] = pki
     m = st["hosts"][MEMD_HOST]
-    argv = [b["memd"], "--listen", m["listen"], "--capacity", args.memd_capacity]
+    argv = [b["memd"], "--listen", m["listen"], "--capacity", args.memd_capacity,
+            "--tls-dir", os.path.join(pki, MEMD_HOST)]
     m["memd"] = spawn(argv, m["netns"], m["cgroup"], os.path.join(lab.dir, MEMD_HOST, "agile-memd.log"))
     lab.save()
     wait_for(lambda: listening(m["memd"]["pid"], MEMD_PORT), DAEMON_START_TIMEOUT_S, "agile-memd", m["memd"])
@@ -40,7 +56,8 @@ def up_daemons(lab, st, args):
         if h["role"] != "vm":
             continue
         argv = [b["agiled"], "--state-dir", h["state_dir"], "--id", h["agiled_id"], "--listen", h["listen"],
-                "--memd", st["memd_addr"], "--guest-dir", b["guest"]]
+                "--memd", st["memd_addr"], "--guest-dir", b["guest"],
+                "--tls-dir", os.path.join(pki, h["agiled_id"])]
         if getattr(args, "host_budget", None):
             if not agiled_has_host_budget(b["agiled"]):
                 raise LabError("--host-budget: this agiled has no --host-budget (advance offloading) yet")

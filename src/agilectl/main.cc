@@ -31,6 +31,8 @@ namespace {
 struct Globals {
   std::string host;
   bool json_out = false;
+  std::string tls_dir;                          // --tls-dir, or $AGILE_TLS_DIR
+  std::shared_ptr<const tls::Credentials> tls;  // loaded from it for a TCP host
 };
 
 // Says what failed on stderr (and, with --json, as JSON on stdout); returns the exit status.
@@ -48,7 +50,7 @@ int Usage(const Globals& g, const Status& s) { return Report(g, {Origin::kUsage,
 // reached or answered with an error (and, for migrations, the last progress).
 Result<json> Call(const Globals& g, const std::string& op, const json& args, Failure* failure,
                   const std::function<void(const json&)>& progress = nullptr) {
-  auto c = control::ControlClient::Connect(g.host);
+  auto c = control::ControlClient::Connect(g.host, g.tls);
   if (!c.ok()) {
     *failure = {Origin::kConnection, c.status(), op, nullptr};
     return c.status();
@@ -67,11 +69,12 @@ Result<json> Call(const Globals& g, const std::string& op, const json& args, Fai
 
 // Until agiled at `host` no longer serves: its unix socket file is gone
 // (agiled removes it last), or a TCP endpoint refuses connections.
-Status WaitUntilGone(const std::string& host, std::chrono::seconds timeout) {
+Status WaitUntilGone(const std::string& host, const std::shared_ptr<const tls::Credentials>& creds,
+                     std::chrono::seconds timeout) {
   std::string path = host.rfind("unix:", 0) == 0 ? host.substr(5) : (host.rfind('/', 0) == 0 ? host : "");
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
-    if (!path.empty() ? ::access(path.c_str(), F_OK) != 0 : !control::ControlClient::Connect(host).ok())
+    if (!path.empty() ? ::access(path.c_str(), F_OK) != 0 : !control::ControlClient::Connect(host, creds).ok())
       return Status::Ok();
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
@@ -349,6 +352,8 @@ int Run(int argc, char** argv) {
   const char* env_host = std::getenv("AGILE_HOST");
   g.host = env_host ? env_host : "unix:/run/agile/agiled.sock";
   app.add_option("-H,--host", g.host, "agiled to talk to: unix:PATH or HOST:PORT (env AGILE_HOST)")->capture_default_str();
+  app.add_option("--tls-dir", g.tls_dir,
+                 "Mutual TLS to a HOST:PORT agiled with these credentials (scripts/agile-pki; env AGILE_TLS_DIR)");
   app.add_flag("--json", g.json_out,
                "Print machine-readable JSON: the result, or {\"status\":\"failed\",\"exit_code\":N,\"error\":{...}}");
   app.set_version_flag("--version", std::string("agilectl ") + AGILE_VERSION);
@@ -459,7 +464,8 @@ int Run(int argc, char** argv) {
   // A subcommand's --help says that the global options work there too.
   std::function<void(CLI::App*)> note_globals = [&](CLI::App* a) {
     for (CLI::App* sub : a->get_subcommands([](CLI::App*) { return true; })) {
-      sub->footer("Global options, anywhere on the line: -H,--host unix:PATH|HOST:PORT (env AGILE_HOST), --json.\n"
+      sub->footer("Global options, anywhere on the line: -H,--host unix:PATH|HOST:PORT (env AGILE_HOST), --json,\n"
+                  "--tls-dir DIR (env AGILE_TLS_DIR).\n"
                   "Exit status: see agilectl --help.");
       note_globals(sub);
     }
@@ -475,6 +481,14 @@ int Run(int argc, char** argv) {
     if (g.json_out)
       std::cout << agilectl::FailureJson({Origin::kUsage, InvalidArgument(e.what()), "", nullptr}).dump(2) << "\n";
     return agilectl::kExitUsage;
+  }
+  // Credentials matter only for a TCP host; a unix socket is local and plain.
+  g.tls_dir = tls::DirFromFlagOrEnv(g.tls_dir);
+  bool tcp_host = g.host.rfind("unix:", 0) != 0 && g.host.rfind('/', 0) != 0;
+  if (!g.tls_dir.empty() && tcp_host) {
+    auto creds = tls::Credentials::Load(g.tls_dir);
+    if (!creds.ok()) return Usage(g, creds.status().Annotate("--tls-dir"));
+    g.tls = *creds;
   }
 
   std::string op;
@@ -605,7 +619,7 @@ int Run(int argc, char** argv) {
   if (op == "host.shutdown") {
     // agiled answers first, then stops its VMs; wait for it to be gone, so
     // that the next command may start another agiled of the same id.
-    Status gone = WaitUntilGone(g.host, std::chrono::seconds(180));
+    Status gone = WaitUntilGone(g.host, g.tls, std::chrono::seconds(180));
     if (!gone.ok()) return Report(g, {Origin::kAgiled, gone, op, nullptr});
   }
   const json& res = *r;

@@ -137,6 +137,7 @@ control::Reply Api::Migrate(const std::shared_ptr<ManagedVm>& vm, const json& ar
     if (it != jobs_.end() && it->second->thread.joinable()) it->second->thread.join();  // ended: joins at once
     vm->migration_cancel() = false;
     o.cancel = &vm->migration_cancel();
+    o.tls = vms_->host().tls;
     o.progress = [j = job.get()](const json& p) {
       std::lock_guard<std::mutex> l(j->mu);
       j->progress = p;
@@ -192,7 +193,13 @@ control::Reply Api::MigrateStatus(const std::string& name, bool watch,
   return Result<json>(j);
 }
 
-control::Reply Api::Handle(const std::string& op, const json& args, const std::function<void(const json&)>& progress) {
+control::Reply Api::Handle(const std::string& op, const json& args, const std::function<void(const json&)>& progress,
+                           const control::Caller& caller) {
+  // QEMU's command line is root's to extend: not over TCP, even authenticated.
+  if (!caller.local && args.is_object() && args.contains("qemu_args") &&
+      !(args["qemu_args"].is_array() && args["qemu_args"].empty()))
+    return PermissionDenied("qemu_args (raw QEMU arguments) are accepted only on the local unix socket, not from " +
+                            caller.Describe());
   if (op == "vm.migrate" || op == "vm.migrate_status") {
     AGILE_ASSIGN_OR_RETURN(std::string name, NameArg(args));
     if (op == "vm.migrate_status") {

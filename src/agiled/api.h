@@ -36,8 +36,10 @@ class Api {
   // Cancels running migrations (effective before their switchover) and waits for them.
   ~Api();
   // Called on a control connection's thread; any number at once.
+  // caller: who asked (raw QEMU arguments only from the local unix socket).
   control::Reply Handle(const std::string& op, const nlohmann::json& args,
-                        const std::function<void(const nlohmann::json&)>& progress = nullptr);
+                        const std::function<void(const nlohmann::json&)>& progress = nullptr,
+                        const control::Caller& caller = control::Caller{true, ""});
   // Migrations since start, by mode and outcome, with durations and bytes (metrics).
   void CollectMetrics(metrics::Scrape* s);
 

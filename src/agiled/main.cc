@@ -73,6 +73,17 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--id", cfg.id, "Name of this agiled, unique on the machine (default: the state dir's name)");
   app.add_option("--listen", listen, "Also serve the control API on TCP HOST:PORT (for peers and remote agilectl)");
+  std::string tls_dir, allow;
+  app.add_option("--tls-dir", tls_dir,
+                 "Mutual TLS on every TCP link (control, migration, agile-memd) with the credentials in DIR "
+                 "(ca-cert.pem, server-cert.pem, server-key.pem, client-cert.pem, client-key.pem; scripts/agile-pki; "
+                 "env AGILE_TLS_DIR). This host's id is then its certificate's name");
+  app.add_option("--allow", allow,
+                 "With --tls-dir: comma-separated certificate names allowed to use the TCP port (control and "
+                 "incoming migrations); default: any certificate the CA signed");
+  app.add_flag("--insecure", cfg.insecure,
+               "Allow --listen off loopback without --tls-dir: no authentication at all (a warning is logged for "
+               "every connection)");
   app.add_option("--qemu", cfg.qemu_binary, "QEMU binary")->capture_default_str();
   app.add_option("--shim", cfg.shim_path, "libagile-shim.so to preload into QEMU")->capture_default_str();
   app.add_option("--guest-dir", guest_dir, "Folder with the guest vmlinuz and initrd.img")->capture_default_str();
@@ -129,6 +140,19 @@ int main(int argc, char** argv) {
   if (cfg.state_dir.size() > 80) return Fail("--state-dir path too long for unix sockets (max 80 chars)");
   fs::create_directories(cfg.state_dir + "/vms", ec);
   if (ec) return Fail("cannot create " + cfg.state_dir + ": " + ec.message());
+  tls_dir = tls::DirFromFlagOrEnv(tls_dir);
+  if (!tls_dir.empty()) {
+    auto creds = tls::Credentials::Load(tls_dir);
+    if (!creds.ok()) return Fail("--tls-dir: " + creds.status().ToString());
+    cfg.tls = *creds;
+    // One identity per host: what its certificate says, to peers and to agile-memd.
+    if (!cfg.id.empty() && cfg.id != cfg.tls->identity())
+      return Fail("--id '" + cfg.id + "' differs from the name in " + tls_dir + "/server-cert.pem ('" +
+                  cfg.tls->identity() + "')");
+    cfg.id = cfg.tls->identity();
+  }
+  cfg.allow = tls::SplitList(allow);
+  if (!cfg.allow.empty() && !cfg.tls) return Fail("--allow needs --tls-dir (names come from certificates)");
   if (cfg.id.empty()) cfg.id = fs::path(cfg.state_dir).filename().string();
   cfg.shm_root = "/dev/shm/agile/" + cfg.id;
   cfg.kernel = guest_dir + "/vmlinuz";
@@ -156,6 +180,8 @@ int main(int argc, char** argv) {
   if (!listen.empty()) {
     auto hp = ParseHostPort(listen);
     if (!hp.ok()) return Fail("--listen: " + hp.status().message());
+    if (Status st = tls::CheckListenPolicy("--listen", *hp, cfg.tls != nullptr, cfg.insecure); !st.ok())
+      return Fail(st.message());
     auto l = TcpListen(*hp);
     if (!l.ok()) return Fail(l.status().ToString());
     tcp_listen = std::move(l).value();
@@ -189,12 +215,26 @@ int main(int argc, char** argv) {
   std::string migrate_host = "0.0.0.0";
   if (!listen.empty()) migrate_host = ParseHostPort(listen)->host;
   control::ControlServer server(
-      [&](const std::string& op, const nlohmann::json& args, const control::Progress& progress) {
-        return api.Handle(op, args, progress);
-      },
-      [&](UniqueFd conn) { migrate::ReceiveMigration(std::move(conn), &vms, migrate_host); });
-  server.Serve(std::move(unix_listen).value());
-  if (tcp_listen) server.Serve(std::move(tcp_listen));
+      [&](const std::string& op, const nlohmann::json& args, const control::Progress& progress,
+          const control::Caller& caller) { return api.Handle(op, args, progress, caller); },
+      [&](UniqueFd conn, const control::Caller& caller) {
+        migrate::MigrationPeer peer;
+        peer.identity = caller.identity;
+        // Without TLS the listener is loopback (or --insecure, whose peers are nobody in particular).
+        peer.may_pass_qemu_args = !caller.identity.empty() || caller.local || !cfg.insecure;
+        peer.store_addr = cfg.memd_addr;
+        migrate::ReceiveMigration(std::move(conn), &vms, migrate_host, peer);
+      });
+  control::ListenerOptions local_opts;
+  local_opts.local = true;
+  server.Serve(std::move(unix_listen).value(), local_opts);
+  if (tcp_listen) {
+    control::ListenerOptions tcp_opts;
+    tcp_opts.tls = cfg.tls;
+    tcp_opts.allow = cfg.allow;
+    tcp_opts.warn_insecure = !cfg.tls && cfg.insecure;
+    server.Serve(std::move(tcp_listen), tcp_opts);
+  }
   if (!cfg.memd_addr.empty()) policy.Start();  // offloading needs a store
   std::unique_ptr<metrics::Endpoint> metrics_endpoint;
   if (!metrics_listen.empty()) {
@@ -206,7 +246,8 @@ int main(int argc, char** argv) {
     metrics_endpoint = std::move(e).value();
     spdlog::info("metrics on http://{}/metrics", metrics_listen);
   }
-  std::string serving = "control socket " + sock_path + (listen.empty() ? "" : ", tcp " + listen);
+  std::string serving = "control socket " + sock_path +
+                        (listen.empty() ? "" : ", tcp " + listen + (cfg.tls ? " (mutual TLS)" : " (plain)"));
   spdlog::info("agiled {} {} ready: {}", cfg.id, service::Version(), serving);
   if (!daemonize) std::cout << "agiled: ready id=" << cfg.id << " socket=" << sock_path << std::endl;
   notifier.Ready("serving " + serving + ", 0 VMs");

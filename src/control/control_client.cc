@@ -11,10 +11,14 @@ Code CodeFromName(const std::string& name) {
   return Code::kInternal;
 }
 
-Result<ControlClient> ControlClient::Connect(const std::string& addr) {
-  auto fd = ConnectAddress(addr);
-  if (!fd.ok()) return fd.status().Annotate("cannot reach agiled at " + addr + " (is it running?)");
-  return ControlClient(std::move(fd).value(), addr);
+Result<ControlClient> ControlClient::Connect(const std::string& addr, std::shared_ptr<const tls::Credentials> tls) {
+  auto sec = tls::ConnectAddress(addr, std::move(tls));
+  if (!sec.ok()) {
+    if (sec.status().code() == Code::kPermissionDenied)
+      return sec.status().Annotate("agiled at " + addr + " refused our certificate, or we refused its");
+    return sec.status().Annotate("cannot reach agiled at " + addr + " (is it running?)");
+  }
+  return ControlClient(std::move(sec->fd), addr);
 }
 
 Result<json> ControlClient::Call(const std::string& op, const json& args,

@@ -9,13 +9,16 @@
 #include "base/fd.h"
 #include "base/io.h"
 #include "base/status.h"
+#include "tls/tls.h"
 
 namespace agile::control {
 
 class ControlClient {
  public:
-  // addr: "unix:PATH", "/path/to/agiled.sock" or "HOST:PORT".
-  static Result<ControlClient> Connect(const std::string& addr);
+  // addr: "unix:PATH", "/path/to/agiled.sock" or "HOST:PORT". With tls
+  // set, a HOST:PORT connection is mutual TLS with its client certificate.
+  static Result<ControlClient> Connect(const std::string& addr,
+                                       std::shared_ptr<const tls::Credentials> tls = nullptr);
   // Returns "result" on success; agiled's error code and message otherwise.
   // Interim progress lines go to on_progress (ignored when null).
   Result<nlohmann::json> Call(const std::string& op, const nlohmann::json& args = nlohmann::json::object(),

@@ -15,10 +15,12 @@ using nlohmann::json;
 
 ControlServer::~ControlServer() { Shutdown(); }
 
-void ControlServer::Serve(UniqueFd listen_fd) {
+void ControlServer::Serve(UniqueFd listen_fd, ListenerOptions opts) {
   int fd = listen_fd.get();
   listeners_.push_back(std::move(listen_fd));
-  threads_.emplace_back([this, fd] { AcceptLoop(fd); });
+  listener_opts_.push_back(std::make_unique<ListenerOptions>(std::move(opts)));
+  const ListenerOptions* o = listener_opts_.back().get();
+  threads_.emplace_back([this, fd, o] { AcceptLoop(fd, o); });
 }
 
 void ControlServer::Shutdown() {
@@ -36,7 +38,7 @@ void ControlServer::Shutdown() {
   idle_.wait(l, [this] { return conns_.empty(); });
 }
 
-void ControlServer::AcceptLoop(int fd) {
+void ControlServer::AcceptLoop(int fd, const ListenerOptions* opts) {
   while (!stop_) {
     pollfd p{fd, POLLIN, 0};
     if (::poll(&p, 1, 200) <= 0) continue;
@@ -48,11 +50,35 @@ void ControlServer::AcceptLoop(int fd) {
     std::lock_guard<std::mutex> l(mu_);
     if (stop_) return;
     conns_.push_back(conn->get());
-    std::thread([this, c = std::move(conn).value()]() mutable { ServeConnection(std::move(c)); }).detach();
+    std::thread([this, opts, c = std::move(conn).value()]() mutable { ServeConnection(std::move(c), *opts); }).detach();
   }
 }
 
-void ControlServer::ServeConnection(UniqueFd conn) {
+void ControlServer::ServeConnection(UniqueFd conn, const ListenerOptions& opts) {
+  Caller caller;
+  caller.local = opts.local;
+  if (opts.tls) {
+    // Handshake first; the plaintext side replaces the TCP socket (which the
+    // relay keeps) in conns_, so Shutdown() still wakes this thread.
+    int tcp = conn.get();
+    auto sec = tls::ServerHandshake(tcp, opts.tls);
+    bool allowed = sec.ok() && (opts.allow.empty() || std::find(opts.allow.begin(), opts.allow.end(), sec->peer) !=
+                                                          opts.allow.end());
+    if (!sec.ok()) spdlog::warn("control: TLS connection refused: {}", sec.status().ToString());
+    else if (!allowed) spdlog::warn("control: TLS peer '{}' is not in --allow: connection refused", sec->peer);
+    std::lock_guard<std::mutex> l(mu_);
+    conns_.erase(std::remove(conns_.begin(), conns_.end(), tcp), conns_.end());
+    if (!allowed || stop_) {
+      idle_.notify_all();
+      return;
+    }
+    caller.identity = sec->peer;
+    conn = std::move(sec->fd);
+    conns_.push_back(conn.get());
+  } else if (opts.warn_insecure) {
+    spdlog::warn("control: unauthenticated TCP connection (--insecure: anyone who can reach this port controls "
+                 "agiled)");
+  }
   char first = 0;
   ssize_t n;
   do {
@@ -60,7 +86,7 @@ void ControlServer::ServeConnection(UniqueFd conn) {
   } while (n < 0 && errno == EINTR);
   if (n == 1 && first != '{' && binary_) {
     int fd = conn.get();
-    binary_(std::move(conn));
+    binary_(std::move(conn), caller);
     std::lock_guard<std::mutex> l(mu_);
     conns_.erase(std::remove(conns_.begin(), conns_.end(), fd), conns_.end());
     idle_.notify_all();
@@ -85,7 +111,7 @@ void ControlServer::ServeConnection(UniqueFd conn) {
       json args = req.value("args", json::object());
       Reply reply(Internal("unhandled"));
       try {
-        reply = handler_(op, args, progress);
+        reply = handler_(op, args, progress, caller);
       } catch (const std::exception& e) {
         reply = Reply(InvalidArgument(std::string("bad arguments: ") + e.what()));
       }

@@ -3,11 +3,15 @@
 // Response: {"ok": true, "result": {...}} or
 //           {"ok": false, "error": {"code": "not-found", "message": "..."}}
 // One thread per connection; requests on a connection are answered in order.
+// A TCP listener may require mutual TLS (docs/security.md): the handshake
+// runs first, and the peer's certificate name (checked against the allow
+// list) is the Caller's identity for the JSON ops and the migration receiver.
 #pragma once
 
 #include <atomic>
 #include <condition_variable>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -16,8 +20,24 @@
 
 #include "base/fd.h"
 #include "base/status.h"
+#include "tls/tls.h"
 
 namespace agile::control {
+
+// Who is on the other end of a connection.
+struct Caller {
+  bool local = false;    // the unix socket: root on this machine (the socket is root-only)
+  std::string identity;  // TCP with TLS: the verified client certificate's name; else ""
+  std::string Describe() const { return local ? "local" : identity.empty() ? "unauthenticated tcp" : identity; }
+};
+
+// How a listener's connections are secured.
+struct ListenerOptions {
+  bool local = false;  // a unix socket
+  std::shared_ptr<const tls::Credentials> tls;  // set: mutual TLS required
+  std::vector<std::string> allow;  // with tls: certificate names let in (empty: any the CA signed)
+  bool warn_insecure = false;      // log a warning for every (unauthenticated) connection
+};
 
 // `progress` sends an interim {"progress": {...}} line to the client before
 // the final response (long operations such as migrations).
@@ -32,25 +52,27 @@ struct Reply {
   Result<nlohmann::json> result;
   nlohmann::json detail;  // an object, or null
 };
-using Handler = std::function<Reply(const std::string& op, const nlohmann::json& args, const Progress& progress)>;
+using Handler = std::function<Reply(const std::string& op, const nlohmann::json& args, const Progress& progress,
+                                    const Caller& caller)>;
 // A connection that does not start with '{' (the migration protocol).
-using BinaryHandler = std::function<void(UniqueFd conn)>;
+using BinaryHandler = std::function<void(UniqueFd conn, const Caller& caller)>;
 
 class ControlServer {
  public:
   explicit ControlServer(Handler h, BinaryHandler b = nullptr) : handler_(std::move(h)), binary_(std::move(b)) {}
   ~ControlServer();
   // Starts accepting on an already-listening socket.
-  void Serve(UniqueFd listen_fd);
+  void Serve(UniqueFd listen_fd, ListenerOptions opts);
   void Shutdown();
 
  private:
-  void AcceptLoop(int fd);
-  void ServeConnection(UniqueFd conn);
+  void AcceptLoop(int fd, const ListenerOptions* opts);
+  void ServeConnection(UniqueFd conn, const ListenerOptions& opts);
   Handler handler_;
   BinaryHandler binary_;
   std::atomic<bool> stop_{false};
   std::vector<UniqueFd> listeners_;
+  std::vector<std::unique_ptr<ListenerOptions>> listener_opts_;
   std::vector<std::thread> threads_;
   std::mutex mu_;
   std::vector<int> conns_;

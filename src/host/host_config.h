@@ -2,8 +2,11 @@
 // agileds coexist on one machine by using different ids and state dirs.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
+
+#include "tls/tls.h"
 
 namespace agile::host {
 
@@ -20,6 +23,11 @@ struct HostConfig {
   uint32_t prefetch_pages = 4;  // refault window: the faulting page and the next N-1
   double tracking_cpu_pct = 2.0;        // working-set tracking budget per VM, % of one core
   std::vector<double> wss_windows_s = {10, 60};  // windows reported by `wss`; the first is wss_bytes
+  // --tls-dir: mutual TLS on every TCP link (control, migration, memd); id
+  // is then the certificate's name. Null: plain TCP (loopback or --insecure).
+  std::shared_ptr<const tls::Credentials> tls;
+  std::vector<std::string> allow;  // --allow: peer names let in over TCP (empty: any the CA signed)
+  bool insecure = false;           // --insecure: plain TCP off loopback
 };
 
 }  // namespace agile::host

@@ -144,7 +144,7 @@ Status ManagedVm::TakeOverMemory(int listen_fd, bool incoming, const std::string
     std::string id = !store_vm_id.empty() ? store_vm_id
                                           : spec_.name + "-" + std::to_string(qemu_.pid()) + "-" +
                                                 std::to_string(started_ns_ % 1000000007ULL);
-    store_ = std::make_unique<offload::SwapStore>(host_.memd_addr, host_.id, id);
+    store_ = std::make_unique<offload::SwapStore>(host_.memd_addr, host_.id, id, 250, host_.tls);
   }
   faults_ = std::make_unique<vm::FaultServer>(memory_.get(), store_.get(), host_.prefetch_pages);
   fault_policy_ = std::make_unique<offload::LastFaultPolicy>(memory_.get());
@@ -347,7 +347,7 @@ json ManagedVm::Stat() {
   return j;
 }
 
-Status ManagedVm::AdoptStore(const std::string& store_vm_id, uint64_t epoch, uint64_t secret) {
+Status ManagedVm::AdoptStore(const std::string& store_vm_id, uint64_t epoch, uint64_t secret, uint64_t secret_hi) {
   if (store_ == nullptr || store_->store_vm_id() != store_vm_id) {
     if (host_.memd_addr.empty())
       return Unsupported("the VM's cold pages are in a swap store but this agiled has no --memd");
@@ -355,7 +355,7 @@ Status ManagedVm::AdoptStore(const std::string& store_vm_id, uint64_t epoch, uin
     if (store_ != nullptr) return Internal("vm " + spec_.name + " already uses another store namespace");
     return Internal("incoming VM " + spec_.name + " was launched without its store namespace");
   }
-  store_->Adopt(memd::OwnerToken{epoch, secret});
+  store_->Adopt(memd::OwnerToken{epoch, secret, secret_hi});
   return Status::Ok();
 }
 

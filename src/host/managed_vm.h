@@ -76,7 +76,7 @@ class ManagedVm : public migrate::MigratingVm {
   void BeginOutgoing() override;
   Status EndOutgoing(bool migrated, bool keep_store) override;
   void SetRemotePager(vm::RemotePager* pager) override;
-  Status AdoptStore(const std::string& store_vm_id, uint64_t epoch, uint64_t secret) override;
+  Status AdoptStore(const std::string& store_vm_id, uint64_t epoch, uint64_t secret, uint64_t secret_hi) override;
   void MarkRunning() override;
 
   bool stock() const { return spec_.stock; }

@@ -85,6 +85,8 @@ int main(int argc, char** argv) {
   int fsync_interval_ms = 1000;
   int busy_poll_us = 50;
   std::string log_level = "info";
+  std::string tls_dir;
+  bool insecure = false;
   app.set_version_flag("--version", std::string("agile-memd ") + service::Version());
   app.set_config("--config", "/etc/agile/agile-memd.conf",
                  "TOML file of flag = value lines, same names as the flags (a missing default file is fine,\n"
@@ -106,6 +108,12 @@ int main(int argc, char** argv) {
   std::string metrics_listen;
   app.add_option("--metrics-listen", metrics_listen,
                  "serve Prometheus metrics on http://HOST:PORT/metrics (store, requests, latency)");
+  app.add_option("--tls-dir", tls_dir,
+                 "require mutual TLS with the credentials in DIR (ca-cert.pem, server-cert.pem, server-key.pem,\n"
+                 "client-cert.pem, client-key.pem; scripts/agile-pki; env AGILE_TLS_DIR): a client is then the\n"
+                 "host its certificate names");
+  app.add_flag("--insecure", insecure,
+               "allow --listen off loopback without --tls-dir: clients are whoever they say (a warning per connection)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error (default info)")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
   app.footer("Exit status: 0 after SIGTERM or SIGINT (pages synced), 1 when it cannot start, 2 on a bad command\n"
@@ -127,6 +135,16 @@ int main(int argc, char** argv) {
   if (!cap.ok()) return Fail(cap.status().Annotate("--capacity"));
   auto addr = ParseHostPort(listen);
   if (!addr.ok()) return Fail(addr.status().Annotate("--listen"));
+  memd::MemdServerOptions server_opts;
+  tls_dir = tls::DirFromFlagOrEnv(tls_dir);
+  if (!tls_dir.empty()) {
+    auto creds = tls::Credentials::Load(tls_dir);
+    if (!creds.ok()) return Fail(creds.status().Annotate("--tls-dir"));
+    server_opts.tls = *creds;
+  }
+  if (Status st = tls::CheckListenPolicy("--listen", *addr, server_opts.tls != nullptr, insecure); !st.ok())
+    return Fail(st);
+  server_opts.warn_insecure = !server_opts.tls && insecure;
 
   // Block the stop signals before any thread starts, so all threads inherit
   // the mask and only sigwait() below receives them.
@@ -144,7 +162,6 @@ int main(int argc, char** argv) {
   opts.sync_interval = std::chrono::milliseconds(fsync_interval_ms);
   auto store = memd::PageStore::Open(opts);
   if (!store.ok()) return Fail(store.status().Annotate("open store"));
-  memd::MemdServerOptions server_opts;
   server_opts.busy_poll = std::chrono::microseconds(busy_poll_us);
   auto server = memd::MemdServer::Start(store->get(), *addr, server_opts);
   if (!server.ok()) return Fail(server.status().Annotate("start server"));
@@ -152,6 +169,7 @@ int main(int argc, char** argv) {
   spdlog::info("capacity {}, {}", FormatSize(opts.capacity_bytes),
                data_dir.empty() ? std::string("memory only (pages are lost on exit)")
                                 : "data in " + data_dir + ", fsync " + fsync);
+  if (server_opts.tls) spdlog::info("mutual TLS required (credentials from {})", tls_dir);
   std::printf("agile-memd: listening on %s\n", (*server)->address().ToString().c_str());
   std::fflush(stdout);
 

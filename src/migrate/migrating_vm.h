@@ -44,7 +44,7 @@ class MigratingVm {
   virtual void SetRemotePager(vm::RemotePager* pager) = 0;
   // Use the VM's store namespace under the ownership token the source
   // handed over (agile mode).
-  virtual Status AdoptStore(const std::string& store_vm_id, uint64_t epoch, uint64_t secret) = 0;
+  virtual Status AdoptStore(const std::string& store_vm_id, uint64_t epoch, uint64_t secret, uint64_t secret_hi) = 0;
   // The incoming migration finished; the VM runs here now.
   virtual void MarkRunning() = 0;
 };

@@ -13,6 +13,7 @@
 #include "base/io.h"
 #include "migrate/channel.h"
 #include "migrate/qemu_control.h"
+#include "migrate/receiver_states.h"
 #include "vm/fault_server.h"
 
 namespace agile::migrate {
@@ -47,8 +48,8 @@ class Pager : public vm::RemotePager {
 
 class Receiver {
  public:
-  Receiver(UniqueFd conn, IncomingHost* vms, std::string listen_host)
-      : ch_(std::move(conn)), vms_(vms), listen_host_(std::move(listen_host)) {}
+  Receiver(UniqueFd conn, IncomingHost* vms, std::string listen_host, MigrationPeer peer)
+      : ch_(std::move(conn)), vms_(vms), listen_host_(std::move(listen_host)), peer_(std::move(peer)) {}
   void Run();
 
  private:
@@ -65,6 +66,8 @@ class Receiver {
   Channel ch_;
   IncomingHost* vms_;
   std::string listen_host_;
+  MigrationPeer peer_;
+  RecvPhase phase_ = RecvPhase::kHello;
   wire::MigHello hello_;
   qemu::VmSpec spec_;
   std::shared_ptr<MigratingVm> vm_;
@@ -92,9 +95,12 @@ void Receiver::Run() {
 Status Receiver::Hello() {
   std::vector<uint8_t> payload;
   AGILE_ASSIGN_OR_RETURN(auto h, ch_.Receive(&payload, 30000));
-  if (h.type != static_cast<uint16_t>(MigMsg::kHello))
-    return Corruption(std::string("migration must start with HELLO, got ") + wire::MigMsgName(h.type));
+  AGILE_RETURN_IF_ERROR(Admit(phase_, h.type, false));
   AGILE_ASSIGN_OR_RETURN(hello_, wire::DecodeHello(payload));
+  phase_ = After(phase_, h.type, hello_.mode);
+  if (!peer_.identity.empty() && hello_.src_host != peer_.identity)
+    return PermissionDenied("migration HELLO says it comes from host '" + hello_.src_host +
+                            "', but the peer's certificate names '" + peer_.identity + "'");
   json spec_json = json::parse(hello_.spec_json, nullptr, false);
   if (spec_json.is_discarded()) return Corruption("migration HELLO: VM spec is not JSON");
   AGILE_ASSIGN_OR_RETURN(spec_, qemu::VmSpec::FromJson(spec_json));
@@ -102,6 +108,11 @@ Status Receiver::Hello() {
   if (spec_.memory_bytes / kPage != hello_.page_count) return Corruption("migration HELLO: page count mismatch");
   if (hello_.mode == MigMode::kAgile && !hello_.store_vm_id.empty() && !vms_->has_store())
     return Unsupported("this agiled has no --memd, but the VM's cold pages live in a swap store");
+  if (hello_.mode == MigMode::kAgile && !hello_.store_vm_id.empty() && hello_.store_addr != peer_.store_addr)
+    return Unsupported("the source's swap store is " + hello_.store_addr + ", ours is " + peer_.store_addr +
+                       ": both sides must use the same agile-memd");
+  if (!spec_.extra_qemu_args.empty() && !peer_.may_pass_qemu_args)
+    return PermissionDenied("the VM spec carries raw QEMU arguments, accepted only from an authenticated peer");
   spdlog::info("vm {}: incoming {} migration from {}", spec_.name, wire::MigModeName(hello_.mode), hello_.src_host);
   // The VM keeps its store namespace only in agile mode (ownership moves with
   // it); otherwise the source empties it and the copy here starts afresh.
@@ -131,6 +142,8 @@ Status Receiver::Loop() {
     auto got = ch_.Receive(&payload, kSilenceTimeoutMs);
     if (!got.ok() && finished_) return Status::Ok();  // closed by the switch thread on success
     AGILE_ASSIGN_OR_RETURN(auto h, std::move(got));
+    AGILE_RETURN_IF_ERROR(Admit(phase_, h.type, PagesAfterSwitchover()));
+    phase_ = After(phase_, h.type, hello_.mode);
     switch (static_cast<MigMsg>(h.type)) {
       case MigMsg::kPages: AGILE_RETURN_IF_ERROR(InstallPages(payload)); break;
       case MigMsg::kRound: {
@@ -212,7 +225,7 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
   if (mem_ == nullptr) return Corruption("migration SWITCHOVER in a qemu-* mode");
   if (!PagesAfterSwitchover() && mem_->count(vm::PageState::kRemote) != 0)
     return Internal(std::to_string(mem_->count(vm::PageState::kRemote)) + " pages were never placed");
-  if (sw.has_token) AGILE_RETURN_IF_ERROR(vm_->AdoptStore(hello_.store_vm_id, sw.epoch, sw.secret));
+  if (sw.has_token) AGILE_RETURN_IF_ERROR(vm_->AdoptStore(hello_.store_vm_id, sw.epoch, sw.secret, sw.secret_hi));
   switch_started_ = true;
   switch_thread_ = std::thread([this, sw] {
     Status s = WaitIncomingDone(vm_.get(), 60000);
@@ -291,8 +304,8 @@ void Receiver::Fail(const Status& s) {
 
 }  // namespace
 
-void ReceiveMigration(UniqueFd conn, IncomingHost* vms, const std::string& listen_host) {
-  Receiver r(std::move(conn), vms, listen_host);
+void ReceiveMigration(UniqueFd conn, IncomingHost* vms, const std::string& listen_host, const MigrationPeer& peer) {
+  Receiver r(std::move(conn), vms, listen_host, peer);
   r.Run();
 }
 

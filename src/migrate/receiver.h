@@ -10,8 +10,16 @@
 
 namespace agile::migrate {
 
+// Who sent the migration, as the connection established it.
+struct MigrationPeer {
+  std::string identity;          // the source's TLS certificate name; "" on a plain connection
+  bool may_pass_qemu_args = false;  // authenticated, or a loopback link: raw QEMU arguments in the spec are accepted
+  std::string store_addr;        // our swap store (--memd): the source's must be the same one
+};
+
 // Blocks until the migration ends (either way). `listen_host` is the address
-// QEMU's incoming device-state socket binds to.
-void ReceiveMigration(UniqueFd conn, IncomingHost* host, const std::string& listen_host);
+// QEMU's incoming device-state socket binds to. With an identity, HELLO's
+// source host must be it. Messages follow migrate/receiver_states.h.
+void ReceiveMigration(UniqueFd conn, IncomingHost* host, const std::string& listen_host, const MigrationPeer& peer);
 
 }  // namespace agile::migrate

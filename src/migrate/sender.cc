@@ -152,9 +152,10 @@ Report Sender::Run() {
 Status Sender::Handshake() {
   AGILE_ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(opt_.to));
   dest_host_ = hp.host;
-  auto fd = TcpConnect(hp, 5000);
-  if (!fd.ok()) return fd.status().Annotate("connect to destination agiled");
-  ch_ = std::make_unique<Channel>(std::move(fd).value());
+  auto sec = tls::ConnectAddress(opt_.to, opt_.tls);
+  if (!sec.ok()) return sec.status().Annotate("connect to destination agiled");
+  std::string dest_cert = sec->peer;
+  ch_ = std::make_unique<Channel>(std::move(sec->fd));
   ch_->set_rate_limit(opt_.bandwidth);
   wire::MigHello hello;
   hello.mode = opt_.mode;
@@ -179,6 +180,9 @@ Status Sender::Handshake() {
     return Corruption(std::string("expected HELLO_ACK, got ") + wire::MigMsgName(h.type));
   AGILE_ASSIGN_OR_RETURN(auto ack, wire::DecodeHelloAck(payload));
   if (ack.status != 0) return Unavailable("destination refused: " + ack.message);
+  if (opt_.tls && ack.dst_host != dest_cert)
+    return PermissionDenied("destination says it is host '" + ack.dst_host + "' but its certificate names '" +
+                            dest_cert + "'");
   qemu_port_ = ack.qemu_port;
   dest_id_ = ack.dst_host;
   report_.setup_time_ms = Ms();
@@ -339,7 +343,10 @@ Status Sender::Switchover() {
   if (opt_.mode == MigMode::kAgile && store_ && store_->claimed()) {
     // The commit point: from here the destination owns the cold pages.
     AGILE_ASSIGN_OR_RETURN(auto token, store_->Transfer(dest_id_));
-    sw = {true, token.epoch, token.secret};
+    sw.has_token = true;
+    sw.epoch = token.epoch;
+    sw.secret = token.secret;
+    sw.secret_hi = token.secret_hi;
   }
   std::vector<uint8_t> f;
   wire::AppendSwitchover(&f, sw);

@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "tls/tls.h"
 #include "migrate/migrating_vm.h"
 #include "migrate/channel.h"
 #include "migrate/page_stream.h"
@@ -43,6 +44,9 @@ struct SendOptions {
   bool postcopy_tail = true;
   std::function<void(const nlohmann::json&)> progress;
   std::atomic<bool>* cancel = nullptr;
+  // Set: the connection is mutual TLS, and the destination's certificate
+  // must name the host it says it is (the swap store's next owner).
+  std::shared_ptr<const tls::Credentials> tls;
 };
 
 class Sender {

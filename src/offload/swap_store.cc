@@ -8,8 +8,13 @@
 
 namespace agile::offload {
 
-SwapStore::SwapStore(std::string memd_addr, std::string host_id, std::string store_vm_id, int redial_ms)
-    : addr_(std::move(memd_addr)), host_id_(std::move(host_id)), vm_id_(std::move(store_vm_id)), redial_ms_(redial_ms) {}
+SwapStore::SwapStore(std::string memd_addr, std::string host_id, std::string store_vm_id, int redial_ms,
+                     std::shared_ptr<const tls::Credentials> tls)
+    : addr_(std::move(memd_addr)),
+      host_id_(std::move(host_id)),
+      vm_id_(std::move(store_vm_id)),
+      tls_(std::move(tls)),
+      redial_ms_(redial_ms) {}
 
 bool SwapStore::claimed() const {
   std::lock_guard<std::mutex> l(token_mu_);
@@ -39,7 +44,9 @@ Result<memd::MemdClient*> SwapStore::Client(Conn& c, bool rate_limited) {
   if (rate_limited && c.last_dial_ns != 0 && now - c.last_dial_ns < static_cast<uint64_t>(redial_ms_) * 1000000ULL)
     return Unavailable("swap store " + addr_ + " unreachable (retrying every " + std::to_string(redial_ms_) + " ms)");
   c.last_dial_ns = now;
-  auto client = memd::MemdClient::Connect(addr_, host_id_);
+  memd::MemdClientOptions opts;
+  opts.tls = tls_;
+  auto client = memd::MemdClient::Connect(addr_, host_id_, opts);
   if (!client.ok()) return client.status().Annotate("swap store " + addr_);
   c.client = std::move(client).value();
   spdlog::info("swap store {}: connected for VM {}", addr_, vm_id_);

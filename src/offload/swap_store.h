@@ -22,7 +22,9 @@ namespace agile::offload {
 
 class SwapStore : public vm::PageSource {
  public:
-  SwapStore(std::string memd_addr, std::string host_id, std::string store_vm_id, int redial_ms = 250);
+  // tls set: connections are mutual TLS with this host's certificate.
+  SwapStore(std::string memd_addr, std::string host_id, std::string store_vm_id, int redial_ms = 250,
+            std::shared_ptr<const tls::Credentials> tls = nullptr);
 
   // Creates the VM's namespace owned by this host (first offload), or adopts
   // a token handed over by a previous owner (migration).
@@ -62,6 +64,7 @@ class SwapStore : public vm::PageSource {
   std::optional<memd::OwnerToken> owned_token() const;
 
   std::string addr_, host_id_, vm_id_;
+  std::shared_ptr<const tls::Credentials> tls_;
   int redial_ms_;
   mutable std::mutex token_mu_;
   memd::OwnerToken token_{};

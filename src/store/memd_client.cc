@@ -22,8 +22,11 @@ MemdClient::MemdClient(UniqueFd fd, std::string host_id)
 Result<std::unique_ptr<MemdClient>> MemdClient::Connect(const std::string& addr, const std::string& host_id,
                                                         MemdClientOptions opts) {
   AGILE_RETURN_IF_ERROR(ValidateHostId(host_id));
-  AGILE_ASSIGN_OR_RETURN(UniqueFd fd, ConnectAddress(addr));  // TCP_NODELAY is set there
-  std::unique_ptr<MemdClient> c(new MemdClient(std::move(fd), host_id));
+  if (opts.tls && opts.tls->identity() != host_id)
+    return InvalidArgument("host id '" + host_id + "' is not the name in our certificate ('" + opts.tls->identity() +
+                           "'): agile-memd would refuse it");
+  AGILE_ASSIGN_OR_RETURN(tls::Secured sec, tls::ConnectAddress(addr, opts.tls));  // TCP_NODELAY is set there
+  std::unique_ptr<MemdClient> c(new MemdClient(std::move(sec.fd), host_id));
   c->reader_.set_busy_poll(opts.busy_poll);
   HelloReply hello;
   Status st = c->Pipeline(

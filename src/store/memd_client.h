@@ -24,6 +24,7 @@
 #include "base/status.h"
 #include "wire/frame_stream.h"
 #include "wire/memd_proto.h"
+#include "tls/tls.h"
 
 namespace agile::memd {
 
@@ -32,6 +33,9 @@ struct MemdClientOptions {
   // a refault's round trip is then not paid again in thread wake-up time
   // (tens of microseconds on a VM). Costs at most this much CPU per call.
   std::chrono::microseconds busy_poll{50};
+  // Set: connect with mutual TLS; the server then knows this host by its
+  // certificate, whose name must be host_id.
+  std::shared_ptr<const tls::Credentials> tls;
 };
 
 class MemdClient {

@@ -118,8 +118,27 @@ void MemdServer::Serve(Conn* c) {
   counters_.connections++;
   counters_.connections_open++;
   spdlog::info("connection from {}", c->peer);
+  std::string identity;
+  if (opts_.tls) {
+    auto sec = tls::ServerHandshake(c->fd.get(), opts_.tls);
+    if (!sec.ok()) {
+      spdlog::warn("{}: TLS connection refused: {}", c->peer, sec.status().ToString());
+      ::shutdown(c->fd.get(), SHUT_RDWR);  // the peer must see the end now, not when the fd is reaped
+      counters_.connections_open--;
+      c->done = true;
+      return;
+    }
+    identity = sec->peer;
+    // From here the plaintext side is the connection (the relay keeps the
+    // TCP socket); Stop() shuts it down like any other.
+    std::lock_guard lock(mu_);
+    c->fd = std::move(sec->fd);
+    if (stopping_) ::shutdown(c->fd.get(), SHUT_RDWR);
+  } else if (opts_.warn_insecure) {
+    spdlog::warn("{}: unauthenticated connection (--insecure: any host id a client claims is believed)", c->peer);
+  }
   int fd = c->fd.get();
-  MemdSession session(store_, &counters_, c->peer);
+  MemdSession session(store_, &counters_, c->peer, identity);
   wire::FrameReader reader(fd, kMagic, kVersion, kMaxPayload);
   reader.set_busy_poll(opts_.busy_poll);
   std::vector<uint8_t> out;

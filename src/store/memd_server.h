@@ -18,6 +18,7 @@
 #include "base/status.h"
 #include "store/memd_session.h"
 #include "store/page_store.h"
+#include "tls/tls.h"
 
 namespace agile::memd {
 
@@ -26,6 +27,11 @@ struct MemdServerOptions {
   // in recv(): an agiled waiting on a refault sends its next request soon,
   // and a sleeping thread takes tens of microseconds to wake on a VM. 0: never spin.
   std::chrono::microseconds busy_poll{50};
+  // Set: every connection must complete mutual TLS first, and its host id
+  // (HELLO) must be its certificate's name. Unset: HELLO's word is taken.
+  std::shared_ptr<const tls::Credentials> tls;
+  // Log a warning for each connection (an unauthenticated listener off loopback).
+  bool warn_insecure = false;
 };
 
 class MemdServer {

@@ -16,6 +16,7 @@
 #include "base/socket.h"
 #include "wire/frame_stream.h"
 #include "store/memd_client.h"
+#include "tls/tls.h"
 
 namespace agile::memd {
 namespace {
@@ -195,6 +196,7 @@ TEST_F(MemdServerTest, MalformedFramesCloseTheConnectionOnly) {
   wire::Encoder e(&bad_count);
   e.U64(1);
   e.Str("vm-1");
+  e.U64(1);  // token: epoch, 128-bit secret
   e.U64(1);
   e.U64(1);
   e.U32(5000);
@@ -386,6 +388,97 @@ TEST(MemdBinary, RejectsBadFlags) {
   EXPECT_TRUE(p.addr().empty());
   int status = p.Wait();
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0);
+}
+
+// agile-memd with --tls-dir: hosts a and b (one CA), x (another CA).
+class MemdTlsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    spdlog::set_level(spdlog::level::off);
+    dir_ = "/tmp/agile-memd-tls-test-" + std::to_string(::getpid());
+    std::string pki = std::string(AGILE_SOURCE_DIR) + "/scripts/agile-pki";
+    ASSERT_EQ(std::system((pki + " " + dir_ + "/one memd a b >/dev/null").c_str()), 0);
+    ASSERT_EQ(std::system((pki + " " + dir_ + "/two x >/dev/null").c_str()), 0);
+    PageStore::Options o;
+    o.capacity_bytes = 64 << 20;
+    store_ = std::move(PageStore::Open(o)).value();
+    MemdServerOptions so;
+    so.tls = Creds("one/memd");
+    auto s = MemdServer::Start(store_.get(), HostPort{"127.0.0.1", 0}, so);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    server_ = std::move(s).value();
+    addr_ = server_->address().ToString();
+  }
+  void TearDown() override {
+    server_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  std::shared_ptr<const tls::Credentials> Creds(const std::string& sub) {
+    auto c = tls::Credentials::Load(dir_ + "/" + sub);
+    EXPECT_TRUE(c.ok()) << c.status().ToString();
+    return c.ok() ? *c : nullptr;
+  }
+  Result<std::unique_ptr<MemdClient>> Client(const std::string& sub, const std::string& host) {
+    MemdClientOptions o;
+    o.tls = Creds(sub);
+    return MemdClient::Connect(addr_, host, o);
+  }
+  std::string dir_, addr_;
+  std::unique_ptr<PageStore> store_;
+  std::unique_ptr<MemdServer> server_;
+};
+
+TEST_F(MemdTlsTest, OwnerWorksOthersAreRefused) {
+  auto a = Client("one/a", "a");
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  auto ta = (*a)->Claim("vm-1");
+  ASSERT_TRUE(ta.ok()) << ta.status().ToString();
+  std::vector<uint8_t> page(kPageSize, 0x5a);
+  PageRef ref{7, page.data()};
+  ASSERT_TRUE((*a)->Put("vm-1", *ta, {&ref, 1}).ok());
+  std::vector<uint8_t> buf(kPageSize);
+  uint8_t* out[] = {buf.data()};
+  uint8_t present[1] = {0};
+  uint64_t idx[] = {7};
+  ASSERT_TRUE((*a)->Get("vm-1", *ta, idx, out, present).ok());
+  EXPECT_EQ(buf, page);
+
+  // Host b, authenticated, even holding a's token: not its namespace.
+  auto b = Client("one/b", "b");
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_EQ((*b)->Get("vm-1", *ta, idx, out, present).code(), Code::kPermissionDenied);
+  EXPECT_EQ((*b)->Transfer("vm-1", *ta, "b").status().code(), Code::kPermissionDenied);
+  EXPECT_EQ((*b)->Release("vm-1", *ta).status().code(), Code::kPermissionDenied);
+  // STAT shows each host its own namespaces only.
+  auto sb = (*b)->Stat();
+  ASSERT_TRUE(sb.ok());
+  EXPECT_TRUE(sb->vms.empty());
+  auto sa = (*a)->Stat();
+  ASSERT_TRUE(sa.ok());
+  ASSERT_EQ(sa->vms.size(), 1u);
+  EXPECT_EQ(sa->vms[0].vm, "vm-1");
+
+  // b's certificate cannot say HELLO as a (the client checks; so does the server).
+  EXPECT_FALSE(Client("one/b", "a").ok());
+  auto raw = tls::Connect(server_->address(), Creds("one/b"));
+  ASSERT_TRUE(raw.ok()) << raw.status().ToString();
+  std::vector<uint8_t> hello;
+  AppendHello(&hello, 1, "a");
+  ASSERT_TRUE(wire::SendAll(raw->fd.get(), hello.data(), hello.size()).ok());
+  wire::FrameReader r(raw->fd.get(), kMagic, kVersion, kMaxPayload);
+  auto f = r.Next();
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  auto resp = DecodeResponse(f->header.type, f->payload, f->header.length);
+  ASSERT_TRUE(resp.ok());
+  EXPECT_EQ(resp->status.code(), Code::kPermissionDenied) << resp->status.ToString();
+}
+
+TEST_F(MemdTlsTest, NoCertificateOrAnotherCaIsRefused) {
+  // Another CA: the handshake fails.
+  EXPECT_FALSE(Client("two/x", "x").ok());
+  // Plain TCP: the server never answers HELLO.
+  auto plain = MemdClient::Connect(addr_, "a");
+  EXPECT_FALSE(plain.ok());
 }
 
 }  // namespace

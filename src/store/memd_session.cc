@@ -21,8 +21,8 @@ std::vector<std::pair<std::string, uint64_t>> ServerCounters::Snapshot() const {
   return v;
 }
 
-MemdSession::MemdSession(PageStore* store, ServerCounters* counters, std::string peer)
-    : store_(store), counters_(counters), peer_(std::move(peer)) {}
+MemdSession::MemdSession(PageStore* store, ServerCounters* counters, std::string peer, std::string authenticated)
+    : store_(store), counters_(counters), peer_(std::move(peer)), authenticated_(std::move(authenticated)) {}
 
 std::string MemdSession::Describe() const { return host_.empty() ? peer_ : host_ + "@" + peer_; }
 
@@ -54,6 +54,9 @@ void MemdSession::Dispatch(MsgType type, uint64_t id, const RequestBody& body, s
 
   if (const auto* r = std::get_if<HelloRequest>(&body)) {
     if (Status st = ValidateHostId(r->host_id); !st.ok()) return fail(MsgType::kHello, st);
+    if (!authenticated_.empty() && r->host_id != authenticated_)
+      return fail(MsgType::kHello, PermissionDenied("HELLO as host '" + r->host_id + "' from a peer whose certificate names '" +
+                                                    authenticated_ + "'"));
     if (!host_.empty() && host_ != r->host_id)
       return fail(MsgType::kHello, InvalidArgument("connection already identified as host '" + host_ + "'"));
     host_ = r->host_id;
@@ -100,8 +103,11 @@ void MemdSession::Dispatch(MsgType type, uint64_t id, const RequestBody& body, s
   reply.bytes = s.pages * kPageSize;
   reply.capacity_bytes = s.capacity_pages * kPageSize;
   reply.persistent = s.persistent;
-  reply.vm_count = static_cast<uint32_t>(s.vms.size());
-  reply.vms = std::move(s.vms);
+  // A host sees only its own namespaces (none before HELLO); the totals are
+  // the store's.
+  for (auto& v : s.vms)
+    if (!host_.empty() && v.owner == host_) reply.vms.push_back(std::move(v));
+  reply.vm_count = static_cast<uint32_t>(reply.vms.size());
   reply.counters = counters_->Snapshot();
   AppendStatReply(out, id, reply);
 }

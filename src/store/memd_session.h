@@ -49,7 +49,9 @@ struct ServerCounters {
 
 class MemdSession {
  public:
-  MemdSession(PageStore* store, ServerCounters* counters, std::string peer);
+  // authenticated: the TLS peer's certificate name, which HELLO must then
+  // say; "" on an unauthenticated connection (HELLO's host id is believed).
+  MemdSession(PageStore* store, ServerCounters* counters, std::string peer, std::string authenticated = "");
 
   // Appends the response to one frame to *out. An error return means the
   // frame was malformed: the caller reports it and closes the connection.
@@ -67,6 +69,7 @@ class MemdSession {
   PageStore* store_;
   ServerCounters* counters_;
   std::string peer_;
+  std::string authenticated_;
   std::string host_;  // empty until HELLO
 };
 

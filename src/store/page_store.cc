@@ -26,11 +26,12 @@ struct PageStore::Entry {
 
 namespace {
 
-Result<uint64_t> RandomSecret() {
-  uint64_t v = 0;
+// A token with a fresh 128-bit random secret.
+Result<OwnerToken> NewToken(uint64_t epoch) {
+  uint64_t v[2] = {0, 0};
   for (;;) {
-    ssize_t r = ::getrandom(&v, sizeof(v), 0);
-    if (r == static_cast<ssize_t>(sizeof(v))) return v;
+    ssize_t r = ::getrandom(v, sizeof(v), 0);
+    if (r == static_cast<ssize_t>(sizeof(v))) return OwnerToken{epoch, v[0], v[1]};
     if (r < 0 && errno != EINTR) return ErrnoStatus("getrandom");
   }
 }
@@ -189,8 +190,7 @@ Result<OwnerToken> PageStore::Claim(std::string_view host, std::string_view vm) 
       return AlreadyExists("vm '" + std::string(vm) + "' is already claimed by host '" + it->second->ns->owner() +
                            "' (epoch " + std::to_string(it->second->ns->token().epoch) + ")");
   }
-  AGILE_ASSIGN_OR_RETURN(uint64_t secret, RandomSecret());
-  OwnerToken token{1, secret};
+  AGILE_ASSIGN_OR_RETURN(OwnerToken token, NewToken(1));
   VmNamespace::Options ns_opts{opts_.data_dir, opts_.sync_each_write};
   AGILE_ASSIGN_OR_RETURN(auto ns, VmNamespace::Create(ns_opts, std::string(vm), std::string(host), token));
   auto e = std::make_shared<Entry>();
@@ -236,8 +236,7 @@ Result<OwnerToken> PageStore::Transfer(std::string_view host, std::string_view v
                                        std::string_view new_host) {
   AGILE_RETURN_IF_ERROR(ValidateHostId(new_host));
   AGILE_ASSIGN_OR_RETURN(auto owned, Owned(host, vm, token));
-  AGILE_ASSIGN_OR_RETURN(uint64_t secret, RandomSecret());
-  OwnerToken next{token.epoch + 1, secret};
+  AGILE_ASSIGN_OR_RETURN(OwnerToken next, NewToken(token.epoch + 1));
   AGILE_RETURN_IF_ERROR(owned.first->ns->SetOwner(std::string(new_host), next));
   return next;
 }

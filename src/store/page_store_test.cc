@@ -167,8 +167,9 @@ TEST(PageStore, OwnershipRulesChangeNothing) {
   Pages orig = Range(0, 10);
   ASSERT_TRUE(s->Put("host-a", "vm-1", t, orig.refs()).ok());
 
-  OwnerToken wrong_secret{t.epoch, t.secret ^ 1};
-  OwnerToken future{t.epoch + 1, t.secret};
+  OwnerToken wrong_secret{t.epoch, t.secret ^ 1, t.secret_hi};
+  OwnerToken wrong_high{t.epoch, t.secret, t.secret_hi ^ 1};  // the secret is 128 bits
+  OwnerToken future{t.epoch + 1, t.secret, t.secret_hi};
   Pages evil = Range(0, 10, 9);
   std::vector<uint64_t> idx = {0, 1, 2};
   struct Who {
@@ -176,7 +177,8 @@ TEST(PageStore, OwnershipRulesChangeNothing) {
     OwnerToken token;
     const char* why;
   };
-  for (Who w : {Who{"host-a", wrong_secret, "wrong ownership token"}, Who{"host-a", future, "wrong ownership token"},
+  for (Who w : {Who{"host-a", wrong_secret, "wrong ownership token"}, Who{"host-a", wrong_high, "wrong ownership token"},
+                Who{"host-a", future, "wrong ownership token"},
                 Who{"host-b", t, "owned by host 'host-a'"}}) {
     SCOPED_TRACE(w.why);
     auto put = s->Put(w.host, "vm-1", w.token, evil.refs());

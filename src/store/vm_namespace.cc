@@ -73,7 +73,7 @@ Status VmNamespace::CheckOwner(std::string_view host, OwnerToken token) const {
     return PermissionDenied("stale token for vm '" + vm + "': epoch " + std::to_string(token.epoch) +
                             ", but ownership moved to host '" + state_.owner + "' at epoch " +
                             std::to_string(state_.token.epoch));
-  if (token != state_.token) return PermissionDenied("wrong ownership token for vm '" + vm + "'");
+  if (!SameToken(token, state_.token)) return PermissionDenied("wrong ownership token for vm '" + vm + "'");
   if (host != state_.owner)
     return PermissionDenied("vm '" + vm + "' is owned by host '" + state_.owner + "', not by '" +
                             std::string(host) + "'");

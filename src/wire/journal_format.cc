@@ -49,6 +49,7 @@ void AppendJournalRecord(std::vector<uint8_t>* out, const JournalRecord& r) {
     e.Str(o->host);
     e.U64(o->token.epoch);
     e.U64(o->token.secret);
+    e.U64(o->token.secret_hi);
   } else if (const auto* s = std::get_if<JournalSet>(&r)) {
     e.U8(kSet);
     e.U64(s->index);
@@ -86,6 +87,7 @@ Result<JournalRecord> DecodeJournalRecord(const uint8_t* body, size_t len) {
       o.host = d.Str(kMaxIdLen);
       o.token.epoch = d.U64();
       o.token.secret = d.U64();
+      if (d.remaining() > 0) o.token.secret_hi = d.U64();
       r = std::move(o);
       break;
     }

@@ -6,7 +6,9 @@
 //   file   := header record*
 //   header := magic u32 "AGMJ" | version u16 = 1 | vm str | xxh32 u32 (of the bytes before it)
 //   record := body_len u32 | xxh32(body) u32 | body          (1 <= body_len <= 512)
-//   body   := 1 OWNER  host str | epoch u64 | secret u64
+//   body   := 1 OWNER  host str | epoch u64 | secret u64 | secret_hi u64
+//                        (secret_hi absent in records written before 128-bit
+//                        secrets: it then reads as 0)
 //           | 2 SET    index u64 | slot u64 | hash u64       (hash = JournalPageHash(page))
 //           | 3 DEL    index u64
 //   (str = u32 length + bytes; all integers little-endian; xxh32 seed 0)

@@ -1,6 +1,12 @@
 #include "wire/memd_proto.h"
 
 namespace agile::memd {
+
+bool SameToken(const OwnerToken& a, const OwnerToken& b) {
+  // Every word is looked at, whatever differs: no early exit to time.
+  volatile uint64_t diff = (a.epoch ^ b.epoch) | (a.secret ^ b.secret) | (a.secret_hi ^ b.secret_hi);
+  return diff == 0;
+}
 namespace {
 
 using wire::Decoder;
@@ -12,12 +18,14 @@ constexpr size_t kMaxCounterNameLen = 64;
 void EncodeToken(Encoder& e, OwnerToken t) {
   e.U64(t.epoch);
   e.U64(t.secret);
+  e.U64(t.secret_hi);
 }
 
 OwnerToken DecodeToken(Decoder& d) {
   OwnerToken t;
   t.epoch = d.U64();
   t.secret = d.U64();
+  t.secret_hi = d.U64();
   return t;
 }
 

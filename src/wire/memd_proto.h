@@ -27,7 +27,9 @@
 namespace agile::memd {
 
 constexpr uint32_t kMagic = 0x444d4741;  // the bytes "AGMD" on the wire
-constexpr uint16_t kVersion = 2;  // 2: XXH3 frame checksum (was XXH32)
+// 2: XXH3 frame checksum (was XXH32). 3: 128-bit token secrets; a host's
+// identity is its TLS certificate's name when the server requires TLS.
+constexpr uint16_t kVersion = 3;
 using agile::kPageSize;  // base/page.h; memd::kPageSize for callers outside agile::memd
 constexpr uint32_t kMaxBatchPages = 256;     // pages or indexes per PUT/GET/DELETE
 constexpr size_t kMaxIdLen = 128;            // vm ids and host ids
@@ -58,12 +60,16 @@ const char* MsgTypeName(MsgType t);
 bool IsRequestType(uint16_t type);
 
 // Proof of ownership of one VM namespace. The epoch grows by one at every
-// TRANSFER; the secret is random. Both must match.
+// TRANSFER; the secret is 128 random bits (two words, low first). All must
+// match; the server compares with SameToken, in constant time.
 struct OwnerToken {
   uint64_t epoch = 0;
-  uint64_t secret = 0;
-  bool operator==(const OwnerToken&) const = default;
+  uint64_t secret = 0;     // low 64 bits of the secret
+  uint64_t secret_hi = 0;  // high 64 bits
+  bool operator==(const OwnerToken&) const = default;  // tests and logs; ownership checks use SameToken
 };
+// Whether a and b are the same token, in time independent of where they differ.
+bool SameToken(const OwnerToken& a, const OwnerToken& b);
 
 // One page to store: its guest page index and kPageSize bytes (not owned).
 struct PageRef {

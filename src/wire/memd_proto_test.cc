@@ -124,10 +124,10 @@ TEST(MemdProto, ReplyRoundTrips) {
   EXPECT_EQ(h->max_payload, kMaxPayload);
 
   f.clear();
-  AppendTokenReply(&f, MsgType::kTransfer, 2, OwnerToken{2, 77});
+  AppendTokenReply(&f, MsgType::kTransfer, 2, OwnerToken{2, 77, 0xABCDEF0123456789});
   ResponseView tr = DecodeResp(f, &keep);
   EXPECT_EQ(tr.type, ResponseType(MsgType::kTransfer));
-  EXPECT_EQ(*DecodeTokenReply(tr), (OwnerToken{2, 77}));
+  EXPECT_EQ(*DecodeTokenReply(tr), (OwnerToken{2, 77, 0xABCDEF0123456789}));  // all 128 secret bits travel
 
   f.clear();
   AppendCountReply(&f, MsgType::kDelete, 3, 12345);
@@ -200,8 +200,9 @@ std::vector<uint8_t> PutPayload(uint32_t count_field, size_t real_pages) {
   wire::Encoder e(&p);
   e.U64(1);
   e.Str("vm-1");
-  e.U64(1);
+  e.U64(1);  // token: epoch, 128-bit secret
   e.U64(2);
+  e.U64(3);
   e.U32(count_field);
   for (size_t i = 0; i < real_pages; ++i) {
     e.U64(i);
@@ -256,8 +257,9 @@ TEST(MemdProto, RejectsBadPageCounts) {
   wire::Encoder e(&g);
   e.U64(1);
   e.Str("vm-1");
-  e.U64(1);
+  e.U64(1);  // token
   e.U64(2);
+  e.U64(3);
   e.U32(4);
   e.U64(1);  // one index where four were announced
   ExpectCorrupt(static_cast<uint16_t>(MsgType::kGet), g, "does not match");
@@ -322,6 +324,14 @@ TEST(MemdProto, ValidatesIds) {
   EXPECT_TRUE(ValidateHostId("host-a@10.0.0.1").ok());
   EXPECT_FALSE(ValidateHostId("with space").ok());
   EXPECT_FALSE(ValidateHostId("").ok());
+}
+
+TEST(MemdProtoTest, SameTokenComparesEveryBit) {
+  OwnerToken t{3, 0x1111, 0x2222};
+  EXPECT_TRUE(SameToken(t, t));
+  EXPECT_FALSE(SameToken(t, OwnerToken{4, 0x1111, 0x2222}));
+  EXPECT_FALSE(SameToken(t, OwnerToken{3, 0x1110, 0x2222}));
+  EXPECT_FALSE(SameToken(t, OwnerToken{3, 0x1111, 0x2223}));  // the high word counts too
 }
 
 }  // namespace

@@ -114,6 +114,7 @@ void AppendSwitchover(std::vector<uint8_t>* out, const MigSwitchover& m) {
     e.U8(m.has_token ? 1 : 0);
     e.U64(m.epoch);
     e.U64(m.secret);
+    e.U64(m.secret_hi);
     e.U8(m.resume ? 1 : 0);
   });
 }
@@ -211,6 +212,7 @@ Result<MigSwitchover> DecodeSwitchover(const std::vector<uint8_t>& p) {
   uint8_t has = d.U8();
   m.epoch = d.U64();
   m.secret = d.U64();
+  m.secret_hi = d.U64();
   uint8_t resume = d.U8();
   AGILE_RETURN_IF_ERROR(d.Finish("migration SWITCHOVER"));
   if (has > 1 || resume > 1) return Corruption("migration SWITCHOVER: bad flag");

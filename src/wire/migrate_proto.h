@@ -30,7 +30,8 @@
 //   PAGES:          | round u32 | n u32 | n × ( index u64 | data 4096 ) |   (n <= 64)
 //   ROUND:          | round u32 | pages u64 |
 //   LOCATIONS:      | n u32 | n × ( first u64 | count u64 | where u8 ) |
-//   SWITCHOVER:     | has_token u8 | epoch u64 | secret u64 | resume u8 |   (resume=0: the VM was paused)
+//   SWITCHOVER:     | has_token u8 | epoch u64 | secret u64 | secret_hi u64 | resume u8 |
+//                   (the store token, a 128-bit secret; resume=0: the VM was paused)
 //   SWITCHOVER_ACK: | status u32 | message u32+str |
 //   PAGE_REQUEST:   | n u32 | n × index u64 |
 //   DONE, DONE_ACK: (empty)
@@ -47,7 +48,7 @@
 namespace agile::wire {
 
 constexpr uint32_t kMigMagic = 0x474D4741;  // "AGMG"
-constexpr uint16_t kMigVersion = 2;  // 2: XXH3 frame checksum (was XXH32)
+constexpr uint16_t kMigVersion = 3;  // 2: XXH3 frame checksum (was XXH32). 3: 128-bit store token
 constexpr uint32_t kMigMaxPagesPerFrame = 64;
 constexpr uint32_t kMigMaxPayload = 1 << 20;
 constexpr size_t kMigPageSize = kPageSize;  // base/page.h
@@ -110,7 +111,7 @@ struct MigRun {
 };
 struct MigSwitchover {
   bool has_token = false;
-  uint64_t epoch = 0, secret = 0;
+  uint64_t epoch = 0, secret = 0, secret_hi = 0;
   bool resume = true;  // false: the VM was paused at the source and stays paused
 };
 struct MigStatus {  // SWITCHOVER_ACK and ABORT share the shape (ABORT: status unused)

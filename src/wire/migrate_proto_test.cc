@@ -51,11 +51,12 @@ TEST(MigrateProtoTest, LocationsSwitchoverRequestRoundTrip) {
   ASSERT_EQ(got.size(), 3u);
   EXPECT_EQ(got[1].where, PageWhere::kInStore);
   f.clear();
-  AppendSwitchover(&f, {true, 4, 0xFEED, false});
+  AppendSwitchover(&f, {true, 4, 0xFEED, 0xBEEF, false});
   auto s = DecodeSwitchover(Payload(f, MigMsg::kSwitchover));
   ASSERT_TRUE(s.ok());
   EXPECT_TRUE(s->has_token);
   EXPECT_EQ(s->secret, 0xFEEDu);
+  EXPECT_EQ(s->secret_hi, 0xBEEFu);  // 128-bit token secret
   EXPECT_FALSE(s->resume);
   f.clear();
   uint64_t idx[3] = {1, 2, 99};
