@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "base/io.h"
+#include "base/json_depth.h"
 #include "migrate/channel.h"
 #include "migrate/qemu_control.h"
 #include "vm/fault_server.h"
@@ -95,6 +96,7 @@ Status Receiver::Hello() {
   if (h.type != static_cast<uint16_t>(MigMsg::kHello))
     return Corruption(std::string("migration must start with HELLO, got ") + wire::MigMsgName(h.type));
   AGILE_ASSIGN_OR_RETURN(hello_, wire::DecodeHello(payload));
+  if (!JsonDepthWithin(hello_.spec_json)) return Corruption("migration HELLO: VM spec nests too deep");
   json spec_json = json::parse(hello_.spec_json, nullptr, false);
   if (spec_json.is_discarded()) return Corruption("migration HELLO: VM spec is not JSON");
   AGILE_ASSIGN_OR_RETURN(spec_, qemu::VmSpec::FromJson(spec_json));

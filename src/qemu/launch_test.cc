@@ -28,6 +28,13 @@ TEST(LaunchTest, ArgvSharesRamFileAndMatchesSizes) {
   EXPECT_TRUE(has("memory-backend-file,id=ram0,size=512M,mem-path=/dev/shm/agile/x/vm1/ram,share=on"));
   EXPECT_TRUE(has("512M"));
   EXPECT_TRUE(has("defer"));
+  EXPECT_TRUE(has("on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"));
+  EXPECT_FALSE(has("-runas"));
+  p.sandbox = false;
+  p.run_as = "agile-qemu";
+  a = QemuArgv(Good(), p, false);
+  EXPECT_FALSE(has("-sandbox"));
+  EXPECT_TRUE(has("agile-qemu"));
 }
 
 TEST(LaunchTest, ValidationNamesTheProblem) {
@@ -48,6 +55,11 @@ TEST(LaunchTest, ValidationNamesTheProblem) {
   EXPECT_FALSE(s.Validate().ok());
   s = Good();
   s.memory_bytes = 1000;
+  EXPECT_FALSE(s.Validate().ok());
+  s = Good();
+  s.memory_bytes = (MaxVmMemory() + (4ull << 20)) & ~((2ull << 20) - 1);
+  EXPECT_NE(s.Validate().message().find("exceeds this host's RAM"), std::string::npos);
+  s.memory_bytes = 1ull << 62;
   EXPECT_FALSE(s.Validate().ok());
 }
 
