@@ -70,7 +70,9 @@ TEST(QmpClient, MatchesRepliesByIdSkippingEventsAndStaleReplies) {
     if (q.ok()) {
       auto r = q->Execute("query-status");
       EXPECT_TRUE(r.ok()) << r.status().ToString();
-      if (r.ok()) EXPECT_EQ((*r)["cmd"], "query-status");
+      if (r.ok()) {
+        EXPECT_EQ((*r)["cmd"], "query-status");
+      }
       auto bad = q->Execute("bad");
       EXPECT_FALSE(bad.ok());
       EXPECT_NE(bad.status().message().find("nope"), std::string::npos);
