@@ -86,6 +86,8 @@ Status ManagedVm::Start(bool incoming, const std::string& store_vm_id) {
   UniqueFd log(::open(qemu_log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
   if (!log) return ErrnoStatus("create " + qemu_log_path_);
   qemu::LaunchPaths paths{host_.qemu_binary, host_.kernel, host_.initrd, ram_path_, qmp_path_, serial_path_};
+  paths.sandbox = host_.qemu_sandbox;
+  paths.run_as = host_.qemu_run_as;
   SpawnOptions opts;
   opts.argv = qemu::QemuArgv(spec_, paths, incoming);
   if (!spec_.stock)

@@ -46,7 +46,13 @@ Result<VmSpec> VmSpec::FromJson(const nlohmann::json& j) {
   VmSpec s;
   try {
     s.name = j.at("name").get<std::string>();
+    // Integers only: converting a JSON float (1e80, -1.5) to an integer type
+    // is undefined behaviour (found by fuzz/fuzz_control_request).
+    if (!j.at("memory_bytes").is_number_unsigned()) return InvalidArgument("memory_bytes must be a positive integer");
     s.memory_bytes = j.at("memory_bytes").get<uint64_t>();
+    if (j.contains("vcpus") && !(j["vcpus"].is_number_integer() && j["vcpus"].get<int64_t>() >= 1 &&
+                                 j["vcpus"].get<int64_t>() <= 64))
+      return InvalidArgument("vcpus must be between 1 and 64");
     s.vcpus = j.value("vcpus", 1);
     s.workload = j.value("workload", std::string("memverify"));
     s.workload_args = j.value("workload_args", std::map<std::string, std::string>{});

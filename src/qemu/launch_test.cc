@@ -63,6 +63,21 @@ TEST(LaunchTest, ValidationNamesTheProblem) {
   EXPECT_FALSE(s.Validate().ok());
 }
 
+TEST(LaunchTest, SpecJsonNumbersMustBeIntegers) {
+  // fuzz/corpus/control_request/regress-float-memory-bytes: a float converted
+  // to uint64_t was undefined behaviour.
+  auto j = Good().ToJson();
+  j["memory_bytes"] = 5.36e79;
+  EXPECT_FALSE(VmSpec::FromJson(j).ok());
+  j["memory_bytes"] = 536870912.5;
+  EXPECT_FALSE(VmSpec::FromJson(j).ok());
+  j = Good().ToJson();
+  j["vcpus"] = 1e30;
+  EXPECT_FALSE(VmSpec::FromJson(j).ok());
+  j["vcpus"] = 2;
+  EXPECT_TRUE(VmSpec::FromJson(j).ok());
+}
+
 TEST(LaunchTest, SpecJsonRoundTrip) {
   auto back = VmSpec::FromJson(Good().ToJson());
   ASSERT_TRUE(back.ok());
