@@ -65,7 +65,7 @@ UNIT_TARGETS = base_test wire_test store_test qemu_test vm_test track_test offlo
 sanitize: deps
 	@cmake -S . -B $(ASAN_BUILD) $(CMAKE_FLAGS) -DAGILE_SANITIZE=ON >/dev/null
 	@cmake --build $(ASAN_BUILD) -j $(JOBS) --target $(UNIT_TARGETS)
-	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:verify_asan_link_order=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --output-on-failure -L unit $(CTEST_ARGS)
 	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS) --target guest_memory_tsan
