@@ -8,7 +8,7 @@ CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: all build guest deps test unit integration demo bench install clean
+.PHONY: all build guest deps test unit integration demo bench install clean fuzz fuzz-seeds sanitize
 
 all: build guest
 
@@ -40,5 +40,36 @@ bench: build
 install: all
 	DESTDIR=$(DESTDIR) cmake --install $(BUILD) --prefix $(PREFIX)
 
+# libFuzzer, one target per decoder (fuzz/, docs/security.md): built with clang
+# in build-fuzz/, each run for FUZZ_SECONDS from fuzz/corpus/<target>/ (new
+# inputs go to build-fuzz/corpus/, crashes to build-fuzz/artifacts/).
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@CC=clang CXX=clang++ cmake -S . -B $(FUZZ_BUILD) $(CMAKE_FLAGS) -DAGILE_FUZZ=ON >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_all
+	@scripts/run-fuzz $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+# Rewrites the generated seeds in fuzz/corpus/ after a wire format changes.
+fuzz-seeds: deps
+	@CC=clang CXX=clang++ cmake -S . -B $(FUZZ_BUILD) $(CMAKE_FLAGS) -DAGILE_FUZZ=ON >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_make_seeds
+	@$(FUZZ_BUILD)/fuzz/fuzz_make_seeds fuzz/corpus
+
+# The unit tests (ctest label "unit": their targets alone, not the daemons)
+# under ASan+UBSan in build-asan/, then the concurrency test under TSan
+# (guest_memory_tsan, from the normal build).
+ASAN_BUILD ?= build-asan
+UNIT_TARGETS = base_test wire_test store_test qemu_test vm_test track_test offload_unit_test \
+               console_status_test service_test agilectl_exit_test loadgen_test
+sanitize: deps
+	@cmake -S . -B $(ASAN_BUILD) $(CMAKE_FLAGS) -DAGILE_SANITIZE=ON >/dev/null
+	@cmake --build $(ASAN_BUILD) -j $(JOBS) --target $(UNIT_TARGETS)
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:verify_asan_link_order=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	  ctest --output-on-failure -L unit $(CTEST_ARGS)
+	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS) --target guest_memory_tsan
+	cd $(BUILD) && ctest --output-on-failure -R '^guest_memory_tsan$$'
+
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(FUZZ_BUILD) $(ASAN_BUILD)

@@ -1,5 +1,6 @@
 #include "agiled/api.h"
 
+#include <algorithm>
 #include <set>
 
 #include "base/size.h"
@@ -14,6 +15,16 @@ namespace {
 Result<std::string> NameArg(const json& args) {
   if (!args.contains("name") || !args["name"].is_string()) return InvalidArgument("missing \"name\"");
   return args["name"].get<std::string>();
+}
+
+// An optional non-negative integer argument. Never through json::value<int>():
+// a float there (1e80) converts with undefined behaviour.
+Result<uint64_t> UintArg(const json& args, const char* key, uint64_t def) {
+  if (!args.is_object()) return def;
+  auto it = args.find(key);
+  if (it == args.end()) return def;
+  if (!it->is_number_unsigned()) return InvalidArgument(std::string(key) + " must be a non-negative integer");
+  return it->get<uint64_t>();
 }
 
 }  // namespace
@@ -112,10 +123,11 @@ control::Reply Api::Migrate(const std::shared_ptr<ManagedVm>& vm, const json& ar
   if (!args.contains("to") || !args["to"].is_string()) return InvalidArgument("vm.migrate needs \"to\": HOST:PORT");
   o.to = args["to"];
   AGILE_ASSIGN_OR_RETURN(o.mode, wire::ParseMigMode(args.value("mode", std::string("agile"))));
-  o.max_downtime_ms = args.value("max_downtime_ms", 300ull);
-  o.bandwidth = args.value("bandwidth", 0ull);
-  o.max_rounds = args.value("max_rounds", 30u);
-  if (o.max_rounds < 1 || o.max_rounds > 1000) return InvalidArgument("max_rounds must be 1..1000");
+  AGILE_ASSIGN_OR_RETURN(o.max_downtime_ms, UintArg(args, "max_downtime_ms", 300));
+  AGILE_ASSIGN_OR_RETURN(o.bandwidth, UintArg(args, "bandwidth", 0));
+  AGILE_ASSIGN_OR_RETURN(uint64_t rounds, UintArg(args, "max_rounds", 30));
+  if (rounds < 1 || rounds > 1000) return InvalidArgument("max_rounds must be 1..1000");
+  o.max_rounds = static_cast<decltype(o.max_rounds)>(rounds);
   if (args.contains("postcopy_tail") && !args["postcopy_tail"].is_boolean())
     return InvalidArgument("postcopy_tail must be true or false");
   o.postcopy_tail = args.value("postcopy_tail", true);
@@ -258,7 +270,8 @@ Result<json> Api::HandleVmOp(const std::string& op, const json& args) {
   }
   AGILE_ASSIGN_OR_RETURN(auto vm, vms_->Get(name));
   if (op == "vm.console") {
-    AGILE_ASSIGN_OR_RETURN(std::string text, vm->Console(args.value("lines", 40)));
+    AGILE_ASSIGN_OR_RETURN(uint64_t lines, UintArg(args, "lines", 40));
+    AGILE_ASSIGN_OR_RETURN(std::string text, vm->Console(static_cast<int>(std::min<uint64_t>(lines, 1u << 30))));
     return json{{"name", name}, {"text", text}};
   }
   if (op == "vm.wss") {
@@ -271,7 +284,7 @@ Result<json> Api::HandleVmOp(const std::string& op, const json& args) {
   }
   if (op == "vm.policy") {
     if (args.contains("mode")) {
-      uint64_t pin = args.value("pin_bytes", 0ull);
+      AGILE_ASSIGN_OR_RETURN(uint64_t pin, UintArg(args, "pin_bytes", 0));
       AGILE_RETURN_IF_ERROR(policy_->Set(name, args["mode"].get<std::string>(), pin));
     }
     json p = policy_->VmStatus(name);

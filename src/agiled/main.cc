@@ -85,6 +85,8 @@ int main(int argc, char** argv) {
                "Allow --listen off loopback without --tls-dir: no authentication at all (a warning is logged for "
                "every connection)");
   app.add_option("--qemu", cfg.qemu_binary, "QEMU binary")->capture_default_str();
+  app.add_option("--qemu-sandbox", cfg.qemu_sandbox, "QEMU's seccomp -sandbox (docs/security.md)")->capture_default_str();
+  app.add_option("--qemu-runas", cfg.qemu_run_as, "Unprivileged user QEMU drops to after start-up (-runas)");
   app.add_option("--shim", cfg.shim_path, "libagile-shim.so to preload into QEMU")->capture_default_str();
   app.add_option("--guest-dir", guest_dir, "Folder with the guest vmlinuz and initrd.img")->capture_default_str();
   app.add_option("--memd", cfg.memd_addr, "Swap store (agile-memd) HOST:PORT for offloading cold pages");

@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 
 #include "base/io.h"
+#include "base/json_depth.h"
 #include "base/process.h"
 #include "base/size.h"
 #include "base/socket.h"
@@ -83,6 +84,14 @@ TEST(ProcessTest, ReportsExitCode) {
   ASSERT_TRUE(p.ok());
   ASSERT_TRUE(p->Wait(5000));
   EXPECT_EQ(p->ExitDescription(), "exited with code 3");
+}
+
+TEST(JsonDepth, CountsBracketsOutsideStrings) {
+  EXPECT_TRUE(JsonDepthWithin(R"({"a":[1,{"b":2}]})", 3));
+  EXPECT_FALSE(JsonDepthWithin(R"({"a":[1,{"b":2}]})", 2));
+  EXPECT_TRUE(JsonDepthWithin(R"({"a":"[[[[[\"[[[["})", 1));
+  EXPECT_FALSE(JsonDepthWithin(std::string(100000, '['), 64));
+  EXPECT_TRUE(JsonDepthWithin("]]]]}}", 1));
 }
 
 }  // namespace

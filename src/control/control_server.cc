@@ -8,10 +8,23 @@
 #include <algorithm>
 
 #include "base/io.h"
+#include "base/json_depth.h"
 #include "base/socket.h"
 
 namespace agile::control {
 using nlohmann::json;
+
+Result<ControlRequest> ParseControlRequest(std::string_view line) {
+  static constexpr char kShape[] = "request must be a JSON object with a string \"op\"";
+  if (!JsonDepthWithin(line)) return InvalidArgument(std::string(kShape) + " (nested at most 64 deep)");
+  json req = json::parse(line, nullptr, false);
+  if (req.is_discarded() || !req.is_object() || !req.contains("op") || !req["op"].is_string())
+    return InvalidArgument(kShape);
+  ControlRequest r;
+  r.op = req["op"].get<std::string>();
+  if (auto a = req.find("args"); a != req.end()) r.args = std::move(*a);
+  return r;
+}
 
 ControlServer::~ControlServer() { Shutdown(); }
 
@@ -49,6 +62,10 @@ void ControlServer::AcceptLoop(int fd, const ListenerOptions* opts) {
     }
     std::lock_guard<std::mutex> l(mu_);
     if (stop_) return;
+    if (conns_.size() >= kMaxConnections) {  // one thread each: refuse rather than grow without bound
+      spdlog::warn("control: {} connections open; refusing another", conns_.size());
+      continue;  // closes it
+    }
     conns_.push_back(conn->get());
     std::thread([this, opts, c = std::move(conn).value()]() mutable { ServeConnection(std::move(c), *opts); }).detach();
   }
@@ -95,7 +112,7 @@ void ControlServer::ServeConnection(UniqueFd conn, const ListenerOptions& opts) 
   LineReader reader(conn.get());
   std::mutex write_mu;
   Progress progress = [&](const json& p) {
-    std::string out = json{{"progress", p}}.dump() + "\n";
+    std::string out = json{{"progress", p}}.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
     std::lock_guard<std::mutex> l(write_mu);
     (void)WriteFull(conn.get(), out.data(), out.size());
   };
@@ -103,12 +120,12 @@ void ControlServer::ServeConnection(UniqueFd conn, const ListenerOptions& opts) 
     auto line = reader.Next();
     if (!line.ok()) break;
     json resp;
-    json req = json::parse(*line, nullptr, false);
-    if (req.is_discarded() || !req.is_object() || !req.contains("op") || !req["op"].is_string()) {
-      resp = {{"ok", false}, {"error", {{"code", "invalid-argument"}, {"message", "request must be a JSON object with a string \"op\""}}}};
+    auto req = ParseControlRequest(*line);
+    if (!req.ok()) {
+      resp = {{"ok", false}, {"error", {{"code", "invalid-argument"}, {"message", req.status().message()}}}};
     } else {
-      std::string op = req["op"];
-      json args = req.value("args", json::object());
+      const std::string& op = req->op;
+      const json& args = req->args;
       Reply reply(Internal("unhandled"));
       try {
         reply = handler_(op, args, progress, caller);
@@ -123,7 +140,9 @@ void ControlServer::ServeConnection(UniqueFd conn, const ListenerOptions& opts) 
         if (reply.detail.is_object()) resp["error"].update(reply.detail);
       }
     }
-    std::string out = resp.dump() + "\n";
+    // replace: guest text (console, status line) need not be UTF-8, and a
+    // throwing dump() here would end the daemon.
+    std::string out = resp.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
     std::lock_guard<std::mutex> l(write_mu);
     if (!WriteFull(conn.get(), out.data(), out.size()).ok()) break;
   }

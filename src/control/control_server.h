@@ -2,7 +2,9 @@
 // Request:  {"op": "vm.start", "args": {...}}
 // Response: {"ok": true, "result": {...}} or
 //           {"ok": false, "error": {"code": "not-found", "message": "..."}}
-// One thread per connection; requests on a connection are answered in order.
+// One thread per connection, at most kMaxConnections (more are closed at
+// once); requests on a connection are answered in order. A request line is
+// capped at 1 MiB and 64 levels of JSON nesting.
 // A TCP listener may require mutual TLS (docs/security.md): the handshake
 // runs first, and the peer's certificate name (checked against the allow
 // list) is the Caller's identity for the JSON ops and the migration receiver.
@@ -15,6 +17,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -57,8 +60,17 @@ using Handler = std::function<Reply(const std::string& op, const nlohmann::json&
 // A connection that does not start with '{' (the migration protocol).
 using BinaryHandler = std::function<void(UniqueFd conn, const Caller& caller)>;
 
+// One request line, decoded: kInvalidArgument unless it is a JSON object
+// (at most kMaxJsonDepth deep) with a string "op"; args default to {}.
+struct ControlRequest {
+  std::string op;
+  nlohmann::json args = nlohmann::json::object();
+};
+Result<ControlRequest> ParseControlRequest(std::string_view line);
+
 class ControlServer {
  public:
+  static constexpr size_t kMaxConnections = 64;
   explicit ControlServer(Handler h, BinaryHandler b = nullptr) : handler_(std::move(h)), binary_(std::move(b)) {}
   ~ControlServer();
   // Starts accepting on an already-listening socket.

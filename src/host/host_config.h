@@ -18,6 +18,8 @@ struct HostConfig {
   std::string shim_path;   // libagile-shim.so
   std::string kernel;      // guest kernel
   std::string initrd;      // guest initramfs
+  bool qemu_sandbox = true;        // QEMU's -sandbox (seccomp); docs/security.md
+  std::string qemu_run_as;         // QEMU's -runas USER; empty = stays root
   int handoff_timeout_ms = 30000;  // QEMU start until the shim hands over the uffd
   std::string memd_addr;   // swap store HOST:PORT; empty = offload disabled
   uint32_t prefetch_pages = 4;  // refault window: the faulting page and the next N-1

@@ -12,10 +12,10 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
-#include <regex>
 
 #include "base/size.h"
 #include "base/socket.h"
+#include "host/console_status.h"
 #include "uffd/compat.h"
 #include "uffd/register.h"
 
@@ -39,18 +39,6 @@ const char* StateName(int s) {
     case kMigrated: return "migrated";
   }
   return "unknown";
-}
-
-std::deque<std::string> TailLines(const std::string& path, size_t n) {
-  std::ifstream in(path);
-  std::deque<std::string> lines;
-  std::string l;
-  while (std::getline(in, l)) {
-    if (!l.empty() && l.back() == '\r') l.pop_back();
-    lines.push_back(l);
-    if (lines.size() > n) lines.pop_front();
-  }
-  return lines;
 }
 
 }  // namespace
@@ -98,6 +86,8 @@ Status ManagedVm::Start(bool incoming, const std::string& store_vm_id) {
   UniqueFd log(::open(qemu_log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
   if (!log) return ErrnoStatus("create " + qemu_log_path_);
   qemu::LaunchPaths paths{host_.qemu_binary, host_.kernel, host_.initrd, ram_path_, qmp_path_, serial_path_};
+  paths.sandbox = host_.qemu_sandbox;
+  paths.run_as = host_.qemu_run_as;
   SpawnOptions opts;
   opts.argv = qemu::QemuArgv(spec_, paths, incoming);
   if (!spec_.stock)
@@ -260,34 +250,13 @@ std::string ManagedVm::state() const { return StateName(state_); }
 
 std::string ManagedVm::QemuLogTail() const {
   std::string out;
-  for (const auto& l : TailLines(qemu_log_path_, 5)) out += (out.empty() ? "" : " | ") + l;
+  for (const auto& l : TailLines(qemu_log_path_, 5, 64u << 10)) out += (out.empty() ? "" : " | ") + l;
   return out.empty() ? "QEMU printed nothing" : "QEMU said: " + out;
 }
 
 json ManagedVm::GuestStatus() const {
-  // The newest per-second status line of the guest workload (guest/README.md):
-  //   memverify: ok|FAIL pages=<n> gen=<g> errors=<e>
-  //   memtouch: ops/s=<n> hot_mib=<h> phase=<k> write_pct=<w>
-  //   redis: ok|FAIL keys=<n> used_memory=<bytes> clients=<c> cmds=<n> ops_per_sec=<n>
-  // Not anchored at the line start: SeaBIOS escape codes can precede it.
-  static const std::regex kStatus(R"(((memverify|redis): (ok|FAIL) |memtouch: ops/s=)(.*)$)");
-  static const std::regex kKv(R"(([a-z_/]+)=([0-9]+))");
-  json g = json::object();
-  auto lines = TailLines(serial_path_, 200);
-  uint64_t bad_pages = 0;
-  for (auto it = lines.rbegin(); it != lines.rend(); ++it) {
-    if (it->find("BAD page=") != std::string::npos) ++bad_pages;
-    std::smatch m;
-    if (!g.empty() || !std::regex_search(*it, m, kStatus)) continue;
-    std::string line = m[0].str();
-    g["workload"] = line.substr(0, line.find(':'));
-    g["line"] = line;
-    g["ok"] = m[3].str() != "FAIL";
-    for (std::sregex_iterator kv(line.begin(), line.end(), kKv), end; kv != end; ++kv)
-      g[(*kv)[1].str()] = std::stoull((*kv)[2].str());
-  }
-  if (!g.empty()) g["bad_page_lines"] = bad_pages;
-  return g;
+  // Bounded and regex-free: console_status.h.
+  return ConsoleStatusFromFile(serial_path_);
 }
 
 json ManagedVm::Stat() {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "base/io.h"
+#include "base/json_depth.h"
 #include "migrate/channel.h"
 #include "migrate/qemu_control.h"
 #include "migrate/receiver_states.h"
@@ -97,6 +98,7 @@ Status Receiver::Hello() {
   AGILE_ASSIGN_OR_RETURN(auto h, ch_.Receive(&payload, 30000));
   AGILE_RETURN_IF_ERROR(Admit(phase_, h.type, false));
   AGILE_ASSIGN_OR_RETURN(hello_, wire::DecodeHello(payload));
+  if (!JsonDepthWithin(hello_.spec_json)) return Corruption("migration HELLO: VM spec nests too deep");
   phase_ = After(phase_, h.type, hello_.mode);
   if (!peer_.identity.empty() && hello_.src_host != peer_.identity)
     return PermissionDenied("migration HELLO says it comes from host '" + hello_.src_host +

@@ -1,5 +1,7 @@
 #include "qemu/launch.h"
 
+#include <unistd.h>
+
 #include <set>
 #include <sstream>
 
@@ -27,6 +29,13 @@ const std::map<std::string, std::set<std::string>>& WorkloadKeys() {
 
 }  // namespace
 
+uint64_t MaxVmMemory() {
+  long pages = ::sysconf(_SC_PHYS_PAGES);
+  long page = ::sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page <= 0) return 1ull << 40;
+  return static_cast<uint64_t>(pages) * static_cast<uint64_t>(page);
+}
+
 nlohmann::json VmSpec::ToJson() const {
   return {{"name", name},         {"memory_bytes", memory_bytes},   {"vcpus", vcpus},
           {"workload", workload}, {"workload_args", workload_args}, {"qemu_args", extra_qemu_args},
@@ -37,7 +46,13 @@ Result<VmSpec> VmSpec::FromJson(const nlohmann::json& j) {
   VmSpec s;
   try {
     s.name = j.at("name").get<std::string>();
+    // Integers only: converting a JSON float (1e80, -1.5) to an integer type
+    // is undefined behaviour (found by fuzz/fuzz_control_request).
+    if (!j.at("memory_bytes").is_number_unsigned()) return InvalidArgument("memory_bytes must be a positive integer");
     s.memory_bytes = j.at("memory_bytes").get<uint64_t>();
+    if (j.contains("vcpus") && !(j["vcpus"].is_number_integer() && j["vcpus"].get<int64_t>() >= 1 &&
+                                 j["vcpus"].get<int64_t>() <= 64))
+      return InvalidArgument("vcpus must be between 1 and 64");
     s.vcpus = j.value("vcpus", 1);
     s.workload = j.value("workload", std::string("memverify"));
     s.workload_args = j.value("workload_args", std::map<std::string, std::string>{});
@@ -53,6 +68,9 @@ Result<VmSpec> VmSpec::FromJson(const nlohmann::json& j) {
 Status VmSpec::Validate() const {
   if (!SafeToken(name)) return InvalidArgument("VM name '" + name + "' must be 1-64 characters of [A-Za-z0-9_.-]");
   if (memory_bytes < kMinMemory) return InvalidArgument("VM memory must be at least 64 MiB");
+  if (memory_bytes > MaxVmMemory())
+    return InvalidArgument("VM memory " + std::to_string(memory_bytes >> 20) + " MiB exceeds this host's RAM (" +
+                           std::to_string(MaxVmMemory() >> 20) + " MiB)");
   if (memory_bytes % (2ull << 20) != 0) return InvalidArgument("VM memory must be a multiple of 2 MiB");
   if (vcpus < 1 || vcpus > 64) return InvalidArgument("vcpus must be between 1 and 64");
   auto it = WorkloadKeys().find(workload);
@@ -117,6 +135,17 @@ std::vector<std::string> QemuArgv(const VmSpec& spec, const LaunchPaths& p, bool
       "-qmp", "unix:" + p.qmp_socket + ",server=on,wait=off",
   };
   a.insert(a.end(), rest.begin(), rest.end());
+  if (p.sandbox) {
+    // QEMU's seccomp filter, installed before the machine (and so before the
+    // shim registers guest RAM): the shim's userfaultfd, socket, sendmsg,
+    // ioctl, madvise and thread creation stay allowed (docs/security.md).
+    a.push_back("-sandbox");
+    a.push_back("on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
+  }
+  if (!p.run_as.empty()) {
+    a.push_back("-runas");
+    a.push_back(p.run_as);
+  }
   if (incoming) {
     a.push_back("-incoming");
     a.push_back("defer");

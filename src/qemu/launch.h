@@ -40,7 +40,16 @@ struct LaunchPaths {
   std::string ram_file;
   std::string qmp_socket;
   std::string serial_log;
+  // QEMU's seccomp sandbox (-sandbox on with obsolete, elevateprivileges,
+  // spawn and resourcecontrol denied). On by default.
+  bool sandbox = true;
+  // -runas: the user QEMU drops to once its files are open; empty keeps root
+  // (docs/security.md says why that is the default).
+  std::string run_as;
 };
+
+// The most memory a VM may have: this host's physical RAM.
+uint64_t MaxVmMemory();
 
 // The guest kernel command line for a spec.
 std::string GuestCmdline(const VmSpec& spec);

@@ -28,6 +28,13 @@ TEST(LaunchTest, ArgvSharesRamFileAndMatchesSizes) {
   EXPECT_TRUE(has("memory-backend-file,id=ram0,size=512M,mem-path=/dev/shm/agile/x/vm1/ram,share=on"));
   EXPECT_TRUE(has("512M"));
   EXPECT_TRUE(has("defer"));
+  EXPECT_TRUE(has("on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"));
+  EXPECT_FALSE(has("-runas"));
+  p.sandbox = false;
+  p.run_as = "agile-qemu";
+  a = QemuArgv(Good(), p, false);
+  EXPECT_FALSE(has("-sandbox"));
+  EXPECT_TRUE(has("agile-qemu"));
 }
 
 TEST(LaunchTest, ValidationNamesTheProblem) {
@@ -49,6 +56,26 @@ TEST(LaunchTest, ValidationNamesTheProblem) {
   s = Good();
   s.memory_bytes = 1000;
   EXPECT_FALSE(s.Validate().ok());
+  s = Good();
+  s.memory_bytes = (MaxVmMemory() + (4ull << 20)) & ~((2ull << 20) - 1);
+  EXPECT_NE(s.Validate().message().find("exceeds this host's RAM"), std::string::npos);
+  s.memory_bytes = 1ull << 62;
+  EXPECT_FALSE(s.Validate().ok());
+}
+
+TEST(LaunchTest, SpecJsonNumbersMustBeIntegers) {
+  // fuzz/corpus/control_request/regress-float-memory-bytes: a float converted
+  // to uint64_t was undefined behaviour.
+  auto j = Good().ToJson();
+  j["memory_bytes"] = 5.36e79;
+  EXPECT_FALSE(VmSpec::FromJson(j).ok());
+  j["memory_bytes"] = 536870912.5;
+  EXPECT_FALSE(VmSpec::FromJson(j).ok());
+  j = Good().ToJson();
+  j["vcpus"] = 1e30;
+  EXPECT_FALSE(VmSpec::FromJson(j).ok());
+  j["vcpus"] = 2;
+  EXPECT_TRUE(VmSpec::FromJson(j).ok());
 }
 
 TEST(LaunchTest, SpecJsonRoundTrip) {

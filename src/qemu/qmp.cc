@@ -6,11 +6,47 @@
 #include <chrono>
 #include <thread>
 
+#include "base/json_depth.h"
 #include "base/socket.h"
 
 namespace agile::qemu {
 
 using nlohmann::json;
+
+namespace {
+
+// A peer's text in an error message: cut, so a huge reply is not copied around.
+std::string Excerpt(std::string_view s) {
+  constexpr size_t kMax = 200;
+  return s.size() <= kMax ? std::string(s) : std::string(s.substr(0, kMax)) + "...";
+}
+
+}  // namespace
+
+Result<QmpMessage> ParseQmpMessage(std::string_view line) {
+  if (line.size() > kMaxQmpLine) return Corruption("QMP: reply longer than " + std::to_string(kMaxQmpLine) + " bytes");
+  if (!JsonDepthWithin(line)) return Corruption("QMP: reply nested deeper than " + std::to_string(kMaxJsonDepth));
+  json j = json::parse(line, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return Corruption("QMP: not a JSON object: " + Excerpt(line));
+  QmpMessage m;
+  if (auto id = j.find("id"); id != j.end() && id->is_number_unsigned()) m.id = id->get<uint64_t>();
+  if (auto it = j.find("QMP"); it != j.end()) {
+    m.kind = QmpMessage::Kind::kGreeting;
+    m.body = std::move(*it);
+  } else if (j.contains("event")) {
+    m.kind = QmpMessage::Kind::kEvent;
+    m.body = std::move(j);
+  } else if (auto r = j.find("return"); r != j.end()) {
+    m.kind = QmpMessage::Kind::kReturn;
+    m.body = std::move(*r);
+  } else if (auto e = j.find("error"); e != j.end()) {
+    m.kind = QmpMessage::Kind::kError;
+    m.body = std::move(*e);
+  } else {
+    return Corruption("QMP: unexpected message: " + Excerpt(line));
+  }
+  return m;
+}
 
 Result<QmpClient> QmpClient::Connect(const std::string& path, int timeout_ms) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
@@ -18,8 +54,8 @@ Result<QmpClient> QmpClient::Connect(const std::string& path, int timeout_ms) {
     auto fd = UnixConnect(path);
     if (fd.ok()) {
       QmpClient c(std::move(fd).value());
-      AGILE_ASSIGN_OR_RETURN(json greeting, c.ReadMessage(timeout_ms));
-      if (!greeting.contains("QMP")) return Corruption("QMP: unexpected greeting " + greeting.dump());
+      AGILE_ASSIGN_OR_RETURN(QmpMessage greeting, c.ReadMessage(timeout_ms));
+      if (greeting.kind != QmpMessage::Kind::kGreeting) return Corruption("QMP: the first message is not a greeting");
       AGILE_RETURN_IF_ERROR(c.Execute("qmp_capabilities").status());
       return c;
     }
@@ -29,7 +65,7 @@ Result<QmpClient> QmpClient::Connect(const std::string& path, int timeout_ms) {
   }
 }
 
-Result<json> QmpClient::ReadMessage(int timeout_ms) {
+Result<QmpMessage> QmpClient::ReadMessage(int timeout_ms) {
   timeval tv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
   ::setsockopt(fd_.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   auto line = reader_.Next();
@@ -38,27 +74,38 @@ Result<json> QmpClient::ReadMessage(int timeout_ms) {
       return Unavailable("QMP: no answer within " + std::to_string(timeout_ms) + " ms");
     return line.status().Annotate("QMP");
   }
-  json j = json::parse(*line, nullptr, false);
-  if (j.is_discarded()) return Corruption("QMP: not JSON: " + *line);
-  return j;
+  return ParseQmpMessage(*line);
 }
 
 Result<json> QmpClient::Execute(const std::string& cmd, const json& args, int timeout_ms) {
-  json req = {{"execute", cmd}};
+  uint64_t id = next_id_++;
+  json req = {{"execute", cmd}, {"id", id}};
   if (!args.is_null()) req["arguments"] = args;
   std::string line = req.dump() + "\n";
   AGILE_RETURN_IF_ERROR(WriteFull(fd_.get(), line.data(), line.size()).Annotate("QMP " + cmd));
   for (;;) {
-    AGILE_ASSIGN_OR_RETURN(json msg, ReadMessage(timeout_ms));
-    if (msg.contains("event")) {
-      events_.push_back(std::move(msg));
-      continue;
+    AGILE_ASSIGN_OR_RETURN(QmpMessage msg, ReadMessage(timeout_ms));
+    switch (msg.kind) {
+      case QmpMessage::Kind::kEvent:
+        if (events_.size() >= kMaxQmpEvents) events_.pop_front();
+        events_.push_back(std::move(msg.body));
+        continue;
+      case QmpMessage::Kind::kGreeting:
+        return Corruption("QMP " + cmd + ": a second greeting");
+      case QmpMessage::Kind::kReturn:
+      case QmpMessage::Kind::kError:
+        // QEMU echoes our id; a reply with another id answers an earlier
+        // command that timed out. An error without an id is QEMU refusing the
+        // request line itself (it could not read the id).
+        if (msg.id ? *msg.id != id : msg.kind == QmpMessage::Kind::kReturn) continue;
+        if (msg.kind == QmpMessage::Kind::kError) {
+          std::string desc = msg.body.is_object() && msg.body.contains("desc") && msg.body["desc"].is_string()
+                                 ? msg.body["desc"].get<std::string>()
+                                 : Excerpt(msg.body.dump());
+          return InvalidArgument("QMP " + cmd + ": " + desc);
+        }
+        return std::move(msg.body);
     }
-    if (msg.contains("error")) {
-      return InvalidArgument("QMP " + cmd + ": " + msg["error"].value("desc", msg["error"].dump()));
-    }
-    if (msg.contains("return")) return msg["return"];
-    return Corruption("QMP " + cmd + ": unexpected reply " + msg.dump());
   }
 }
 

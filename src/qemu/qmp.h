@@ -1,9 +1,17 @@
 // A minimal QMP client: capabilities handshake, synchronous commands,
 // events kept aside. One command at a time; not thread-safe (callers lock).
+//
+// QEMU is a peer we do not trust blindly: every command carries an "id" and
+// only the reply echoing it answers the command (a late reply to a command
+// that timed out is skipped), a reply line is capped at kMaxQmpLine bytes and
+// kMaxJsonDepth levels of nesting, and at most kMaxQmpEvents events are kept.
 #pragma once
 
+#include <cstdint>
 #include <deque>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <string_view>
 #include <string>
 
 #include "base/fd.h"
@@ -11,6 +19,21 @@
 #include "base/status.h"
 
 namespace agile::qemu {
+
+constexpr size_t kMaxQmpLine = 1u << 20;
+constexpr size_t kMaxQmpEvents = 256;
+
+// One line from QEMU, classified.
+struct QmpMessage {
+  enum class Kind { kGreeting, kEvent, kReturn, kError };
+  Kind kind = Kind::kReturn;
+  std::optional<uint64_t> id;  // a reply's "id", when it is a number
+  nlohmann::json body;         // greeting: "QMP"; event: the message; return: "return"; error: "error"
+};
+
+// Decodes one QMP line: kCorruption for anything but a JSON object that is a
+// greeting, an event, a return or an error (too deep, too long, not JSON).
+Result<QmpMessage> ParseQmpMessage(std::string_view line);
 
 class QmpClient {
  public:
@@ -22,17 +45,18 @@ class QmpClient {
   Result<nlohmann::json> Execute(const std::string& cmd, const nlohmann::json& args = nullptr,
                                  int timeout_ms = 10000);
 
-  // Events received so far (oldest first), drained.
+  // Events received so far (oldest first, at most kMaxQmpEvents), drained.
   std::deque<nlohmann::json> TakeEvents();
 
   QmpClient(QmpClient&&) noexcept = default;
 
  private:
-  explicit QmpClient(UniqueFd fd) : fd_(std::move(fd)), reader_(fd_.get()) {}
-  Result<nlohmann::json> ReadMessage(int timeout_ms);
+  explicit QmpClient(UniqueFd fd) : fd_(std::move(fd)), reader_(fd_.get(), kMaxQmpLine) {}
+  Result<QmpMessage> ReadMessage(int timeout_ms);
   UniqueFd fd_;
   LineReader reader_;
   std::deque<nlohmann::json> events_;
+  uint64_t next_id_ = 1;
 };
 
 }  // namespace agile::qemu

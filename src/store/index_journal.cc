@@ -43,6 +43,27 @@ Status ApplyRecord(const uint8_t* body, size_t len, JournalState* st, bool* have
 
 }  // namespace
 
+Status ReplayJournalBytes(const uint8_t* data, size_t len, JournalState* st, size_t* good_len, uint64_t* records) {
+  size_t off = 0;
+  AGILE_RETURN_IF_ERROR(DecodeJournalHeader(data, len, &st->vm, &off));
+  *records = 0;
+  bool have_owner = false;
+  while (off < len) {
+    // A record that is cut short or fails its checksum ends the journal: it
+    // is the torn tail of an append that never completed.
+    const uint8_t* body = nullptr;
+    size_t body_len = 0;
+    size_t n = JournalRecordAt(data + off, len - off, &body, &body_len);
+    if (n == 0) break;
+    AGILE_RETURN_IF_ERROR(ApplyRecord(body, body_len, st, &have_owner));
+    off += n;
+    ++*records;
+  }
+  if (!have_owner) return Corruption("journal names no owner");
+  *good_len = off;
+  return Status::Ok();
+}
+
 Status SyncDir(const std::string& dir) {
   UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd) return ErrnoStatus("open directory " + dir);
@@ -73,22 +94,8 @@ Result<std::pair<IndexJournal, JournalState>> IndexJournal::Replay(const std::st
 
   JournalState st;
   size_t off = 0;
-  AGILE_RETURN_IF_ERROR(DecodeJournalHeader(data.data(), data.size(), &st.vm, &off).Annotate(path));
-
   uint64_t records = 0;
-  bool have_owner = false;
-  while (off < data.size()) {
-    // A record that is cut short or fails its checksum ends the journal: it
-    // is the torn tail of an append that never completed.
-    const uint8_t* body = nullptr;
-    size_t body_len = 0;
-    size_t n = JournalRecordAt(data.data() + off, data.size() - off, &body, &body_len);
-    if (n == 0) break;
-    AGILE_RETURN_IF_ERROR(ApplyRecord(body, body_len, &st, &have_owner).Annotate(path));
-    off += n;
-    ++records;
-  }
-  if (!have_owner) return Corruption(path + ": journal names no owner");
+  AGILE_RETURN_IF_ERROR(ReplayJournalBytes(data.data(), data.size(), &st, &off, &records).Annotate(path));
   *dropped_bytes = data.size() - off;
   if (off < data.size() && ::ftruncate(fd.get(), static_cast<off_t>(off)) != 0)
     return ErrnoStatus("truncate torn tail of " + path);

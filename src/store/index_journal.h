@@ -62,6 +62,11 @@ class IndexJournal {
   bool broken_ = false;
 };
 
+// The replay itself, on a journal's bytes (no I/O; fuzzed): fills *st,
+// *good_len with the bytes up to any torn tail and *records with the records
+// applied. kCorruption for a bad header, a bad record or no owner.
+Status ReplayJournalBytes(const uint8_t* data, size_t len, JournalState* st, size_t* good_len, uint64_t* records);
+
 // fsync of a directory, so created, renamed and unlinked names are durable.
 Status SyncDir(const std::string& dir);
 

@@ -1,0 +1,87 @@
+#include "qemu/qmp.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "base/io.h"
+#include "base/json_depth.h"
+#include "base/socket.h"
+
+namespace agile::qemu {
+namespace {
+
+using nlohmann::json;
+
+TEST(QmpMessage, Classifies) {
+  auto g = ParseQmpMessage(R"({"QMP": {"version": {}, "capabilities": []}})");
+  ASSERT_TRUE(g.ok());
+  EXPECT_EQ(g->kind, QmpMessage::Kind::kGreeting);
+  auto r = ParseQmpMessage(R"({"return": {"status": "running"}, "id": 7})");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->kind, QmpMessage::Kind::kReturn);
+  EXPECT_EQ(r->id, 7u);
+  EXPECT_EQ(r->body["status"], "running");
+  auto e = ParseQmpMessage(R"({"error": {"class": "GenericError", "desc": "no"}})");
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(e->kind, QmpMessage::Kind::kError);
+  EXPECT_FALSE(e->id.has_value());
+  auto ev = ParseQmpMessage(R"({"event": "STOP", "timestamp": {}})");
+  ASSERT_TRUE(ev.ok());
+  EXPECT_EQ(ev->kind, QmpMessage::Kind::kEvent);
+}
+
+TEST(QmpMessage, RejectsJunkDeepAndForeign) {
+  EXPECT_FALSE(ParseQmpMessage("not json").ok());
+  EXPECT_FALSE(ParseQmpMessage("[1,2]").ok());
+  EXPECT_FALSE(ParseQmpMessage(R"({"something": 1})").ok());
+  std::string deep = R"({"return": )" + std::string(100000, '[') + std::string(100000, ']') + "}";
+  EXPECT_FALSE(ParseQmpMessage(deep).ok());
+}
+
+// A fake QEMU on a unix socket: greets, then answers each command with a
+// stale reply, an event and the real reply.
+TEST(QmpClient, MatchesRepliesByIdSkippingEventsAndStaleReplies) {
+  std::string path = "/tmp/qmp_test." + std::to_string(::getpid());
+  ::unlink(path.c_str());
+  auto l = UnixListen(path);
+  ASSERT_TRUE(l.ok());
+  std::thread qemu([&] {
+    auto c = Accept(l->get());
+    ASSERT_TRUE(c.ok());
+    auto send = [&](const std::string& s) { ASSERT_TRUE(WriteFull(c->get(), s.data(), s.size()).ok()); };
+    send(R"({"QMP": {"version": {}, "capabilities": []}})" "\n");
+    LineReader r(c->get());
+    for (;;) {
+      auto line = r.Next();
+      if (!line.ok()) return;
+      json req = json::parse(*line);
+      uint64_t id = req["id"];
+      send(json{{"return", "stale"}, {"id", id + 1000}}.dump() + "\n");
+      send(R"({"event": "RESUME", "timestamp": {}})" "\n");
+      if (req["execute"] == "bad") send(json{{"error", {{"desc", "nope"}}}, {"id", id}}.dump() + "\n");
+      else send(json{{"return", {{"cmd", req["execute"]}}}, {"id", id}}.dump() + "\n");
+    }
+  });
+  {  // the client's socket closes at the end of the block; the fake sees EOF
+    auto q = QmpClient::Connect(path, 2000);
+    EXPECT_TRUE(q.ok()) << q.status().ToString();
+    if (q.ok()) {
+      auto r = q->Execute("query-status");
+      EXPECT_TRUE(r.ok()) << r.status().ToString();
+      if (r.ok()) {
+        EXPECT_EQ((*r)["cmd"], "query-status");
+      }
+      auto bad = q->Execute("bad");
+      EXPECT_FALSE(bad.ok());
+      EXPECT_NE(bad.status().message().find("nope"), std::string::npos);
+      EXPECT_EQ(q->TakeEvents().size(), 3u);  // one per command, qmp_capabilities included
+    }
+  }
+  qemu.join();
+  ::unlink(path.c_str());
+}
+
+}  // namespace
+}  // namespace agile::qemu
