@@ -5,6 +5,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
+
+#include "base/status.h"
 
 namespace agile {
 
@@ -16,5 +19,19 @@ static_assert(size_t{1} << kPageShift == kPageSize);
 constexpr uint64_t PageOffset(uint64_t idx) { return idx << kPageShift; }
 // Pages needed to hold `bytes` (rounded up).
 constexpr uint64_t PagesFor(uint64_t bytes) { return (bytes + kPageSize - 1) >> kPageShift; }
+
+// Calls f(first, count) for each run of consecutive indexes in `sorted`, so a
+// range operation (punch, drop PTEs) is one call per run, not per page.
+// Stops at, and returns, the first error f returns.
+template <class F>
+Status ForEachRun(std::span<const uint64_t> sorted, F f) {
+  for (size_t i = 0; i < sorted.size();) {
+    size_t j = i + 1;
+    while (j < sorted.size() && sorted[j] == sorted[j - 1] + 1) ++j;
+    AGILE_RETURN_IF_ERROR(f(sorted[i], uint64_t{j - i}));
+    i = j;
+  }
+  return Status::Ok();
+}
 
 }  // namespace agile

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <chrono>
 
+#include "base/page.h"
+
 namespace agile::track {
 
 WssSampler::WssSampler(vm::GuestMemory* memory, SamplerOptions opts)
@@ -51,17 +53,12 @@ Status WssSampler::Step() {
     sample_.push_back(idx);
   }
   std::sort(sample_.begin(), sample_.end());
-  for (size_t i = 0; i < sample_.size();) {
-    size_t j = i + 1;
-    while (j < sample_.size() && sample_[j] == sample_[j - 1] + 1) ++j;
-    Status s = mem_->DropPtes(sample_[i], j - i);
-    if (!s.ok()) {
-      // No fault will tell about this sample: forget it, and say why.
-      for (uint64_t idx : sample_) state_[idx].store(kNone, std::memory_order_relaxed);
-      sample_.clear();
-      return s.Annotate("drop PTEs of the working-set sample");
-    }
-    i = j;
+  Status s = ForEachRun(sample_, [&](uint64_t first, uint64_t count) { return mem_->DropPtes(first, count); });
+  if (!s.ok()) {
+    // No fault will tell about this sample: forget it, and say why.
+    for (uint64_t idx : sample_) state_[idx].store(kNone, std::memory_order_relaxed);
+    sample_.clear();
+    return s.Annotate("drop PTEs of the working-set sample");
   }
   return Status::Ok();
 }

@@ -213,14 +213,8 @@ Result<const uint8_t*> GuestMemory::ClaimedRun(uint64_t first, uint64_t count) {
 Status GuestMemory::PublishOffloaded(std::span<const uint64_t> stored, std::span<const uint64_t> zero) {
   // Punch in runs: stored and zero pages are each sorted by the evictor, and
   // a punch per contiguous run keeps fallocate calls few.
-  auto punch_all = [&](std::span<const uint64_t> list) -> Status {
-    for (size_t i = 0; i < list.size();) {
-      size_t j = i + 1;
-      while (j < list.size() && list[j] == list[j - 1] + 1) ++j;
-      AGILE_RETURN_IF_ERROR(Punch(list[i], j - i));
-      i = j;
-    }
-    return Status::Ok();
+  auto punch_all = [&](std::span<const uint64_t> list) {
+    return ForEachRun(list, [&](uint64_t first, uint64_t count) { return Punch(first, count); });
   };
   Status s = CheckLive();
   if (s.ok()) s = punch_all(stored);
