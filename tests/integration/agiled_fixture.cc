@@ -23,10 +23,20 @@ std::string MemdBinary() { return AGILE_BIN_DIR "/agile-memd"; }
 std::string ShimPath() { return AGILE_SHIM_PATH; }
 std::string GuestDir() { return AGILE_GUEST_DIR; }
 
+// The pid keeps two suites (two worktrees, or ctest -j) from sharing state
+// dirs, RAM files or memd data.
+std::string UniqueTestName(const std::string& id) {
+  return "agile-it-" + std::to_string(::getpid()) + "-" + id;
+}
+
+std::string AgiledProcess::shm_dir() const {
+  return "/dev/shm/agile/" + fs::path(dir_).filename().string();
+}
+
 Result<std::unique_ptr<AgiledProcess>> AgiledProcess::Start(const std::string& id,
                                                             const std::vector<std::string>& extra_args) {
   auto a = std::make_unique<AgiledProcess>();
-  a->dir_ = "/tmp/agile-it-" + id;
+  a->dir_ = "/tmp/" + UniqueTestName(id);
   fs::remove_all(a->dir_);
   fs::create_directories(a->dir_);
   a->sock_ = a->dir_ + "/agiled.sock";

@@ -22,6 +22,8 @@ class AgiledProcess {
   Result<nlohmann::json> Call(const std::string& op, const nlohmann::json& args = nlohmann::json::object());
   const std::string& socket() const { return sock_; }
   const std::string& state_dir() const { return dir_; }
+  // Where agiled keeps this instance's guest RAM files (named after the state dir).
+  std::string shm_dir() const;
   Process& process() { return proc_; }
 
  private:
@@ -62,5 +64,7 @@ std::string AgiledBinary();
 std::string MemdBinary();
 std::string ShimPath();
 std::string GuestDir();
+// A name no other running test suite uses: "agile-it-PID-ID".
+std::string UniqueTestName(const std::string& id);
 
 }  // namespace agile::testing

@@ -70,9 +70,9 @@ class MigrationTest : public ::testing::Test {
     }
     EXPECT_GT(Stat(d, vm)["guest"].value("gen", 0ull), gen0) << "the guest stopped making progress";
   }
-  void ExpectGoneFrom(AgiledProcess& d, const std::string& id, const std::string& vm) {
+  void ExpectGoneFrom(AgiledProcess& d, const std::string& vm) {
     EXPECT_EQ(d.Call("vm.stat", {{"name", vm}}).status().code(), Code::kNotFound);
-    EXPECT_FALSE(fs::exists("/dev/shm/agile/" + id + "/" + vm)) << "guest RAM left at the source";
+    EXPECT_FALSE(fs::exists(d.shm_dir() + "/" + vm)) << "guest RAM left at the source";
   }
 
   std::unique_ptr<MemdProcess> memd_;
@@ -95,12 +95,12 @@ TEST_P(RoundTrip, MemverifyThereAndBackIntact) {
   EXPECT_LE((*r)["switchover_ms"].get<double>(), (*r)["total_time_ms"].get<double>());
   if (mode == "postcopy") EXPECT_GT((*r)["pages_postcopied"].get<uint64_t>(), 0u);
   else EXPECT_GT((*r)["pages_precopied"].get<uint64_t>(), (256ull << 20) / 4096 / 2);
-  ExpectGoneFrom(*a_, "agile-it-mig-a", "mv");
+  ExpectGoneFrom(*a_, "mv");
   ExpectIntact(*b_, "mv", 8);
 
   auto back = Migrate(*b_, port_a_, "mv", mode);
   ASSERT_TRUE(back.ok()) << back.status().ToString();
-  ExpectGoneFrom(*b_, "agile-it-mig-b", "mv");
+  ExpectGoneFrom(*b_, "mv");
   ExpectIntact(*a_, "mv", 8);
 }
 
@@ -153,7 +153,7 @@ TEST_F(MigrationTest, AgileMovesOnlyTheResidentSetAndFreesTheSourceAtOnce) {
   EXPECT_EQ((*r)["pages_postcopied"], 0);
   // The source holds nothing of the VM once the call returns, and total time
   // ends right after switchover.
-  ExpectGoneFrom(*a_, "agile-it-mig-a", "mv");
+  ExpectGoneFrom(*a_, "mv");
   EXPECT_LT((*r)["total_time_ms"].get<double>() - (*r)["switchover_ms"].get<double>(), 2000);
   ExpectIntact(*b_, "mv", 10);
   EXPECT_GT(Stat(*b_, "mv")["faults"]["refault"].get<uint64_t>(), 0u) << "cold pages never came from the store";
@@ -173,7 +173,7 @@ TEST_F(MigrationTest, AgilePostcopiesTheDirtyRemainderWhenPrecopyCannotConverge)
   EXPECT_GT((*r)["pages_postcopied"].get<uint64_t>(), 1000u) << r->dump();
   EXPECT_LE((*r)["rounds"].get<uint32_t>(), 2u) << r->dump();
   EXPECT_GT((*r)["pages_from_store"].get<uint64_t>(), 0u) << r->dump();
-  ExpectGoneFrom(*a_, "agile-it-mig-a", "mv");
+  ExpectGoneFrom(*a_, "mv");
   ExpectIntact(*b_, "mv", 8);
 
   // --no-tail: the same guest goes back by stop-and-copy; nothing is pulled
@@ -183,7 +183,7 @@ TEST_F(MigrationTest, AgilePostcopiesTheDirtyRemainderWhenPrecopyCannotConverge)
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   std::printf("no tail:   %s\n", back->dump().c_str());
   EXPECT_EQ((*back)["pages_postcopied"], 0) << back->dump();
-  ExpectGoneFrom(*b_, "agile-it-mig-b", "mv");
+  ExpectGoneFrom(*b_, "mv");
   ExpectIntact(*a_, "mv", 8);
   EXPECT_EQ(a_->Call("vm.migrate", {{"name", "mv"}, {"to", Addr(port_b_)}, {"postcopy_tail", "yes"}}).status().code(),
             Code::kInvalidArgument);
@@ -260,7 +260,7 @@ TEST_F(MigrationTest, JobOutlivesItsClientAndIsWatchedFromAnother) {
   EXPECT_EQ((*done)["status"], "completed");
   EXPECT_GT((*done)["ram"]["transferred"].get<uint64_t>(), 0u);
   EXPECT_EQ((*done)["ram"]["total"].get<uint64_t>(), 512ull << 20);
-  ExpectGoneFrom(*a_, "agile-it-mig-a", "mv");
+  ExpectGoneFrom(*a_, "mv");
   ExpectIntact(*b_, "mv", 6);
   // The report stays readable after the VM left.
   auto after = a_->Call("vm.migrate_status", {{"name", "mv"}});
@@ -275,11 +275,11 @@ TEST_F(MigrationTest, PausedVmArrivesByteForByteIdentical) {
     StartVm(*a_, vm, "memverify", {{"size_mib", "128"}, {"rate", "500"}});
     ASSERT_TRUE(a_->Call("vm.pause", {{"name", vm}}).ok());
     EXPECT_EQ(Stat(*a_, vm)["state"], "paused");
-    std::string src = ReadFile("/dev/shm/agile/agile-it-mig-a/" + vm + "/ram");
+    std::string src = ReadFile(a_->shm_dir() + "/" + vm + "/ram");
     ASSERT_EQ(src.size(), 512ull << 20);
     auto r = Migrate(*a_, port_b_, vm, mode);
     ASSERT_TRUE(r.ok()) << r.status().ToString();
-    std::string dst = ReadFile("/dev/shm/agile/agile-it-mig-b/" + vm + "/ram");
+    std::string dst = ReadFile(b_->shm_dir() + "/" + vm + "/ram");
     ASSERT_EQ(dst.size(), src.size());
     size_t differing = 0;
     for (size_t p = 0; p < src.size(); p += 4096)

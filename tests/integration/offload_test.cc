@@ -62,7 +62,7 @@ TEST(OffloadTest, VmWithThreeQuartersOffloadedRunsAMinuteIntact) {
 }
 
 TEST(OffloadTest, MemdRestartStallsTheVmWhichThenResumesIntact) {
-  std::string data = "/tmp/agile-it-memd-data";
+  std::string data = "/tmp/" + UniqueTestName("memd-data");
   std::filesystem::remove_all(data);
   auto m = MemdProcess::Start(data);
   ASSERT_TRUE(m.ok()) << m.status().ToString();

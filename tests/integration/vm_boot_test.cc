@@ -51,7 +51,7 @@ TEST(VmBootTest, MemverifyRunsThirtySecondsAndEveryTouchIsAFault) {
   EXPECT_EQ(s["host"]["ram_file_bytes"].get<uint64_t>(), resident * 4096);
 
   ASSERT_TRUE(d.Call("vm.stop", {{"name", "mv"}}).ok());
-  EXPECT_FALSE(std::filesystem::exists("/dev/shm/agile/agile-it-boot/mv"));
+  EXPECT_FALSE(std::filesystem::exists(d.shm_dir() + "/mv"));
 }
 
 TEST(VmBootTest, IntegrityCheckerCatchesACorruptPage) {
@@ -100,7 +100,7 @@ TEST(VmBootTest, BadRequestsChangeNothing) {
 }
 
 TEST(VmBootTest, StockQemuWithoutReachableAgiledRefusesToRun) {
-  std::string dir = "/dev/shm/agile-it-noagiled";
+  std::string dir = "/dev/shm/" + UniqueTestName("noagiled");
   std::filesystem::create_directories(dir);
   std::string ram = dir + "/ram";
   ASSERT_EQ(::truncate(ram.c_str(), 0) == 0 || true, true);
