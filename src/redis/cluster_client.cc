@@ -113,7 +113,7 @@ Status ClusterClient::Run(std::span<const Command> cmds, std::vector<Reply>* rep
   for (size_t i = 0; i < cmds.size(); ++i) pending[i] = i;
   std::vector<std::string> ask(cmds.size());  // ASK target for the next round only
   const std::string wait_n = std::to_string(wait_replicas), wait_ms = std::to_string(wait_timeout_ms);
-  Status last;
+  Status last, not_durable;
   for (int round = 0; round <= opts_.max_redirects && !pending.empty(); ++round) {
     if (round > 0 && !last.ok()) {
       // A node failed: let the cluster settle a moment, then ask it again.
@@ -204,15 +204,20 @@ Status ClusterClient::Run(std::span<const Command> cmds, std::vector<Reply>* rep
           retry.insert(retry.end(), idx.begin(), idx.end());  // unknown whether replicated: resend
         } else if ((*w)->type != REDIS_REPLY_INTEGER || (*w)->integer < wait_replicas) {
           // Stored on the master but not acknowledged by a replica in time:
-          // not durable, so not done. The caller keeps the pages.
-          return Unavailable("redis node " + addr + ": writes reached " +
-                             ((*w)->type == REDIS_REPLY_INTEGER ? std::to_string((*w)->integer) : "?") + " of " +
-                             wait_n + " replicas within " + wait_ms + " ms");
+          // not durable, so not done (the caller keeps the pages). Read the
+          // other masters' replies first: a connection must never be left
+          // with replies nobody reads, or the next call would take them.
+          std::string got = (*w)->type == REDIS_REPLY_INTEGER ? std::to_string((*w)->integer)
+                                                               : "an error (" + std::string(ErrorText(w->get())) + ")";
+          if (not_durable.ok())
+            not_durable = Unavailable("redis node " + addr + ": writes reached " + got + " of " + wait_n +
+                                      " replicas within " + wait_ms + " ms");
         }
       }
     }
     pending.swap(retry);
   }
+  if (!not_durable.ok()) return not_durable.Annotate("redis cluster");
   if (!pending.empty())
     return (last.ok() ? Unavailable("redirected more than " + std::to_string(opts_.max_redirects) + " times")
                       : last)
