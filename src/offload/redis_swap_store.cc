@@ -72,6 +72,17 @@ std::string RedisSwapStore::DataKey(uint32_t g, const std::string& token_hex) co
   return "agile:{" + vm_id_ + ":" + std::to_string(g) + "}:pages:" + Sha1Hex("agile-data:" + token_hex);
 }
 
+std::string RedisSwapStore::CachedDataKey(uint32_t group, const std::string& token_hex) {
+  // Callers hold a connection's mutex, not this one: both threads may ask.
+  std::lock_guard<std::mutex> l(keys_mu_);
+  if (keys_token_ != token_hex || data_keys_.empty()) {
+    data_keys_.clear();
+    for (uint32_t g = 0; g < kRedisGroups; ++g) data_keys_.push_back(DataKey(g, token_hex));
+    keys_token_ = token_hex;
+  }
+  return data_keys_[group];
+}
+
 std::string RedisSwapStore::TokenHex(const memd::OwnerToken& t) {
   uint64_t v[3] = {t.epoch, t.secret, t.secret_hi};
   return Hex(reinterpret_cast<const uint8_t*>(v), sizeof v);
@@ -152,7 +163,7 @@ Status RedisSwapStore::Get(Conn& c, const memd::OwnerToken& token, std::span<con
       redis::Command cmd;
       cmd.slot = group_slot_[g];
       const std::string& ok = strings.emplace_back(OwnerKey(g));
-      const std::string& dk = strings.emplace_back(DataKey(g, th));
+      const std::string& dk = strings.emplace_back(CachedDataKey(g, th));
       const std::string& tk = strings.emplace_back(th);
       cmd.argv = {"FCALL", "agile_get", "2", ok, dk, tk};
       cmds.push_back(std::move(cmd));
@@ -220,7 +231,7 @@ Status RedisSwapStore::Put(std::span<const memd::PageRef> pages) {
       redis::Command cmd;
       cmd.slot = group_slot_[g];
       const std::string& ok = strings.emplace_back(OwnerKey(g));
-      const std::string& dk = strings.emplace_back(DataKey(g, th));
+      const std::string& dk = strings.emplace_back(CachedDataKey(g, th));
       const std::string& tk = strings.emplace_back(th);
       cmd.argv = {"FCALL", "agile_put", "2", ok, dk, tk};
       cmds.push_back(std::move(cmd));

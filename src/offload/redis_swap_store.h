@@ -74,7 +74,15 @@ class RedisSwapStore final : public SwapStore {
   Status Get(Conn& c, const memd::OwnerToken& token, std::span<const uint64_t> idx, uint8_t* out,
              uint8_t* present, bool rate_limited);
 
+  // DataKey(g, token) for every group, for the last token asked (a sha1
+  // per group per call would cost more than the rest of a refault's work).
+  // Returns a copy: the other thread may switch the cache to another token.
+  std::string CachedDataKey(uint32_t group, const std::string& token_hex);
+
   RedisStoreConfig cfg_;
+  std::mutex keys_mu_;
+  std::string keys_token_;
+  std::vector<std::string> data_keys_;
   std::string vm_id_;
   std::vector<uint16_t> group_slot_;  // kRedisGroups
   mutable std::mutex token_mu_;

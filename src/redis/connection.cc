@@ -44,8 +44,12 @@ std::string_view ErrorText(const redisReply* r) {
   return std::string_view(r->str, r->len);
 }
 
-Connection::Connection(UniqueFd fd, std::string addr, int timeout_ms)
-    : fd_(std::move(fd)), addr_(std::move(addr)), timeout_ms_(timeout_ms), reader_(redisReaderCreate()) {}
+Connection::Connection(UniqueFd fd, std::string addr, int timeout_ms, int busy_poll_us)
+    : fd_(std::move(fd)),
+      addr_(std::move(addr)),
+      timeout_ms_(timeout_ms),
+      busy_poll_us_(busy_poll_us),
+      reader_(redisReaderCreate()) {}
 
 Connection::~Connection() { redisReaderFree(reader_); }
 
@@ -61,7 +65,7 @@ Result<std::unique_ptr<Connection>> Connection::Open(const std::string& addr, co
     if (!s.ok()) return s.status().Annotate("redis node " + addr);
     fd = std::move(s).value();
   }
-  std::unique_ptr<Connection> c(new Connection(std::move(fd), addr, opts.timeout_ms));
+  std::unique_ptr<Connection> c(new Connection(std::move(fd), addr, opts.timeout_ms, opts.busy_poll_us));
   if (!opts.user.empty()) {
     AGILE_ASSIGN_OR_RETURN(Reply r, c->Call({"AUTH", opts.user, opts.password}));
     if (!ErrorText(r.get()).empty())
@@ -103,6 +107,7 @@ Status Connection::Flush() {
 Result<Reply> Connection::Read() {
   if (!broken_.ok()) return broken_;
   int64_t deadline = NowMs() + timeout_ms_;
+  auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(busy_poll_us_);
   char buf[64 * 1024];
   for (;;) {
     void* reply = nullptr;
@@ -117,6 +122,7 @@ Result<Reply> Connection::Read() {
     if (n == 0) return Broken(Unavailable("connection closed by the node"));
     if (errno == EINTR) continue;
     if (errno != EAGAIN && errno != EWOULDBLOCK) return Broken(ErrnoStatus("recv"));
+    if (std::chrono::steady_clock::now() < spin_until) continue;
     auto ready = WaitFd(fd_.get(), POLLIN, deadline);
     if (!ready.ok()) return Broken(ready.status());
     if (!*ready) return Broken(Unavailable("no reply within " + std::to_string(timeout_ms_) + " ms"));

@@ -39,7 +39,9 @@ Result<std::unique_ptr<RedisCluster>> RedisCluster::Start(const std::string& id,
   int n = masters * (1 + replicas);
   c->nodes_.resize(static_cast<size_t>(n));
   for (Node& node : c->nodes_) {
-    node.port = FreeTcpPort();
+    // The cluster bus listens on port + 10000, so the port must be <= 55535.
+    do node.port = FreeTcpPort();
+    while (node.port > 55535);
     AGILE_RETURN_IF_ERROR(c->Launch(&node));
   }
   // Wait for every node to answer.
@@ -63,6 +65,14 @@ Result<std::unique_ptr<RedisCluster>> RedisCluster::Start(const std::string& id,
     if (!r.ok()) return r.status();
     if (!redis::ErrorText(r->get()).empty())
       return Internal("FUNCTION LOAD: " + std::string(redis::ErrorText(r->get())));
+    // Ready once the replicas have synced (WAIT counts them): until then a
+    // store's first durable write would time out.
+    const std::string want = std::to_string(replicas);
+    bool synced = WaitFor(20, [&] {
+      auto w = c->Call(node.port, {"WAIT", want, "100"});
+      return w.ok() && (*w)->type == REDIS_REPLY_INTEGER && (*w)->integer >= replicas;
+    });
+    if (!synced) return Unavailable("replicas of :" + std::to_string(node.port) + " never synced");
   }
   // Replication of the library: wait until every node has it.
   for (Node& node : c->nodes_) {

@@ -7,6 +7,8 @@
 
 #include <chrono>
 #include <cstring>
+#include <filesystem>
+#include <signal.h>
 #include <thread>
 
 #include "agiled_fixture.h"
@@ -239,6 +241,79 @@ TEST_F(RedisStoreTest, MemverifyOffloadedToAThirdSurvivesMasterKillAndAgileMigra
   }
   EXPECT_GT(stat(B)["faults"]["refault"].get<uint64_t>(), 0u) << "B read cold pages from the cluster";
   EXPECT_EQ(A.Call("vm.stat", {{"name", "mv"}}).status().code(), Code::kNotFound);
+}
+
+// TLS to the cluster the way agiled's other links do it: the node listens
+// only on a tls-port with a certificate of our PKI (scripts/agile-pki) and
+// requires client certificates; the store reaches it through our GnuTLS
+// layer with the host's --tls-dir credentials. One node holding every slot
+// (a cluster of one) is enough to exercise the transport.
+TEST(RedisTls, StoreOverTheNodesTlsPort) {
+  namespace fs = std::filesystem;
+  std::string dir = "/tmp/" + UniqueTestName("redis-tls");
+  fs::remove_all(dir);
+  fs::create_directories(dir + "/node");
+  std::string pki = dir + "/pki";
+  ASSERT_EQ(std::system((std::string(AGILE_SOURCE_DIR) + "/scripts/agile-pki " + pki + " hosta redis1 >/dev/null 2>&1").c_str()), 0)
+      << "scripts/agile-pki failed";
+  fs::create_symlink("/usr/bin/redis-check-rdb", dir + "/redis-server");
+  uint16_t port;
+  do port = FreeTcpPort();
+  while (port > 55535);  // the cluster bus is port + 10000
+  SpawnOptions o;
+  o.argv = {dir + "/redis-server", "--port", "0", "--tls-port", std::to_string(port), "--bind", "127.0.0.1",
+            "--tls-cert-file", pki + "/redis1/server-cert.pem", "--tls-key-file", pki + "/redis1/server-key.pem",
+            "--tls-ca-cert-file", pki + "/ca-cert.pem", "--tls-auth-clients", "yes", "--tls-cluster", "yes",
+            "--cluster-enabled", "yes", "--cluster-config-file", dir + "/node/nodes.conf", "--dir", dir + "/node",
+            "--save", "", "--logfile", dir + "/node/redis.log"};
+  auto proc = Spawn(o);
+  ASSERT_TRUE(proc.ok()) << proc.status().ToString();
+  struct Kill {
+    Process* p;
+    std::string dir;
+    ~Kill() {
+      (void)p->Signal(SIGKILL);
+      p->Wait(5000);
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    }
+  } kill{&*proc, dir};
+  auto creds = tls::Credentials::Load(pki + "/hosta");
+  ASSERT_TRUE(creds.ok()) << creds.status().ToString();
+  redis::ConnOptions co;
+  co.tls = *creds;
+  std::unique_ptr<redis::Connection> admin;
+  ASSERT_TRUE(WaitFor(10, [&] {
+    auto c = redis::Connection::Open("127.0.0.1:" + std::to_string(port), co);
+    if (c.ok()) admin = std::move(c).value();
+    return admin != nullptr;
+  })) << ReadFile(dir + "/node/redis.log");
+  auto r = admin->Call({"CLUSTER", "ADDSLOTSRANGE", "0", "16383"});
+  ASSERT_TRUE(r.ok() && redis::ErrorText(r->get()).empty()) << redis::ErrorText(r->get());
+  r = admin->Call({"FUNCTION", "LOAD", "REPLACE", ReadFile(AGILE_REDIS_FENCE_LUA)});
+  ASSERT_TRUE(r.ok() && redis::ErrorText(r->get()).empty()) << redis::ErrorText(r->get());
+  ASSERT_TRUE(WaitFor(10, [&] {
+    auto i = admin->Call({"CLUSTER", "INFO"});
+    return i.ok() && std::string((*i)->str, (*i)->len).find("cluster_state:ok") != std::string::npos;
+  }));
+
+  std::string url = "redis-cluster://127.0.0.1:" + std::to_string(port) + "?replicas=0";
+  auto store = offload::MakeSwapStore(url, "hosta", "vmtls", *creds);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  ASSERT_TRUE((*store)->Claim().ok());
+  std::vector<uint8_t> page(4096, 0x5a), back(4096);
+  memd::PageRef ref{7, page.data()};
+  ASSERT_TRUE((*store)->Put(std::span(&ref, 1)).ok());
+  uint64_t idx = 7;
+  uint8_t present = 0;
+  ASSERT_TRUE((*store)->Fetch(std::span(&idx, 1), back.data(), &present).ok());
+  EXPECT_EQ(present, 1);
+  EXPECT_EQ(back, page);
+
+  // Without TLS the node does not talk to us at all.
+  auto plain = offload::MakeSwapStore(url, "hosta", "vmtls", nullptr);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_FALSE((*plain)->Claim().ok());
 }
 
 }  // namespace
