@@ -18,19 +18,21 @@ std::string RedirectTarget(std::string_view err) {
   return sp == std::string_view::npos ? std::string() : std::string(err.substr(sp + 1));
 }
 
-std::string HostPortOf(const redisReply* node) {
-  // [ip, port, id, ...]; ip may be "" for a node that does not know its own
-  // address yet (then it is the one we asked: callers skip it).
+std::string HostPortOf(const redisReply* node, const std::string& asked_host) {
+  // [ip, port, id, ...]; ip is "" for a node that does not know its own
+  // address yet: then it is the one we asked.
   if (node->type != REDIS_REPLY_ARRAY || node->elements < 2) return {};
   const redisReply* ip = node->element[0];
   const redisReply* port = node->element[1];
-  if (ip->type != REDIS_REPLY_STRING || port->type != REDIS_REPLY_INTEGER || ip->len == 0) return {};
-  return std::string(ip->str, ip->len) + ":" + std::to_string(port->integer);
+  if (ip->type != REDIS_REPLY_STRING || port->type != REDIS_REPLY_INTEGER) return {};
+  std::string host = ip->len > 0 ? std::string(ip->str, ip->len) : asked_host;
+  if (host.empty()) return {};
+  return host + ":" + std::to_string(port->integer);
 }
 
 }  // namespace
 
-Result<std::vector<std::string>> ParseClusterSlots(const redisReply* r) {
+Result<std::vector<std::string>> ParseClusterSlots(const redisReply* r, const std::string& asked_host) {
   if (r == nullptr || r->type != REDIS_REPLY_ARRAY) return Corruption("CLUSTER SLOTS: not an array");
   std::vector<std::string> owner(kSlots);
   for (size_t i = 0; i < r->elements; ++i) {
@@ -40,7 +42,7 @@ Result<std::vector<std::string>> ParseClusterSlots(const redisReply* r) {
       return Corruption("CLUSTER SLOTS: malformed range");
     long long lo = e->element[0]->integer, hi = e->element[1]->integer;
     if (lo < 0 || hi >= kSlots || lo > hi) return Corruption("CLUSTER SLOTS: slot range out of bounds");
-    std::string master = HostPortOf(e->element[2]);
+    std::string master = HostPortOf(e->element[2], asked_host);
     if (master.empty()) return Corruption("CLUSTER SLOTS: master without an address");
     for (long long s = lo; s <= hi; ++s) owner[static_cast<size_t>(s)] = master;
   }
@@ -87,7 +89,7 @@ Status ClusterClient::RefreshSlots() {
       last = Unavailable("CLUSTER SLOTS on " + a + ": " + std::string(ErrorText(r->get())));
       continue;
     }
-    auto map = ParseClusterSlots(r->get());
+    auto map = ParseClusterSlots(r->get(), a.substr(0, a.rfind(':')));
     if (!map.ok()) {
       last = map.status().Annotate(a);
       continue;

@@ -40,7 +40,9 @@ struct Command {
 };
 
 // Parses a CLUSTER SLOTS reply into slot -> master "HOST:PORT" ("" = unserved).
-Result<std::vector<std::string>> ParseClusterSlots(const redisReply* r);
+// A master listed without an IP is one that does not know its own address
+// yet (a node alone in its cluster): it is the node we asked, on asked_host.
+Result<std::vector<std::string>> ParseClusterSlots(const redisReply* r, const std::string& asked_host = "");
 
 class ClusterClient {
  public:

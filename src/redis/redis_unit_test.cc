@@ -63,6 +63,13 @@ TEST(ClusterSlots, LeavesUnservedSlotsEmpty) {
   EXPECT_EQ((*m)[100], "");
 }
 
+TEST(ClusterSlots, AMasterWithoutAnIpIsTheNodeAsked) {
+  Reply r = Parse("*1\r\n*3\r\n:0\r\n:16383\r\n*3\r\n$0\r\n\r\n:7001\r\n$2\r\nid\r\n");
+  auto m = ParseClusterSlots(r.get(), "10.0.0.5");
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ((*m)[42], "10.0.0.5:7001");
+}
+
 TEST(ClusterSlots, RejectsMalformedMaps) {
   EXPECT_FALSE(ParseClusterSlots(Parse("+OK\r\n").get()).ok());
   EXPECT_FALSE(ParseClusterSlots(Parse("*1\r\n*3\r\n:5\r\n:2\r\n*2\r\n$1\r\nh\r\n:1\r\n").get()).ok())
@@ -70,7 +77,7 @@ TEST(ClusterSlots, RejectsMalformedMaps) {
   EXPECT_FALSE(ParseClusterSlots(Parse("*1\r\n*3\r\n:0\r\n:16384\r\n*2\r\n$1\r\nh\r\n:1\r\n").get()).ok())
       << "slot out of bounds";
   EXPECT_FALSE(ParseClusterSlots(Parse("*1\r\n*3\r\n:0\r\n:1\r\n*2\r\n$0\r\n\r\n:1\r\n").get()).ok())
-      << "master without an address";
+      << "master without an address, and no node asked";
   EXPECT_FALSE(ParseClusterSlots(Parse("*1\r\n*2\r\n:0\r\n:1\r\n").get()).ok()) << "no master";
 }
 

@@ -300,7 +300,8 @@ TEST(RedisTls, StoreOverTheNodesTlsPort) {
   std::string url = "redis-cluster://127.0.0.1:" + std::to_string(port) + "?replicas=0";
   auto store = offload::MakeSwapStore(url, "hosta", "vmtls", *creds);
   ASSERT_TRUE(store.ok()) << store.status().ToString();
-  ASSERT_TRUE((*store)->Claim().ok());
+  Status claimed = (*store)->Claim();
+  ASSERT_TRUE(claimed.ok()) << claimed.ToString();
   std::vector<uint8_t> page(4096, 0x5a), back(4096);
   memd::PageRef ref{7, page.data()};
   ASSERT_TRUE((*store)->Put(std::span(&ref, 1)).ok());
