@@ -4,9 +4,11 @@
 // (drop PTEs, read out, PUT, punch holes, in pipelined batches); then the
 // process reads every page back, each a refault served by the FaultServer
 // from memd (UFFDIO_COPY).
-// Page contents are verified afterwards.
+// Page contents are verified afterwards. --store URL runs the same against
+// another swap store (a Redis Cluster: bench/redis_store_bench) instead of
+// the agile-memd this starts.
 //
-//   offload_bench [--mib 256] [--prefetch 1] [--json FILE]
+//   offload_bench [--mib 256] [--prefetch 1] [--store URL] [--json FILE]
 #include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
@@ -15,12 +17,13 @@
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <regex>
 
 #include "base/io.h"
 #include "base/process.h"
 #include "offload/evictor.h"
-#include "offload/swap_store.h"
+#include "offload/store_url.h"
 #include "offload/victim_policy.h"
 #include "vm/testing/guest_process.h"
 
@@ -50,7 +53,8 @@ int main(int argc, char** argv) {
   CLI::App app{"offload_bench - offload throughput and refault latency through agile-memd on loopback"};
   uint64_t mib = 256;
   uint32_t prefetch = 1;
-  std::string json_path;
+  std::string json_path, store_url;
+  app.add_option("--store", store_url, "Swap store URL (agiled's --store); default: start an agile-memd");
   app.add_option("--mib", mib, "Guest memory to offload and read back")->capture_default_str();
   app.add_option("--prefetch", prefetch, "Refault window (1 = only the faulting page)")->capture_default_str();
   app.add_option("--json", json_path, "Write results as JSON here");
@@ -58,13 +62,22 @@ int main(int argc, char** argv) {
   const uint64_t pages = mib << 8;
 
   uint16_t port = 0;
-  auto memd = StartMemd(&port);
-  if (!memd.ok()) {
-    std::fprintf(stderr, "offload_bench: agile-memd: %s\n", memd.status().ToString().c_str());
+  std::optional<Process> memd;
+  if (store_url.empty()) {
+    auto m = StartMemd(&port);
+    if (!m.ok()) {
+      std::fprintf(stderr, "offload_bench: agile-memd: %s\n", m.status().ToString().c_str());
+      return 1;
+    }
+    memd = std::move(m).value();
+    store_url = "memd://127.0.0.1:" + std::to_string(port);
+  }
+  auto made = offload::MakeSwapStore(store_url, "bench-host", "bench-vm-" + std::to_string(::getpid()), nullptr);
+  if (!made.ok()) {
+    std::fprintf(stderr, "offload_bench: %s\n", made.status().ToString().c_str());
     return 1;
   }
-  std::string addr = "127.0.0.1:" + std::to_string(port);
-  offload::SwapStore store(addr, "bench-host", "bench-vm");
+  offload::SwapStore& store = **made;
   if (Status s = store.Claim(); !s.ok()) {
     std::fprintf(stderr, "offload_bench: %s\n", s.ToString().c_str());
     return 1;
@@ -105,11 +118,14 @@ int main(int argc, char** argv) {
   double p50 = std::stod(m[3]) / 1e3, p99 = std::stod(m[4]) / 1e3;
   const auto& st = guest.faults().stats();
   bool intact = *guest.Command("verify 5") == "ok";
-  (void)memd->Signal(SIGTERM);
-  memd->Wait(5000);
+  (void)store.Release();
+  if (memd) {
+    (void)memd->Signal(SIGTERM);
+    memd->Wait(5000);
+  }
 
-  std::printf("offload + refault through agile-memd on loopback (%llu MiB, prefetch %u)\n", (unsigned long long)mib,
-              prefetch);
+  std::printf("offload + refault through %s (%llu MiB, prefetch %u)\n", store.addr().c_str(),
+              (unsigned long long)mib, prefetch);
   std::printf("  offload throughput   %8.2f GB/s  (target >= 1 GB/s)   %llu pages in %.2f s\n", gbps,
               (unsigned long long)rep.pages_offloaded, evict_s);
   std::printf("  refaults             %8llu  (+%llu prefetched) in %.2f s\n", (unsigned long long)st.refault.load(),
@@ -120,7 +136,7 @@ int main(int argc, char** argv) {
               st.refault_latency.PercentileUs(50), st.refault_latency.PercentileUs(99));
   std::printf("  data after round trip: %s\n", intact ? "intact" : "CORRUPT");
   if (!json_path.empty()) {
-    nlohmann::json j = {{"benchmark", "offload_refault"}, {"mib", mib}, {"prefetch", prefetch},
+    nlohmann::json j = {{"benchmark", "offload_refault"}, {"store", store.addr()}, {"mib", mib}, {"prefetch", prefetch},
                         {"offload_gb_per_s", gbps},       {"offload_seconds", evict_s},
                         {"refaults", st.refault.load()},  {"prefetched", st.prefetched.load()},
                         {"refault_p50_us", p50},          {"refault_p99_us", p99},

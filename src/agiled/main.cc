@@ -18,6 +18,7 @@
 #include "control/control_server.h"
 #include "host/vm_manager.h"
 #include "migrate/receiver.h"
+#include "offload/store_url.h"
 #include "base/size.h"
 #include "base/socket.h"
 #include "service/service.h"
@@ -89,7 +90,12 @@ int main(int argc, char** argv) {
   app.add_option("--qemu-runas", cfg.qemu_run_as, "Unprivileged user QEMU drops to after start-up (-runas)");
   app.add_option("--shim", cfg.shim_path, "libagile-shim.so to preload into QEMU")->capture_default_str();
   app.add_option("--guest-dir", guest_dir, "Folder with the guest vmlinuz and initrd.img")->capture_default_str();
-  app.add_option("--memd", cfg.memd_addr, "Swap store (agile-memd) HOST:PORT for offloading cold pages");
+  std::string memd_flag, store_flag;
+  app.add_option("--store", store_flag,
+                 "Swap store for cold pages: memd://HOST:PORT (agile-memd) or "
+                 "redis-cluster://HOST:PORT[,HOST:PORT...][?user=U&password-file=F&replicas=N&wait-ms=M] "
+                 "(docs/redis-store.md)");
+  app.add_option("--memd", memd_flag, "Same as --store memd://HOST:PORT")->excludes("--store");
   app.add_option("--prefetch", cfg.prefetch_pages, "Pages fetched per refault (the faulting one and those after it)")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
@@ -97,7 +103,7 @@ int main(int argc, char** argv) {
   host::PolicyOptions popts;
   app.add_option("--host-budget", host_budget,
                  "Memory for all VMs' resident guest RAM, e.g. 2G: above it (or under PSI pressure) cold pages are "
-                 "offloaded in advance to --memd, keeping each VM near its working set + margin");
+                 "offloaded in advance to the --store, keeping each VM near its working set + margin");
   app.add_option("--psi-threshold", popts.psi_threshold_pct,
                  "PSI memory 'some avg10' (%) that also counts as pressure")
       ->capture_default_str();
@@ -136,9 +142,15 @@ int main(int argc, char** argv) {
     if (!b.ok()) return Fail("--host-budget: " + b.status().message());
     popts.host_budget = *b;
   }
-  if (!host_budget.empty() && cfg.memd_addr.empty()) return Fail("--host-budget needs --memd (where cold pages go)");
-  if (!cfg.memd_addr.empty() && !ParseHostPort(cfg.memd_addr).ok())
-    return Fail("--memd: expected HOST:PORT, got '" + cfg.memd_addr + "'");
+  if (!memd_flag.empty() && !ParseHostPort(memd_flag).ok())
+    return Fail("--memd: expected HOST:PORT, got '" + memd_flag + "'");
+  if (!memd_flag.empty() || !store_flag.empty()) {
+    auto url = offload::ParseStoreUrl(!store_flag.empty() ? store_flag : memd_flag);
+    if (!url.ok()) return Fail(url.status().message());
+    cfg.memd_addr = url->canonical;
+  }
+  if (!host_budget.empty() && cfg.memd_addr.empty())
+    return Fail("--host-budget needs --store or --memd (where cold pages go)");
   if (cfg.state_dir.size() > 80) return Fail("--state-dir path too long for unix sockets (max 80 chars)");
   fs::create_directories(cfg.state_dir + "/vms", ec);
   if (ec) return Fail("cannot create " + cfg.state_dir + ": " + ec.message());
@@ -224,7 +236,7 @@ int main(int argc, char** argv) {
         peer.identity = caller.identity;
         // Without TLS the listener is loopback (or --insecure, whose peers are nobody in particular).
         peer.may_pass_qemu_args = !caller.identity.empty() || caller.local || !cfg.insecure;
-        peer.store_addr = cfg.memd_addr;
+        peer.store_addr = offload::StoreIdentity(cfg.memd_addr);
         if (cfg.tls) peer.tls_dir = cfg.tls->dir();
         migrate::ReceiveMigration(std::move(conn), &vms, migrate_host, peer);
       });

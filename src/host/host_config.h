@@ -21,7 +21,7 @@ struct HostConfig {
   bool qemu_sandbox = true;        // QEMU's -sandbox (seccomp); docs/security.md
   std::string qemu_run_as;         // QEMU's -runas USER; empty = stays root
   int handoff_timeout_ms = 30000;  // QEMU start until the shim hands over the uffd
-  std::string memd_addr;   // swap store HOST:PORT; empty = offload disabled
+  std::string memd_addr;   // swap store: --store in its canonical form (offload::ParseStoreUrl); empty = offload disabled
   uint32_t prefetch_pages = 4;  // refault window: the faulting page and the next N-1
   double tracking_cpu_pct = 2.0;        // working-set tracking budget per VM, % of one core
   std::vector<double> wss_windows_s = {10, 60};  // windows reported by `wss`; the first is wss_bytes

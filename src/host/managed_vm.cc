@@ -1,5 +1,7 @@
 #include "host/managed_vm.h"
 
+#include "offload/store_url.h"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -16,6 +18,7 @@
 #include "base/size.h"
 #include "base/socket.h"
 #include "host/console_status.h"
+#include "offload/store_url.h"
 #include "uffd/compat.h"
 #include "uffd/register.h"
 
@@ -134,7 +137,13 @@ Status ManagedVm::TakeOverMemory(int listen_fd, bool incoming, const std::string
     std::string id = !store_vm_id.empty() ? store_vm_id
                                           : spec_.name + "-" + std::to_string(qemu_.pid()) + "-" +
                                                 std::to_string(started_ns_ % 1000000007ULL);
-    store_ = std::make_unique<offload::SwapStore>(host_.memd_addr, host_.id, id, 250, host_.tls);
+    auto store = offload::MakeSwapStore(host_.memd_addr, host_.id, id, host_.tls);
+    if (!store.ok()) {
+      (void)qemu_.Signal(SIGKILL);
+      qemu_.Wait(5000);
+      return store.status().Annotate("vm " + spec_.name + " did not start");
+    }
+    store_ = std::move(store).value();
   }
   faults_ = std::make_unique<vm::FaultServer>(memory_.get(), store_.get(), host_.prefetch_pages);
   fault_policy_ = std::make_unique<offload::LastFaultPolicy>(memory_.get());
@@ -319,7 +328,7 @@ json ManagedVm::Stat() {
 Status ManagedVm::AdoptStore(const std::string& store_vm_id, uint64_t epoch, uint64_t secret, uint64_t secret_hi) {
   if (store_ == nullptr || store_->store_vm_id() != store_vm_id) {
     if (host_.memd_addr.empty())
-      return Unsupported("the VM's cold pages are in a swap store but this agiled has no --memd");
+      return Unsupported("the VM's cold pages are in a swap store but this agiled has no --store");
     // The fault server holds a PageSource pointer: it must not change under it.
     if (store_ != nullptr) return Internal("vm " + spec_.name + " already uses another store namespace");
     return Internal("incoming VM " + spec_.name + " was launched without its store namespace");

@@ -9,7 +9,7 @@
 
 #include <memory>
 
-#include "offload/swap_store.h"
+#include "offload/memd_swap_store.h"
 #include "offload/victim_policy.h"
 #include "store/memd_server.h"
 #include "store/page_store.h"
@@ -34,7 +34,7 @@ uint64_t ResidentInFile(int fd, uint64_t pages) {
 struct Rig {
   std::unique_ptr<memd::PageStore> pages;
   std::unique_ptr<memd::MemdServer> server;
-  std::unique_ptr<SwapStore> store;
+  std::unique_ptr<MemdSwapStore> store;
   std::unique_ptr<GuestProcess> guest;
   std::unique_ptr<Evictor> evictor;
 
@@ -52,7 +52,7 @@ struct Rig {
     EXPECT_TRUE(srv.ok()) << srv.status().ToString();
     if (!srv.ok()) return nullptr;
     r->server = std::move(srv).value();
-    r->store = std::make_unique<SwapStore>(r->server->address().ToString(), "test-host", "test-vm");
+    r->store = std::make_unique<MemdSwapStore>(r->server->address().ToString(), "test-host", "test-vm");
     EXPECT_TRUE(r->store->Claim().ok());
     auto g = GuestProcess::Start(AGILE_SHIM_PATH, AGILE_SHM_GUEST_PATH, n, r->store.get());
     EXPECT_TRUE(g.ok()) << g.status().ToString();

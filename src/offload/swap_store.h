@@ -1,75 +1,53 @@
-// One VM's pages in the swap store (agile-memd): its namespace id, the
-// ownership token, and two connections - one for the fault thread (refaults,
-// latency-critical) and one for the offloader (bulk PUTs) - so a big offload
-// never queues in front of a vCPU's refault. Broken connections are re-dialled
-// on the next call, at most every `redial_ms`, so a store that is down costs
-// a faulting vCPU a wait, not a storm of connects; offload calls redial at once.
-// Thread-safe: each connection has its own mutex.
+// One VM's namespace in the swap store, whatever engine holds it: agile-memd
+// (MemdSwapStore) or a Redis Cluster (RedisSwapStore); MakeSwapStore() picks
+// one from agiled's --store URL. Callers (fault server, evictor, migration
+// sender and receiver, host) see only this.
+//
+// Contract shared by both backends:
+// - Claim() creates the namespace owned by this host; Adopt() takes the token
+//   a previous owner handed over (migration). Only the owner's token reads or
+//   writes the pages, and the engine, not agiled, enforces it.
+// - Put() returns ok only once every page is durable in the store's terms
+//   (memd: stored; redis: on the master and acknowledged by a replica); only
+//   then may the caller punch the page out of the RAM file.
+// - Fetch() (vm::PageSource, the fault thread) and FetchBulk() (offloader)
+//   use separate connections, so a bulk transfer never queues before a refault.
+// - Transfer() hands ownership to new_host and returns the token to give it;
+//   this host's token is void afterwards.
+// Thread-safe: Fetch from the fault thread, the rest from the offloader or a
+// migration, concurrently.
 #pragma once
 
 #include <cstdint>
-#include <memory>
-#include <mutex>
-#include <optional>
 #include <span>
 #include <string>
 
 #include "base/status.h"
-#include "store/memd_client.h"
 #include "vm/page_source.h"
+#include "wire/memd_proto.h"
 
 namespace agile::offload {
 
 class SwapStore : public vm::PageSource {
  public:
-  // tls set: connections are mutual TLS with this host's certificate.
-  SwapStore(std::string memd_addr, std::string host_id, std::string store_vm_id, int redial_ms = 250,
-            std::shared_ptr<const tls::Credentials> tls = nullptr);
+  ~SwapStore() override = default;
 
-  // Creates the VM's namespace owned by this host (first offload), or adopts
-  // a token handed over by a previous owner (migration).
-  Status Claim();
-  void Adopt(memd::OwnerToken token);
-  bool claimed() const;
+  virtual Status Claim() = 0;
+  virtual void Adopt(memd::OwnerToken token) = 0;
+  virtual bool claimed() const = 0;
 
-  // vm::PageSource, for the fault thread.
-  Status Fetch(std::span<const uint64_t> idx, uint8_t* out, uint8_t* present) override;
-  // Bulk store from the offloader.
-  Status Put(std::span<const memd::PageRef> pages);
-  // Bulk read on the offloader's connection (a migration sending cold pages).
-  Status FetchBulk(std::span<const uint64_t> idx, uint8_t* out, uint8_t* present);
-  // Hands the namespace to new_host; returns the token for it. From now on
-  // this host's token is void.
-  Result<memd::OwnerToken> Transfer(const std::string& new_host);
+  virtual Status Put(std::span<const memd::PageRef> pages) = 0;
+  virtual Status FetchBulk(std::span<const uint64_t> idx, uint8_t* out, uint8_t* present) = 0;
+  virtual Result<memd::OwnerToken> Transfer(const std::string& new_host) = 0;
   // Drops the whole namespace (VM stopped for good).
-  Status Release();
+  virtual Status Release() = 0;
+  // Namespace stats: how many of this VM's pages the store holds.
+  virtual Result<uint64_t> StoredPages() = 0;
 
-  const std::string& store_vm_id() const { return vm_id_; }
-  const std::string& addr() const { return addr_; }
-
- private:
-  struct Conn {
-    std::mutex mu;
-    std::unique_ptr<memd::MemdClient> client;
-    uint64_t last_dial_ns = 0;
-  };
-  // Returns a usable client for c (dialling if needed); c.mu must be held.
-  // The fault connection redials at most every redial_ms (a vCPU retries every
-  // millisecond); the bulk one redials on every call (an operator's retry).
-  Result<memd::MemdClient*> Client(Conn& c, bool rate_limited);
-  void Drop(Conn& c, const Status& why);
-  memd::OwnerToken token() const;
-  // The token while this host owns the namespace, in one look (a claim and
-  // the token it holds cannot be seen apart).
-  std::optional<memd::OwnerToken> owned_token() const;
-
-  std::string addr_, host_id_, vm_id_;
-  std::shared_ptr<const tls::Credentials> tls_;
-  int redial_ms_;
-  mutable std::mutex token_mu_;
-  memd::OwnerToken token_{};
-  bool claimed_ = false;
-  Conn fault_conn_, bulk_conn_;
+  virtual const std::string& store_vm_id() const = 0;
+  // The store's address as configured (--store): both sides of a migration
+  // must name the same store.
+  virtual const std::string& addr() const = 0;
 };
 
 }  // namespace agile::offload

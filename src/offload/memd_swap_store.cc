@@ -1,4 +1,4 @@
-#include "offload/swap_store.h"
+#include "offload/memd_swap_store.h"
 
 #include <spdlog/spdlog.h>
 
@@ -8,7 +8,7 @@
 
 namespace agile::offload {
 
-SwapStore::SwapStore(std::string memd_addr, std::string host_id, std::string store_vm_id, int redial_ms,
+MemdSwapStore::MemdSwapStore(std::string memd_addr, std::string host_id, std::string store_vm_id, int redial_ms,
                      std::shared_ptr<const tls::Credentials> tls)
     : addr_(std::move(memd_addr)),
       host_id_(std::move(host_id)),
@@ -16,29 +16,29 @@ SwapStore::SwapStore(std::string memd_addr, std::string host_id, std::string sto
       tls_(std::move(tls)),
       redial_ms_(redial_ms) {}
 
-bool SwapStore::claimed() const {
+bool MemdSwapStore::claimed() const {
   std::lock_guard<std::mutex> l(token_mu_);
   return claimed_;
 }
 
-memd::OwnerToken SwapStore::token() const {
+memd::OwnerToken MemdSwapStore::token() const {
   std::lock_guard<std::mutex> l(token_mu_);
   return token_;
 }
 
-std::optional<memd::OwnerToken> SwapStore::owned_token() const {
+std::optional<memd::OwnerToken> MemdSwapStore::owned_token() const {
   std::lock_guard<std::mutex> l(token_mu_);
   if (!claimed_) return std::nullopt;
   return token_;
 }
 
-void SwapStore::Adopt(memd::OwnerToken token) {
+void MemdSwapStore::Adopt(memd::OwnerToken token) {
   std::lock_guard<std::mutex> l(token_mu_);
   token_ = token;
   claimed_ = true;
 }
 
-Result<memd::MemdClient*> SwapStore::Client(Conn& c, bool rate_limited) {
+Result<memd::MemdClient*> MemdSwapStore::Client(Conn& c, bool rate_limited) {
   if (c.client) return c.client.get();
   uint64_t now = vm::NowNs();
   if (rate_limited && c.last_dial_ns != 0 && now - c.last_dial_ns < static_cast<uint64_t>(redial_ms_) * 1000000ULL)
@@ -53,7 +53,7 @@ Result<memd::MemdClient*> SwapStore::Client(Conn& c, bool rate_limited) {
   return c.client.get();
 }
 
-void SwapStore::Drop(Conn& c, const Status& why) {
+void MemdSwapStore::Drop(Conn& c, const Status& why) {
   // MemdClient reports a broken connection as kUnavailable; refusals (not
   // owner, store full, a page failing its checksum) leave it usable.
   if (why.code() == Code::kUnavailable) {
@@ -62,7 +62,7 @@ void SwapStore::Drop(Conn& c, const Status& why) {
   }
 }
 
-Status SwapStore::Claim() {
+Status MemdSwapStore::Claim() {
   std::lock_guard<std::mutex> l(bulk_conn_.mu);
   if (claimed()) return Status::Ok();
   AGILE_ASSIGN_OR_RETURN(memd::MemdClient * c, Client(bulk_conn_, false));
@@ -75,7 +75,7 @@ Status SwapStore::Claim() {
   return Status::Ok();
 }
 
-Status SwapStore::Fetch(std::span<const uint64_t> idx, uint8_t* out, uint8_t* present) {
+Status MemdSwapStore::Fetch(std::span<const uint64_t> idx, uint8_t* out, uint8_t* present) {
   // An incoming VM's cold pages belong to the source until switchover hands
   // over the token; QEMU loading device state may touch one before that.
   // Asking memd now would only be refused: the vCPU waits and retries.
@@ -92,7 +92,7 @@ Status SwapStore::Fetch(std::span<const uint64_t> idx, uint8_t* out, uint8_t* pr
   return s;
 }
 
-Status SwapStore::Put(std::span<const memd::PageRef> pages) {
+Status MemdSwapStore::Put(std::span<const memd::PageRef> pages) {
   std::lock_guard<std::mutex> l(bulk_conn_.mu);
   AGILE_ASSIGN_OR_RETURN(memd::MemdClient * c, Client(bulk_conn_, false));
   Status s = c->Put(vm_id_, token(), pages);
@@ -100,7 +100,7 @@ Status SwapStore::Put(std::span<const memd::PageRef> pages) {
   return s;
 }
 
-Status SwapStore::FetchBulk(std::span<const uint64_t> idx, uint8_t* out, uint8_t* present) {
+Status MemdSwapStore::FetchBulk(std::span<const uint64_t> idx, uint8_t* out, uint8_t* present) {
   std::lock_guard<std::mutex> l(bulk_conn_.mu);
   AGILE_ASSIGN_OR_RETURN(memd::MemdClient * c, Client(bulk_conn_, false));
   std::vector<uint8_t*> outs(idx.size());
@@ -110,7 +110,7 @@ Status SwapStore::FetchBulk(std::span<const uint64_t> idx, uint8_t* out, uint8_t
   return s;
 }
 
-Result<memd::OwnerToken> SwapStore::Transfer(const std::string& new_host) {
+Result<memd::OwnerToken> MemdSwapStore::Transfer(const std::string& new_host) {
   std::lock_guard<std::mutex> l(bulk_conn_.mu);
   std::optional<memd::OwnerToken> owner = owned_token();
   if (!owner) return InvalidArgument("VM " + vm_id_ + " has no pages in the swap store to hand over");
@@ -125,7 +125,7 @@ Result<memd::OwnerToken> SwapStore::Transfer(const std::string& new_host) {
   return *t;
 }
 
-Status SwapStore::Release() {
+Status MemdSwapStore::Release() {
   std::optional<memd::OwnerToken> owner = owned_token();
   if (!owner) return Status::Ok();
   std::lock_guard<std::mutex> l(bulk_conn_.mu);
@@ -138,6 +138,21 @@ Status SwapStore::Release() {
   std::lock_guard<std::mutex> t(token_mu_);
   claimed_ = false;
   return Status::Ok();
+}
+
+Result<uint64_t> MemdSwapStore::StoredPages() {
+  std::lock_guard<std::mutex> l(bulk_conn_.mu);
+  AGILE_ASSIGN_OR_RETURN(memd::MemdClient * c, Client(bulk_conn_, false));
+  auto st = c->Stat();
+  if (!st.ok()) {
+    Drop(bulk_conn_, st.status());
+    return st.status();
+  }
+  for (const memd::VmStat& v : st->vms)
+    if (v.vm == vm_id_) return v.pages;
+  // STAT lists a bounded number of namespaces: absent from a full list is unknown.
+  if (st->vms.size() < st->vm_count) return NotFound("memd's STAT did not list namespace " + vm_id_);
+  return uint64_t{0};
 }
 
 }  // namespace agile::offload

@@ -1,0 +1,76 @@
+// The agile-memd backend of SwapStore: one VM's namespace id, the
+// ownership token, and two connections - one for the fault thread (refaults,
+// latency-critical) and one for the offloader (bulk PUTs) - so a big offload
+// never queues in front of a vCPU's refault. Broken connections are re-dialled
+// on the next call, at most every `redial_ms`, so a store that is down costs
+// a faulting vCPU a wait, not a storm of connects; offload calls redial at once.
+// Thread-safe: each connection has its own mutex.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+
+#include "base/status.h"
+#include "offload/swap_store.h"
+#include "store/memd_client.h"
+
+namespace agile::offload {
+
+class MemdSwapStore final : public SwapStore {
+ public:
+  // tls set: connections are mutual TLS with this host's certificate.
+  MemdSwapStore(std::string memd_addr, std::string host_id, std::string store_vm_id, int redial_ms = 250,
+            std::shared_ptr<const tls::Credentials> tls = nullptr);
+
+  // Creates the VM's namespace owned by this host (first offload), or adopts
+  // a token handed over by a previous owner (migration).
+  Status Claim() override;
+  void Adopt(memd::OwnerToken token) override;
+  bool claimed() const override;
+
+  // vm::PageSource, for the fault thread.
+  Status Fetch(std::span<const uint64_t> idx, uint8_t* out, uint8_t* present) override;
+  // Bulk store from the offloader.
+  Status Put(std::span<const memd::PageRef> pages) override;
+  // Bulk read on the offloader's connection (a migration sending cold pages).
+  Status FetchBulk(std::span<const uint64_t> idx, uint8_t* out, uint8_t* present) override;
+  // Hands the namespace to new_host; returns the token for it. From now on
+  // this host's token is void.
+  Result<memd::OwnerToken> Transfer(const std::string& new_host) override;
+  // Drops the whole namespace (VM stopped for good).
+  Status Release() override;
+
+  Result<uint64_t> StoredPages() override;
+  const std::string& store_vm_id() const override { return vm_id_; }
+  const std::string& addr() const override { return addr_; }
+
+ private:
+  struct Conn {
+    std::mutex mu;
+    std::unique_ptr<memd::MemdClient> client;
+    uint64_t last_dial_ns = 0;
+  };
+  // Returns a usable client for c (dialling if needed); c.mu must be held.
+  // The fault connection redials at most every redial_ms (a vCPU retries every
+  // millisecond); the bulk one redials on every call (an operator's retry).
+  Result<memd::MemdClient*> Client(Conn& c, bool rate_limited);
+  void Drop(Conn& c, const Status& why);
+  memd::OwnerToken token() const;
+  // The token while this host owns the namespace, in one look (a claim and
+  // the token it holds cannot be seen apart).
+  std::optional<memd::OwnerToken> owned_token() const;
+
+  std::string addr_, host_id_, vm_id_;
+  std::shared_ptr<const tls::Credentials> tls_;
+  int redial_ms_;
+  mutable std::mutex token_mu_;
+  memd::OwnerToken token_{};
+  bool claimed_ = false;
+  Conn fault_conn_, bulk_conn_;
+};
+
+}  // namespace agile::offload

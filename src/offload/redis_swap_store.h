@@ -1,0 +1,94 @@
+// The Redis Cluster backend of SwapStore. Key schema and fencing are in
+// docs/redis-store.md; in short, page i of namespace V lives in group
+// g = (i / 16) % 128, whose keys share the hash tag {V:g}:
+//   agile:{V:g}:owner          sha1(token) of the owning host
+//   agile:{V:g}:pages:<h>      hash field i -> the 4096-byte page, where
+//                              h = sha1("agile-data:" + token), so only the
+//                              token's holder can name it
+// and every access is an FCALL into the `agile` function library (loaded
+// by the operator), which checks the token against the owner key: a host
+// that does not hold the token is refused by Redis.
+// Runs of 16 pages share a group (a refault and its prefetch are one call);
+// 128 groups spread one VM over all masters.
+// Thread-safe like SwapStore: the fault thread and the offloader each have
+// their own cluster client.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "offload/swap_store.h"
+#include "redis/cluster_client.h"
+
+namespace agile::offload {
+
+struct RedisStoreConfig {
+  std::string url;  // the store's identity (StoreUrl::identity), for addr() and logs
+  redis::ClusterOptions cluster;
+  int replicas = 1;    // replicas that must acknowledge a PUT (WAIT)
+  int wait_ms = 1000;  // how long WAIT may take
+  int redial_ms = 250;
+};
+
+inline constexpr uint32_t kRedisRunPages = 16;
+inline constexpr uint32_t kRedisGroups = 128;
+
+class RedisSwapStore final : public SwapStore {
+ public:
+  RedisSwapStore(RedisStoreConfig cfg, std::string store_vm_id);
+
+  Status Claim() override;
+  void Adopt(memd::OwnerToken token) override;
+  bool claimed() const override;
+  Status Fetch(std::span<const uint64_t> idx, uint8_t* out, uint8_t* present) override;
+  Status Put(std::span<const memd::PageRef> pages) override;
+  Status FetchBulk(std::span<const uint64_t> idx, uint8_t* out, uint8_t* present) override;
+  Result<memd::OwnerToken> Transfer(const std::string& new_host) override;
+  Status Release() override;
+  Result<uint64_t> StoredPages() override;
+  const std::string& store_vm_id() const override { return vm_id_; }
+  const std::string& addr() const override { return cfg_.url; }
+
+  static uint32_t GroupOf(uint64_t page) { return static_cast<uint32_t>((page / kRedisRunPages) % kRedisGroups); }
+  std::string OwnerKey(uint32_t group) const;
+  // The data hash's name under token_hex (see the header comment).
+  std::string DataKey(uint32_t group, const std::string& token_hex) const;
+  static std::string TokenHex(const memd::OwnerToken& t);
+
+ private:
+  struct Conn {
+    std::mutex mu;
+    std::unique_ptr<redis::ClusterClient> client;
+    uint64_t last_dial_ns = 0;
+  };
+  Result<redis::ClusterClient*> Client(Conn& c, bool rate_limited);
+  std::optional<memd::OwnerToken> owned_token() const;
+  // One FCALL `fn` per group in `groups` with extra args none: claim, xfer,
+  // release, count. Replies in group order.
+  Status ForAllGroups(Conn& c, const std::vector<std::vector<std::string>>& argvs,
+                      std::vector<redis::Reply>* replies, int wait_replicas);
+  Status Get(Conn& c, const memd::OwnerToken& token, std::span<const uint64_t> idx, uint8_t* out,
+             uint8_t* present, bool rate_limited);
+
+  // DataKey(g, token) for every group, for the last token asked (a sha1
+  // per group per call would cost more than the rest of a refault's work).
+  // Returns a copy: the other thread may switch the cache to another token.
+  std::string CachedDataKey(uint32_t group, const std::string& token_hex);
+
+  RedisStoreConfig cfg_;
+  std::mutex keys_mu_;
+  std::string keys_token_;
+  std::vector<std::string> data_keys_;
+  std::string vm_id_;
+  std::vector<uint16_t> group_slot_;  // kRedisGroups
+  mutable std::mutex token_mu_;
+  memd::OwnerToken token_{};
+  bool claimed_ = false;
+  Conn fault_conn_, bulk_conn_;
+};
+
+}  // namespace agile::offload
