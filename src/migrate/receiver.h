@@ -6,6 +6,7 @@
 #pragma once
 
 #include "base/fd.h"
+#include "base/timeouts.h"
 #include "migrate/migrating_vm.h"
 
 namespace agile::migrate {
@@ -15,6 +16,7 @@ struct MigrationPeer {
   std::string identity;          // the source's TLS certificate name; "" on a plain connection
   bool may_pass_qemu_args = false;  // authenticated, or a loopback link: raw QEMU arguments in the spec are accepted
   std::string store_addr;        // our swap store (--memd): the source's must be the same one
+  Timeouts timeouts;             // docs/timeouts.md
 };
 
 // Blocks until the migration ends (either way). `listen_host` is the address

@@ -26,6 +26,9 @@ class SwapStore : public vm::PageSource {
   SwapStore(std::string memd_addr, std::string host_id, std::string store_vm_id, int redial_ms = 250,
             std::shared_ptr<const tls::Credentials> tls = nullptr);
 
+  // Bounds of every memd call (docs/timeouts.md); before the first call.
+  void set_client_options(const memd::MemdClientOptions& o);
+
   // Creates the VM's namespace owned by this host (first offload), or adopts
   // a token handed over by a previous owner (migration).
   Status Claim();
@@ -39,8 +42,18 @@ class SwapStore : public vm::PageSource {
   // Bulk read on the offloader's connection (a migration sending cold pages).
   Status FetchBulk(std::span<const uint64_t> idx, uint8_t* out, uint8_t* present);
   // Hands the namespace to new_host; returns the token for it. From now on
-  // this host's token is void.
+  // this host's token is void. A lost reply (the connection broke or timed
+  // out after the request went) is resolved by redialling and sending the
+  // same TRANSFER again: agile-memd answers a retry of the transfer it just
+  // did with the same token (docs/memd-protocol.md), and does a transfer
+  // that never arrived. kUnavailable only when memd stays unreachable: the
+  // namespace's owner is then unknown (ask OwnedHere later).
   Result<memd::OwnerToken> Transfer(const std::string& new_host);
+  // Asks agile-memd who owns the namespace (STAT lists the asking host's
+  // namespaces with their epoch): true when it is still this host, at the
+  // epoch of the token held here. The lease check of `vm resume` after an
+  // unclear switchover. kUnavailable when memd cannot be asked.
+  Result<bool> OwnedHere();
   // Drops the whole namespace (VM stopped for good).
   Status Release();
 
@@ -66,6 +79,7 @@ class SwapStore : public vm::PageSource {
   std::string addr_, host_id_, vm_id_;
   std::shared_ptr<const tls::Credentials> tls_;
   int redial_ms_;
+  memd::MemdClientOptions client_opts_;  // tls_ is added at each dial
   mutable std::mutex token_mu_;
   memd::OwnerToken token_{};
   bool claimed_ = false;
