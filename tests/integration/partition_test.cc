@@ -71,7 +71,7 @@ TEST(PartitionTest, LinkDownBeforeTheCommitPointResumesTheSourceWithinTheTimeout
   const std::string to = net + "2:" + std::to_string(port_b);
   std::vector<std::string> b_args = {"--listen", to, "--insecure"};
   b_args.insert(b_args.end(), timeouts.begin(), timeouts.end());
-  auto b = AgiledProcess::Start("part-b", b_args, {"ip", "netns", "exec", ns});
+  auto b = AgiledProcess::Start("part-b", b_args, {"/usr/sbin/ip", "netns", "exec", ns});
   ASSERT_TRUE(b.ok()) << b.status().ToString();
 
   StartVm(**a, "pv");
@@ -119,7 +119,7 @@ TEST(PartitionTest, FenceRefusesResumeAfterTheCommitPoint) {
   auto r = (*a)->Call("vm.migrate", {{"name", "fv"}, {"to", "127.0.0.1:" + std::to_string(port_b)}, {"mode", "agile"}});
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("SWITCHOVER_ACK"), std::string::npos) << r.status().ToString();
-  EXPECT_FALSE((*b)->process().running()) << "the fault point did not fire";
+  EXPECT_TRUE(WaitFor(10, [&] { return !(*b)->process().running(); })) << "the fault point did not fire";
 
   json s = Stat(**a, "fv");
   EXPECT_EQ(s["state"], "paused") << s.dump();
