@@ -409,7 +409,7 @@ Status Sender::Switchover() {
                        "; the VM stays paused here, fenced, its state there unknown");
   // The destination closes the connection right after a final ACK: the ACK
   // decides, not what the reader saw afterwards.
-  if (!got_ack_) return peer_status_.Annotate("waiting for SWITCHOVER_ACK; the VM stays paused here");
+  if (!got_ack_) return peer_status_.Annotate("waiting for SWITCHOVER_ACK; the VM stays paused here, fenced");
   if (!ack_status_.ok()) return ack_status_;
   report_.downtime_ms = static_cast<double>(vm::NowNs() - downtime_start_ns_) / 1e6;
   report_.switchover_ms = Ms();

@@ -119,7 +119,7 @@ TEST(PartitionTest, FenceRefusesResumeAfterTheCommitPoint) {
   auto r = (*a)->Call("vm.migrate", {{"name", "fv"}, {"to", "127.0.0.1:" + std::to_string(port_b)}, {"mode", "agile"}});
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("SWITCHOVER_ACK"), std::string::npos) << r.status().ToString();
-  EXPECT_TRUE(WaitFor(10, [&] { return !(*b)->process().running(); })) << "the fault point did not fire";
+  EXPECT_TRUE((*b)->process().Wait(10000)) << "the fault point did not fire";
 
   json s = Stat(**a, "fv");
   EXPECT_EQ(s["state"], "paused") << s.dump();
