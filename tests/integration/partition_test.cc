@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <future>
 #include <thread>
 
@@ -120,6 +121,8 @@ TEST(PartitionTest, FenceRefusesResumeAfterTheCommitPoint) {
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("SWITCHOVER_ACK"), std::string::npos) << r.status().ToString();
   EXPECT_TRUE((*b)->process().Wait(10000)) << "the fault point did not fire";
+  // A killed agiled leaves its guest RAM files; nothing else will remove them.
+  std::filesystem::remove_all((*b)->shm_dir());
 
   json s = Stat(**a, "fv");
   EXPECT_EQ(s["state"], "paused") << s.dump();
