@@ -28,9 +28,11 @@ for prefix in /usr /opt/agile; do
     "$P/bin/$prog" --version | grep -q "^$prog " || fail "$prefix: $prog --version"
   done
   # The installed agiled finds its shim and guest image from its own path.
+  # (grep without -q: -q stops reading at the match, agiled's --help then dies
+  # of SIGPIPE, and pipefail counts that as a failure.)
   if [ -f "$BUILD/guest/vmlinuz" ]; then
-    "$P/bin/agiled" --help | grep -q "$prefix/bin/../lib/agile/libagile-shim.so" || fail "$prefix: agiled's default --shim"
-    "$P/bin/agiled" --help | grep -q "$prefix/bin/../share/agile/guest" || fail "$prefix: agiled's default --guest-dir"
+    "$P/bin/agiled" --help | grep "$prefix/bin/../lib/agile/libagile-shim.so" >/dev/null || fail "$prefix: agiled's default --shim"
+    "$P/bin/agiled" --help | grep "$prefix/bin/../share/agile/guest" >/dev/null || fail "$prefix: agiled's default --guest-dir"
   fi
   # The example configs are valid for the programs (every key a flag).
   "$P/bin/agile-memd" --config "$etc/agile/agile-memd.conf" --help >/dev/null || fail "agile-memd rejects its example config"

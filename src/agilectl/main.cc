@@ -395,6 +395,11 @@ int Run(int argc, char** argv) {
   pause->add_option("name", name, "VM name")->required();
   auto* resume = vm->add_subcommand("resume", "Resume a paused VM (QMP cont)");
   resume->add_option("name", name, "VM name")->required();
+  bool force_resume = false;
+  resume->add_flag("--force", force_resume,
+                   "Resume a VM fenced by a migration that reached its commit point without a swap-store lease "
+                   "to ask (precopy, postcopy, no --memd): only once you know it does not run at the destination. "
+                   "Never overrides the lease");
   auto* stop = vm->add_subcommand("stop", "Stop a VM and free its memory");
   stop->add_option("name", name, "VM name")->required();
 
@@ -526,6 +531,7 @@ int Run(int argc, char** argv) {
   } else if (pause->parsed() || resume->parsed()) {
     op = pause->parsed() ? "vm.pause" : "vm.resume";
     args = {{"name", name}};
+    if (force_resume) args["force"] = true;
   } else if (stop->parsed()) {
     op = "vm.stop";
     args = {{"name", name}};

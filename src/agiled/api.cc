@@ -150,6 +150,7 @@ control::Reply Api::Migrate(const std::shared_ptr<ManagedVm>& vm, const json& ar
     vm->migration_cancel() = false;
     o.cancel = &vm->migration_cancel();
     o.tls = vms_->host().tls;
+    o.timeouts = vms_->host().timeouts;
     o.progress = [j = job.get()](const json& p) {
       std::lock_guard<std::mutex> l(j->mu);
       j->progress = p;
@@ -166,8 +167,9 @@ control::Reply Api::Migrate(const std::shared_ptr<ManagedVm>& vm, const json& ar
         vms_->Forget(j->name);
       } else {
         auto st = vm->state();
-        r.error += st == "running" ? " (the VM keeps running on this host)"
-                                   : " (the VM is " + st + " on this host; see agiled's log)";
+        if (vm->fenced()) r.error += " (the VM stays paused on this host, fenced: see `vm stat`)";
+        else r.error += st == "running" ? " (the VM keeps running on this host)"
+                                        : " (the VM is " + st + " on this host; see agiled's log)";
       }
       json report = r.ToJson();
       Record(report);
@@ -291,8 +293,13 @@ Result<json> Api::HandleVmOp(const std::string& op, const json& args) {
     p["name"] = name;
     return p;
   }
-  if (op == "vm.pause" || op == "vm.resume") {
-    AGILE_RETURN_IF_ERROR(vm->Qmp(op == "vm.pause" ? "stop" : "cont").status());
+  if (op == "vm.pause") {
+    AGILE_RETURN_IF_ERROR(vm->Qmp("stop").status());
+    return vm->Stat();
+  }
+  if (op == "vm.resume") {
+    if (args.contains("force") && !args["force"].is_boolean()) return InvalidArgument("force must be true or false");
+    AGILE_RETURN_IF_ERROR(vm->Resume(args.value("force", false)));
     return vm->Stat();
   }
   if (op == "vm.migrate_cancel") {

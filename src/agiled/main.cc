@@ -113,6 +113,29 @@ int main(int argc, char** argv) {
   std::string metrics_listen;
   app.add_option("--metrics-listen", metrics_listen,
                  "Serve Prometheus metrics on http://HOST:PORT/metrics (VMs, faults, migrations, pressure)");
+  // Every network wait is bounded; docs/timeouts.md has the table (what
+  // waits, the default, what happens at expiry).
+  Timeouts& t = cfg.timeouts;
+  const auto ms = CLI::Range(100, 3600 * 1000);
+  app.add_option("--memd-connect-timeout-ms", t.memd_connect_ms, "agile-memd: connect and HELLO of one dial")
+      ->capture_default_str()->check(ms);
+  app.add_option("--memd-timeout-ms", t.memd_request_ms,
+                 "agile-memd: a request seeing no byte move for this long drops the connection (faulting vCPUs retry, "
+                 "the VM shows degraded)")
+      ->capture_default_str()->check(ms);
+  app.add_option("--migrate-io-timeout-ms", t.migrate_io_ms,
+                 "Migration link: a read or write moving no byte for this long fails the migration (before the "
+                 "commit point the source resumes); also TCP_USER_TIMEOUT")
+      ->capture_default_str()->check(ms);
+  app.add_option("--migrate-peer-timeout-ms", t.migrate_peer_ms,
+                 "Migration: wait for the peer's HELLO_ACK (it starts QEMU), SWITCHOVER_ACK, DONE_ACK; the "
+                 "destination's limit on a silent source")
+      ->capture_default_str()->check(ms);
+  app.add_option("--device-state-timeout-ms", t.device_state_ms, "Migration: QEMU's device-state transfer")
+      ->capture_default_str()->check(ms);
+  app.add_option("--qmp-timeout-ms", t.qmp_ms, "One QMP command to QEMU")->capture_default_str()->check(ms);
+  app.add_option("--keepalive-idle-s", t.keepalive_idle_s, "TCP keepalive: first probe after this idle time")
+      ->capture_default_str()->check(CLI::Range(1, 3600));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
   app.add_flag("--daemon", daemonize,
                "Run in the background once ready; log to STATE_DIR/agiled.log (not under systemd: the unit "
@@ -238,6 +261,7 @@ int main(int argc, char** argv) {
         peer.may_pass_qemu_args = !caller.identity.empty() || caller.local || !cfg.insecure;
         peer.store_addr = offload::StoreIdentity(cfg.memd_addr);
         if (cfg.tls) peer.tls_dir = cfg.tls->dir();
+        peer.timeouts = cfg.timeouts;
         migrate::ReceiveMigration(std::move(conn), &vms, migrate_host, peer);
       });
   control::ListenerOptions local_opts;
@@ -248,6 +272,9 @@ int main(int argc, char** argv) {
     tcp_opts.tls = cfg.tls;
     tcp_opts.allow = cfg.allow;
     tcp_opts.warn_insecure = !cfg.tls && cfg.insecure;
+    tcp_opts.tcp_user_timeout_ms = cfg.timeouts.migrate_io_ms;
+    tcp_opts.keepalive_idle_s = cfg.timeouts.keepalive_idle_s;
+    tcp_opts.keepalive_interval_s = cfg.timeouts.keepalive_interval_s;
     server.Serve(std::move(tcp_listen), tcp_opts);
   }
   if (!cfg.memd_addr.empty()) policy.Start();  // offloading needs a store

@@ -56,6 +56,8 @@ void CollectHostMetrics(metrics::Scrape* s, VmManager* vms, PressurePolicy* poli
       for (const auto& [kind, n] : kinds)
         s->Counter("agile_vm_faults_total", "Faults served, by kind (refault: an offloaded page fetched back)",
                    {{"vm", name}, {"kind", kind}}, static_cast<double>(n));
+      s->Gauge("agile_vm_degraded", "1 while vCPUs wait on a swap store that cannot be reached", {{"vm", name}},
+               f->fetch_failing_since_ns.load() != 0 ? 1 : 0);
       FaultLatency(s, name, "first_touch", f->first_touch_latency);
       FaultLatency(s, name, "refault", f->refault_latency);
     }

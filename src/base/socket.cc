@@ -130,6 +130,29 @@ Result<UniqueFd> TcpConnect(const HostPort& hp, int timeout_ms) {
   return fd;
 }
 
+Status SetTcpKeepalive(int fd, int idle_s, int interval_s, int user_timeout_ms) {
+  if (user_timeout_ms <= 0) return Status::Ok();
+  int one = 1;
+  unsigned ut = static_cast<unsigned>(user_timeout_ms);
+  int count = 3;  // TCP_USER_TIMEOUT decides when to give up; probes just keep the link tested
+  if (::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) != 0 ||
+      ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle_s, sizeof(idle_s)) != 0 ||
+      ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval_s, sizeof(interval_s)) != 0 ||
+      ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count)) != 0 ||
+      ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof(ut)) != 0)
+    return ErrnoStatus("setsockopt(keepalive)");
+  return Status::Ok();
+}
+
+Status SetIoTimeouts(int fd, int recv_ms, int send_ms) {
+  timeval r{recv_ms / 1000, (recv_ms % 1000) * 1000};
+  timeval s{send_ms / 1000, (send_ms % 1000) * 1000};
+  if (::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &r, sizeof(r)) != 0 ||
+      ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &s, sizeof(s)) != 0)
+    return ErrnoStatus("setsockopt(SO_RCVTIMEO/SO_SNDTIMEO)");
+  return Status::Ok();
+}
+
 Result<UniqueFd> Accept(int listen_fd) {
   for (;;) {
     int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
@@ -205,11 +228,11 @@ Status RecvWithFds(int sock, void* buf, size_t len, std::vector<UniqueFd>* fds) 
   return Status::Ok();
 }
 
-Result<UniqueFd> ConnectAddress(const std::string& addr) {
+Result<UniqueFd> ConnectAddress(const std::string& addr, int timeout_ms) {
   if (addr.rfind("unix:", 0) == 0) return UnixConnect(addr.substr(5));
   if (!addr.empty() && addr[0] == '/') return UnixConnect(addr);
   AGILE_ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(addr));
-  return TcpConnect(hp);
+  return TcpConnect(hp, timeout_ms);
 }
 
 }  // namespace agile

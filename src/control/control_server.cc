@@ -60,6 +60,11 @@ void ControlServer::AcceptLoop(int fd, const ListenerOptions* opts) {
       if (!stop_) spdlog::warn("control: {}", conn.status().ToString());
       continue;
     }
+    if (!opts->local) {
+      Status ka = SetTcpKeepalive(conn->get(), opts->keepalive_idle_s, opts->keepalive_interval_s,
+                                  opts->tcp_user_timeout_ms);
+      if (!ka.ok()) spdlog::warn("control: {}", ka.ToString());
+    }
     std::lock_guard<std::mutex> l(mu_);
     if (stop_) return;
     if (conns_.size() >= kMaxConnections) {  // one thread each: refuse rather than grow without bound

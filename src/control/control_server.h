@@ -40,6 +40,11 @@ struct ListenerOptions {
   std::shared_ptr<const tls::Credentials> tls;  // set: mutual TLS required
   std::vector<std::string> allow;  // with tls: certificate names let in (empty: any the CA signed)
   bool warn_insecure = false;      // log a warning for every (unauthenticated) connection
+  // TCP listeners: keepalive and TCP_USER_TIMEOUT on every connection
+  // (incoming migrations; docs/timeouts.md). 0: left as the kernel sets them.
+  int tcp_user_timeout_ms = 0;
+  int keepalive_idle_s = 5;
+  int keepalive_interval_s = 2;
 };
 
 // `progress` sends an interim {"progress": {...}} line to the client before

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "base/timeouts.h"
 #include "tls/tls.h"
 
 namespace agile::host {
@@ -30,6 +31,7 @@ struct HostConfig {
   std::shared_ptr<const tls::Credentials> tls;
   std::vector<std::string> allow;  // --allow: peer names let in over TCP (empty: any the CA signed)
   bool insecure = false;           // --insecure: plain TCP off loopback
+  Timeouts timeouts;               // every network wait's bound (docs/timeouts.md)
 };
 
 }  // namespace agile::host

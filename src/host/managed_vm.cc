@@ -144,6 +144,7 @@ Status ManagedVm::TakeOverMemory(int listen_fd, bool incoming, const std::string
       return store.status().Annotate("vm " + spec_.name + " did not start");
     }
     store_ = std::move(store).value();
+    store_->SetTimeouts({host_.timeouts.memd_connect_ms, host_.timeouts.memd_request_ms});
   }
   faults_ = std::make_unique<vm::FaultServer>(memory_.get(), store_.get(), host_.prefetch_pages);
   fault_policy_ = std::make_unique<offload::LastFaultPolicy>(memory_.get());
@@ -194,7 +195,7 @@ void ManagedVm::Monitor() {
 Result<json> ManagedVm::Qmp(const std::string& cmd, const json& args) {
   std::lock_guard<std::mutex> l(qmp_mu_);
   if (!qmp_) return Unavailable("no QMP connection");
-  auto r = qmp_->Execute(cmd, args);
+  auto r = qmp_->Execute(cmd, args, host_.timeouts.qmp_ms);
   if (r.ok()) {
     if (cmd == "stop") guest_paused_ = true;
     else if (cmd == "cont") guest_paused_ = false;
@@ -304,6 +305,19 @@ json ManagedVm::Stat() {
                    {"first_touch_p99_us", f.first_touch_latency.PercentileUs(99)},
                    {"refault_p50_us", f.refault_latency.PercentileUs(50)},
                    {"refault_p99_us", f.refault_latency.PercentileUs(99)}};
+    // A vCPU waits on a page its store cannot give (docs/timeouts.md): the
+    // VM is degraded until a fetch succeeds again.
+    const uint64_t failing = f.fetch_failing_since_ns.load();
+    if (failing != 0) {
+      j["health"] = "degraded";
+      j["degraded"] = {{"reason", "swap store unreachable: vCPUs faulting on offloaded pages wait"},
+                       {"since_ms", static_cast<double>(vm::NowNs() - failing) / 1e6}};
+    }
+  }
+  if (!j.contains("health")) j["health"] = "ok";
+  {
+    std::lock_guard<std::mutex> l(fence_mu_);
+    if (!fence_reason_.empty()) j["fenced"] = {{"reason", fence_reason_}, {"lease", fence_lease_}};
   }
   if (tracker_) {
     j["wss_bytes"] = EstimatedWssBytes();
@@ -342,6 +356,47 @@ void ManagedVm::MarkRunning() { state_ = kRunning; }
 void ManagedVm::BeginOutgoing() {
   outgoing_lock_ = std::unique_lock<std::mutex>(offload_mu_);
   if (tracker_) tracker_->Stop();
+}
+
+void ManagedVm::SetFenced(const std::string& reason, bool lease) {
+  std::lock_guard<std::mutex> l(fence_mu_);
+  fence_reason_ = reason;
+  fence_lease_ = lease;
+  if (!reason.empty()) spdlog::warn("vm {}: fenced: {}", spec_.name, reason);
+}
+
+Status ManagedVm::Resume(bool force) {
+  std::string reason;
+  bool lease;
+  {
+    std::lock_guard<std::mutex> l(fence_mu_);
+    reason = fence_reason_;
+    lease = fence_lease_;
+  }
+  if (!reason.empty()) {
+    if (lease && store_) {
+      // The swap store's ownership token is the lease: whoever owns the
+      // namespace runs the VM. Asked now, not remembered.
+      auto mine = store_->OwnedHere();
+      if (!mine.ok())
+        return Status(Code::kUnavailable, "vm " + spec_.name + " is fenced (" + reason +
+                                              ") and the swap store cannot confirm this host still owns it: " +
+                                              mine.status().message() + "; not resumed");
+      if (!*mine)
+        return PermissionDenied("vm " + spec_.name + " is fenced: " + reason +
+                                ", and the swap store says another host owns its pages now; resuming it here "
+                                "would run two copies (stop it here with `vm stop`)");
+      SetFenced("", false);  // the lease never moved: the copy here is the VM
+    } else if (!force) {
+      return PermissionDenied("vm " + spec_.name + " is fenced: " + reason +
+                              "; it may be running at the destination. Check there, then `vm resume --force` "
+                              "here only if it is not");
+    } else {
+      spdlog::warn("vm {}: resumed with --force despite the fence ({})", spec_.name, reason);
+      SetFenced("", false);
+    }
+  }
+  return Qmp("cont").status();
 }
 
 Status ManagedVm::EndOutgoing(bool migrated, bool keep_store) {

@@ -78,6 +78,18 @@ class ManagedVm : public migrate::MigratingVm {
   void SetRemotePager(vm::RemotePager* pager) override;
   Status AdoptStore(const std::string& store_vm_id, uint64_t epoch, uint64_t secret, uint64_t secret_hi) override;
   void MarkRunning() override;
+  void SetFenced(const std::string& reason, bool lease) override;
+
+  // `vm resume`. A VM fenced by a migration that reached its commit point
+  // (SetFenced) is resumed only when the swap store says this host still
+  // owns its namespace (lease; `force` does not override that), or, with
+  // no lease to ask, only with `force`. kFailedPrecondition-style
+  // kPermissionDenied with the reason otherwise.
+  Status Resume(bool force);
+  bool fenced() {
+    std::lock_guard<std::mutex> l(fence_mu_);
+    return !fence_reason_.empty();
+  }
 
   bool stock() const { return spec_.stock; }
   // Set by `migrate --cancel`; polled by the running migration.
@@ -131,6 +143,9 @@ class ManagedVm : public migrate::MigratingVm {
   uint64_t started_ns_ = 0;
   std::string exit_reason_;
   bool keep_store_ = false;  // set when the store namespace moved to another host
+  std::mutex fence_mu_;
+  std::string fence_reason_;  // non-empty: fenced (SetFenced)
+  bool fence_lease_ = false;
   std::mutex migration_mu_;
   nlohmann::json migration_status_;
   std::atomic<bool> migration_cancel_{false};

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <vector>
 
@@ -17,15 +18,25 @@
 
 namespace agile::migrate {
 
+//
+// Every wait is bounded (docs/timeouts.md): a write or a read in the middle
+// of a frame that moves no byte for io_timeout_ms fails with kUnavailable,
+// and a set interrupt (`migrate --cancel`) ends any wait within ~100 ms.
 class Channel {
  public:
-  explicit Channel(UniqueFd fd)
-      : fd_(std::move(fd)), reader_(fd_.get(), wire::kMigMagic, wire::kMigVersion, wire::kMigMaxPayload) {}
+  // io_timeout_ms <= 0: no bound (tests).
+  explicit Channel(UniqueFd fd, int io_timeout_ms = 15000);
   // 0 = unlimited. Pacing applies to Send() of everything.
   void set_rate_limit(uint64_t bytes_per_s) { rate_ = bytes_per_s; }
-  // Sends pre-encoded frames (any number, concatenated).
-  Status Send(const std::vector<uint8_t>& frames);
-  // Blocks for the next frame; timeout_ms < 0 waits forever.
+  // Checked between waits; true ends the wait with kCancelled-style
+  // kUnavailable ("interrupted"). Set before the first Send/Receive.
+  void set_interrupt(std::function<bool()> interrupted) { interrupted_ = std::move(interrupted); }
+  // Sends pre-encoded frames (any number, concatenated). timeout_ms >= 0
+  // replaces the io timeout for this call (a last word on a link that may be
+  // dead, such as ABORT, is not worth a full timeout).
+  Status Send(const std::vector<uint8_t>& frames, int timeout_ms = -1);
+  // Blocks for the next frame; timeout_ms < 0 waits for its first byte for
+  // ever (but not for the rest of it, nor past an interrupt).
   Result<wire::FrameHeader> Receive(std::vector<uint8_t>* payload, int timeout_ms);
   // Unblocks Receive() and fails Send() from now on.
   void Shutdown();
@@ -34,7 +45,11 @@ class Channel {
   int fd() const { return fd_.get(); }
 
  private:
+  Status WriteAll(const uint8_t* p, size_t n, int timeout_ms);
+
   UniqueFd fd_;
+  int io_timeout_ms_;
+  std::function<bool()> interrupted_;
   wire::FrameReader reader_;  // Receive() only
   std::mutex send_mu_;
   uint64_t rate_ = 0;

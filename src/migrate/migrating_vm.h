@@ -38,6 +38,13 @@ class MigratingVm {
   // keeping the store namespace when its ownership moved with the VM
   // (keep_store). Otherwise the VM stays: tracking and offload resume.
   virtual Status EndOutgoing(bool migrated, bool keep_store) = 0;
+  // The fence (docs/migration.md, "Failure safety"): set (non-empty reason)
+  // when a migration reaches its commit point, so `vm resume` here is
+  // refused unless the swap store says this host still owns the VM's
+  // namespace; cleared when the source provably kept the VM.
+  // lease: the VM's swap-store namespace went (or may have gone) with it,
+  // so memd's answer decides; otherwise the fence is local only.
+  virtual void SetFenced(const std::string& reason, bool lease) = 0;
 
   // ---- destination ----
   // Where faults on pages still at the source are sent (null: none).

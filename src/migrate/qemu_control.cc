@@ -75,7 +75,8 @@ Result<uint16_t> FreePort(const std::string& host) {
   return BoundPort(fd.get());
 }
 
-Result<json> WaitForMigration(MigratingVm* vm, int timeout_ms, const std::function<void(const json&)>& on_status) {
+Result<json> WaitForMigration(MigratingVm* vm, int timeout_ms, const std::function<void(const json&)>& on_status,
+                              const std::function<bool()>& interrupted) {
   auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   for (;;) {
     AGILE_ASSIGN_OR_RETURN(json st, vm->Qmp("query-migrate"));
@@ -84,7 +85,9 @@ Result<json> WaitForMigration(MigratingVm* vm, int timeout_ms, const std::functi
     if (s == "completed") return st;
     if (s == "failed" || s == "cancelled")
       return Internal("QEMU migration " + s + (st.contains("error-desc") ? ": " + st["error-desc"].get<std::string>() : ""));
-    if (std::chrono::steady_clock::now() > end) return Unavailable("QEMU migration did not complete in time (" + s + ")");
+    if (interrupted && interrupted()) return Unavailable("interrupted while QEMU migrates (migration cancelled)");
+    if (std::chrono::steady_clock::now() > end)
+      return Unavailable("QEMU migration did not complete within " + std::to_string(timeout_ms) + " ms (" + s + ")");
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
 }

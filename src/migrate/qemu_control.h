@@ -32,8 +32,11 @@ Status EnableQemuTls(MigratingVm* vm, const std::string& tls_dir, bool server, c
 Result<uint16_t> FreePort(const std::string& host);
 // Polls query-migrate until "completed" (ok) or "failed"/"cancelled" (error).
 // on_status sees every poll's answer (e.g. to notice postcopy-active).
+// interrupted (e.g. `migrate --cancel`) is checked at every poll and ends the
+// wait with kUnavailable.
 Result<nlohmann::json> WaitForMigration(MigratingVm* vm, int timeout_ms,
-                                        const std::function<void(const nlohmann::json&)>& on_status = nullptr);
+                                        const std::function<void(const nlohmann::json&)>& on_status = nullptr,
+                                        const std::function<bool()>& interrupted = nullptr);
 // Waits until an incoming QEMU has left the "inmigrate" state.
 Status WaitIncomingDone(MigratingVm* vm, int timeout_ms);
 

@@ -34,11 +34,24 @@ Status QemuMigration::Run(const std::string& uri, uint64_t t0_ns, Report* report
   bool started_post = false;
   uint32_t round = 0;
   uint64_t last_keepalive_ns = vm::NowNs();
+  uint64_t last_moved_ns = vm::NowNs(), last_transferred = 0;
+  bool stalled = false, in_postcopy = false;
+  auto interrupted = [&] {
+    if (in_postcopy) return false;  // the guest runs there: nothing to go back to
+    return stalled || (opt_.interrupted && opt_.interrupted());
+  };
   auto st = WaitForMigration(vm_, kMigrationTimeoutMs, [&](const json& q) {
     std::string s = q.value("status", "");
     if (q.contains("ram")) {
       round = static_cast<uint32_t>(q["ram"].value("dirty-sync-count", 0ull));
       report->bytes_sent = q["ram"].value("transferred", 0ull);
+    }
+    if (s == "postcopy-active") in_postcopy = true;
+    if (report->bytes_sent != last_transferred) {
+      last_transferred = report->bytes_sent;
+      last_moved_ns = vm::NowNs();
+    } else if (opt_.stall_ms > 0 && vm::NowNs() - last_moved_ns > static_cast<uint64_t>(opt_.stall_ms) * 1000000ULL) {
+      stalled = true;
     }
     // Our own connection carries nothing while QEMU migrates; without a
     // frame now and then the destination agiled would take the silence for
@@ -59,7 +72,10 @@ Status QemuMigration::Run(const std::string& uri, uint64_t t0_ns, Report* report
       report->switchover_ms = ms();
       if (q.contains("ram")) report->pages_precopied = q["ram"].value("normal", 0ull);
     }
-  });
+  }, interrupted);
+  if (!st.ok() && stalled)
+    st = Unavailable("QEMU's migration stream moved no byte for " + std::to_string(opt_.stall_ms) +
+                     " ms (link down or destination stuck)");
   if (!st.ok()) {
     if (postcopy && started_post) *switched = true;  // nothing to resume: the guest ran at the destination
     return st.status();

@@ -22,6 +22,11 @@ class QemuMigration {
     wire::MigMode mode = wire::MigMode::kQemuPrecopy;  // one of the qemu-* modes
     uint64_t max_downtime_ms = 300;
     uint64_t bandwidth = 0;       // bytes/s; 0 = unlimited
+    // Before the guest switched: QEMU's stream moving no byte for this long
+    // fails the migration (a partition; QEMU itself would wait for ever).
+    int stall_ms = 15000;
+    // `migrate --cancel`: ends the wait before the guest switched.
+    std::function<bool()> interrupted;
   };
   // ch: agiled's own connection to the destination (keepalives only).
   QemuMigration(MigratingVm* vm, Channel* ch, Options opt) : vm_(vm), ch_(ch), opt_(opt) {}

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <vector>
 
+#include "base/fault_point.h"
 #include "base/io.h"
 #include "base/json_depth.h"
 #include "migrate/channel.h"
@@ -26,7 +27,7 @@ using wire::PageWhere;
 namespace {
 
 constexpr size_t kPage = 4096;
-constexpr int kSilenceTimeoutMs = 120000;
+constexpr int kHelloTimeoutMs = 30000;  // the first frame of a connection the listener took for a migration
 
 // Post-copy (and any early touch by QEMU): asks the source for pages still
 // there, once each, batched by the fault thread's retries.
@@ -50,7 +51,10 @@ class Pager : public vm::RemotePager {
 class Receiver {
  public:
   Receiver(UniqueFd conn, IncomingHost* vms, std::string listen_host, MigrationPeer peer)
-      : ch_(std::move(conn)), vms_(vms), listen_host_(std::move(listen_host)), peer_(std::move(peer)) {}
+      : ch_(std::move(conn), peer.timeouts.migrate_io_ms),
+        vms_(vms),
+        listen_host_(std::move(listen_host)),
+        peer_(std::move(peer)) {}
   void Run();
 
  private:
@@ -95,7 +99,7 @@ void Receiver::Run() {
 
 Status Receiver::Hello() {
   std::vector<uint8_t> payload;
-  AGILE_ASSIGN_OR_RETURN(auto h, ch_.Receive(&payload, 30000));
+  AGILE_ASSIGN_OR_RETURN(auto h, ch_.Receive(&payload, kHelloTimeoutMs));
   AGILE_RETURN_IF_ERROR(Admit(phase_, h.type, false));
   AGILE_ASSIGN_OR_RETURN(hello_, wire::DecodeHello(payload));
   if (!JsonDepthWithin(hello_.spec_json)) return Corruption("migration HELLO: VM spec nests too deep");
@@ -146,7 +150,7 @@ Status Receiver::Hello() {
 Status Receiver::Loop() {
   std::vector<uint8_t> payload;
   while (!done_) {
-    auto got = ch_.Receive(&payload, kSilenceTimeoutMs);
+    auto got = ch_.Receive(&payload, peer_.timeouts.migrate_peer_ms);
     if (!got.ok() && finished_) return Status::Ok();  // closed by the switch thread on success
     AGILE_ASSIGN_OR_RETURN(auto h, std::move(got));
     AGILE_RETURN_IF_ERROR(Admit(phase_, h.type, PagesAfterSwitchover()));
@@ -233,9 +237,14 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
   if (!PagesAfterSwitchover() && mem_->count(vm::PageState::kRemote) != 0)
     return Internal(std::to_string(mem_->count(vm::PageState::kRemote)) + " pages were never placed");
   if (sw.has_token) AGILE_RETURN_IF_ERROR(vm_->AdoptStore(hello_.store_vm_id, sw.epoch, sw.secret, sw.secret_hi));
+  if (FaultPoint("exit-before-switchover-ack")) {
+    // Tests: the worst moment to die, the lease taken and the source not told.
+    spdlog::critical("AGILE_FAULT=exit-before-switchover-ack: exiting now");
+    std::_Exit(86);
+  }
   switch_started_ = true;
   switch_thread_ = std::thread([this, sw] {
-    Status s = WaitIncomingDone(vm_.get(), 60000);
+    Status s = WaitIncomingDone(vm_.get(), peer_.timeouts.device_state_ms);
     if (s.ok()) {
       switched_ = true;
       if (sw.resume) s = vm_->Qmp("cont").status();
@@ -264,7 +273,7 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
 Status Receiver::Finish() {
   const bool qemu_mode = wire::IsQemuMode(hello_.mode);
   if (qemu_mode) {
-    AGILE_RETURN_IF_ERROR(WaitIncomingDone(vm_.get(), 60000));
+    AGILE_RETURN_IF_ERROR(WaitIncomingDone(vm_.get(), peer_.timeouts.device_state_ms));
     // QEMU resumes the guest itself when the source was running.
     auto st = vm_->Qmp("query-status");
     if (st.ok() && st->value("status", "") != "running") AGILE_RETURN_IF_ERROR(vm_->Qmp("cont").status());
@@ -293,7 +302,7 @@ void Receiver::Fail(const Status& s) {
     spdlog::error("vm {}: incoming migration failed before switchover: {}; dropping the copy here", name, s.ToString());
     std::vector<uint8_t> f;
     wire::AppendAbort(&f, s.message());
-    (void)ch_.Send(f);
+    (void)ch_.Send(f, 1000);  // a courtesy on a link that may be dead
     if (vm_) {
       vm_->SetRemotePager(nullptr);
       vms_->DropIncoming(spec_.name);

@@ -6,6 +6,7 @@
 #pragma once
 
 #include "base/fd.h"
+#include "base/timeouts.h"
 #include "migrate/migrating_vm.h"
 
 namespace agile::migrate {
@@ -16,6 +17,7 @@ struct MigrationPeer {
   bool may_pass_qemu_args = false;  // authenticated, or a loopback link: raw QEMU arguments in the spec are accepted
   std::string store_addr;        // our swap store (--memd): the source's must be the same one
   std::string tls_dir;           // our --tls-dir: with an identity, QEMU's own stream is TLS too
+  Timeouts timeouts;             // docs/timeouts.md
 };
 
 // Blocks until the migration ends (either way). `listen_host` is the address

@@ -19,7 +19,10 @@ using wire::PageWhere;
 
 namespace {
 constexpr size_t kPage = 4096;
-constexpr int kPeerTimeoutMs = 120000;  // the destination launching QEMU, or answering SWITCHOVER
+constexpr int kSliceMs = 100;  // how often a wait for the peer looks at a cancel
+// ABORT is a courtesy on a link that may be dead: the destination drops its
+// copy on its own when the source goes silent.
+constexpr int kAbortSendMs = 1000;
 }  // namespace
 
 Sender::Sender(MigratingVm* vm, std::string host_id, SendOptions opts)
@@ -43,6 +46,26 @@ Status Sender::CheckCancel() const {
     return Status(Code::kUnavailable, "migration cancelled by the operator");
   }
   return Status::Ok();
+}
+
+bool Sender::Interrupted() const {
+  if (switched_ || !opt_.cancel || !opt_.cancel->load()) return false;
+  cancelled_ = true;
+  return true;
+}
+
+template <typename Pred>
+bool Sender::WaitPeer(std::unique_lock<std::mutex>& l, int timeout_ms, bool cancellable, Pred pred) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() >= end) return false;
+    if (cancellable && opt_.cancel && opt_.cancel->load()) {
+      cancelled_ = true;
+      return false;
+    }
+    cv_.wait_for(l, std::chrono::milliseconds(kSliceMs));
+  }
+  return true;
 }
 
 Status Sender::PeerStatus() {
@@ -152,11 +175,16 @@ Report Sender::Run() {
 Status Sender::Handshake() {
   AGILE_ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(opt_.to));
   dest_host_ = hp.host;
-  auto sec = tls::ConnectAddress(opt_.to, opt_.tls);
+  tls::ConnectOptions co;
+  co.user_timeout_ms = opt_.timeouts.migrate_io_ms;
+  co.keepalive_idle_s = opt_.timeouts.keepalive_idle_s;
+  co.keepalive_interval_s = opt_.timeouts.keepalive_interval_s;
+  auto sec = tls::ConnectAddress(opt_.to, opt_.tls, co);
   if (!sec.ok()) return sec.status().Annotate("connect to destination agiled");
   std::string dest_cert = sec->peer;
-  ch_ = std::make_unique<Channel>(std::move(sec->fd));
+  ch_ = std::make_unique<Channel>(std::move(sec->fd), opt_.timeouts.migrate_io_ms);
   ch_->set_rate_limit(opt_.bandwidth);
+  ch_->set_interrupt([this] { return Interrupted(); });
   wire::MigHello hello;
   hello.mode = opt_.mode;
   hello.page_count = vm_->spec().memory_bytes / kPage;
@@ -171,7 +199,7 @@ Status Sender::Handshake() {
   AGILE_RETURN_IF_ERROR(ch_->Send(f));
   Progress("handshake");
   std::vector<uint8_t> payload;
-  AGILE_ASSIGN_OR_RETURN(auto h, ch_->Receive(&payload, kPeerTimeoutMs));
+  AGILE_ASSIGN_OR_RETURN(auto h, ch_->Receive(&payload, opt_.timeouts.migrate_peer_ms));
   if (h.type == static_cast<uint16_t>(wire::MigMsg::kAbort)) {
     auto why = wire::DecodeAbort(payload);
     return Unavailable("destination refused: " + (why.ok() ? *why : why.status().ToString()));
@@ -338,7 +366,8 @@ Status Sender::DeviceState() {
   AGILE_RETURN_IF_ERROR(SetCapabilities(vm_, {{"x-ignore-shared", true}}));
   std::string uri = "tcp:" + dest_host_ + ":" + std::to_string(qemu_port_);
   AGILE_RETURN_IF_ERROR(vm_->Qmp("migrate", {{"uri", uri}}).status().Annotate("QMP migrate " + uri));
-  AGILE_ASSIGN_OR_RETURN(json st, WaitForMigration(vm_, 60000));
+  AGILE_ASSIGN_OR_RETURN(json st, WaitForMigration(vm_, opt_.timeouts.device_state_ms, nullptr,
+                                                    [this] { return Interrupted(); }));
   if (st.contains("ram")) report_.device_state_bytes = st["ram"].value("transferred", 0ull);
   return Status::Ok();
 }
@@ -348,24 +377,47 @@ Status Sender::Switchover() {
   AGILE_RETURN_IF_ERROR(PeerStatus());
   wire::MigSwitchover sw;
   sw.resume = was_running_;
-  if (opt_.mode == MigMode::kAgile && store_ && store_->claimed()) {
+  const bool lease = opt_.mode == MigMode::kAgile && store_ && store_->claimed();
+  // From here a `vm resume` at the source is refused unless the swap store
+  // says this host still owns the VM (lease), or the operator forces it.
+  vm_->SetFenced("its migration to " + dest_id_ + " (" + opt_.to + ") reached the commit point", lease);
+  if (lease) {
     // The commit point: from here the destination owns the cold pages.
-    AGILE_ASSIGN_OR_RETURN(auto token, store_->Transfer(dest_id_));
+    auto token = store_->Transfer(dest_id_);
+    if (!token.ok()) {
+      // The reply was lost even after asking again, or memd refused: who
+      // owns the namespace now decides whether this host may take the VM back.
+      auto mine = store_->OwnedHere();
+      if (mine.ok() && *mine) {
+        vm_->SetFenced("", false);
+        return token.status().Annotate("TRANSFER of the swap-store namespace to " + dest_id_ +
+                                       " failed, and the store says this host still owns it (resumed here)");
+      }
+      fenced_ = true;  // Abort tells the destination, but leaves the VM paused here
+      return token.status().Annotate(
+          std::string("TRANSFER of the swap-store namespace to ") + dest_id_ + " failed, and " +
+          (mine.ok() ? "the store says this host no longer owns it"
+                     : "the store cannot say who owns it (" + mine.status().message() + ")") +
+          ": the VM stays paused here, fenced; `vm resume` asks the store again");
+    }
     sw.has_token = true;
-    sw.epoch = token.epoch;
-    sw.secret = token.secret;
-    sw.secret_hi = token.secret_hi;
+    sw.epoch = token->epoch;
+    sw.secret = token->secret;
+    sw.secret_hi = token->secret_hi;
   }
   std::vector<uint8_t> f;
   wire::AppendSwitchover(&f, sw);
   switched_ = true;  // no abort after this: the destination may already run the VM
   AGILE_RETURN_IF_ERROR(ch_->Send(f));
   std::unique_lock<std::mutex> l(mu_);
-  if (!cv_.wait_for(l, std::chrono::milliseconds(kPeerTimeoutMs), [&] { return got_ack_ || !peer_status_.ok(); }))
-    return Unavailable("no SWITCHOVER_ACK from the destination; the VM stays paused here, its state there unknown");
+  if (!WaitPeer(l, opt_.timeouts.migrate_peer_ms, /*cancellable=*/true, [&] { return got_ack_ || !peer_status_.ok(); }))
+    return Unavailable(std::string(cancelled_ ? "cancelled while waiting for SWITCHOVER_ACK (after the commit point)"
+                                              : "no SWITCHOVER_ACK from the destination within " +
+                                                    std::to_string(opt_.timeouts.migrate_peer_ms) + " ms") +
+                       "; the VM stays paused here, fenced, its state there unknown");
   // The destination closes the connection right after a final ACK: the ACK
   // decides, not what the reader saw afterwards.
-  if (!got_ack_) return peer_status_.Annotate("waiting for SWITCHOVER_ACK; the VM stays paused here");
+  if (!got_ack_) return peer_status_.Annotate("waiting for SWITCHOVER_ACK; the VM stays paused here, fenced");
   if (!ack_status_.ok()) return ack_status_;
   report_.downtime_ms = static_cast<double>(vm::NowNs() - downtime_start_ns_) / 1e6;
   report_.switchover_ms = Ms();
@@ -390,7 +442,8 @@ Status Sender::PostcopyPush() {
 
 Status Sender::RunQemuMode() {
   // QEMU moves all of guest RAM itself; agiled drives both ends.
-  QemuMigration::Options o{opt_.mode, opt_.max_downtime_ms, opt_.bandwidth};
+  QemuMigration::Options o{opt_.mode, opt_.max_downtime_ms, opt_.bandwidth, opt_.timeouts.migrate_io_ms,
+                           [this] { return Interrupted(); }};
   std::string uri = "tcp:" + dest_host_ + ":" + std::to_string(qemu_port_);
   bool switched = false;
   Status s = QemuMigration(vm_, ch_.get(), o).Run(uri, t0_ns_, &report_, &switched, [this](uint32_t round) {
@@ -410,20 +463,21 @@ Result<bool> Sender::SendDone() {
   wire::AppendEmpty(&f, wire::MigMsg::kDone);
   AGILE_RETURN_IF_ERROR(ch_->Send(f));
   std::unique_lock<std::mutex> l(mu_);
-  return cv_.wait_for(l, std::chrono::milliseconds(kPeerTimeoutMs),
-                      [&] { return got_done_ack_ || !peer_status_.ok(); });
+  return WaitPeer(l, opt_.timeouts.migrate_peer_ms, /*cancellable=*/false, [&] { return got_done_ack_ || !peer_status_.ok(); });
 }
 
 void Sender::Abort(const std::string& why) {
   if (ch_) {
     std::vector<uint8_t> f;
     wire::AppendAbort(&f, why);
-    (void)ch_->Send(f);
+    (void)ch_->Send(f, kAbortSendMs);
   }
   if (paused_ || mem_ == nullptr) {
     (void)vm_->Qmp("migrate_cancel");
   }
-  if (paused_) {
+  if (paused_ && fenced_) {
+    spdlog::error("vm {}: stays paused here: the swap store does not confirm this host still owns it", report_.vm);
+  } else if (paused_) {
     auto r = vm_->Qmp("cont");
     if (r.ok()) spdlog::info("vm {}: resumed at the source after the failed migration", report_.vm);
     else spdlog::error("vm {}: could not resume after the failed migration: {}", report_.vm, r.status().ToString());

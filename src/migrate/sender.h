@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/timeouts.h"
 #include "tls/tls.h"
 #include "migrate/migrating_vm.h"
 #include "migrate/channel.h"
@@ -47,6 +48,7 @@ struct SendOptions {
   // Set: the connection is mutual TLS, and the destination's certificate
   // must name the host it says it is (the swap store's next owner).
   std::shared_ptr<const tls::Credentials> tls;
+  Timeouts timeouts;  // docs/timeouts.md
 };
 
 class Sender {
@@ -72,6 +74,13 @@ class Sender {
   // thread), SWITCHOVER_ACK, DONE_ACK and ABORT.
   void ReaderLoop();
   Status CheckCancel() const;
+  // True while a cancel may still stop the migration (before SWITCHOVER);
+  // what the channel's and QEMU's waits check.
+  bool Interrupted() const;
+  // Waits on cv_ for pred, at most timeout_ms; with cancellable, a cancel
+  // ends it early (sets cancelled_). False on timeout or cancel.
+  template <typename Pred>
+  bool WaitPeer(std::unique_lock<std::mutex>& l, int timeout_ms, bool cancellable, Pred pred);
   Status PeerStatus();
   // Reports where the migration stands (report.h's vocabulary) to the VM's
   // stat and opt_.progress; within a phase at most every 250 ms unless forced.
@@ -99,7 +108,10 @@ class Sender {
   std::atomic<bool> switched_{false};  // SWITCHOVER sent (read by the demand-serving reader thread)
   std::atomic<uint32_t> round_{0};     // the round pages are tagged with now
   double page_rate_ = 0;  // pages/s achieved by the last full pre-copy round
-  mutable bool cancelled_ = false;  // CheckCancel failed: the report says "cancelled"
+  mutable std::atomic<bool> cancelled_{false};  // a cancel was seen: the report says "cancelled"
+  // The commit point was reached and the swap store could not confirm this
+  // host kept the VM: Abort must not resume it here (docs/migration.md).
+  bool fenced_ = false;
   // For the progress's rates: the previous report, and the previous round's start.
   std::string last_phase_;
   uint64_t last_progress_ns_ = 0, last_progress_bytes_ = 0, last_round_ns_ = 0;

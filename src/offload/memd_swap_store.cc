@@ -32,6 +32,12 @@ std::optional<memd::OwnerToken> MemdSwapStore::owned_token() const {
   return token_;
 }
 
+void MemdSwapStore::SetTimeouts(const StoreTimeouts& t) {
+  client_opts_.connect_timeout_ms = t.connect_ms;
+  client_opts_.request_timeout_ms = t.request_ms;
+  client_opts_.tcp_user_timeout_ms = t.request_ms;
+}
+
 void MemdSwapStore::Adopt(memd::OwnerToken token) {
   std::lock_guard<std::mutex> l(token_mu_);
   token_ = token;
@@ -44,7 +50,7 @@ Result<memd::MemdClient*> MemdSwapStore::Client(Conn& c, bool rate_limited) {
   if (rate_limited && c.last_dial_ns != 0 && now - c.last_dial_ns < static_cast<uint64_t>(redial_ms_) * 1000000ULL)
     return Unavailable("swap store " + addr_ + " unreachable (retrying every " + std::to_string(redial_ms_) + " ms)");
   c.last_dial_ns = now;
-  memd::MemdClientOptions opts;
+  memd::MemdClientOptions opts = client_opts_;
   opts.tls = tls_;
   auto client = memd::MemdClient::Connect(addr_, host_id_, opts);
   if (!client.ok()) return client.status().Annotate("swap store " + addr_);
@@ -114,8 +120,22 @@ Result<memd::OwnerToken> MemdSwapStore::Transfer(const std::string& new_host) {
   std::lock_guard<std::mutex> l(bulk_conn_.mu);
   std::optional<memd::OwnerToken> owner = owned_token();
   if (!owner) return InvalidArgument("VM " + vm_id_ + " has no pages in the swap store to hand over");
-  AGILE_ASSIGN_OR_RETURN(memd::MemdClient * c, Client(bulk_conn_, false));
-  auto t = c->Transfer(vm_id_, *owner, new_host);
+  Result<memd::OwnerToken> t = Unavailable("not sent");
+  // Two tries: the second only after a broken connection, when the first
+  // request may or may not have reached memd. The same request again is
+  // safe either way (memd answers a retried TRANSFER with the same token).
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    auto c = Client(bulk_conn_, false);
+    if (!c.ok()) {
+      t = c.status();
+      continue;
+    }
+    t = (*c)->Transfer(vm_id_, *owner, new_host);
+    if (t.ok() || t.status().code() != Code::kUnavailable) break;
+    Drop(bulk_conn_, t.status());
+    spdlog::warn("swap store {}: TRANSFER of {} to {}: reply lost ({}); asking again", addr_, vm_id_, new_host,
+                 t.status().ToString());
+  }
   if (!t.ok()) {
     Drop(bulk_conn_, t.status());
     return t.status();
@@ -123,6 +143,20 @@ Result<memd::OwnerToken> MemdSwapStore::Transfer(const std::string& new_host) {
   std::lock_guard<std::mutex> tl(token_mu_);
   claimed_ = false;  // the token is the new owner's now
   return *t;
+}
+
+Result<bool> MemdSwapStore::OwnedHere() {
+  std::lock_guard<std::mutex> l(bulk_conn_.mu);
+  AGILE_ASSIGN_OR_RETURN(memd::MemdClient * c, Client(bulk_conn_, false));
+  auto st = c->Stat();
+  if (!st.ok()) {
+    Drop(bulk_conn_, st.status());
+    return st.status().Annotate("asking swap store " + addr_ + " who owns " + vm_id_);
+  }
+  const uint64_t epoch = token().epoch;
+  for (const auto& v : st->vms)
+    if (v.vm == vm_id_) return v.owner == host_id_ && v.epoch == epoch;
+  return false;  // not listed: owned by another host, or released
 }
 
 Status MemdSwapStore::Release() {

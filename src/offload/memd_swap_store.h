@@ -26,6 +26,8 @@ class MemdSwapStore final : public SwapStore {
   MemdSwapStore(std::string memd_addr, std::string host_id, std::string store_vm_id, int redial_ms = 250,
             std::shared_ptr<const tls::Credentials> tls = nullptr);
 
+  void SetTimeouts(const StoreTimeouts& t) override;
+
   // Creates the VM's namespace owned by this host (first offload), or adopts
   // a token handed over by a previous owner (migration).
   Status Claim() override;
@@ -39,8 +41,12 @@ class MemdSwapStore final : public SwapStore {
   // Bulk read on the offloader's connection (a migration sending cold pages).
   Status FetchBulk(std::span<const uint64_t> idx, uint8_t* out, uint8_t* present) override;
   // Hands the namespace to new_host; returns the token for it. From now on
-  // this host's token is void.
+  // this host's token is void. A lost reply is resolved by redialling and
+  // sending the same TRANSFER again: agile-memd answers a retry of the
+  // transfer it just did with the same token (docs/memd-protocol.md).
   Result<memd::OwnerToken> Transfer(const std::string& new_host) override;
+  // STAT lists the asking host's namespaces with their epoch.
+  Result<bool> OwnedHere() override;
   // Drops the whole namespace (VM stopped for good).
   Status Release() override;
 
@@ -67,6 +73,7 @@ class MemdSwapStore final : public SwapStore {
   std::string addr_, host_id_, vm_id_;
   std::shared_ptr<const tls::Credentials> tls_;
   int redial_ms_;
+  memd::MemdClientOptions client_opts_;  // tls_ is added at each dial
   mutable std::mutex token_mu_;
   memd::OwnerToken token_{};
   bool claimed_ = false;

@@ -299,6 +299,20 @@ Status RedisSwapStore::Release() {
   return Status::Ok();
 }
 
+void RedisSwapStore::SetTimeouts(const StoreTimeouts& t) {
+  // Every wait of a cluster connection (connect, each reply) is bounded by
+  // one value; the request bound is the one a vCPU feels.
+  cfg_.cluster.conn.timeout_ms = t.request_ms;
+}
+
+Result<bool> RedisSwapStore::OwnedHere() {
+  if (!owned_token()) return false;
+  auto n = StoredPages();
+  if (n.ok()) return true;
+  if (n.status().code() == Code::kPermissionDenied) return false;  // AGILE_NOTOWNER: another host's now
+  return n.status().Annotate("asking the Redis Cluster who owns " + vm_id_);
+}
+
 Result<uint64_t> RedisSwapStore::StoredPages() {
   std::optional<memd::OwnerToken> owner = owned_token();
   if (!owner) return uint64_t{0};

@@ -41,6 +41,7 @@ class RedisSwapStore final : public SwapStore {
  public:
   RedisSwapStore(RedisStoreConfig cfg, std::string store_vm_id);
 
+  void SetTimeouts(const StoreTimeouts& t) override;
   Status Claim() override;
   void Adopt(memd::OwnerToken token) override;
   bool claimed() const override;
@@ -48,6 +49,9 @@ class RedisSwapStore final : public SwapStore {
   Status Put(std::span<const memd::PageRef> pages) override;
   Status FetchBulk(std::span<const uint64_t> idx, uint8_t* out, uint8_t* present) override;
   Result<memd::OwnerToken> Transfer(const std::string& new_host) override;
+  // The fence answers: agile_count with our token is refused unless we own
+  // every group we ask about.
+  Result<bool> OwnedHere() override;
   Status Release() override;
   Result<uint64_t> StoredPages() override;
   const std::string& store_vm_id() const override { return vm_id_; }

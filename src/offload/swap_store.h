@@ -28,9 +28,18 @@
 
 namespace agile::offload {
 
+// Bounds of every call to the store (docs/timeouts.md).
+struct StoreTimeouts {
+  int connect_ms = 3000;   // dial + handshake
+  int request_ms = 10000;  // a request that moves no byte this long fails (kUnavailable)
+};
+
 class SwapStore : public vm::PageSource {
  public:
   ~SwapStore() override = default;
+
+  // Bounds of every store call (docs/timeouts.md); before the first call.
+  virtual void SetTimeouts(const StoreTimeouts& t) = 0;
 
   virtual Status Claim() = 0;
   virtual void Adopt(memd::OwnerToken token) = 0;
@@ -38,7 +47,15 @@ class SwapStore : public vm::PageSource {
 
   virtual Status Put(std::span<const memd::PageRef> pages) = 0;
   virtual Status FetchBulk(std::span<const uint64_t> idx, uint8_t* out, uint8_t* present) = 0;
+  // A lost reply (the connection broke or timed out after the request went)
+  // is resolved by the backend (memd: redial and resend; it answers a retry
+  // of the transfer it just did with the same token). kUnavailable only when
+  // the store stays unreachable: the owner is then unknown (ask OwnedHere).
   virtual Result<memd::OwnerToken> Transfer(const std::string& new_host) = 0;
+  // Asks the store who owns the namespace: true when it is still this host,
+  // at the epoch of the token held here. The lease check of `vm resume`
+  // after an unclear switchover. kUnavailable when the store cannot be asked.
+  virtual Result<bool> OwnedHere() = 0;
   // Drops the whole namespace (VM stopped for good).
   virtual Status Release() = 0;
   // Namespace stats: how many of this VM's pages the store holds.

@@ -82,9 +82,19 @@ Result<json> QmpClient::Execute(const std::string& cmd, const json& args, int ti
   json req = {{"execute", cmd}, {"id", id}};
   if (!args.is_null()) req["arguments"] = args;
   std::string line = req.dump() + "\n";
+  // The whole command is bounded, not each line: a QEMU sending events but
+  // never the reply still times out (docs/timeouts.md).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  timeval stv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+  ::setsockopt(fd_.get(), SOL_SOCKET, SO_SNDTIMEO, &stv, sizeof(stv));  // a QEMU that stopped reading
   AGILE_RETURN_IF_ERROR(WriteFull(fd_.get(), line.data(), line.size()).Annotate("QMP " + cmd));
   for (;;) {
-    AGILE_ASSIGN_OR_RETURN(QmpMessage msg, ReadMessage(timeout_ms));
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return Unavailable("QMP " + cmd + ": no answer within " + std::to_string(timeout_ms) + " ms");
+    auto got = ReadMessage(static_cast<int>(left.count()));
+    if (!got.ok() && got.status().code() == Code::kUnavailable)
+      return Unavailable("QMP " + cmd + ": no answer within " + std::to_string(timeout_ms) + " ms");
+    AGILE_ASSIGN_OR_RETURN(QmpMessage msg, std::move(got));
     switch (msg.kind) {
       case QmpMessage::Kind::kEvent:
         if (events_.size() >= kMaxQmpEvents) events_.pop_front();

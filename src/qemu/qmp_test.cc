@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <thread>
 
 #include "base/io.h"
@@ -78,6 +80,42 @@ TEST(QmpClient, MatchesRepliesByIdSkippingEventsAndStaleReplies) {
       EXPECT_NE(bad.status().message().find("nope"), std::string::npos);
       EXPECT_EQ(q->TakeEvents().size(), 3u);  // one per command, qmp_capabilities included
     }
+  }
+  qemu.join();
+  ::unlink(path.c_str());
+}
+
+TEST(QmpClient, CommandIsBoundedEvenWhileEventsKeepComing) {
+  // A QEMU that greets, takes the command, then only chatters (or is
+  // silent): the command fails within its timeout, not at the next event.
+  std::string path = "/tmp/qmp_test_timeout." + std::to_string(::getpid());
+  ::unlink(path.c_str());
+  auto l = UnixListen(path);
+  ASSERT_TRUE(l.ok());
+  std::atomic<bool> done{false};
+  std::thread qemu([&] {
+    auto c = Accept(l->get());
+    ASSERT_TRUE(c.ok());
+    auto send = [&](const std::string& s) { return WriteFull(c->get(), s.data(), s.size()).ok(); };
+    send(R"({"QMP": {"version": {}, "capabilities": []}})" "\n");
+    LineReader r(c->get());
+    auto caps = r.Next();
+    ASSERT_TRUE(caps.ok());
+    send(json{{"return", json::object()}, {"id", json::parse(*caps)["id"]}}.dump() + "\n");
+    while (!done && send(R"({"event": "STOP", "timestamp": {}})" "\n"))
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  });
+  {
+    auto q = QmpClient::Connect(path, 2000);
+    ASSERT_TRUE(q.ok()) << q.status().ToString();
+    auto start = std::chrono::steady_clock::now();
+    auto r = q->Execute("query-status", nullptr, 400);
+    auto took = std::chrono::steady_clock::now() - start;
+    EXPECT_EQ(r.status().code(), Code::kUnavailable) << r.status().ToString();
+    EXPECT_NE(r.status().message().find("no answer within 400 ms"), std::string::npos) << r.status().ToString();
+    EXPECT_GE(took, std::chrono::milliseconds(380));
+    EXPECT_LT(took, std::chrono::milliseconds(1500));
+    done = true;
   }
   qemu.join();
   ::unlink(path.c_str());

@@ -16,8 +16,11 @@ constexpr size_t kSendChunk = 1 << 20;
 
 }  // namespace
 
-MemdClient::MemdClient(UniqueFd fd, std::string host_id)
-    : fd_(std::move(fd)), host_id_(std::move(host_id)), reader_(fd_.get(), kMagic, kVersion, kMaxPayload) {}
+MemdClient::MemdClient(UniqueFd fd, std::string host_id, int request_timeout_ms)
+    : fd_(std::move(fd)),
+      host_id_(std::move(host_id)),
+      reader_(fd_.get(), kMagic, kVersion, kMaxPayload),
+      request_timeout_ms_(request_timeout_ms) {}
 
 Result<std::unique_ptr<MemdClient>> MemdClient::Connect(const std::string& addr, const std::string& host_id,
                                                         MemdClientOptions opts) {
@@ -25,8 +28,14 @@ Result<std::unique_ptr<MemdClient>> MemdClient::Connect(const std::string& addr,
   if (opts.tls && opts.tls->identity() != host_id)
     return InvalidArgument("host id '" + host_id + "' is not the name in our certificate ('" + opts.tls->identity() +
                            "'): agile-memd would refuse it");
-  AGILE_ASSIGN_OR_RETURN(tls::Secured sec, tls::ConnectAddress(addr, opts.tls));  // TCP_NODELAY is set there
-  std::unique_ptr<MemdClient> c(new MemdClient(std::move(sec.fd), host_id));
+  tls::ConnectOptions co;
+  co.timeout_ms = opts.connect_timeout_ms;
+  co.user_timeout_ms = opts.tcp_user_timeout_ms;
+  AGILE_ASSIGN_OR_RETURN(tls::Secured sec, tls::ConnectAddress(addr, opts.tls, co));  // TCP_NODELAY is set there
+  // Every blocking recv (a reply) waits at most this long for a byte: the
+  // HELLO answer with the connect bound, later calls with the request bound.
+  AGILE_RETURN_IF_ERROR(SetIoTimeouts(sec.fd.get(), opts.connect_timeout_ms, opts.connect_timeout_ms));
+  std::unique_ptr<MemdClient> c(new MemdClient(std::move(sec.fd), host_id, opts.request_timeout_ms));
   c->reader_.set_busy_poll(opts.busy_poll);
   HelloReply hello;
   Status st = c->Pipeline(
@@ -37,6 +46,7 @@ Result<std::unique_ptr<MemdClient>> MemdClient::Connect(const std::string& addr,
       });
   if (!st.ok()) return st.Annotate("agile-memd at " + addr);
   c->max_batch_ = std::min(hello.max_batch_pages, kMaxBatchPages);
+  AGILE_RETURN_IF_ERROR(SetIoTimeouts(c->fd_.get(), opts.request_timeout_ms, opts.request_timeout_ms));
   return c;
 }
 
@@ -138,7 +148,11 @@ Status MemdClient::Pipeline(MsgType type, size_t n, const Encode& encode, const 
       // The socket is full. Wait until it drains or responses arrive; reading
       // them is what lets the server go on reading our requests.
       pollfd p{fd_.get(), POLLIN | POLLOUT, 0};
-      if (::poll(&p, 1, -1) < 0 && errno != EINTR) return Broken(ErrnoStatus("poll"));
+      int pr = ::poll(&p, 1, request_timeout_ms_ > 0 ? request_timeout_ms_ : -1);
+      if (pr < 0 && errno != EINTR) return Broken(ErrnoStatus("poll"));
+      if (pr == 0)
+        return Broken(Unavailable("agile-memd neither read our requests nor answered for " +
+                                  std::to_string(request_timeout_ms_) + " ms"));
       if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
         if (Status st = reader_.ReadAvailable(); !st.ok()) return Broken(st);
       }

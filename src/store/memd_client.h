@@ -36,6 +36,15 @@ struct MemdClientOptions {
   // Set: connect with mutual TLS; the server then knows this host by its
   // certificate, whose name must be host_id.
   std::shared_ptr<const tls::Credentials> tls;
+  // docs/timeouts.md. Connect: TCP connect (TLS handshake at least 10 s) and
+  // the HELLO answer. Request: any wait of a call (a reply, room to send)
+  // that sees no byte move for this long breaks the connection (kUnavailable).
+  // It bounds a store that went silent, not a call's total time.
+  int connect_timeout_ms = 3000;
+  int request_timeout_ms = 10000;
+  // > 0: TCP keepalive and TCP_USER_TIMEOUT (the kernel's own bound on
+  // unacknowledged data) on the connection.
+  int tcp_user_timeout_ms = 10000;
 };
 
 class MemdClient {
@@ -77,7 +86,7 @@ class MemdClient {
   // Reads the response to request i (id) itself, instead of ReadOne.
   using Receive = std::function<Status(size_t i, uint64_t id, Status* refusal)>;
 
-  MemdClient(UniqueFd fd, std::string host_id);
+  MemdClient(UniqueFd fd, std::string host_id, int request_timeout_ms);
   // Sends n requests of one type and hands their ok responses, in order, to
   // handle. Returns the first refusal, or the connection's failure.
   Status Pipeline(MsgType type, size_t n, const Encode& encode, const Handle& handle,
@@ -97,6 +106,7 @@ class MemdClient {
   std::vector<iovec> iov_;     // reused by ReadGetReply
   uint64_t next_id_ = 1;
   uint32_t max_batch_ = kMaxBatchPages;
+  int request_timeout_ms_;
   Status broken_;
 };
 

@@ -22,6 +22,10 @@ struct PageStore::Entry {
   std::mutex mu;
   std::unique_ptr<VmNamespace> ns;
   bool gone = false;
+  // The last TRANSFER (in memory only): who sent it, with which token, to
+  // whom. A retry of it gets the same answer (see Transfer).
+  std::string transferred_by, transferred_to;
+  OwnerToken transferred_with{};
 };
 
 namespace {
@@ -235,9 +239,32 @@ Result<uint64_t> PageStore::Delete(std::string_view host, std::string_view vm, O
 Result<OwnerToken> PageStore::Transfer(std::string_view host, std::string_view vm, OwnerToken token,
                                        std::string_view new_host) {
   AGILE_RETURN_IF_ERROR(ValidateHostId(new_host));
+  {
+    // A lost reply: the old owner asks again, with the token the transfer
+    // superseded, for the same new host, and nothing happened since (the new
+    // owner has not passed it on). The answer is the token it did not get;
+    // the old owner still cannot use it (rule 3: it is not the owner). Any
+    // other stale token is refused as before.
+    std::shared_ptr<Entry> e;
+    {
+      std::shared_lock lock(map_mu_);
+      auto it = namespaces_.find(vm);
+      if (it != namespaces_.end()) e = it->second;
+    }
+    if (e) {
+      std::unique_lock lock(e->mu);
+      const OwnerToken now = e->ns->token();
+      if (!e->gone && !e->transferred_by.empty() && e->transferred_by == host && e->transferred_to == new_host &&
+          e->ns->owner() == new_host && now.epoch == token.epoch + 1 && SameToken(token, e->transferred_with))
+        return now;
+    }
+  }
   AGILE_ASSIGN_OR_RETURN(auto owned, Owned(host, vm, token));
   AGILE_ASSIGN_OR_RETURN(OwnerToken next, NewToken(token.epoch + 1));
   AGILE_RETURN_IF_ERROR(owned.first->ns->SetOwner(std::string(new_host), next));
+  owned.first->transferred_by = std::string(host);
+  owned.first->transferred_to = std::string(new_host);
+  owned.first->transferred_with = token;
   return next;
 }
 

@@ -222,6 +222,34 @@ TEST(PageStore, TransferInvalidatesOldTokenAtOnce) {
   ExpectPages(*s, "host-a", "vm-1", *t3, 0, 4);
 }
 
+TEST(PageStore, RetriedTransferGetsTheSameTokenAndNothingElseDoes) {
+  // The old owner lost TRANSFER's reply and asks again (docs/memd-protocol.md).
+  auto s = OpenStore();
+  auto t1 = *s->Claim("host-a", "vm-1");
+  Pages p = Range(0, 2);
+  ASSERT_TRUE(s->Put("host-a", "vm-1", t1, p.refs()).ok());
+  auto t2 = s->Transfer("host-a", "vm-1", t1, "host-b");
+  ASSERT_TRUE(t2.ok());
+  auto again = s->Transfer("host-a", "vm-1", t1, "host-b");
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(*again, *t2) << "a retry must not transfer a second time";
+  ExpectPages(*s, "host-b", "vm-1", *t2, 0, 2);
+
+  // Not a retry: another target, another asker, or a wrong secret.
+  EXPECT_EQ(s->Transfer("host-a", "vm-1", t1, "host-c").status().code(), Code::kPermissionDenied);
+  EXPECT_EQ(s->Transfer("host-c", "vm-1", t1, "host-b").status().code(), Code::kPermissionDenied);
+  OwnerToken forged = t1;
+  forged.secret ^= 1;
+  EXPECT_EQ(s->Transfer("host-a", "vm-1", forged, "host-b").status().code(), Code::kPermissionDenied);
+  // The old owner still cannot use what the retry told it.
+  EXPECT_EQ(Fetch(*s, "host-a", "vm-1", *again, {0}).status.code(), Code::kPermissionDenied);
+
+  // Once the new owner has passed it on, the old retry is stale.
+  auto t3 = s->Transfer("host-b", "vm-1", *t2, "host-c");
+  ASSERT_TRUE(t3.ok());
+  EXPECT_EQ(s->Transfer("host-a", "vm-1", t1, "host-b").status().code(), Code::kPermissionDenied);
+}
+
 TEST(PageStore, FullStoreRejectsWholeBatch) {
   auto s = OpenStore(/*capacity=*/10 * kPageSize);
   auto t = *s->Claim("host-a", "vm-1");

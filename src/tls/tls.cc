@@ -263,20 +263,34 @@ Result<Secured> ClientHandshake(int tcp_fd, std::shared_ptr<const Credentials> c
 }
 
 Result<Secured> Connect(const HostPort& hp, std::shared_ptr<const Credentials> creds, int timeout_ms) {
-  AGILE_ASSIGN_OR_RETURN(UniqueFd tcp, TcpConnect(hp, timeout_ms));
-  auto s = ClientHandshake(tcp.get(), std::move(creds), timeout_ms < 10000 ? 10000 : timeout_ms, hp.host);
+  ConnectOptions o;
+  o.timeout_ms = timeout_ms;
+  return Connect(hp, std::move(creds), o);
+}
+
+Result<Secured> Connect(const HostPort& hp, std::shared_ptr<const Credentials> creds, const ConnectOptions& o) {
+  AGILE_ASSIGN_OR_RETURN(UniqueFd tcp, TcpConnect(hp, o.timeout_ms));
+  // On the TCP socket itself: the relay's blocked writes end with it.
+  AGILE_RETURN_IF_ERROR(SetTcpKeepalive(tcp.get(), o.keepalive_idle_s, o.keepalive_interval_s, o.user_timeout_ms));
+  auto s = ClientHandshake(tcp.get(), std::move(creds), o.timeout_ms < 10000 ? 10000 : o.timeout_ms, hp.host);
   if (!s.ok()) return s.status().Annotate(hp.ToString());
   return s;
 }
 
-Result<Secured> ConnectAddress(const std::string& addr, std::shared_ptr<const Credentials> creds) {
+Result<Secured> ConnectAddress(const std::string& addr, std::shared_ptr<const Credentials> creds,
+                               const ConnectOptions& o) {
   bool is_unix = addr.rfind("unix:", 0) == 0 || (!addr.empty() && addr[0] == '/');
-  if (is_unix || !creds) {
+  if (is_unix) {
     AGILE_ASSIGN_OR_RETURN(UniqueFd fd, agile::ConnectAddress(addr));
     return Secured{std::move(fd), ""};
   }
   AGILE_ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(addr));
-  return Connect(hp, std::move(creds));
+  if (!creds) {
+    AGILE_ASSIGN_OR_RETURN(UniqueFd fd, TcpConnect(hp, o.timeout_ms));
+    AGILE_RETURN_IF_ERROR(SetTcpKeepalive(fd.get(), o.keepalive_idle_s, o.keepalive_interval_s, o.user_timeout_ms));
+    return Secured{std::move(fd), ""};
+  }
+  return Connect(hp, std::move(creds), o);
 }
 
 bool IsLoopback(const std::string& host) {

@@ -71,11 +71,22 @@ Result<Secured> ServerHandshake(int tcp_fd, std::shared_ptr<const Credentials> c
 Result<Secured> ClientHandshake(int tcp_fd, std::shared_ptr<const Credentials> creds, int timeout_ms = 10000,
                                 const std::string& expected_host = "");
 
+// How a client connection is dialled (docs/timeouts.md).
+struct ConnectOptions {
+  int timeout_ms = 5000;  // TCP connect; the TLS handshake gets at least 10 s
+  // > 0: keepalive and TCP_USER_TIMEOUT on the TCP socket (SetTcpKeepalive).
+  int user_timeout_ms = 0;
+  int keepalive_idle_s = 5;
+  int keepalive_interval_s = 2;
+};
+
 // TcpConnect + ClientHandshake, expecting the server's certificate to name hp.host.
 Result<Secured> Connect(const HostPort& hp, std::shared_ptr<const Credentials> creds, int timeout_ms = 5000);
+Result<Secured> Connect(const HostPort& hp, std::shared_ptr<const Credentials> creds, const ConnectOptions& o);
 // "unix:PATH"/"/path" connect plainly; HOST:PORT connects with TLS when
 // creds is set, plainly otherwise. peer is "" for plain connections.
-Result<Secured> ConnectAddress(const std::string& addr, std::shared_ptr<const Credentials> creds);
+Result<Secured> ConnectAddress(const std::string& addr, std::shared_ptr<const Credentials> creds,
+                               const ConnectOptions& o = {});
 
 // 127.0.0.0/8, "localhost" and "::1".
 bool IsLoopback(const std::string& host);

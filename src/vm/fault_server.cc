@@ -128,12 +128,18 @@ bool FaultServer::ServeOffloaded(uint64_t idx, uint64_t start_ns) {
   if (!installed.ok()) {
     stats_.fetch_errors.fetch_add(1, std::memory_order_relaxed);
     uint64_t now = NowNs();
+    uint64_t zero = 0;
+    stats_.fetch_failing_since_ns.compare_exchange_strong(zero, now, std::memory_order_relaxed);
     if (now - last_fetch_warn_ns_ > 1000000000ULL) {
       last_fetch_warn_ns_ = now;
       spdlog::error("page {}: refault failed ({}); the vCPU waits until the page can be fetched", idx,
                     installed.status().ToString());
     }
     return false;
+  }
+  if (stats_.fetch_failing_since_ns.load(std::memory_order_relaxed) != 0) {
+    spdlog::info("swap store reachable again after {:.0f} ms", static_cast<double>(NowNs() - stats_.fetch_failing_since_ns.load()) / 1e6);
+    stats_.fetch_failing_since_ns.store(0, std::memory_order_relaxed);
   }
   if (installed->empty()) return false;  // no longer offloaded: served again from its new state
   // Brought in beside a refault: young, so no evictor takes them straight back.

@@ -18,6 +18,8 @@ struct FaultStats {
   std::atomic<uint64_t> spurious{0};     // already resolved by a racing fault
   std::atomic<uint64_t> deferred{0};     // waited for a page in flight or at a migration source
   std::atomic<uint64_t> fetch_errors{0}; // source unreachable (retried)
+  // NowNs() of the first failed fetch since the last good one; 0 = fetching works.
+  std::atomic<uint64_t> fetch_failing_since_ns{0};
   LatencyHistogram first_touch_latency;
   LatencyHistogram refault_latency;
 };

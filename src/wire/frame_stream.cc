@@ -77,7 +77,11 @@ Status FrameReader::RecvSome(bool block, size_t want) {
       return Corruption("connection closed mid-frame (" + std::to_string(Buffered()) + " bytes of a frame)");
     }
     if (errno == EINTR) continue;
-    if (!block && (errno == EAGAIN || errno == EWOULDBLOCK)) return Status::Ok();
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      if (!block) return Status::Ok();
+      // A blocking socket with SO_RCVTIMEO (SetIoTimeouts): the peer went silent.
+      return Unavailable("recv: nothing received within the connection's timeout");
+    }
     return ErrnoStatus("recv");
   }
 }
@@ -158,6 +162,8 @@ Status FrameReader::ReceiveRest(const FramePrefix& p, std::span<const iovec> res
     ssize_t r = ::recvmsg(fd_, &m, MSG_WAITALL);
     if (r < 0) {
       if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK)
+        return Unavailable("recv: the rest of a frame did not come within the connection's timeout");
       return ErrnoStatus("recv");
     }
     if (r == 0) return Corruption("connection closed mid-frame");

@@ -34,14 +34,18 @@ std::string AgiledProcess::shm_dir() const {
 }
 
 Result<std::unique_ptr<AgiledProcess>> AgiledProcess::Start(const std::string& id,
-                                                            const std::vector<std::string>& extra_args) {
+                                                            const std::vector<std::string>& extra_args,
+                                                            const std::vector<std::string>& prefix) {
   auto a = std::make_unique<AgiledProcess>();
   a->dir_ = "/tmp/" + UniqueTestName(id);
   fs::remove_all(a->dir_);
   fs::create_directories(a->dir_);
   a->sock_ = a->dir_ + "/agiled.sock";
   SpawnOptions o;
-  o.argv = {AgiledBinary(), "--state-dir", a->dir_, "--guest-dir", GuestDir(), "--log-level", "info"};
+  o.argv = prefix;
+  for (const auto& x : {AgiledBinary(), std::string("--state-dir"), a->dir_, std::string("--guest-dir"), GuestDir(),
+                        std::string("--log-level"), std::string("info")})
+    o.argv.push_back(x);
   for (const auto& x : extra_args) o.argv.push_back(x);
   o.stderr_fd = 2;
   o.new_session = false;

@@ -16,8 +16,10 @@ namespace agile::testing {
 class AgiledProcess {
  public:
   // Starts build/bin/agiled with --state-dir /tmp/agile-it-<id> and waits for its socket.
+  // prefix: a command agiled runs under (e.g. {"ip", "netns", "exec", NS}).
   static Result<std::unique_ptr<AgiledProcess>> Start(const std::string& id,
-                                                      const std::vector<std::string>& extra_args = {});
+                                                      const std::vector<std::string>& extra_args = {},
+                                                      const std::vector<std::string>& prefix = {});
   ~AgiledProcess();
   Result<nlohmann::json> Call(const std::string& op, const nlohmann::json& args = nlohmann::json::object());
   const std::string& socket() const { return sock_; }

@@ -1,0 +1,141 @@
+// Failures around the commit point with real agileds, real QEMU guests and
+// real faults: the link to a destination in another network namespace set
+// down mid-migration, and a destination killed right after it took the VM's
+// swap-store lease. docs/timeouts.md and docs/migration.md ("Failure safety").
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <future>
+#include <thread>
+
+#include "agiled_fixture.h"
+
+namespace agile::testing {
+namespace {
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+int Sh(const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()); }
+
+json Stat(AgiledProcess& d, const std::string& vm) {
+  auto s = d.Call("vm.stat", {{"name", vm}});
+  EXPECT_TRUE(s.ok()) << s.status().ToString();
+  return s.ok() ? *s : json::object();
+}
+
+void StartVm(AgiledProcess& d, const std::string& vm) {
+  auto r = d.Call("vm.start", VmArgs(vm, 512, "memverify", {{"size_mib", "256"}, {"rate", "500"}}));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_TRUE(WaitFor(90, [&] { return Stat(d, vm)["guest"].value("gen", 0) > 0; })) << "workload never reported";
+}
+
+// The guest runs, its integrity checker clean, and makes progress for secs.
+void ExpectIntact(AgiledProcess& d, const std::string& vm, int secs) {
+  uint64_t gen0 = Stat(d, vm)["guest"].value("gen", 0ull);
+  for (int i = 0; i < secs; i += 2) {
+    json s = Stat(d, vm);
+    ASSERT_EQ(s["state"], "running") << s.dump();
+    ASSERT_EQ(s["guest"]["errors"], 0) << s["guest"].dump();
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+  }
+  EXPECT_GT(Stat(d, vm)["guest"].value("gen", 0ull), gen0) << "the guest stopped making progress";
+}
+
+TEST(PartitionTest, LinkDownBeforeTheCommitPointResumesTheSourceWithinTheTimeout) {
+  // Host B is a network namespace joined to this one by a veth pair.
+  const int pid = ::getpid();
+  const std::string ns = "timeouts-it-" + std::to_string(pid), dev = "tmi" + std::to_string(pid) + "a",
+                    peer = "tmi" + std::to_string(pid) + "b", net = "10.252." + std::to_string(pid % 250) + ".";
+  struct Cleanup {
+    std::string ns, dev;
+    ~Cleanup() {
+      Sh("ip link del " + dev);
+      Sh("ip netns del " + ns);
+    }
+  } cleanup{ns, dev};
+  ASSERT_EQ(Sh("ip netns add " + ns), 0);
+  ASSERT_EQ(Sh("ip link add " + dev + " type veth peer name " + peer + " netns " + ns), 0);
+  ASSERT_EQ(Sh("ip addr add " + net + "1/30 dev " + dev + " && ip link set " + dev + " up"), 0);
+  ASSERT_EQ(Sh("ip -n " + ns + " addr add " + net + "2/30 dev " + peer + " && ip -n " + ns + " link set " + peer +
+               " up && ip -n " + ns + " link set lo up"),
+            0);
+
+  const std::vector<std::string> timeouts = {"--migrate-io-timeout-ms", "3000", "--migrate-peer-timeout-ms", "6000",
+                                             "--keepalive-idle-s", "1"};
+  auto a = AgiledProcess::Start("part-a", timeouts);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  const uint16_t port_b = FreeTcpPort();
+  const std::string to = net + "2:" + std::to_string(port_b);
+  std::vector<std::string> b_args = {"--listen", to, "--insecure"};
+  b_args.insert(b_args.end(), timeouts.begin(), timeouts.end());
+  auto b = AgiledProcess::Start("part-b", b_args, {"/usr/sbin/ip", "netns", "exec", ns});
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+
+  StartVm(**a, "pv");
+  // 8 MB/s: the first round of 256 MiB takes ~30 s; the link goes down in it.
+  auto pending = std::async(std::launch::async, [&] {
+    return (*a)->Call("vm.migrate", {{"name", "pv"}, {"to", to}, {"mode", "precopy"}, {"bandwidth", 8ull << 20}});
+  });
+  ASSERT_TRUE(WaitFor(60, [&] {
+    json s = Stat(**a, "pv");
+    return s.contains("migration") && s["migration"].value("pages_precopied", 0) > 1000;
+  })) << "the migration never got going";
+  ASSERT_EQ(Sh("ip link set " + dev + " down"), 0);
+  const auto cut = Clock::now();
+  auto r = pending.get();
+  const double took_s = std::chrono::duration<double>(Clock::now() - cut).count();
+  ASSERT_FALSE(r.ok()) << "the migration went through a cut link";
+  EXPECT_NE(r.status().message().find("keeps running"), std::string::npos) << r.status().ToString();
+  // 3 s of no progress, plus the pacing sleep and the abort.
+  EXPECT_LT(took_s, 10.0) << r.status().ToString();
+  std::printf("partition: migration failed %.1f s after the cut: %s\n", took_s, r.status().ToString().c_str());
+  ExpectIntact(**a, "pv", 6);
+  EXPECT_FALSE(Stat(**a, "pv").contains("fenced"));
+  // The destination gave up on the silent source and dropped its copy.
+  EXPECT_TRUE(WaitFor(30, [&] { return (*b)->Call("vm.list")->empty(); })) << (*b)->Call("vm.list")->dump();
+}
+
+TEST(PartitionTest, FenceRefusesResumeAfterTheCommitPoint) {
+  auto memd = MemdProcess::Start();
+  ASSERT_TRUE(memd.ok()) << memd.status().ToString();
+  const uint16_t port_b = FreeTcpPort();
+  auto a = AgiledProcess::Start("fence-a", {"--memd", (*memd)->addr()});
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  // B dies at the worst moment: it has adopted the lease, the source has no answer.
+  ::setenv("AGILE_FAULT", "exit-before-switchover-ack", 1);
+  auto b = AgiledProcess::Start("fence-b", {"--listen", "127.0.0.1:" + std::to_string(port_b), "--memd",
+                                            (*memd)->addr()});
+  ::unsetenv("AGILE_FAULT");
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+
+  StartVm(**a, "fv");
+  auto off = (*a)->Call("vm.offload", {{"name", "fv"}, {"resident_bytes", 128ull << 20}});
+  ASSERT_TRUE(off.ok()) << off.status().ToString();
+  ASSERT_GT(Stat(**a, "fv")["pages"].value("offloaded", 0), 0) << "nothing offloaded: no lease to test";
+
+  auto r = (*a)->Call("vm.migrate", {{"name", "fv"}, {"to", "127.0.0.1:" + std::to_string(port_b)}, {"mode", "agile"}});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("SWITCHOVER_ACK"), std::string::npos) << r.status().ToString();
+  EXPECT_TRUE((*b)->process().Wait(10000)) << "the fault point did not fire";
+  // A killed agiled leaves its guest RAM files; nothing else will remove them.
+  std::filesystem::remove_all((*b)->shm_dir());
+
+  json s = Stat(**a, "fv");
+  EXPECT_EQ(s["state"], "paused") << s.dump();
+  ASSERT_TRUE(s.contains("fenced")) << s.dump();
+  EXPECT_TRUE(s["fenced"]["lease"].get<bool>());
+  for (bool force : {false, true}) {
+    auto resume = (*a)->Call("vm.resume", {{"name", "fv"}, {"force", force}});
+    ASSERT_FALSE(resume.ok()) << "resumed a VM whose lease another host holds (force=" << force << ")";
+    EXPECT_EQ(resume.status().code(), Code::kPermissionDenied) << resume.status().ToString();
+    EXPECT_NE(resume.status().message().find("another host owns"), std::string::npos) << resume.status().ToString();
+  }
+  EXPECT_EQ(Stat(**a, "fv")["state"], "paused");
+}
+
+}  // namespace
+}  // namespace agile::testing
