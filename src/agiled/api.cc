@@ -251,7 +251,7 @@ Result<json> Api::HandleVmOp(const std::string& op, const json& args) {
                      {"state", s["state"]},
                      {"memory_bytes", s["memory_bytes"]},
                      {"workload", s["workload"]},
-                     {"resident_pages", s["pages"].value("resident", 0)}});
+                     {"resident_pages", s.contains("pages") ? s["pages"].value("resident", 0) : 0}});
     }
     return out;
   }

@@ -15,6 +15,7 @@
 
 #include "agiled/api.h"
 #include "agiled/metrics.h"
+#include "agiled/reload.h"
 #include "control/control_server.h"
 #include "host/vm_manager.h"
 #include "migrate/receiver.h"
@@ -171,9 +172,6 @@ int main(int argc, char** argv) {
   int lock = ::open((cfg.shm_root + "/.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (lock < 0 || ::flock(lock, LOCK_EX | LOCK_NB) != 0)
     return Fail("another agiled already runs with id '" + cfg.id + "' (use --id or another --state-dir)");
-  // Leftover RAM files of a previous agiled of this id: nothing can use them now.
-  for (auto& e : fs::directory_iterator(cfg.shm_root, ec))
-    if (e.is_directory()) fs::remove_all(e.path(), ec);
 
   std::string sock_path = cfg.state_dir + "/agiled.sock";
   auto unix_listen = UnixListen(sock_path);
@@ -212,6 +210,15 @@ int main(int argc, char** argv) {
 
   std::atomic<bool> shutdown{false};
   host::VmManager vms(cfg);
+  // VMs a previous agiled of this state dir left running (a crash, a restart,
+  // an upgrade): adopted before we serve, so no request races an adoption.
+  size_t adopted = vms.AdoptAll();
+  size_t listed = vms.List().size();
+  if (listed > 0)
+    spdlog::info("agiled {}: re-adopted {} VM(s) left running, {} lost", cfg.id, adopted, listed - adopted);
+  // Leftover RAM files of no VM we adopted: nothing can use them now.
+  for (auto& e : fs::directory_iterator(cfg.shm_root, ec))
+    if (e.is_directory() && !vms.Get(e.path().filename().string()).ok()) fs::remove_all(e.path(), ec);
   host::PressurePolicy policy(&vms, popts);
   agiled::Api api(&vms, &policy, [&] { shutdown = true; });
   std::string migrate_host = "0.0.0.0";
@@ -260,6 +267,28 @@ int main(int argc, char** argv) {
   size_t shown_vms = 0;
   while (!shutdown) {
     int sig = sigtimedwait(&set, nullptr, &tick);
+    if (sig == SIGHUP) {
+      // Reload what can be reloaded; never touches a VM.
+      auto r = agiled::ReadReloadable(argc, argv, agiled::Reloadable{});
+      if (!r.ok()) {
+        spdlog::error("agiled {}: SIGHUP: configuration not reloaded: {}", cfg.id, r.status().ToString());
+      } else if (r->host_budget > 0 && cfg.memd_addr.empty()) {
+        spdlog::error("agiled {}: SIGHUP: host-budget needs --memd; configuration not reloaded", cfg.id);
+      } else {
+        auto lvl = spdlog::level::from_str(r->log_level);
+        if (lvl == spdlog::level::off && r->log_level != "off") {
+          spdlog::error("agiled {}: SIGHUP: unknown log-level '{}'; kept", cfg.id, r->log_level);
+        } else {
+          spdlog::set_level(lvl);
+        }
+        policy.Reconfigure(r->host_budget, r->psi_threshold_pct, r->policy_interval_ms);
+        spdlog::info("agiled {}: SIGHUP: reloaded log-level={} host-budget={} psi-threshold={} "
+                     "policy-interval-ms={} (other settings need a restart, which keeps VMs running)",
+                     cfg.id, r->log_level, r->host_budget ? FormatSize(r->host_budget) : "none",
+                     r->psi_threshold_pct, r->policy_interval_ms);
+      }
+      continue;
+    }
     if (sig > 0) {
       spdlog::info("agiled {}: {} received, stopping VMs", cfg.id, strsignal(sig));
       break;

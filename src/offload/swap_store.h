@@ -45,6 +45,9 @@ class SwapStore : public vm::PageSource {
   Status Release();
 
   const std::string& store_vm_id() const { return vm_id_; }
+  // The token while this host owns the namespace, in one look (a claim and
+  // the token it holds cannot be seen apart); what agiled's state record keeps.
+  std::optional<memd::OwnerToken> owned_token() const;
   const std::string& addr() const { return addr_; }
 
  private:
@@ -59,9 +62,6 @@ class SwapStore : public vm::PageSource {
   Result<memd::MemdClient*> Client(Conn& c, bool rate_limited);
   void Drop(Conn& c, const Status& why);
   memd::OwnerToken token() const;
-  // The token while this host owns the namespace, in one look (a claim and
-  // the token it holds cannot be seen apart).
-  std::optional<memd::OwnerToken> owned_token() const;
 
   std::string addr_, host_id_, vm_id_;
   std::shared_ptr<const tls::Credentials> tls_;
