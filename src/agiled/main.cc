@@ -64,7 +64,7 @@ int main(int argc, char** argv) {
   cfg.state_dir = "/run/agile";
   std::string listen, log_level = "info", guest_dir = DefaultGuestDir();
   cfg.shim_path = DefaultShimPath();
-  bool daemonize = false;
+  bool daemonize = false, keep_vms_on_exit = false;
   app.set_version_flag("--version", std::string("agiled ") + service::Version());
   // Every flag may also be set in the config file under its long name
   // (state-dir = "/run/agile"); flags on the command line win.
@@ -109,11 +109,18 @@ int main(int argc, char** argv) {
   app.add_option("--metrics-listen", metrics_listen,
                  "Serve Prometheus metrics on http://HOST:PORT/metrics (VMs, faults, migrations, pressure)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
+  app.add_flag("--keep-vms-on-exit", keep_vms_on_exit,
+               "On SIGTERM/SIGINT exit without stopping VMs: they keep running and the next agiled with this "
+               "--state-dir re-adopts them (systemctl restart, upgrades). `agilectl host shutdown` still stops them");
   app.add_flag("--daemon", daemonize,
                "Run in the background once ready; log to STATE_DIR/agiled.log (not under systemd: the unit "
                "runs agiled in the foreground and systemd is told when it is ready)");
   app.footer("Exit status: 0 after a clean stop (SIGTERM, SIGINT, agilectl host shutdown), 1 when it cannot "
              "start, 2 on a bad command line or config file.\n"
+             "Restarts: agiled may be killed (even kill -9) or restarted at any time: the VMs keep running, "
+             "faulting vCPUs wait, and the next agiled with the same --state-dir re-adopts every VM (a VM whose "
+             "QEMU ended meanwhile is listed as 'lost'). SIGHUP re-reads the config file for log-level, "
+             "host-budget, psi-threshold and policy-interval-ms and never stops a VM.\n"
              "Under systemd (Type=notify) agiled reports READY=1 once its control socket listens, STATUS= "
              "lines, and WATCHDOG=1 pings when WatchdogSec= is set; its log lines then carry syslog "
              "priorities (<3>, <6>, ...) and no timestamps.");
@@ -288,6 +295,17 @@ int main(int argc, char** argv) {
                      r->psi_threshold_pct, r->policy_interval_ms);
       }
       continue;
+    }
+    if (sig > 0 && keep_vms_on_exit) {
+      // The same path as a crash, on purpose: one recovery path, exercised by
+      // every restart. Nothing is torn down; the shims reconnect to the next
+      // agiled of this state dir.
+      size_t n = vms.List().size();
+      spdlog::info("agiled {}: {} received, exiting and leaving {} VM(s) running for the next agiled", cfg.id,
+                   strsignal(sig), n);
+      notifier.Stopping("leaving " + std::to_string(n) + " VMs running");
+      spdlog::shutdown();
+      ::_exit(0);
     }
     if (sig > 0) {
       spdlog::info("agiled {}: {} received, stopping VMs", cfg.id, strsignal(sig));

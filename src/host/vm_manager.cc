@@ -89,7 +89,8 @@ size_t VmManager::AdoptAll() {
   std::lock_guard<std::mutex> l(mu_);
   for (auto& vm : found) {
     if (vm->state() != "lost") ++running;
-    vms_[vm->spec().name] = std::shared_ptr<ManagedVm>(std::move(vm));
+    std::string name = vm->spec().name;  // before the move below (the right side is evaluated first)
+    vms_[name] = std::shared_ptr<ManagedVm>(std::move(vm));
   }
   return running;
 }

@@ -44,11 +44,11 @@ TEST(RestartTest, VmTwoThirdsOffloadedKeepsRunningIntactAcrossKillNineOfAgiled) 
   auto a = AgiledProcess::Start("restart", {"--memd", (*m)->addr()});
   ASSERT_TRUE(a.ok()) << a.status().ToString();
   auto& d = **a;
-  ASSERT_TRUE(d.Call("vm.start", VmArgs("mv", 256, "memverify", {{"size_mib", "192"}, {"rate", "300"}})).ok());
+  ASSERT_TRUE(d.Call("vm.start", VmArgs("mv", 256, "memverify", {{"size_mib", "128"}, {"rate", "300"}})).ok());
   ASSERT_TRUE(WaitFor(90, [&] { return GuestReporting(d, "mv"); }));
   // Let memverify fill its pages once before offloading.
   std::this_thread::sleep_for(std::chrono::seconds(5));
-  auto r = d.Call("vm.offload", {{"name", "mv"}, {"resident_bytes", 64ull << 20}});
+  auto r = d.Call("vm.offload", {{"name", "mv"}, {"resident_bytes", 48ull << 20}});
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   json before = Stat(d, "mv");
   const uint64_t offloaded = before["pages"]["offloaded"], resident = before["pages"]["resident"];
@@ -90,7 +90,7 @@ TEST(RestartTest, VmTwoThirdsOffloadedKeepsRunningIntactAcrossKillNineOfAgiled) 
   EXPECT_EQ(later["guest"]["bad_page_lines"], 0);
   EXPECT_EQ(later["faults"]["fetch_errors"], 0);
   // Offloading works again under the new agiled, and the guest stays intact.
-  auto again = d.Call("vm.offload", {{"name", "mv"}, {"resident_bytes", 64ull << 20}});
+  auto again = d.Call("vm.offload", {{"name", "mv"}, {"resident_bytes", 48ull << 20}});
   ASSERT_TRUE(again.ok()) << again.status().ToString();
   std::this_thread::sleep_for(std::chrono::seconds(10));
   json last = Stat(d, "mv");
@@ -105,9 +105,9 @@ TEST(RestartTest, AVmWhoseQemuDiedMeanwhileIsReportedLostAndCleanedUp) {
   auto a = AgiledProcess::Start("restartlost", {"--memd", (*m)->addr()});
   ASSERT_TRUE(a.ok()) << a.status().ToString();
   auto& d = **a;
-  ASSERT_TRUE(d.Call("vm.start", VmArgs("gone", 128, "memverify", {{"size_mib", "64"}, {"rate", "100"}})).ok());
+  ASSERT_TRUE(d.Call("vm.start", VmArgs("gone", 128, "memverify", {{"size_mib", "32"}, {"rate", "100"}})).ok());
   ASSERT_TRUE(WaitFor(90, [&] { return GuestReporting(d, "gone"); }));
-  ASSERT_TRUE(d.Call("vm.offload", {{"name", "gone"}, {"resident_bytes", 32ull << 20}}).ok());
+  ASSERT_TRUE(d.Call("vm.offload", {{"name", "gone"}, {"resident_bytes", 24ull << 20}}).ok());
   const int pid = Stat(d, "gone")["pid"];
   QemuReaper reaper{pid};
 
