@@ -352,7 +352,7 @@ json ManagedVm::Stat() {
     std::lock_guard<std::mutex> l(offload_stats_mu_);
     j["offload"] = {{"store", store_->addr()},
                     {"store_vm_id", store_->store_vm_id()},
-                    {"policy", policy_->name()},
+                    {"policy", policy_ ? policy_->name() : "none"},
                     {"pages_offloaded", offload_total_.pages_offloaded},
                     {"pages_zero_dropped", offload_total_.pages_zero},
                     {"bytes_offloaded", offload_total_.bytes_sent},
