@@ -219,6 +219,7 @@ control::Reply Api::Handle(const std::string& op, const json& args, const std::f
       return MigrateStatus(name, args.value("watch", false), progress);
     }
     AGILE_ASSIGN_OR_RETURN(auto vm, vms_->Get(name));
+    if (vm->state() == "lost") return Unavailable("vm " + name + " is lost (" + vm->Stat().value("exit", "") + ")");
     return Migrate(vm, args, progress);
   }
   return HandleVmOp(op, args);
