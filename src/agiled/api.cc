@@ -221,6 +221,7 @@ control::Reply Api::Handle(const std::string& op, const json& args, const std::f
       return MigrateStatus(name, args.value("watch", false), progress);
     }
     AGILE_ASSIGN_OR_RETURN(auto vm, vms_->Get(name));
+    if (vm->state() == "lost") return Unavailable("vm " + name + " is lost (" + vm->Stat().value("exit", "") + ")");
     return Migrate(vm, args, progress);
   }
   return HandleVmOp(op, args);
@@ -253,7 +254,7 @@ Result<json> Api::HandleVmOp(const std::string& op, const json& args) {
                      {"state", s["state"]},
                      {"memory_bytes", s["memory_bytes"]},
                      {"workload", s["workload"]},
-                     {"resident_pages", s["pages"].value("resident", 0)}});
+                     {"resident_pages", s.contains("pages") ? s["pages"].value("resident", 0) : 0}});
     }
     return out;
   }

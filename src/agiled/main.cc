@@ -15,6 +15,7 @@
 
 #include "agiled/api.h"
 #include "agiled/metrics.h"
+#include "agiled/reload.h"
 #include "control/control_server.h"
 #include "host/vm_manager.h"
 #include "migrate/receiver.h"
@@ -64,7 +65,7 @@ int main(int argc, char** argv) {
   cfg.state_dir = "/run/agile";
   std::string listen, log_level = "info", guest_dir = DefaultGuestDir();
   cfg.shim_path = DefaultShimPath();
-  bool daemonize = false;
+  bool daemonize = false, keep_vms_on_exit = false;
   app.set_version_flag("--version", std::string("agiled ") + service::Version());
   // Every flag may also be set in the config file under its long name
   // (state-dir = "/run/agile"); flags on the command line win.
@@ -137,11 +138,18 @@ int main(int argc, char** argv) {
   app.add_option("--keepalive-idle-s", t.keepalive_idle_s, "TCP keepalive: first probe after this idle time")
       ->capture_default_str()->check(CLI::Range(1, 3600));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
+  app.add_flag("--keep-vms-on-exit", keep_vms_on_exit,
+               "On SIGTERM/SIGINT exit without stopping VMs: they keep running and the next agiled with this "
+               "--state-dir re-adopts them (systemctl restart, upgrades). `agilectl host shutdown` still stops them");
   app.add_flag("--daemon", daemonize,
                "Run in the background once ready; log to STATE_DIR/agiled.log (not under systemd: the unit "
                "runs agiled in the foreground and systemd is told when it is ready)");
   app.footer("Exit status: 0 after a clean stop (SIGTERM, SIGINT, agilectl host shutdown), 1 when it cannot "
              "start, 2 on a bad command line or config file.\n"
+             "Restarts: agiled may be killed (even kill -9) or restarted at any time: the VMs keep running, "
+             "faulting vCPUs wait, and the next agiled with the same --state-dir re-adopts every VM (a VM whose "
+             "QEMU ended meanwhile is listed as 'lost'). SIGHUP re-reads the config file for log-level, "
+             "host-budget, psi-threshold and policy-interval-ms and never stops a VM.\n"
              "Under systemd (Type=notify) agiled reports READY=1 once its control socket listens, STATUS= "
              "lines, and WATCHDOG=1 pings when WatchdogSec= is set; its log lines then carry syslog "
              "priorities (<3>, <6>, ...) and no timestamps.");
@@ -206,9 +214,6 @@ int main(int argc, char** argv) {
   int lock = ::open((cfg.shm_root + "/.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (lock < 0 || ::flock(lock, LOCK_EX | LOCK_NB) != 0)
     return Fail("another agiled already runs with id '" + cfg.id + "' (use --id or another --state-dir)");
-  // Leftover RAM files of a previous agiled of this id: nothing can use them now.
-  for (auto& e : fs::directory_iterator(cfg.shm_root, ec))
-    if (e.is_directory()) fs::remove_all(e.path(), ec);
 
   std::string sock_path = cfg.state_dir + "/agiled.sock";
   auto unix_listen = UnixListen(sock_path);
@@ -247,6 +252,15 @@ int main(int argc, char** argv) {
 
   std::atomic<bool> shutdown{false};
   host::VmManager vms(cfg);
+  // VMs a previous agiled of this state dir left running (a crash, a restart,
+  // an upgrade): adopted before we serve, so no request races an adoption.
+  size_t adopted = vms.AdoptAll();
+  size_t listed = vms.List().size();
+  if (listed > 0)
+    spdlog::info("agiled {}: re-adopted {} VM(s) left running, {} lost", cfg.id, adopted, listed - adopted);
+  // Leftover RAM files of no VM we adopted: nothing can use them now.
+  for (auto& e : fs::directory_iterator(cfg.shm_root, ec))
+    if (e.is_directory() && !vms.Get(e.path().filename().string()).ok()) fs::remove_all(e.path(), ec);
   host::PressurePolicy policy(&vms, popts);
   agiled::Api api(&vms, &policy, [&] { shutdown = true; });
   std::string migrate_host = "0.0.0.0";
@@ -300,6 +314,39 @@ int main(int argc, char** argv) {
   size_t shown_vms = 0;
   while (!shutdown) {
     int sig = sigtimedwait(&set, nullptr, &tick);
+    if (sig == SIGHUP) {
+      // Reload what can be reloaded; never touches a VM.
+      auto r = agiled::ReadReloadable(argc, argv, agiled::Reloadable{});
+      if (!r.ok()) {
+        spdlog::error("agiled {}: SIGHUP: configuration not reloaded: {}", cfg.id, r.status().ToString());
+      } else if (r->host_budget > 0 && cfg.memd_addr.empty()) {
+        spdlog::error("agiled {}: SIGHUP: host-budget needs --memd; configuration not reloaded", cfg.id);
+      } else {
+        auto lvl = spdlog::level::from_str(r->log_level);
+        if (lvl == spdlog::level::off && r->log_level != "off") {
+          spdlog::error("agiled {}: SIGHUP: unknown log-level '{}'; kept", cfg.id, r->log_level);
+        } else {
+          spdlog::set_level(lvl);
+        }
+        policy.Reconfigure(r->host_budget, r->psi_threshold_pct, r->policy_interval_ms);
+        spdlog::info("agiled {}: SIGHUP: reloaded log-level={} host-budget={} psi-threshold={} "
+                     "policy-interval-ms={} (other settings need a restart, which keeps VMs running)",
+                     cfg.id, r->log_level, r->host_budget ? FormatSize(r->host_budget) : "none",
+                     r->psi_threshold_pct, r->policy_interval_ms);
+      }
+      continue;
+    }
+    if (sig > 0 && keep_vms_on_exit) {
+      // The same path as a crash, on purpose: one recovery path, exercised by
+      // every restart. Nothing is torn down; the shims reconnect to the next
+      // agiled of this state dir.
+      size_t n = vms.List().size();
+      spdlog::info("agiled {}: {} received, exiting and leaving {} VM(s) running for the next agiled", cfg.id,
+                   strsignal(sig), n);
+      notifier.Stopping("leaving " + std::to_string(n) + " VMs running");
+      spdlog::shutdown();
+      ::_exit(0);
+    }
     if (sig > 0) {
       spdlog::info("agiled {}: {} received, stopping VMs", cfg.id, strsignal(sig));
       break;

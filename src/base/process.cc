@@ -14,8 +14,23 @@ extern char** environ;
 
 namespace agile {
 
+Result<Process> Process::Adopt(pid_t pid) {
+  int pfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (pfd < 0) return ErrnoStatus("pidfd_open " + std::to_string(pid));
+  Process p(pid, UniqueFd(pfd));
+  p.adopted_ = true;
+  return p;
+}
+
 bool Process::Poll() {
   if (exited_ || pid_ <= 0) return exited_;
+  if (adopted_) {
+    // Not our child: waitpid cannot see it, but its pidfd turns readable
+    // when it exits.
+    pollfd p{pidfd_.get(), POLLIN, 0};
+    if (::poll(&p, 1, 0) > 0) exited_ = true;
+    return exited_;
+  }
   int st;
   pid_t r = ::waitpid(pid_, &st, WNOHANG);
   if (r == pid_) {
@@ -44,6 +59,7 @@ Status Process::Signal(int sig) {
 
 std::string Process::ExitDescription() const {
   if (!exited_) return "still running";
+  if (adopted_) return "exited (started by an earlier agiled: its exit status is unknown here)";
   if (WIFEXITED(status_)) return "exited with code " + std::to_string(WEXITSTATUS(status_));
   if (WIFSIGNALED(status_)) return std::string("killed by signal ") + strsignal(WTERMSIG(status_));
   return "ended (status " + std::to_string(status_) + ")";

@@ -27,6 +27,11 @@ class Process {
   Process(Process&&) noexcept = default;
   Process& operator=(Process&&) noexcept = default;
 
+  // A process this one did not start (a QEMU left running by an earlier
+  // agiled): watched and signalled through a pidfd; its exit status is not
+  // ours to collect, so ExitDescription() says it is unknown.
+  static Result<Process> Adopt(pid_t pid);
+
   pid_t pid() const { return pid_; }
   int pidfd() const { return pidfd_.get(); }
   bool running() const { return pid_ > 0 && !exited_; }
@@ -44,6 +49,7 @@ class Process {
   pid_t pid_ = -1;
   UniqueFd pidfd_;
   bool exited_ = false;
+  bool adopted_ = false;
   int status_ = 0;
 };
 

@@ -28,7 +28,7 @@ using nlohmann::json;
 
 namespace {
 
-enum State : int { kStarting, kRunning, kStopping, kStopped, kExited, kCrashed, kIncoming, kMigrated };
+enum State : int { kStarting, kRunning, kStopping, kStopped, kExited, kCrashed, kIncoming, kMigrated, kLost };
 
 const char* StateName(int s) {
   switch (s) {
@@ -40,6 +40,7 @@ const char* StateName(int s) {
     case kCrashed: return "crashed";
     case kIncoming: return "incoming";
     case kMigrated: return "migrated";
+    case kLost: return "lost";
   }
   return "unknown";
 }
@@ -53,6 +54,7 @@ ManagedVm::ManagedVm(qemu::VmSpec spec, const HostConfig& host) : spec_(std::mov
   qmp_path_ = dir_ + "/qmp.sock";
   serial_path_ = dir_ + "/serial.log";
   qemu_log_path_ = dir_ + "/qemu.log";
+  locations_path_ = dir_ + "/locations";
 }
 
 Result<std::unique_ptr<ManagedVm>> ManagedVm::Launch(const qemu::VmSpec& spec, const HostConfig& host,
@@ -103,6 +105,17 @@ Status ManagedVm::Start(bool incoming, const std::string& store_vm_id) {
                spec_.memory_bytes >> 20, spec_.workload, incoming ? " for an incoming migration" : "");
   AGILE_ASSIGN_OR_RETURN(qemu_, Spawn(opts));
   started_ns_ = vm::NowNs();
+  {
+    // Recorded before the shim hands over its memory: from the HELLO_ACK on
+    // the shim outlives us, and a restarted agiled must know this QEMU.
+    std::lock_guard<std::mutex> l(record_mu_);
+    record_.spec = spec_;
+    record_.pid = qemu_.pid();
+    auto ticks = ProcessStartTicks(qemu_.pid());
+    record_.pid_start_ticks = ticks.ok() ? *ticks : 0;
+    record_.incoming = incoming;
+  }
+  PersistRecord();
   if (!spec_.stock) AGILE_RETURN_IF_ERROR(TakeOverMemory(listen.get(), incoming, store_vm_id));
 
   auto qmp = qemu::QmpClient::Connect(qmp_path_, 15000);
@@ -119,7 +132,8 @@ Status ManagedVm::Start(bool incoming, const std::string& store_vm_id) {
   return Status::Ok();
 }
 
-Status ManagedVm::TakeOverMemory(int listen_fd, bool incoming, const std::string& store_vm_id) {
+Status ManagedVm::TakeOverMemory(int listen_fd, bool incoming, const std::string& store_vm_id,
+                                 const VmRecord* adopt) {
   UniqueFd uffd_fd;
   auto link = vm::ShimLink::Accept(listen_fd, ram_path_, spec_.memory_bytes, host_.handoff_timeout_ms,
                                    qemu_.pidfd(), &uffd_fd);
@@ -131,12 +145,31 @@ Status ManagedVm::TakeOverMemory(int listen_fd, bool incoming, const std::string
   memory_ = std::make_shared<vm::GuestMemory>(std::move(ram_fd_), uffd::Uffd(std::move(uffd_fd)),
                                               std::move(link).value(),
                                               incoming ? vm::PageState::kRemote : vm::PageState::kZero);
-  if (!host_.memd_addr.empty()) {
+  const uint64_t pages = memory_->pages();
+  if (adopt == nullptr) {
+    auto map = vm::LocationMap::Create(locations_path_, pages);
+    if (!map.ok()) return map.status().Annotate("vm " + spec_.name);
+    memory_->AttachLocationMap(std::move(map).value());
+  } else {
+    auto map = vm::LocationMap::Open(locations_path_, pages);
+    if (!map.ok() && !(map.status().code() == Code::kNotFound && !adopt->store_owned))
+      return map.status().Annotate("page locations of vm " + spec_.name + " (offloaded pages cannot be found)");
+    if (!map.ok()) map = vm::LocationMap::Create(locations_path_, pages);  // never offloaded: nothing to find
+    if (!map.ok()) return map.status();
+    memory_->AttachLocationMap(std::move(map).value());
+    AGILE_RETURN_IF_ERROR(memory_->Recover().Annotate("recover page states of vm " + spec_.name));
+  }
+  std::string recorded_id = adopt != nullptr ? adopt->store_vm_id : "";
+  if (!host_.memd_addr.empty() || !recorded_id.empty()) {
+    if (host_.memd_addr.empty())
+      return Unsupported("vm " + spec_.name + " has pages in swap-store namespace " + recorded_id +
+                         " but this agiled has no --memd");
     // The store namespace id outlives this host's copy of the VM (migration
     // carries it), so it is unique per VM incarnation, not per name.
-    std::string id = !store_vm_id.empty() ? store_vm_id
-                                          : spec_.name + "-" + std::to_string(qemu_.pid()) + "-" +
-                                                std::to_string(started_ns_ % 1000000007ULL);
+    std::string id = !recorded_id.empty() ? recorded_id
+                     : !store_vm_id.empty() ? store_vm_id
+                                            : spec_.name + "-" + std::to_string(qemu_.pid()) + "-" +
+                                                  std::to_string(started_ns_ % 1000000007ULL);
     auto store = offload::MakeSwapStore(host_.memd_addr, host_.id, id, host_.tls);
     if (!store.ok()) {
       (void)qemu_.Signal(SIGKILL);
@@ -145,6 +178,13 @@ Status ManagedVm::TakeOverMemory(int listen_fd, bool incoming, const std::string
     }
     store_ = std::move(store).value();
     store_->SetTimeouts({host_.timeouts.memd_connect_ms, host_.timeouts.memd_request_ms});
+    if (adopt != nullptr && adopt->store_owned)
+      store_->Adopt(memd::OwnerToken{adopt->token_epoch, adopt->token_secret, adopt->token_secret_hi});
+    {
+      std::lock_guard<std::mutex> l(record_mu_);
+      record_.store_vm_id = id;
+    }
+    PersistRecord();
   }
   faults_ = std::make_unique<vm::FaultServer>(memory_.get(), store_.get(), host_.prefetch_pages);
   fault_policy_ = std::make_unique<offload::LastFaultPolicy>(memory_.get());
@@ -169,6 +209,9 @@ Status ManagedVm::TakeOverMemory(int listen_fd, bool incoming, const std::string
     spdlog::warn("vm {}: fault service ended: {}", name, s.ToString());
   });
   AGILE_RETURN_IF_ERROR(faults_->Start());
+  // vCPUs may wait on faults the previous agiled read and never resolved:
+  // woken, they fault again, to us.
+  if (adopt != nullptr) AGILE_RETURN_IF_ERROR(memory_->WakeAll().Annotate("wake the adopted VM's waiting faults"));
   if (tracker_) tracker_->Start();
   spdlog::info("vm {}: QEMU pid {} handed over {} MiB of guest RAM (features: {})", spec_.name, qemu_.pid(),
                memory_->mapping().length >> 20, uffd::FeatureNames(memory_->mapping().features));
@@ -252,6 +295,11 @@ void ManagedVm::Cleanup() {
   fs::remove_all(ram_dir_, ec);
   fs::remove(dir_ + "/shim.sock", ec);
   fs::remove(qmp_path_, ec);
+  // The VM is no longer ours to adopt after a restart.
+  if (state_ != kLost) {
+    fs::remove(dir_ + "/" + kVmRecordFile, ec);
+    fs::remove(locations_path_, ec);
+  }
 }
 
 ManagedVm::~ManagedVm() { (void)Stop(); }
@@ -327,7 +375,7 @@ json ManagedVm::Stat() {
     std::lock_guard<std::mutex> l(offload_stats_mu_);
     j["offload"] = {{"store", store_->addr()},
                     {"store_vm_id", store_->store_vm_id()},
-                    {"policy", policy_->name()},
+                    {"policy", policy_ ? policy_->name() : "none"},
                     {"pages_offloaded", offload_total_.pages_offloaded},
                     {"pages_zero_dropped", offload_total_.pages_zero},
                     {"bytes_offloaded", offload_total_.bytes_sent},
@@ -339,6 +387,102 @@ json ManagedVm::Stat() {
   return j;
 }
 
+void ManagedVm::PersistRecord() {
+  std::lock_guard<std::mutex> l(record_mu_);
+  if (store_) {
+    record_.store_vm_id = store_->store_vm_id();
+    auto t = store_->owned_token();
+    record_.store_owned = t.has_value();
+    if (t) {
+      record_.token_epoch = t->epoch;
+      record_.token_secret = t->secret;
+      record_.token_secret_hi = t->secret_hi;
+    }
+  }
+  Status s = WriteVmRecord(dir_, record_);
+  if (!s.ok()) spdlog::error("vm {}: cannot write its state record ({}): a restart could not adopt it", spec_.name,
+                             s.ToString());
+}
+
+std::unique_ptr<ManagedVm> ManagedVm::Lost(const std::string& name, const HostConfig& host, const std::string& why) {
+  qemu::VmSpec spec;
+  spec.name = name;
+  std::unique_ptr<ManagedVm> vm(new ManagedVm(spec, host));
+  vm->MarkLost(why, nullptr);
+  return vm;
+}
+
+std::unique_ptr<ManagedVm> ManagedVm::Adopt(const VmRecord& rec, const HostConfig& host) {
+  std::unique_ptr<ManagedVm> vm(new ManagedVm(rec.spec, host));
+  {
+    std::lock_guard<std::mutex> l(vm->record_mu_);
+    vm->record_ = rec;
+  }
+  auto ticks = ProcessStartTicks(rec.pid);
+  if (!ticks.ok() || *ticks != rec.pid_start_ticks) {
+    vm->MarkLost("QEMU (pid " + std::to_string(rec.pid) + ") ended while agiled was down", &rec);
+    return vm;
+  }
+  Status s = vm->AdoptRunning(rec);
+  if (!s.ok()) {
+    // QEMU lives but cannot be served safely: end it rather than leave it
+    // frozen on faults nobody will serve.
+    if (vm->qemu_.pid() > 0) {
+      (void)vm->qemu_.Signal(SIGKILL);
+      vm->qemu_.Wait(5000);
+    } else if (auto p = Process::Adopt(rec.pid); p.ok()) {
+      (void)p->Signal(SIGKILL);
+      p->Wait(5000);
+    }
+    vm->MarkLost("could not be re-adopted: " + s.ToString(), &rec);
+  }
+  return vm;
+}
+
+Status ManagedVm::AdoptRunning(const VmRecord& rec) {
+  if (rec.incoming)
+    return Unavailable("it was the destination of a migration that agiled's restart interrupted (the VM stays at "
+                       "the source)");
+  AGILE_ASSIGN_OR_RETURN(qemu_, Process::Adopt(rec.pid));
+  started_ns_ = vm::NowNs();
+  spdlog::info("vm {}: re-adopting QEMU pid {}", spec_.name, rec.pid);
+  if (!spec_.stock) {
+    ram_fd_.Reset(::open(ram_path_.c_str(), O_RDWR | O_CLOEXEC));
+    if (!ram_fd_) return ErrnoStatus("open RAM file " + ram_path_);
+    AGILE_ASSIGN_OR_RETURN(UniqueFd listen, UnixListen(dir_ + "/shim.sock", 1));
+    AGILE_RETURN_IF_ERROR(TakeOverMemory(listen.get(), false, "", &rec));
+  }
+  auto qmp = qemu::QmpClient::Connect(qmp_path_, 15000);
+  if (!qmp.ok()) return qmp.status().Annotate("QMP of the adopted QEMU");
+  qmp_ = std::make_unique<qemu::QmpClient>(std::move(qmp).value());
+  monitor_wake_.Reset(::eventfd(0, EFD_CLOEXEC));
+  state_ = kRunning;
+  (void)Qmp("query-status");  // paused or running, as the previous agiled left it
+  monitor_ = std::thread([this] { Monitor(); });
+  PersistRecord();
+  spdlog::info("vm {}: re-adopted ({} pages resident, {} offloaded, {} zero){}", spec_.name,
+               memory_ ? memory_->count(vm::PageState::kResident) : 0,
+               memory_ ? memory_->count(vm::PageState::kOffloaded) : 0,
+               memory_ ? memory_->count(vm::PageState::kZero) : 0, guest_paused_ ? ", paused" : "");
+  return Status::Ok();
+}
+
+void ManagedVm::MarkLost(const std::string& why, const VmRecord* rec) {
+  state_ = kLost;
+  exit_reason_ = why;
+  spdlog::error("vm {}: lost: {}", spec_.name, why);
+  if (faults_) faults_->Stop();
+  if (tracker_) tracker_->Stop();
+  // Its swap-store pages can serve no one now; an incoming VM's namespace
+  // is the source's, never ours to drop.
+  if (rec != nullptr && rec->store_owned && !rec->incoming && !host_.memd_addr.empty()) {
+    if (!store_) store_ = std::make_unique<offload::SwapStore>(host_.memd_addr, host_.id, rec->store_vm_id, 250, host_.tls);
+    if (!store_->claimed())
+      store_->Adopt(memd::OwnerToken{rec->token_epoch, rec->token_secret, rec->token_secret_hi});
+  }
+  Cleanup();
+}
+
 Status ManagedVm::AdoptStore(const std::string& store_vm_id, uint64_t epoch, uint64_t secret, uint64_t secret_hi) {
   if (store_ == nullptr || store_->store_vm_id() != store_vm_id) {
     if (host_.memd_addr.empty())
@@ -348,10 +492,18 @@ Status ManagedVm::AdoptStore(const std::string& store_vm_id, uint64_t epoch, uin
     return Internal("incoming VM " + spec_.name + " was launched without its store namespace");
   }
   store_->Adopt(memd::OwnerToken{epoch, secret, secret_hi});
+  PersistRecord();
   return Status::Ok();
 }
 
-void ManagedVm::MarkRunning() { state_ = kRunning; }
+void ManagedVm::MarkRunning() {
+  state_ = kRunning;
+  {
+    std::lock_guard<std::mutex> l(record_mu_);
+    record_.incoming = false;
+  }
+  PersistRecord();  // an arrived VM is adopted after a restart like any other
+}
 
 void ManagedVm::BeginOutgoing() {
   outgoing_lock_ = std::unique_lock<std::mutex>(offload_mu_);
@@ -470,6 +622,12 @@ Result<offload::EvictReport> ManagedVm::Offload(uint64_t target_bytes) {
   if (state_ != kRunning) return Unavailable("vm " + spec_.name + " is " + state());
   std::unique_lock<std::mutex> l(offload_mu_, std::try_to_lock);
   if (!l.owns_lock()) return Unavailable("an offload of vm " + spec_.name + " is already running");
+  if (!store_->claimed()) {
+    // The token must be in the state record before the first page it guards
+    // leaves the RAM file, or a restart could not read those pages back.
+    AGILE_RETURN_IF_ERROR(store_->Claim());
+    PersistRecord();
+  }
   uint64_t target_pages = target_bytes / uffd::kPageSize;
   spdlog::info("vm {}: offloading to {} resident ({} policy)", spec_.name, FormatSize(target_bytes), policy_->name());
   auto r = evictor_->EvictTo(target_pages, policy_);

@@ -14,6 +14,7 @@
 
 #include "base/process.h"
 #include "host/host_config.h"
+#include "host/vm_record.h"
 #include "migrate/migrating_vm.h"
 #include "offload/evictor.h"
 #include "offload/swap_store.h"
@@ -38,6 +39,18 @@ class ManagedVm : public migrate::MigratingVm {
   // then names the swap-store namespace the VM's cold pages already live in.
   static Result<std::unique_ptr<ManagedVm>> Launch(const qemu::VmSpec& spec, const HostConfig& host,
                                                    bool incoming = false, const std::string& store_vm_id = "");
+  // Re-adopts a VM whose QEMU an earlier agiled of this state dir left
+  // running (docs/invariants.md, "Crash consistency"): takes the uffd the
+  // shim hands over again, rebuilds page states from the RAM file and the
+  // location map, re-owns its swap-store namespace with the recorded token,
+  // reconnects QMP and serves faults, tracking and offloading again.
+  // When the VM cannot be adopted (QEMU gone, an interrupted incoming
+  // migration, damaged state) the result is a VM in state "lost" with the
+  // reason, whose resources have been released; it stays listed until
+  // `vm stop` forgets it.
+  static std::unique_ptr<ManagedVm> Adopt(const VmRecord& record, const HostConfig& host);
+  // A VM whose state record is unreadable: only its name is known.
+  static std::unique_ptr<ManagedVm> Lost(const std::string& name, const HostConfig& host, const std::string& why);
   ~ManagedVm() override;
 
   // Asks QEMU to quit, escalating to SIGTERM/SIGKILL after timeout_ms, then
@@ -102,7 +115,14 @@ class ManagedVm : public migrate::MigratingVm {
   ManagedVm(qemu::VmSpec spec, const HostConfig& host);
   Status Start(bool incoming, const std::string& store_vm_id);
   // Receives the shim's uffd and starts serving faults (non-stock VMs).
-  Status TakeOverMemory(int listen_fd, bool incoming, const std::string& store_vm_id);
+  // adopt: the record of a VM re-adopted after a restart (page states are
+  // recovered, the store token re-adopted); null for a new QEMU.
+  Status TakeOverMemory(int listen_fd, bool incoming, const std::string& store_vm_id,
+                        const VmRecord* adopt = nullptr);
+  Status AdoptRunning(const VmRecord& rec);
+  void MarkLost(const std::string& why, const VmRecord* rec);
+  // Rewrites vm.record from the current state (pid, incoming, store token).
+  void PersistRecord();
   void Monitor();
   void Cleanup();
   std::string QemuLogTail() const;
@@ -110,7 +130,9 @@ class ManagedVm : public migrate::MigratingVm {
 
   qemu::VmSpec spec_;
   HostConfig host_;
-  std::string dir_, ram_dir_, ram_path_, qmp_path_, serial_path_, qemu_log_path_;
+  std::string dir_, ram_dir_, ram_path_, qmp_path_, serial_path_, qemu_log_path_, locations_path_;
+  std::mutex record_mu_;
+  VmRecord record_;  // what vm.record says (record_mu_)
   Process qemu_;
   // Created with QEMU, handed to GuestMemory once the shim hands over the uffd.
   UniqueFd ram_fd_;

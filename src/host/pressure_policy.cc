@@ -35,11 +35,26 @@ void PressurePolicy::Stop() {
 void PressurePolicy::Run() {
   std::unique_lock<std::mutex> l(mu_);
   while (!stop_) {
+    if (pending_) {
+      opt_ = *pending_;
+      pending_.reset();
+    }
     l.unlock();
     Tick();
     l.lock();
-    cv_.wait_for(l, std::chrono::milliseconds(opt_.interval_ms), [this] { return stop_; });
+    cv_.wait_for(l, std::chrono::milliseconds(opt_.interval_ms), [this] { return stop_ || pending_.has_value(); });
   }
+}
+
+void PressurePolicy::Reconfigure(uint64_t host_budget, double psi_threshold_pct, int interval_ms) {
+  std::lock_guard<std::mutex> l(mu_);
+  PolicyOptions o = pending_ ? *pending_ : opt_;
+  o.host_budget = host_budget;
+  o.psi_threshold_pct = psi_threshold_pct;
+  o.interval_ms = interval_ms;
+  if (thread_.joinable()) pending_ = o;
+  else opt_ = o;
+  cv_.notify_all();
 }
 
 double PressurePolicy::ReadPsiSomeAvg10() {

@@ -17,6 +17,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <optional>
 #include <thread>
 
 #include "host/vm_manager.h"
@@ -45,6 +46,9 @@ class PressurePolicy {
   Status Set(const std::string& vm, const std::string& mode, uint64_t pin_bytes);
   nlohmann::json VmStatus(const std::string& vm);
   nlohmann::json HostStatus();
+  // SIGHUP: new budget, PSI threshold and interval, taken by the policy
+  // thread before its next look (the rest of PolicyOptions is not reloadable).
+  void Reconfigure(uint64_t host_budget, double psi_threshold_pct, int interval_ms);
 
  private:
   struct VmPolicy {
@@ -61,7 +65,8 @@ class PressurePolicy {
   static double ReadPsiSomeAvg10();
 
   VmManager* vms_;
-  PolicyOptions opt_;
+  PolicyOptions opt_;  // written only by the policy thread (or before it starts), under mu_
+  std::optional<PolicyOptions> pending_;  // Reconfigure's, for the policy thread (mu_)
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;

@@ -2,6 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <filesystem>
+#include <thread>
+
 namespace agile::host {
 
 Result<std::shared_ptr<ManagedVm>> VmManager::Start(const qemu::VmSpec& spec) { return Launch(spec, false, ""); }
@@ -58,6 +61,38 @@ Status VmManager::Stop(const std::string& name) {
   std::lock_guard<std::mutex> l(mu_);
   vms_.erase(name);
   return Status::Ok();
+}
+
+size_t VmManager::AdoptAll() {
+  std::error_code ec;
+  std::vector<std::thread> workers;
+  std::mutex found_mu;
+  std::vector<std::unique_ptr<ManagedVm>> found;
+  for (auto& e : std::filesystem::directory_iterator(host_.state_dir + "/vms", ec)) {
+    if (!e.is_directory()) continue;
+    std::string name = e.path().filename().string();
+    auto rec = ReadVmRecord(e.path().string());
+    if (!rec.ok() && rec.status().code() == Code::kNotFound) continue;  // a stopped VM's logs
+    if (!rec.ok()) {
+      found.push_back(ManagedVm::Lost(name, host_, "its state record is unreadable: " + rec.status().ToString()));
+      continue;
+    }
+    // In parallel: each waits up to a second or so for its shim to reconnect.
+    workers.emplace_back([&, r = std::move(rec).value()] {
+      auto vm = ManagedVm::Adopt(r, host_);
+      std::lock_guard<std::mutex> l(found_mu);
+      found.push_back(std::move(vm));
+    });
+  }
+  for (auto& w : workers) w.join();
+  size_t running = 0;
+  std::lock_guard<std::mutex> l(mu_);
+  for (auto& vm : found) {
+    if (vm->state() != "lost") ++running;
+    std::string name = vm->spec().name;  // before the move below (the right side is evaluated first)
+    vms_[name] = std::shared_ptr<ManagedVm>(std::move(vm));
+  }
+  return running;
 }
 
 void VmManager::StopAll() {

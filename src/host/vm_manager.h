@@ -32,6 +32,11 @@ class VmManager : public migrate::IncomingHost {
   // Stops the VM and forgets it.
   Status Stop(const std::string& name);
   void StopAll();
+  // At start-up, before serving: re-adopts every VM an earlier agiled of this
+  // state dir left running (STATE_DIR/vms/*/vm.record), in parallel; VMs that
+  // cannot be adopted are listed as "lost" with the reason. Returns how many
+  // were adopted running.
+  size_t AdoptAll();
   const HostConfig& host() const { return host_; }
 
  private:

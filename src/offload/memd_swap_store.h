@@ -51,6 +51,7 @@ class MemdSwapStore final : public SwapStore {
   Status Release() override;
 
   Result<uint64_t> StoredPages() override;
+  std::optional<memd::OwnerToken> owned_token() const override;
   const std::string& store_vm_id() const override { return vm_id_; }
   const std::string& addr() const override { return addr_; }
 
@@ -66,9 +67,6 @@ class MemdSwapStore final : public SwapStore {
   Result<memd::MemdClient*> Client(Conn& c, bool rate_limited);
   void Drop(Conn& c, const Status& why);
   memd::OwnerToken token() const;
-  // The token while this host owns the namespace, in one look (a claim and
-  // the token it holds cannot be seen apart).
-  std::optional<memd::OwnerToken> owned_token() const;
 
   std::string addr_, host_id_, vm_id_;
   std::shared_ptr<const tls::Credentials> tls_;

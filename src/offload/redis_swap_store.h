@@ -54,6 +54,7 @@ class RedisSwapStore final : public SwapStore {
   Result<bool> OwnedHere() override;
   Status Release() override;
   Result<uint64_t> StoredPages() override;
+  std::optional<memd::OwnerToken> owned_token() const override;
   const std::string& store_vm_id() const override { return vm_id_; }
   const std::string& addr() const override { return cfg_.url; }
 
@@ -70,7 +71,7 @@ class RedisSwapStore final : public SwapStore {
     uint64_t last_dial_ns = 0;
   };
   Result<redis::ClusterClient*> Client(Conn& c, bool rate_limited);
-  std::optional<memd::OwnerToken> owned_token() const;
+
   // One FCALL `fn` per group in `groups` with extra args none: claim, xfer,
   // release, count. Replies in group order.
   Status ForAllGroups(Conn& c, const std::vector<std::vector<std::string>>& argvs,

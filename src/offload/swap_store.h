@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -65,6 +66,9 @@ class SwapStore : public vm::PageSource {
   // The store's address as configured (--store): both sides of a migration
   // must name the same store.
   virtual const std::string& addr() const = 0;
+  // The token while this host owns the namespace, in one look (a claim and
+  // the token it holds cannot be seen apart); what agiled's state record keeps.
+  virtual std::optional<memd::OwnerToken> owned_token() const = 0;
 };
 
 }  // namespace agile::offload

@@ -5,14 +5,18 @@
 // that must run inside QEMU's address space (dropping page-table entries).
 //
 // Safety rule: a VM never runs unmanaged. Any failure to register or to reach
-// agiled, or losing agiled later, terminates QEMU with a message on stderr.
-// The shim keeps its own copy of the uffd open for QEMU's lifetime, so a
-// crashed agiled leaves faulting vCPUs waiting, never silently zero-filled.
+// agiled at start terminates QEMU with a message on stderr. Losing agiled
+// later (kill -9, a restart, an upgrade) does not: the shim keeps its own copy
+// of the uffd open for QEMU's lifetime, so faulting vCPUs simply wait (never
+// zero-filled), and it reconnects with backoff and hands the same uffd to the
+// next agiled of this state dir, which re-adopts the VM. Only an agiled that
+// refuses the VM on reconnection ends QEMU.
 #include <poll.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdarg>
@@ -35,6 +39,10 @@ namespace {
 using namespace agile;
 
 constexpr int kAckTimeoutMs = 30000;
+// Reconnection after agiled went away: first retry soon (a restart takes a
+// second or two), then back off to a steady poll that costs nothing.
+constexpr int kReconnectFirstMs = 50;
+constexpr int kReconnectMaxMs = 1000;
 
 struct ShimState {
   std::mutex mu;
@@ -44,6 +52,7 @@ struct ShimState {
   int sock = -1;
   int uffd = -1;  // kept open for QEMU's lifetime (see the safety rule above)
   uint64_t base = 0, length = 0, file_offset = 0;
+  uint64_t features = 0, ioctls = 0;
 };
 
 ShimState& State() {
@@ -77,16 +86,17 @@ std::string FdPath(int fd) {
   return target;
 }
 
-void ServeControl() {
+// Serves DROP_PTES until the connection to agiled breaks; returns why.
+std::string ServeConnection() {
   ShimState& s = State();
   std::vector<uint8_t> payload;
   for (;;) {
     auto h = wire::ReadFrame(s.sock, wire::kShimMagic, wire::kShimVersion, wire::kShimMaxPayload, &payload);
-    if (!h.ok()) Die("lost connection to agiled (%s)", h.status().ToString().c_str());
+    if (!h.ok()) return h.status().ToString();
     if (h->type != static_cast<uint16_t>(wire::ShimMsg::kDropPtes))
-      Die("unexpected message type %u from agiled", h->type);
+      return "unexpected message type " + std::to_string(h->type) + " from agiled";
     auto req = wire::DecodeShimDropPtes(payload);
-    if (!req.ok()) Die("bad DROP_PTES from agiled: %s", req.status().ToString().c_str());
+    if (!req.ok()) return "bad DROP_PTES from agiled: " + req.status().ToString();
     wire::ShimDropPtesDone done;
     done.seq = req->seq;
     auto t0 = std::chrono::steady_clock::now();
@@ -103,40 +113,77 @@ void ServeControl() {
         std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
     auto frame = wire::ShimFrame(wire::ShimMsg::kDropPtesDone, done);
     Status st = WriteFull(s.sock, frame.data(), frame.size());
-    if (!st.ok()) Die("lost connection to agiled (%s)", st.ToString().c_str());
+    if (!st.ok()) return st.ToString();
   }
 }
 
-void Handshake(ShimState& s, const uffd::Registration& reg) {
+// One HELLO/HELLO_ACK exchange handing our uffd to agiled. Returns "" when
+// agiled took the VM; otherwise why not, and *refused tells a refusal (agiled
+// answered no) from not reaching it at all.
+std::string TryHandshake(ShimState& s, bool* refused) {
+  *refused = false;
   auto conn = UnixConnect(s.sock_path);
-  if (!conn.ok()) Die("cannot reach agiled at %s (%s)", s.sock_path.c_str(), conn.status().ToString().c_str());
-  s.sock = conn->Release();
+  if (!conn.ok()) return "cannot reach agiled at " + s.sock_path + " (" + conn.status().ToString() + ")";
+  UniqueFd sock = std::move(conn).value();
 
   wire::ShimHello hello;
   hello.pid = static_cast<uint32_t>(::getpid());
   hello.base = s.base;
   hello.length = s.length;
   hello.file_offset = s.file_offset;
-  hello.features = reg.features;
-  hello.ioctls = reg.ioctls;
+  hello.features = s.features;
+  hello.ioctls = s.ioctls;
   hello.ram_path = s.ram_path;
   auto frame = wire::ShimFrame(wire::ShimMsg::kHello, hello);
-  Status st = SendWithFds(s.sock, frame.data(), frame.size(), {reg.fd});
-  if (!st.ok()) Die("sending the userfaultfd to agiled failed (%s)", st.ToString().c_str());
+  Status st = SendWithFds(sock.get(), frame.data(), frame.size(), {s.uffd});
+  if (!st.ok()) return "sending the userfaultfd to agiled failed (" + st.ToString() + ")";
 
-  pollfd p{s.sock, POLLIN, 0};
+  pollfd p{sock.get(), POLLIN, 0};
   int pr;
   do {
     pr = ::poll(&p, 1, kAckTimeoutMs);
   } while (pr < 0 && errno == EINTR);
-  if (pr == 0) Die("agiled did not answer within %d ms", kAckTimeoutMs);
+  if (pr == 0) return "agiled did not answer within " + std::to_string(kAckTimeoutMs) + " ms";
   std::vector<uint8_t> payload;
-  auto h = wire::ReadFrame(s.sock, wire::kShimMagic, wire::kShimVersion, wire::kShimMaxPayload, &payload);
-  if (!h.ok()) Die("no answer from agiled (%s)", h.status().ToString().c_str());
-  if (h->type != static_cast<uint16_t>(wire::ShimMsg::kHelloAck)) Die("unexpected reply type %u", h->type);
+  auto h = wire::ReadFrame(sock.get(), wire::kShimMagic, wire::kShimVersion, wire::kShimMaxPayload, &payload);
+  if (!h.ok()) return "no answer from agiled (" + h.status().ToString() + ")";
+  *refused = true;
+  if (h->type != static_cast<uint16_t>(wire::ShimMsg::kHelloAck)) return "unexpected reply type " + std::to_string(h->type);
   auto ack = wire::DecodeShimHelloAck(payload);
-  if (!ack.ok()) Die("bad HELLO_ACK (%s)", ack.status().ToString().c_str());
-  if (ack->status != 0) Die("agiled refused this VM: %s", ack->message.c_str());
+  if (!ack.ok()) return "bad HELLO_ACK (" + ack.status().ToString() + ")";
+  if (ack->status != 0) return "agiled refused this VM: " + ack->message;
+  *refused = false;
+  s.sock = sock.Release();
+  return "";
+}
+
+// The life of the control thread once the VM is adopted: serve agiled; when it
+// goes away, keep QEMU running (faults wait on the uffd we hold) and hand the
+// uffd over again to whichever agiled listens on the socket next.
+void ControlLoop() {
+  ShimState& s = State();
+  for (;;) {
+    std::string why = ServeConnection();
+    ::close(s.sock);
+    s.sock = -1;
+    std::fprintf(stderr, "agile-shim: lost agiled (%s); the VM keeps running, faults wait; reconnecting\n",
+                 why.c_str());
+    std::fflush(stderr);
+    int delay_ms = kReconnectFirstMs;
+    uint64_t attempts = 0;
+    for (;;) {
+      ::usleep(static_cast<useconds_t>(delay_ms) * 1000);
+      bool refused = false;
+      std::string err = TryHandshake(s, &refused);
+      ++attempts;
+      if (err.empty()) break;
+      if (refused) Die("%s", err.c_str());
+      delay_ms = std::min(delay_ms * 2, kReconnectMaxMs);
+    }
+    std::fprintf(stderr, "agile-shim: handed the userfaultfd to agiled again after %llu attempt(s)\n",
+                 static_cast<unsigned long long>(attempts));
+    std::fflush(stderr);
+  }
 }
 
 void MaybeAdopt(void* p, size_t len, int fd, off_t off) {
@@ -152,9 +199,13 @@ void MaybeAdopt(void* p, size_t len, int fd, off_t off) {
   std::string err;
   if (!uffd::CreateAndRegister(p, len, &reg, &err)) Die("%s", err.c_str());
   s.uffd = reg.fd;
-  Handshake(s, reg);
+  s.features = reg.features;
+  s.ioctls = reg.ioctls;
+  bool refused = false;
+  err = TryHandshake(s, &refused);
+  if (!err.empty()) Die("%s", err.c_str());
   s.adopted = true;
-  std::thread(ServeControl).detach();
+  std::thread(ControlLoop).detach();
 }
 
 __attribute__((constructor)) void ShimInit() {

@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <chrono>
 #include <thread>
 
@@ -43,6 +44,35 @@ Status GuestMemory::CheckLive() const {
 
 void GuestMemory::Settled() {
   if (on_settle_) on_settle_();
+}
+
+void GuestMemory::RecordLocation(std::span<const uint64_t> idx, bool offloaded) {
+  if (!locations_) return;
+  for (uint64_t i : idx) locations_->Set(i, offloaded);
+}
+
+Status GuestMemory::Recover() {
+  const uint64_t end = pages() * kPageSize;
+  uint64_t pos = 0;
+  auto holes_until = [&](uint64_t to) {
+    for (uint64_t i = pos / kPageSize; i < to / kPageSize; ++i)
+      table_.Set(i, locations_ && locations_->offloaded(i) ? PageState::kOffloaded : PageState::kZero);
+  };
+  // SEEK_DATA/SEEK_HOLE on tmpfs: whole pages, the page cache's own view.
+  while (pos < end) {
+    off_t data = ::lseek(ram_fd_.get(), static_cast<off_t>(pos), SEEK_DATA);
+    if (data < 0 && errno == ENXIO) break;  // only holes from here on
+    if (data < 0) return ErrnoStatus("SEEK_DATA in guest RAM file");
+    uint64_t d = std::min<uint64_t>(static_cast<uint64_t>(data) & ~(uint64_t{kPageSize} - 1), end);
+    holes_until(d);
+    off_t hole = ::lseek(ram_fd_.get(), data, SEEK_HOLE);
+    if (hole < 0) return ErrnoStatus("SEEK_HOLE in guest RAM file");
+    uint64_t h = std::min<uint64_t>((static_cast<uint64_t>(hole) + kPageSize - 1) & ~(uint64_t{kPageSize} - 1), end);
+    for (uint64_t i = d / kPageSize; i < h / kPageSize; ++i) table_.Set(i, PageState::kResident);
+    pos = h;
+  }
+  holes_until(end);
+  return Status::Ok();
 }
 
 void GuestMemory::Retire() { retired_.store(true, std::memory_order_release); }
@@ -172,6 +202,9 @@ Result<std::vector<uint64_t>> GuestMemory::Refault(uint64_t idx, uint32_t max_pa
     table_.Set(n, PageState::kResident);
     installed.push_back(n);
   }
+  // After the copy: the file holds the data now, which wins anyway; the bit
+  // is cleared so the map counts what the store holds for us.
+  RecordLocation(installed, false);
   Settled();
   stats->refault.fetch_add(1, std::memory_order_relaxed);
   stats->prefetched.fetch_add(installed.size() - 1, std::memory_order_relaxed);
@@ -217,6 +250,10 @@ Status GuestMemory::PublishOffloaded(std::span<const uint64_t> stored, std::span
     return ForEachRun(list, [&](uint64_t first, uint64_t count) { return Punch(first, count); });
   };
   Status s = CheckLive();
+  // The record first, the punch second: a crash in between leaves data in
+  // the file, which wins over the record at recovery.
+  if (s.ok()) RecordLocation(stored, true);
+  if (s.ok()) RecordLocation(zero, false);
   if (s.ok()) s = punch_all(stored);
   if (s.ok()) s = punch_all(zero);
   if (!s.ok()) {
@@ -319,6 +356,7 @@ Status GuestMemory::Relocate(uint64_t idx, PageState to) {
     if (from != PageState::kRemote && from != PageState::kResident)
       return Internal("page " + std::to_string(idx) + " is " + PageStateName(from) + ", cannot be relocated");
     if (!table_.Transition(idx, from, PageState::kInFlight)) continue;
+    RecordLocation(std::span<const uint64_t>(&idx, 1), to == PageState::kOffloaded);
     Status s = from == PageState::kResident ? Punch(idx, 1) : Status::Ok();
     table_.Set(idx, s.ok() ? to : from);
     Settled();

@@ -22,6 +22,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -30,6 +31,7 @@
 #include "base/status.h"
 #include "uffd/uffd.h"
 #include "vm/fault_stats.h"
+#include "vm/location_map.h"
 #include "vm/page_source.h"
 #include "vm/page_table.h"
 #include "vm/shim_link.h"
@@ -68,6 +70,22 @@ class GuestMemory {
   ~GuestMemory();
   GuestMemory(const GuestMemory&) = delete;
   GuestMemory& operator=(const GuestMemory&) = delete;
+
+  // ---- crash consistency (docs/invariants.md, "Crash consistency") ----
+  // The state-dir record of which pages are offloaded. Attached before the
+  // fault server starts; from then on every move to kOffloaded sets a page's
+  // bit and every punch to kZero clears it, both before the punch.
+  void AttachLocationMap(LocationMap map) { locations_.emplace(std::move(map)); }
+  // Startup of an adopted VM only (before the fault server runs): every page
+  // from the RAM file and the location map. Data in the file -> kResident
+  // (it wins over a stale offloaded bit: a refault fills the file before the
+  // guest sees the page); a hole with its bit set -> kOffloaded; any other
+  // hole -> kZero (never touched, or known zero).
+  Status Recover();
+  // Wakes every thread waiting on a fault of this mapping. An adopted VM's
+  // vCPUs may wait on faults the previous agiled read but never resolved:
+  // woken, they touch the page again and fault anew to us.
+  Status WakeAll() { return uffd_.Wake(map_.base, map_.length); }
 
   // ---- reading state (any thread) ----
   uint64_t pages() const { return table_.pages(); }
@@ -169,6 +187,8 @@ class GuestMemory {
   GuestMapping map_;
   PageTable table_;
   std::function<void()> on_settle_;
+  std::optional<LocationMap> locations_;
+  void RecordLocation(std::span<const uint64_t> idx, bool offloaded);
   std::atomic<bool> retired_{false};
   std::mutex view_mu_;            // guards the lazy read-only mapping
   const uint8_t* view_ = nullptr; // the RAM file, mapped read-only (ClaimedRun)

@@ -41,19 +41,32 @@ Result<std::unique_ptr<AgiledProcess>> AgiledProcess::Start(const std::string& i
   fs::remove_all(a->dir_);
   fs::create_directories(a->dir_);
   a->sock_ = a->dir_ + "/agiled.sock";
-  SpawnOptions o;
-  o.argv = prefix;
+  a->argv_ = prefix;
   for (const auto& x : {AgiledBinary(), std::string("--state-dir"), a->dir_, std::string("--guest-dir"), GuestDir(),
                         std::string("--log-level"), std::string("info")})
-    o.argv.push_back(x);
-  for (const auto& x : extra_args) o.argv.push_back(x);
-  o.stderr_fd = 2;
-  o.new_session = false;
-  AGILE_ASSIGN_OR_RETURN(a->proc_, Spawn(o));
-  bool up = WaitFor(10, [&] { return fs::exists(a->sock_) && a->Call("host.info").ok(); });
-  if (!up) return Unavailable("agiled did not come up (" + a->proc_.ExitDescription() + ")");
+    a->argv_.push_back(x);
+  for (const auto& x : extra_args) a->argv_.push_back(x);
+  AGILE_RETURN_IF_ERROR(a->Launch());
   return a;
 }
+
+Status AgiledProcess::Launch() {
+  SpawnOptions o;
+  o.argv = argv_;
+  o.stderr_fd = 2;
+  o.new_session = false;
+  AGILE_ASSIGN_OR_RETURN(proc_, Spawn(o));
+  bool up = WaitFor(30, [&] { return fs::exists(sock_) && Call("host.info").ok(); });
+  if (!up) return Unavailable("agiled did not come up (" + proc_.ExitDescription() + ")");
+  return Status::Ok();
+}
+
+void AgiledProcess::Kill() {
+  (void)proc_.Signal(SIGKILL);
+  proc_.Wait(10000);
+}
+
+Status AgiledProcess::Relaunch() { return Launch(); }
 
 AgiledProcess::~AgiledProcess() {
   if (proc_.running()) {

@@ -27,9 +27,15 @@ class AgiledProcess {
   // Where agiled keeps this instance's guest RAM files (named after the state dir).
   std::string shm_dir() const;
   Process& process() { return proc_; }
+  // kill -9 of agiled, as a crash would: its VMs' QEMUs keep running.
+  void Kill();
+  // A new agiled on the same state dir and flags (after Kill or an exit).
+  Status Relaunch();
 
  private:
+  Status Launch();
   std::string dir_, sock_;
+  std::vector<std::string> argv_;
   Process proc_;
 };
 

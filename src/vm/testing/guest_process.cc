@@ -1,6 +1,7 @@
 #include "vm/testing/guest_process.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -25,6 +26,8 @@ Result<std::unique_ptr<GuestProcess>> GuestProcess::Start(const std::string& shi
   if (!g->ram_fd_) return ErrnoStatus("create " + g->ram_path_);
   if (::ftruncate(g->ram_fd_.get(), static_cast<off_t>(pages * 4096)) != 0) return ErrnoStatus("ftruncate");
   std::string sock = g->dir_ + "/shim.sock";
+  g->sock_ = sock;
+  g->pages_ = pages;
   AGILE_ASSIGN_OR_RETURN(UniqueFd listen, UnixListen(sock));
 
   int in[2], out[2];
@@ -61,6 +64,42 @@ GuestProcess::~GuestProcess() {
   }
   if (faults_) faults_->Stop();
   if (!dir_.empty()) std::filesystem::remove_all(dir_);
+}
+
+Status GuestProcess::Send(const std::string& cmd) {
+  std::string line = cmd + "\n";
+  return WriteFull(to_child_.get(), line.data(), line.size());
+}
+
+bool GuestProcess::AnswerWithin(int timeout_ms) {
+  if (rbuf_.find('\n') != std::string::npos) return true;
+  pollfd p{from_child_.get(), POLLIN, 0};
+  return ::poll(&p, 1, timeout_ms) > 0;
+}
+
+void GuestProcess::DropAgiled() {
+  if (faults_) faults_->Stop();
+  faults_.reset();
+  memory_.reset();  // closes the shim connection and our copy of the uffd
+}
+
+Status GuestProcess::Readopt(PageSource* source, const std::string& map_path, int timeout_ms) {
+  AGILE_ASSIGN_OR_RETURN(UniqueFd listen, UnixListen(sock_));
+  UniqueFd uffd_fd;
+  AGILE_ASSIGN_OR_RETURN(ShimLink link,
+                         ShimLink::Accept(listen.get(), ram_path_, pages_ * 4096, timeout_ms, proc_.pidfd(), &uffd_fd));
+  UniqueFd own_fd(::open(ram_path_.c_str(), O_RDWR | O_CLOEXEC));
+  if (!own_fd) return ErrnoStatus("open " + ram_path_);
+  memory_ = std::make_shared<GuestMemory>(std::move(own_fd), uffd::Uffd(std::move(uffd_fd)), std::move(link),
+                                          PageState::kZero);
+  if (!map_path.empty()) {
+    AGILE_ASSIGN_OR_RETURN(LocationMap map, LocationMap::Open(map_path, pages_));
+    memory_->AttachLocationMap(std::move(map));
+  }
+  AGILE_RETURN_IF_ERROR(memory_->Recover());
+  faults_ = std::make_unique<FaultServer>(memory_.get(), source, 4);
+  AGILE_RETURN_IF_ERROR(faults_->Start());
+  return memory_->WakeAll();
 }
 
 Result<std::string> GuestProcess::Command(const std::string& cmd) {

@@ -22,6 +22,20 @@ class GuestProcess {
 
   // Sends one command line, returns the answer line.
   Result<std::string> Command(const std::string& cmd);
+  // Sends a command line without waiting for its answer.
+  Status Send(const std::string& cmd);
+  // Whether an answer line arrives within timeout_ms (then Command("") reads it).
+  bool AnswerWithin(int timeout_ms);
+
+  // agiled "crashes": the fault service stops and agiled's ends of the shim
+  // link and the uffd close, as a kill -9 would close them. The shim starts
+  // reconnecting; faults meanwhile wait.
+  void DropAgiled();
+  // A "restarted agiled": listens on the shim socket again, takes the uffd the
+  // shim hands over, rebuilds the page states (GuestMemory::Recover with the
+  // location map at map_path, if not empty) and serves faults again.
+  Status Readopt(PageSource* source, const std::string& map_path, int timeout_ms = 10000);
+  const std::string& shim_sock() const { return sock_; }
 
   GuestMemory& memory() { return *memory_; }
   const std::shared_ptr<GuestMemory>& shared_memory() { return memory_; }
@@ -34,7 +48,8 @@ class GuestProcess {
 
  private:
   GuestProcess() = default;
-  std::string dir_, ram_path_;
+  std::string dir_, ram_path_, sock_;
+  uint64_t pages_ = 0;
   UniqueFd ram_fd_, to_child_, from_child_;
   Process proc_;
   std::shared_ptr<GuestMemory> memory_;

@@ -1,0 +1,169 @@
+// agiled restarts under a running VM process, end to end at the library
+// level: a real process (shm_guest) with the real shim preloaded loses its
+// agiled (connection and uffd copy closed, as kill -9 closes them), keeps
+// running with its faulting thread waiting, reconnects to a new listener on
+// the same socket with backoff, and the "new agiled" rebuilds the page states
+// from the RAM file and the location map and serves the waiting faults with
+// the right data: pages offloaded before the crash come back from the store.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "vm/guest_memory.h"
+#include "vm/location_map.h"
+#include "base/socket.h"
+#include "vm/testing/guest_process.h"
+
+namespace agile::vm {
+namespace {
+
+using testing::GuestProcess;
+constexpr uint64_t kPages = 1024;
+
+class MapSource : public PageSource {
+ public:
+  Status Fetch(std::span<const uint64_t> idx, uint8_t* out, uint8_t* present) override {
+    std::lock_guard<std::mutex> l(mu_);
+    for (size_t i = 0; i < idx.size(); ++i) {
+      auto it = pages_.find(idx[i]);
+      present[i] = it != pages_.end();
+      if (present[i]) std::memcpy(out + i * kPageSize, it->second.data(), kPageSize);
+    }
+    return Status::Ok();
+  }
+  void Put(uint64_t idx, const uint8_t* data) {
+    std::lock_guard<std::mutex> l(mu_);
+    pages_[idx].assign(data, data + kPageSize);
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<uint64_t, std::vector<uint8_t>> pages_;
+};
+
+// Offloads [first, first+count) the way the evictor does.
+size_t Evict(GuestMemory& mem, MapSource* store, uint64_t first, uint64_t count) {
+  std::vector<uint64_t> want;
+  for (uint64_t i = first; i < first + count; ++i) want.push_back(i);
+  std::vector<uint64_t> claimed = mem.ClaimResident(want);
+  for (uint64_t i : claimed) EXPECT_TRUE(mem.DropPtes(i, 1).ok());
+  for (uint64_t i : claimed) {
+    auto p = mem.ClaimedRun(i, 1);
+    EXPECT_TRUE(p.ok()) << p.status().ToString();
+    if (p.ok()) store->Put(i, *p);
+  }
+  EXPECT_TRUE(mem.PublishOffloaded(claimed, {}).ok());
+  return claimed.size();
+}
+
+class ShimReconnectTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/agile-reconnect-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    map_path_ = dir_ + "/locations";
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string dir_, map_path_;
+};
+
+TEST_F(ShimReconnectTest, VmSurvivesAgiledRestartAndOffloadedPagesComeBack) {
+  MapSource store;
+  auto g = GuestProcess::Start(AGILE_SHIM_PATH, AGILE_SHM_GUEST_PATH, kPages, &store);
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  auto& gp = **g;
+  {
+    auto map = LocationMap::Create(map_path_, kPages);
+    ASSERT_TRUE(map.ok()) << map.status().ToString();
+    gp.memory().AttachLocationMap(std::move(map).value());
+  }
+  ASSERT_EQ(*gp.Command("write 7"), "ok");
+  // Two thirds offloaded: the first 682 pages live only in the store now.
+  ASSERT_EQ(Evict(gp.memory(), &store, 0, 682), 682u);
+  ASSERT_EQ(gp.memory().count(PageState::kOffloaded), 682u);
+
+  gp.DropAgiled();
+  // The VM process keeps running; its verify pass faults on an offloaded page
+  // and waits (nobody serves the uffd), instead of dying or reading zeros.
+  ASSERT_TRUE(gp.Send("verify 7").ok());
+  EXPECT_FALSE(gp.AnswerWithin(500));
+  EXPECT_TRUE(gp.process().running() && !gp.process().Poll()) << gp.process().ExitDescription();
+
+  // A new agiled: the shim reconnects within its backoff (at most 1 s).
+  Status s = gp.Readopt(&store, map_path_);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(gp.memory().count(PageState::kResident) + gp.memory().count(PageState::kOffloaded), kPages);
+  ASSERT_TRUE(gp.AnswerWithin(10000));
+  EXPECT_EQ(*gp.Command(""), "ok");  // every page verified: offloaded ones refaulted with their data
+  EXPECT_EQ(gp.memory().count(PageState::kOffloaded), 0u);
+  EXPECT_EQ(gp.faults().stats().refault.load() + gp.faults().stats().prefetched.load(), 682u);
+
+  // The control channel works over the new link (DROP_PTES inside the process).
+  EXPECT_TRUE(gp.memory().DropPtes(0, 16).ok());
+  ASSERT_EQ(*gp.Command("verify 7"), "ok");
+}
+
+TEST_F(ShimReconnectTest, DataInTheRamFileWinsOverAStaleOffloadedBit) {
+  MapSource store;
+  auto g = GuestProcess::Start(AGILE_SHIM_PATH, AGILE_SHM_GUEST_PATH, kPages, &store);
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  auto& gp = **g;
+  auto map = LocationMap::Create(map_path_, kPages);
+  ASSERT_TRUE(map.ok());
+  gp.memory().AttachLocationMap(std::move(map).value());
+  ASSERT_EQ(*gp.Command("write 3"), "ok");
+  ASSERT_EQ(Evict(gp.memory(), &store, 0, 100), 100u);
+  // The guest rewrites everything (the 100 pages are refaulted, then hold gen 4
+  // while the store still has gen 3) ...
+  ASSERT_EQ(*gp.Command("write 4"), "ok");
+  // ... and a crash between a record and its punch leaves a bit set over data:
+  // simulate one on a page that stayed resident.
+  {
+    auto again = LocationMap::Open(map_path_, kPages);
+    ASSERT_TRUE(again.ok());
+    again->Set(500, true);
+  }
+  gp.DropAgiled();
+  ASSERT_TRUE(gp.Readopt(&store, map_path_).ok());
+  EXPECT_EQ(gp.memory().count(PageState::kOffloaded), 0u);
+  EXPECT_EQ(gp.memory().count(PageState::kResident), kPages);
+  ASSERT_EQ(*gp.Command("verify 4"), "ok");
+}
+
+TEST_F(ShimReconnectTest, NeverTouchedPagesStayZeroAfterReadoption) {
+  MapSource store;
+  auto g = GuestProcess::Start(AGILE_SHIM_PATH, AGILE_SHM_GUEST_PATH, kPages, &store);
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  auto& gp = **g;
+  gp.DropAgiled();
+  ASSERT_TRUE(gp.Readopt(&store, "").ok());
+  EXPECT_EQ(gp.memory().count(PageState::kZero), kPages);
+  ASSERT_EQ(*gp.Command("write 1"), "ok");
+  EXPECT_EQ(gp.faults().stats().first_touch.load(), kPages);
+}
+
+TEST_F(ShimReconnectTest, ARefusalOnReconnectionEndsTheProcess) {
+  MapSource store;
+  auto g = GuestProcess::Start(AGILE_SHIM_PATH, AGILE_SHM_GUEST_PATH, kPages, &store);
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  auto& gp = **g;
+  gp.DropAgiled();
+  // An agiled that does not know this VM refuses it: the shim must not let
+  // it run unmanaged.
+  auto listen = UnixListen(gp.shim_sock());
+  ASSERT_TRUE(listen.ok());
+  UniqueFd uffd;
+  auto link = ShimLink::Accept(listen->get(), "/not/this/vm", kPages * 4096, 10000, gp.process().pidfd(), &uffd);
+  EXPECT_FALSE(link.ok());
+  ASSERT_TRUE(gp.process().Wait(10000));
+  EXPECT_EQ(gp.process().ExitDescription(), "exited with code 78");
+}
+
+}  // namespace
+}  // namespace agile::vm

@@ -1,0 +1,149 @@
+// agiled restarts without stopping VMs (issue 11 item 1), with the fault
+// injected for real: kill -9 of agiled under a memverify VM whose pages are
+// two-thirds offloaded to a real agile-memd, then a new agiled on the same
+// state dir re-adopts it; a VM whose QEMU died meanwhile is reported lost;
+// SIGHUP stops nothing.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+#include "agiled_fixture.h"
+
+namespace agile::testing {
+namespace {
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+json Stat(AgiledProcess& d, const std::string& name) {
+  auto s = d.Call("vm.stat", {{"name", name}});
+  EXPECT_TRUE(s.ok()) << s.status().ToString();
+  return s.ok() ? *s : json::object();
+}
+
+bool GuestReporting(AgiledProcess& d, const std::string& name) {
+  auto s = d.Call("vm.stat", {{"name", name}});
+  return s.ok() && (*s)["guest"].contains("errors") && (*s)["guest"].value("gen", 0) > 0;
+}
+
+bool Alive(int pid) { return pid > 0 && ::kill(pid, 0) == 0; }
+
+// Kills a QEMU the test orphaned if it fails half-way (no agiled to stop it).
+struct QemuReaper {
+  int pid = 0;
+  ~QemuReaper() {
+    if (Alive(pid)) ::kill(pid, SIGKILL);
+  }
+};
+
+TEST(RestartTest, VmTwoThirdsOffloadedKeepsRunningIntactAcrossKillNineOfAgiled) {
+  auto m = MemdProcess::Start();
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  auto a = AgiledProcess::Start("restart", {"--memd", (*m)->addr()});
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  auto& d = **a;
+  ASSERT_TRUE(d.Call("vm.start", VmArgs("mv", 256, "memverify", {{"size_mib", "128"}, {"rate", "300"}})).ok());
+  ASSERT_TRUE(WaitFor(90, [&] { return GuestReporting(d, "mv"); }));
+  // Let memverify fill its pages once before offloading.
+  std::this_thread::sleep_for(std::chrono::seconds(5));
+  auto r = d.Call("vm.offload", {{"name", "mv"}, {"resident_bytes", 48ull << 20}});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  json before = Stat(d, "mv");
+  const uint64_t offloaded = before["pages"]["offloaded"], resident = before["pages"]["resident"];
+  ASSERT_GE(offloaded * 3, (offloaded + resident) * 2) << before["pages"].dump();  // >= 2/3 of used pages
+  const int pid = before["pid"];
+  QemuReaper reaper{pid};
+  const uint64_t gen_before = before["guest"]["gen"];
+  ASSERT_EQ(before["guest"]["errors"], 0);
+
+  d.Kill();
+  // agiled is gone: QEMU keeps running (the shim waits and reconnects),
+  // guest RAM stays where it is.
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  ASSERT_TRUE(Alive(pid)) << "QEMU died with agiled";
+  ASSERT_TRUE(fs::exists(d.shm_dir() + "/mv/ram"));
+
+  Status s = d.Relaunch();
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  json after = Stat(d, "mv");
+  ASSERT_EQ(after["state"], "running") << after.dump();
+  EXPECT_EQ(after["pid"], pid);
+  // Page states recovered from the RAM file and the location map: the pages
+  // still offloaded are the ones that were (less any refaulted meanwhile).
+  const uint64_t offloaded_after = after["pages"]["offloaded"];
+  EXPECT_LE(offloaded_after, offloaded);
+  EXPECT_GE(offloaded_after, offloaded / 2) << after["pages"].dump();
+  EXPECT_EQ(after["pages"]["total"].get<uint64_t>(),
+            after["pages"]["resident"].get<uint64_t>() + after["pages"]["zero"].get<uint64_t>() + offloaded_after +
+                after["pages"]["in_flight"].get<uint64_t>());
+
+  // The guest's own counters advance with errors=0, and pages offloaded
+  // before the crash are refaulted (from memd, with the recorded token) after it.
+  ASSERT_TRUE(WaitFor(60, [&] {
+    json j = Stat(d, "mv");
+    return j["faults"]["refault"].get<uint64_t>() > 100 && j["guest"].value("gen", 0ull) > gen_before + 2;
+  })) << Stat(d, "mv").dump();
+  json later = Stat(d, "mv");
+  EXPECT_EQ(later["guest"]["errors"], 0) << later["guest"].dump();
+  EXPECT_EQ(later["guest"]["bad_page_lines"], 0);
+  EXPECT_EQ(later["faults"]["fetch_errors"], 0);
+  // Offloading works again under the new agiled, and the guest stays intact.
+  auto again = d.Call("vm.offload", {{"name", "mv"}, {"resident_bytes", 48ull << 20}});
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  std::this_thread::sleep_for(std::chrono::seconds(10));
+  json last = Stat(d, "mv");
+  EXPECT_EQ(last["state"], "running");
+  EXPECT_EQ(last["guest"]["errors"], 0) << last["guest"].dump();
+  EXPECT_GT(last["guest"]["gen"].get<uint64_t>(), later["guest"]["gen"].get<uint64_t>());
+}
+
+TEST(RestartTest, AVmWhoseQemuDiedMeanwhileIsReportedLostAndCleanedUp) {
+  auto m = MemdProcess::Start();
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  auto a = AgiledProcess::Start("restartlost", {"--memd", (*m)->addr()});
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  auto& d = **a;
+  ASSERT_TRUE(d.Call("vm.start", VmArgs("gone", 128, "memverify", {{"size_mib", "32"}, {"rate", "100"}})).ok());
+  ASSERT_TRUE(WaitFor(90, [&] { return GuestReporting(d, "gone"); }));
+  ASSERT_TRUE(d.Call("vm.offload", {{"name", "gone"}, {"resident_bytes", 24ull << 20}}).ok());
+  const int pid = Stat(d, "gone")["pid"];
+  QemuReaper reaper{pid};
+
+  d.Kill();
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  ASSERT_TRUE(WaitFor(10, [&] { return !Alive(pid); }));
+  ASSERT_TRUE(d.Relaunch().ok());
+  json j = Stat(d, "gone");
+  EXPECT_EQ(j["state"], "lost");
+  EXPECT_NE(j.value("exit", "").find("ended while agiled was down"), std::string::npos) << j.dump();
+  EXPECT_FALSE(fs::exists(d.shm_dir() + "/gone")) << "RAM file of a lost VM left behind";
+  auto list = d.Call("vm.list");
+  ASSERT_TRUE(list.ok());
+  EXPECT_NE(list->dump().find("lost"), std::string::npos) << list->dump();
+  // The operator acknowledges it; then it is gone for good, also after another restart.
+  ASSERT_TRUE(d.Call("vm.stop", {{"name", "gone"}}).ok());
+  EXPECT_FALSE(d.Call("vm.stat", {{"name", "gone"}}).ok());
+  d.Kill();
+  ASSERT_TRUE(d.Relaunch().ok());
+  EXPECT_FALSE(d.Call("vm.stat", {{"name", "gone"}}).ok());
+}
+
+TEST(RestartTest, SighupStopsNoVm) {
+  auto a = AgiledProcess::Start("sighup");
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  auto& d = **a;
+  ASSERT_TRUE(d.Call("vm.start", VmArgs("hup", 128, "memverify", {{"size_mib", "32"}, {"rate", "100"}})).ok());
+  ASSERT_TRUE(WaitFor(90, [&] { return GuestReporting(d, "hup"); }));
+  const uint64_t gen = Stat(d, "hup")["guest"]["gen"];
+  ASSERT_TRUE(d.process().Signal(SIGHUP).ok());
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  ASSERT_FALSE(d.process().Poll()) << "agiled exited on SIGHUP: " << d.process().ExitDescription();
+  json j = Stat(d, "hup");
+  EXPECT_EQ(j["state"], "running");
+  EXPECT_TRUE(WaitFor(30, [&] { return Stat(d, "hup")["guest"].value("gen", 0ull) > gen; }));
+}
+
+}  // namespace
+}  // namespace agile::testing
