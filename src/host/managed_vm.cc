@@ -135,6 +135,7 @@ Status ManagedVm::TakeOverMemory(int listen_fd, bool incoming, const std::string
                                           : spec_.name + "-" + std::to_string(qemu_.pid()) + "-" +
                                                 std::to_string(started_ns_ % 1000000007ULL);
     store_ = std::make_unique<offload::SwapStore>(host_.memd_addr, host_.id, id, 250, host_.tls);
+    store_->SetLostPagesHandler([this](const offload::LostPages& lost) { OnLostPages(lost); });
   }
   faults_ = std::make_unique<vm::FaultServer>(memory_.get(), store_.get(), host_.prefetch_pages);
   fault_policy_ = std::make_unique<offload::LastFaultPolicy>(memory_.get());
@@ -259,6 +260,34 @@ json ManagedVm::GuestStatus() const {
   return ConsoleStatusFromFile(serial_path_);
 }
 
+void ManagedVm::OnLostPages(const offload::LostPages& lost) {
+  // A lost page this host still holds (resident, zero, or being offloaded
+  // again) is not lost: our copy is the page, and the next offload stores it
+  // anew. An offloaded one has no other copy: the VM is damaged. Its vCPUs
+  // wait on such a page forever rather than see zeros (invariant 2).
+  std::vector<uint64_t> gone;
+  auto offloaded = [&](uint64_t i) { return i < memory_->pages() && memory_->state(i) == vm::PageState::kOffloaded; };
+  if (lost.all) {
+    for (uint64_t i = 0; i < memory_->pages(); ++i)
+      if (offloaded(i)) gone.push_back(i);
+  } else {
+    for (uint64_t i : lost.pages)
+      if (offloaded(i)) gone.push_back(i);
+  }
+  size_t kept = lost.all ? 0 : lost.pages.size() - gone.size();
+  std::lock_guard<std::mutex> l(damage_mu_);
+  damaged_pages_.insert(gone.begin(), gone.end());
+  if (gone.empty()) {
+    spdlog::warn("vm {}: the swap store lost {} page(s) ({}); this host still holds every one of them: nothing lost",
+                 spec_.name, lost.pages.size(), lost.why);
+    return;
+  }
+  damage_reason_ = lost.why;
+  spdlog::error("vm {}: DAMAGED: {} offloaded page(s) are lost ({}); {} other lost page(s) were still held here. "
+                "A vCPU touching a lost page waits, it is never given zeros. First lost page: {}",
+                spec_.name, gone.size(), lost.why, kept, gone.front());
+}
+
 json ManagedVm::Stat() {
   json j;
   j["name"] = spec_.name;
@@ -295,6 +324,12 @@ json ManagedVm::Stat() {
                    {"first_touch_p99_us", f.first_touch_latency.PercentileUs(99)},
                    {"refault_p50_us", f.refault_latency.PercentileUs(50)},
                    {"refault_p99_us", f.refault_latency.PercentileUs(99)}};
+  }
+  {
+    std::lock_guard<std::mutex> l(damage_mu_);
+    j["damaged"] = !damaged_pages_.empty();
+    j["lost_pages"] = damaged_pages_.size();
+    if (!damaged_pages_.empty()) j["damage_reason"] = damage_reason_;
   }
   if (tracker_) {
     j["wss_bytes"] = EstimatedWssBytes();
