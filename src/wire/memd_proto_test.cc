@@ -247,7 +247,7 @@ void ExpectCorrupt(uint16_t type, const std::vector<uint8_t>& payload, const std
 TEST(MemdProto, RejectsUnknownType) {
   std::vector<uint8_t> p(8, 0);
   ExpectCorrupt(0, p, "unknown request type");
-  ExpectCorrupt(9, p, "unknown request type");
+  ExpectCorrupt(10, p, "unknown request type");
   ExpectCorrupt(ResponseType(MsgType::kPut), p, "unknown request type");
 }
 
