@@ -149,10 +149,17 @@ Status SwapStore::Fetch(std::span<const uint64_t> idx, uint8_t* out, uint8_t* pr
 Status SwapStore::Put(std::span<const memd::PageRef> pages) {
   std::lock_guard<std::mutex> l(bulk_conn_.mu);
   AGILE_RETURN_IF_ERROR(CheckPutBackoff());
-  AGILE_ASSIGN_OR_RETURN(memd::MemdClient * c, Client(bulk_conn_, false));
-  Status s = c->Put(vm_id_, token(), pages);
+  Status s;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    bool fresh = !bulk_conn_.client;
+    AGILE_ASSIGN_OR_RETURN(memd::MemdClient * c, Client(bulk_conn_, false));
+    s = c->Put(vm_id_, token(), pages);
+    if (!s.ok()) Drop(bulk_conn_, s);
+    // A connection from before agile-memd restarted fails at its first use:
+    // dial again (and re-attach) once; PUT is idempotent.
+    if (s.ok() || s.code() != Code::kUnavailable || fresh) break;
+  }
   NotePutResult(s);
-  if (!s.ok()) Drop(bulk_conn_, s);
   return s;
 }
 
