@@ -21,6 +21,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     (void)memd::DecodeTokenReply(*r);
     (void)memd::DecodeCountReply(*r);
     (void)memd::DecodeStatReply(*r);
+    (void)memd::DecodeReclaimReply(*r);
     // The client knows how many pages it asked for; try the count the
     // payload would have if it were honest, and a fixed one.
     (void)memd::DecodeGetReply(*r, static_cast<uint32_t>(r->body_len > 0 ? r->body[0] : 0));

@@ -63,6 +63,7 @@ void MemdSeeds() {
   one("transfer", [&](Bytes* f) { memd::AppendTransfer(f, 6, "vm1", tok, "host-b"); });
   one("release", [&](Bytes* f) { memd::AppendRelease(f, 7, "vm1", tok); });
   one("stat", [&](Bytes* f) { memd::AppendStat(f, 8); });
+  one("reclaim", [&](Bytes* f) { memd::AppendReclaim(f, 9, "vm1", tok); });
   one("r-error", [&](Bytes* f) {
     memd::AppendErrorResponse(f, static_cast<uint16_t>(memd::MsgType::kGet) | memd::kResponseFlag, 4,
                               NotFound("no such vm"));
@@ -77,6 +78,11 @@ void MemdSeeds() {
     r.vms = {{"vm1", "host-a", 3, 5}};
     r.counters = {{"puts", 7}};
     memd::AppendStatReply(f, 8, r);
+  });
+  one("r-reclaim", [&](Bytes* f) { memd::AppendReclaimReply(f, 9, {5, false, {3, 17}}); });
+  one("r-nospace", [&](Bytes* f) {
+    memd::AppendErrorResponse(f, static_cast<uint16_t>(memd::MsgType::kPut) | memd::kResponseFlag, 3,
+                              NoSpace("disk full"));
   });
   one("r-get", [&](Bytes* f) {
     memd::GetReplyWriter w(f, 4, 2);
@@ -153,6 +159,10 @@ void JournalSeeds() {
   Bytes torn = j;
   torn.resize(torn.size() - 3);
   Write(t, "torn-tail", torn);
+  Bytes damaged = j;  // a byte of the first SET record's slot: skipped, page 5 lost
+  memd::AppendJournalRecord(&damaged, memd::JournalLost{9});
+  damaged[damaged.size() - 17 - 29 - 45 - 45 + 8 + 12] ^= 0x10;
+  Write(t, "damaged-set-lost", damaged);
   // Shape byte 1: the harness adds lengths and checksums. Record bodies are
   // what AppendJournalRecord writes after its 8-byte head.
   auto body = [](const memd::JournalRecord& r) {

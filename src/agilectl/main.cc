@@ -184,6 +184,9 @@ void PrintStat(const json& s) {
               << "  zero      " << pages("zero") << "\n"
               << "  offloaded " << pages("offloaded") << "\n";
   }
+  if (s.value("damaged", false))
+    std::cout << "  DAMAGED   " << U(s, "lost_pages") << " offloaded page(s) lost by the swap store ("
+              << U(s, "damage_reason") << "); a vCPU touching one waits, it never gets zeros\n";
   if (s.contains("faults"))
     std::cout << "  faults    first-touch " << U(s, "faults", "first_touch") << " (p50 "
               << U(s, "faults", "first_touch_p50_us") << " us, p99 " << U(s, "faults", "first_touch_p99_us")

@@ -14,6 +14,7 @@ const char* CodeName(Code c) {
     case Code::kResourceExhausted: return "resource-exhausted";
     case Code::kUnsupported: return "unsupported";
     case Code::kInternal: return "internal";
+    case Code::kNoSpace: return "no-space";
   }
   return "unknown";
 }
@@ -36,8 +37,9 @@ Status ErrnoStatus(const std::string& what, int err) {
     case EINVAL: code = Code::kInvalidArgument; break;
     case EACCES:
     case EPERM: code = Code::kPermissionDenied; break;
-    case ENOMEM:
-    case ENOSPC: code = Code::kResourceExhausted; break;
+    case ENOMEM: code = Code::kResourceExhausted; break;
+    case ENOSPC:
+    case EDQUOT: code = Code::kNoSpace; break;
     case ECONNREFUSED:
     case ECONNRESET:
     case EPIPE:

@@ -22,6 +22,7 @@ enum class Code {
   kResourceExhausted,
   kUnsupported,      // kernel or peer lacks a feature
   kInternal,
+  kNoSpace,          // the disk under a store is full (ENOSPC, EDQUOT)
 };
 
 const char* CodeName(Code c);
@@ -54,6 +55,7 @@ inline Status PermissionDenied(std::string m) { return {Code::kPermissionDenied,
 inline Status ResourceExhausted(std::string m) { return {Code::kResourceExhausted, std::move(m)}; }
 inline Status Unsupported(std::string m) { return {Code::kUnsupported, std::move(m)}; }
 inline Status Internal(std::string m) { return {Code::kInternal, std::move(m)}; }
+inline Status NoSpace(std::string m) { return {Code::kNoSpace, std::move(m)}; }
 
 // The one place errno becomes a Status: "<what>: <strerror>".
 Status ErrnoStatus(const std::string& what, int err = errno);

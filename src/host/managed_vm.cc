@@ -178,6 +178,7 @@ Status ManagedVm::TakeOverMemory(int listen_fd, bool incoming, const std::string
     }
     store_ = std::move(store).value();
     store_->SetTimeouts({host_.timeouts.memd_connect_ms, host_.timeouts.memd_request_ms});
+    store_->SetLostPagesHandler([this](const offload::LostPages& lost) { OnLostPages(lost); });
     if (adopt != nullptr && adopt->store_owned)
       store_->Adopt(memd::OwnerToken{adopt->token_epoch, adopt->token_secret, adopt->token_secret_hi});
     {
@@ -317,6 +318,34 @@ json ManagedVm::GuestStatus() const {
   return ConsoleStatusFromFile(serial_path_);
 }
 
+void ManagedVm::OnLostPages(const offload::LostPages& lost) {
+  // A lost page this host still holds (resident, zero, or being offloaded
+  // again) is not lost: our copy is the page, and the next offload stores it
+  // anew. An offloaded one has no other copy: the VM is damaged. Its vCPUs
+  // wait on such a page forever rather than see zeros (invariant 2).
+  std::vector<uint64_t> gone;
+  auto offloaded = [&](uint64_t i) { return i < memory_->pages() && memory_->state(i) == vm::PageState::kOffloaded; };
+  if (lost.all) {
+    for (uint64_t i = 0; i < memory_->pages(); ++i)
+      if (offloaded(i)) gone.push_back(i);
+  } else {
+    for (uint64_t i : lost.pages)
+      if (offloaded(i)) gone.push_back(i);
+  }
+  size_t kept = lost.all ? 0 : lost.pages.size() - gone.size();
+  std::lock_guard<std::mutex> l(damage_mu_);
+  damaged_pages_.insert(gone.begin(), gone.end());
+  if (gone.empty()) {
+    spdlog::warn("vm {}: the swap store lost {} page(s) ({}); this host still holds every one of them: nothing lost",
+                 spec_.name, lost.pages.size(), lost.why);
+    return;
+  }
+  damage_reason_ = lost.why;
+  spdlog::error("vm {}: DAMAGED: {} offloaded page(s) are lost ({}); {} other lost page(s) were still held here. "
+                "A vCPU touching a lost page waits, it is never given zeros. First lost page: {}",
+                spec_.name, gone.size(), lost.why, kept, gone.front());
+}
+
 json ManagedVm::Stat() {
   json j;
   j["name"] = spec_.name;
@@ -366,6 +395,12 @@ json ManagedVm::Stat() {
   {
     std::lock_guard<std::mutex> l(fence_mu_);
     if (!fence_reason_.empty()) j["fenced"] = {{"reason", fence_reason_}, {"lease", fence_lease_}};
+  }
+  {
+    std::lock_guard<std::mutex> l(damage_mu_);
+    j["damaged"] = !damaged_pages_.empty();
+    j["lost_pages"] = damaged_pages_.size();
+    if (!damaged_pages_.empty()) j["damage_reason"] = damage_reason_;
   }
   if (tracker_) {
     j["wss_bytes"] = EstimatedWssBytes();

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -127,6 +128,9 @@ class ManagedVm : public migrate::MigratingVm {
   void Cleanup();
   std::string QemuLogTail() const;
   nlohmann::json GuestStatus() const;
+  // The swap store's LostPagesHandler: marks the VM damaged for each lost
+  // page it no longer holds itself.
+  void OnLostPages(const offload::LostPages& lost);
 
   qemu::VmSpec spec_;
   HostConfig host_;
@@ -151,6 +155,9 @@ class ManagedVm : public migrate::MigratingVm {
   std::unique_lock<std::mutex> outgoing_lock_;  // offload_mu_ while a migration sends the VM
   std::mutex offload_stats_mu_;  // guards offload_total_ (Stat must not wait for an offload)
   offload::EvictReport offload_total_;
+  std::mutex damage_mu_;  // guards the two below
+  std::set<uint64_t> damaged_pages_;  // offloaded pages the swap store lost
+  std::string damage_reason_;
   std::mutex qmp_mu_;
   // The guest's vCPUs are stopped (vm pause, a migration's stop-and-copy, an
   // incoming VM not yet resumed): "paused" in stat. Follows the QMP commands

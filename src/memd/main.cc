@@ -60,9 +60,10 @@ void CollectMetrics(agile::metrics::Scrape* s, agile::memd::PageStore* store, co
   s->Counter("agile_memd_sent_bytes_total", "Page data sent (GET)", {}, static_cast<double>(c.pages_got.load()) * 4096);
   const std::pair<const char*, uint64_t> errors[] = {{"permission_denied", c.permission_denied.load()},
                                                      {"store_full", c.store_full.load()},
+                                                     {"no_space", c.no_space.load()},
                                                      {"protocol", c.protocol_errors.load()},
                                                      {"other", c.errors.load() - std::min(c.errors.load(),
-                                                                c.permission_denied.load() + c.store_full.load())}};
+                                                                c.permission_denied.load() + c.store_full.load() + c.no_space.load())}};
   for (const auto& [kind, n] : errors)
     s->Counter("agile_memd_errors_total", "Error responses and protocol errors, by kind", {{"kind", kind}},
                static_cast<double>(n));
@@ -83,7 +84,7 @@ int main(int argc, char** argv) {
   std::string listen;
   std::string capacity = "1G";
   std::string data_dir;
-  std::string fsync = "periodic";
+  std::string fsync = "group";
   int fsync_interval_ms = 1000;
   int busy_poll_us = 50;
   std::string log_level = "info";
@@ -99,9 +100,11 @@ int main(int argc, char** argv) {
   app.add_option("--data-dir", data_dir,
                  "keep pages in files here so they survive a restart (default: memory only)");
   app.add_option("--fsync", fsync,
-                 "with --data-dir: 'periodic' syncs every --fsync-interval-ms (acknowledged pages survive an\n"
-                 "agile-memd crash at once, a power loss after the next sync); 'always' syncs before every reply")
-      ->check(CLI::IsMember({"periodic", "always"}));
+                 "with --data-dir: 'group' (default) acknowledges a PUT or DELETE only once it is on disk, one\n"
+                 "fdatasync covering every session's changes (group commit); 'always' syncs inside every request\n"
+                 "(slow); 'periodic' acknowledges from the page cache and syncs every --fsync-interval-ms (a\n"
+                 "power loss loses up to that much acknowledged data; survives an agile-memd crash)")
+      ->check(CLI::IsMember({"group", "periodic", "always"}));
   app.add_option("--fsync-interval-ms", fsync_interval_ms, "period of syncs in 'periodic' mode (default 1000)")
       ->check(CLI::Range(10, 3600 * 1000));
   app.add_option("--busy-poll-us", busy_poll_us,
@@ -164,6 +167,7 @@ int main(int argc, char** argv) {
   opts.capacity_bytes = *cap;
   opts.data_dir = data_dir;
   opts.sync_each_write = fsync == "always";
+  opts.durable_acks = fsync != "periodic";
   opts.sync_interval = std::chrono::milliseconds(fsync_interval_ms);
   auto store = memd::PageStore::Open(opts);
   if (!store.ok()) return Fail(store.status().Annotate("open store"));
@@ -171,6 +175,12 @@ int main(int argc, char** argv) {
   auto server = memd::MemdServer::Start(store->get(), *addr, server_opts);
   if (!server.ok()) return Fail(server.status().Annotate("start server"));
 
+  if (data_dir.empty())
+    spdlog::warn("no --data-dir: pages are kept in memory only and die with this process (a restart or crash "
+                 "loses every VM's offloaded pages; those VMs are then damaged). Use --data-dir DIR to keep them");
+  else if (fsync == "periodic")
+    spdlog::warn("--fsync periodic: PUTs are acknowledged before they are on disk; a power loss can lose up to {} ms "
+                 "of acknowledged pages", fsync_interval_ms);
   spdlog::info("capacity {}, {}", FormatSize(opts.capacity_bytes),
                data_dir.empty() ? std::string("memory only (pages are lost on exit)")
                                 : "data in " + data_dir + ", fsync " + fsync);

@@ -56,7 +56,61 @@ Result<memd::MemdClient*> MemdSwapStore::Client(Conn& c, bool rate_limited) {
   if (!client.ok()) return client.status().Annotate("swap store " + addr_);
   c.client = std::move(client).value();
   spdlog::info("swap store {}: connected for VM {}", addr_, vm_id_);
+  if (claimed()) Reattach(c.client.get());
   return c.client.get();
+}
+
+void MemdSwapStore::SetLostPagesHandler(LostPagesHandler h) {
+  std::lock_guard<std::mutex> l(handler_mu_);
+  lost_handler_ = std::move(h);
+}
+
+void MemdSwapStore::Reattach(memd::MemdClient* c) {
+  std::optional<memd::OwnerToken> owner = owned_token();
+  if (!owner) return;
+  LostPages lost;
+  auto r = c->Reclaim(vm_id_, *owner);
+  if (r.ok()) {
+    if (r->lost.empty() && !r->lost_unknown) {
+      spdlog::info("swap store {}: re-attached VM {} ({} pages held, none lost)", addr_, vm_id_, r->pages);
+      return;
+    }
+    lost.pages = std::move(r->lost);
+    lost.all = r->lost_unknown;
+    lost.why = "the swap store's journal was damaged";
+  } else if (r.status().code() == Code::kNotFound) {
+    // agile-memd restarted without its data (no --data-dir, or a new one):
+    // every page this VM had offloaded is gone.
+    lost.all = true;
+    lost.why = "the swap store no longer has the VM's namespace (" + r.status().message() + ")";
+  } else {
+    // Unreachable again, not the owner any more (migrated), ...: the
+    // requests that follow report it; nothing is known to be lost.
+    spdlog::warn("swap store {}: re-attach of VM {} failed: {}", addr_, vm_id_, r.status().ToString());
+    return;
+  }
+  spdlog::error("swap store {}: VM {} lost {} page(s){}: {}", addr_, vm_id_, lost.pages.size(),
+                lost.all ? " (and possibly every offloaded page)" : "", lost.why);
+  std::lock_guard<std::mutex> l(handler_mu_);
+  if (lost_handler_) lost_handler_(lost);
+}
+
+Status MemdSwapStore::CheckPutBackoff() {
+  if (put_backoff_until_ns_ == 0 || vm::NowNs() >= put_backoff_until_ns_) return Status::Ok();
+  return NoSpace("swap store " + addr_ + ": disk full at the store; not offloading for " +
+                 std::to_string((put_backoff_until_ns_ - vm::NowNs()) / 1000000) + " ms more (pages stay resident)");
+}
+
+void MemdSwapStore::NotePutResult(const Status& s) {
+  if (s.code() != Code::kNoSpace) {
+    if (s.ok() && put_backoff_ms_ != 0) spdlog::info("swap store {}: offloading again (store has room)", addr_);
+    if (s.ok()) put_backoff_ms_ = put_backoff_until_ns_ = 0;
+    return;
+  }
+  put_backoff_ms_ = put_backoff_ms_ == 0 ? 1000 : std::min<uint64_t>(put_backoff_ms_ * 2, 30000);
+  put_backoff_until_ns_ = vm::NowNs() + put_backoff_ms_ * 1000000ULL;
+  spdlog::warn("swap store {}: {}; VM {} keeps its pages resident, next offload in {} ms", addr_, s.message(), vm_id_,
+               put_backoff_ms_);
 }
 
 void MemdSwapStore::Drop(Conn& c, const Status& why) {
@@ -100,9 +154,18 @@ Status MemdSwapStore::Fetch(std::span<const uint64_t> idx, uint8_t* out, uint8_t
 
 Status MemdSwapStore::Put(std::span<const memd::PageRef> pages) {
   std::lock_guard<std::mutex> l(bulk_conn_.mu);
-  AGILE_ASSIGN_OR_RETURN(memd::MemdClient * c, Client(bulk_conn_, false));
-  Status s = c->Put(vm_id_, token(), pages);
-  if (!s.ok()) Drop(bulk_conn_, s);
+  AGILE_RETURN_IF_ERROR(CheckPutBackoff());
+  Status s;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    bool fresh = !bulk_conn_.client;
+    AGILE_ASSIGN_OR_RETURN(memd::MemdClient * c, Client(bulk_conn_, false));
+    s = c->Put(vm_id_, token(), pages);
+    if (!s.ok()) Drop(bulk_conn_, s);
+    // A connection from before agile-memd restarted fails at its first use:
+    // dial again (and re-attach) once; PUT is idempotent.
+    if (s.ok() || s.code() != Code::kUnavailable || fresh) break;
+  }
+  NotePutResult(s);
   return s;
 }
 

@@ -4,6 +4,11 @@
 // never queues in front of a vCPU's refault. Broken connections are re-dialled
 // on the next call, at most every `redial_ms`, so a store that is down costs
 // a faulting vCPU a wait, not a storm of connects; offload calls redial at once.
+// Every new connection of a claimed namespace re-attaches with RECLAIM (same
+// token: agile-memd kept it across its restart) and hands the pages the
+// store lost to the LostPagesHandler. A full disk at the store (kNoSpace)
+// makes Put fail fast for a back-off period (1 s doubling to 30 s), so the
+// offloader keeps its pages resident instead of hammering a full store.
 // Thread-safe: each connection has its own mutex.
 #pragma once
 
@@ -27,6 +32,7 @@ class MemdSwapStore final : public SwapStore {
             std::shared_ptr<const tls::Credentials> tls = nullptr);
 
   void SetTimeouts(const StoreTimeouts& t) override;
+  void SetLostPagesHandler(LostPagesHandler h) override;
 
   // Creates the VM's namespace owned by this host (first offload), or adopts
   // a token handed over by a previous owner (migration).
@@ -66,6 +72,11 @@ class MemdSwapStore final : public SwapStore {
   // millisecond); the bulk one redials on every call (an operator's retry).
   Result<memd::MemdClient*> Client(Conn& c, bool rate_limited);
   void Drop(Conn& c, const Status& why);
+  // RECLAIM on a fresh connection of a claimed namespace.
+  void Reattach(memd::MemdClient* c);
+  // kNoSpace back-off for Put (bulk_conn_.mu held).
+  Status CheckPutBackoff();
+  void NotePutResult(const Status& s);
   memd::OwnerToken token() const;
 
   std::string addr_, host_id_, vm_id_;
@@ -76,6 +87,10 @@ class MemdSwapStore final : public SwapStore {
   memd::OwnerToken token_{};
   bool claimed_ = false;
   Conn fault_conn_, bulk_conn_;
+  std::mutex handler_mu_;
+  LostPagesHandler lost_handler_;
+  uint64_t put_backoff_until_ns_ = 0;  // under bulk_conn_.mu
+  uint64_t put_backoff_ms_ = 0;
 };
 
 }  // namespace agile::offload

@@ -42,6 +42,10 @@ class RedisSwapStore final : public SwapStore {
   RedisSwapStore(RedisStoreConfig cfg, std::string store_vm_id);
 
   void SetTimeouts(const StoreTimeouts& t) override;
+  // Never called: a PUT is acknowledged only once a replica has it (WAIT),
+  // and the cluster has no journal to lose records of; a lost shard fails
+  // reads (kUnavailable) instead, and the vCPU waits.
+  void SetLostPagesHandler(LostPagesHandler) override {}
   Status Claim() override;
   void Adopt(memd::OwnerToken token) override;
   bool claimed() const override;

@@ -14,11 +14,16 @@
 //   use separate connections, so a bulk transfer never queues before a refault.
 // - Transfer() hands ownership to new_host and returns the token to give it;
 //   this host's token is void afterwards.
+// - A store that lost pages it had acknowledged (memd's journal damaged, or
+//   memd restarted without its data) says so through the LostPagesHandler
+//   when the namespace is re-attached; agiled marks those pages damaged.
 // Thread-safe: Fetch from the fault thread, the rest from the offloader or a
 // migration, concurrently.
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <vector>
 #include <optional>
 #include <span>
 #include <string>
@@ -35,9 +40,23 @@ struct StoreTimeouts {
   int request_ms = 10000;  // a request that moves no byte this long fails (kUnavailable)
 };
 
+// What the store lost of this VM's pages, learnt at a re-attach.
+struct LostPages {
+  std::vector<uint64_t> pages;  // lost page indexes
+  bool all = false;  // the store lost the namespace itself, or records it could not name: any page may be gone
+  std::string why;   // for logs
+};
+
 class SwapStore : public vm::PageSource {
  public:
   ~SwapStore() override = default;
+
+  // Called (on the thread that dialled: fault or offload) after a re-attach
+  // that found lost pages. Must not call back into this SwapStore, and must
+  // not wait for pages to settle (the fault thread may hold one).
+  using LostPagesHandler = std::function<void(const LostPages&)>;
+  // Set before the first offload.
+  virtual void SetLostPagesHandler(LostPagesHandler h) = 0;
 
   // Bounds of every store call (docs/timeouts.md); before the first call.
   virtual void SetTimeouts(const StoreTimeouts& t) = 0;

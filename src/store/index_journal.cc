@@ -36,9 +36,34 @@ Status ApplyRecord(const uint8_t* body, size_t len, JournalState* st, bool* have
     return Status::Ok();
   }
   if (!*have_owner) return Corruption("journal has page records before its owner");
-  if (const auto* s = std::get_if<JournalSet>(&r)) st->pages[s->index] = SlotRef{s->slot, s->hash};
-  else st->pages.erase(std::get<JournalDel>(r).index);
+  if (const auto* s = std::get_if<JournalSet>(&r)) {
+    st->pages[s->index] = SlotRef{s->slot, s->hash};
+    st->lost.erase(s->index);
+  } else if (const auto* d = std::get_if<JournalDel>(&r)) {
+    st->pages.erase(d->index);
+    st->lost.erase(d->index);
+  } else {
+    uint64_t i = std::get<JournalLost>(r).index;
+    if (i == kLostUnknown) {
+      st->lost_unknown = true;
+    } else {
+      st->pages.erase(i);
+      st->lost.insert(i);
+    }
+  }
   return Status::Ok();
+}
+
+// The first offset at or after `from` where a whole, checksummed record
+// starts; len when there is none.
+size_t NextGoodRecord(const uint8_t* data, size_t len, size_t from) {
+  for (size_t off = from; off + kJournalRecordHead < len; ++off) {
+    const uint8_t* body = nullptr;
+    size_t body_len = 0;
+    if (JournalRecordAt(data + off, len - off, &body, &body_len) != 0 && DecodeJournalRecord(body, body_len).ok())
+      return off;
+  }
+  return len;
 }
 
 }  // namespace
@@ -49,15 +74,36 @@ Status ReplayJournalBytes(const uint8_t* data, size_t len, JournalState* st, siz
   *records = 0;
   bool have_owner = false;
   while (off < len) {
-    // A record that is cut short or fails its checksum ends the journal: it
-    // is the torn tail of an append that never completed.
     const uint8_t* body = nullptr;
     size_t body_len = 0;
     size_t n = JournalRecordAt(data + off, len - off, &body, &body_len);
-    if (n == 0) break;
-    AGILE_RETURN_IF_ERROR(ApplyRecord(body, body_len, st, &have_owner));
-    off += n;
-    ++*records;
+    if (n != 0) {
+      AGILE_RETURN_IF_ERROR(ApplyRecord(body, body_len, st, &have_owner));
+      off += n;
+      ++*records;
+      continue;
+    }
+    // A record that is cut short or fails its checksum. If its guard still
+    // names the page, the page is lost (never an older version of it served)
+    // and replay goes on after it, even at the very end: it may have been
+    // acknowledged. If not, and no good record follows, it is the torn tail
+    // of an append that never completed: cut. Else skip to the next good one.
+    uint64_t index = 0;
+    bool set = false;
+    size_t size = 0;
+    if (have_owner && JournalRecordKey(data + off, len - off, &index, &set, &size)) {
+      st->pages.erase(index);
+      if (set) st->lost.insert(index);
+      else st->lost.erase(index);  // a lost DEL: the page is gone either way
+      ++st->damaged_records;
+      off += size;
+      continue;
+    }
+    size_t next = NextGoodRecord(data, len, off + 1);
+    if (next == len) break;
+    st->lost_unknown = true;
+    ++st->damaged_records;
+    off = next;
   }
   if (!have_owner) return Corruption("journal names no owner");
   *good_len = off;
@@ -76,6 +122,9 @@ Result<IndexJournal> IndexJournal::Write(const std::string& path, const JournalS
   AppendJournalHeader(&bytes, state.vm);
   AppendOwnerRecord(&bytes, state.owner, state.token);
   for (const auto& [index, ref] : state.pages) AppendJournalRecord(&bytes, JournalSet{index, ref.slot, ref.hash});
+  // Losses outlive compaction until the page is stored or deleted again.
+  for (uint64_t index : state.lost) AppendJournalRecord(&bytes, JournalLost{index});
+  if (state.lost_unknown) AppendJournalRecord(&bytes, JournalLost{kLostUnknown});
   std::string tmp = path + ".tmp";
   UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600));
   if (!fd) return ErrnoStatus("create " + tmp);
@@ -83,7 +132,7 @@ Result<IndexJournal> IndexJournal::Write(const std::string& path, const JournalS
   if (::fsync(fd.get()) != 0) return ErrnoStatus("fsync " + tmp);
   if (::rename(tmp.c_str(), path.c_str()) != 0) return ErrnoStatus("rename " + tmp + " to " + path);
   AGILE_RETURN_IF_ERROR(SyncDir(DirOf(path)));
-  return IndexJournal(std::move(fd), bytes.size(), 1 + state.pages.size());
+  return IndexJournal(std::move(fd), bytes.size(), 1 + state.pages.size() + state.lost.size());
 }
 
 Result<std::pair<IndexJournal, JournalState>> IndexJournal::Replay(const std::string& path,

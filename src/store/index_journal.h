@@ -1,7 +1,10 @@
 // The durable index of one VM namespace: an append-only journal saying who
 // owns the namespace (host, token) and which data-file slot holds each page.
 // Replaying it rebuilds the namespace after a restart; a torn tail (crash in
-// the middle of an append) is cut off, anything else malformed is an error.
+// the middle of an append) is cut off. A damaged record before the end is
+// skipped and the rest kept: the page it named is dropped and listed as lost
+// (a record that names no readable page sets lost_unknown). A bad header, a
+// record that passes its checksum but does not decode, or no owner is an error.
 // The file's format (header, records, checksums) is wire/journal_format.h;
 // this class does the file I/O and the replay policy.
 //
@@ -9,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <set>
 #include <span>
 #include <string>
 #include <unordered_map>
@@ -32,6 +36,12 @@ struct JournalState {
   std::string owner;
   OwnerToken token;
   std::unordered_map<uint64_t, SlotRef> pages;
+  // Pages whose last record was lost (damaged journal) and that were not
+  // stored or deleted again since: the store no longer has them, and their
+  // owner must be told (RECLAIM). Journaled as LOST records by compaction.
+  std::set<uint64_t> lost;
+  bool lost_unknown = false;     // damaged records that named no page
+  uint64_t damaged_records = 0;  // skipped by the last replay (for logs)
 };
 
 class IndexJournal {
@@ -49,6 +59,7 @@ class IndexJournal {
   // later append fails too, so a half record is never followed by more.
   Status Append(std::span<const std::pair<uint64_t, SlotRef>> sets, std::span<const uint64_t> deletes);
   Status Sync();
+  int fd() const { return fd_.get(); }
   // Records written since the journal was last (re)written: drives compaction.
   uint64_t records() const { return records_; }
 

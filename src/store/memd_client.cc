@@ -260,6 +260,17 @@ Result<uint64_t> MemdClient::Release(std::string_view vm, OwnerToken token) {
   return freed;
 }
 
+Result<ReclaimReply> MemdClient::Reclaim(std::string_view vm, OwnerToken token) {
+  ReclaimReply rep;
+  AGILE_RETURN_IF_ERROR(Pipeline(
+      MsgType::kReclaim, 1, [&](size_t, uint64_t id, std::vector<uint8_t>* out) { AppendReclaim(out, id, vm, token); },
+      [&](size_t, const ResponseView& r) {
+        AGILE_ASSIGN_OR_RETURN(rep, DecodeReclaimReply(r));
+        return Status::Ok();
+      }));
+  return rep;
+}
+
 Result<StatReply> MemdClient::Stat() {
   StatReply stat;
   AGILE_RETURN_IF_ERROR(Pipeline(

@@ -5,7 +5,8 @@
 // polled for briefly before sleeping (MemdClientOptions::busy_poll).
 //
 // Errors: a request the server refuses returns its status (kPermissionDenied,
-// kResourceExhausted, kCorruption for a page failing its checksum, ...) and
+// kResourceExhausted when the store's capacity is used up, kNoSpace when the
+// disk under its data directory is full, kCorruption for a page failing its checksum, ...) and
 // the connection stays usable; a broken connection or a malformed reply makes
 // this and every later call fail with kUnavailable: connect a new client.
 //
@@ -74,6 +75,9 @@ class MemdClient {
   // Drops vm's namespace; returns how many pages were freed.
   Result<uint64_t> Release(std::string_view vm, OwnerToken token);
   Result<StatReply> Stat();
+  // Re-attaches to vm with the token this host already holds (after agiled
+  // or agile-memd restarted) and learns which of its pages the store lost.
+  Result<ReclaimReply> Reclaim(std::string_view vm, OwnerToken token);
 
   const std::string& host_id() const { return host_id_; }
   uint32_t max_batch_pages() const { return max_batch_; }

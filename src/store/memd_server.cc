@@ -165,6 +165,17 @@ void MemdServer::Serve(Conn* c) {
     }
     // Flush before we could block on reading: the peer may be waiting.
     if (!reader.HasFrame() || out.size() >= kFlushBytes) {
+      // Acknowledge changes only once durable (group commit: one sync covers
+      // what every session changed before it). If the sync fails, the
+      // acknowledgements are never sent: the connection is dropped and the
+      // client treats the requests as failed.
+      if (session.TakeWrote()) {
+        if (Status s = store_->WaitDurable(store_->LastWrite()); !s.ok()) {
+          spdlog::error("{}: {}; dropping the connection without acknowledging", session.Describe(), s.ToString());
+          end = Unavailable("sync failed: " + s.ToString());
+          break;
+        }
+      }
       if (Status s = wire::SendAll(fd, out.data(), out.size()); !s.ok()) {
         end = s;
         break;

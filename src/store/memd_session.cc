@@ -11,6 +11,7 @@ std::vector<std::pair<std::string, uint64_t>> ServerCounters::Snapshot() const {
   v.emplace_back("errors", errors.load());
   v.emplace_back("errors.permission_denied", permission_denied.load());
   v.emplace_back("errors.store_full", store_full.load());
+  v.emplace_back("errors.no_space", no_space.load());
   v.emplace_back("errors.protocol", protocol_errors.load());
   v.emplace_back("pages.put", pages_put.load());
   v.emplace_back("pages.got", pages_got.load());
@@ -38,8 +39,8 @@ const Status& MemdSession::Failed(MsgType t, const Status& st) {
   if (st.code() == Code::kPermissionDenied) {
     counters_->permission_denied++;
     spdlog::warn("{}: {} refused: {}", Describe(), MsgTypeName(t), st.message());
-  } else if (st.code() == Code::kResourceExhausted) {
-    counters_->store_full++;
+  } else if (st.code() == Code::kResourceExhausted || st.code() == Code::kNoSpace) {
+    (st.code() == Code::kNoSpace ? counters_->no_space : counters_->store_full)++;
     spdlog::warn("{}: {} refused: {}", Describe(), MsgTypeName(t), st.message());
   } else {
     spdlog::info("{}: {} failed: {}", Describe(), MsgTypeName(t), st.ToString());
@@ -75,6 +76,7 @@ void MemdSession::Dispatch(MsgType type, uint64_t id, const RequestBody& body, s
   if (const auto* r = std::get_if<PutRequest>(&body)) {
     auto n = store_->Put(host_, r->vm, r->token, r->pages);
     if (!n.ok()) return fail(MsgType::kPut, n.status());
+    wrote_ = true;
     counters_->pages_put += *n;
     return AppendCountReply(out, MsgType::kPut, id, *n);
   }
@@ -82,6 +84,7 @@ void MemdSession::Dispatch(MsgType type, uint64_t id, const RequestBody& body, s
   if (const auto* r = std::get_if<DeleteRequest>(&body)) {
     auto n = store_->Delete(host_, r->vm, r->token, r->indexes);
     if (!n.ok()) return fail(MsgType::kDelete, n.status());
+    wrote_ = true;
     counters_->pages_deleted += *n;
     return AppendCountReply(out, MsgType::kDelete, id, *n);
   }
@@ -96,6 +99,16 @@ void MemdSession::Dispatch(MsgType type, uint64_t id, const RequestBody& body, s
     if (!n.ok()) return fail(MsgType::kRelease, n.status());
     spdlog::info("{}: released vm {} ({} pages freed)", Describe(), r->vm, *n);
     return AppendCountReply(out, MsgType::kRelease, id, *n);
+  }
+  if (const auto* r = std::get_if<ReclaimRequest>(&body)) {
+    auto rep = store_->Reclaim(host_, r->vm, r->token);
+    if (!rep.ok()) return fail(MsgType::kReclaim, rep.status());
+    if (!rep->lost.empty() || rep->lost_unknown)
+      spdlog::warn("{}: reclaimed vm {}: told it of {} lost page(s){}", Describe(), r->vm, rep->lost.size(),
+                   rep->lost_unknown ? " and of records naming no page" : "");
+    else
+      spdlog::info("{}: reclaimed vm {} ({} pages, none lost)", Describe(), r->vm, rep->pages);
+    return AppendReclaimReply(out, id, *rep);
   }
   StoreStats s = store_->Stats();
   StatReply reply;

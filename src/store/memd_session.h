@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/status.h"
@@ -18,10 +19,11 @@
 namespace agile::memd {
 
 struct ServerCounters {
-  std::array<std::atomic<uint64_t>, 9> requests{};  // by MsgType value
+  std::array<std::atomic<uint64_t>, 10> requests{};  // by MsgType value
   std::atomic<uint64_t> errors{0};                  // error responses
   std::atomic<uint64_t> permission_denied{0};
   std::atomic<uint64_t> store_full{0};
+  std::atomic<uint64_t> no_space{0};                // the data directory's disk is full
   std::atomic<uint64_t> protocol_errors{0};         // malformed frames (connection closed)
   std::atomic<uint64_t> pages_put{0};
   std::atomic<uint64_t> pages_got{0};
@@ -43,7 +45,7 @@ struct ServerCounters {
       sum_ns.fetch_add(ns, std::memory_order_relaxed);
     }
   };
-  std::array<Latency, 9> latency{};
+  std::array<Latency, 10> latency{};
 
   std::vector<std::pair<std::string, uint64_t>> Snapshot() const;
 };
@@ -57,6 +59,10 @@ class MemdSession {
   // Appends the response to one frame to *out. An error return means the
   // frame was malformed: the caller reports it and closes the connection.
   Status Handle(uint16_t type, const uint8_t* payload, size_t len, std::vector<uint8_t>* out);
+
+  // Whether a request since the last call changed the store: its reply
+  // must wait for PageStore::WaitDurable before it is sent.
+  bool TakeWrote() { return std::exchange(wrote_, false); }
 
   // "host-id@peer" once identified, else the peer address: for logs.
   std::string Describe() const;
@@ -72,6 +78,7 @@ class MemdSession {
   std::string peer_;
   std::string authenticated_;
   std::string host_;  // empty until HELLO
+  bool wrote_ = false;
 };
 
 }  // namespace agile::memd

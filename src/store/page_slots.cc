@@ -28,6 +28,7 @@ class MemorySlots final : public PageSlots {
     return Status::Ok();
   }
   Status Sync() override { return Status::Ok(); }
+  int sync_fd() const override { return -1; }
   uint64_t Extent() const override { return chunks_.size() * kChunkPages; }
 
  private:
@@ -64,6 +65,7 @@ class FileSlots final : public PageSlots {
     if (::fdatasync(fd_.get()) != 0) return ErrnoStatus("fdatasync page data");
     return Status::Ok();
   }
+  int sync_fd() const override { return fd_.get(); }
   uint64_t Extent() const override { return extent_; }
 
  private:

@@ -23,6 +23,8 @@ class PageSlots {
   virtual Status Read(uint64_t slot, uint8_t* dst) = 0;
   // Makes written slots durable (no-op in memory).
   virtual Status Sync() = 0;
+  // The descriptor a group commit fdatasyncs outside the namespace's lock; -1 in memory.
+  virtual int sync_fd() const = 0;
   // Slots that exist in the backing (the data file's length in slots).
   virtual uint64_t Extent() const = 0;
 };

@@ -83,6 +83,8 @@ Result<std::unique_ptr<PageStore>> PageStore::Open(const Options& opts) {
     return ErrnoStatus("lock " + lock_path);
   }
   AGILE_RETURN_IF_ERROR(store->Recover());
+  // Also with durable acks: a backstop that frees retired slots when no
+  // session waits for durability (a caller of PageStore alone).
   if (!opts.sync_each_write)
     store->sync_thread_ = std::jthread([s = store.get()](std::stop_token st) { s->SyncLoop(std::move(st)); });
   return store;
@@ -160,6 +162,82 @@ Status PageStore::Sync() {
   return first;
 }
 
+Status PageStore::SyncAllUnlocked() {
+  std::vector<std::shared_ptr<Entry>> entries;
+  {
+    std::shared_lock lock(map_mu_);
+    for (const auto& [vm, e] : namespaces_) entries.push_back(e);
+  }
+  std::vector<std::pair<std::shared_ptr<Entry>, VmNamespace::SyncPlan>> plans;
+  Status first;
+  for (const auto& e : entries) {
+    std::lock_guard lock(e->mu);
+    if (e->gone || !e->ns->dirty()) continue;
+    auto plan = e->ns->PrepareSync();
+    if (!plan.ok()) {
+      if (first.ok()) first = plan.status();
+      continue;
+    }
+    plans.emplace_back(e, std::move(plan).value());
+  }
+  // Every data file before any journal: a durable SET record must find its
+  // bytes durable.
+  std::vector<bool> ok(plans.size(), true);
+  for (size_t i = 0; i < plans.size(); ++i)
+    if (::fdatasync(plans[i].second.data.get()) != 0) {
+      ok[i] = false;
+      if (first.ok()) first = ErrnoStatus("fdatasync page data");
+    }
+  for (size_t i = 0; i < plans.size(); ++i)
+    if (ok[i] && ::fdatasync(plans[i].second.journal.get()) != 0) {
+      ok[i] = false;
+      if (first.ok()) first = ErrnoStatus("fdatasync journal");
+    }
+  for (size_t i = 0; i < plans.size(); ++i) {
+    std::lock_guard lock(plans[i].first->mu);
+    if (!plans[i].first->gone) plans[i].first->ns->FinishSync(std::move(plans[i].second), ok[i]);
+  }
+  return first;
+}
+
+Status PageStore::WaitDurable(uint64_t ticket) {
+  if (!group_commit()) return Status::Ok();
+  std::unique_lock lock(commit_mu_);
+  for (;;) {
+    if (durable_seq_ >= ticket) return Status::Ok();
+    if (syncing_) {
+      // Another session leads a sync; it may not cover our ticket (started
+      // before our change), in which case we lead the next one.
+      commit_cv_.wait(lock);
+      continue;
+    }
+    syncing_ = true;
+    // Every change numbered up to here is complete in the files (the number
+    // is taken after the write), so this sync covers them all.
+    uint64_t target = written_seq_.load();
+    lock.unlock();
+    Status st = SyncAllUnlocked();
+    lock.lock();
+    syncing_ = false;
+    if (st.ok()) {
+      durable_seq_ = std::max(durable_seq_, target);
+      commits_++;
+    }
+    commit_cv_.notify_all();
+    if (!st.ok()) return st.Annotate("group commit");
+  }
+}
+
+Result<ReclaimReply> PageStore::Reclaim(std::string_view host, std::string_view vm, OwnerToken token) {
+  AGILE_ASSIGN_OR_RETURN(auto owned, Owned(host, vm, token));
+  const VmNamespace& ns = *owned.first->ns;
+  ReclaimReply r;
+  r.pages = ns.pages();
+  r.lost_unknown = ns.lost_unknown();
+  r.lost.assign(ns.lost().begin(), ns.lost().end());
+  return r;
+}
+
 bool PageStore::Reserve(uint64_t pages) {
   uint64_t used = used_pages_.load();
   do {
@@ -217,8 +295,12 @@ Result<uint64_t> PageStore::Put(std::string_view host, std::string_view vm, Owne
   }
   if (Status st = ns.Put(pages); !st.ok()) {
     Unreserve(fresh);
+    if (st.code() == Code::kNoSpace)
+      return NoSpace("disk full under the data directory " + opts_.data_dir + ": nothing of this batch was stored (" +
+                     st.message() + ")");
     return st;
   }
+  written_seq_++;  // after the write: a sync that reads this number covers it
   return static_cast<uint64_t>(pages.size());
 }
 
@@ -233,6 +315,7 @@ Result<uint64_t> PageStore::Delete(std::string_view host, std::string_view vm, O
   AGILE_ASSIGN_OR_RETURN(auto owned, Owned(host, vm, token));
   AGILE_ASSIGN_OR_RETURN(uint64_t n, owned.first->ns->Delete(indexes));
   Unreserve(n);
+  written_seq_++;
   return n;
 }
 

@@ -2,12 +2,16 @@
 // guarded by its owner token; one capacity for all of them; optionally
 // persistent under a data directory.
 //
-// Guarantees with a data directory: an acknowledged change is in the kernel
-// (page cache) before the reply, so it survives agile-memd crashing or being
-// killed; it survives power loss once synced (at the next periodic sync, or
-// before the reply with sync_each_write). CLAIM/TRANSFER/RELEASE are always
-// synced before the reply. After power loss a page may be lost or reported
-// corrupt, never returned with wrong bytes.
+// Guarantees with a data directory (durable_acks, the default): a PUT or
+// DELETE is acknowledged only once durable. Callers make a change, note
+// LastWrite(), and call WaitDurable() before sending the reply; one fdatasync
+// of every dirty namespace (group commit) then covers every change made by
+// any session before it started, so many concurrent PUTs share a sync.
+// Without durable_acks (--fsync periodic) a change is in the page cache
+// before the reply (survives agile-memd being killed) and on disk after the
+// next periodic sync. CLAIM/TRANSFER/RELEASE are always synced before the
+// reply. A page whose journal record is later found damaged is dropped and
+// listed as lost (Reclaim), never returned with wrong or older bytes.
 //
 // Thread-safe: every method may be called from any thread at any time.
 #pragma once
@@ -44,8 +48,9 @@ class PageStore {
   struct Options {
     uint64_t capacity_bytes = 1ull << 30;  // rounded down to whole pages
     std::string data_dir;                  // empty: memory only
-    bool sync_each_write = false;
-    std::chrono::milliseconds sync_interval{1000};  // periodic sync, when persistent
+    bool sync_each_write = false;  // fdatasync inside every change (slow; for comparison)
+    bool durable_acks = true;      // group commit: WaitDurable before replying
+    std::chrono::milliseconds sync_interval{1000};  // periodic sync, when !durable_acks
   };
 
   // With a data directory: creates it if missing, locks it against a second
@@ -73,6 +78,20 @@ class PageStore {
   // Drops the namespace and all its pages; returns how many were freed.
   Result<uint64_t> Release(std::string_view host, std::string_view vm, OwnerToken token);
 
+  // An owner re-attaching (after its own or agile-memd's restart): checks
+  // the token like any request and answers which pages the store lost.
+  Result<ReclaimReply> Reclaim(std::string_view host, std::string_view vm, OwnerToken token);
+
+  // The sequence number of the last change made (PUT, DELETE); 0 if none.
+  uint64_t LastWrite() const { return written_seq_.load(); }
+  // Returns once every change up to `ticket` is on disk: joins the sync in
+  // progress or leads the next one (group commit). Ok at once without a
+  // data directory or without durable_acks. An error means the changes may
+  // not be durable: the caller must not acknowledge them.
+  Status WaitDurable(uint64_t ticket);
+  // Group commits done and changes they covered (for the benchmark and stats).
+  uint64_t commits() const { return commits_.load(); }
+
   Status Sync();
   StoreStats Stats() const;
 
@@ -87,6 +106,9 @@ class PageStore {
   bool Reserve(uint64_t pages);
   void Unreserve(uint64_t pages) { used_pages_.fetch_sub(pages); }
   void SyncLoop(std::stop_token stop);
+  // One group commit over every dirty namespace.
+  Status SyncAllUnlocked();
+  bool group_commit() const { return !opts_.data_dir.empty() && opts_.durable_acks && !opts_.sync_each_write; }
 
   const Options opts_;
   const uint64_t capacity_pages_;
@@ -95,6 +117,13 @@ class PageStore {
 
   mutable std::shared_mutex map_mu_;  // guards namespaces_ (not the namespaces)
   std::map<std::string, std::shared_ptr<Entry>, std::less<>> namespaces_;
+
+  std::atomic<uint64_t> written_seq_{0};
+  std::mutex commit_mu_;  // guards durable_seq_ and syncing_
+  std::condition_variable commit_cv_;
+  uint64_t durable_seq_ = 0;
+  bool syncing_ = false;
+  std::atomic<uint64_t> commits_{0};
 
   std::mutex sync_mu_;
   std::condition_variable_any sync_cv_;

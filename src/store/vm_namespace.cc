@@ -1,5 +1,6 @@
 #include "store/vm_namespace.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -47,6 +48,19 @@ Result<std::unique_ptr<VmNamespace>> VmNamespace::Recover(const Options& opts, c
   if (st.vm != vm) return Corruption(index_path + ": journal is for vm '" + st.vm + "'");
   if (dropped > 0)
     spdlog::warn("vm {}: cut {} bytes of torn journal tail (an append interrupted by a crash)", vm, dropped);
+  if (st.damaged_records > 0 || !st.lost.empty() || st.lost_unknown) {
+    std::string list;
+    for (uint64_t i : st.lost) {
+      if (list.size() > 400) {
+        list += " ...";
+        break;
+      }
+      list += (list.empty() ? "" : " ") + std::to_string(i);
+    }
+    spdlog::error("vm {}: journal has {} damaged record(s), skipped; the rest is kept. Lost {} page(s){}{}{}", vm,
+                  st.damaged_records, st.lost.size(), list.empty() ? "" : ": ", list,
+                  st.lost_unknown ? "; and records naming no readable page (every page is suspect)" : "");
+  }
   AGILE_ASSIGN_OR_RETURN(auto slots, OpenFileSlots(JoinPath(opts.data_dir, vm, ".pages"), /*create=*/false));
 
   // Every slot below the high-water mark that no page uses is free.
@@ -120,6 +134,7 @@ Status VmNamespace::Put(std::span<const PageRef> pages) {
   }
   // Journaled (or in memory): the pages are now the truth.
   for (const auto& [index, ref] : sets) {
+    state_.lost.erase(index);  // stored again: no longer lost
     auto [it, inserted] = state_.pages.try_emplace(index, ref);
     if (!inserted) {
       RetireSlot(it->second.slot);
@@ -152,8 +167,13 @@ Result<uint32_t> VmNamespace::Get(std::span<const uint64_t> indexes, uint8_t* pr
 
 Result<uint64_t> VmNamespace::Delete(std::span<const uint64_t> indexes) {
   std::vector<uint64_t> gone;
-  for (uint64_t i : indexes)
+  for (uint64_t i : indexes) {
     if (state_.pages.contains(i)) gone.push_back(i);
+    // The owner no longer wants a lost page: the loss is forgotten (in
+    // memory; a replay may find it again until the next compaction, which
+    // only repeats a loss the owner has already handled).
+    state_.lost.erase(i);
+  }
   std::sort(gone.begin(), gone.end());
   gone.erase(std::unique(gone.begin(), gone.end()), gone.end());
   if (gone.empty()) return uint64_t{0};
@@ -200,6 +220,29 @@ Status VmNamespace::Sync() {
   retired_.clear();
   dirty_ = false;
   return Status::Ok();
+}
+
+Result<VmNamespace::SyncPlan> VmNamespace::PrepareSync() {
+  SyncPlan plan;
+  if (!persistent() || !dirty_) return plan;
+  plan.data.Reset(::fcntl(slots_->sync_fd(), F_DUPFD_CLOEXEC, 0));
+  if (!plan.data) return ErrnoStatus("dup page data descriptor of vm " + state_.vm);
+  plan.journal.Reset(::fcntl(journal_->fd(), F_DUPFD_CLOEXEC, 0));
+  if (!plan.journal) return ErrnoStatus("dup journal descriptor of vm " + state_.vm);
+  plan.retired = std::move(retired_);
+  retired_.clear();
+  dirty_ = false;
+  return plan;
+}
+
+void VmNamespace::FinishSync(SyncPlan plan, bool ok) {
+  if (ok) {
+    free_.insert(free_.end(), plan.retired.begin(), plan.retired.end());
+  } else {
+    // Not durable: the slots stay retired until a sync succeeds.
+    retired_.insert(retired_.end(), plan.retired.begin(), plan.retired.end());
+    dirty_ = true;
+  }
 }
 
 void VmNamespace::MaybeCompact() {

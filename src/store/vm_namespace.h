@@ -12,10 +12,12 @@
 
 #include <memory>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "base/fd.h"
 #include "base/status.h"
 #include "store/index_journal.h"
 #include "wire/memd_proto.h"
@@ -55,6 +57,22 @@ class VmNamespace {
   Status Destroy();
   // Makes every acknowledged change durable and frees the slots it retired.
   Status Sync();
+
+  // A group commit in three steps, so the fdatasyncs run without the
+  // namespace's lock and PUTs go on meanwhile: PrepareSync (locked) takes
+  // duplicates of the data and journal descriptors and the slots retired so
+  // far; the committer syncs data, then journal; FinishSync (locked) frees
+  // those slots, or on failure marks the namespace dirty again.
+  struct SyncPlan {
+    UniqueFd data, journal;
+    std::vector<uint64_t> retired;
+  };
+  Result<SyncPlan> PrepareSync();
+  void FinishSync(SyncPlan plan, bool ok);
+
+  // Pages lost to a damaged journal and not stored again since (RECLAIM).
+  const std::set<uint64_t>& lost() const { return state_.lost; }
+  bool lost_unknown() const { return state_.lost_unknown; }
 
   const std::string& vm() const { return state_.vm; }
   const std::string& owner() const { return state_.owner; }

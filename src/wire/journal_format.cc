@@ -12,7 +12,25 @@ namespace {
 using wire::Decoder;
 using wire::Encoder;
 
-enum RecordType : uint8_t { kOwner = 1, kSet = 2, kDel = 3 };
+enum RecordType : uint8_t { kOwner = 1, kSet = 2, kDel = 3, kLost = 4 };
+
+// Body sizes of guarded SET and DEL records, and of the guard.
+constexpr size_t kGuardSize = 12;
+constexpr size_t kSetBody = 1 + 24 + kGuardSize;
+constexpr size_t kDelBody = 1 + 8 + kGuardSize;
+
+uint32_t GuardSum(uint8_t type, uint64_t index) {
+  std::vector<uint8_t> b;
+  Encoder e(&b);
+  e.U8(type);
+  e.U64(index);
+  return XXH32(b.data(), b.size(), 0);
+}
+
+void AppendGuard(Encoder& e, uint8_t type, uint64_t index) {
+  e.U64(index);
+  e.U32(GuardSum(type, index));
+}
 
 uint32_t Xxh32(const uint8_t* p, size_t n) { return XXH32(p, n, 0); }
 
@@ -35,7 +53,7 @@ Status DecodeJournalHeader(const uint8_t* data, size_t len, std::string* vm, siz
   size_t summed = len - d.remaining();
   uint32_t sum = d.U32();
   if (!d.ok() || magic != kJournalMagic) return Corruption("not an agile-memd journal (bad header)");
-  if (version != kJournalVersion) return Unsupported("journal version " + std::to_string(version) + " not supported");
+  if (version != kJournalVersion && version != 1) return Unsupported("journal version " + std::to_string(version) + " not supported");
   if (sum != Xxh32(data, summed)) return Corruption("journal header checksum mismatch");
   *header_len = len - d.remaining();
   return Status::Ok();
@@ -55,9 +73,14 @@ void AppendJournalRecord(std::vector<uint8_t>* out, const JournalRecord& r) {
     e.U64(s->index);
     e.U64(s->slot);
     e.U64(s->hash);
-  } else {
+    AppendGuard(e, kSet, s->index);
+  } else if (const auto* d = std::get_if<JournalDel>(&r)) {
     e.U8(kDel);
-    e.U64(std::get<JournalDel>(r).index);
+    e.U64(d->index);
+    AppendGuard(e, kDel, d->index);
+  } else {
+    e.U8(kLost);
+    e.U64(std::get<JournalLost>(r).index);
   }
   size_t body = head + kJournalRecordHead;
   size_t len = out->size() - body;
@@ -75,6 +98,34 @@ size_t JournalRecordAt(const uint8_t* p, size_t len, const uint8_t** body, size_
   *body = p + kJournalRecordHead;
   *body_len = n;
   return kJournalRecordHead + n;
+}
+
+bool JournalRecordKey(const uint8_t* p, size_t len, uint64_t* index, bool* set, size_t* size) {
+  if (len < kJournalRecordHead + 1) return false;
+  Decoder head(p, 4);
+  uint32_t body_len = head.U32();
+  const uint8_t* body = p + kJournalRecordHead;
+  // One bad byte spoils at most one of: the length, the checksum, the type
+  // and index up front, the guard. Try both guarded shapes.
+  for (auto [type, n] : {std::pair<uint8_t, size_t>{kSet, kSetBody}, {kDel, kDelBody}}) {
+    if (len < kJournalRecordHead + n) continue;
+    Decoder front(body, 9);
+    uint8_t t = front.U8();
+    uint64_t first = front.U64();
+    Decoder guard(body + n - kGuardSize, kGuardSize);
+    uint64_t second = guard.U64();
+    uint32_t sum = guard.U32();
+    uint64_t found = 0;
+    if (t == type && sum == GuardSum(type, first)) found = first;          // damage elsewhere
+    else if (sum == GuardSum(type, second)) found = second;                // damage in type or index
+    else if (t == type && body_len == n && first == second) found = first;  // damage in the guard's sum
+    else continue;
+    *index = found;
+    *set = type == kSet;
+    *size = kJournalRecordHead + n;
+    return true;
+  }
+  return false;
 }
 
 Result<JournalRecord> DecodeJournalRecord(const uint8_t* body, size_t len) {
@@ -96,11 +147,21 @@ Result<JournalRecord> DecodeJournalRecord(const uint8_t* body, size_t len) {
       s.index = d.U64();
       s.slot = d.U64();
       s.hash = d.U64();
+      // Guarded (version 2) or not (version 1); a guard that disagrees is damage.
+      if (d.remaining() == kGuardSize && (d.U64() != s.index || d.U32() != GuardSum(kSet, s.index)))
+        return Corruption("journal SET record's guard does not match its index");
       r = s;
       break;
     }
-    case kDel:
-      r = JournalDel{d.U64()};
+    case kDel: {
+      JournalDel del{d.U64()};
+      if (d.remaining() == kGuardSize && (d.U64() != del.index || d.U32() != GuardSum(kDel, del.index)))
+        return Corruption("journal DEL record's guard does not match its index");
+      r = del;
+      break;
+    }
+    case kLost:
+      r = JournalLost{d.U64()};
       break;
     default:
       return Corruption("unknown journal record type " + std::to_string(type));

@@ -88,12 +88,13 @@ const char* MsgTypeName(MsgType t) {
     case MsgType::kTransfer: return "TRANSFER";
     case MsgType::kRelease: return "RELEASE";
     case MsgType::kStat: return "STAT";
+    case MsgType::kReclaim: return "RECLAIM";
   }
   return "?";
 }
 
 bool IsRequestType(uint16_t type) {
-  return type >= static_cast<uint16_t>(MsgType::kHello) && type <= static_cast<uint16_t>(MsgType::kStat);
+  return type >= static_cast<uint16_t>(MsgType::kHello) && type <= static_cast<uint16_t>(MsgType::kReclaim);
 }
 
 Status ValidateVmId(std::string_view vm) {
@@ -182,6 +183,14 @@ void AppendStat(std::vector<uint8_t>* out, uint64_t id) {
   fb.Finish();
 }
 
+void AppendReclaim(std::vector<uint8_t>* out, uint64_t id, std::string_view vm, OwnerToken token) {
+  FrameBuilder fb(out, static_cast<uint16_t>(MsgType::kReclaim));
+  fb.enc().U64(id);
+  fb.enc().Str(vm);
+  EncodeToken(fb.enc(), token);
+  fb.Finish();
+}
+
 Result<Request> DecodeRequest(uint16_t type, const uint8_t* payload, size_t len) {
   if (!IsRequestType(type)) return Corruption("unknown request type " + std::to_string(type));
   auto t = static_cast<MsgType>(type);
@@ -251,6 +260,13 @@ Result<Request> DecodeRequest(uint16_t type, const uint8_t* payload, size_t len)
     case MsgType::kStat:
       req.body = StatRequest{};
       break;
+    case MsgType::kReclaim: {
+      ReclaimRequest r;
+      r.vm = d.Str(kMaxIdLen);
+      r.token = DecodeToken(d);
+      req.body = std::move(r);
+      break;
+    }
   }
   AGILE_RETURN_IF_ERROR(d.Finish(what));
   return req;
@@ -414,6 +430,37 @@ Result<StatReply> DecodeStatReply(const ResponseView& r) {
   return s;
 }
 
+void AppendReclaimReply(std::vector<uint8_t>* out, uint64_t id, const ReclaimReply& r) {
+  FrameBuilder fb(out, ResponseType(MsgType::kReclaim));
+  Encoder& e = fb.enc();
+  AppendResponseHead(e, id, Status::Ok());
+  e.U64(r.pages);
+  size_t n = std::min<size_t>(r.lost.size(), kMaxReclaimLost);
+  // More lost pages than one reply lists: the rest are reported as unknown.
+  e.U8(r.lost_unknown || n < r.lost.size() ? 1 : 0);
+  e.U32(static_cast<uint32_t>(n));
+  for (size_t i = 0; i < n; ++i) e.U64(r.lost[i]);
+  fb.Finish();
+}
+
+Result<ReclaimReply> DecodeReclaimReply(const ResponseView& r) {
+  AGILE_RETURN_IF_ERROR(ExpectBody(r, "RECLAIM reply"));
+  Decoder d(r.body, r.body_len);
+  ReclaimReply v;
+  v.pages = d.U64();
+  uint8_t unknown = d.U8();
+  uint32_t n = d.U32();
+  if (unknown > 1) return Corruption("RECLAIM reply: lost_unknown flag " + std::to_string(unknown));
+  if (n > kMaxReclaimLost || d.remaining() != size_t{n} * 8)
+    return Corruption("RECLAIM reply: " + std::to_string(n) + " lost pages in " + std::to_string(d.remaining()) +
+                      " bytes");
+  v.lost_unknown = unknown == 1;
+  v.lost.reserve(n);
+  for (uint32_t i = 0; i < n; ++i) v.lost.push_back(d.U64());
+  AGILE_RETURN_IF_ERROR(d.Finish("RECLAIM reply"));
+  return v;
+}
+
 Result<GetReplyView> DecodeGetReply(const ResponseView& r, uint32_t expected_count) {
   AGILE_RETURN_IF_ERROR(ExpectBody(r, "GET reply"));
   Decoder d(r.body, r.body_len);
@@ -450,6 +497,7 @@ uint16_t StatusToWire(Code c) {
     case Code::kResourceExhausted: return 7;
     case Code::kUnsupported: return 8;
     case Code::kInternal: return 9;
+    case Code::kNoSpace: return 10;
   }
   return 9;
 }
@@ -465,6 +513,7 @@ Code StatusFromWire(uint16_t w) {
     case 6: return Code::kPermissionDenied;
     case 7: return Code::kResourceExhausted;
     case 8: return Code::kUnsupported;
+    case 10: return Code::kNoSpace;
     default: return Code::kInternal;
   }
 }

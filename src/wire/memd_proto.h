@@ -29,7 +29,9 @@ namespace agile::memd {
 constexpr uint32_t kMagic = 0x444d4741;  // the bytes "AGMD" on the wire
 // 2: XXH3 frame checksum (was XXH32). 3: 128-bit token secrets; a host's
 // identity is its TLS certificate's name when the server requires TLS.
-constexpr uint16_t kVersion = 3;
+// 4: RECLAIM (an owner re-attaches after a restart and learns lost pages),
+// status no-space (the data directory's disk is full).
+constexpr uint16_t kVersion = 4;
 using agile::kPageSize;  // base/page.h; memd::kPageSize for callers outside agile::memd
 constexpr uint32_t kMaxBatchPages = 256;     // pages or indexes per PUT/GET/DELETE
 constexpr size_t kMaxIdLen = 128;            // vm ids and host ids
@@ -49,6 +51,7 @@ enum class MsgType : uint16_t {
   kTransfer = 6,
   kRelease = 7,
   kStat = 8,
+  kReclaim = 9,
 };
 constexpr uint16_t kResponseFlag = 0x8000;
 // The server's last frame before it closes a connection that sent a malformed
@@ -116,9 +119,13 @@ struct ReleaseRequest {
   OwnerToken token;
 };
 struct StatRequest {};
+struct ReclaimRequest {
+  std::string vm;
+  OwnerToken token;
+};
 
 using RequestBody = std::variant<HelloRequest, ClaimRequest, PutRequest, GetRequest, DeleteRequest,
-                                 TransferRequest, ReleaseRequest, StatRequest>;
+                                 TransferRequest, ReleaseRequest, StatRequest, ReclaimRequest>;
 struct Request {
   uint64_t id = 0;
   RequestBody body;
@@ -137,6 +144,7 @@ void AppendTransfer(std::vector<uint8_t>* out, uint64_t id, std::string_view vm,
                     std::string_view new_host);
 void AppendRelease(std::vector<uint8_t>* out, uint64_t id, std::string_view vm, OwnerToken token);
 void AppendStat(std::vector<uint8_t>* out, uint64_t id);
+void AppendReclaim(std::vector<uint8_t>* out, uint64_t id, std::string_view vm, OwnerToken token);
 
 // Decodes a verified frame's payload. kCorruption for an unknown type, a
 // truncated or oversize field, a page count over kMaxBatchPages or not
@@ -166,6 +174,17 @@ struct StatReply {
   std::vector<std::pair<std::string, uint64_t>> counters;  // name -> value
 };
 
+// RECLAIM's answer: the pages of the namespace that the store lost (a
+// journal record it could not read back) and has not been given again since.
+// lost_unknown: the store lost records it could not even attribute to a page
+// (a damaged journal beyond repair): treat every page it holds as suspect.
+struct ReclaimReply {
+  uint64_t pages = 0;  // pages the namespace holds
+  bool lost_unknown = false;
+  std::vector<uint64_t> lost;  // ascending; at most kMaxReclaimLost
+};
+constexpr uint32_t kMaxReclaimLost = 100000;
+
 // wire::FrameBuilder for this protocol's magic and version.
 class FrameBuilder : public wire::FrameBuilder {
  public:
@@ -181,6 +200,7 @@ void AppendTokenReply(std::vector<uint8_t>* out, MsgType t, uint64_t id, OwnerTo
 // PUT (pages stored), DELETE (pages deleted), RELEASE (pages freed).
 void AppendCountReply(std::vector<uint8_t>* out, MsgType t, uint64_t id, uint64_t count);
 void AppendStatReply(std::vector<uint8_t>* out, uint64_t id, const StatReply& r);
+void AppendReclaimReply(std::vector<uint8_t>* out, uint64_t id, const ReclaimReply& r);
 
 // Builds a GET reply in place so pages are copied once, from the store into
 // the frame: reserve room for every page, let the store fill the presence
@@ -222,6 +242,7 @@ Result<HelloReply> DecodeHelloReply(const ResponseView& r);
 Result<OwnerToken> DecodeTokenReply(const ResponseView& r);
 Result<uint64_t> DecodeCountReply(const ResponseView& r);
 Result<StatReply> DecodeStatReply(const ResponseView& r);
+Result<ReclaimReply> DecodeReclaimReply(const ResponseView& r);
 Result<GetReplyView> DecodeGetReply(const ResponseView& r, uint32_t expected_count);
 
 // Wire status codes are their own table, so reordering Code cannot change

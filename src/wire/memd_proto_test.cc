@@ -188,9 +188,34 @@ TEST(MemdProto, GetReplyFailBecomesErrorResponse) {
 TEST(MemdProto, EveryStatusCodeSurvivesTheWire) {
   for (Code c : {Code::kOk, Code::kInvalidArgument, Code::kNotFound, Code::kAlreadyExists, Code::kUnavailable,
                  Code::kCorruption, Code::kPermissionDenied, Code::kResourceExhausted, Code::kUnsupported,
-                 Code::kInternal})
+                 Code::kInternal, Code::kNoSpace})
     EXPECT_EQ(StatusFromWire(StatusToWire(c)), c);
+  EXPECT_EQ(StatusToWire(Code::kNoSpace), 10);
   EXPECT_EQ(StatusFromWire(999), Code::kInternal);
+}
+
+TEST(MemdProto, ReclaimRoundTrip) {
+  std::vector<uint8_t> f;
+  AppendReclaim(&f, 9, "vm-1", OwnerToken{2, 3, 4});
+  auto h = wire::DecodeFrameHeader(f.data(), kMagic, kVersion, kMaxPayload);
+  ASSERT_TRUE(h.ok());
+  auto req = DecodeRequest(h->type, f.data() + wire::kFrameHeaderSize, h->length);
+  ASSERT_TRUE(req.ok()) << req.status().ToString();
+  const auto& r = std::get<ReclaimRequest>(req->body);
+  EXPECT_EQ(r.vm, "vm-1");
+  EXPECT_EQ(r.token, (OwnerToken{2, 3, 4}));
+
+  std::vector<uint8_t> out;
+  AppendReclaimReply(&out, 9, ReclaimReply{100, false, {3, 17, 99}});
+  auto rh = wire::DecodeFrameHeader(out.data(), kMagic, kVersion, kMaxPayload);
+  ASSERT_TRUE(rh.ok());
+  auto resp = DecodeResponse(rh->type, out.data() + wire::kFrameHeaderSize, rh->length);
+  ASSERT_TRUE(resp.ok());
+  auto rep = DecodeReclaimReply(*resp);
+  ASSERT_TRUE(rep.ok()) << rep.status().ToString();
+  EXPECT_EQ(rep->pages, 100u);
+  EXPECT_FALSE(rep->lost_unknown);
+  EXPECT_EQ(rep->lost, (std::vector<uint64_t>{3, 17, 99}));
 }
 
 // ---- Malformed requests: each is kCorruption, never a crash ----------------
@@ -222,7 +247,7 @@ void ExpectCorrupt(uint16_t type, const std::vector<uint8_t>& payload, const std
 TEST(MemdProto, RejectsUnknownType) {
   std::vector<uint8_t> p(8, 0);
   ExpectCorrupt(0, p, "unknown request type");
-  ExpectCorrupt(9, p, "unknown request type");
+  ExpectCorrupt(10, p, "unknown request type");
   ExpectCorrupt(ResponseType(MsgType::kPut), p, "unknown request type");
 }
 
