@@ -24,6 +24,8 @@ enum class Code {
   kInternal,
   kNoSpace,          // the disk under a store is full (ENOSPC, EDQUOT)
 };
+// The last code: loops over every code (e.g. parsing a CodeName) end here.
+inline constexpr Code kLastCode = Code::kNoSpace;
 
 const char* CodeName(Code c);
 

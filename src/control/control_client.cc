@@ -7,7 +7,7 @@ namespace agile::control {
 using nlohmann::json;
 
 Code CodeFromName(const std::string& name) {
-  for (int c = 0; c <= static_cast<int>(Code::kInternal); ++c)
+  for (int c = 0; c <= static_cast<int>(kLastCode); ++c)
     if (name == CodeName(static_cast<Code>(c))) return static_cast<Code>(c);
   return Code::kInternal;
 }
