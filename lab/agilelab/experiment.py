@@ -306,6 +306,15 @@ def options(argv):
     ap.add_argument("--repeat", type=int, help="runs per mode, interleaved across modes (default 3; 1 with --short); "
                     "tables give the median and min-max, plots the median with min-max error bars")
     ap.add_argument("--no-plots", action="store_true")
+    g = ap.add_argument_group("--app redis: a real application (lab/agilelab/app.py; lab/README.md)")
+    g.add_argument("--app", choices=["redis"], help="migrate a redis VM driven by agile-loadgen from the client "
+                   "host and report what the client saw (throughput, p99, blackout) instead of memtouch's work")
+    g.add_argument("--redis-keys", type=int, default=50000, help="keys preloaded in the guest and used by the client")
+    g.add_argument("--value-bytes", type=int, default=256)
+    g.add_argument("--connections", type=int, default=4, help="loadgen connections")
+    g.add_argument("--pipeline", type=int, default=4, help="loadgen pipeline depth per connection")
+    g.add_argument("--interval-ms", type=int, default=10, help="loadgen CSV interval: the blackout's resolution")
+    g.add_argument("--after", type=float, default=10, help="seconds of load at least after the migration ends")
     a = ap.parse_args(argv)
     if a.repeat is None:
         a.repeat = 1 if a.short else 3
@@ -317,7 +326,8 @@ def options(argv):
     for k, v in d.items():
         if getattr(a, k) is None:
             setattr(a, k, v)
-    a.out = os.path.abspath(a.out or os.path.join(ROOT, "results", "short" if a.short else "full"))
+    name = ("app-" if a.app else "") + ("short" if a.short else "full")
+    a.out = os.path.abspath(a.out or os.path.join(ROOT, "results", name))
     return a
 
 
@@ -329,6 +339,9 @@ def main(argv=None):
     for m in modes:
         if m not in EXPERIMENT_MODES:
             sys.exit(f"unknown mode {m}")
+    if a.app:
+        from .app import main_app
+        return main_app(a, modes)
     os.makedirs(os.path.join(a.out, "reports"), exist_ok=True)
     r = Run(a)
 
