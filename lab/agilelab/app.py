@@ -73,7 +73,7 @@ class AppRun(Run):
         """agile-loadgen in the client host (namespace + cgroup), spawned directly (no agile-lab exec in
         between) so its clock starts within a fork+exec of our launch time; runs until SIGTERM."""
         a = self.a
-        st = self.agileds.st
+        st = self.lab.require_up()  # fresh: the VM's address was allocated after the lab came up
         h = st["hosts"][CLIENT_HOST]
         ip = st["vms"][MIGRATED_VM]["ip"]
         d = os.path.join(a.out, "loadgen")

@@ -117,7 +117,7 @@ def plot_app(out, s):
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    modes = [m for m, v in s["app"].items() if v.get("runs")]
+    modes = [m for m, v in s["app"].items() if v.get("runs") and v["runs"][0].get("csv")]
     if not modes:
         return False
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 8))
