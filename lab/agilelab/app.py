@@ -142,6 +142,8 @@ class AppRun(Run):
                     "t_migration_start_ms": (t_mig - t_lg) * 1000, "t_migration_end_ms": (t_end - t_lg) * 1000,
                     "load_duration_ms": duration_ms, "reconnects": lg.get("reconnects"),
                     "loadgen_errors": lg.get("errors"), "loadgen_ops": lg.get("ops"),
+                    # loadgen's own longest zero run over the whole load: a cross-check (>= blackout_ms).
+                    "loadgen_longest_zero_run_ms": lg.get("longest_zero_run_ms"),
                     "csv": os.path.relpath(csv_path, a.out)})
         return res
 
