@@ -128,6 +128,9 @@ class AppRun(Run):
             except subprocess.TimeoutExpired:
                 p.kill()
                 out, err = p.communicate()
+        crash = guest_crash(self.lab.require_up(), MIGRATED_VM)
+        if crash:
+            log(f"{mode}: the migrated guest crashed: {crash}")
         lg = parse_summary(out)
         if lg is None:
             raise RuntimeError(f"agile-loadgen gave no summary (rc {p.returncode}): {err.strip()[-400:]}")
@@ -138,7 +141,7 @@ class AppRun(Run):
         duration_ms = int(round(lg["duration_s"] * 1000))
         res.update(migration_figures(rep))
         res.update(app_figures(text, a.interval_ms, duration_ms, (t_mig - t_lg) * 1000, (t_end - t_lg) * 1000))
-        res.update({"ok": bool(rep.get("ok")), "error": rep.get("error"), "report": rep,
+        res.update({"ok": bool(rep.get("ok")), "error": rep.get("error"), "report": rep, "guest_crash": crash,
                     "t_migration_start_ms": (t_mig - t_lg) * 1000, "t_migration_end_ms": (t_end - t_lg) * 1000,
                     "load_duration_ms": duration_ms, "reconnects": lg.get("reconnects"),
                     "loadgen_errors": lg.get("errors"), "loadgen_ops": lg.get("ops"),
@@ -158,6 +161,20 @@ def tail_has(path, text, nbytes=4096):
         return False
 
 
+def guest_crash(st, vm):
+    """The first kernel oops/panic line on the VM's consoles (src, dst), or None: a client that sees no
+    replies after a migration may be looking at a dead guest, and the report says so."""
+    for host in (MIGRATION_SOURCE, MIGRATION_TARGET):
+        try:
+            with open(serial_log(st["hosts"][host], vm), errors="replace") as f:
+                for line in f:
+                    if "Kernel panic" in line or "kernel BUG" in line or "Oops:" in line:
+                        return f"{host}: {line.strip()[:200]}"
+        except OSError:
+            continue
+    return None
+
+
 def parse_summary(out):
     """loadgen's JSON summary: the last line of its stdout that parses."""
     for line in reversed((out or "").splitlines()):
@@ -173,6 +190,7 @@ def fold_app(runs):
     out = {k: spread([r.get(k) for r in runs]) for k in APP_METRICS}
     out["runs"] = [{k: v for k, v in r.items() if k != "report"} for r in runs]
     out["ok_runs"] = sum(1 for r in runs if r.get("ok"))
+    out["guest_crashes"] = sum(1 for r in runs if r.get("guest_crash"))
     out["repeats"] = len(runs)
     out["migration_time_lower_bound_s"] = next((r["migration_time_lower_bound_s"] for r in runs
                                                 if r.get("migration_time_lower_bound_s")), None)

@@ -86,6 +86,11 @@ def write_app_report(out, s, plots=True):
               if m.get("ok_runs", 0) < (m.get("repeats") or 1) and m.get("runs")}
     if failed:
         L += ["Runs not ok (first error): " + "; ".join(f"{k}: {v}" for k, v in failed.items()), ""]
+    crashed = [f"{r.get('timelines')}: {r['guest_crash']}" for m in s["app"].values() for r in m.get("runs", [])
+               if r.get("guest_crash")]
+    if crashed:
+        L += ["**The migrated guest crashed** (kernel oops/panic on its console; the client's figures after it "
+              "measure a dead server): " + "; ".join(crashed), ""]
     L += [RULES]
     if plots and plot_app(out, s):
         L += ["", "![throughput per window and the client's timeline](app.png)"]
