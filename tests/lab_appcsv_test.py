@@ -82,6 +82,14 @@ class AppCsv(unittest.TestCase):
         self.assertEqual(s[-1][:2], (30, 35))
         self.assertAlmostEqual(window_figures(s, (0, 35))["ops_per_s"], 12 * 1000 / 25)
 
+    def test_sigterm_partial_last_row(self):
+        # Seen: stopped at 26010.6 ms, loadgen wrote 26010 for interval 2600 and again for the 0.6 ms tail.
+        text = HEADER + "26000,16,1600,0,7135,0\n26010,0,0,0,0,0\n26010,4,4749,0,20607,0\n"
+        s = slots(parse(text), 10, 26011)
+        self.assertEqual(len(s), 2602)
+        self.assertEqual([x[2]["ops"] for x in s[-3:]], [16, 0, 4])
+        self.assertEqual(s[-1][:2], (26010, 26011))
+
     def test_weighted_percentile(self):
         self.assertEqual(weighted_percentile([(1, 98), (1000, 2)], 0.99), 1000)
         self.assertEqual(weighted_percentile([(1, 99), (1000, 1)], 0.99), 1)

@@ -45,10 +45,14 @@ def slots(rows, interval_ms, duration_ms):
     """[(start_ms, end_ms, row or None)] for every interval of the run, in
     order: interval i ends at min((i + 1) x I, duration); None = missing."""
     by_index = {}
-    for r in rows:
-        i = max(0, (r["t_ms"] - 1) // interval_ms)  # the last row may end early (loadgen's --duration)
-        by_index.setdefault(i, r)
     n = -(-duration_ms // interval_ms)
+    for k, r in enumerate(rows):
+        i = max(0, (r["t_ms"] - 1) // interval_ms)
+        if i in by_index and k == len(rows) - 1:
+            # loadgen's last row, stopped by SIGTERM just past an interval's end, is a partial interval whose
+            # t_ms (floored to the ms) can equal the previous row's: it is the run's last interval.
+            i = n - 1
+        by_index.setdefault(i, r)
     return [(i * interval_ms, min((i + 1) * interval_ms, duration_ms), by_index.get(i)) for i in range(n)]
 
 
