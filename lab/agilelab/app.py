@@ -162,14 +162,18 @@ def tail_has(path, text, nbytes=4096):
 
 
 def guest_crash(st, vm):
+    return crash_in({f"{h} console": serial_log(st["hosts"][h], vm) for h in (MIGRATION_SOURCE, MIGRATION_TARGET)})
+
+
+def crash_in(paths):
     """The first kernel oops/panic line on the VM's consoles (src, dst), or None: a client that sees no
     replies after a migration may be looking at a dead guest, and the report says so."""
-    for host in (MIGRATION_SOURCE, MIGRATION_TARGET):
+    for label, path in paths.items():
         try:
-            with open(serial_log(st["hosts"][host], vm), errors="replace") as f:
+            with open(path, errors="replace") as f:
                 for line in f:
                     if "Kernel panic" in line or "kernel BUG" in line or "Oops:" in line:
-                        return f"{host}: {line.strip()[:200]}"
+                        return f"{label}: {line.strip()[:200]}"
         except OSError:
             continue
     return None
@@ -195,6 +199,33 @@ def fold_app(runs):
     out["migration_time_lower_bound_s"] = next((r["migration_time_lower_bound_s"] for r in runs
                                                 if r.get("migration_time_lower_bound_s")), None)
     return out
+
+
+def reanalyze(a):
+    """--reanalyze: the figures again from a finished run's own files (reports/<run>.json with the lab's
+    times, loadgen/<run>.{csv,json}, logs/<run>/ consoles), summary.json and report.md rewritten; for an
+    analysis fixed after the VMs ran. The stamp is the run's, with `reanalyzed` added."""
+    with open(os.path.join(a.out, "summary.json")) as f:
+        summary = json.load(f)
+    runs = {}
+    for tag in summary["run_order"]:
+        with open(os.path.join(a.out, "reports", f"{tag}.json")) as f:
+            res = json.load(f)
+        if res.get("csv"):
+            with open(os.path.join(a.out, res["csv"])) as f:
+                text = f.read()
+            res.update(app_figures(text, summary["config"]["interval_ms"], res["load_duration_ms"],
+                                   res["t_migration_start_ms"], res["t_migration_end_ms"]))
+            res["guest_crash"] = crash_in({f"logs/{tag}/{h}/vms/{MIGRATED_VM}/serial.log":
+                                           os.path.join(a.out, "logs", tag, h, "vms", MIGRATED_VM, "serial.log")
+                                           for h in (MIGRATION_SOURCE, MIGRATION_TARGET)})
+        runs.setdefault(res["mode"], []).append(res)
+    summary["app"] = {mode: fold_app(rs) for mode, rs in runs.items()}
+    summary["stamp"]["reanalyzed"] = stamp()["date"]
+    with open(os.path.join(a.out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    print(write_app_report(a.out, summary, plots=not a.no_plots))
+    return 0
 
 
 def main_app(a, modes):

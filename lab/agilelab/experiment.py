@@ -315,6 +315,8 @@ def options(argv):
     g.add_argument("--pipeline", type=int, default=4, help="loadgen pipeline depth per connection")
     g.add_argument("--interval-ms", type=int, default=10, help="loadgen CSV interval: the blackout's resolution")
     g.add_argument("--after", type=float, default=10, help="seconds of load at least after the migration ends")
+    g.add_argument("--reanalyze", action="store_true", help="recompute the figures of the finished --app run in "
+                   "--out from its own files (no lab, no VMs) and rewrite summary.json and report.md")
     a = ap.parse_args(argv)
     if a.repeat is None:
         a.repeat = 1 if a.short else 3
@@ -333,6 +335,9 @@ def options(argv):
 
 def main(argv=None):
     a = options(sys.argv[1:] if argv is None else argv)
+    if getattr(a, "reanalyze", False):
+        from .app import reanalyze
+        return reanalyze(a)
     if os.geteuid() != 0:
         sys.exit("agile-lab experiment: needs root")
     modes = [m for m in a.modes.split(",") if m]
