@@ -73,6 +73,8 @@ def write_app_report(out, s, plots=True):
     n_rep = s.get("repeat") or 1
     L = ["# Redis under migration: what the client sees", ""]
     L += stamp_lines(s.get("stamp"))
+    if (s.get("stamp") or {}).get("reanalyzed"):
+        L += [f"Figures recomputed from the run's own files (`--reanalyze`) on {s['stamp']['reanalyzed']}.", ""]
     L += [f"{s.get('wall_s', 0):.0f} s wall; {n_rep} run{'s' if n_rep > 1 else ''} per mode, in the order "
           f"{', '.join(s.get('run_order') or [])}.", "",
           f"Setup: src RAM {c['host_mem']} (memory cgroup) + {c['swap']} swap, links {c['bandwidth']}; VMs of "
