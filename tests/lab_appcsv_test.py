@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """lab/agilelab/appcsv.py on synthetic loadgen CSV with known answers: the
 windows, the blackout (zeros count, missing intervals do not), throughput
-that leaves missing intervals out, the ops-weighted p99. ctest: lab_appcsv."""
+that leaves missing intervals out, the ops-weighted p99, loadgen's SIGTERM-partial last
+row, and the guest-crash scan of the consoles. ctest: lab_appcsv."""
 import os
 import sys
 import unittest
@@ -94,6 +95,20 @@ class AppCsv(unittest.TestCase):
         self.assertEqual(weighted_percentile([(1, 98), (1000, 2)], 0.99), 1000)
         self.assertEqual(weighted_percentile([(1, 99), (1000, 1)], 0.99), 1)
         self.assertEqual(weighted_percentile([(5, 0)], 0.99), None)
+
+
+class GuestCrash(unittest.TestCase):
+    def test_crash_found_on_either_console(self):
+        import tempfile
+        from agilelab.app import crash_in
+        with tempfile.TemporaryDirectory() as d:
+            ok, bad = os.path.join(d, "src.log"), os.path.join(d, "dst.log")
+            with open(ok, "w") as f:
+                f.write("redis: ok keys=50000 used_memory=1 clients=5 cmds=1 ops_per_sec=1\n")
+            self.assertIsNone(crash_in({"src": ok, "gone": os.path.join(d, "missing.log")}))
+            with open(bad, "w") as f:
+                f.write("[   36.13] list_add corruption.\n[   36.14] kernel BUG at lib/list_debug.c:30!\n")
+            self.assertEqual(crash_in({"src": ok, "dst": bad}), "dst: [   36.14] kernel BUG at lib/list_debug.c:30!")
 
 
 if __name__ == "__main__":
