@@ -23,6 +23,8 @@ median (min..max), summary.png the median with min-max error bars, the timeline 
 Output (--out): summary.json (stamp: git commit, kernel, QEMU, CPU, date, command; per mode the raw `runs`,
 `metrics` {name: {median, min, max, n}}, and each metric's median under its own name), report.md,
 timelines/*.csv, reports/*.json (run k > 1 of a mode: <mode>_r<k>), PNG plots.
+--app redis: the migrated VM runs redis driven by agile-loadgen from the client host; figures from the
+client's CSV (lab/agilelab/app.py, appcsv.py; lab/README.md, "A real application").
 Needs root; uses its own lab prefix (default exp) and always takes it down.
 """
 import argparse
@@ -306,6 +308,17 @@ def options(argv):
     ap.add_argument("--repeat", type=int, help="runs per mode, interleaved across modes (default 3; 1 with --short); "
                     "tables give the median and min-max, plots the median with min-max error bars")
     ap.add_argument("--no-plots", action="store_true")
+    g = ap.add_argument_group("--app redis: a real application (lab/agilelab/app.py; lab/README.md)")
+    g.add_argument("--app", choices=["redis"], help="migrate a redis VM driven by agile-loadgen from the client "
+                   "host and report what the client saw (throughput, p99, blackout) instead of memtouch's work")
+    g.add_argument("--redis-keys", type=int, default=50000, help="keys preloaded in the guest and used by the client")
+    g.add_argument("--value-bytes", type=int, default=256)
+    g.add_argument("--connections", type=int, default=4, help="loadgen connections")
+    g.add_argument("--pipeline", type=int, default=4, help="loadgen pipeline depth per connection")
+    g.add_argument("--interval-ms", type=int, default=10, help="loadgen CSV interval: the blackout's resolution")
+    g.add_argument("--after", type=float, default=10, help="seconds of load at least after the migration ends")
+    g.add_argument("--reanalyze", action="store_true", help="recompute the figures of the finished --app run in "
+                   "--out from its own files (no lab, no VMs) and rewrite summary.json and report.md")
     a = ap.parse_args(argv)
     if a.repeat is None:
         a.repeat = 1 if a.short else 3
@@ -317,18 +330,25 @@ def options(argv):
     for k, v in d.items():
         if getattr(a, k) is None:
             setattr(a, k, v)
-    a.out = os.path.abspath(a.out or os.path.join(ROOT, "results", "short" if a.short else "full"))
+    name = ("app-" if a.app else "") + ("short" if a.short else "full")
+    a.out = os.path.abspath(a.out or os.path.join(ROOT, "results", name))
     return a
 
 
 def main(argv=None):
     a = options(sys.argv[1:] if argv is None else argv)
+    if getattr(a, "reanalyze", False):
+        from .app import reanalyze
+        return reanalyze(a)
     if os.geteuid() != 0:
         sys.exit("agile-lab experiment: needs root")
     modes = [m for m in a.modes.split(",") if m]
     for m in modes:
         if m not in EXPERIMENT_MODES:
             sys.exit(f"unknown mode {m}")
+    if a.app:
+        from .app import main_app
+        return main_app(a, modes)
     os.makedirs(os.path.join(a.out, "reports"), exist_ok=True)
     r = Run(a)
 
