@@ -212,6 +212,12 @@ control::Reply Api::Handle(const std::string& op, const json& args, const std::f
       !(args["qemu_args"].is_array() && args["qemu_args"].empty()))
     return PermissionDenied("qemu_args (raw QEMU arguments) are accepted only on the local unix socket, not from " +
                             caller.Describe());
+  // Disks are host files and tap/bridge NICs host interfaces: a disk could
+  // name any file agiled (root) can read, so they are root's too.
+  for (const char* key : {"disks", "nics"})
+    if (!caller.local && args.is_object() && args.contains(key) && !(args[key].is_array() && args[key].empty()))
+      return PermissionDenied(std::string(key) + " (host files and interfaces) are accepted only on the local unix socket, not from " +
+                              caller.Describe());
   if (op == "vm.migrate" || op == "vm.migrate_status") {
     AGILE_ASSIGN_OR_RETURN(std::string name, NameArg(args));
     if (op == "vm.migrate_status") {

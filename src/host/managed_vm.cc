@@ -53,11 +53,9 @@ ManagedVm::ManagedVm(qemu::VmSpec spec, const HostConfig& host) : spec_(std::mov
 }
 
 Result<std::unique_ptr<ManagedVm>> ManagedVm::Launch(const qemu::VmSpec& spec, const HostConfig& host,
-                                                   bool incoming, const std::string& store_vm_id,
-                                                   std::vector<std::string> disk_paths) {
+                                                   bool incoming, const std::string& store_vm_id) {
   AGILE_RETURN_IF_ERROR(spec.Validate());
   std::unique_ptr<ManagedVm> vm(new ManagedVm(spec, host));
-  vm->disk_paths_ = std::move(disk_paths);
   Status st = vm->Start(incoming, store_vm_id);
   if (!st.ok()) {
     vm->Cleanup();
@@ -91,7 +89,6 @@ Status ManagedVm::Start(bool incoming, const std::string& store_vm_id) {
   paths.sandbox = host_.qemu_sandbox;
   paths.run_as = host_.qemu_run_as;
   paths.kvm_usable = qemu::KvmUsable();
-  paths.disk_paths = disk_paths_;
   AGILE_ASSIGN_OR_RETURN(std::string accel, qemu::ResolveAccel(spec_.accel, paths.kvm_usable));
   SpawnOptions opts;
   opts.argv = qemu::QemuArgv(spec_, paths, incoming);
@@ -103,11 +100,9 @@ Status ManagedVm::Start(bool incoming, const std::string& store_vm_id) {
   if (spec_.boot == "kernel") needed.insert(needed.end(), {host_.kernel, host_.initrd});
   for (const auto& f : needed)
     if (!fs::exists(f)) return NotFound("missing " + f + " (run `make` to build the shim and guest image)");
-  for (size_t i = 0; i < spec_.disks.size(); ++i) {
-    const std::string& path = i < disk_paths_.size() ? disk_paths_[i] : spec_.disks[i].path;
-    if (!fs::exists(path)) return NotFound("disk " + path + " does not exist on this host" +
-                                           (incoming ? " (shared storage expected; or migrate with --copy-storage)" : ""));
-  }
+  for (const auto& d : spec_.disks)
+    if (!fs::exists(d.path)) return NotFound("disk " + d.path + " does not exist on this host" +
+                                             (incoming ? " (a migration without --copy-storage needs shared storage)" : ""));
   if (spec_.firmware == "ovmf" && !fs::exists(qemu::kOvmfPath))
     return NotFound(std::string("--firmware ovmf: ") + qemu::kOvmfPath + " missing (install the ovmf package)");
   spdlog::info("vm {}: starting {}QEMU ({} MiB, {} vCPUs, {}, boot {}, {} disks, workload {}){}", spec_.name,

@@ -36,11 +36,8 @@ class ManagedVm : public migrate::MigratingVm {
   // incoming: QEMU waits for a migration (-incoming defer) and every guest
   // page starts kRemote (at the migration source) until placed; store_vm_id
   // then names the swap-store namespace the VM's cold pages already live in.
-  // disk_paths: where this host opens each of spec.disks (a --copy-storage
-  // destination's local copies); empty means the spec's own paths.
   static Result<std::unique_ptr<ManagedVm>> Launch(const qemu::VmSpec& spec, const HostConfig& host,
-                                                   bool incoming = false, const std::string& store_vm_id = "",
-                                                   std::vector<std::string> disk_paths = {});
+                                                   bool incoming = false, const std::string& store_vm_id = "");
   ~ManagedVm() override;
 
   // Asks QEMU to quit, escalating to SIGTERM/SIGKILL after timeout_ms, then
@@ -100,7 +97,6 @@ class ManagedVm : public migrate::MigratingVm {
   nlohmann::json GuestStatus() const;
 
   qemu::VmSpec spec_;
-  std::vector<std::string> disk_paths_;  // see Launch
   HostConfig host_;
   std::string dir_, ram_dir_, ram_path_, qmp_path_, serial_path_, qemu_log_path_;
   Process qemu_;

@@ -115,6 +115,8 @@ Status Receiver::Hello() {
                        ": both sides must use the same agile-memd");
   if (!spec_.extra_qemu_args.empty() && !peer_.may_pass_qemu_args)
     return PermissionDenied("the VM spec carries raw QEMU arguments, accepted only from an authenticated peer");
+  if ((!spec_.disks.empty() || !spec_.nics.empty()) && !peer_.may_pass_qemu_args)
+    return PermissionDenied("the VM spec names disks or NICs (host files and interfaces), accepted only from an authenticated peer");
   spdlog::info("vm {}: incoming {} migration from {}", spec_.name, wire::MigModeName(hello_.mode), hello_.src_host);
   // The VM keeps its store namespace only in agile mode (ownership moves with
   // it); otherwise the source empties it and the copy here starts afresh.

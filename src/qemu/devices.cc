@@ -127,7 +127,7 @@ Result<NicSpec> ParseNicOption(const std::string& s) {
   return n;
 }
 
-std::vector<std::string> DiskArgs(const std::vector<DiskSpec>& disks, const std::vector<std::string>& disk_paths) {
+std::vector<std::string> DiskArgs(const std::vector<DiskSpec>& disks) {
   std::vector<std::string> a;
   bool scsi = false;
   for (const auto& d : disks) scsi |= d.bus == "virtio-scsi";
@@ -137,7 +137,7 @@ std::vector<std::string> DiskArgs(const std::vector<DiskSpec>& disks, const std:
     CacheMode c = CacheOf(d.cache);
     // JSON -blockdev: the path needs no escaping of QEMU's ',' syntax.
     nlohmann::json file = {{"driver", "file"},
-                           {"filename", i < disk_paths.size() ? disk_paths[i] : d.path},
+                           {"filename", d.path},
                            {"cache", {{"direct", c.direct}, {"no-flush", c.no_flush}}}};
     nlohmann::json node = {{"driver", d.format}, {"node-name", DiskNodeName(i)}, {"file", file},
                            {"cache", {{"direct", c.direct}, {"no-flush", c.no_flush}}}};

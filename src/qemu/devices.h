@@ -42,10 +42,8 @@ Result<NicSpec> ParseNicOption(const std::string& s);
 
 // QEMU arguments for the disks (node names disk0.., the first disk boots
 // first) and NICs (net0.., MACs derived from the VM name so a migration's
-// destination presents the same ones). `disk_paths`, when not empty,
-// replaces each disk's path (a --copy-storage destination's local copies).
-std::vector<std::string> DiskArgs(const std::vector<DiskSpec>& disks,
-                                  const std::vector<std::string>& disk_paths = {});
+// destination presents the same ones).
+std::vector<std::string> DiskArgs(const std::vector<DiskSpec>& disks);
 std::vector<std::string> NicArgs(const std::string& vm_name, const std::vector<NicSpec>& nics);
 
 // The QEMU node name of disk i ("disk0", ...): what blockdev-mirror and the

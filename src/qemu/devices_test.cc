@@ -58,9 +58,6 @@ TEST(DevicesTest, DiskArgsAreJsonBlockdevsWithBootOrder) {
   EXPECT_EQ(n1["driver"], "raw");
   EXPECT_EQ(n1["cache"]["direct"], false);
   EXPECT_EQ(args[9], "scsi-hd,bus=scsi0.0,id=disk1-dev,drive=disk1,bootindex=2,write-cache=off");
-  // A --copy-storage destination opens its own copies.
-  args = DiskArgs({a}, {"/local/copy.qcow2"});
-  EXPECT_EQ(nlohmann::json::parse(args[1])["file"]["filename"], "/local/copy.qcow2");
 }
 
 TEST(DevicesTest, NicMacsAreStablePerVmAndDistinctPerNic) {

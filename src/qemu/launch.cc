@@ -206,7 +206,7 @@ std::vector<std::string> QemuArgv(const VmSpec& spec, const LaunchPaths& p, bool
     if (spec.firmware == "ovmf") a.insert(a.end(), {"-bios", kOvmfPath});
     for (const auto& c : GuestCredentials(spec)) a.insert(a.end(), {"-smbios", "type=11,value=" + c});
   }
-  for (auto& x : DiskArgs(spec.disks, p.disk_paths)) a.push_back(std::move(x));
+  for (auto& x : DiskArgs(spec.disks)) a.push_back(std::move(x));
   for (auto& x : NicArgs(spec.name, spec.nics)) a.push_back(std::move(x));
   std::vector<std::string> rest = {
       "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",

@@ -57,9 +57,6 @@ struct LaunchPaths {
   // -runas: the user QEMU drops to once its files are open; empty keeps root
   // (docs/security.md says why that is the default).
   std::string run_as;
-  // Where this host opens each disk; empty: the spec's paths (shared
-  // storage). A --copy-storage destination's local copies go here.
-  std::vector<std::string> disk_paths;
   // Whether /dev/kvm is usable here (KvmUsable()); decides --accel auto.
   bool kvm_usable = false;
 };
