@@ -475,7 +475,7 @@ int Run(int argc, char** argv) {
   std::string to, mode = "agile", bandwidth;
   uint64_t max_downtime = 300;
   uint32_t max_rounds = 30;
-  bool cancel = false, no_tail = false, detach = false;
+  bool cancel = false, no_tail = false, detach = false, copy_storage = false;
   mig->add_option("name", name, "VM name");
   mig->add_option("--to", to, "Destination agiled HOST:PORT (its --listen address)");
   mig->add_option("--mode", mode,
@@ -491,6 +491,9 @@ int Run(int argc, char** argv) {
   mig->add_flag("--no-tail", no_tail,
                 "agile: when pre-copy cannot meet --max-downtime, stop the VM for the dirty rest instead of "
                 "post-copying it from the source (nothing then depends on the source after switchover)");
+  mig->add_flag("--copy-storage", copy_storage,
+                "Mirror the VM's disks to the destination (QEMU blockdev-mirror to its NBD export) instead of "
+                "expecting it to open the same images; agile, precopy and postcopy modes");
   mig->add_flag("--cancel", cancel, "Cancel the running migration of NAME (safe before switchover)");
   mig->add_flag("--detach", detach,
                 "Return once the migration has started; it runs on in agiled (agilectl migrate status NAME). "
@@ -654,6 +657,7 @@ int Run(int argc, char** argv) {
       args = {{"name", name}, {"to", to}, {"mode", mode}, {"max_downtime_ms", max_downtime},
               {"bandwidth", bw},  {"max_rounds", max_rounds}, {"postcopy_tail", !no_tail}};
       if (detach) args["detach"] = true;
+      if (copy_storage) args["copy_storage"] = true;
     }
   } else if (info->parsed()) {
     op = "host.info";

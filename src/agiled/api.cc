@@ -131,6 +131,9 @@ control::Reply Api::Migrate(const std::shared_ptr<ManagedVm>& vm, const json& ar
   if (args.contains("postcopy_tail") && !args["postcopy_tail"].is_boolean())
     return InvalidArgument("postcopy_tail must be true or false");
   o.postcopy_tail = args.value("postcopy_tail", true);
+  if (args.contains("copy_storage") && !args["copy_storage"].is_boolean())
+    return InvalidArgument("copy_storage must be true or false");
+  o.copy_storage = args.value("copy_storage", false);
   if (args.contains("detach") && !args["detach"].is_boolean()) return InvalidArgument("detach must be true or false");
   const bool detach = args.value("detach", false);
   const std::string name = vm->spec().name;

@@ -145,5 +145,81 @@ TEST_F(DiskVmTest, DiskVmMigratesInAgileModeWithSharedStorage) {
   ASSERT_TRUE(b_->Call("vm.stop", {{"name", "d2"}}).ok());
 }
 
+// --copy-storage: the destination gets its own copy of the disk, mirrored by
+// the source's QEMU into the incoming QEMU's NBD export while diskverify keeps
+// writing; at the destination every file still reads back (O_DIRECT) with the
+// checksum the guest remembers.
+TEST_F(DiskVmTest, DiskVmMigratesWithCopyStorage) {
+  StartB();
+  json args = VmArgs("d3", 1024, "diskverify",
+                     {{"files", "8"}, {"file_kib", "256"}, {"interval_ms", "500"}, {"mem_mib", "128"}});
+  std::string src_disk = Overlay("d3");
+  args["disks"] = json::array({{{"path", src_disk}}});
+  auto r = a_->Call("vm.start", args);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  WaitForGuest(*a_, "d3", "diskverify", "round");
+  uint64_t round0 = Stat(*a_, "d3")["guest"].value("round", 0ull);
+
+  auto m = a_->Call("vm.migrate", {{"name", "d3"}, {"to", Addr(port_b_)}, {"mode", "agile"}, {"copy_storage", true}});
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  ASSERT_TRUE((*m)["ok"].get<bool>()) << m->dump();
+  EXPECT_GT((*m).value("disk-transferred", 0ull), 100ull << 20) << "the mirror copied less than the image holds";
+
+  json s = Stat(*b_, "d3");
+  std::string dst_disk = s["spec"]["disks"][0].value("path", "");
+  EXPECT_EQ(dst_disk.rfind(b_->state_dir() + "/disks/d3/", 0), 0u) << dst_disk;
+  EXPECT_NE(dst_disk, src_disk);
+  ASSERT_TRUE(WaitFor(120, [&] {
+    json g = Stat(*b_, "d3")["guest"];
+    return g.value("workload", "") == "diskverify" && g.value("round", 0ull) > round0 + 5;
+  })) << "diskverify stalled after the migration; console:\n" << Console(*b_, "d3");
+  std::string console = Console(*b_, "d3");
+  EXPECT_EQ(console.find("diskverify: BAD"), std::string::npos) << console;
+  EXPECT_EQ(console.find("diskverify: FAIL"), std::string::npos) << console;
+  EXPECT_EQ(console.find("BAD page="), std::string::npos) << console;
+  EXPECT_EQ(Stat(*b_, "d3")["guest"]["errors"], 0);
+  ASSERT_TRUE(b_->Call("vm.stop", {{"name", "d3"}}).ok());
+}
+
+// A --copy-storage migration cancelled while the disk is being mirrored: the
+// source VM runs on with its own disk intact, the destination keeps nothing.
+TEST_F(DiskVmTest, CopyStorageCancelledWhileMirroringLeavesTheSourceRunning) {
+  StartB();
+  json args = VmArgs("d4", 1024, "diskverify", {{"files", "4"}, {"file_kib", "256"}, {"interval_ms", "500"}});
+  args["disks"] = json::array({{{"path", Overlay("d4")}}});
+  auto r = a_->Call("vm.start", args);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  WaitForGuest(*a_, "d4", "diskverify", "round");
+
+  auto m = a_->Call("vm.migrate", {{"name", "d4"}, {"to", Addr(port_b_)}, {"mode", "agile"}, {"copy_storage", true},
+                                   {"detach", true}});
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  ASSERT_TRUE(WaitFor(60, [&] {
+    auto st = a_->Call("vm.migrate_status", {{"name", "d4"}});
+    return st.ok() && st->value("phase", "") == "storage" && st->value("disk-transferred", 0ull) > 0;
+  })) << "never saw the disk being mirrored";
+  ASSERT_TRUE(a_->Call("vm.migrate_cancel", {{"name", "d4"}}).ok());
+  json report;
+  ASSERT_TRUE(WaitFor(60, [&] {
+    auto st = a_->Call("vm.migrate_status", {{"name", "d4"}});
+    if (!st.ok() || st->value("running", true)) return false;
+    report = *st;
+    return true;
+  }));
+  EXPECT_EQ(report.value("status", ""), "cancelled") << report.dump();
+  // The destination dropped the VM and its copy of the disk.
+  EXPECT_TRUE(WaitFor(30, [&] {
+    return b_->Call("vm.stat", {{"name", "d4"}}).status().code() == Code::kNotFound &&
+           !fs::exists(b_->state_dir() + "/disks/d4");
+  })) << "the destination kept the VM or its disk copy";
+  // The source goes on writing and verifying its disk.
+  uint64_t round0 = Stat(*a_, "d4")["guest"].value("round", 0ull);
+  ASSERT_TRUE(WaitFor(60, [&] { return Stat(*a_, "d4")["guest"].value("round", 0ull) > round0 + 3; }))
+      << Console(*a_, "d4");
+  EXPECT_EQ(Stat(*a_, "d4")["guest"]["errors"], 0);
+  EXPECT_EQ(Console(*a_, "d4").find("diskverify: BAD"), std::string::npos);
+  ASSERT_TRUE(a_->Call("vm.stop", {{"name", "d4"}}).ok());
+}
+
 }  // namespace
 }  // namespace agile::testing
