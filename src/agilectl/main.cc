@@ -422,13 +422,13 @@ int Run(int argc, char** argv) {
                     "redis: ip prefix gw port keys value_bytes maxmemory_mib");
   start->add_option("--qemu-arg", qemu_args, "Extra QEMU argument (repeatable), appended verbatim")->allow_extra_args(false);
   std::vector<std::string> disks, nics;
-  std::string accel = "auto", boot, firmware = "bios", spec_file;
+  std::string accel = "tcg", boot, firmware = "bios", spec_file;
   start->add_option("--disk", disks,
                     "Disk image (repeatable; the first boots): PATH[,format=qcow2|raw][,cache=writeback|none|"
                     "writethrough|directsync|unsafe][,bus=virtio-blk|virtio-scsi]")
       ->allow_extra_args(false);
   start->add_option("--nic", nics, "virtio-net NIC (repeatable): user | tap=IF | bridge=BR")->allow_extra_args(false);
-  start->add_option("--accel", accel, "auto (KVM when /dev/kvm is usable, else TCG), kvm or tcg")->capture_default_str();
+  start->add_option("--accel", accel, "tcg, kvm, or auto (KVM when /dev/kvm opens, else TCG)")->capture_default_str();
   start->add_option("--boot", boot, "kernel (agiled's lab kernel+initramfs) or disk (firmware boots the first --disk); "
                                     "default: disk when a --disk is given");
   start->add_option("--firmware", firmware, "bios (SeaBIOS) or ovmf (UEFI; --boot disk)")->capture_default_str();

@@ -92,10 +92,17 @@ TEST(LaunchTest, KernelBootIsTheDefaultAndCarriesNoDisk) {
   EXPECT_TRUE(has("-kernel"));
   EXPECT_FALSE(has("-blockdev"));
   EXPECT_FALSE(has("-smbios"));
-  EXPECT_TRUE(has("tcg"));  // --accel auto without /dev/kvm
-  p.kvm_usable = true;
+  EXPECT_TRUE(has("tcg"));
+  p.kvm_usable = true;  // TCG stays the default even where /dev/kvm opens
   a = QemuArgv(Good(), p, false);
+  EXPECT_TRUE(has("tcg"));
+  VmSpec s = Good();
+  s.accel = "auto";
+  a = QemuArgv(s, p, false);
   EXPECT_TRUE(has("kvm"));
+  p.kvm_usable = false;
+  a = QemuArgv(s, p, false);
+  EXPECT_TRUE(has("tcg"));
 }
 
 TEST(LaunchTest, DiskBootUsesFirmwareSharedRamAndSmbiosCredentials) {
