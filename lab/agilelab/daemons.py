@@ -27,7 +27,9 @@ def make_pki(lab, st):
     """A CA for this lab and a --tls-dir per daemon (docs/security.md): every
     TCP link of the lab (migration, agile-memd) is mutual TLS."""
     pki = os.path.join(lab.dir, "pki")
-    names = [h["agiled_id"] for h in st["hosts"].values() if h["role"] == "vm"] + [MEMD_HOST]
+    # Each certificate also names the address peers dial (clients check it).
+    names = [f'{h["agiled_id"]}={h["ip"]}' for h in st["hosts"].values() if h["role"] == "vm"]
+    names.append(f'{MEMD_HOST}={st["hosts"][MEMD_HOST]["ip"]}')
     run([AGILE_PKI, pki] + names)
     return pki
 

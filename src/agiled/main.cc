@@ -225,6 +225,7 @@ int main(int argc, char** argv) {
         // Without TLS the listener is loopback (or --insecure, whose peers are nobody in particular).
         peer.may_pass_qemu_args = !caller.identity.empty() || caller.local || !cfg.insecure;
         peer.store_addr = cfg.memd_addr;
+        if (cfg.tls) peer.tls_dir = cfg.tls->dir();
         migrate::ReceiveMigration(std::move(conn), &vms, migrate_host, peer);
       });
   control::ListenerOptions local_opts;

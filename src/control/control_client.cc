@@ -1,5 +1,6 @@
 #include "control/control_client.h"
 
+#include "base/json_depth.h"
 #include "base/socket.h"
 
 namespace agile::control {
@@ -31,6 +32,9 @@ Result<json> ControlClient::Call(const std::string& op, const json& args,
   for (;;) {
     auto resp_line = reader_.Next();
     if (!resp_line.ok()) return resp_line.status().Annotate("agiled " + addr_ + " closed the connection");
+    // The server is a peer like any other: a reply nested a million deep
+    // would overflow our stack when copied (base/json_depth.h).
+    if (!JsonDepthWithin(*resp_line)) return Corruption("agiled sent a response nested too deeply");
     resp = json::parse(*resp_line, nullptr, false);
     if (resp.is_discarded() || !resp.is_object()) return Corruption("agiled sent a malformed response");
     if (!resp.contains("progress")) break;

@@ -68,6 +68,8 @@ void CollectMetrics(agile::metrics::Scrape* s, agile::memd::PageStore* store, co
                static_cast<double>(n));
   s->Counter("agile_memd_connections_total", "Connections accepted", {}, static_cast<double>(c.connections.load()));
   s->Gauge("agile_memd_connections", "Connections open", {}, static_cast<double>(c.connections_open.load()));
+  s->Counter("agile_memd_connections_refused_total", "Connections closed at accept: --max-connections were open", {},
+             static_cast<double>(c.connections_refused.load()));
 }
 
 }  // namespace
@@ -87,6 +89,7 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   std::string tls_dir;
   bool insecure = false;
+  memd::MemdServerOptions server_opts;
   app.set_version_flag("--version", std::string("agile-memd ") + service::Version());
   app.set_config("--config", "/etc/agile/agile-memd.conf",
                  "TOML file of flag = value lines, same names as the flags (a missing default file is fine,\n"
@@ -112,6 +115,9 @@ int main(int argc, char** argv) {
                  "require mutual TLS with the credentials in DIR (ca-cert.pem, server-cert.pem, server-key.pem,\n"
                  "client-cert.pem, client-key.pem; scripts/agile-pki; env AGILE_TLS_DIR): a client is then the\n"
                  "host its certificate names");
+  app.add_option("--max-connections", server_opts.max_connections,
+                 "close connections accepted while this many are open (one thread each; default 256)")
+      ->check(CLI::Range(1, 65536));
   app.add_flag("--insecure", insecure,
                "allow --listen off loopback without --tls-dir: clients are whoever they say (a warning per connection)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error (default info)")
@@ -135,7 +141,6 @@ int main(int argc, char** argv) {
   if (!cap.ok()) return Fail(cap.status().Annotate("--capacity"));
   auto addr = ParseHostPort(listen);
   if (!addr.ok()) return Fail(addr.status().Annotate("--listen"));
-  memd::MemdServerOptions server_opts;
   tls_dir = tls::DirFromFlagOrEnv(tls_dir);
   if (!tls_dir.empty()) {
     auto creds = tls::Credentials::Load(tls_dir);

@@ -34,6 +34,42 @@ json QemuModeParameters(wire::MigMode mode) {
   return params;
 }
 
+Status EnableQemuTls(MigratingVm* vm, const std::string& tls_dir, bool server, const std::string& peer) {
+  if (peer.empty()) return InvalidArgument("QEMU migration TLS needs the peer's identity");
+  // A VM migrates at most once at a time, but may migrate again later (or
+  // back): the objects are made once and reused.
+  const std::string creds_id = server ? "agile-mig-tls-server" : "agile-mig-tls-client";
+  auto have = vm->Qmp("qom-list", {{"path", "/objects/" + creds_id}});
+  if (!have.ok()) {
+    AGILE_RETURN_IF_ERROR(vm->Qmp("object-add", {{"qom-type", "tls-creds-x509"},
+                                                 {"id", creds_id},
+                                                 {"dir", tls_dir},
+                                                 {"endpoint", server ? "server" : "client"},
+                                                 {"verify-peer", true}})
+                              .status()
+                              .Annotate("QMP object-add tls-creds-x509"));
+  }
+  json params = {{"tls-creds", creds_id}};
+  if (server) {
+    // QEMU matches the client certificate's distinguished name as GnuTLS
+    // renders it root-first ("O=agile,CN=NAME"; seen with QEMU 7.2), so the
+    // rules admit exactly certificates whose last (common) name is the peer;
+    // the CA is ours, so nobody gets a stranger's names signed.
+    const std::string authz_id = "agile-mig-authz";
+    (void)vm->Qmp("object-del", {{"id", authz_id}});  // absent the first time
+    json rules = json::array({json{{"match", "CN=" + peer}, {"policy", "allow"}, {"format", "exact"}},
+                              json{{"match", "*,CN=" + peer}, {"policy", "allow"}, {"format", "glob"}}});
+    AGILE_RETURN_IF_ERROR(
+        vm->Qmp("object-add", {{"qom-type", "authz-list"}, {"id", authz_id}, {"policy", "deny"}, {"rules", rules}})
+            .status()
+            .Annotate("QMP object-add authz-list"));
+    params["tls-authz"] = authz_id;
+  } else {
+    params["tls-hostname"] = peer;  // the destination's certificate must name it
+  }
+  return vm->Qmp("migrate-set-parameters", params).status().Annotate("QMP migrate-set-parameters (TLS)");
+}
+
 Result<uint16_t> FreePort(const std::string& host) {
   AGILE_ASSIGN_OR_RETURN(UniqueFd fd, TcpListen(HostPort{host, 0}, 1));
   return BoundPort(fd.get());

@@ -21,6 +21,13 @@ nlohmann::json QemuModeCapabilities(wire::MigMode mode);
 nlohmann::json QemuModeParameters(wire::MigMode mode);
 // Streams of a multifd migration (qemu-precopy-tuned): one per core here.
 constexpr int kMultifdChannels = 2;
+// Puts QEMU's own migration stream (device state; all of RAM in the qemu-*
+// modes) under the same mutual TLS as agiled's links: a tls-creds-x509 object
+// over `tls_dir` (the --tls-dir layout is QEMU's), as the server (destination,
+// which verifies the source's client certificate and, through an authz-list,
+// admits only `peer` - the identity agiled's own handshake established) or the
+// client (source, which checks the destination's certificate names `peer`).
+Status EnableQemuTls(MigratingVm* vm, const std::string& tls_dir, bool server, const std::string& peer);
 // Picks a free TCP port on host (bind to 0, close) for QEMU's incoming side.
 Result<uint16_t> FreePort(const std::string& host);
 // Polls query-migrate until "completed" (ok) or "failed"/"cancelled" (error).

@@ -149,6 +149,11 @@ Status Receiver::Hello() {
                                                              : json{{"x-ignore-shared", true}}));
   if (json params = QemuModeParameters(hello_.mode); !params.empty())
     AGILE_RETURN_IF_ERROR(vm_->Qmp("migrate-set-parameters", params).status().Annotate("QMP migrate-set-parameters"));
+  // An authenticated source gets QEMU's incoming stream under TLS as well,
+  // admitting only its certificate (a plain QEMU port would take device
+  // state - code, in effect - from anyone who reached it first).
+  if (!peer_.identity.empty() && !peer_.tls_dir.empty())
+    AGILE_RETURN_IF_ERROR(EnableQemuTls(vm_.get(), peer_.tls_dir, /*server=*/true, peer_.identity));
   AGILE_ASSIGN_OR_RETURN(uint16_t port, FreePort(listen_host_));
   std::string uri = "tcp:" + listen_host_ + ":" + std::to_string(port);
   AGILE_RETURN_IF_ERROR(vm_->Qmp("migrate-incoming", {{"uri", uri}}).status().Annotate("QMP migrate-incoming"));

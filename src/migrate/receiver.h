@@ -15,6 +15,7 @@ struct MigrationPeer {
   std::string identity;          // the source's TLS certificate name; "" on a plain connection
   bool may_pass_qemu_args = false;  // authenticated, or a loopback link: raw QEMU arguments in the spec are accepted
   std::string store_addr;        // our swap store (--memd): the source's must be the same one
+  std::string tls_dir;           // our --tls-dir: with an identity, QEMU's own stream is TLS too
 };
 
 // Blocks until the migration ends (either way). `listen_host` is the address

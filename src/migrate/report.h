@@ -49,6 +49,9 @@ struct Report {
   double dirty_pages_rate = 0; // pages/s the guest dirtied during the last pre-copy round
   uint64_t bytes_sent = 0;     // on the migration connection and QEMU's device-state stream
   uint64_t device_state_bytes = 0;
+  // How QEMU's own stream travelled, as QEMU's migrate parameters said before
+  // it started: "tls" (tls-creds set) or "plain".
+  std::string qemu_stream = "plain";
   uint32_t rounds = 0;
   uint64_t pages_precopied = 0;   // sent before switchover (all rounds)
   uint64_t pages_postcopied = 0;  // pulled from the source after switchover
@@ -80,6 +83,7 @@ struct Report {
         {"switchover-time", switchover_ms},
         {"converged", converged},
         {"device-state-bytes", device_state_bytes},
+        {"qemu-stream", qemu_stream},
         {"pages-precopied", pages_precopied},
         {"pages-postcopied", pages_postcopied},
         {"pages-demand", pages_demand},

@@ -196,6 +196,14 @@ Status Sender::Handshake() {
   nbd_port_ = ack.nbd_port;
   if (opt_.copy_storage && nbd_port_ == 0) return Internal("the destination exported no disks for --copy-storage");
   dest_id_ = ack.dst_host;
+  // QEMU's own stream (device state, or all of RAM in the qemu-* modes) gets
+  // the same mutual TLS as this link, to the host this link authenticated.
+  if (opt_.tls && !dest_cert.empty()) {
+    AGILE_RETURN_IF_ERROR(EnableQemuTls(vm_, opt_.tls->dir(), /*server=*/false, dest_cert));
+    // Reported from QEMU's own view, so a test (or an auditor) sees what QEMU will do.
+    auto p = vm_->Qmp("query-migrate-parameters");
+    if (p.ok() && !p->value("tls-creds", "").empty()) report_.qemu_stream = "tls";
+  }
   report_.setup_time_ms = Ms();
   if (mem_) {
     stream_ = std::make_unique<PageStream>(mem_.get(), store_, ch_.get());

@@ -218,13 +218,18 @@ std::vector<std::string> QemuArgv(const VmSpec& spec, const LaunchPaths& p, bool
     // QEMU's seccomp filter, installed before the machine (and so before the
     // shim registers guest RAM): the shim's userfaultfd, socket, sendmsg,
     // ioctl, madvise and thread creation stay allowed (docs/security.md).
+    // With -runas QEMU itself must setuid/setgid once, late in start-up
+    // (after the filter is in): "deny" kills it with SIGSYS, and so does
+    // "children" on QEMU 7.2 (both seen), so it gets "allow" - harmless once
+    // it has dropped to the unprivileged user, whom the kernel refuses any
+    // way back to root.
     a.push_back("-sandbox");
     // A bridge NIC runs qemu-bridge-helper (fork+exec), which spawn=deny
     // would kill QEMU for.
     bool bridge = false;
     for (const auto& n : spec.nics) bridge |= n.kind == "bridge";
-    a.push_back(std::string("on,obsolete=deny,elevateprivileges=deny,spawn=") + (bridge ? "allow" : "deny") +
-                ",resourcecontrol=deny");
+    a.push_back(std::string("on,obsolete=deny,elevateprivileges=") + (p.run_as.empty() ? "deny" : "allow") +
+                ",spawn=" + (bridge ? "allow" : "deny") + ",resourcecontrol=deny");
   }
   if (!p.run_as.empty()) {
     a.push_back("-runas");

@@ -105,6 +105,12 @@ void MemdServer::AcceptLoop() {
     }
     std::lock_guard lock(mu_);
     if (stopping_) return;
+    if (conns_.size() >= opts_.max_connections) {
+      counters_.connections_refused++;
+      spdlog::warn("{}: {} connections open (--max-connections); refusing another", PeerName(fd->get()),
+                   conns_.size());
+      continue;  // closes it
+    }
     auto c = std::make_unique<Conn>();
     c->fd = std::move(fd).value();
     c->peer = PeerName(c->fd.get());

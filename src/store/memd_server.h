@@ -32,6 +32,10 @@ struct MemdServerOptions {
   std::shared_ptr<const tls::Credentials> tls;
   // Log a warning for each connection (an unauthenticated listener off loopback).
   bool warn_insecure = false;
+  // Open connections (one thread each) beyond this are closed at accept, with
+  // a log line: a peer that opens sockets in a loop costs its own attempts,
+  // not the store's threads. An agiled keeps one or two.
+  size_t max_connections = 256;
 };
 
 class MemdServer {

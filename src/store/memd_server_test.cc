@@ -149,6 +149,30 @@ TEST_F(MemdServerTest, FullStoreOverTheWire) {
   EXPECT_EQ(c->Stat()->pages, 256u);
 }
 
+// A peer that opens connections in a loop gets the ones past the cap closed
+// at once; the clients already in keep working, and a slot freed is reusable.
+TEST_F(MemdServerTest, ConnectionsPastTheCapAreClosedAndTheOthersKeepWorking) {
+  MemdServerOptions so;
+  so.max_connections = 2;
+  auto server = std::move(MemdServer::Start(store_.get(), HostPort{"127.0.0.1", 0}, so)).value();
+  std::string addr = server->address().ToString();
+  auto a = std::move(MemdClient::Connect(addr, "host-a")).value();
+  auto b = std::move(MemdClient::Connect(addr, "host-b")).value();
+  // The third: accepted by the kernel, closed by the server (EOF, no HELLO reply).
+  EXPECT_FALSE(MemdClient::Connect(addr, "host-c").ok());
+  EXPECT_TRUE(a->Stat().ok());
+  EXPECT_TRUE(b->Stat().ok());
+  EXPECT_GE(server->counters().connections_refused.load(), 1u);
+  b.reset();
+  // The server reaps b's thread at its next accept; a retry or two gets in.
+  bool in = false;
+  for (int i = 0; i < 50 && !in; ++i) {
+    in = MemdClient::Connect(addr, "host-c").ok();
+    if (!in) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(in);
+}
+
 // Sends raw bytes; expects a protocol-error frame naming the problem, then EOF.
 void ExpectProtocolError(const std::string& addr, const std::vector<uint8_t>& bytes, const std::string& needle,
                          bool half_close = false) {

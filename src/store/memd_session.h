@@ -29,6 +29,7 @@ struct ServerCounters {
   std::atomic<uint64_t> pages_deleted{0};
   std::atomic<uint64_t> connections{0};
   std::atomic<uint64_t> connections_open{0};
+  std::atomic<uint64_t> connections_refused{0};      // over MemdServerOptions::max_connections
   // Time to handle one request (decode, store, encode; not the network), by
   // MsgType value: samples per bucket of kLatencyBoundsUs, the last above all.
   static constexpr std::array<double, 10> kLatencyBoundsUs = {5, 10, 25, 50, 100, 250, 500, 1000, 5000, 25000};

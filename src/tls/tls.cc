@@ -170,7 +170,12 @@ void RelayDown(std::shared_ptr<Relay> r) {
   r->down_done = true;
 }
 
-Result<Secured> Handshake(int tcp_fd, std::shared_ptr<const Credentials> creds, bool server, int timeout_ms) {
+// expected_host (client only): the name or address the client dialled, which
+// the server's certificate must carry (as a DNS or IP subject alternative
+// name), as any TLS client checks; "" skips the check (callers that dial an
+// fd they did not resolve themselves, and tests).
+Result<Secured> Handshake(int tcp_fd, std::shared_ptr<const Credentials> creds, bool server, int timeout_ms,
+                          const std::string& expected_host = "") {
   if (!creds) return Internal("TLS handshake without credentials");
   auto r = std::make_shared<Relay>();
   r->creds = creds;
@@ -181,8 +186,9 @@ Result<Secured> Handshake(int tcp_fd, std::shared_ptr<const Credentials> creds, 
   gnutls_credentials_set(r->s, GNUTLS_CRD_CERTIFICATE,
                          server ? creds->impl().server : creds->impl().client);
   if (server) gnutls_certificate_server_set_request(r->s, GNUTLS_CERT_REQUIRE);
-  // Verify the peer's chain during the handshake: a bad certificate fails it.
-  gnutls_session_set_verify_cert(r->s, nullptr, 0);
+  // Verify the peer's chain (and, for a client, the server's name) during
+  // the handshake: a bad certificate fails it.
+  gnutls_session_set_verify_cert(r->s, server || expected_host.empty() ? nullptr : expected_host.c_str(), 0);
   gnutls_transport_set_int(r->s, r->tcp.get());
   gnutls_handshake_set_timeout(r->s, static_cast<unsigned>(timeout_ms));
   int rc;
@@ -190,7 +196,21 @@ Result<Secured> Handshake(int tcp_fd, std::shared_ptr<const Credentials> creds, 
     rc = gnutls_handshake(r->s);
   } while (rc < 0 && gnutls_error_is_fatal(rc) == 0);
   if (rc < 0) {
-    if (rc == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR || rc == GNUTLS_E_CERTIFICATE_ERROR ||
+    if (rc == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR) {
+      // Say why (wrong CA, expired, or not for the address dialled).
+      std::string why = gnutls_strerror(rc);
+      gnutls_datum_t out{};
+      if (gnutls_certificate_verification_status_print(gnutls_session_get_verify_cert_status(r->s),
+                                                       GNUTLS_CRT_X509, &out, 0) == 0) {
+        why = std::string(reinterpret_cast<const char*>(out.data), out.size);
+        gnutls_free(out.data);
+      }
+      if (!expected_host.empty() && why.find("name") != std::string::npos)
+        why += " (dialled '" + expected_host + "': the server's certificate must name it; scripts/agile-pki NAME=" +
+               expected_host + " adds it)";
+      return PermissionDenied("TLS handshake: " + why);
+    }
+    if (rc == GNUTLS_E_CERTIFICATE_ERROR ||
         rc == GNUTLS_E_NO_CERTIFICATE_FOUND || rc == GNUTLS_E_CERTIFICATE_REQUIRED)
       return PermissionDenied(std::string("TLS handshake: ") + gnutls_strerror(rc));
     if (rc == GNUTLS_E_WARNING_ALERT_RECEIVED || rc == GNUTLS_E_FATAL_ALERT_RECEIVED)
@@ -217,7 +237,8 @@ Result<std::shared_ptr<const Credentials>> Credentials::Load(const std::string& 
     if (!std::filesystem::exists(dir + "/" + f))
       return NotFound("TLS credentials: missing " + dir + "/" + f + " (make them with scripts/agile-pki)");
   std::shared_ptr<Credentials> c(new Credentials());
-  c->dir_ = dir;
+  // Absolute: QEMU's tls-creds-x509 reads the same folder from its own cwd.
+  c->dir_ = std::filesystem::absolute(dir).lexically_normal().string();
   c->impl_ = std::make_unique<Impl>();
   AGILE_RETURN_IF_ERROR(LoadPair(&c->impl_->server, dir, "server"));
   AGILE_RETURN_IF_ERROR(LoadPair(&c->impl_->client, dir, "client"));
@@ -236,13 +257,14 @@ Result<Secured> ServerHandshake(int tcp_fd, std::shared_ptr<const Credentials> c
   return Handshake(tcp_fd, std::move(creds), /*server=*/true, timeout_ms);
 }
 
-Result<Secured> ClientHandshake(int tcp_fd, std::shared_ptr<const Credentials> creds, int timeout_ms) {
-  return Handshake(tcp_fd, std::move(creds), /*server=*/false, timeout_ms);
+Result<Secured> ClientHandshake(int tcp_fd, std::shared_ptr<const Credentials> creds, int timeout_ms,
+                                const std::string& expected_host) {
+  return Handshake(tcp_fd, std::move(creds), /*server=*/false, timeout_ms, expected_host);
 }
 
 Result<Secured> Connect(const HostPort& hp, std::shared_ptr<const Credentials> creds, int timeout_ms) {
   AGILE_ASSIGN_OR_RETURN(UniqueFd tcp, TcpConnect(hp, timeout_ms));
-  auto s = ClientHandshake(tcp.get(), std::move(creds), timeout_ms < 10000 ? 10000 : timeout_ms);
+  auto s = ClientHandshake(tcp.get(), std::move(creds), timeout_ms < 10000 ? 10000 : timeout_ms, hp.host);
   if (!s.ok()) return s.status().Annotate(hp.ToString());
   return s;
 }

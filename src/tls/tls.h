@@ -65,10 +65,13 @@ struct Secured {
 // peer has no valid certificate; kUnavailable on timeout or a broken link.
 Result<Secured> ServerHandshake(int tcp_fd, std::shared_ptr<const Credentials> creds, int timeout_ms = 10000);
 // Handshakes as the client with this host's client certificate; the
-// server's certificate must be signed by the CA.
-Result<Secured> ClientHandshake(int tcp_fd, std::shared_ptr<const Credentials> creds, int timeout_ms = 10000);
+// server's certificate must be signed by the CA and, unless expected_host is
+// "", name expected_host (the DNS name or IP address dialled) among its
+// subject alternative names - kPermissionDenied otherwise.
+Result<Secured> ClientHandshake(int tcp_fd, std::shared_ptr<const Credentials> creds, int timeout_ms = 10000,
+                                const std::string& expected_host = "");
 
-// TcpConnect + ClientHandshake.
+// TcpConnect + ClientHandshake, expecting the server's certificate to name hp.host.
 Result<Secured> Connect(const HostPort& hp, std::shared_ptr<const Credentials> creds, int timeout_ms = 5000);
 // "unix:PATH"/"/path" connect plainly; HOST:PORT connects with TLS when
 // creds is set, plainly otherwise. peer is "" for plain connections.

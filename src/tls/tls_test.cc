@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <future>
 #include <string>
+#include <tuple>
+#include <vector>
 
 #include "base/io.h"
 #include "base/socket.h"
@@ -19,7 +21,7 @@ class TlsTest : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = new std::string("/tmp/agile-tls-test-" + std::to_string(::getpid()));
     std::string pki = std::string(AGILE_SOURCE_DIR) + "/scripts/agile-pki";
-    ASSERT_EQ(std::system((pki + " " + *dir_ + "/one a b >/dev/null").c_str()), 0);
+    ASSERT_EQ(std::system((pki + " " + *dir_ + "/one a b c=10.9.8.7,c.example >/dev/null").c_str()), 0);
     ASSERT_EQ(std::system((pki + " " + *dir_ + "/two x >/dev/null").c_str()), 0);
   }
   static void TearDownTestSuite() {
@@ -91,6 +93,40 @@ TEST_F(TlsTest, CertificateFromAnotherCaIsRefused) {
   EXPECT_FALSE(client.ok());
   auto srv = server.get();
   EXPECT_FALSE(srv.ok());
+}
+
+// A client checks that the server's certificate names the address it
+// dialled: every agile-pki certificate names localhost and 127.0.0.1, and the
+// extra addresses given after '='; another name is refused before any byte.
+TEST_F(TlsTest, ServerCertificateMustNameTheDialledAddress) {
+  for (const auto& [server_creds, host, ok] :
+       std::vector<std::tuple<std::string, std::string, bool>>{{"one/a", "127.0.0.1", true},
+                                                               {"one/a", "localhost", true},
+                                                               {"one/a", "a", true},
+                                                               {"one/c", "c.example", true},
+                                                               {"one/c", "10.9.8.7", true},
+                                                               {"one/a", "b", false},
+                                                               {"one/a", "10.9.8.7", false}}) {
+    SCOPED_TRACE(server_creds + " dialled as " + host);
+    Listener l;
+    auto server = std::async(std::launch::async, [&]() -> Result<Secured> {
+      AGILE_ASSIGN_OR_RETURN(UniqueFd c, Accept(l.fd.get()));
+      return ServerHandshake(c.get(), Creds(server_creds), 5000);
+    });
+    auto tcp = TcpConnect(l.hp);
+    ASSERT_TRUE(tcp.ok());
+    auto client = ClientHandshake(tcp->get(), Creds("one/b"), 5000, host);
+    if (ok) {
+      EXPECT_TRUE(client.ok()) << client.status().ToString();
+    } else {
+      ASSERT_FALSE(client.ok());
+      EXPECT_EQ(client.status().code(), Code::kPermissionDenied);
+      EXPECT_NE(client.status().ToString().find("dialled '" + host + "'"), std::string::npos)
+          << client.status().ToString();
+    }
+    tcp->Reset();
+    (void)server.get();
+  }
 }
 
 TEST_F(TlsTest, PlainClientIsRefused) {

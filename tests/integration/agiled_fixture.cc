@@ -68,8 +68,10 @@ Result<json> AgiledProcess::Call(const std::string& op, const json& args) {
   return c.Call(op, args);
 }
 
-Result<std::unique_ptr<MemdProcess>> MemdProcess::Start(const std::string& data_dir, uint16_t port) {
+Result<std::unique_ptr<MemdProcess>> MemdProcess::Start(const std::string& data_dir, uint16_t port,
+                                                        const std::vector<std::string>& extra_args) {
   auto m = std::make_unique<MemdProcess>();
+  m->extra_args_ = extra_args;
   m->data_dir_ = data_dir;
   m->port_ = port;
   AGILE_RETURN_IF_ERROR(m->Launch());
@@ -86,6 +88,7 @@ Status MemdProcess::Launch() {
     o.argv.push_back("--data-dir");
     o.argv.push_back(data_dir_);
   }
+  for (const auto& x : extra_args_) o.argv.push_back(x);
   o.stdout_fd = w.get();
   o.stderr_fd = 2;
   o.new_session = false;

@@ -35,7 +35,8 @@ class AgiledProcess {
 // Restart() comes back on the same port and data dir.
 class MemdProcess {
  public:
-  static Result<std::unique_ptr<MemdProcess>> Start(const std::string& data_dir = "", uint16_t port = 0);
+  static Result<std::unique_ptr<MemdProcess>> Start(const std::string& data_dir = "", uint16_t port = 0,
+                                                    const std::vector<std::string>& extra_args = {});
   ~MemdProcess();
   void Kill();
   Status Restart();
@@ -45,6 +46,7 @@ class MemdProcess {
   Status Launch();
   std::string data_dir_;
   uint16_t port_ = 0;
+  std::vector<std::string> extra_args_;
   Process proc_;
 };
 

@@ -2,9 +2,11 @@
 // while most of its memory lives in agile-memd, and survives the store
 // restarting underneath it.
 #include <gtest/gtest.h>
+#include <pwd.h>
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "agiled_fixture.h"
@@ -112,6 +114,50 @@ TEST(OffloadTest, OffloadWithoutStoreOrWithBadTargetIsRefused) {
   EXPECT_EQ(d.Call("vm.offload", {{"name", "v"}, {"resident_bytes", "lots"}}).status().code(), Code::kInvalidArgument);
   EXPECT_EQ(d.Call("vm.offload", {{"name", "v"}, {"resident_bytes", 1ull << 40}}).status().code(),
             Code::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace agile::testing
+
+namespace agile::testing {
+namespace {
+
+// The uid a process runs as, from /proc/PID/status ("Uid: real effective ...").
+long UidOf(int pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("Uid:", 0) == 0) return std::stol(line.substr(4));
+  return -1;
+}
+
+// --qemu-runas: QEMU drops to an unprivileged user after start-up (under its
+// seccomp sandbox) and the uffd hand-off, fault service, offload and refault
+// all keep working - the guest's own checker says so.
+TEST(OffloadTest, UnprivilegedQemuServesOffloadsAndRefaultsIntact) {
+  struct passwd* nobody = ::getpwnam("nobody");
+  ASSERT_NE(nobody, nullptr) << "no user 'nobody' on this machine";
+  auto m = MemdProcess::Start();
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  auto a = AgiledProcess::Start("runas", {"--memd", (*m)->addr(), "--qemu-runas", "nobody"});
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  auto& d = **a;
+  auto st = d.Call("vm.start", VmArgs("rv", 256, "memverify", {{"size_mib", "128"}, {"rate", "500"}}));
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  ASSERT_TRUE(WaitFor(90, [&] { return GuestReporting(d, "rv"); }));
+  json s = Stat(d, "rv");
+  EXPECT_EQ(UidOf(s["pid"].get<int>()), static_cast<long>(nobody->pw_uid)) << "QEMU still runs as root";
+  auto r = d.Call("vm.offload", {{"name", "rv"}, {"resident_bytes", 48ull << 20}});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  uint64_t refaults0 = Stat(d, "rv")["faults"]["refault"];
+  ASSERT_TRUE(WaitFor(60, [&] { return Stat(d, "rv")["faults"].value("refault", 0ull) > refaults0 + 1000; }))
+      << Stat(d, "rv").dump();
+  uint64_t gen0 = Stat(d, "rv")["guest"].value("gen", 0ull);
+  ASSERT_TRUE(WaitFor(60, [&] { return Stat(d, "rv")["guest"].value("gen", 0ull) > gen0; }));
+  s = Stat(d, "rv");
+  EXPECT_EQ(s["state"], "running");
+  EXPECT_EQ(s["guest"]["errors"], 0) << s["guest"].dump();
+  EXPECT_EQ(s["guest"]["bad_page_lines"], 0);
 }
 
 }  // namespace
