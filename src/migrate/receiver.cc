@@ -125,6 +125,8 @@ Status Receiver::Hello() {
       return Corruption("migration HELLO: " + std::to_string(hello_.copy_disk_bytes.size()) + " disk sizes for " +
                         std::to_string(spec_.disks.size()) + " disks");
     if (qemu_mode) return Unsupported("--copy-storage is not supported with the qemu-* modes yet");
+    if (!peer_.identity.empty())
+      return Unsupported("--copy-storage does not run over TLS yet (the NBD stream would not be encrypted)");
     // The VM's disks here are new local images, which the source fills.
     disk_copies_ = true;
     for (size_t i = 0; i < spec_.disks.size(); ++i) {
