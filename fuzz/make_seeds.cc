@@ -111,7 +111,17 @@ void MigrateSeeds() {
     h.store_vm_id = "vm1";
     wire::AppendHello(f, h);
   });
-  one("hello-ack", [&](Bytes* f) { wire::AppendHelloAck(f, {0, "ok", 4444, "host-b"}); });
+  one("hello-copy-storage", [&](Bytes* f) {
+    wire::MigHello h;
+    h.page_count = 262144;
+    h.spec_json = R"({"name":"d1","memory_bytes":1073741824,"workload":"memverify","boot":"disk",)"
+                  R"("disks":[{"path":"/srv/d1.qcow2","format":"qcow2","cache":"none","bus":"virtio-blk"}]})";
+    h.src_host = "host-a";
+    h.copy_disk_bytes = {2147483648ull};
+    wire::AppendHello(f, h);
+  });
+  one("hello-ack", [&](Bytes* f) { wire::AppendHelloAck(f, {0, "ok", 4444, "host-b", 0}); });
+  one("hello-ack-nbd", [&](Bytes* f) { wire::AppendHelloAck(f, {0, "ok", 4444, "host-b", 10809}); });
   one("pages", [&](Bytes* f) {
     wire::MigPage p[2] = {{1, page.data()}, {2, page.data()}};
     wire::AppendPages(f, 1, p, 2);

@@ -10,6 +10,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <thread>
@@ -45,6 +47,47 @@ int Report(const Globals& g, const Failure& f) {
 }
 
 int Usage(const Globals& g, const Status& s) { return Report(g, {Origin::kUsage, s, "", nullptr}); }
+
+// A VM spec file (--spec): the JSON of VmSpec (docs/vms.md), where, as on
+// the command line, "memory" may be a size ("1G"), a disk a --disk string and
+// a NIC a --nic string, and a relative disk path is taken from the current
+// directory.
+Result<json> ReadSpecFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return NotFound("cannot read " + path);
+  json j = json::parse(in, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return InvalidArgument(path + " is not a JSON object");
+  if (j.contains("memory")) {
+    if (!j["memory"].is_string()) return InvalidArgument("\"memory\" must be a size string such as \"1G\"");
+    AGILE_ASSIGN_OR_RETURN(uint64_t bytes, ParseSize(j["memory"].get<std::string>()));
+    j["memory_bytes"] = bytes;
+    j.erase("memory");
+  }
+  if (j.contains("cpus")) {
+    j["vcpus"] = j["cpus"];
+    j.erase("cpus");
+  }
+  if (j.contains("disks") && j["disks"].is_array()) {
+    for (auto& d : j["disks"]) {
+      if (d.is_string()) {
+        AGILE_ASSIGN_OR_RETURN(qemu::DiskSpec ds, qemu::ParseDiskOption(d.get<std::string>()));
+        d = ds.ToJson();
+      }
+      if (d.is_object() && d.contains("path") && d["path"].is_string()) {
+        std::string p = d["path"];
+        if (!p.empty() && p[0] != '/') d["path"] = std::filesystem::absolute(p).lexically_normal().string();
+      }
+    }
+  }
+  if (j.contains("nics") && j["nics"].is_array()) {
+    for (auto& n : j["nics"]) {
+      if (!n.is_string()) continue;
+      AGILE_ASSIGN_OR_RETURN(qemu::NicSpec ns, qemu::ParseNicOption(n.get<std::string>()));
+      n = ns.ToJson();
+    }
+  }
+  return j;
+}
 
 // One request to agiled. On failure, *failure says whether agiled could not be
 // reached or answered with an error (and, for migrations, the last progress).
@@ -370,15 +413,30 @@ int Run(int argc, char** argv) {
   int vcpus = 1, lines = 40;
 
   auto* start = vm->add_subcommand("start", "Boot a VM whose guest RAM agiled owns");
-  start->add_option("name", name, "VM name ([A-Za-z0-9_.-], unique on the host)")->required();
+  start->add_option("name", name, "VM name ([A-Za-z0-9_.-], unique on the host; required unless --spec names it)");
   start->add_option("--memory", memory, "Guest RAM, e.g. 512M, 1G")->capture_default_str();
-  start->add_option("--vcpus", vcpus, "Virtual CPUs")->capture_default_str();
-  start->add_option("--workload", workload, "Guest program: memverify, memtouch, redis or none")->capture_default_str();
+  start->add_option("--cpus,--vcpus", vcpus, "Virtual CPUs (-smp)")->capture_default_str();
+  start->add_option("--workload", workload,
+                    "Guest program: memverify, memtouch, redis (--boot kernel), diskverify (--boot disk) or none")
+      ->capture_default_str();
   start->add_option("--workload-args", wargs,
                     "\"key=value ...\" for the workload. memverify: size_mib rate verify_rate seed; "
                     "memtouch: size_mib hot_mib write_pct pattern(uniform|zipf) phase_s seed; "
                     "redis: ip prefix gw port keys value_bytes maxmemory_mib");
   start->add_option("--qemu-arg", qemu_args, "Extra QEMU argument (repeatable), appended verbatim")->allow_extra_args(false);
+  std::vector<std::string> disks, nics;
+  std::string accel = "tcg", boot, firmware = "bios", spec_file;
+  start->add_option("--disk", disks,
+                    "Disk image (repeatable; the first boots): PATH[,format=qcow2|raw][,cache=writeback|none|"
+                    "writethrough|directsync|unsafe][,bus=virtio-blk|virtio-scsi]")
+      ->allow_extra_args(false);
+  start->add_option("--nic", nics, "virtio-net NIC (repeatable): user | tap=IF | bridge=BR")->allow_extra_args(false);
+  start->add_option("--accel", accel, "tcg, kvm, or auto (KVM when /dev/kvm opens, else TCG)")->capture_default_str();
+  start->add_option("--boot", boot, "kernel (agiled's lab kernel+initramfs) or disk (firmware boots the first --disk); "
+                                    "default: disk when a --disk is given");
+  start->add_option("--firmware", firmware, "bios (SeaBIOS) or ovmf (UEFI; --boot disk)")->capture_default_str();
+  start->add_option("--spec", spec_file,
+                    "VM spec file (JSON, the fields of docs/vms.md); NAME and flags given on the line override it");
   bool stock = false;
   start->add_flag("--stock", stock,
                   "A stock VM: anonymous RAM not owned by agiled, as operators run VMs today (for the qemu-* "
@@ -425,7 +483,7 @@ int Run(int argc, char** argv) {
   std::string to, mode = "agile", bandwidth;
   uint64_t max_downtime = 300;
   uint32_t max_rounds = 30;
-  bool cancel = false, no_tail = false, detach = false;
+  bool cancel = false, no_tail = false, detach = false, copy_storage = false;
   mig->add_option("name", name, "VM name");
   mig->add_option("--to", to, "Destination agiled HOST:PORT (its --listen address)");
   mig->add_option("--mode", mode,
@@ -441,6 +499,9 @@ int Run(int argc, char** argv) {
   mig->add_flag("--no-tail", no_tail,
                 "agile: when pre-copy cannot meet --max-downtime, stop the VM for the dirty rest instead of "
                 "post-copying it from the source (nothing then depends on the source after switchover)");
+  mig->add_flag("--copy-storage", copy_storage,
+                "Mirror the VM's disks to the destination (QEMU blockdev-mirror to its NBD export) instead of "
+                "expecting it to open the same images; agile, precopy and postcopy modes");
   mig->add_flag("--cancel", cancel, "Cancel the running migration of NAME (safe before switchover)");
   mig->add_flag("--detach", detach,
                 "Return once the migration has started; it runs on in agiled (agilectl migrate status NAME). "
@@ -506,18 +567,48 @@ int Run(int argc, char** argv) {
     if (!mem.ok()) return Usage(g, mem.status().Annotate("--memory"));
     auto wa = qemu::ParseWorkloadArgs(wargs);
     if (!wa.ok()) return Usage(g, wa.status());
-    qemu::VmSpec spec;
-    spec.name = name;
-    spec.memory_bytes = *mem;
-    spec.vcpus = vcpus;
-    spec.workload = workload;
-    spec.workload_args = *wa;
-    spec.extra_qemu_args = qemu_args;
-    spec.stock = stock;
-    Status v = spec.Validate();
+    json base = json::object();
+    if (!spec_file.empty()) {
+      auto f = ReadSpecFile(spec_file);
+      if (!f.ok()) return Usage(g, f.status().Annotate("--spec"));
+      base = *f;
+    }
+    // A flag given on the line wins over the file; the file wins over a
+    // flag's default.
+    auto given = [&](const char* flag) { return start->count(flag) > 0; };
+    if (!name.empty()) base["name"] = name;
+    if (!base.contains("name")) return Usage(g, InvalidArgument("vm start needs a NAME (or a \"name\" in --spec)"));
+    if (given("--memory") || !base.contains("memory_bytes")) base["memory_bytes"] = *mem;
+    if (given("--cpus") || !base.contains("vcpus")) base["vcpus"] = vcpus;
+    if (given("--workload") || !base.contains("workload")) base["workload"] = workload;
+    if (given("--workload-args") || !base.contains("workload_args")) base["workload_args"] = *wa;
+    if (given("--qemu-arg")) base["qemu_args"] = qemu_args;
+    if (stock) base["stock"] = true;
+    if (given("--accel") || !base.contains("accel")) base["accel"] = accel;
+    if (given("--firmware") || !base.contains("firmware")) base["firmware"] = firmware;
+    if (!boot.empty()) base["boot"] = boot;
+    if (given("--disk")) {
+      base["disks"] = json::array();
+      for (const auto& d : disks) {
+        auto ds = qemu::ParseDiskOption(d);
+        if (!ds.ok()) return Usage(g, ds.status().Annotate("--disk"));
+        base["disks"].push_back(ds->ToJson());
+      }
+    }
+    if (given("--nic")) {
+      base["nics"] = json::array();
+      for (const auto& n : nics) {
+        auto ns = qemu::ParseNicOption(n);
+        if (!ns.ok()) return Usage(g, ns.status().Annotate("--nic"));
+        base["nics"].push_back(ns->ToJson());
+      }
+    }
+    auto spec = qemu::VmSpec::FromJson(base);
+    if (!spec.ok()) return Usage(g, spec.status());
+    Status v = spec->Validate();
     if (!v.ok()) return Usage(g, v);  // checked here too, so bad input never reaches a host
     op = "vm.start";
-    args = spec.ToJson();
+    args = spec->ToJson();
   } else if (list->parsed()) {
     op = "vm.list";
   } else if (stat->parsed()) {
@@ -575,6 +666,7 @@ int Run(int argc, char** argv) {
       args = {{"name", name}, {"to", to}, {"mode", mode}, {"max_downtime_ms", max_downtime},
               {"bandwidth", bw},  {"max_rounds", max_rounds}, {"postcopy_tail", !no_tail}};
       if (detach) args["detach"] = true;
+      if (copy_storage) args["copy_storage"] = true;
     }
   } else if (info->parsed()) {
     op = "host.info";

@@ -131,6 +131,9 @@ control::Reply Api::Migrate(const std::shared_ptr<ManagedVm>& vm, const json& ar
   if (args.contains("postcopy_tail") && !args["postcopy_tail"].is_boolean())
     return InvalidArgument("postcopy_tail must be true or false");
   o.postcopy_tail = args.value("postcopy_tail", true);
+  if (args.contains("copy_storage") && !args["copy_storage"].is_boolean())
+    return InvalidArgument("copy_storage must be true or false");
+  o.copy_storage = args.value("copy_storage", false);
   if (args.contains("detach") && !args["detach"].is_boolean()) return InvalidArgument("detach must be true or false");
   const bool detach = args.value("detach", false);
   const std::string name = vm->spec().name;
@@ -214,6 +217,12 @@ control::Reply Api::Handle(const std::string& op, const json& args, const std::f
       !(args["qemu_args"].is_array() && args["qemu_args"].empty()))
     return PermissionDenied("qemu_args (raw QEMU arguments) are accepted only on the local unix socket, not from " +
                             caller.Describe());
+  // Disks are host files and tap/bridge NICs host interfaces: a disk could
+  // name any file agiled (root) can read, so they are root's too.
+  for (const char* key : {"disks", "nics"})
+    if (!caller.local && args.is_object() && args.contains(key) && !(args[key].is_array() && args[key].empty()))
+      return PermissionDenied(std::string(key) + " (host files and interfaces) are accepted only on the local unix socket, not from " +
+                              caller.Describe());
   if (op == "vm.migrate" || op == "vm.migrate_status") {
     AGILE_ASSIGN_OR_RETURN(std::string name, NameArg(args));
     if (op == "vm.migrate_status") {

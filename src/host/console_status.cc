@@ -29,7 +29,7 @@ struct StatusStart {
 
 std::optional<StatusStart> FindStatus(std::string_view line) {
   static constexpr std::string_view kForms[] = {"memverify: ok ", "memverify: FAIL ", "redis: ok ", "redis: FAIL ",
-                                                "memtouch: ops/s="};
+                                                "memtouch: ops/s=", "diskverify: ok ", "diskverify: FAIL "};
   std::optional<StatusStart> best;
   for (std::string_view form : kForms) {
     size_t at = line.find(form);
@@ -105,11 +105,12 @@ std::vector<std::string> TailLines(const std::string& path, size_t n, size_t max
 
 json ParseConsoleStatus(const std::vector<std::string>& lines) {
   json g = json::object();
-  uint64_t bad_pages = 0;
+  uint64_t bad_pages = 0, bad_files = 0;
   for (auto it = lines.rbegin(); it != lines.rend(); ++it) {
     std::string_view l(*it);
     if (l.size() > kConsoleLineCap) l = l.substr(0, kConsoleLineCap);
     if (l.find("BAD page=") != std::string_view::npos) ++bad_pages;
+    if (l.find("diskverify: BAD file=") != std::string_view::npos) ++bad_files;
     if (!g.empty()) continue;
     auto s = FindStatus(l);
     if (!s) continue;
@@ -120,6 +121,7 @@ json ParseConsoleStatus(const std::vector<std::string>& lines) {
     AddPairs(line, &g);
   }
   if (!g.empty()) g["bad_page_lines"] = bad_pages;
+  if (!g.empty() && g["workload"] == "diskverify") g["bad_file_lines"] = bad_files;
   return g;
 }
 

@@ -32,9 +32,11 @@ std::vector<std::string> TailLines(const std::string& path, size_t n, size_t max
 //   memverify: ok|FAIL pages=<n> gen=<g> errors=<e>
 //   memtouch: ops/s=<n> hot_mib=<h> phase=<k> write_pct=<w>
 //   redis: ok|FAIL keys=<n> used_memory=<bytes> clients=<c> cmds=<n> ops_per_sec=<n>
+//   diskverify: ok|FAIL files=<f> round=<r> writes=<w> reads=<n> errors=<e>
 // found anywhere in a line (SeaBIOS escape codes can precede it), as
 // {"workload", "line", "ok", every key=<digits> pair as a number,
-// "bad_page_lines": lines saying "BAD page="}; {} when there is none. A value
+// "bad_page_lines": lines saying "BAD page=", and for diskverify
+// "bad_file_lines": lines saying "diskverify: BAD file="}; {} when there is none. A value
 // that does not fit in 64 bits is left out.
 nlohmann::json ParseConsoleStatus(const std::vector<std::string>& lines);
 

@@ -34,6 +34,22 @@ TEST(ConsoleStatus, MemtouchAndRedisForms) {
   EXPECT_EQ(r["ops_per_sec"], 3u);
 }
 
+TEST(ConsoleStatus, DiskverifyFormCountsBadFiles) {
+  json d = ParseConsoleStatus({"diskverify: ok files=8 round=3 writes=11 reads=24 errors=0",
+                               "diskverify: BAD file=2 want=ab got=cd",
+                               "diskverify: FAIL files=8 round=4 writes=12 reads=32 errors=1"});
+  EXPECT_EQ(d["workload"], "diskverify");
+  EXPECT_EQ(d["ok"], false);
+  EXPECT_EQ(d["round"], 4u);
+  EXPECT_EQ(d["errors"], 1u);
+  EXPECT_EQ(d["bad_file_lines"], 1u);
+  // Interleaved with memverify (diskverify mem_mib=N): the newest line wins.
+  json m = ParseConsoleStatus({"diskverify: ok files=8 round=3 writes=11 reads=24 errors=0",
+                               "memverify: ok pages=10 gen=1 errors=0"});
+  EXPECT_EQ(m["workload"], "memverify");
+  EXPECT_FALSE(m.contains("bad_file_lines"));
+}
+
 TEST(ConsoleStatus, NoStatusIsEmpty) {
   EXPECT_TRUE(ParseConsoleStatus({}).empty());
   EXPECT_TRUE(ParseConsoleStatus({"memverify: starting", "BAD page=1"}).empty());

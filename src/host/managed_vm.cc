@@ -93,16 +93,26 @@ Status ManagedVm::Start(bool incoming, const std::string& store_vm_id) {
   qemu::LaunchPaths paths{host_.qemu_binary, host_.kernel, host_.initrd, ram_path_, qmp_path_, serial_path_};
   paths.sandbox = host_.qemu_sandbox;
   paths.run_as = host_.qemu_run_as;
+  paths.kvm_usable = qemu::KvmUsable();
+  AGILE_ASSIGN_OR_RETURN(std::string accel, qemu::ResolveAccel(spec_.accel, paths.kvm_usable));
   SpawnOptions opts;
   opts.argv = qemu::QemuArgv(spec_, paths, incoming);
   if (!spec_.stock)
     opts.env = {"LD_PRELOAD=" + host_.shim_path, "AGILE_RAM_PATH=" + ram_path_, "AGILE_SHIM_SOCK=" + shim_sock};
   opts.stdout_fd = log.get();
   opts.stderr_fd = log.get();
-  for (const auto& f : {host_.qemu_binary, host_.shim_path, host_.kernel, host_.initrd})
+  std::vector<std::string> needed = {host_.qemu_binary, host_.shim_path};
+  if (spec_.boot == "kernel") needed.insert(needed.end(), {host_.kernel, host_.initrd});
+  for (const auto& f : needed)
     if (!fs::exists(f)) return NotFound("missing " + f + " (run `make` to build the shim and guest image)");
-  spdlog::info("vm {}: starting {}QEMU ({} MiB, workload {}){}", spec_.name, spec_.stock ? "stock " : "",
-               spec_.memory_bytes >> 20, spec_.workload, incoming ? " for an incoming migration" : "");
+  for (const auto& d : spec_.disks)
+    if (!fs::exists(d.path)) return NotFound("disk " + d.path + " does not exist on this host" +
+                                             (incoming ? " (a migration without --copy-storage needs shared storage)" : ""));
+  if (spec_.firmware == "ovmf" && !fs::exists(qemu::kOvmfPath))
+    return NotFound(std::string("--firmware ovmf: ") + qemu::kOvmfPath + " missing (install the ovmf package)");
+  spdlog::info("vm {}: starting {}QEMU ({} MiB, {} vCPUs, {}, boot {}, {} disks, workload {}){}", spec_.name,
+               spec_.stock ? "stock " : "", spec_.memory_bytes >> 20, spec_.vcpus, accel, spec_.boot,
+               spec_.disks.size(), spec_.workload, incoming ? " for an incoming migration" : "");
   AGILE_ASSIGN_OR_RETURN(qemu_, Spawn(opts));
   started_ns_ = vm::NowNs();
   {

@@ -2,8 +2,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include <csignal>
 #include <filesystem>
 #include <thread>
+
+#include "base/process.h"
 
 namespace agile::host {
 
@@ -13,6 +16,42 @@ Result<std::shared_ptr<migrate::MigratingVm>> VmManager::StartIncoming(const qem
                                                                        const std::string& store_vm_id) {
   AGILE_ASSIGN_OR_RETURN(std::shared_ptr<ManagedVm> vm, Launch(spec, true, store_vm_id));
   return std::shared_ptr<migrate::MigratingVm>(std::move(vm));
+}
+
+Result<std::string> VmManager::CreateDiskCopy(const std::string& name, size_t index, const std::string& format,
+                                              uint64_t bytes) {
+  namespace fs = std::filesystem;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (vms_.count(name) || starting_.count(name))
+      return AlreadyExists("a VM named '" + name + "' already exists on this host");
+  }
+  if (format != "qcow2" && format != "raw") return InvalidArgument("disk format '" + format + "'");
+  std::string dir = host_.state_dir + "/disks/" + name;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return Internal("create " + dir + ": " + ec.message());
+  std::string path = dir + "/disk" + std::to_string(index) + "." + format;
+  // qemu-img beside the QEMU we run (Debian: both in /usr/bin).
+  std::string qemu_img = (fs::path(host_.qemu_binary).parent_path() / "qemu-img").string();
+  if (!fs::exists(qemu_img)) qemu_img = "/usr/bin/qemu-img";
+  SpawnOptions o;
+  o.argv = {qemu_img, "create", "-q", "-f", format, path, std::to_string(bytes)};
+  AGILE_ASSIGN_OR_RETURN(Process p, Spawn(o));
+  if (!p.Wait(60000)) {
+    (void)p.Signal(SIGKILL);
+    p.Wait(5000);
+    return Unavailable("qemu-img create " + path + " did not finish");
+  }
+  if (p.raw_status() != 0) return Internal("qemu-img create " + path + " " + p.ExitDescription());
+  spdlog::info("vm {}: created {} ({} bytes) for its disk {}", name, path, bytes, index);
+  return path;
+}
+
+void VmManager::RemoveDiskCopies(const std::string& name) {
+  std::error_code ec;
+  std::filesystem::remove_all(host_.state_dir + "/disks/" + name, ec);
+  if (ec) spdlog::warn("vm {}: removing its disk copies: {}", name, ec.message());
 }
 
 void VmManager::Forget(const std::string& name) {

@@ -25,6 +25,11 @@ class VmManager : public migrate::IncomingHost {
   Result<std::shared_ptr<migrate::MigratingVm>> StartIncoming(const qemu::VmSpec& spec,
                                                               const std::string& store_vm_id) override;
   void DropIncoming(const std::string& name) override { (void)Stop(name); }
+  // --copy-storage: STATE_DIR/disks/<vm>/disk<i>.<format>, made with
+  // qemu-img; refused while a VM of that name is here (its disks may be those).
+  Result<std::string> CreateDiskCopy(const std::string& name, size_t index, const std::string& format,
+                                     uint64_t bytes) override;
+  void RemoveDiskCopies(const std::string& name) override;
   // Forgets a VM that migrated away (already retired).
   void Forget(const std::string& name);
   Result<std::shared_ptr<ManagedVm>> Get(const std::string& name);

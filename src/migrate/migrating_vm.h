@@ -68,6 +68,12 @@ class IncomingHost {
                                                              const std::string& store_vm_id) = 0;
   // Stops and forgets an incoming VM whose migration failed.
   virtual void DropIncoming(const std::string& name) = 0;
+  // --copy-storage: creates an empty image (format, bytes) for disk `index`
+  // of VM `name` in this host's own storage and returns its path.
+  virtual Result<std::string> CreateDiskCopy(const std::string& name, size_t index, const std::string& format,
+                                             uint64_t bytes) = 0;
+  // Deletes the disk copies of a VM whose incoming migration failed.
+  virtual void RemoveDiskCopies(const std::string& name) = 0;
 };
 
 }  // namespace agile::migrate

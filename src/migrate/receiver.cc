@@ -16,6 +16,7 @@
 #include "migrate/channel.h"
 #include "migrate/qemu_control.h"
 #include "migrate/receiver_states.h"
+#include "migrate/storage_copy.h"
 #include "vm/fault_server.h"
 
 namespace agile::migrate {
@@ -87,6 +88,7 @@ class Receiver {
   // the pages QEMU may fault on while it loads device state.
   std::thread switch_thread_;
   std::atomic<bool> finished_{false};  // non-post-copy: the switch thread completed the migration
+  bool disk_copies_ = false;  // --copy-storage: we created local disk images (deleted on failure)
 };
 
 void Receiver::Run() {
@@ -119,7 +121,26 @@ Status Receiver::Hello() {
                        ": both sides must use the same agile-memd");
   if (!spec_.extra_qemu_args.empty() && !peer_.may_pass_qemu_args)
     return PermissionDenied("the VM spec carries raw QEMU arguments, accepted only from an authenticated peer");
-  spdlog::info("vm {}: incoming {} migration from {}", spec_.name, wire::MigModeName(hello_.mode), hello_.src_host);
+  if ((!spec_.disks.empty() || !spec_.nics.empty()) && !peer_.may_pass_qemu_args)
+    return PermissionDenied("the VM spec names disks or NICs (host files and interfaces), accepted only from an authenticated peer");
+  const bool copy = !hello_.copy_disk_bytes.empty();
+  if (copy) {
+    if (hello_.copy_disk_bytes.size() != spec_.disks.size())
+      return Corruption("migration HELLO: " + std::to_string(hello_.copy_disk_bytes.size()) + " disk sizes for " +
+                        std::to_string(spec_.disks.size()) + " disks");
+    if (qemu_mode) return Unsupported("--copy-storage is not supported with the qemu-* modes yet");
+    if (!peer_.identity.empty())
+      return Unsupported("--copy-storage does not run over TLS yet (the NBD stream would not be encrypted)");
+    // The VM's disks here are new local images, which the source fills.
+    disk_copies_ = true;
+    for (size_t i = 0; i < spec_.disks.size(); ++i) {
+      AGILE_ASSIGN_OR_RETURN(std::string path, vms_->CreateDiskCopy(spec_.name, i, spec_.disks[i].format,
+                                                                    hello_.copy_disk_bytes[i]));
+      spec_.disks[i].path = path;
+    }
+  }
+  spdlog::info("vm {}: incoming {} migration from {}{}", spec_.name, wire::MigModeName(hello_.mode), hello_.src_host,
+               copy ? " (copying its disks)" : "");
   // The VM keeps its store namespace only in agile mode (ownership moves with
   // it); otherwise the source empties it and the copy here starts afresh.
   std::string store_id = hello_.mode == MigMode::kAgile ? hello_.store_vm_id : "";
@@ -142,8 +163,13 @@ Status Receiver::Hello() {
   AGILE_ASSIGN_OR_RETURN(uint16_t port, FreePort(listen_host_));
   std::string uri = "tcp:" + listen_host_ + ":" + std::to_string(port);
   AGILE_RETURN_IF_ERROR(vm_->Qmp("migrate-incoming", {{"uri", uri}}).status().Annotate("QMP migrate-incoming"));
+  uint16_t nbd_port = 0;
+  if (copy) {
+    AGILE_ASSIGN_OR_RETURN(nbd_port, FreePort(listen_host_));
+    AGILE_RETURN_IF_ERROR(ExportDisks(vm_.get(), listen_host_, nbd_port, spec_.disks.size()));
+  }
   std::vector<uint8_t> f;
-  wire::AppendHelloAck(&f, {0, "ok", port, vms_->host_id()});
+  wire::AppendHelloAck(&f, {0, "ok", port, vms_->host_id(), nbd_port});
   return ch_.Send(f);
 }
 
@@ -245,6 +271,12 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
   switch_started_ = true;
   switch_thread_ = std::thread([this, sw] {
     Status s = WaitIncomingDone(vm_.get(), peer_.timeouts.device_state_ms);
+    if (s.ok() && disk_copies_) {
+      // The source completed its mirrors before device state and has
+      // disconnected: the exports have served their purpose.
+      Status n = StopDiskExports(vm_.get());
+      if (!n.ok()) spdlog::warn("vm {}: {}", spec_.name, n.ToString());
+    }
     if (s.ok()) {
       switched_ = true;
       if (sw.resume) s = vm_->Qmp("cont").status();
@@ -307,6 +339,7 @@ void Receiver::Fail(const Status& s) {
       vm_->SetRemotePager(nullptr);
       vms_->DropIncoming(spec_.name);
     }
+    if (disk_copies_) vms_->RemoveDiskCopies(spec_.name);
     return;
   }
   // After switchover the guest runs here; in post-copy it may still need

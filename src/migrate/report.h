@@ -58,6 +58,7 @@ struct Report {
   uint64_t pages_from_store = 0;  // left in the swap store for the destination to fault in
   uint64_t pages_zero = 0;        // known zero: never sent
   uint64_t pages_demand = 0;      // post-copy pages the destination faulted on (subset of postcopied)
+  uint64_t disk_bytes = 0;        // --copy-storage: bytes the disk mirrors copied before they were ready
 
   double Mbps() const { return total_time_ms > 0 ? static_cast<double>(bytes_sent) * 8 / 1e3 / total_time_ms : 0; }
 
@@ -88,6 +89,7 @@ struct Report {
         {"pages-demand", pages_demand},
         {"pages-from-store", pages_from_store},
         {"pages-zero", pages_zero},
+        {"disk-transferred", disk_bytes},
     };
     // The 0.x names, kept for one release.
     j.update({{"ok", ok},

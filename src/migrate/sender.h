@@ -27,6 +27,7 @@
 #include "migrate/postcopy_server.h"
 #include "migrate/precopy.h"
 #include "migrate/report.h"
+#include "migrate/storage_copy.h"
 #include "wire/migrate_proto.h"
 
 namespace agile::migrate {
@@ -43,6 +44,9 @@ struct SendOptions {
   // of stopping the VM for it (cold pages still come from the swap store).
   // false: stop-and-copy the remainder however long it takes.
   bool postcopy_tail = true;
+  // Mirror the VM's disks to the destination (storage_copy.h) instead of
+  // expecting it to open the same images (shared storage).
+  bool copy_storage = false;
   std::function<void(const nlohmann::json&)> progress;
   std::atomic<bool>* cancel = nullptr;
   // Set: the connection is mutual TLS, and the destination's certificate
@@ -60,6 +64,7 @@ class Sender {
 
  private:
   Status Handshake();
+  Status MirrorDisks();
   Status PrecopyRounds();
   Status StopAndCopy();
   Status SendLocations();
@@ -101,6 +106,8 @@ class Sender {
   std::string dest_host_;
   std::string dest_id_;  // the destination agiled's id (new owner in the swap store)
   uint16_t qemu_port_ = 0;
+  uint16_t nbd_port_ = 0;               // --copy-storage: the destination's NBD exports
+  std::unique_ptr<DiskMirror> mirror_;  // --copy-storage, from MirrorDisks until complete
   std::thread reader_;
   uint64_t t0_ns_ = 0;
   bool paused_ = false;       // we paused the VM (and resume it on abort)

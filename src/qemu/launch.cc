@@ -1,5 +1,6 @@
 #include "qemu/launch.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <set>
@@ -22,6 +23,8 @@ const std::map<std::string, std::set<std::string>>& WorkloadKeys() {
       {"memverify", {"size_mib", "rate", "verify_rate", "seed", "selftest_corrupt"}},
       {"memtouch", {"size_mib", "hot_mib", "write_pct", "pattern", "phase_s", "seed"}},
       {"redis", {"ip", "prefix", "gw", "port", "keys", "value_bytes", "maxmemory_mib"}},
+      // The disk guest only (guest/disk/diskverify).
+      {"diskverify", {"files", "file_kib", "interval_ms", "mem_mib"}},
       {"none", {}},
   };
   return k;
@@ -37,9 +40,15 @@ uint64_t MaxVmMemory() {
 }
 
 nlohmann::json VmSpec::ToJson() const {
-  return {{"name", name},         {"memory_bytes", memory_bytes},   {"vcpus", vcpus},
+  nlohmann::json j = {{"name", name},         {"memory_bytes", memory_bytes},   {"vcpus", vcpus},
           {"workload", workload}, {"workload_args", workload_args}, {"qemu_args", extra_qemu_args},
-          {"stock", stock}};
+          {"stock", stock}, {"accel", accel}, {"boot", boot}, {"firmware", firmware}};
+  nlohmann::json d = nlohmann::json::array(), n = nlohmann::json::array();
+  for (const auto& x : disks) d.push_back(x.ToJson());
+  for (const auto& x : nics) n.push_back(x.ToJson());
+  j["disks"] = d;
+  j["nics"] = n;
+  return j;
 }
 
 Result<VmSpec> VmSpec::FromJson(const nlohmann::json& j) {
@@ -58,6 +67,25 @@ Result<VmSpec> VmSpec::FromJson(const nlohmann::json& j) {
     s.workload_args = j.value("workload_args", std::map<std::string, std::string>{});
     s.extra_qemu_args = j.value("qemu_args", std::vector<std::string>{});
     s.stock = j.value("stock", false);
+    if (j.contains("disks")) {
+      if (!j["disks"].is_array() || j["disks"].size() > 8) return InvalidArgument("disks must be a list of at most 8");
+      for (const auto& d : j["disks"]) {
+        AGILE_ASSIGN_OR_RETURN(DiskSpec disk, DiskSpec::FromJson(d));
+        s.disks.push_back(std::move(disk));
+      }
+    }
+    if (j.contains("nics")) {
+      if (!j["nics"].is_array() || j["nics"].size() > 8) return InvalidArgument("nics must be a list of at most 8");
+      for (const auto& n : j["nics"]) {
+        AGILE_ASSIGN_OR_RETURN(NicSpec nic, NicSpec::FromJson(n));
+        s.nics.push_back(std::move(nic));
+      }
+    }
+    s.accel = j.value("accel", s.accel);
+    // A spec from before disks existed, or one that names disks but no
+    // boot: a disk boots when there is one.
+    s.boot = j.value("boot", s.disks.empty() ? std::string("kernel") : std::string("disk"));
+    s.firmware = j.value("firmware", s.firmware);
   } catch (const nlohmann::json::exception& e) {
     return InvalidArgument(std::string("bad VM spec: ") + e.what());
   }
@@ -83,13 +111,30 @@ Status VmSpec::Validate() const {
     }
     if (!SafeToken(v)) return InvalidArgument("workload value '" + v + "' for " + k + " must be [A-Za-z0-9_.-]");
   }
-  auto size = workload_args.find("size_mib");
-  if (size != workload_args.end()) {
+  if (accel != "auto" && accel != "kvm" && accel != "tcg") return InvalidArgument("accel '" + accel + "' (auto, kvm, tcg)");
+  if (boot != "kernel" && boot != "disk") return InvalidArgument("boot '" + boot + "' (kernel, disk)");
+  if (firmware != "bios" && firmware != "ovmf") return InvalidArgument("firmware '" + firmware + "' (bios, ovmf)");
+  if (boot == "disk" && disks.empty()) return InvalidArgument("--boot disk needs a --disk");
+  if (firmware == "ovmf" && boot != "disk") return InvalidArgument("--firmware ovmf boots a disk: add --boot disk");
+  if (disks.size() > 8 || nics.size() > 8) return InvalidArgument("at most 8 disks and 8 NICs");
+  for (const auto& d : disks) AGILE_RETURN_IF_ERROR(d.Validate());
+  for (const auto& n : nics) AGILE_RETURN_IF_ERROR(n.Validate());
+  // Which guest can run which workload: the initramfs has busybox networking
+  // for redis; the disk image has a filesystem for diskverify.
+  if (boot == "disk" && workload == "redis") return InvalidArgument("workload redis runs in the kernel guest (--boot kernel) only");
+  if (boot == "kernel" && workload == "diskverify") return InvalidArgument("workload diskverify needs --boot disk (the guest/disk image)");
+  // The guest's own kernel and userland need room of their own: the
+  // initramfs ~48 MiB, Debian with systemd ~160 MiB.
+  const uint64_t os_mib = boot == "disk" ? 160 : 48;
+  for (const char* key : {"size_mib", "mem_mib"}) {
+    auto size = workload_args.find(key);
+    if (size == workload_args.end()) continue;
     uint64_t mib = std::strtoull(size->second.c_str(), nullptr, 10);
-    // The guest kernel and initramfs need room of their own.
-    if (mib == 0 || mib + 48 > memory_bytes >> 20)
-      return InvalidArgument("size_mib=" + size->second + " does not fit in " + std::to_string(memory_bytes >> 20) +
-                             " MiB of VM memory (leave >= 48 MiB for the guest kernel)");
+    if ((mib == 0 && std::string(key) == "size_mib") || mib + os_mib > memory_bytes >> 20)
+      return InvalidArgument(std::string(key) + "=" + size->second + " does not fit in " +
+                             std::to_string(memory_bytes >> 20) + " MiB of VM memory (leave >= " +
+                             std::to_string(os_mib) + " MiB for the guest's " +
+                             (boot == "disk" ? "system" : "kernel") + ")");
   }
   return Status::Ok();
 }
@@ -112,13 +157,42 @@ std::string GuestCmdline(const VmSpec& spec) {
   return c;
 }
 
+bool KvmUsable() {
+  int fd = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
+  if (fd < 0) return false;
+  ::close(fd);
+  return true;
+}
+
+Result<std::string> ResolveAccel(const std::string& accel, bool kvm_usable) {
+  if (accel == "tcg") return std::string("tcg");
+  if (kvm_usable) return std::string("kvm");
+  if (accel == "kvm") return Unsupported("--accel kvm: /dev/kvm is missing or not usable here (use --accel auto or tcg)");
+  return std::string("tcg");
+}
+
+std::vector<std::string> GuestCredentials(const VmSpec& spec) {
+  std::vector<std::string> c;
+  if (spec.workload == "none") return c;
+  std::string args;
+  for (const auto& [k, v] : spec.workload_args) args += (args.empty() ? "" : " ") + k + "=" + v;
+  // Values are SafeToken words: no ',' for QEMU's option parser to split on.
+  c.push_back("io.systemd.credential:agile.workload=" + spec.workload);
+  if (!args.empty()) c.push_back("io.systemd.credential:agile.args=" + args);
+  return c;
+}
+
 std::vector<std::string> QemuArgv(const VmSpec& spec, const LaunchPaths& p, bool incoming) {
   std::string mem = std::to_string(spec.memory_bytes >> 20) + "M";
+  auto accel = ResolveAccel(spec.accel, p.kvm_usable);
   std::vector<std::string> a = {
       p.qemu_binary,
       "-name", spec.name,
       "-machine", spec.stock ? "q35" : "q35,memory-backend=ram0",
-      "-accel", "tcg",
+      // Under KVM the guest's accesses to the shared RAM file fault through
+      // KVM's own page faults into the same userfaultfd (as QEMU's post-copy
+      // does), so nothing below changes with the accelerator.
+      "-accel", accel.ok() ? *accel : "tcg",
       "-smp", std::to_string(spec.vcpus),
       "-m", mem,
   };
@@ -126,10 +200,15 @@ std::vector<std::string> QemuArgv(const VmSpec& spec, const LaunchPaths& p, bool
     a.push_back("-object");
     a.push_back("memory-backend-file,id=ram0,size=" + mem + ",mem-path=" + p.ram_file + ",share=on");
   }
+  if (spec.boot == "kernel") {
+    a.insert(a.end(), {"-kernel", p.kernel, "-initrd", p.initrd, "-append", GuestCmdline(spec)});
+  } else {
+    if (spec.firmware == "ovmf") a.insert(a.end(), {"-bios", kOvmfPath});
+    for (const auto& c : GuestCredentials(spec)) a.insert(a.end(), {"-smbios", "type=11,value=" + c});
+  }
+  for (auto& x : DiskArgs(spec.disks)) a.push_back(std::move(x));
+  for (auto& x : NicArgs(spec.name, spec.nics)) a.push_back(std::move(x));
   std::vector<std::string> rest = {
-      "-kernel", p.kernel,
-      "-initrd", p.initrd,
-      "-append", GuestCmdline(spec),
       "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
       "-serial", "file:" + p.serial_log,
       "-qmp", "unix:" + p.qmp_socket + ",server=on,wait=off",
@@ -145,8 +224,12 @@ std::vector<std::string> QemuArgv(const VmSpec& spec, const LaunchPaths& p, bool
     // it has dropped to the unprivileged user, whom the kernel refuses any
     // way back to root.
     a.push_back("-sandbox");
+    // A bridge NIC runs qemu-bridge-helper (fork+exec), which spawn=deny
+    // would kill QEMU for.
+    bool bridge = false;
+    for (const auto& n : spec.nics) bridge |= n.kind == "bridge";
     a.push_back(std::string("on,obsolete=deny,elevateprivileges=") + (p.run_as.empty() ? "deny" : "allow") +
-                ",spawn=deny,resourcecontrol=deny");
+                ",spawn=" + (bridge ? "allow" : "deny") + ",resourcecontrol=deny");
   }
   if (!p.run_as.empty()) {
     a.push_back("-runas");

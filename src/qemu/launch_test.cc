@@ -89,6 +89,126 @@ TEST(LaunchTest, SpecJsonRoundTrip) {
   EXPECT_FALSE(VmSpec::FromJson({{"name", "x"}}).ok());
 }
 
+TEST(LaunchTest, KernelBootIsTheDefaultAndCarriesNoDisk) {
+  LaunchPaths p{"/q", "/k", "/i", "/r", "/s/qmp", "/s/serial"};
+  auto a = QemuArgv(Good(), p, false);
+  auto has = [&](const std::string& s) { return std::find(a.begin(), a.end(), s) != a.end(); };
+  EXPECT_TRUE(has("-kernel"));
+  EXPECT_FALSE(has("-blockdev"));
+  EXPECT_FALSE(has("-smbios"));
+  EXPECT_TRUE(has("tcg"));
+  p.kvm_usable = true;  // TCG stays the default even where /dev/kvm opens
+  a = QemuArgv(Good(), p, false);
+  EXPECT_TRUE(has("tcg"));
+  VmSpec s = Good();
+  s.accel = "auto";
+  a = QemuArgv(s, p, false);
+  EXPECT_TRUE(has("kvm"));
+  p.kvm_usable = false;
+  a = QemuArgv(s, p, false);
+  EXPECT_TRUE(has("tcg"));
+}
+
+TEST(LaunchTest, DiskBootUsesFirmwareSharedRamAndSmbiosCredentials) {
+  VmSpec s = Good();
+  s.boot = "disk";
+  s.vcpus = 2;
+  s.workload_args = {{"size_mib", "256"}};
+  s.disks = {DiskSpec{"/img/debian.qcow2"}};
+  s.nics = {NicSpec{"user", ""}};
+  s.memory_bytes = 1ull << 30;
+  ASSERT_TRUE(s.Validate().ok()) << s.Validate().ToString();
+  LaunchPaths p{"/q", "/k", "/i", "/dev/shm/r", "/s/qmp", "/s/serial"};
+  auto a = QemuArgv(s, p, true);
+  auto has = [&](const std::string& x) { return std::find(a.begin(), a.end(), x) != a.end(); };
+  EXPECT_FALSE(has("-kernel"));
+  EXPECT_FALSE(has("-bios"));  // SeaBIOS, QEMU's default
+  EXPECT_TRUE(has("memory-backend-file,id=ram0,size=1024M,mem-path=/dev/shm/r,share=on"));
+  EXPECT_TRUE(has("type=11,value=io.systemd.credential:agile.workload=memverify"));
+  EXPECT_TRUE(has("type=11,value=io.systemd.credential:agile.args=size_mib=256"));
+  EXPECT_TRUE(has("-blockdev"));
+  EXPECT_TRUE(has("user,id=net0"));
+  EXPECT_TRUE(has("2"));  // -smp
+  s.firmware = "ovmf";
+  a = QemuArgv(s, p, false);
+  EXPECT_TRUE(has(kOvmfPath));
+  // A workload of none passes nothing: an operator's image is left alone.
+  s.workload = "none";
+  s.workload_args.clear();
+  EXPECT_TRUE(GuestCredentials(s).empty());
+}
+
+TEST(LaunchTest, BridgeNicLetsQemuSpawnItsHelper) {
+  VmSpec s = Good();
+  s.nics = {NicSpec{"bridge", "br0"}};
+  LaunchPaths p{"/q", "/k", "/i", "/r", "/s/qmp", "/s/serial"};
+  auto a = QemuArgv(s, p, false);
+  EXPECT_NE(std::find(a.begin(), a.end(), "on,obsolete=deny,elevateprivileges=deny,spawn=allow,resourcecontrol=deny"),
+            a.end());
+}
+
+TEST(LaunchTest, ResolvesAccel) {
+  EXPECT_EQ(*ResolveAccel("auto", false), "tcg");
+  EXPECT_EQ(*ResolveAccel("auto", true), "kvm");
+  EXPECT_EQ(*ResolveAccel("tcg", true), "tcg");
+  EXPECT_EQ(*ResolveAccel("kvm", true), "kvm");
+  auto no = ResolveAccel("kvm", false);
+  ASSERT_FALSE(no.ok());
+  EXPECT_NE(no.status().message().find("/dev/kvm"), std::string::npos);
+}
+
+TEST(LaunchTest, ValidatesBootDevicesAndWorkloadPairs) {
+  VmSpec s = Good();
+  s.boot = "disk";
+  EXPECT_NE(s.Validate().message().find("needs a --disk"), std::string::npos);
+  s.disks = {DiskSpec{"/d.qcow2"}};
+  s.memory_bytes = 256ull << 20;  // 256 MiB of memverify leaves nothing for Debian
+  EXPECT_NE(s.Validate().message().find("system"), std::string::npos);
+  s.memory_bytes = 1ull << 30;
+  EXPECT_TRUE(s.Validate().ok());
+  s.workload = "redis";
+  s.workload_args.clear();
+  EXPECT_FALSE(s.Validate().ok());
+  s.workload = "diskverify";
+  s.workload_args = {{"files", "4"}, {"mem_mib", "128"}};
+  EXPECT_TRUE(s.Validate().ok());
+  s.boot = "kernel";
+  EXPECT_NE(s.Validate().message().find("--boot disk"), std::string::npos);
+  s = Good();
+  s.accel = "hvf";
+  EXPECT_FALSE(s.Validate().ok());
+  s = Good();
+  s.firmware = "ovmf";
+  EXPECT_FALSE(s.Validate().ok());
+}
+
+TEST(LaunchTest, SpecJsonWithDevicesRoundTrips) {
+  VmSpec s = Good();
+  s.disks = {DiskSpec{"/d.qcow2", "raw", "none", "virtio-scsi"}};
+  s.nics = {NicSpec{"tap", "tap0"}};
+  s.accel = "tcg";
+  s.boot = "disk";
+  s.memory_bytes = 1ull << 30;
+  auto back = VmSpec::FromJson(s.ToJson());
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->disks, s.disks);
+  EXPECT_EQ(back->nics, s.nics);
+  EXPECT_EQ(back->accel, "tcg");
+  EXPECT_EQ(back->boot, "disk");
+  // Older specs (no device fields) still load as kernel-booted lab guests;
+  // a spec naming disks but no boot boots the disk.
+  auto j = Good().ToJson();
+  for (const char* k : {"disks", "nics", "accel", "boot", "firmware"}) j.erase(k);
+  back = VmSpec::FromJson(j);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->boot, "kernel");
+  j = s.ToJson();
+  j.erase("boot");
+  EXPECT_EQ(VmSpec::FromJson(j)->boot, "disk");
+  j["disks"] = "nope";
+  EXPECT_FALSE(VmSpec::FromJson(j).ok());
+}
+
 TEST(LaunchTest, ParsesWorkloadArgs) {
   auto m = ParseWorkloadArgs("size_mib=64  hot_mib=8");
   ASSERT_TRUE(m.ok());

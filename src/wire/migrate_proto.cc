@@ -67,6 +67,8 @@ void AppendHello(std::vector<uint8_t>* out, const MigHello& m) {
     e.Str(m.src_host);
     e.Str(m.store_addr);
     e.Str(m.store_vm_id);
+    e.U32(static_cast<uint32_t>(m.copy_disk_bytes.size()));
+    for (uint64_t b : m.copy_disk_bytes) e.U64(b);
   });
 }
 
@@ -76,6 +78,7 @@ void AppendHelloAck(std::vector<uint8_t>* out, const MigHelloAck& m) {
     e.Str(m.message);
     e.U16(m.qemu_port);
     e.Str(m.dst_host);
+    e.U16(m.nbd_port);
   });
 }
 
@@ -150,6 +153,9 @@ Result<MigHello> DecodeHello(const std::vector<uint8_t>& p) {
   m.src_host = d.Str(256);
   m.store_addr = d.Str(256);
   m.store_vm_id = d.Str(256);
+  uint32_t disks = d.U32();
+  if (disks > kMigMaxCopyDisks) return Corruption("migration HELLO: " + std::to_string(disks) + " disks to copy");
+  for (uint32_t i = 0; i < disks && d.ok(); ++i) m.copy_disk_bytes.push_back(d.U64());
   AGILE_RETURN_IF_ERROR(d.Finish("migration HELLO"));
   if (mode < 1 || mode > static_cast<uint8_t>(MigMode::kQemuHybrid))
     return Corruption("migration HELLO: unknown mode " + std::to_string(mode));
@@ -164,6 +170,7 @@ Result<MigHelloAck> DecodeHelloAck(const std::vector<uint8_t>& p) {
   m.message = d.Str(4096);
   m.qemu_port = d.U16();
   m.dst_host = d.Str(256);
+  m.nbd_port = d.U16();
   AGILE_RETURN_IF_ERROR(d.Finish("migration HELLO_ACK"));
   return m;
 }

@@ -1,12 +1,18 @@
 // The protocol between two agileds migrating a VM, over one TCP connection to
 // the destination's --listen port (agiled tells it from its JSON control API
 // by the first byte: '{' is JSON, this protocol starts with its magic).
-// Frames as in wire/frame.h with magic "AGMG", version kMigVersion (2).
+// Frames as in wire/frame.h with magic "AGMG", version kMigVersion (4).
 // Integers little-endian. docs/migration.md tells the protocol's story.
 //
 //  source                                   destination
-//    HELLO {mode, pages, spec, store}  ──▶  launches QEMU -incoming, takes its uffd
-//                                     ◀──  HELLO_ACK {status, qemu_port}
+//    HELLO {mode, pages, spec, store, disk sizes?}
+//                                     ──▶  launches QEMU -incoming, takes its uffd; with disk
+//                                            sizes (--copy-storage): local empty copies of the
+//                                            disks, exported over NBD by the incoming QEMU
+//                                     ◀──  HELLO_ACK {status, qemu_port, nbd_port}
+//    (--copy-storage: the source's QEMU mirrors each disk to nbd_port, blockdev-mirror,
+//     until ready; it keeps mirroring guest writes until the VM is paused, then the
+//     mirror completes - block-job-cancel of a ready job - before device state moves)
 //    PAGES {round, n, (idx, 4 KiB)*} ──▶   pwrite into the RAM file (no ack: pipelined)
 //    ROUND {round, pages}             ──▶   (progress only; in qemu-* modes, whose pages go over
 //                                              QEMU's own stream, every 5 s as a keepalive)
@@ -26,7 +32,9 @@
 // Payloads:
 //   HELLO:          | mode u8 | page_count u64 | spec u32+json | src_host u32+str |
 //                   | store_addr u32+str | store_vm_id u32+str |
+//                   | n u32 | n × disk_bytes u64 |   (n <= 8; 0: shared storage)
 //   HELLO_ACK:      | status u32 | message u32+str | qemu_port u16 | dst_host u32+str |
+//                   | nbd_port u16 |                (0 without --copy-storage)
 //   PAGES:          | round u32 | n u32 | n × ( index u64 | data 4096 ) |   (n <= 64)
 //   ROUND:          | round u32 | pages u64 |
 //   LOCATIONS:      | n u32 | n × ( first u64 | count u64 | where u8 ) |
@@ -48,7 +56,10 @@
 namespace agile::wire {
 
 constexpr uint32_t kMigMagic = 0x474D4741;  // "AGMG"
-constexpr uint16_t kMigVersion = 3;  // 2: XXH3 frame checksum (was XXH32). 3: 128-bit store token
+// 2: XXH3 frame checksum (was XXH32). 3: 128-bit store token. 4: --copy-storage
+// (HELLO's disk sizes, HELLO_ACK's nbd_port).
+constexpr uint16_t kMigVersion = 4;
+constexpr uint32_t kMigMaxCopyDisks = 8;
 constexpr uint32_t kMigMaxPagesPerFrame = 64;
 constexpr uint32_t kMigMaxPayload = 1 << 20;
 constexpr size_t kMigPageSize = kPageSize;  // base/page.h
@@ -94,12 +105,17 @@ struct MigHello {
   MigMode mode = MigMode::kAgile;
   uint64_t page_count = 0;
   std::string spec_json, src_host, store_addr, store_vm_id;
+  // --copy-storage: the virtual size of each of the spec's disks, which the
+  // destination creates empty and the source mirrors into. Empty: the
+  // destination opens the spec's own paths (shared storage).
+  std::vector<uint64_t> copy_disk_bytes;
 };
 struct MigHelloAck {
   uint32_t status = 0;
   std::string message;
   uint16_t qemu_port = 0;
   std::string dst_host;  // the destination agiled's id: new owner of swap-store pages
+  uint16_t nbd_port = 0;  // --copy-storage: the incoming QEMU's NBD server (exports "disk0", ...)
 };
 struct MigPage {
   uint64_t index;

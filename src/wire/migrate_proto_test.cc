@@ -25,6 +25,28 @@ TEST(MigrateProtoTest, HelloRoundTrip) {
   EXPECT_EQ(m->page_count, 131072u);
   EXPECT_EQ(m->spec_json, R"({"name":"v"})");
   EXPECT_EQ(m->store_vm_id, "v-1");
+  EXPECT_TRUE(m->copy_disk_bytes.empty());
+}
+
+TEST(MigrateProtoTest, HelloCarriesDiskSizesAndAckTheNbdPort) {
+  std::vector<uint8_t> f;
+  MigHello h{MigMode::kAgile, 4, "{}", "a", "", "", {2ull << 30, 512ull << 20}};
+  AppendHello(&f, h);
+  auto m = DecodeHello(Payload(f, MigMsg::kHello));
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->copy_disk_bytes, (std::vector<uint64_t>{2ull << 30, 512ull << 20}));
+  h.copy_disk_bytes.assign(kMigMaxCopyDisks + 1, 1);
+  f.clear();
+  AppendHello(&f, h);
+  EXPECT_FALSE(DecodeHello(Payload(f, MigMsg::kHello)).ok());
+  f.clear();
+  AppendHelloAck(&f, {0, "ok", 4444, "b", 10809});
+  auto a = DecodeHelloAck(Payload(f, MigMsg::kHelloAck));
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->nbd_port, 10809);
+  auto p = Payload(f, MigMsg::kHelloAck);
+  p.pop_back();  // a version-3 ACK (no nbd_port) is refused, not guessed at
+  EXPECT_FALSE(DecodeHelloAck(p).ok());
 }
 
 TEST(MigrateProtoTest, PagesRoundTrip) {
