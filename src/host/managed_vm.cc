@@ -521,8 +521,16 @@ void ManagedVm::MarkLost(const std::string& why, const VmRecord* rec) {
   // Its swap-store pages can serve no one now; an incoming VM's namespace
   // is the source's, never ours to drop.
   if (rec != nullptr && rec->store_owned && !rec->incoming && !host_.memd_addr.empty()) {
-    if (!store_) store_ = std::make_unique<offload::SwapStore>(host_.memd_addr, host_.id, rec->store_vm_id, 250, host_.tls);
-    if (!store_->claimed())
+    if (!store_) {
+      auto made = offload::MakeSwapStore(host_.memd_addr, host_.id, rec->store_vm_id, host_.tls);
+      if (made.ok()) {
+        store_ = std::move(made).value();
+        store_->SetTimeouts({host_.timeouts.memd_connect_ms, host_.timeouts.memd_request_ms});
+      } else {
+        spdlog::warn("vm {}: cannot release its swap-store namespace: {}", spec_.name, made.status().ToString());
+      }
+    }
+    if (store_ && !store_->claimed())
       store_->Adopt(memd::OwnerToken{rec->token_epoch, rec->token_secret, rec->token_secret_hi});
   }
   Cleanup();
