@@ -1,5 +1,7 @@
 #include "agiled_fixture.h"
 
+#include <gtest/gtest.h>
+
 #include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
@@ -78,6 +80,17 @@ AgiledProcess::~AgiledProcess() {
   }
   std::error_code ec;
   fs::remove_all(dir_, ec);
+}
+
+json Stat(AgiledProcess& d, const std::string& vm) {
+  auto s = d.Call("vm.stat", {{"name", vm}});
+  EXPECT_TRUE(s.ok()) << s.status().ToString();
+  return s.ok() ? *s : json::object();
+}
+
+bool GuestReporting(AgiledProcess& d, const std::string& vm) {
+  auto s = d.Call("vm.stat", {{"name", vm}});
+  return s.ok() && (*s)["guest"].contains("errors") && (*s)["guest"].value("gen", 0) > 0;
 }
 
 Result<json> AgiledProcess::Call(const std::string& op, const json& args) {

@@ -61,6 +61,11 @@ class MemdProcess {
 // Polls fn every 500 ms until it returns true or timeout_s passes.
 bool WaitFor(double timeout_s, const std::function<bool()>& fn);
 
+// vm.stat of `vm` (an empty object, and a test failure, when the call fails).
+nlohmann::json Stat(AgiledProcess& d, const std::string& vm);
+// The VM's workload has printed a status line with errors= and a gen > 0.
+bool GuestReporting(AgiledProcess& d, const std::string& vm);
+
 // A VM start request.
 nlohmann::json VmArgs(const std::string& name, uint64_t mib, const std::string& workload,
                       const std::map<std::string, std::string>& wargs);

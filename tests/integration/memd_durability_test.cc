@@ -17,17 +17,6 @@ namespace agile::testing {
 namespace {
 using nlohmann::json;
 
-json Stat(AgiledProcess& d, const std::string& name) {
-  auto s = d.Call("vm.stat", {{"name", name}});
-  EXPECT_TRUE(s.ok()) << s.status().ToString();
-  return s.ok() ? *s : json::object();
-}
-
-bool GuestReporting(AgiledProcess& d, const std::string& name) {
-  auto s = d.Call("vm.stat", {{"name", name}});
-  return s.ok() && (*s)["guest"].contains("errors") && (*s)["guest"].value("gen", 0) > 0;
-}
-
 // 512 MiB VM, memverify over 384 MiB, then at least two thirds of the
 // guest's data pages offloaded (all-zero pages are only marked, not sent).
 constexpr uint64_t kResident = 128ull << 20;

@@ -15,17 +15,6 @@ namespace agile::testing {
 namespace {
 using nlohmann::json;
 
-json Stat(AgiledProcess& d, const std::string& name) {
-  auto s = d.Call("vm.stat", {{"name", name}});
-  EXPECT_TRUE(s.ok()) << s.status().ToString();
-  return s.ok() ? *s : json::object();
-}
-
-bool GuestReporting(AgiledProcess& d, const std::string& name) {
-  auto s = d.Call("vm.stat", {{"name", name}});
-  return s.ok() && (*s)["guest"].contains("errors") && (*s)["guest"].value("gen", 0) > 0;
-}
-
 TEST(OffloadTest, VmWithThreeQuartersOffloadedRunsAMinuteIntact) {
   auto m = MemdProcess::Start();
   ASSERT_TRUE(m.ok()) << m.status().ToString();

@@ -21,12 +21,6 @@ using Clock = std::chrono::steady_clock;
 
 int Sh(const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()); }
 
-json Stat(AgiledProcess& d, const std::string& vm) {
-  auto s = d.Call("vm.stat", {{"name", vm}});
-  EXPECT_TRUE(s.ok()) << s.status().ToString();
-  return s.ok() ? *s : json::object();
-}
-
 void StartVm(AgiledProcess& d, const std::string& vm) {
   auto r = d.Call("vm.start", VmArgs(vm, 512, "memverify", {{"size_mib", "256"}, {"rate", "500"}}));
   ASSERT_TRUE(r.ok()) << r.status().ToString();

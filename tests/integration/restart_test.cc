@@ -17,17 +17,6 @@ namespace {
 using nlohmann::json;
 namespace fs = std::filesystem;
 
-json Stat(AgiledProcess& d, const std::string& name) {
-  auto s = d.Call("vm.stat", {{"name", name}});
-  EXPECT_TRUE(s.ok()) << s.status().ToString();
-  return s.ok() ? *s : json::object();
-}
-
-bool GuestReporting(AgiledProcess& d, const std::string& name) {
-  auto s = d.Call("vm.stat", {{"name", name}});
-  return s.ok() && (*s)["guest"].contains("errors") && (*s)["guest"].value("gen", 0) > 0;
-}
-
 bool Alive(int pid) { return pid > 0 && ::kill(pid, 0) == 0; }
 
 // Kills a QEMU the test orphaned if it fails half-way (no agiled to stop it).

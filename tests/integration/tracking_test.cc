@@ -13,12 +13,6 @@ namespace agile::testing {
 namespace {
 using nlohmann::json;
 
-json Stat(AgiledProcess& d, const std::string& vm) {
-  auto s = d.Call("vm.stat", {{"name", vm}});
-  EXPECT_TRUE(s.ok()) << s.status().ToString();
-  return s.ok() ? *s : json::object();
-}
-
 double Mib(uint64_t b) { return static_cast<double>(b) / (1 << 20); }
 
 // Waits until memtouch runs its hot set (fill done).
