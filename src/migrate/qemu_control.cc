@@ -36,6 +36,10 @@ json QemuModeParameters(wire::MigMode mode) {
 
 Status EnableQemuTls(MigratingVm* vm, const std::string& tls_dir, bool server, const std::string& peer) {
   if (peer.empty()) return InvalidArgument("QEMU migration TLS needs the peer's identity");
+  // The identity goes into a glob and a distinguished name below: a name with
+  // glob or DN metacharacters could admit others, so it is refused outright.
+  if (peer.find_first_of("*?[]\\,=+<>#;\"") != std::string::npos)
+    return PermissionDenied("peer identity '" + peer + "' has characters QEMU's TLS authorization cannot match exactly");
   // A VM migrates at most once at a time, but may migrate again later (or
   // back): the objects are made once and reused.
   const std::string creds_id = server ? "agile-mig-tls-server" : "agile-mig-tls-client";
