@@ -1,8 +1,13 @@
 #include "vm/shim_link.h"
 
 #include <poll.h>
+#include <sys/socket.h>
 
+#include <fstream>
+#include <string>
 #include <vector>
+
+#include <spdlog/spdlog.h>
 
 #include "base/io.h"
 #include "base/socket.h"
@@ -25,24 +30,53 @@ Status Refuse(int conn, const std::string& why) {
   return InvalidArgument("refused VM process: " + why);
 }
 
+// The pid a pidfd refers to (its fdinfo's "Pid:" line); -1 if unknown.
+pid_t PidOfPidfd(int pidfd) {
+  if (pidfd < 0) return -1;
+  std::ifstream f("/proc/self/fdinfo/" + std::to_string(pidfd));
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("Pid:", 0) == 0) return static_cast<pid_t>(std::stol(line.substr(4)));
+  return -1;
+}
+
 }  // namespace
 
 Result<ShimLink> ShimLink::Accept(int listen_fd, const std::string& ram_path, uint64_t expected_length,
                                   int timeout_ms, int pidfd, UniqueFd* uffd) {
   pollfd p[2] = {{listen_fd, POLLIN, 0}, {pidfd, POLLIN, 0}};
+  // Only the process we launched (or adopt) may hand over this VM's memory:
+  // a shim of an orphaned QEMU (its agiled and state dir gone) reconnects to
+  // the same socket path and would otherwise be taken for a new VM of the same
+  // name. The kernel's SO_PEERCRED says who connected; a stranger is refused
+  // (its shim then ends that QEMU) and we keep waiting for ours.
+  const pid_t expected_pid = PidOfPidfd(pidfd);
   int waited = 0;
-  for (;;) {
+  UniqueFd conn;
+  while (!conn) {
     int pr = ::poll(p, pidfd >= 0 ? 2 : 1, 100);
     if (pr < 0 && errno != EINTR) return ErrnoStatus("poll shim socket");
-    if (pr > 0 && (p[0].revents & POLLIN)) break;
     if (pr > 0 && pidfd >= 0 && (p[1].revents & POLLIN))
       return Unavailable("VM process exited before its shim connected");
+    if (pr > 0 && (p[0].revents & POLLIN)) {
+      AGILE_ASSIGN_OR_RETURN(UniqueFd c, agile::Accept(listen_fd));
+      ucred cred{};
+      socklen_t len = sizeof(cred);
+      if (expected_pid > 0 && (::getsockopt(c.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
+                               cred.pid != expected_pid)) {
+        Status why = Refuse(c.get(), "process " + std::to_string(cred.pid) + " is not the VM process (pid " +
+                                         std::to_string(expected_pid) + ") this memory belongs to");
+        spdlog::warn("shim socket {}: {}", ram_path, why.ToString());
+        continue;
+      }
+      conn = std::move(c);
+      break;
+    }
     waited += 100;
     if (waited >= timeout_ms)
       return Unavailable("the VM process did not hand over its memory within " + std::to_string(timeout_ms) +
                          " ms (is libagile-shim.so preloaded and the RAM file mapped?)");
   }
-  AGILE_ASSIGN_OR_RETURN(UniqueFd conn, agile::Accept(listen_fd));
 
   uint8_t hb[wire::kFrameHeaderSize];
   std::vector<UniqueFd> fds;

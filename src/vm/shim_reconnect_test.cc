@@ -6,6 +6,7 @@
 // from the RAM file and the location map and serves the waiting faults with
 // the right data: pages offloaded before the crash come back from the store.
 #include <gtest/gtest.h>
+#include <poll.h>
 
 #include <cstring>
 #include <filesystem>
@@ -163,6 +164,30 @@ TEST_F(ShimReconnectTest, ARefusalOnReconnectionEndsTheProcess) {
   EXPECT_FALSE(link.ok());
   ASSERT_TRUE(gp.process().Wait(10000));
   EXPECT_EQ(gp.process().ExitDescription(), "exited with code 78");
+}
+
+// A shim of some other process (an orphaned QEMU whose agiled and state dir
+// are gone reconnects to the same path) must not be taken for this VM's: the
+// kernel's peer credentials tell it apart, it is refused, and the handover of
+// the process we expect still goes through.
+TEST_F(ShimReconnectTest, AnotherProcessIsRefusedAndTheExpectedOneStillHandsOver) {
+  MapSource store;
+  auto g = GuestProcess::Start(AGILE_SHIM_PATH, AGILE_SHM_GUEST_PATH, kPages, &store);
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  auto& gp = **g;
+  gp.DropAgiled();
+  auto listen = UnixListen(gp.shim_sock());
+  ASSERT_TRUE(listen.ok());
+  // The stranger (this test process) is first in the accept queue.
+  auto stranger = ConnectAddress("unix:" + gp.shim_sock());
+  ASSERT_TRUE(stranger.ok()) << stranger.status().ToString();
+  UniqueFd uffd;
+  auto link = ShimLink::Accept(listen->get(), gp.ram_path(), kPages * 4096, 10000, gp.process().pidfd(), &uffd);
+  ASSERT_TRUE(link.ok()) << link.status().ToString();
+  EXPECT_EQ(link->mapping().pid, static_cast<uint32_t>(gp.process().pid()));
+  // The stranger got a refusal frame, not silence.
+  pollfd p{stranger->get(), POLLIN, 0};
+  EXPECT_EQ(::poll(&p, 1, 1000), 1);
 }
 
 }  // namespace
