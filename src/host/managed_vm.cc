@@ -243,7 +243,7 @@ void ManagedVm::Monitor() {
   if (clean) spdlog::info("vm {}: QEMU {} (guest powered off)", spec_.name, why);
   else spdlog::error("vm {}: QEMU {} unexpectedly. {}", spec_.name, why, QemuLogTail());
   if (tracker_) tracker_->Stop();
-  faults_->Stop();
+  if (faults_) faults_->Stop();  // a stock VM has none
 }
 
 Result<json> ManagedVm::Qmp(const std::string& cmd, const json& args) {
