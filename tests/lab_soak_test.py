@@ -93,6 +93,16 @@ class Classify(unittest.TestCase):
         self.assertTrue(v["vm_lost"])
         self.assertIn("degraded", " ".join(v["notes"]))
 
+    def test_a_destination_stalled_on_its_source_after_switchover_is_stranded_not_lost(self):
+        stalled = {"done": False, "waited_s": 90}
+        v = classify(obs({"h2": RUN}, fault="link-cut", phase="after-switchover", mode="postcopy", sweep=stalled))
+        self.assertEqual((v["outcome"], v["stranded"], v["vm_lost"]), ("stalled-needs-recover", True, False))
+        # Not before switchover, not in precopy (nothing is left at the source), not a memd kill.
+        for kw in ({"phase": "precopy"}, {"mode": "precopy"}, {"fault": "kill-memd"}):
+            args = dict(fault="link-cut", phase="after-switchover", mode="postcopy", sweep=stalled)
+            args.update(kw)
+            self.assertEqual(classify(obs({"h2": RUN}, **args))["outcome"], "stalled", kw)
+
     def test_pages_lost_from_agiled_and_from_a_store_shortfall(self):
         self.assertEqual(classify(obs({"h2": {"state": "running", "lost_pages": 5}}))["pages_lost"], 5)
         self.assertEqual(classify(obs({"h2": RUN}, memd={"offloaded": 100, "held": 90}))["pages_lost"], 10)

@@ -287,9 +287,19 @@ class Soak:
             rec["memd_orphan_namespaces"] = len(orphans)
             rec["memd_orphan_pages"] = sum(p for _, p in orphans.values())
         verdicts = [classify(o) for o in obs.values()]
+        cleaned = []
         for v in verdicts:
             if v["outcome"] in ("migrated", "stayed", "ok"):
                 self.where[v["vm"]] = v["running_on"][0]
+                # A copy left behind next to the running one (lost, crashed, paused and fenced) would make a
+                # later migration back to its host refuse (`already-exists`): acknowledge it, as an operator would.
+                for h, x in obs[v["vm"]]["copies"].items():
+                    if h != v["running_on"][0] and x["state"] != "running":
+                        rc, _ = self.ctl(h, "vm", "stop", v["vm"], timeout=60)
+                        cleaned.append(f"{v['vm']}@{h} ({x['state']}{', fenced' if x['fenced'] else ''}): "
+                                       f"{'stopped' if rc == 0 else 'stop failed rc=' + str(rc)}")
+        if cleaned:
+            rec["cleaned"] = cleaned
         return verdicts
 
     def replace_dead(self, verdicts):
@@ -382,7 +392,8 @@ def main(argv=None):
                 f"{PHASES[phase_at] if phase_at is not None else '-'}: {rec['fault_done']}; migration "
                 f"{rec['report_status']}; " + "; ".join(
                     f"{v['vm']} {v['outcome']}" + (f" ({'; '.join(v['notes'])})" if v["notes"] else "")
-                    for v in verdicts) + f" [{rec['wall_s']} s]")
+                    for v in verdicts) + (f"; cleaned {', '.join(rec['cleaned'])}" if rec.get("cleaned") else "")
+                + f" [{rec['wall_s']} s]")
             s.replace_dead(verdicts)
             with open(os.path.join(a.out, "summary.json"), "w") as f:
                 json.dump({"seed": a.seed, **tally.as_json()}, f, indent=2)

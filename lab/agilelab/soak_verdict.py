@@ -12,6 +12,9 @@ table and the JSON object. The rules, each a line below:
   completed with no new error (each error is a corruption), and it must not be
   `stalled` (no whole sweep within the bound: a vCPU waits on a page, which is
   a VM lost for its users);
+  a destination that lost its migration connection after switchover in post-copy
+  or agile's tail (link cut, either agiled killed) and so waits on pages still
+  at the source is `stalled-needs-recover`: counted with the stranded;
 * no running copy:
   - a copy paused and fenced by a migration past its commit point is
     `fenced-paused`: whole, but not runnable without `migrate --recover`
@@ -29,7 +32,12 @@ from .soak_plan import PHASES
 
 SWITCHOVER = PHASES.index("switchover")
 AFTER_SWITCHOVER = PHASES.index("after-switchover")
-OUTCOMES = ("migrated", "stayed", "ok", "fenced-paused", "killed-by-fault", "stalled", "lost", "duplicate")
+OUTCOMES = ("migrated", "stayed", "ok", "fenced-paused", "stalled-needs-recover", "killed-by-fault", "stalled", "lost",
+            "duplicate")
+# Faults that end the migration connection; after switchover, post-copy and agile's tail then leave the
+# destination's vCPUs waiting on pages still at the source (docs/migration.md, "Failure safety").
+CONNECTION_FAULTS = ("link-cut", "kill-src-agiled", "kill-dst-agiled")
+TAIL_MODES = ("postcopy", "agile")
 
 
 def _killed_its_only_qemu(obs):
@@ -45,6 +53,11 @@ def _killed_its_only_qemu(obs):
         # After switchover the destination's copy is the VM (post-copy: the only complete one too).
         return at >= AFTER_SWITCHOVER or obs.get("mode", "").startswith("qemu-")
     return False
+
+
+def _lost_its_source_after_switchover(obs, host):
+    return (obs.get("migrated") and host == obs.get("dst") and obs.get("fault") in CONNECTION_FAULTS
+            and obs.get("mode") in TAIL_MODES and obs.get("phase_at") == AFTER_SWITCHOVER)
 
 
 def classify(obs):
@@ -85,7 +98,12 @@ def classify(obs):
         if errors:
             v["corruptions"] += errors
             notes.append(f"memverify: {errors} bad pages ({sweep.get('bad', '')})".rstrip(" ()"))
-        if not sweep.get("done"):
+        if not sweep.get("done") and _lost_its_source_after_switchover(obs, host):
+            v["outcome"] = "stalled-needs-recover"
+            v["stranded"] = True
+            notes.append(f"no whole memverify sweep within {sweep.get('waited_s', '?')} s after the migration "
+                         "connection was lost past switchover: pages still at the source, migrate --recover not built")
+        elif not sweep.get("done"):
             v["outcome"] = "stalled"
             v["vm_lost"] = True
             notes.append(f"no whole memverify sweep within {sweep.get('waited_s', '?')} s "
