@@ -265,10 +265,12 @@ class Soak:
         swept = self.wait_swept(single, self.a.sweep_timeout)
         for vm, h in single:
             text = self.console(h, vm)
-            errors = last_int(STATUS_RE, text)
+            errors = last_int(STATUS_RE, text, None)
             bad = [f"{p}:{r}" for p, r in BAD_RE.findall(text)]
-            new = errors - self.errors_seen[vm] if errors >= self.errors_seen[vm] else errors
-            self.errors_seen[vm] = errors
+            # The guest's count is cumulative (in guest memory, so it migrates); a restarted guest starts at 0.
+            new = 0 if errors is None else errors - self.errors_seen[vm] if errors >= self.errors_seen[vm] else errors
+            if errors is not None:
+                self.errors_seen[vm] = errors
             obs[vm]["sweep"] = {"done": swept[vm][0], "waited_s": swept[vm][1], "errors_new": new,
                                 "bad": " ".join(bad[-8:])}
         namespaces = self.memd_namespaces()
@@ -319,9 +321,9 @@ class Soak:
                 log(f"could not start {vm} again: {e}")
 
 
-def last_int(rx, text):
+def last_int(rx, text, default=0):
     m = rx.findall(text)
-    return int(m[-1]) if m else 0
+    return int(m[-1]) if m else default
 
 
 def options(argv):
