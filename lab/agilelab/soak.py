@@ -235,9 +235,15 @@ class Soak:
             time.sleep(0.5)
         else:
             status = f"still running after {self.a.migration_timeout} s"
-        while time.monotonic() - t0 < self.a.migration_timeout:
+        t1 = time.monotonic()
+        while True:
             c = self.copies(vm)
-            if not any(x["state"] in SETTLING_STATES or x["migrating"] for x in c.values()):
+            busy = [f"{h}: {x['state']}{' (migrating)' if x['migrating'] else ''}" for h, x in c.items()
+                    if x["state"] in SETTLING_STATES or x["migrating"]]
+            if not busy:
+                break
+            if time.monotonic() - t1 > self.a.settle_timeout:
+                status += f"; not settled after {self.a.settle_timeout:.0f} s ({', '.join(busy)})"
                 break
             time.sleep(1)
         return status
@@ -343,6 +349,8 @@ def options(argv):
     ap.add_argument("--peer-timeout-ms", type=int, default=30000,
                     help="agiled --migrate-peer-timeout-ms (default 120000 there; shorter so a lost peer costs a run less)")
     ap.add_argument("--migration-timeout", type=float, default=300, help="bound on a migration job and on settling")
+    ap.add_argument("--settle-timeout", type=float, default=120,
+                    help="bound on every copy leaving incoming/starting/stopping and migration after the job ended")
     ap.add_argument("--sweep-timeout", type=float, default=90, help="bound on two memverify sweeps of every VM")
     ap.add_argument("--boot-timeout", type=float, default=180)
     a = ap.parse_args(argv)
