@@ -122,6 +122,9 @@ class Classify(unittest.TestCase):
         v = classify(obs({"h1": {"state": "crashed"}}, fault="kill-qemu-dst", phase="precopy"))
         self.assertEqual((v["outcome"], v["vm_lost"]), ("lost", True))
         self.assertIn("h1: crashed", " ".join(v["notes"]))
+        v = classify(obs({}, fault="cancel", guest_crashed_on=["h3"]))
+        self.assertEqual(v["outcome"], "lost")
+        self.assertIn("guest kernel crashed", " ".join(v["notes"]))
         # Killing an agiled never excuses a missing VM; nor does a QEMU kill of a VM not migrated.
         self.assertTrue(classify(obs({"h2": {"state": "lost"}}, fault="kill-dst-agiled",
                                      phase="after-switchover"))["vm_lost"])

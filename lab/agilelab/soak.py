@@ -38,7 +38,7 @@ from .faults import cut_link, restore_link, throttle_link
 from .lifecycle import down, up, up_options
 from .soak_plan import HOSTS, PHASES, VMS, describe, phase_index, schedule, vm_spec
 from .soak_verdict import Tally, classify
-from .state import Lab, agiled_url
+from .state import Lab, agiled_url, serial_log
 from .util import LabError
 from .vms import start_agile_vm
 
@@ -262,7 +262,9 @@ class Soak:
                             resumed = h
                             c = self.copies(vm)
                             break
-            obs[vm] = {"vm": vm, "kind": kind, "copies": c, "resumed": resumed, "migrated": vm == plan["vm"],
+            panics = [h for h in HOSTS if not any(x["state"] == "running" for x in c.values())
+                      and guest_crashed(serial_log(self.st["hosts"][h], vm))]
+            obs[vm] = {"vm": vm, "kind": kind, "copies": c, "resumed": resumed, "guest_crashed_on": panics, "migrated": vm == plan["vm"],
                        "src": rec["src"] if vm == plan["vm"] else self.where[vm],
                        "dst": rec["dst"] if vm == plan["vm"] else None, "mode": plan["mode"], "fault": plan["fault"],
                        "phase_at": phase_at if vm == plan["vm"] else None, "report_status": rec.get("report_status")}
@@ -325,6 +327,18 @@ class Soak:
                 self.wait_swept([(vm, host)], self.a.boot_timeout)
             except LabError as e:
                 log(f"could not start {vm} again: {e}")
+
+
+def guest_crashed(path):
+    """The guest kernel's own crash report at the end of a console (oops, panic): the VM died inside."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 65536))
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        return False
+    return "Kernel panic" in tail or "Oops:" in tail
 
 
 def last_int(rx, text, default=0):

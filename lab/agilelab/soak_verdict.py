@@ -122,6 +122,8 @@ def classify(obs):
             v["vm_lost"] = True
             states = ", ".join(f"{h}: {c.get('state')}" for h, c in sorted(copies.items())) or "no copy anywhere"
             notes.append(f"no running copy ({states})")
+        if obs.get("guest_crashed_on"):
+            notes.append(f"the guest kernel crashed (panic/oops on its console on {', '.join(obs['guest_crashed_on'])})")
     return v
 
 
