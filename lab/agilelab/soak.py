@@ -33,7 +33,8 @@ import sys
 import time
 
 from .config import DEFAULT_BUILD, MEMD_HOST, MEMD_METRICS, MIB
-from .daemons import kill_daemon, restart_daemon
+from .daemons import daemon_rec, kill_daemon, restart_daemon
+from .procs import alive
 from .faults import cut_link, restore_link, throttle_link
 from .lifecycle import down, up, up_options
 from .soak_plan import HOSTS, PHASES, VMS, describe, phase_index, schedule, vm_spec
@@ -249,7 +250,23 @@ class Soak:
         return status
 
     # ---- after each run: every VM --------------------------------------------------------
+    def revive_crashed(self, rec):
+        """A daemon that died without being killed by the soak is a finding; it is started again, as systemd's
+        Restart=on-failure would, so that later runs still have three hosts."""
+        st = self.lab.require_up()
+        for host in HOSTS + (MEMD_HOST,):
+            d = daemon_rec(st, host)
+            if d and not alive(d):
+                log(f"{host}'s daemon (pid {d['pid']}) died on its own; log {d['log']}; starting it again")
+                rec.setdefault("daemon_crashes", []).append(host)
+                try:
+                    restart_daemon(self.lab, host)
+                except LabError as e:
+                    log(f"could not restart {host}'s daemon: {e}")
+        self.st = self.lab.require_up()
+
     def check_all(self, plan, phase_at, rec):
+        self.revive_crashed(rec)
         obs = {}
         for vm, kind, _ in VMS:
             c = self.copies(vm)
@@ -419,6 +436,7 @@ def main(argv=None):
                     for v in verdicts) + (f"; cleaned {', '.join(rec['cleaned'])}" if rec.get("cleaned") else "")
                 + f" [{rec['wall_s']} s]")
             s.replace_dead(verdicts)
+            s.revive_crashed(rec)
             with open(os.path.join(a.out, "summary.json"), "w") as f:
                 json.dump({"seed": a.seed, **tally.as_json()}, f, indent=2)
     except KeyboardInterrupt:

@@ -158,19 +158,25 @@ class Tally:
                                       "notes": v["notes"]})
         self.rows.append({"plan": plan, "phase_at": phase, "verdicts": verdicts, **(extra or {})})
 
+    @property
+    def daemon_crashes(self):
+        """agiled / agile-memd found dead without the soak killing it (the soak starts them again)."""
+        return sum(len(r.get("daemon_crashes", [])) for r in self.rows)
+
     def failed(self):
         return bool(self.corruptions or self.vms_lost or self.pages_lost)
 
     def as_json(self):
         return {"runs": self.runs, "corruptions": self.corruptions, "vms_lost": self.vms_lost,
-                "pages_lost": self.pages_lost, "vms_stranded": self.vms_stranded, "vms_killed_by_fault": self.killed,
+                "pages_lost": self.pages_lost, "vms_stranded": self.vms_stranded,
+                "daemon_crashes": self.daemon_crashes, "vms_killed_by_fault": self.killed,
                 "faults": self.faults, "outcomes": self.outcomes, "migration_outcomes": self.migration_outcomes,
                 "failures": self.failures, "run_results": self.rows}
 
     def table(self):
         out = [f"runs {self.runs}   corruptions {self.corruptions}   vms_lost {self.vms_lost}   "
                f"pages_lost {self.pages_lost}   vms_stranded (fenced-paused) {self.vms_stranded}   "
-               f"vms_killed_by_fault {self.killed}", ""]
+               f"vms_killed_by_fault {self.killed}   daemon_crashes (not injected) {self.daemon_crashes}", ""]
         phases = list(PHASES) + ["not injected"]
         out.append(f"{'fault':<16}" + "".join(f"{p:>17}" for p in phases) + f"{'total':>7}")
         for kind in sorted(self.faults):
