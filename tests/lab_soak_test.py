@@ -125,6 +125,10 @@ class Classify(unittest.TestCase):
         v = classify(obs({}, fault="cancel", guest_crashed_on=["h3"]))
         self.assertEqual(v["outcome"], "lost")
         self.assertIn("guest kernel crashed", " ".join(v["notes"]))
+        # ... unless the destination QEMU it killed already ran the VM (the phase was read a poll earlier).
+        v = classify(obs({"h1": {"state": "crashed"}}, fault="kill-qemu-dst", phase="switchover",
+                         killed_copy_state="running"))
+        self.assertEqual(v["outcome"], "killed-by-fault")
         # Killing an agiled never excuses a missing VM; nor does a QEMU kill of a VM not migrated.
         self.assertTrue(classify(obs({"h2": {"state": "lost"}}, fault="kill-dst-agiled",
                                      phase="after-switchover"))["vm_lost"])

@@ -65,6 +65,7 @@ class Soak:
         self.where = {vm: host for vm, _, host in VMS}
         self.incarnation = {vm: 0 for vm, _, _ in VMS}
         self.errors_seen = {vm: 0 for vm, _, _ in VMS}
+        self.killed_copy_state = None  # state of the QEMU copy a kill-qemu fault killed, this run
 
     # ---- agilectl ----------------------------------------------------------------
     def ctl(self, host, *args, timeout=30):
@@ -153,6 +154,7 @@ class Soak:
     # ---- one run ------------------------------------------------------------------
     def run(self, plan):
         vm, mode = plan["vm"], plan["mode"]
+        self.killed_copy_state = None
         src = self.where[vm]
         dst = [h for h in HOSTS if h != src][plan["dst_index"]]
         rec = {"src": src, "dst": dst}
@@ -202,6 +204,7 @@ class Soak:
                 if not s or not s.get("pid"):
                     return f"no QEMU of {vm} on {host} to kill"
                 os.kill(int(s["pid"]), signal.SIGKILL)
+                self.killed_copy_state = s.get("state")
                 return f"QEMU {s['pid']} on {host} ({s.get('state')}) killed"
             if f in ("link-cut", "throttle"):
                 host = src if plan["side"] == "src" else dst
@@ -284,7 +287,8 @@ class Soak:
             obs[vm] = {"vm": vm, "kind": kind, "copies": c, "resumed": resumed, "guest_crashed_on": panics, "migrated": vm == plan["vm"],
                        "src": rec["src"] if vm == plan["vm"] else self.where[vm],
                        "dst": rec["dst"] if vm == plan["vm"] else None, "mode": plan["mode"], "fault": plan["fault"],
-                       "phase_at": phase_at if vm == plan["vm"] else None, "report_status": rec.get("report_status")}
+                       "phase_at": phase_at if vm == plan["vm"] else None, "report_status": rec.get("report_status"),
+                       "killed_copy_state": self.killed_copy_state if vm == plan["vm"] else None}
         single = [(vm, next(h for h, x in o["copies"].items() if x["state"] == "running"))
                   for vm, o in obs.items() if sum(x["state"] == "running" for x in o["copies"].values()) == 1]
         swept = self.wait_swept(single, self.a.sweep_timeout)
@@ -314,6 +318,7 @@ class Soak:
             rec["memd_orphan_namespaces"] = len(orphans)
             rec["memd_orphan_pages"] = sum(p for _, p in orphans.values())
         verdicts = [classify(o) for o in obs.values()]
+        rec["observed"] = obs  # what the verdicts were drawn from: classify() can be rerun on summary.json
         cleaned = []
         for v in verdicts:
             if v["outcome"] in ("migrated", "stayed", "ok"):

@@ -49,6 +49,10 @@ def _killed_its_only_qemu(obs):
         # Before switchover the source runs the VM; a qemu-* mode shows no switchover (its QEMU switches on
         # its own), so any phase before `completed` may have been the source's copy.
         return at <= SWITCHOVER or (obs.get("mode", "").startswith("qemu-") and at < len(PHASES) - 1)
+    if obs["fault"] == "kill-qemu-dst" and obs.get("killed_copy_state") == "running":
+        # The phase was read a poll before the kill: the destination already ran the VM (post-copy switches
+        # over within one poll), so the kill took the VM's running copy.
+        return True
     if obs["fault"] == "kill-qemu-dst":
         # After switchover the destination's copy is the VM (post-copy: the only complete one too).
         return at >= AFTER_SWITCHOVER or obs.get("mode", "").startswith("qemu-")
