@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -334,12 +335,26 @@ class Soak:
             rec["cleaned"] = cleaned
         return verdicts
 
-    def replace_dead(self, verdicts):
+    def keep_consoles(self, run, vm):
+        """The consoles and QEMU logs of every copy of VM, before `vm stop` and the next incarnation on that
+        host overwrite them: <out>/consoles/run<N>-<vm>-<host>-{serial,qemu}.log."""
+        d = os.path.join(self.a.out, "consoles")
+        os.makedirs(d, exist_ok=True)
+        for h in HOSTS:
+            src_dir = os.path.dirname(serial_log(self.st["hosts"][h], vm))
+            for name in ("serial.log", "qemu.log"):
+                try:
+                    shutil.copyfile(os.path.join(src_dir, name), os.path.join(d, f"run{run}-{vm}-{h}-{name}"))
+                except OSError:
+                    pass
+
+    def replace_dead(self, verdicts, run):
         """A VM with no (single) running copy is stopped everywhere and started again, so later runs have it."""
         for v in verdicts:
             if v["outcome"] in ("migrated", "stayed", "ok"):
                 continue
             vm = v["vm"]
+            self.keep_consoles(run, vm)
             for h in HOSTS:
                 self.ctl(h, "vm", "stop", vm, timeout=60)
             self.incarnation[vm] += 1
@@ -440,7 +455,7 @@ def main(argv=None):
                     f"{v['vm']} {v['outcome']}" + (f" ({'; '.join(v['notes'])})" if v["notes"] else "")
                     for v in verdicts) + (f"; cleaned {', '.join(rec['cleaned'])}" if rec.get("cleaned") else "")
                 + f" [{rec['wall_s']} s]")
-            s.replace_dead(verdicts)
+            s.replace_dead(verdicts, p["run"])
             s.revive_crashed(rec)
             with open(os.path.join(a.out, "summary.json"), "w") as f:
                 json.dump({"seed": a.seed, **tally.as_json()}, f, indent=2)
