@@ -129,6 +129,10 @@ class Classify(unittest.TestCase):
         v = classify(obs({"h1": {"state": "crashed"}}, fault="kill-qemu-dst", phase="switchover",
                          killed_copy_state="running"))
         self.assertEqual(v["outcome"], "killed-by-fault")
+        v = classify(obs({"h1": {"state": "lost"}}, fault="kill-qemu-src", phase="completed",
+                         killed_copy_state="running"))
+        self.assertEqual(v["outcome"], "killed-by-fault")
+        self.assertEqual(classify(obs({}, fault="kill-qemu-src", phase="completed"))["outcome"], "lost")
         # Killing an agiled never excuses a missing VM; nor does a QEMU kill of a VM not migrated.
         self.assertTrue(classify(obs({"h2": {"state": "lost"}}, fault="kill-dst-agiled",
                                      phase="after-switchover"))["vm_lost"])
