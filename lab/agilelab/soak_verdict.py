@@ -45,15 +45,15 @@ def _killed_its_only_qemu(obs):
     at = obs.get("phase_at")
     if at is None or not obs.get("migrated"):
         return False
-    if obs["fault"] == "kill-qemu-src":
-        # Before switchover the source runs the VM; a qemu-* mode shows no switchover (its QEMU switches on
-        # its own), so any phase before `completed` may have been the source's copy.
-        return at <= SWITCHOVER or (obs.get("mode", "").startswith("qemu-") and at < len(PHASES) - 1)
     if obs["fault"] in ("kill-qemu-src", "kill-qemu-dst") and obs.get("killed_copy_state") == "running":
         # What the QEMU was doing when it was killed beats the phase, which was read a poll earlier: a
         # destination that already ran the VM (post-copy switches over within one poll), a source whose
         # migration had already failed.
         return True
+    if obs["fault"] == "kill-qemu-src":
+        # Before switchover the source runs the VM; a qemu-* mode shows no switchover (its QEMU switches on
+        # its own), so any phase before `completed` may have been the source's copy.
+        return at <= SWITCHOVER or (obs.get("mode", "").startswith("qemu-") and at < len(PHASES) - 1)
     if obs["fault"] == "kill-qemu-dst":
         # After switchover the destination's copy is the VM (post-copy: the only complete one too).
         return at >= AFTER_SWITCHOVER or obs.get("mode", "").startswith("qemu-")
