@@ -105,4 +105,10 @@ def restart_daemon(lab, host):
         lab.save()
     port = AGILED_PORT if key == "agiled" else MEMD_PORT
     wait_for(lambda: listening(rec["pid"], port), DAEMON_START_TIMEOUT_S * 4, f"{key} on {host} (restart)", rec)
+    if key == "agiled":
+        # The TCP port is bound before re-adoption ends; the control socket answers only after it. A caller
+        # that asked before would take every VM of the host for gone.
+        ctl = [st["build"]["agilectl"], "-H", "unix:" + agiled_socket(h), "host", "info"]
+        wait_for(lambda: run(ctl, check=False).returncode == 0, DAEMON_START_TIMEOUT_S * 8,
+                 f"agiled on {host} answering (restart)", rec)
     return rec

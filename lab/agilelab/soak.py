@@ -85,8 +85,14 @@ class Soak:
         return p.returncode, out
 
     def stat(self, host, vm):
-        rc, s = self.ctl(host, "vm", "stat", vm, timeout=10)
-        return s if rc == 0 else None
+        """`vm stat`, or None when HOST's agiled has no such VM. An agiled that does not answer (exit status 3:
+        restarting, re-adopting) is waited for, never taken for "no copy here"."""
+        t0 = time.monotonic()
+        while True:
+            rc, s = self.ctl(host, "vm", "stat", vm, timeout=10)
+            if rc != 3 or time.monotonic() - t0 > 120:
+                return s if rc == 0 else None
+            time.sleep(1)
 
     def console(self, host, vm, lines=400):
         rc, c = self.ctl(host, "vm", "console", vm, "--lines", str(lines), timeout=10)
