@@ -98,12 +98,14 @@ def cmd_agile_vm(args):
 
 # Commands with a parser of their own (argparse's REMAINDER would not take a first argument that looks like an
 # option): `experiment` and `sweep`.
-OWN_PARSER = ("experiment", "sweep")
+OWN_PARSER = ("experiment", "sweep", "soak")
 
 
 def run_experiment(argv, cmd="experiment"):
     if cmd == "sweep":
         from .sweep import main as command_main  # matplotlib is only needed here
+    elif cmd == "soak":
+        from .soak import main as command_main
     else:
         from .experiment import main as command_main
     sys.exit(command_main(argv))
@@ -164,6 +166,10 @@ def parser():
     p.add_argument("--build", default=DEFAULT_BUILD, help="build dir with bin/ and guest/ (env AGILE_BUILD)")
     p.add_argument("--host-budget", metavar="SIZE",
                    help="agiled --host-budget SIZE on every VM host (advance offloading; needs an agiled that has it)")
+    p.add_argument("--memd-data-dir", action="store_true",
+                   help="agile-memd --data-dir <lab dir>/memd-data: its pages survive a restart of agile-memd")
+    p.add_argument("--agiled-arg", dest="agiled_args", action="append", default=[], metavar="ARG",
+                   help="extra agiled argument on every VM host (repeatable; the = form for options: --agiled-arg=--x)")
     p.set_defaults(fn=cmd_up)
 
     p = add_parser("experiment", add_help=False,
@@ -173,6 +179,11 @@ def parser():
 
     p = add_parser("sweep", add_help=False,
                    help="how migration cost grows with VM size and working set, agile vs QEMU (--help there)")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=cmd_experiment)
+
+    p = add_parser("soak", add_help=False,
+                   help="fault-injection soak: migrations under kills, link cuts, trickles, cancels (--help there)")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(fn=cmd_experiment)
 

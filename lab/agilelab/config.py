@@ -43,6 +43,8 @@ VM_IP_FIRST, VM_IP_LAST = 100, 199     # VMs, allocated per name for the lab's l
 VM_MAC_PREFIX = "52:54:00:a9"          # + the VM address's last two octets in hex
 AGILED_PORT = 7700
 MEMD_PORT = 7800
+MEMD_METRICS = "127.0.0.1:9780"        # agile-memd --metrics-listen, loopback of the memd host's namespace
+MEMD_DATA_DIR = "memd-data"            # agile-memd --data-dir (up --memd-data-dir): <lab dir>/memd-data
 REDIS_PORT = 6379
 
 # ---- `up` defaults -------------------------------------------------------------

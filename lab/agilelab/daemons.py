@@ -1,8 +1,10 @@
 """The lab's daemons: agile-memd on the memd host, an agiled on every VM host."""
 import os
 
-from .config import AGILED_PORT, DAEMON_START_TIMEOUT_S, MEMD_HOST, MEMD_PORT
-from .procs import listening, spawn, wait_for
+import signal
+
+from .config import AGILED_PORT, DAEMON_START_TIMEOUT_S, MEMD_DATA_DIR, MEMD_HOST, MEMD_METRICS, MEMD_PORT
+from .procs import kill_rec, listening, spawn, wait_for, wait_gone
 from .state import agiled_socket
 from .util import LabError, run
 
@@ -50,7 +52,10 @@ def up_daemons(lab, st, args):
     st["pki"] = pki
     m = st["hosts"][MEMD_HOST]
     argv = [b["memd"], "--listen", m["listen"], "--capacity", args.memd_capacity,
-            "--tls-dir", os.path.join(pki, MEMD_HOST)]
+            "--tls-dir", os.path.join(pki, MEMD_HOST), "--metrics-listen", MEMD_METRICS]
+    if getattr(args, "memd_data_dir", False):
+        # Pages survive a restart of agile-memd (the soak kills it); in the lab's dir, so `down` removes them.
+        argv += ["--data-dir", os.path.join(lab.dir, MEMD_DATA_DIR)]
     m["memd"] = spawn(argv, m["netns"], m["cgroup"], os.path.join(lab.dir, MEMD_HOST, "agile-memd.log"))
     lab.save()
     wait_for(lambda: listening(m["memd"]["pid"], MEMD_PORT), DAEMON_START_TIMEOUT_S, "agile-memd", m["memd"])
@@ -64,6 +69,7 @@ def up_daemons(lab, st, args):
             if not agiled_has_host_budget(b["agiled"]):
                 raise LabError("--host-budget: this agiled has no --host-budget (advance offloading) yet")
             argv += ["--host-budget", args.host_budget]
+        argv += list(getattr(args, "agiled_args", None) or [])
         h["agiled"] = spawn(argv, h["netns"], h["cgroup"], os.path.join(h["state_dir"], "agiled.log"))
         lab.save()
     for name, h in st["hosts"].items():
@@ -71,3 +77,38 @@ def up_daemons(lab, st, args):
             sock = agiled_socket(h)
             wait_for(lambda: os.path.exists(sock) and listening(h["agiled"]["pid"], AGILED_PORT),
                      DAEMON_START_TIMEOUT_S, f"agiled on {name}", h["agiled"])
+
+
+def daemon_rec(st, host):
+    h = st["hosts"][host]
+    return h.get("agiled") or h.get("memd")
+
+
+def kill_daemon(lab, host):
+    """kill -9 of HOST's daemon (agiled, or agile-memd on the memd host); its QEMUs live on (own session)."""
+    st = lab.require_up()
+    rec = daemon_rec(st, host)
+    kill_rec(rec, signal.SIGKILL)
+    if not wait_gone([rec], 10):
+        raise LabError(f"{host}'s daemon (pid {rec['pid']}) survived SIGKILL for 10 s")
+
+
+def restart_daemon(lab, host):
+    """Starts HOST's daemon again with the very command line it had (same state dir, data dir, id) and waits
+    until it listens: agiled re-adopts its VMs first, then listens (docs/invariants.md)."""
+    with lab.locked() as st:
+        h = st["hosts"][host]
+        key = "agiled" if h.get("agiled") else "memd"
+        old = h[key]
+        rec = spawn(old["argv"], h["netns"], h["cgroup"], old["log"])
+        h[key] = rec
+        lab.save()
+    port = AGILED_PORT if key == "agiled" else MEMD_PORT
+    wait_for(lambda: listening(rec["pid"], port), DAEMON_START_TIMEOUT_S * 4, f"{key} on {host} (restart)", rec)
+    if key == "agiled":
+        # The TCP port is bound before re-adoption ends; the control socket answers only after it. A caller
+        # that asked before would take every VM of the host for gone.
+        ctl = [st["build"]["agilectl"], "-H", "unix:" + agiled_socket(h), "host", "info"]
+        wait_for(lambda: run(ctl, check=False).returncode == 0, DAEMON_START_TIMEOUT_S * 8,
+                 f"agiled on {host} answering (restart)", rec)
+    return rec

@@ -11,7 +11,7 @@ import time
 from .cgroups import Cgroups
 from .config import (AGILED_SHM_ROOT, AGILED_STOP_TIMEOUT_S, DEFAULT_BANDWIDTH, DEFAULT_BUILD, DEFAULT_HOST_MEM,
                      DEFAULT_MEMD_CAPACITY, DEFAULT_SUBNET, DEFAULT_SWAP, DEFAULT_SWAP_PRIORITY, DEFAULT_VM_HOSTS,
-                     PROC_SWAPS, SHM_ROOT, STATE_ROOT, SWAP_ROOT)
+                     MEMD_DATA_DIR, PROC_SWAPS, SHM_ROOT, STATE_ROOT, SWAP_ROOT)
 from .daemons import up_daemons
 from .netns import netns_exists, netns_list, netns_pids
 from .procs import alive, kill_rec, wait_gone
@@ -233,7 +233,7 @@ def up_options(prefix, **overrides):
     o = argparse.Namespace(prefix=prefix, hosts=DEFAULT_VM_HOSTS, bandwidth=DEFAULT_BANDWIDTH,
                            host_mem=DEFAULT_HOST_MEM, swap=DEFAULT_SWAP, swap_priority=DEFAULT_SWAP_PRIORITY,
                            subnet=DEFAULT_SUBNET, memd_capacity=DEFAULT_MEMD_CAPACITY, build=DEFAULT_BUILD,
-                           host_budget=None)
+                           host_budget=None, memd_data_dir=False, agiled_args=())
     for k, v in overrides.items():
         if not hasattr(o, k):
             raise TypeError(f"up has no option {k}")
@@ -251,7 +251,7 @@ def down(prefix, keep_logs=None, quiet=False):
     with lab.locked() as st:
         if keep_logs and os.path.isdir(lab.dir):
             shutil.copytree(lab.dir, keep_logs, dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns("*.sock", ".lock", "*.tmp"))
+                            ignore=shutil.ignore_patterns("*.sock", ".lock", "*.tmp", MEMD_DATA_DIR))
             log(f"logs copied to {keep_logs}")
         removed, failed = teardown(lab, st, quiet=quiet)
     if quiet:
