@@ -549,11 +549,11 @@ Status ManagedVm::AdoptStore(const std::string& store_vm_id, uint64_t epoch, uin
   return Status::Ok();
 }
 
-void ManagedVm::MarkRunning() {
+void ManagedVm::MarkRunning(bool all_pages_here) {
   state_ = kRunning;
   {
     std::lock_guard<std::mutex> l(record_mu_);
-    record_.incoming = false;
+    record_.incoming = !all_pages_here;
   }
   PersistRecord();  // an arrived VM is adopted after a restart like any other
 }

@@ -91,7 +91,7 @@ class ManagedVm : public migrate::MigratingVm {
   Status EndOutgoing(bool migrated, bool keep_store) override;
   void SetRemotePager(vm::RemotePager* pager) override;
   Status AdoptStore(const std::string& store_vm_id, uint64_t epoch, uint64_t secret, uint64_t secret_hi) override;
-  void MarkRunning() override;
+  void MarkRunning(bool all_pages_here = true) override;
   void SetFenced(const std::string& reason, bool lease) override;
 
   // `vm resume`. A VM fenced by a migration that reached its commit point

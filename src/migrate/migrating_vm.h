@@ -52,8 +52,11 @@ class MigratingVm {
   // Use the VM's store namespace under the ownership token the source
   // handed over (agile mode).
   virtual Status AdoptStore(const std::string& store_vm_id, uint64_t epoch, uint64_t secret, uint64_t secret_hi) = 0;
-  // The incoming migration finished; the VM runs here now.
-  virtual void MarkRunning() = 0;
+  // The incoming migration switched over; the VM runs here now. all_pages_here=false (post-copy: pages still at the
+  // source) keeps the state record's "incoming" mark, so an agiled restarted
+  // before the last page arrives reports the VM lost instead of re-adopting it
+  // with the missing pages taken for never-touched (zero) ones.
+  virtual void MarkRunning(bool all_pages_here = true) = 0;
 };
 
 // The receiving host: starts the incoming QEMU and drops it on failure.

@@ -289,7 +289,7 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
       ch_.Shutdown();  // ends the receive loop
       return;
     }
-    vm_->MarkRunning();
+    vm_->MarkRunning(/*all_pages_here=*/!PagesAfterSwitchover());
     spdlog::info("vm {}: running here after {} migration ({} pages received)", spec_.name,
                  wire::MigModeName(hello_.mode), pages_received_);
     if (!PagesAfterSwitchover()) {
@@ -319,6 +319,7 @@ Status Receiver::Finish() {
   }
   vm_->SetRemotePager(nullptr);
   vm_->SetMigrationStatus(nullptr);
+  if (PagesAfterSwitchover()) vm_->MarkRunning(/*all_pages_here=*/true);  // the last page is here: adoptable
   if (PagesAfterSwitchover() || qemu_mode) {
     std::vector<uint8_t> f;
     wire::AppendEmpty(&f, MigMsg::kDoneAck);
