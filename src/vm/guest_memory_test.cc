@@ -18,6 +18,7 @@
 
 #include "base/io.h"
 #include "vm/testing/guest_process.h"
+#include "vm/testing/map_source.h"
 #include "vm/testing/stand_in.h"
 
 namespace agile::vm {
@@ -28,27 +29,7 @@ using testing::Pattern;
 
 constexpr uint64_t kPages = 1024;  // 4 MiB
 
-// The swap store, in memory and thread-safe.
-class MapSource : public PageSource {
- public:
-  Status Fetch(std::span<const uint64_t> idx, uint8_t* out, uint8_t* present) override {
-    std::lock_guard<std::mutex> l(mu_);
-    for (size_t i = 0; i < idx.size(); ++i) {
-      auto it = pages_.find(idx[i]);
-      present[i] = it != pages_.end();
-      if (present[i]) std::memcpy(out + i * kPageSize, it->second.data(), kPageSize);
-    }
-    return Status::Ok();
-  }
-  void Put(uint64_t idx, const uint8_t* data) {
-    std::lock_guard<std::mutex> l(mu_);
-    pages_[idx].assign(data, data + kPageSize);
-  }
-
- private:
-  std::mutex mu_;
-  std::map<uint64_t, std::vector<uint8_t>> pages_;
-};
+using testing::MapSource;
 
 std::unique_ptr<GuestProcess> StartGuest(PageSource* source, PageState initial = PageState::kZero) {
   auto g = GuestProcess::Start(AGILE_SHIM_PATH, AGILE_SHM_GUEST_PATH, kPages, source, 4, initial);

@@ -19,6 +19,7 @@
 #include "vm/location_map.h"
 #include "base/socket.h"
 #include "vm/testing/guest_process.h"
+#include "vm/testing/map_source.h"
 
 namespace agile::vm {
 namespace {
@@ -26,26 +27,7 @@ namespace {
 using testing::GuestProcess;
 constexpr uint64_t kPages = 1024;
 
-class MapSource : public PageSource {
- public:
-  Status Fetch(std::span<const uint64_t> idx, uint8_t* out, uint8_t* present) override {
-    std::lock_guard<std::mutex> l(mu_);
-    for (size_t i = 0; i < idx.size(); ++i) {
-      auto it = pages_.find(idx[i]);
-      present[i] = it != pages_.end();
-      if (present[i]) std::memcpy(out + i * kPageSize, it->second.data(), kPageSize);
-    }
-    return Status::Ok();
-  }
-  void Put(uint64_t idx, const uint8_t* data) {
-    std::lock_guard<std::mutex> l(mu_);
-    pages_[idx].assign(data, data + kPageSize);
-  }
-
- private:
-  std::mutex mu_;
-  std::map<uint64_t, std::vector<uint8_t>> pages_;
-};
+using testing::MapSource;
 
 // Offloads [first, first+count) the way the evictor does.
 size_t Evict(GuestMemory& mem, MapSource* store, uint64_t first, uint64_t count) {
