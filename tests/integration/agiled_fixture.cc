@@ -70,6 +70,24 @@ void AgiledProcess::Kill() {
 
 Status AgiledProcess::Relaunch() { return Launch(); }
 
+// QEMUs outlive a killed agiled by design (their shims wait to be
+// re-adopted), so a test that killed one and never restarted it leaves them
+// behind: find them by the QMP socket under this instance's state dir, which
+// is on every QEMU command line agiled builds, and kill them.
+static void KillQemusUnder(const std::string& dir) {
+  const std::string needle = "unix:" + dir + "/";
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/proc", ec)) {
+    const std::string name = e.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream f(e.path() / "cmdline", std::ios::binary);
+    std::string cmdline((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    if (cmdline.find(needle) == std::string::npos) continue;
+    pid_t pid = std::stoi(name);
+    if (pid != getpid()) ::kill(pid, SIGKILL);
+  }
+}
+
 AgiledProcess::~AgiledProcess() {
   if (proc_.running()) {
     (void)proc_.Signal(SIGTERM);
@@ -78,6 +96,7 @@ AgiledProcess::~AgiledProcess() {
       proc_.Wait(5000);
     }
   }
+  KillQemusUnder(dir_);
   std::error_code ec;
   fs::remove_all(dir_, ec);
 }
