@@ -19,6 +19,7 @@
 #include "store/memd_client.h"
 #include "store/memd_server.h"
 #include "store/page_store.h"
+#include "store/testing/memd_process.h"
 #include "wire/journal_format.h"
 
 namespace agile::memd {
@@ -209,47 +210,7 @@ TEST(MemdDurability, UnattributableDamageIsReportedAsUnknown) {
   for (uint64_t i = 5; i < 10; ++i) EXPECT_EQ(*GetOne(*s, t, i), MakePage(i, 0)) << "page " << i;
 }
 
-class MemdProcess {
- public:
-  explicit MemdProcess(const std::vector<std::string>& extra) {
-    int out[2];
-    EXPECT_EQ(::pipe(out), 0);
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::dup2(out[1], 1);
-      std::vector<std::string> args = {AGILE_MEMD_BIN, "--listen", "127.0.0.1:0", "--log-level", "warn"};
-      args.insert(args.end(), extra.begin(), extra.end());
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-    ::close(out[1]);
-    stdout_ = ::fdopen(out[0], "r");
-    char line[256] = {0};
-    if (std::fgets(line, sizeof(line), stdout_) != nullptr) line_ = line;
-    const std::string prefix = "agile-memd: listening on ";
-    if (line_.rfind(prefix, 0) == 0) addr_ = line_.substr(prefix.size(), line_.find('\n') - prefix.size());
-  }
-  ~MemdProcess() {
-    if (pid_ > 0) Signal(SIGTERM);
-    if (stdout_) std::fclose(stdout_);
-  }
-  int Signal(int sig) {
-    ::kill(pid_, sig);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return status;
-  }
-  const std::string& addr() const { return addr_; }
-
- private:
-  pid_t pid_ = -1;
-  FILE* stdout_ = nullptr;
-  std::string line_, addr_;
-};
+using testing::MemdProcess;
 
 // Two sessions PUT as fast as they can; agile-memd is killed with SIGKILL
 // in the middle; the restarted one has every page whose PUT was acknowledged,

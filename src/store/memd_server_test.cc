@@ -16,6 +16,7 @@
 #include "base/socket.h"
 #include "wire/frame_stream.h"
 #include "store/memd_client.h"
+#include "store/testing/memd_process.h"
 #include "tls/tls.h"
 
 namespace agile::memd {
@@ -276,52 +277,7 @@ TEST_F(MemdServerTest, StopClosesClients) {
 
 // ---- The agile-memd binary ----------------------------------------------------
 
-class MemdProcess {
- public:
-  explicit MemdProcess(const std::vector<std::string>& extra) {
-    int out[2];
-    EXPECT_EQ(::pipe(out), 0);
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::dup2(out[1], 1);
-      std::vector<std::string> args = {AGILE_MEMD_BIN, "--listen", "127.0.0.1:0", "--log-level", "warn"};
-      args.insert(args.end(), extra.begin(), extra.end());
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-    ::close(out[1]);
-    stdout_ = ::fdopen(out[0], "r");
-    char line[256] = {0};
-    if (std::fgets(line, sizeof(line), stdout_) != nullptr) line_ = line;
-    const std::string prefix = "agile-memd: listening on ";
-    if (line_.rfind(prefix, 0) == 0) addr_ = line_.substr(prefix.size(), line_.find('\n') - prefix.size());
-  }
-  ~MemdProcess() {
-    if (pid_ > 0) Stop();
-    if (stdout_) std::fclose(stdout_);
-  }
-  // SIGTERM, then the exit status.
-  int Stop() {
-    ::kill(pid_, SIGTERM);
-    return Wait();
-  }
-  int Wait() {
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return status;
-  }
-  const std::string& addr() const { return addr_; }
-  const std::string& line() const { return line_; }
-
- private:
-  pid_t pid_ = -1;
-  FILE* stdout_ = nullptr;
-  std::string line_, addr_;
-};
+using testing::MemdProcess;
 
 // A hand-written server that answers HELLO, then one GET of 256 pages with a
 // reply whose 200th page has one flipped bit. The client receives pages
