@@ -251,7 +251,9 @@ def down(prefix, keep_logs=None, quiet=False):
     with lab.locked() as st:
         if keep_logs and os.path.isdir(lab.dir):
             shutil.copytree(lab.dir, keep_logs, dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns("*.sock", ".lock", "*.tmp", MEMD_DATA_DIR))
+                            # No secrets in a results folder: private keys, the Redis passwords.
+                            ignore=shutil.ignore_patterns("*.sock", ".lock", "*.tmp", MEMD_DATA_DIR, "*-key.pem",
+                                                          "*.password", "admin.conf"))
             log(f"logs copied to {keep_logs}")
         removed, failed = teardown(lab, st, quiet=quiet)
     if quiet:
