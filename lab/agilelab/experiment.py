@@ -23,6 +23,8 @@ median (min..max), summary.png the median with min-max error bars, the timeline 
 Output (--out): summary.json (stamp: git commit, kernel, QEMU, CPU, date, command; per mode the raw `runs`,
 `metrics` {name: {median, min, max, n}}, and each metric's median under its own name), report.md,
 timelines/*.csv, reports/*.json (run k > 1 of a mode: <mode>_r<k>), PNG plots.
+--store memd,redis-cluster: agile runs once on each swap store (entries agile, agile@redis-cluster; the other
+modes do not use the store and run once), side by side in the report (lab/README.md, "The swap store").
 --app redis: the migrated VM runs redis driven by agile-loadgen from the client host; figures from the
 client's CSV (lab/agilelab/app.py, appcsv.py; lab/README.md, "A real application").
 Needs root; uses its own lab prefix (default exp) and always takes it down.
