@@ -138,10 +138,8 @@ Status ClusterClient::Run(std::span<const Command> cmds, std::vector<Reply>* rep
       pending.swap(retry);
       continue;
     }
-    // Send everything first, to all nodes at once, then read: the nodes work
-    // in parallel.
-    std::vector<std::string> addrs;
-    std::vector<Connection*> conns;
+    // Send everything first, then read: the nodes work in parallel.
+    std::map<std::string, Connection*> sent;
     for (auto& [addr, idx] : by_node) {
       auto conn = Node(addr);
       if (!conn.ok()) {
@@ -154,19 +152,13 @@ Status ClusterClient::Run(std::span<const Command> cmds, std::vector<Reply>* rep
         (*conn)->Append(cmds[i].argv);
       }
       if (wait_replicas > 0) (*conn)->Append({"WAIT", wait_n, wait_ms});
-      addrs.push_back(addr);
-      conns.push_back(*conn);
-    }
-    std::vector<Status> flushed = FlushAll(conns, opts_.conn.timeout_ms);
-    std::map<std::string, Connection*> sent;
-    for (size_t k = 0; k < conns.size(); ++k) {
-      if (!flushed[k].ok()) {
-        last = flushed[k];
-        const std::vector<size_t>& idx = by_node[addrs[k]];
+      Status s = (*conn)->Flush();
+      if (!s.ok()) {
+        last = s;
         retry.insert(retry.end(), idx.begin(), idx.end());
         continue;
       }
-      sent[addrs[k]] = conns[k];
+      sent[addr] = *conn;
     }
     for (auto& [addr, conn] : sent) {
       const std::vector<size_t>& idx = by_node[addr];

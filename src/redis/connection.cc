@@ -81,57 +81,27 @@ Status Connection::Broken(const Status& why) {
   return broken_;
 }
 
-Result<bool> Connection::SendSome() {
+Status Connection::Flush() {
   if (!broken_.ok()) return broken_;
-  while (woff_ < wbuf_.size()) {
-    ssize_t n = send(fd_.get(), wbuf_.data() + woff_, wbuf_.size() - woff_, MSG_NOSIGNAL | MSG_DONTWAIT);
+  int64_t deadline = NowMs() + timeout_ms_;
+  size_t off = 0;
+  while (off < wbuf_.size()) {
+    ssize_t n = send(fd_.get(), wbuf_.data() + off, wbuf_.size() - off, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n > 0) {
-      woff_ += static_cast<size_t>(n);
+      off += static_cast<size_t>(n);
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return false;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      auto ready = WaitFd(fd_.get(), POLLOUT, deadline);
+      if (!ready.ok()) return Broken(ready.status());
+      if (!*ready) return Broken(Unavailable("send timed out after " + std::to_string(timeout_ms_) + " ms"));
+      continue;
+    }
     return Broken(ErrnoStatus("send"));
   }
   wbuf_.clear();
-  woff_ = 0;
-  return true;
-}
-
-Status Connection::Flush() {
-  Connection* self = this;
-  return FlushAll(std::span(&self, 1), timeout_ms_)[0];
-}
-
-std::vector<Status> FlushAll(std::span<Connection* const> conns, int timeout_ms) {
-  std::vector<Status> out(conns.size());
-  std::vector<bool> done(conns.size(), false);
-  const int64_t deadline = NowMs() + timeout_ms;
-  for (;;) {
-    std::vector<pollfd> wait;
-    std::vector<size_t> who;
-    for (size_t i = 0; i < conns.size(); ++i) {
-      if (done[i]) continue;
-      auto sent = conns[i]->SendSome();
-      if (!sent.ok() || *sent) {
-        if (!sent.ok()) out[i] = sent.status();
-        done[i] = true;
-        continue;
-      }
-      wait.push_back({conns[i]->fd(), POLLOUT, 0});
-      who.push_back(i);
-    }
-    if (wait.empty()) return out;
-    int64_t left = deadline - NowMs();
-    int r = left > 0 ? poll(wait.data(), wait.size(), static_cast<int>(left)) : 0;
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) {
-      Status why = r == 0 ? Unavailable("send timed out after " + std::to_string(timeout_ms) + " ms")
-                          : ErrnoStatus("poll");
-      for (size_t i : who) out[i] = conns[i]->Broken(why);
-      return out;
-    }
-  }
+  return Status::Ok();
 }
 
 Result<Reply> Connection::Read() {

@@ -17,7 +17,6 @@
 #include <memory>
 #include <span>
 #include <string>
-#include <vector>
 #include <string_view>
 
 #include "base/fd.h"
@@ -57,10 +56,6 @@ class Connection {
   void Append(std::span<const std::string_view> argv) { AppendCommand(&wbuf_, argv); }
   void Append(std::initializer_list<std::string_view> argv) { Append(std::span(argv.begin(), argv.size())); }
   Status Flush();
-  // Sends what the socket takes now, without waiting: true once everything
-  // appended is sent. For FlushAll, which feeds several nodes at once.
-  Result<bool> SendSome();
-  int fd() const { return fd_.get(); }
   Result<Reply> Read();
   // Append + Flush + Read.
   Result<Reply> Call(std::initializer_list<std::string_view> argv);
@@ -69,7 +64,6 @@ class Connection {
   bool broken() const { return !broken_.ok(); }
 
  private:
-  friend std::vector<Status> FlushAll(std::span<Connection* const> conns, int timeout_ms);
   Connection(UniqueFd fd, std::string addr, int timeout_ms, int busy_poll_us);
   Status Broken(const Status& why);
 
@@ -79,15 +73,7 @@ class Connection {
   int busy_poll_us_;
   redisReader* reader_;
   std::string wbuf_;
-  size_t woff_ = 0;  // bytes of wbuf_ already sent
   Status broken_;
 };
-
-// Flushes every connection, feeding them in turn as their sockets take data
-// (poll on all), so that each node starts on its commands while the others'
-// are still being sent: with one Flush() after another, a big pipeline (an
-// offload batch is megabytes per master) kept every node but one idle. One
-// Status per connection, in order; all bounded by timeout_ms.
-std::vector<Status> FlushAll(std::span<Connection* const> conns, int timeout_ms);
 
 }  // namespace agile::redis
