@@ -23,7 +23,7 @@ FENCE_LUA = os.path.join(ROOT, "src", "redis", "agile_fence.lua")
 # What a host's user may run: its own commands and those the fence functions run for it (Redis checks a
 # function's redis.call()s against the caller's ACL). Kept equal to tests/integration/redis_cluster.cc.
 HOST_ACL = ["~agile:*", "resetchannels", "-@all", "+fcall", "+fcall_ro", "+cluster|slots", "+wait", "+ping",
-            "+auth", "+asking", "+readonly", "+get", "+set", "+hset", "+hmget", "+hdel", "+hlen", "+del",
+            "+auth", "+asking", "+readonly", "+multi", "+exec", "+get", "+set", "+hset", "+hmget", "+hdel", "+hlen", "+del",
             "+exists", "+rename"]
 
 

@@ -102,47 +102,76 @@ Result<redis::ClusterClient*> RedisSwapStore::Client(Conn& c, bool rate_limited)
   return client;
 }
 
-// The FCALLs of one batch of pages: one per group, split every kPagesPerCall
-// pages, each `FCALL fn 2 <owner key> <data key> <token> <page args>...`, so
-// a call touches one slot and its master gets all of them in one pipeline.
+// The commands of one batch of pages, per group (split every kPagesPerCall
+// pages), so a call touches one slot and its master gets all of them in one
+// pipeline. Two shapes:
+//  - fenced (Put): `FCALL agile_put 2 <owner> <data> <token> <index> <page>...`;
+//  - checked read (Get): `MULTI`, `FCALL_RO agile_count 2 <owner> <data> <token>`
+//    (the fence's check, refused unless the token owns the group), `HMGET
+//    <data> <index>...`, `EXEC`: atomic like agile_get, but the pages never
+//    pass through Lua, which hashes every byte of every string it is handed
+//    (~14% of the servers' CPU on a refault-heavy run: bench/README.md).
 class RedisSwapStore::PageCalls {
  public:
-  PageCalls(RedisSwapStore& s, const char* fn, const memd::OwnerToken& token)
-      : s_(s), fn_(fn), token_hex_(TokenHex(token)), open_(kRedisGroups, -1) {}
+  enum class Shape { kFencedPut, kCheckedRead };
+  struct Call {
+    size_t first = 0;  // its first command in cmds()
+    size_t args = 0;   // the command that takes the pages' arguments
+    size_t pages = 0;
+  };
+
+  PageCalls(RedisSwapStore& s, Shape shape, const memd::OwnerToken& token)
+      : s_(s), shape_(shape), token_hex_(TokenHex(token)), open_(kRedisGroups, -1) {}
 
   // Appends page `index` to its group's open call (opening one if needed);
-  // returns that call's position in cmds(). The caller adds any further
+  // returns the call's number in calls(). The caller adds any further
   // argument of the page (its data) with Arg().
   size_t Add(uint64_t index) {
     uint32_t g = GroupOf(index);
-    if (open_[g] < 0 || count_[static_cast<size_t>(open_[g])] >= kPagesPerCall) {
-      open_[g] = static_cast<int>(cmds_.size());
-      redis::Command cmd;
-      cmd.slot = s_.group_slot_[g];
-      const std::string& ok = Keep(s_.OwnerKey(g));
-      const std::string& dk = Keep(s_.CachedDataKey(g, token_hex_));
-      cmd.argv = {"FCALL", fn_, "2", ok, dk, token_hex_};
-      cmds_.push_back(std::move(cmd));
-      count_.push_back(0);
+    if (open_[g] < 0 || calls_[static_cast<size_t>(open_[g])].pages >= kPagesPerCall) {
+      open_[g] = static_cast<int>(calls_.size());
+      Open(g);
     }
-    size_t ci = static_cast<size_t>(open_[g]);
-    cmds_[ci].argv.push_back(Keep(std::to_string(index)));
-    ++count_[ci];
-    return ci;
+    Call& c = calls_[static_cast<size_t>(open_[g])];
+    cmds_[c.args].argv.push_back(Keep(std::to_string(index)));
+    ++c.pages;
+    return static_cast<size_t>(open_[g]);
   }
-  void Arg(size_t ci, std::string_view a) { cmds_[ci].argv.push_back(a); }
+  void Arg(size_t call, std::string_view a) { cmds_[calls_[call].args].argv.push_back(a); }
 
   std::vector<redis::Command>& cmds() { return cmds_; }
+  const std::vector<Call>& calls() const { return calls_; }
 
  private:
+  void Open(uint32_t g) {
+    const std::string& ok = Keep(s_.OwnerKey(g));
+    const std::string& dk = Keep(s_.CachedDataKey(g, token_hex_));
+    auto push = [&](std::vector<std::string_view> argv) {
+      redis::Command cmd;
+      cmd.slot = s_.group_slot_[g];
+      cmd.argv = std::move(argv);
+      cmds_.push_back(std::move(cmd));
+      return cmds_.size() - 1;
+    };
+    Call c;
+    if (shape_ == Shape::kFencedPut) {
+      c.first = c.args = push({"FCALL", "agile_put", "2", ok, dk, token_hex_});
+    } else {
+      c.first = push({"MULTI"});
+      push({"FCALL_RO", "agile_count", "2", ok, dk, token_hex_});
+      c.args = push({"HMGET", dk});
+      push({"EXEC"});
+    }
+    calls_.push_back(c);
+  }
   const std::string& Keep(std::string s) { return strings_.emplace_back(std::move(s)); }
 
   RedisSwapStore& s_;
-  const char* fn_;
+  const Shape shape_;
   const std::string token_hex_;
   std::deque<std::string> strings_;  // stable addresses for the argv views
   std::vector<redis::Command> cmds_;
-  std::vector<size_t> count_;  // pages per call
+  std::vector<Call> calls_;
   std::vector<int> open_;  // per group: its open call, or -1
 };
 
@@ -176,21 +205,28 @@ Status RedisSwapStore::Get(Conn& c, const memd::OwnerToken& token, std::span<con
                            uint8_t* present, bool rate_limited) {
   AGILE_ASSIGN_OR_RETURN(redis::ClusterClient * client, Client(c, rate_limited));
   // where[call]: the positions in idx of that call's pages, for its reply's elements.
-  PageCalls calls(*this, "agile_get", token);
+  PageCalls calls(*this, PageCalls::Shape::kCheckedRead, token);
   std::vector<std::vector<size_t>> where;
   for (size_t i = 0; i < idx.size(); ++i) {
     size_t ci = calls.Add(idx[i]);
     if (ci == where.size()) where.emplace_back();
     where[ci].push_back(i);
   }
-  std::vector<redis::Command>& cmds = calls.cmds();
   std::vector<redis::Reply> replies;
-  AGILE_RETURN_IF_ERROR(client->Run(cmds, &replies).Annotate("swap store " + cfg_.url));
-  for (size_t ci = 0; ci < cmds.size(); ++ci) {
-    const redisReply* r = replies[ci].get();
-    AGILE_RETURN_IF_ERROR(ReplyStatus(r, "get from " + vm_id_));
+  AGILE_RETURN_IF_ERROR(client->Run(calls.cmds(), &replies).Annotate("swap store " + cfg_.url));
+  const std::string what = "get from " + vm_id_;
+  for (size_t ci = 0; ci < calls.calls().size(); ++ci) {
+    const PageCalls::Call& call = calls.calls()[ci];
+    // MULTI's +OK, the two +QUEUED (or a refusal to queue, e.g. by the ACL), then EXEC's answer.
+    for (size_t k = call.first; k < call.first + 4; ++k) AGILE_RETURN_IF_ERROR(ReplyStatus(replies[k].get(), what));
+    const redisReply* x = replies[call.first + 3].get();
+    if (x->type != REDIS_REPLY_ARRAY || x->elements != 2)
+      return Unavailable("swap store " + cfg_.url + ": the read transaction was not run (EXEC answered type " +
+                         std::to_string(x->type) + "); retrying");
+    AGILE_RETURN_IF_ERROR(ReplyStatus(x->element[0], what));  // the fence's check
+    const redisReply* r = x->element[1];
     if (r->type != REDIS_REPLY_ARRAY || r->elements != where[ci].size())
-      return Corruption("swap store " + cfg_.url + ": agile_get answered " + std::to_string(r->elements) +
+      return Corruption("swap store " + cfg_.url + ": HMGET answered " + std::to_string(r->elements) +
                         " values for " + std::to_string(where[ci].size()) + " pages");
     for (size_t k = 0; k < where[ci].size(); ++k) {
       const redisReply* e = r->element[k];
@@ -230,7 +266,7 @@ Status RedisSwapStore::Put(std::span<const memd::PageRef> pages) {
   if (!owner) return PermissionDenied("VM " + vm_id_ + ": store pages before claiming the namespace");
   std::lock_guard<std::mutex> l(bulk_conn_.mu);
   AGILE_ASSIGN_OR_RETURN(redis::ClusterClient * client, Client(bulk_conn_, false));
-  PageCalls calls(*this, "agile_put", *owner);
+  PageCalls calls(*this, PageCalls::Shape::kFencedPut, *owner);
   for (const memd::PageRef& p : pages)
     calls.Arg(calls.Add(p.index), std::string_view(reinterpret_cast<const char*>(p.data), memd::kPageSize));
   std::vector<redis::Command>& cmds = calls.cmds();
