@@ -21,11 +21,11 @@ import time
 from .aggregate import spread
 from .appcsv import app_figures
 from .app_report import write_app_report
-from .config import EXPERIMENT_VMS, MIGRATED_VM, MIGRATION_SOURCE, MIGRATION_TARGET, REDIS_PORT, CLIENT_HOST
-from .experiment import Run, log, run_tag, with_down, workload_mib
+from .config import DEFAULT_STORE, EXPERIMENT_VMS, MIGRATED_VM, MIGRATION_SOURCE, MIGRATION_TARGET, REDIS_PORT, CLIENT_HOST
+from .experiment import Run, workload_mib
 from .metrics import migration_figures
 from .procs import enter_host
-from .report import fmt
+from .runs import log, run_modes
 from .stamp import stamp
 from .state import serial_log
 from .util import parse_size
@@ -90,22 +90,18 @@ class AppRun(Run):
                              preexec_fn=lambda: enter_host(h["netns"], h["cgroup"]))
         return p, t, csv_path
 
-    def run_mode(self, mode, tag=None):
+    def run_mode(self, mode, tag=None, store=DEFAULT_STORE):
         a = self.a
         tag = tag or mode
         res = {"mode": mode, "ok": False}
         vm_mem = parse_size(a.vm_memory)
         wargs = f"size_mib={workload_mib(vm_mem)} hot_mib={self.hot_mib()} write_pct={a.write_pct}"
-        budget_native = self.start_lab(mode, res)
+        budget_native = self.start_lab(mode, res, store)
         log(f"{mode}: lab up; {'stock ' if mode.startswith('qemu-') else ''}VMs of {a.vm_memory}: mig redis "
             f"(keys={a.redis_keys} value_bytes={a.value_bytes}), co1/co2 memtouch ({wargs})")
         t_boot = self.start_vms(mode, wargs)
         log(f"{mode}: redis loaded, memtouch running after {t_boot:.0f}s; settling {a.settle}s")
-        time.sleep(a.settle)
-        if mode == "agile" and budget_native:
-            self.wait_for_budget(mode, res)
-        if mode == "agile" and not budget_native:
-            self.emulate_offload(mode, res, vm_mem, self.hot_mib())
+        self.settle_and_offload(mode, res, budget_native, vm_mem)
         with self.lab.locked() as st:
             make_tap(self.lab, st, MIGRATION_TARGET, MIGRATED_VM)  # where the VM's NIC will be
         p, t_lg, csv_path = self.start_loadgen(tag)
@@ -192,6 +188,7 @@ def parse_summary(out):
 def fold_app(runs):
     """app.<mode>: each metric as {median, min, max, n} over the runs that have it, the raw runs, ok counts."""
     out = {k: spread([r.get(k) for r in runs]) for k in APP_METRICS}
+    out["mode"], out["store"] = runs[0].get("mode"), runs[0].get("store")  # labels of the entry
     out["runs"] = [{k: v for k, v in r.items() if k != "report"} for r in runs]
     out["ok_runs"] = sum(1 for r in runs if r.get("ok"))
     out["guest_crashes"] = sum(1 for r in runs if r.get("guest_crash"))
@@ -219,7 +216,7 @@ def reanalyze(a):
             res["guest_crash"] = crash_in({f"logs/{tag}/{h}/vms/{MIGRATED_VM}/serial.log":
                                            os.path.join(a.out, "logs", tag, h, "vms", MIGRATED_VM, "serial.log")
                                            for h in (MIGRATION_SOURCE, MIGRATION_TARGET)})
-        runs.setdefault(res["mode"], []).append(res)
+        runs.setdefault(res.get("key") or res["mode"], []).append(res)
     summary["app"] = {mode: fold_app(rs) for mode, rs in runs.items()}
     summary["stamp"]["reanalyzed"] = stamp()["date"]
     with open(os.path.join(a.out, "summary.json"), "w") as f:
@@ -231,13 +228,9 @@ def reanalyze(a):
 def main_app(a, modes):
     os.makedirs(os.path.join(a.out, "reports"), exist_ok=True)
     r = AppRun(a, EXPERIMENT_VMS)
-
-    def on_signal(sig, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, on_signal)
     t_start = time.monotonic()
     summary = {"experiment": "agile-lab experiment --app redis", "short": a.short, "stamp": stamp(),
-               "repeat": a.repeat,
+               "repeat": a.repeat, "stores": a.stores,
                "config": {k: getattr(a, k) for k in ("vm_memory", "host_mem", "swap", "bandwidth", "baseline",
                                                      "window", "after", "settle", "write_pct", "max_downtime",
                                                      "redis_keys", "value_bytes", "connections", "pipeline",
@@ -245,36 +238,7 @@ def main_app(a, modes):
                "vms": {MIGRATED_VM: "redis", **{vm: "memtouch" for vm in EXPERIMENT_VMS if vm != MIGRATED_VM}},
                "run_order": [], "app": {}}
     summary["config"]["hot_mib"] = r.hot_mib()
-    runs = {mode: [] for mode in modes}
-    rc = 0
-    try:
-        for k in range(1, a.repeat + 1):
-            for mode in modes:
-                tag = run_tag(mode, k)
-                summary["run_order"].append(tag)
-                tm = time.monotonic()
-                log(f"== app redis: {mode}, run {k} of {a.repeat}")
-                try:
-                    res = r.run_mode(mode, tag)
-                except Exception as e:
-                    log(f"{mode}: FAILED: {e}")
-                    res = {"mode": mode, "ok": False, "error": str(e)}
-                    rc = 1
-                finally:
-                    with_down(a.prefix, os.path.join(a.out, "logs", tag))
-                res.update({"run": k, "timelines": tag, "mode_wall_s": time.monotonic() - tm})
-                with open(os.path.join(a.out, "reports", f"{tag}.json"), "w") as f:
-                    json.dump(res, f, indent=2)
-                runs[mode].append(res)
-                summary["app"][mode] = fold_app(runs[mode])
-                log(f"{mode} run {k}: done in {res['mode_wall_s']:.0f}s: " +
-                    ", ".join(f"{key}={fmt(res.get(key), '{:.0f}')}" for key in APP_METRICS[:8]))
-                with open(os.path.join(a.out, "summary.json"), "w") as f:
-                    json.dump(summary, f, indent=2)
-    except KeyboardInterrupt:
-        log("interrupted: taking the lab down")
-        with_down(a.prefix)
-        rc = 130
+    rc = run_modes(a, modes, r, summary, "app", fold_app, APP_METRICS[:8])
     summary["wall_s"] = time.monotonic() - t_start
     with open(os.path.join(a.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)

@@ -4,7 +4,7 @@ import os
 
 from .appcsv import parse
 from .config import MIB
-from .report import fmt
+from .report import spread_cell, store_label
 from .stamp import stamp_lines
 
 # (metric, column title, format, scale)
@@ -45,26 +45,16 @@ How each figure is made (lab/agilelab/appcsv.py; the client's CSV is `loadgen/<r
 """
 
 
-def cell(st, f, scale, n_runs):
-    if not st or st.get("n", 0) == 0:
-        return "-"
-    text = fmt(st["median"] * scale, f)
-    if st["n"] > 1:
-        text += f" ({fmt(st['min'] * scale, f)}..{fmt(st['max'] * scale, f)})"
-    if st["n"] < n_runs:
-        text += f" [{st['n']}/{n_runs}]"
-    return text
-
-
 def app_table(s):
-    lines = ["| mode | ok runs | " + " | ".join(c[1] for c in COLUMNS) + " |",
-             "| --- | ---: | " + " | ".join("---:" for _ in COLUMNS) + " |"]
+    lines = ["| mode | store | ok runs | " + " | ".join(c[1] for c in COLUMNS) + " |",
+             "| --- | --- | ---: | " + " | ".join("---:" for _ in COLUMNS) + " |"]
     for mode, m in s["app"].items():
         n = m.get("repeats") or 1
-        cells = [cell(m.get(k), f, sc, n) for k, _, f, sc in COLUMNS]
+        cells = [spread_cell(m.get(k), f, sc, n) for k, _, f, sc in COLUMNS]
         if m.get("migration_time_lower_bound_s") and not (m.get("migration_time_s") or {}).get("n"):
             cells[7] = f"> {m['migration_time_lower_bound_s']:.0f} (cut off)"
-        lines.append(f"| {mode} | {m.get('ok_runs', 0)}/{n} | " + " | ".join(cells) + " |")
+        lines.append(f"| {m.get('mode') or mode} | {store_label(m)} | {m.get('ok_runs', 0)}/{n} | "
+                     + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -82,7 +72,8 @@ def write_app_report(out, s, plots=True):
           f"`co1`, `co2` run memtouch (hot {c['hot_mib']} MiB, {c['write_pct']}% writes) and stay; stock VMs "
           f"for the qemu-* modes. Client: agile-loadgen, {c['connections']} connections x pipeline "
           f"{c['pipeline']}, 90% GET, every {c['interval_ms']} ms; {c['baseline']} s of load before the "
-          f"migration, at least {c['after']} s after it (window {c['window']} s from its start).", "",
+          f"migration, at least {c['after']} s after it (window {c['window']} s from its start). Swap store: "
+          f"{' and '.join(s.get('stores') or ['memd'])} (column `store`; '-': the mode does not use the store).", "",
           app_table(s), ""]
     failed = {mode: m["runs"][0].get("error") for mode, m in s["app"].items()
               if m.get("ok_runs", 0) < (m.get("repeats") or 1) and m.get("runs")}

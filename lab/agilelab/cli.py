@@ -6,7 +6,7 @@ import shlex
 import sys
 
 from . import util
-from .config import (DEFAULT_BANDWIDTH, DEFAULT_BUILD, DEFAULT_HOST_MEM, DEFAULT_MEMD_CAPACITY, DEFAULT_PREFIX,
+from .config import (DEFAULT_BANDWIDTH, DEFAULT_BUILD, DEFAULT_HOST_MEM, DEFAULT_MEMD_CAPACITY, DEFAULT_PREFIX, DEFAULT_STORE, STORES,
                      DEFAULT_SUBNET, DEFAULT_SWAP, DEFAULT_SWAP_PRIORITY, DEFAULT_VM_HOSTS, DEFAULT_VM_MEMORY,
                      DEFAULT_WORKLOAD, PREFIX_ENV)
 from .lifecycle import down, up
@@ -163,6 +163,9 @@ def parser():
     p.add_argument("--swap-priority", type=int, default=DEFAULT_SWAP_PRIORITY, help="swapon priority of the host swap files")
     p.add_argument("--subnet", default=DEFAULT_SUBNET, help="private /24 that exists only inside the lab")
     p.add_argument("--memd-capacity", default=DEFAULT_MEMD_CAPACITY, help="agile-memd --capacity")
+    p.add_argument("--store", choices=STORES, default=DEFAULT_STORE,
+                   help="the swap store on the memd host: agile-memd, or a Redis Cluster of 3 masters + 3 replicas "
+                   "(agiled --store redis-cluster://...; lab/README.md)")
     p.add_argument("--build", default=DEFAULT_BUILD, help="build dir with bin/ and guest/ (env AGILE_BUILD)")
     p.add_argument("--host-budget", metavar="SIZE",
                    help="agiled --host-budget SIZE on every VM host (advance offloading; needs an agiled that has it)")

@@ -45,7 +45,18 @@ AGILED_PORT = 7700
 MEMD_PORT = 7800
 MEMD_METRICS = "127.0.0.1:9780"        # agile-memd --metrics-listen, loopback of the memd host's namespace
 MEMD_DATA_DIR = "memd-data"            # agile-memd --data-dir (up --memd-data-dir): <lab dir>/memd-data
-REDIS_PORT = 6379
+REDIS_PORT = 6379                      # redis inside the app experiment's guest (not the swap store)
+
+# ---- the swap store (`up --store`) -----------------------------------------------
+STORES = ("memd", "redis-cluster")    # agile-memd, or a Redis Cluster, both on the memd host
+DEFAULT_STORE = "memd"
+REDIS_DIR = "redis"                    # <lab dir>/redis/<port>/: each node's dir, log; host users' password files
+REDIS_FIRST_PORT = 7001                # TLS ports 7001..7006 on the memd host; cluster bus = port + 10000
+REDIS_BUS_OFFSET = 10000
+REDIS_MASTERS = 3
+REDIS_REPLICAS = 1                     # per master: 3 masters + 3 replicas
+REDIS_NODE_TIMEOUT_MS = 5000           # --cluster-node-timeout: a master unheard of this long is failed over
+REDIS_PKI_NAME = "redis"               # the nodes' TLS folder: <lab dir>/pki/redis
 
 # ---- `up` defaults -------------------------------------------------------------
 DEFAULT_VM_HOSTS = "src,dst"

@@ -1,9 +1,12 @@
-"""The lab's daemons: agile-memd on the memd host, an agiled on every VM host."""
+"""The lab's daemons: the swap store on the memd host (agile-memd, or a Redis
+Cluster with `--store redis-cluster`), an agiled on every VM host."""
 import os
 
 import signal
 
-from .config import AGILED_PORT, DAEMON_START_TIMEOUT_S, MEMD_DATA_DIR, MEMD_HOST, MEMD_METRICS, MEMD_PORT
+from .config import (AGILED_PORT, DAEMON_START_TIMEOUT_S, MEMD_DATA_DIR, MEMD_HOST, MEMD_METRICS, MEMD_PORT,
+                     REDIS_PKI_NAME)
+from .redis_cluster import store_url, up_redis
 from .procs import kill_rec, listening, spawn, wait_for, wait_gone
 from .state import agiled_socket
 from .util import LabError, run
@@ -32,6 +35,8 @@ def make_pki(lab, st):
     # Each certificate also names the address peers dial (clients check it).
     names = [f'{h["agiled_id"]}={h["ip"]}' for h in st["hosts"].values() if h["role"] == "vm"]
     names.append(f'{MEMD_HOST}={st["hosts"][MEMD_HOST]["ip"]}')
+    if st.get("store") == "redis-cluster":
+        names.append(f'{REDIS_PKI_NAME}={st["hosts"][MEMD_HOST]["ip"]}')
     run([AGILE_PKI, pki] + names)
     return pki
 
@@ -51,19 +56,19 @@ def up_daemons(lab, st, args):
     pki = make_pki(lab, st)
     st["pki"] = pki
     m = st["hosts"][MEMD_HOST]
-    argv = [b["memd"], "--listen", m["listen"], "--capacity", args.memd_capacity,
-            "--tls-dir", os.path.join(pki, MEMD_HOST), "--metrics-listen", MEMD_METRICS]
-    if getattr(args, "memd_data_dir", False):
-        # Pages survive a restart of agile-memd (the soak kills it); in the lab's dir, so `down` removes them.
-        argv += ["--data-dir", os.path.join(lab.dir, MEMD_DATA_DIR)]
-    m["memd"] = spawn(argv, m["netns"], m["cgroup"], os.path.join(lab.dir, MEMD_HOST, "agile-memd.log"))
-    lab.save()
-    wait_for(lambda: listening(m["memd"]["pid"], MEMD_PORT), DAEMON_START_TIMEOUT_S, "agile-memd", m["memd"])
+    vm_hosts = [h for h in st["hosts"].values() if h["role"] == "vm"]
+    if st.get("store") == "redis-cluster":
+        passwords = up_redis(lab, st, m, os.path.join(pki, REDIS_PKI_NAME), vm_hosts, DAEMON_START_TIMEOUT_S)
+        # The same seeds for every agiled (a migration's two ends must name one store), each its own user.
+        store = {h["agiled_id"]: store_url(m["ip"], passwords[h["agiled_id"]]) for h in vm_hosts}
+    else:
+        up_memd(lab, st, m, pki, args)
+        store = {h["agiled_id"]: "memd://" + st["memd_addr"] for h in vm_hosts}
     for name, h in st["hosts"].items():
         if h["role"] != "vm":
             continue
         argv = [b["agiled"], "--state-dir", h["state_dir"], "--id", h["agiled_id"], "--listen", h["listen"],
-                "--memd", st["memd_addr"], "--guest-dir", b["guest"],
+                "--store", store[h["agiled_id"]], "--guest-dir", b["guest"],
                 "--tls-dir", os.path.join(pki, h["agiled_id"])]
         if getattr(args, "host_budget", None):
             if not agiled_has_host_budget(b["agiled"]):
@@ -77,6 +82,18 @@ def up_daemons(lab, st, args):
             sock = agiled_socket(h)
             wait_for(lambda: os.path.exists(sock) and listening(h["agiled"]["pid"], AGILED_PORT),
                      DAEMON_START_TIMEOUT_S, f"agiled on {name}", h["agiled"])
+
+
+def up_memd(lab, st, m, pki, args):
+    b = st["build"]
+    argv = [b["memd"], "--listen", m["listen"], "--capacity", args.memd_capacity,
+            "--tls-dir", os.path.join(pki, MEMD_HOST), "--metrics-listen", MEMD_METRICS]
+    if getattr(args, "memd_data_dir", False):
+        # Pages survive a restart of agile-memd (the soak kills it); in the lab's dir, so `down` removes them.
+        argv += ["--data-dir", os.path.join(lab.dir, MEMD_DATA_DIR)]
+    m["memd"] = spawn(argv, m["netns"], m["cgroup"], os.path.join(lab.dir, MEMD_HOST, "agile-memd.log"))
+    lab.save()
+    wait_for(lambda: listening(m["memd"]["pid"], MEMD_PORT), DAEMON_START_TIMEOUT_S, "agile-memd", m["memd"])
 
 
 def daemon_rec(st, host):

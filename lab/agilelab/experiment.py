@@ -23,6 +23,8 @@ median (min..max), summary.png the median with min-max error bars, the timeline 
 Output (--out): summary.json (stamp: git commit, kernel, QEMU, CPU, date, command; per mode the raw `runs`,
 `metrics` {name: {median, min, max, n}}, and each metric's median under its own name), report.md,
 timelines/*.csv, reports/*.json (run k > 1 of a mode: <mode>_r<k>), PNG plots.
+--store memd,redis-cluster: agile runs once on each swap store (entries agile, agile@redis-cluster; the other
+modes do not use the store and run once), side by side in the report (lab/README.md, "The swap store").
 --app redis: the migrated VM runs redis driven by agile-loadgen from the client host; figures from the
 client's CSV (lab/agilelab/app.py, appcsv.py; lab/README.md, "A real application").
 Needs root; uses its own lab prefix (default exp) and always takes it down.
@@ -31,26 +33,26 @@ import argparse
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 
-from .config import (DEFAULT_BUILD, EXPERIMENT_MODES, EXPERIMENT_PREFIX, EXPERIMENT_VMS, MIB, MIGRATION_SOURCE,
-                     MIGRATION_TARGET, ROOT, UPLINK)
+from .config import (DEFAULT_BUILD, DEFAULT_STORE, EXPERIMENT_MODES, EXPERIMENT_PREFIX, EXPERIMENT_VMS, MIB,
+                     MIGRATION_SOURCE, MIGRATION_TARGET, ROOT, STORES, UPLINK)
 from .control import Agileds
 from .daemons import agiled_has_host_budget
 from .guestlog import stalls
-from .lifecycle import down, up, up_options
+from .lifecycle import up, up_options
 from .aggregate import fold
 from .cgroups import Cgroups
-from .metrics import metrics, targets
+from .metrics import metrics, targets, targets_by_store
 from .netns import tx_bytes
-from .report import fmt, table, write_report
+from .report import table, write_report
+from .runs import entry_key, log, run_modes, with_down
 from .sampling import Samplers
 from .stamp import stamp
 from .state import Lab
-from .util import LabError, parse_size
+from .util import parse_size
 from .vms import start_agile_vm
 
 VMS = EXPERIMENT_VMS
@@ -60,10 +62,6 @@ HEADLINE = ("migration_time_s", "switchover_s", "downtime_ms", "guest_downtime_m
 # A guest needs ~90M for its kernel and initramfs; QEMU's TCG cache ~90M on the host.
 GUEST_OVERHEAD_MIB = 96
 AGILED_OVERHEAD_MIB = 64
-
-
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 class Run:
@@ -78,10 +76,10 @@ class Run:
         return self.agileds.stat(host, vm)
 
     # ---- one mode --------------------------------------------------------------
-    def start_lab(self, mode, res):
+    def start_lab(self, mode, res, store=DEFAULT_STORE):
         a = self.a
         opts = dict(hosts=f"{MIGRATION_SOURCE},{MIGRATION_TARGET}", bandwidth=a.bandwidth, host_mem=a.host_mem,
-                    swap=a.swap, build=self.build)
+                    swap=a.swap, build=self.build, store=store)
         budget_native = False
         if mode == "agile" and not a.emulate_offload and agiled_has_host_budget(os.path.join(self.build, "bin", "agiled")):
             budget_native = True
@@ -129,6 +127,15 @@ class Run:
         if len(ready) < len(self.vms):
             raise RuntimeError(f"VMs not running memtouch after {a.boot_timeout}s: {set(self.vms) - ready}")
         return time.monotonic() - t_boot
+
+    def settle_and_offload(self, mode, res, budget_native, vm_mem):
+        """Lets the running VMs settle, then (agile) brings them within budget: agiled's own advance
+        offloading when it has --host-budget, else emulated."""
+        time.sleep(self.a.settle)
+        if mode == "agile" and budget_native:
+            self.wait_for_budget(mode, res)
+        elif mode == "agile":
+            self.emulate_offload(mode, res, vm_mem, self.hot_mib())
 
     def wait_for_budget(self, mode, res):
         """Advance offloading by agiled itself: wait (bounded) until the VMs' resident RAM is within budget,
@@ -187,26 +194,22 @@ class Run:
         except Exception as e:
             return {"ok": False, "error": str(e)}
 
-    def run_mode(self, mode, tag=None):
-        """One run of `mode` on a fresh lab; its timelines are written as timelines/<tag>_*.csv (tag: the mode,
-        or <mode>_r<k> for repeat k > 1)."""
+    def run_mode(self, mode, tag=None, store=DEFAULT_STORE):
+        """One run of `mode` on a fresh lab whose swap store is `store`; its timelines are written as
+        timelines/<tag>_*.csv (tag: runs.run_tag)."""
         a = self.a
         res = {"mode": mode, "ok": False}
         vm_mem = parse_size(a.vm_memory)
         size_mib = workload_mib(vm_mem)
         hot_mib = self.hot_mib()
         wargs = f"size_mib={size_mib} hot_mib={hot_mib} write_pct={a.write_pct}"
-        budget_native = self.start_lab(mode, res)
+        budget_native = self.start_lab(mode, res, store)
         limit = parse_size(a.host_mem)
         log(f"{mode}: lab up; starting {len(self.vms)} {'stock ' if mode.startswith('qemu-') else ''}VMs of "
             f"{a.vm_memory} ({wargs})")
         t_boot = self.start_vms(mode, wargs)
         log(f"{mode}: all VMs running memtouch after {t_boot:.0f}s; settling {a.settle}s")
-        time.sleep(a.settle)
-        if mode == "agile" and budget_native:
-            self.wait_for_budget(mode, res)
-        if mode == "agile" and not budget_native:
-            self.emulate_offload(mode, res, vm_mem, hot_mib)
+        self.settle_and_offload(mode, res, budget_native, vm_mem)
         # ---- baseline, migration, observation ---------------------------------
         t0 = time.monotonic()
         samplers = Samplers(self.agileds.st, self.agileds, t0, a.mem_interval, self.vms)
@@ -247,19 +250,6 @@ def workload_mib(vm_mem):
     return min(int(vm_mem * 0.78 / MIB), vm_mem // MIB - GUEST_OVERHEAD_MIB)
 
 
-def with_down(prefix, keep_logs=None):
-    """Takes the lab down; a problem is logged, not raised (the run goes on)."""
-    try:
-        down(prefix, keep_logs, quiet=True)
-    except LabError as e:
-        log(f"down reported a problem: {e}")
-
-
-def run_tag(mode, k):
-    """The name of run k of a mode in timelines/, reports/, logs/: the mode itself for the first run."""
-    return mode if k == 1 else f"{mode}_r{k}"
-
-
 def write_timelines(out, tag, tables):
     """timelines/<tag>_<name>.csv for each {name: rows}; a value that could
     not be read (None) is an empty field."""
@@ -287,6 +277,9 @@ def options(argv):
     ap.add_argument("--no-cap", dest="cap_bandwidth", action="store_false",
                     help="do not pass --bandwidth to migrate (the link alone limits)")
     ap.add_argument("--prefix", default=EXPERIMENT_PREFIX)
+    ap.add_argument("--store", default=DEFAULT_STORE, help="swap store(s), comma-separated, of " + ", ".join(STORES) +
+                    ": with two, agile runs on each (entries agile and agile@redis-cluster, side by side in the "
+                    "report); the other modes do not use the store and run once, on the first")
     ap.add_argument("--build", default=DEFAULT_BUILD)
     ap.add_argument("--vm-memory")
     ap.add_argument("--host-mem", help="src/dst RAM budget (cgroup limit)")
@@ -324,6 +317,9 @@ def options(argv):
         a.repeat = 1 if a.short else 3
     if a.repeat < 1:
         ap.error("--repeat must be >= 1")
+    a.stores = [x for x in a.store.split(",") if x]
+    if not a.stores or any(x not in STORES for x in a.stores) or len(set(a.stores)) != len(a.stores):
+        ap.error(f"--store: distinct names of {', '.join(STORES)}, comma-separated (got {a.store})")
     # Defaults: VMs whose memory exceeds src's budget by ~1.3x; moving one VM relieves it.
     d = dict(vm_memory="256M", host_mem="640M", baseline=6, window=20, settle=4) if a.short else \
         dict(vm_memory="512M", host_mem="1280M", baseline=20, window=40, settle=15)
@@ -351,54 +347,18 @@ def main(argv=None):
         return main_app(a, modes)
     os.makedirs(os.path.join(a.out, "reports"), exist_ok=True)
     r = Run(a)
-
-    def on_signal(sig, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, on_signal)
     t_start = time.monotonic()
     summary = {"experiment": "agile-lab experiment", "short": a.short, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-               "stamp": stamp(), "repeat": a.repeat,
+               "stamp": stamp(), "repeat": a.repeat, "stores": a.stores,
                "config": {k: getattr(a, k) for k in ("vm_memory", "host_mem", "swap", "bandwidth", "baseline",
                                                      "window", "settle", "write_pct", "margin_mib", "max_downtime",
                                                      "cap_bandwidth")},
                "vms": VMS, "run_order": [], "modes": {}}
     summary["config"]["hot_mib"] = r.hot_mib()
-    runs = {mode: [] for mode in modes}
-    rc = 0
-    try:
-        # Interleaved: A B C, A B C, ... so a slow spell of the machine does not fall on one mode's runs.
-        for k in range(1, a.repeat + 1):
-            for mode in modes:
-                tag = run_tag(mode, k)
-                summary["run_order"].append(tag)
-                tm = time.monotonic()
-                log(f"== {mode}, run {k} of {a.repeat}")
-                try:
-                    res = r.run_mode(mode, tag)
-                except Exception as e:
-                    log(f"{mode}: FAILED: {e}")
-                    res = {"mode": mode, "ok": False, "error": str(e)}
-                    rc = 1
-                finally:
-                    with_down(a.prefix, os.path.join(a.out, "logs", tag))
-                res["run"] = k
-                res["timelines"] = tag
-                res["mode_wall_s"] = time.monotonic() - tm
-                with open(os.path.join(a.out, "reports", f"{tag}.json"), "w") as f:
-                    json.dump(res, f, indent=2)
-                runs[mode].append(res)
-                summary["modes"][mode] = fold(runs[mode], HEADLINE)
-                log(f"{mode} run {k}: done in {res['mode_wall_s']:.0f}s: " + ", ".join(
-                    f"{key}={fmt(res.get(key))}" for key in HEADLINE))
-                # Written after every run: what was measured survives a run that kills the experiment.
-                with open(os.path.join(a.out, "summary.json"), "w") as f:
-                    json.dump(summary, f, indent=2)
-    except KeyboardInterrupt:
-        log("interrupted: taking the lab down")
-        with_down(a.prefix)
-        rc = 130
+    rc = run_modes(a, modes, r, summary, "modes", lambda rs: fold(rs, HEADLINE), HEADLINE)
     summary["wall_s"] = time.monotonic() - t_start
-    summary["targets"] = targets(summary)
+    summary["targets"] = targets(summary, entry_key("agile", a.stores[0]))
+    summary["targets_by_store"] = targets_by_store(summary)
     with open(os.path.join(a.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     if not a.no_plots and summary["modes"]:

@@ -10,7 +10,7 @@ import time
 
 from .cgroups import Cgroups
 from .config import (AGILED_SHM_ROOT, AGILED_STOP_TIMEOUT_S, DEFAULT_BANDWIDTH, DEFAULT_BUILD, DEFAULT_HOST_MEM,
-                     DEFAULT_MEMD_CAPACITY, DEFAULT_SUBNET, DEFAULT_SWAP, DEFAULT_SWAP_PRIORITY, DEFAULT_VM_HOSTS,
+                     DEFAULT_MEMD_CAPACITY, DEFAULT_STORE, DEFAULT_SUBNET, DEFAULT_SWAP, DEFAULT_SWAP_PRIORITY, DEFAULT_VM_HOSTS,
                      MEMD_DATA_DIR, PROC_SWAPS, SHM_ROOT, STATE_ROOT, SWAP_ROOT)
 from .daemons import up_daemons
 from .netns import netns_exists, netns_list, netns_pids
@@ -87,7 +87,7 @@ def _stop_processes(lab, st, removed, failed):
         log(f"agiled did not stop within {AGILED_STOP_TIMEOUT_S} s; killing")
     # Labs made before the stock-vm command was removed may still list stock QEMUs.
     recs = daemons + [h.get("memd") for h in hosts.values() if h.get("memd")] + \
-        [v for v in st.get("stock", {}).values()]
+        [r for h in hosts.values() for r in h.get("redis") or []] + [v for v in st.get("stock", {}).values()]
     for rec in recs:
         if alive(rec):
             removed.append(f"process {rec['pid']} ({os.path.basename(rec['argv'][0])}, SIGKILL)")
@@ -233,7 +233,7 @@ def up_options(prefix, **overrides):
     o = argparse.Namespace(prefix=prefix, hosts=DEFAULT_VM_HOSTS, bandwidth=DEFAULT_BANDWIDTH,
                            host_mem=DEFAULT_HOST_MEM, swap=DEFAULT_SWAP, swap_priority=DEFAULT_SWAP_PRIORITY,
                            subnet=DEFAULT_SUBNET, memd_capacity=DEFAULT_MEMD_CAPACITY, build=DEFAULT_BUILD,
-                           host_budget=None, memd_data_dir=False, agiled_args=())
+                           host_budget=None, memd_data_dir=False, agiled_args=(), store=DEFAULT_STORE)
     for k, v in overrides.items():
         if not hasattr(o, k):
             raise TypeError(f"up has no option {k}")
@@ -251,7 +251,9 @@ def down(prefix, keep_logs=None, quiet=False):
     with lab.locked() as st:
         if keep_logs and os.path.isdir(lab.dir):
             shutil.copytree(lab.dir, keep_logs, dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns("*.sock", ".lock", "*.tmp", MEMD_DATA_DIR))
+                            # No secrets in a results folder: private keys, the Redis passwords.
+                            ignore=shutil.ignore_patterns("*.sock", ".lock", "*.tmp", MEMD_DATA_DIR, "*-key.pem",
+                                                          "*.password", "admin.conf"))
             log(f"logs copied to {keep_logs}")
         removed, failed = teardown(lab, st, quiet=quiet)
     if quiet:

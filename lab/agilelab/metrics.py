@@ -1,5 +1,6 @@
 """The experiment's figures, computed from its timelines: migration numbers
 from the engine's report, impact on the VMs' work, source relief, swap."""
+from .runs import entry_key
 
 
 def readable(vm_rows, key):
@@ -133,10 +134,10 @@ def lost(impact):
     return None if impact is None else max(0.0, impact)
 
 
-def impact_target(modes, key):
+def impact_target(modes, key, agile_key="agile"):
     """(best completed qemu-* mode, its clipped loss, target met) for impact
     `key`, or None when agile has no figure or no qemu-* mode completed."""
-    ag = lost(modes.get("agile", {}).get(key))
+    ag = lost(modes.get(agile_key, {}).get(key))
     done = [(lost(modes[q].get(key)), q) for q in QEMU_MODES
             if q in modes and modes[q].get("ok") and modes[q].get(key) is not None]
     if ag is None or not done:
@@ -145,11 +146,11 @@ def impact_target(modes, key):
     return mode, best, ag <= best / 2
 
 
-def targets(summary):
-    """The seed paper's targets, agile against QEMU's modes."""
+def targets(summary, agile_key="agile"):
+    """The seed paper's targets, agile (the entry agile_key: agile on one swap store) against QEMU's modes."""
     m = summary["modes"]
     out = {}
-    ag, qp = m.get("agile", {}), m.get("qemu-precopy", {})
+    ag, qp = m.get(agile_key, {}), m.get("qemu-precopy", {})
     qp_time = qp.get("migration_time_s") or qp.get("migration_time_lower_bound_s")
     if ag.get("migration_time_s") and qp_time:
         r = qp_time / ag["migration_time_s"]
@@ -164,7 +165,7 @@ def targets(summary):
         out["time_best_qemu_mode"] = mode
         out["time_ratio_best_qemu_over_agile"] = t / ag["migration_time_s"]
     for key, suffix in (("impact_migrated", "migrated"), ("impact_colocated", "colocated")):
-        t = impact_target(m, key)
+        t = impact_target(m, key, agile_key)
         if t is None:
             continue
         mode, best, met = t
@@ -174,3 +175,9 @@ def targets(summary):
         out[f"impact_target_2x_met_{suffix}"] = met
     out["impact_rule"] = IMPACT_RULE
     return out
+
+
+def targets_by_store(summary):
+    """{store: targets} for agile on each swap store the run had (the same qemu-* baselines for all)."""
+    return {store: targets(summary, entry_key("agile", store)) for store in summary.get("stores") or []
+            if entry_key("agile", store) in summary["modes"]}

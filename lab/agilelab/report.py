@@ -2,6 +2,7 @@
 import os
 
 from .config import MIB, ROOT
+from .runs import entry_key
 from .stamp import stamp_lines
 
 
@@ -9,15 +10,11 @@ def fmt(v, f="{:.2f}"):
     return "-" if v is None else f.format(v)
 
 
-def cell(r, key, f="{:.2f}", scale=1.0):
-    """A table cell: the value; over repeated runs the median (min-max), and [n/N] when only n of the N runs
-    have the figure (e.g. the others' migrations were cut off)."""
-    st = (r.get("metrics") or {}).get(key)
-    n_runs = r.get("repeats") or 1
-    if not st or n_runs <= 1:
-        v = r.get(key)
-        return fmt(v * scale if v is not None else None, f)
-    if st["n"] == 0:
+def spread_cell(st, f="{:.2f}", scale=1.0, n_runs=1):
+    """A table cell from a figure's {median, min, max, n} over n_runs runs: the median, (min..max) when more
+    than one run has it, and [n/N] when only n of the N runs have the figure (e.g. the others' migrations
+    were cut off). Shared by every table of the lab (experiment, --app redis)."""
+    if not st or st.get("n", 0) == 0:
         return "-"
     text = fmt(st["median"] * scale, f)
     if st["n"] > 1:
@@ -27,10 +24,25 @@ def cell(r, key, f="{:.2f}", scale=1.0):
     return text
 
 
+def cell(r, key, f="{:.2f}", scale=1.0):
+    """The cell of `key` of a folded entry (aggregate.fold); a summary from before --repeat has the one value."""
+    st = (r.get("metrics") or {}).get(key)
+    n_runs = r.get("repeats") or 1
+    if not st or n_runs <= 1:
+        v = r.get(key)
+        return fmt(v * scale if v is not None else None, f)
+    return spread_cell(st, f, scale, n_runs)
+
+
+def store_label(r):
+    """The swap store an entry ran on, for the tables; '-' where the store plays no part (runs.STORE_MODES)."""
+    return r.get("store") or "-"
+
+
 def table(summary):
-    lines = ["| mode | migration_time_s | switchover_s | downtime_ms (engine) | guest_downtime_ms | bytes_on_wire (MiB) "
-             "| impact_migrated (s) | impact_colocated (s) | source_relief_s |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| mode | store | migration_time_s | switchover_s | downtime_ms (engine) | guest_downtime_ms "
+             "| bytes_on_wire (MiB) | impact_migrated (s) | impact_colocated (s) | source_relief_s |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for mode, r in summary["modes"].items():
         mt = cell(r, "migration_time_s")
         lb = (r.get("metrics") or {}).get("migration_time_lower_bound_s") or {}
@@ -38,12 +50,58 @@ def table(summary):
             mt = f"> {r['migration_time_lower_bound_s']:.0f}"
         elif lb.get("n"):
             mt += f", {lb['n']} cut off at > {lb['min']:.0f}"
-        lines.append(f"| {mode} | {mt} | {cell(r, 'switchover_s')} | "
+        lines.append(f"| {r.get('mode') or mode} | {store_label(r)} | {mt} | {cell(r, 'switchover_s')} | "
                      f"{cell(r, 'downtime_ms', '{:.0f}')} | {cell(r, 'guest_downtime_ms', '{:.0f}')} | "
                      f"{cell(r, 'bytes_on_wire', '{:.1f}', 1 / MIB)} | "
                      f"{cell(r, 'impact_migrated', '{:.1f}')} | {cell(r, 'impact_colocated', '{:.1f}')} | "
                      f"{cell(r, 'source_relief_s', '{:.1f}')} |")
     return "\n".join(lines)
+
+
+# (figure, column title, format, scale) of the stores' table: what the swap store changes in agile's run.
+STORE_COLUMNS = (("resident_after_offload_bytes", "VMs resident after offload (MiB)", "{:.0f}", 1 / MIB),
+                 ("offload_wait_s", "offload wait (s)", "{:.0f}", 1), ("migration_time_s", "migration (s)", "{:.2f}", 1),
+                 ("downtime_ms", "downtime (ms, engine)", "{:.0f}", 1),
+                 ("guest_downtime_ms", "guest downtime (ms)", "{:.0f}", 1),
+                 ("bytes_on_wire", "on wire (MiB)", "{:.1f}", 1 / MIB),
+                 ("impact_migrated", "impact migrated (s)", "{:.1f}", 1),
+                 ("impact_colocated", "impact co-located (s)", "{:.1f}", 1),
+                 ("source_relief_s", "source relief (s)", "{:.1f}", 1))
+
+
+def store_table(summary):
+    """agile on each swap store, one row per store (entries runs.entry_key('agile', store)); None with one
+    store."""
+    rows = [(k, r) for k, r in summary["modes"].items() if r.get("mode", k) == "agile" and r.get("store")]
+    if len(rows) < 2:
+        return None
+    lines = ["| store | entry | ok runs | " + " | ".join(c[1] for c in STORE_COLUMNS) + " |",
+             "| --- | --- | ---: | " + " | ".join("---:" for _ in STORE_COLUMNS) + " |"]
+    for key, r in rows:
+        lines.append(f"| {r['store']} | `{key}` | {r.get('ok_runs', int(bool(r.get('ok'))))}/{r.get('repeats') or 1} | "
+                     + " | ".join(cell(r, k, f, sc) for k, _, f, sc in STORE_COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def target_lines(t, agile):
+    """The verdicts of targets(); agile = the agile entry they were taken on."""
+    L = []
+    if "time_ratio_qemu_precopy_over_agile" in t:
+        at_least = ">= " if t.get("time_ratio_is_lower_bound") else ""
+        L.append(f"* Migration time: qemu-precopy / agile = {at_least}{t['time_ratio_qemu_precopy_over_agile']:.2f}x "
+                 f"(target >= 4x): **{'met' if t['time_target_4x_met'] else 'NOT met'}**.")
+    if "time_ratio_best_qemu_over_agile" in t:
+        L.append(f"* Migration time against the strongest completed baseline: {t['time_best_qemu_mode']} / agile = "
+                 f"{t['time_ratio_best_qemu_over_agile']:.2f}x.")
+    for suffix, what in (("migrated", "the migrated VM"), ("colocated", "co-located VMs")):
+        if f"impact_best_qemu_{suffix}" in t:
+            L.append(f"* Impact on {what}: agile lost {t[f'impact_agile_lost_{suffix}']:.1f} s "
+                     f"(measured {fmt(agile.get('impact_' + suffix), '{:.1f}')} s) vs best completed qemu-* "
+                     f"{t[f'impact_best_qemu_{suffix}']:.1f} s ({t[f'impact_best_qemu_{suffix}_mode']}) "
+                     f"(target: <= half): **{'met' if t[f'impact_target_2x_met_{suffix}'] else 'NOT met'}**.")
+        elif agile:
+            L.append(f"* Impact on {what}: no verdict (no qemu-* mode completed its migration, or agile has no figure).")
+    return L
 
 
 def write_report(out, s):
@@ -71,8 +129,16 @@ def write_report(out, s):
           f"offloading ({m.get('agile', {}).get('offload', 'n/a')}). precopy/postcopy: agiled VMs WITHOUT offloading "
           f"(the kernel swaps their RAM file under the cgroup limit), to separate the migration algorithm from the "
           f"advance offloading.", "",
-          table(s), "",
-          "Definitions: `impact_*` = work lost in the window, in seconds of the VM's own baseline throughput, "
+          table(s), ""]
+    st_table = store_table(s)
+    if st_table:
+        L += ["### The swap stores side by side (agile)", "",
+              "agile's runs on each swap store (`--store`), everything else equal; the `store` column above says "
+              "which store each row ran on ('-': the mode does not use the store). agile-memd: one process; "
+              "redis-cluster: 3 masters + 3 replicas on the same host, every PUT acknowledged by a replica (WAIT) "
+              "before the page leaves RAM (docs/redis-store.md). Per-run figures: `modes.<entry>.runs` in "
+              "summary.json, each run's engine report in reports/<run>.json.", "", st_table, ""]
+    L += ["Definitions: `impact_*` = work lost in the window, in seconds of the VM's own baseline throughput, "
           "from the workload's own cumulative op counter (memtouch `ops=`), read from the VM's serial console "
           "files on src and dst whatever agiled's state for the VM: (baseline rate x window - ops done in the "
           "window) / baseline rate, the baseline rate being the counter's rise over the baseline period; negative "
@@ -93,21 +159,13 @@ def write_report(out, s):
     if n_rep > 1:
         L += ["Verdicts on the medians over the runs; a qemu-* mode is a completed baseline only if every one of "
               "its runs completed its migration.", ""]
-    if "time_ratio_qemu_precopy_over_agile" in t:
-        at_least = ">= " if t.get("time_ratio_is_lower_bound") else ""
-        L.append(f"* Migration time: qemu-precopy / agile = {at_least}{t['time_ratio_qemu_precopy_over_agile']:.2f}x "
-                 f"(target >= 4x): **{'met' if t['time_target_4x_met'] else 'NOT met'}**.")
-    if "time_ratio_best_qemu_over_agile" in t:
-        L.append(f"* Migration time against the strongest completed baseline: {t['time_best_qemu_mode']} / agile = "
-                 f"{t['time_ratio_best_qemu_over_agile']:.2f}x.")
-    for suffix, what in (("migrated", "the migrated VM"), ("colocated", "co-located VMs")):
-        if f"impact_best_qemu_{suffix}" in t:
-            L.append(f"* Impact on {what}: agile lost {t[f'impact_agile_lost_{suffix}']:.1f} s "
-                     f"(measured {fmt(m['agile'].get('impact_' + suffix), '{:.1f}')} s) vs best completed qemu-* "
-                     f"{t[f'impact_best_qemu_{suffix}']:.1f} s ({t[f'impact_best_qemu_{suffix}_mode']}) "
-                     f"(target: <= half): **{'met' if t[f'impact_target_2x_met_{suffix}'] else 'NOT met'}**.")
-        elif m.get("agile"):
-            L.append(f"* Impact on {what}: no verdict (no qemu-* mode completed its migration, or agile has no figure).")
+    by_store = s.get("targets_by_store") or {}
+    if len(by_store) > 1:
+        for store, ts in by_store.items():
+            key = entry_key("agile", store)
+            L += [f"Agile on **{store}** (`{key}`):", ""] + target_lines(ts, m.get(key, {})) + [""]
+    else:
+        L += target_lines(t, m.get(entry_key("agile", (s.get("stores") or [None])[0]), {}))
     if t.get("impact_rule"):
         L.append(f"* Rule: {t['impact_rule']}.")
     L += ["", "## Per mode", ""]

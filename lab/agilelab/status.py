@@ -26,12 +26,15 @@ def host_status(st, name, h):
                        "socket": agiled_socket(h), "log": h["agiled"]["log"]}
     if h.get("memd"):
         s["memd"] = {"pid": h["memd"]["pid"], "alive": alive(h["memd"]), "listen": h["listen"], "log": h["memd"]["log"]}
+    if h.get("redis"):
+        s["redis"] = [{"pid": r["pid"], "alive": alive(r), "log": r["log"]} for r in h["redis"]]
     return s
 
 
 def status_json(lab, st):
     return {"prefix": lab.prefix, "phase": st.get("phase"), "subnet": st["subnet"], "bandwidth": st["bandwidth"],
             "switch": st["switch"], "cgroup_version": st["cgroup_version"], "memd_addr": st["memd_addr"],
+            "store": st.get("store", "memd"),
             "hosts": [host_status(st, n, h) for n, h in st["hosts"].items()],
             "vms": st.get("vms", {})}
 
@@ -39,7 +42,7 @@ def status_json(lab, st):
 def print_status(lab, st):
     j = status_json(lab, st)
     print(f"lab {j['prefix']} ({j['phase']}): subnet {j['subnet']}, links {j['bandwidth']} (tbf both ways), "
-          f"cgroup v{j['cgroup_version']}, switch netns {j['switch']['netns']}")
+          f"cgroup v{j['cgroup_version']}, switch netns {j['switch']['netns']}, store {j['store']}")
     print(f"{'HOST':<8} {'ROLE':<7} {'NETNS':<14} {'IP':<14} {'MEM USED/LIMIT':<18} {'SWAP USED/MAX':<16} "
           f"{'PROCS':>5}  DAEMON")
     for h in j["hosts"]:
@@ -51,6 +54,9 @@ def print_status(lab, st):
         swap = f"{fmt_size(m.get('swap') or 0)}/{fmt_size(sw['bytes'])}" if sw else "-"
         d = h.get("agiled") or h.get("memd")
         daemon = ""
+        if h.get("redis"):
+            dead = sum(1 for r in h["redis"] if not r["alive"])
+            daemon = f"redis-cluster {len(h['redis'])} nodes" + (f", {dead} DEAD" if dead else "")
         if d:
             daemon = f"{'agiled' if 'agiled' in h else 'agile-memd'} {d['listen']} pid {d['pid']}" + \
                 ("" if d["alive"] else " DEAD")

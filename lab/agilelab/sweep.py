@@ -20,14 +20,13 @@ A long command (a 2 GiB point takes minutes under TCG); not in CI. Needs root; l
 import argparse
 import json
 import os
-import signal
 import sys
 import time
 
 from .config import DEFAULT_BUILD, MIB, ROOT
-from .experiment import (AGILED_OVERHEAD_MIB, GUEST_OVERHEAD_MIB, Run, log, options as experiment_options,
-                         with_down, workload_mib)
+from .experiment import AGILED_OVERHEAD_MIB, GUEST_OVERHEAD_MIB, Run, options as experiment_options, workload_mib
 from .report import fmt
+from .runs import log, run_all
 from .stamp import stamp, stamp_lines
 from .util import parse_rate, parse_size
 
@@ -124,38 +123,37 @@ def floors(plan, rate_bps):
     return {"floor_bytes": wss, "floor_s": wss * 8 / rate_bps}
 
 
-def run_point(a, size, fraction, mode, rate_bps):
+def point_tag(size, fraction, mode):
+    return f"{mode}_{size_label(size)}_{fraction:g}"
+
+
+def run_point(a, case, tag):
+    """One point on a fresh lab (runs.run_all takes it down and writes reports/<tag>.json)."""
+    plan = point_plan(a, case["size"], case["fraction"])
+    log(f"{tag}: VM {plan['vm_mib']}M, memtouch {plan['size_mib']}M, hot {plan['hot_mib']}M, "
+        f"src RAM {plan['src_mib']}M, dst RAM {plan['dst_mib']}M")
+    return Run(point_options(a, plan), vms=["mig"]).run_mode(case["mode"], tag)
+
+
+def point(a, case, res, rate_bps):
+    """The summary's point: the plan, its floors and the run's figures."""
+    size, fraction, mode = case["size"], case["fraction"], case["mode"]
     plan = point_plan(a, size, fraction)
-    tag = f"{mode}_{size_label(size)}_{fraction:g}"
-    e = point_options(a, plan)
     pt = {"size": size, "vm_bytes": plan["vm_mib"] * MIB, "fraction": fraction, "mode": mode,
           "wss_bytes": plan["hot_mib"] * MIB, "workload_bytes": plan["size_mib"] * MIB,
-          "src_ram_bytes": plan["src_mib"] * MIB, "dst_ram_bytes": plan["dst_mib"] * MIB, "tag": tag,
-          **floors(plan, rate_bps)}
-    log(f"== {tag}: VM {plan['vm_mib']}M, memtouch {plan['size_mib']}M, hot {plan['hot_mib']}M, "
-        f"src RAM {plan['src_mib']}M, dst RAM {plan['dst_mib']}M")
-    t0 = time.monotonic()
-    try:
-        res = Run(e, vms=["mig"]).run_mode(mode, tag)
-    except Exception as ex:
-        log(f"{tag}: FAILED: {ex}")
-        res = {"mode": mode, "ok": False, "error": str(ex)}
-    finally:
-        with_down(a.prefix, os.path.join(a.out, "logs", tag))
-    res["point_wall_s"] = time.monotonic() - t0
-    os.makedirs(os.path.join(a.out, "reports"), exist_ok=True)
-    with open(os.path.join(a.out, "reports", f"{tag}.json"), "w") as f:
-        json.dump(res, f, indent=2)
-    pt.update({"ok": bool(res.get("ok")), "error": res.get("error"), "point_wall_s": res["point_wall_s"],
+          "src_ram_bytes": plan["src_mib"] * MIB, "dst_ram_bytes": plan["dst_mib"] * MIB,
+          "tag": point_tag(size, fraction, mode), **floors(plan, rate_bps)}
+    pt.update({"ok": bool(res.get("ok")), "error": res.get("error"), "point_wall_s": res["mode_wall_s"],
                "host_budget_bytes": res.get("host_budget_bytes"), "offload": res.get("offload"),
                "resident_after_offload_bytes": res.get("resident_after_offload_bytes"),
                "offload_wait_s": res.get("offload_wait_s"),
                "src_usage_before_bytes": res.get("src_usage_before_bytes"),
                "src_swap_before_bytes": res.get("src_swap_before_bytes")})
     pt.update({k: res.get(k) for k in FIGURES})
-    log(f"{tag}: {'ok' if pt['ok'] else 'FAILED'} in {pt['point_wall_s']:.0f}s: time {fmt(pt['migration_time_s'])} s "
-        f"(floor {pt['floor_s']:.2f}), wire {fmt((pt['bytes_on_wire'] or 0) / MIB, '{:.0f}')} MiB "
-        f"(floor {pt['floor_bytes'] / MIB:.0f}), relief {fmt(pt['source_relief_s'])} s")
+    log(f"{pt['tag']}: {'ok' if pt['ok'] else 'FAILED'} in {pt['point_wall_s']:.0f}s: time "
+        f"{fmt(pt['migration_time_s'])} s (floor {pt['floor_s']:.2f}), wire "
+        f"{fmt((pt['bytes_on_wire'] or 0) / MIB, '{:.0f}')} MiB (floor {pt['floor_bytes'] / MIB:.0f}), relief "
+        f"{fmt(pt['source_relief_s'])} s")
     return pt
 
 
@@ -285,10 +283,6 @@ def main(argv=None):
         sys.exit("agile-lab sweep: needs root")
     os.makedirs(a.out, exist_ok=True)
     rate_bps = parse_rate(a.bandwidth)
-
-    def on_signal(sig, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, on_signal)
     t_start = time.monotonic()
     s = {"sweep": "agile-lab sweep", "stamp": stamp(),
          "config": {"sizes": a.size_list, "fractions": a.fraction_list, "modes": a.mode_list,
@@ -296,21 +290,19 @@ def main(argv=None):
                     "baseline": a.baseline, "settle": a.settle, "tail": a.tail, "cutoff": a.cutoff,
                     "budget_wait": a.budget_wait},
          "points": []}
-    rc = 0
-    try:
-        # Modes innermost: the modes of one (size, fraction) run back to back, under the same machine load.
-        for size in a.size_list:
-            for fraction in a.fraction_list:
-                for mode in a.mode_list:
-                    p = run_point(a, size, fraction, mode, rate_bps)
-                    rc = rc or (0 if p["ok"] or p.get("migration_time_lower_bound_s") else 1)
-                    s["points"].append(p)
-                    with open(os.path.join(a.out, "summary.json"), "w") as f:
-                        json.dump(s, f, indent=2)
-    except KeyboardInterrupt:
-        log("interrupted: taking the lab down")
-        with_down(a.prefix)
-        rc = 130
+    # Modes innermost: the modes of one (size, fraction) run back to back, under the same machine load.
+    planned = [(point_tag(size, fraction, mode), {"size": size, "fraction": fraction, "mode": mode})
+               for size in a.size_list for fraction in a.fraction_list for mode in a.mode_list]
+    failed = []
+
+    def done(case, res):
+        p = point(a, case, res, rate_bps)
+        if not (p["ok"] or p.get("migration_time_lower_bound_s")):
+            failed.append(p["tag"])
+        s["points"].append(p)
+        with open(os.path.join(a.out, "summary.json"), "w") as f:
+            json.dump(s, f, indent=2)
+    rc = run_all(a.prefix, a.out, planned, lambda case, tag: run_point(a, case, tag), done) or (1 if failed else 0)
     s["wall_s"] = time.monotonic() - t_start
     sizes_bytes = sorted({p["vm_bytes"] for p in s["points"]})
     s["slopes"] = slopes(s["points"], a.mode_list, a.fraction_list, sizes_bytes)

@@ -7,7 +7,7 @@ import time
 
 from .cgroups import Cgroups
 from .config import (AGILED_PORT, BRIDGE, CLIENT_HOST, CLIENT_OCTET, HOST_RE, MEMD_HOST, MEMD_OCTET, MEMD_PORT,
-                     RESERVED_HOSTS, SWITCH, UPLINK, VM_HOST_FIRST_OCTET)
+                     RESERVED_HOSTS, STORES, SWITCH, UPLINK, VM_HOST_FIRST_OCTET)
 from .daemons import build_paths
 from .links import add_tbf, tbf_params
 from .netns import create_netns
@@ -27,6 +27,9 @@ def plan(lab, args):
     for h in vm_hosts:
         if not HOST_RE.match(h) or h in RESERVED_HOSTS:
             raise LabError(f"bad host name '{h}': [a-z][a-z0-9]{{0,11}}, not {sorted(RESERVED_HOSTS)}")
+    store = getattr(args, "store", None) or STORES[0]
+    if store not in STORES:
+        raise LabError(f"--store must be one of {', '.join(STORES)} (got {store})")
     rate = parse_rate(args.bandwidth)
     host_mem = parse_size(args.host_mem)
     swap = parse_size(args.swap)
@@ -71,6 +74,7 @@ def plan(lab, args):
         "switch": {"netns": lab.ns(SWITCH), "bridge": BRIDGE},
         "hosts": hosts,
         "memd_addr": hosts[MEMD_HOST]["listen"],
+        "store": store,  # what the memd host runs and the agileds' --store names (daemons.py)
         "swap_dir": lab.swap_dir,
         "shm_dir": lab.shm_dir,
         "build": build_paths(args.build),

@@ -1,6 +1,7 @@
 """Small helpers every module uses: errors, logging, running commands, sizes,
 reading and writing small files."""
 import re
+import os
 import shlex
 import subprocess
 import sys
@@ -22,10 +23,11 @@ def vlog(msg):
         log(msg)
 
 
-def run(argv, check=True, capture=True, input=None):
-    """Runs argv; returns CompletedProcess. Raises LabError when check fails."""
+def run(argv, check=True, capture=True, input=None, env=None):
+    """Runs argv (env: extra environment, e.g. a secret kept off the command line); returns
+    CompletedProcess. Raises LabError when check fails."""
     vlog("$ " + " ".join(shlex.quote(a) for a in argv))
-    p = subprocess.run(argv, input=input, text=True,
+    p = subprocess.run(argv, input=input, text=True, env={**os.environ, **env} if env else None,
                        stdout=subprocess.PIPE if capture else None,
                        stderr=subprocess.PIPE if capture else None)
     if check and p.returncode != 0:

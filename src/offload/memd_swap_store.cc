@@ -16,21 +16,9 @@ MemdSwapStore::MemdSwapStore(std::string memd_addr, std::string host_id, std::st
       tls_(std::move(tls)),
       redial_ms_(redial_ms) {}
 
-bool MemdSwapStore::claimed() const {
-  std::lock_guard<std::mutex> l(token_mu_);
-  return claimed_;
-}
+bool MemdSwapStore::claimed() const { return owner_.claimed(); }
 
-memd::OwnerToken MemdSwapStore::token() const {
-  std::lock_guard<std::mutex> l(token_mu_);
-  return token_;
-}
-
-std::optional<memd::OwnerToken> MemdSwapStore::owned_token() const {
-  std::lock_guard<std::mutex> l(token_mu_);
-  if (!claimed_) return std::nullopt;
-  return token_;
-}
+std::optional<memd::OwnerToken> MemdSwapStore::owned_token() const { return owner_.owned(); }
 
 void MemdSwapStore::SetTimeouts(const StoreTimeouts& t) {
   client_opts_.connect_timeout_ms = t.connect_ms;
@@ -38,26 +26,18 @@ void MemdSwapStore::SetTimeouts(const StoreTimeouts& t) {
   client_opts_.tcp_user_timeout_ms = t.request_ms;
 }
 
-void MemdSwapStore::Adopt(memd::OwnerToken token) {
-  std::lock_guard<std::mutex> l(token_mu_);
-  token_ = token;
-  claimed_ = true;
-}
+void MemdSwapStore::Adopt(memd::OwnerToken token) { owner_.Adopt(token); }
 
 Result<memd::MemdClient*> MemdSwapStore::Client(Conn& c, bool rate_limited) {
   if (c.client) return c.client.get();
-  uint64_t now = vm::NowNs();
-  if (rate_limited && c.last_dial_ns != 0 && now - c.last_dial_ns < static_cast<uint64_t>(redial_ms_) * 1000000ULL)
-    return Unavailable("swap store " + addr_ + " unreachable (retrying every " + std::to_string(redial_ms_) + " ms)");
-  c.last_dial_ns = now;
-  memd::MemdClientOptions opts = client_opts_;
-  opts.tls = tls_;
-  auto client = memd::MemdClient::Connect(addr_, host_id_, opts);
-  if (!client.ok()) return client.status().Annotate("swap store " + addr_);
-  c.client = std::move(client).value();
+  AGILE_ASSIGN_OR_RETURN(memd::MemdClient * client, c.Get(rate_limited, redial_ms_, addr_, [&] {
+    memd::MemdClientOptions opts = client_opts_;
+    opts.tls = tls_;
+    return memd::MemdClient::Connect(addr_, host_id_, opts);
+  }));
   spdlog::info("swap store {}: connected for VM {}", addr_, vm_id_);
-  if (claimed()) Reattach(c.client.get());
-  return c.client.get();
+  if (claimed()) Reattach(client);
+  return client;
 }
 
 void MemdSwapStore::SetLostPagesHandler(LostPagesHandler h) {
@@ -113,15 +93,6 @@ void MemdSwapStore::NotePutResult(const Status& s) {
                put_backoff_ms_);
 }
 
-void MemdSwapStore::Drop(Conn& c, const Status& why) {
-  // MemdClient reports a broken connection as kUnavailable; refusals (not
-  // owner, store full, a page failing its checksum) leave it usable.
-  if (why.code() == Code::kUnavailable) {
-    if (c.client) spdlog::warn("swap store {}: connection lost ({})", addr_, why.ToString());
-    c.client.reset();
-  }
-}
-
 Status MemdSwapStore::Claim() {
   std::lock_guard<std::mutex> l(bulk_conn_.mu);
   if (claimed()) return Status::Ok();
@@ -159,7 +130,7 @@ Status MemdSwapStore::Put(std::span<const memd::PageRef> pages) {
   for (int attempt = 0; attempt < 2; ++attempt) {
     bool fresh = !bulk_conn_.client;
     AGILE_ASSIGN_OR_RETURN(memd::MemdClient * c, Client(bulk_conn_, false));
-    s = c->Put(vm_id_, token(), pages);
+    s = c->Put(vm_id_, owner_.last(), pages);
     if (!s.ok()) Drop(bulk_conn_, s);
     // A connection from before agile-memd restarted fails at its first use:
     // dial again (and re-attach) once; PUT is idempotent.
@@ -174,7 +145,7 @@ Status MemdSwapStore::FetchBulk(std::span<const uint64_t> idx, uint8_t* out, uin
   AGILE_ASSIGN_OR_RETURN(memd::MemdClient * c, Client(bulk_conn_, false));
   std::vector<uint8_t*> outs(idx.size());
   for (size_t i = 0; i < idx.size(); ++i) outs[i] = out + i * memd::kPageSize;
-  Status s = c->Get(vm_id_, token(), idx, outs, std::span<uint8_t>(present, idx.size()));
+  Status s = c->Get(vm_id_, owner_.last(), idx, outs, std::span<uint8_t>(present, idx.size()));
   if (!s.ok()) Drop(bulk_conn_, s);
   return s;
 }
@@ -203,8 +174,7 @@ Result<memd::OwnerToken> MemdSwapStore::Transfer(const std::string& new_host) {
     Drop(bulk_conn_, t.status());
     return t.status();
   }
-  std::lock_guard<std::mutex> tl(token_mu_);
-  claimed_ = false;  // the token is the new owner's now
+  owner_.Void();  // the token is the new owner's now
   return *t;
 }
 
@@ -216,7 +186,7 @@ Result<bool> MemdSwapStore::OwnedHere() {
     Drop(bulk_conn_, st.status());
     return st.status().Annotate("asking swap store " + addr_ + " who owns " + vm_id_);
   }
-  const uint64_t epoch = token().epoch;
+  const uint64_t epoch = owner_.last().epoch;
   for (const auto& v : st->vms)
     if (v.vm == vm_id_) return v.owner == host_id_ && v.epoch == epoch;
   return false;  // not listed: owned by another host, or released
@@ -232,8 +202,7 @@ Status MemdSwapStore::Release() {
     Drop(bulk_conn_, r.status());
     return r.status();
   }
-  std::lock_guard<std::mutex> t(token_mu_);
-  claimed_ = false;
+  owner_.Void();
   return Status::Ok();
 }
 

@@ -20,6 +20,8 @@
 #include <string>
 
 #include "base/status.h"
+#include "offload/owner_slot.h"
+#include "offload/store_conn.h"
 #include "offload/swap_store.h"
 #include "store/memd_client.h"
 
@@ -62,30 +64,23 @@ class MemdSwapStore final : public SwapStore {
   const std::string& addr() const override { return addr_; }
 
  private:
-  struct Conn {
-    std::mutex mu;
-    std::unique_ptr<memd::MemdClient> client;
-    uint64_t last_dial_ns = 0;
-  };
-  // Returns a usable client for c (dialling if needed); c.mu must be held.
-  // The fault connection redials at most every redial_ms (a vCPU retries every
-  // millisecond); the bulk one redials on every call (an operator's retry).
+  using Conn = StoreConn<memd::MemdClient>;
+  // Returns a usable client for c (dialling if needed, and re-attaching a
+  // claimed namespace); c.mu must be held. The fault connection redials at
+  // most every redial_ms; the bulk one on every call (StoreConn).
   Result<memd::MemdClient*> Client(Conn& c, bool rate_limited);
-  void Drop(Conn& c, const Status& why);
+  void Drop(Conn& c, const Status& why) { c.Drop(why, addr_); }
   // RECLAIM on a fresh connection of a claimed namespace.
   void Reattach(memd::MemdClient* c);
   // kNoSpace back-off for Put (bulk_conn_.mu held).
   Status CheckPutBackoff();
   void NotePutResult(const Status& s);
-  memd::OwnerToken token() const;
 
   std::string addr_, host_id_, vm_id_;
   std::shared_ptr<const tls::Credentials> tls_;
   int redial_ms_;
   memd::MemdClientOptions client_opts_;  // tls_ is added at each dial
-  mutable std::mutex token_mu_;
-  memd::OwnerToken token_{};
-  bool claimed_ = false;
+  OwnerSlot owner_;
   Conn fault_conn_, bulk_conn_;
   std::mutex handler_mu_;
   LostPagesHandler lost_handler_;

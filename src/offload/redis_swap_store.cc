@@ -88,37 +88,92 @@ std::string RedisSwapStore::TokenHex(const memd::OwnerToken& t) {
   return Hex(reinterpret_cast<const uint8_t*>(v), sizeof v);
 }
 
-bool RedisSwapStore::claimed() const {
-  std::lock_guard<std::mutex> l(token_mu_);
-  return claimed_;
-}
+bool RedisSwapStore::claimed() const { return owner_.claimed(); }
 
-std::optional<memd::OwnerToken> RedisSwapStore::owned_token() const {
-  std::lock_guard<std::mutex> l(token_mu_);
-  if (!claimed_) return std::nullopt;
-  return token_;
-}
+std::optional<memd::OwnerToken> RedisSwapStore::owned_token() const { return owner_.owned(); }
 
-void RedisSwapStore::Adopt(memd::OwnerToken token) {
-  std::lock_guard<std::mutex> l(token_mu_);
-  token_ = token;
-  claimed_ = true;
-}
+void RedisSwapStore::Adopt(memd::OwnerToken token) { owner_.Adopt(token); }
 
 Result<redis::ClusterClient*> RedisSwapStore::Client(Conn& c, bool rate_limited) {
   if (c.client) return c.client.get();
-  uint64_t now = vm::NowNs();
-  if (rate_limited && c.last_dial_ns != 0 &&
-      now - c.last_dial_ns < static_cast<uint64_t>(cfg_.redial_ms) * 1000000ULL)
-    return Unavailable("redis cluster " + cfg_.url + " unreachable (retrying every " +
-                       std::to_string(cfg_.redial_ms) + " ms)");
-  c.last_dial_ns = now;
-  auto client = redis::ClusterClient::Connect(cfg_.cluster);
-  if (!client.ok()) return client.status().Annotate("swap store " + cfg_.url);
-  c.client = std::move(client).value();
-  spdlog::info("swap store {}: connected for VM {} ({} masters)", cfg_.url, vm_id_, c.client->Masters().size());
-  return c.client.get();
+  AGILE_ASSIGN_OR_RETURN(redis::ClusterClient * client,
+                         c.Get(rate_limited, cfg_.redial_ms, cfg_.url, [&] { return redis::ClusterClient::Connect(cfg_.cluster); }));
+  spdlog::info("swap store {}: connected for VM {} ({} masters)", cfg_.url, vm_id_, client->Masters().size());
+  return client;
 }
+
+// The commands of one batch of pages, per group (split every kPagesPerCall
+// pages), so a call touches one slot and its master gets all of them in one
+// pipeline. Two shapes:
+//  - fenced (Put): `FCALL agile_put 2 <owner> <data> <token> <index> <page>...`;
+//  - checked read (Get): `MULTI`, `FCALL_RO agile_count 2 <owner> <data> <token>`
+//    (the fence's check, refused unless the token owns the group), `HMGET
+//    <data> <index>...`, `EXEC`: atomic like agile_get, but the pages never
+//    pass through Lua, which hashes every byte of every string it is handed
+//    (~14% of the servers' CPU on a refault-heavy run: bench/README.md).
+class RedisSwapStore::PageCalls {
+ public:
+  enum class Shape { kFencedPut, kCheckedRead };
+  struct Call {
+    size_t first = 0;  // its first command in cmds()
+    size_t args = 0;   // the command that takes the pages' arguments
+    size_t pages = 0;
+  };
+
+  PageCalls(RedisSwapStore& s, Shape shape, const memd::OwnerToken& token)
+      : s_(s), shape_(shape), token_hex_(TokenHex(token)), open_(kRedisGroups, -1) {}
+
+  // Appends page `index` to its group's open call (opening one if needed);
+  // returns the call's number in calls(). The caller adds any further
+  // argument of the page (its data) with Arg().
+  size_t Add(uint64_t index) {
+    uint32_t g = GroupOf(index);
+    if (open_[g] < 0 || calls_[static_cast<size_t>(open_[g])].pages >= kPagesPerCall) {
+      open_[g] = static_cast<int>(calls_.size());
+      Open(g);
+    }
+    Call& c = calls_[static_cast<size_t>(open_[g])];
+    cmds_[c.args].argv.push_back(Keep(std::to_string(index)));
+    ++c.pages;
+    return static_cast<size_t>(open_[g]);
+  }
+  void Arg(size_t call, std::string_view a) { cmds_[calls_[call].args].argv.push_back(a); }
+
+  std::vector<redis::Command>& cmds() { return cmds_; }
+  const std::vector<Call>& calls() const { return calls_; }
+
+ private:
+  void Open(uint32_t g) {
+    const std::string& ok = Keep(s_.OwnerKey(g));
+    const std::string& dk = Keep(s_.CachedDataKey(g, token_hex_));
+    auto push = [&](std::vector<std::string_view> argv) {
+      redis::Command cmd;
+      cmd.slot = s_.group_slot_[g];
+      cmd.argv = std::move(argv);
+      cmds_.push_back(std::move(cmd));
+      return cmds_.size() - 1;
+    };
+    Call c;
+    if (shape_ == Shape::kFencedPut) {
+      c.first = c.args = push({"FCALL", "agile_put", "2", ok, dk, token_hex_});
+    } else {
+      c.first = push({"MULTI"});
+      push({"FCALL_RO", "agile_count", "2", ok, dk, token_hex_});
+      c.args = push({"HMGET", dk});
+      push({"EXEC"});
+    }
+    calls_.push_back(c);
+  }
+  const std::string& Keep(std::string s) { return strings_.emplace_back(std::move(s)); }
+
+  RedisSwapStore& s_;
+  const Shape shape_;
+  const std::string token_hex_;
+  std::deque<std::string> strings_;  // stable addresses for the argv views
+  std::vector<redis::Command> cmds_;
+  std::vector<Call> calls_;
+  std::vector<int> open_;  // per group: its open call, or -1
+};
 
 Status RedisSwapStore::ForAllGroups(Conn& c, const std::vector<std::vector<std::string>>& argvs,
                                     std::vector<redis::Reply>* replies, int wait_replicas) {
@@ -149,37 +204,29 @@ Status RedisSwapStore::Claim() {
 Status RedisSwapStore::Get(Conn& c, const memd::OwnerToken& token, std::span<const uint64_t> idx, uint8_t* out,
                            uint8_t* present, bool rate_limited) {
   AGILE_ASSIGN_OR_RETURN(redis::ClusterClient * client, Client(c, rate_limited));
-  const std::string th = TokenHex(token);
-  // One FCALL per group (and per kPagesPerCall); positions remember where
-  // each reply element goes.
-  std::deque<std::string> strings;  // stable addresses for the views
-  std::vector<redis::Command> cmds;
+  // where[call]: the positions in idx of that call's pages, for its reply's elements.
+  PageCalls calls(*this, PageCalls::Shape::kCheckedRead, token);
   std::vector<std::vector<size_t>> where;
-  std::vector<int> open(kRedisGroups, -1);
   for (size_t i = 0; i < idx.size(); ++i) {
-    uint32_t g = GroupOf(idx[i]);
-    if (open[g] < 0 || where[static_cast<size_t>(open[g])].size() >= kPagesPerCall) {
-      open[g] = static_cast<int>(cmds.size());
-      redis::Command cmd;
-      cmd.slot = group_slot_[g];
-      const std::string& ok = strings.emplace_back(OwnerKey(g));
-      const std::string& dk = strings.emplace_back(CachedDataKey(g, th));
-      const std::string& tk = strings.emplace_back(th);
-      cmd.argv = {"FCALL", "agile_get", "2", ok, dk, tk};
-      cmds.push_back(std::move(cmd));
-      where.emplace_back();
-    }
-    size_t ci = static_cast<size_t>(open[g]);
-    cmds[ci].argv.push_back(strings.emplace_back(std::to_string(idx[i])));
+    size_t ci = calls.Add(idx[i]);
+    if (ci == where.size()) where.emplace_back();
     where[ci].push_back(i);
   }
   std::vector<redis::Reply> replies;
-  AGILE_RETURN_IF_ERROR(client->Run(cmds, &replies).Annotate("swap store " + cfg_.url));
-  for (size_t ci = 0; ci < cmds.size(); ++ci) {
-    const redisReply* r = replies[ci].get();
-    AGILE_RETURN_IF_ERROR(ReplyStatus(r, "get from " + vm_id_));
+  AGILE_RETURN_IF_ERROR(client->Run(calls.cmds(), &replies).Annotate("swap store " + cfg_.url));
+  const std::string what = "get from " + vm_id_;
+  for (size_t ci = 0; ci < calls.calls().size(); ++ci) {
+    const PageCalls::Call& call = calls.calls()[ci];
+    // MULTI's +OK, the two +QUEUED (or a refusal to queue, e.g. by the ACL), then EXEC's answer.
+    for (size_t k = call.first; k < call.first + 4; ++k) AGILE_RETURN_IF_ERROR(ReplyStatus(replies[k].get(), what));
+    const redisReply* x = replies[call.first + 3].get();
+    if (x->type != REDIS_REPLY_ARRAY || x->elements != 2)
+      return Unavailable("swap store " + cfg_.url + ": the read transaction was not run (EXEC answered type " +
+                         std::to_string(x->type) + "); retrying");
+    AGILE_RETURN_IF_ERROR(ReplyStatus(x->element[0], what));  // the fence's check
+    const redisReply* r = x->element[1];
     if (r->type != REDIS_REPLY_ARRAY || r->elements != where[ci].size())
-      return Corruption("swap store " + cfg_.url + ": agile_get answered " + std::to_string(r->elements) +
+      return Corruption("swap store " + cfg_.url + ": HMGET answered " + std::to_string(r->elements) +
                         " values for " + std::to_string(where[ci].size()) + " pages");
     for (size_t k = 0; k < where[ci].size(); ++k) {
       const redisReply* e = r->element[k];
@@ -219,29 +266,10 @@ Status RedisSwapStore::Put(std::span<const memd::PageRef> pages) {
   if (!owner) return PermissionDenied("VM " + vm_id_ + ": store pages before claiming the namespace");
   std::lock_guard<std::mutex> l(bulk_conn_.mu);
   AGILE_ASSIGN_OR_RETURN(redis::ClusterClient * client, Client(bulk_conn_, false));
-  const std::string th = TokenHex(*owner);
-  std::deque<std::string> strings;
-  std::vector<redis::Command> cmds;
-  std::vector<size_t> count;
-  std::vector<int> open(kRedisGroups, -1);
-  for (const memd::PageRef& p : pages) {
-    uint32_t g = GroupOf(p.index);
-    if (open[g] < 0 || count[static_cast<size_t>(open[g])] >= kPagesPerCall) {
-      open[g] = static_cast<int>(cmds.size());
-      redis::Command cmd;
-      cmd.slot = group_slot_[g];
-      const std::string& ok = strings.emplace_back(OwnerKey(g));
-      const std::string& dk = strings.emplace_back(CachedDataKey(g, th));
-      const std::string& tk = strings.emplace_back(th);
-      cmd.argv = {"FCALL", "agile_put", "2", ok, dk, tk};
-      cmds.push_back(std::move(cmd));
-      count.push_back(0);
-    }
-    size_t ci = static_cast<size_t>(open[g]);
-    cmds[ci].argv.push_back(strings.emplace_back(std::to_string(p.index)));
-    cmds[ci].argv.emplace_back(reinterpret_cast<const char*>(p.data), memd::kPageSize);
-    ++count[ci];
-  }
+  PageCalls calls(*this, PageCalls::Shape::kFencedPut, *owner);
+  for (const memd::PageRef& p : pages)
+    calls.Arg(calls.Add(p.index), std::string_view(reinterpret_cast<const char*>(p.data), memd::kPageSize));
+  std::vector<redis::Command>& cmds = calls.cmds();
   std::vector<redis::Reply> replies;
   // WAIT after each master's writes: a page counts as stored (and may be
   // punched from the RAM file) only once a replica has it too.
@@ -277,8 +305,7 @@ Result<memd::OwnerToken> RedisSwapStore::Transfer(const std::string& new_host) {
                     new_host, back.ToString());
     return s.Annotate("hand VM " + vm_id_ + "'s swap-store pages to " + new_host);
   }
-  std::lock_guard<std::mutex> tl(token_mu_);
-  claimed_ = false;  // the token is the new owner's now
+  owner_.Void();  // the token is the new owner's now
   return next;
 }
 
@@ -294,8 +321,7 @@ Status RedisSwapStore::Release() {
   Status s = ForAllGroups(bulk_conn_, argvs, &replies, 0);
   for (size_t g = 0; s.ok() && g < replies.size(); ++g) s = ReplyStatus(replies[g].get(), "release");
   if (!s.ok()) return s;
-  std::lock_guard<std::mutex> t(token_mu_);
-  claimed_ = false;
+  owner_.Void();
   return Status::Ok();
 }
 

@@ -21,6 +21,8 @@
 #include <string>
 #include <vector>
 
+#include "offload/owner_slot.h"
+#include "offload/store_conn.h"
 #include "offload/swap_store.h"
 #include "redis/cluster_client.h"
 
@@ -69,11 +71,9 @@ class RedisSwapStore final : public SwapStore {
   static std::string TokenHex(const memd::OwnerToken& t);
 
  private:
-  struct Conn {
-    std::mutex mu;
-    std::unique_ptr<redis::ClusterClient> client;
-    uint64_t last_dial_ns = 0;
-  };
+  // A ClusterClient is never dropped: it follows failovers and redials
+  // nodes itself (src/redis/cluster_client.h).
+  using Conn = StoreConn<redis::ClusterClient>;
   Result<redis::ClusterClient*> Client(Conn& c, bool rate_limited);
 
   // One FCALL `fn` per group in `groups` with extra args none: claim, xfer,
@@ -82,6 +82,7 @@ class RedisSwapStore final : public SwapStore {
                       std::vector<redis::Reply>* replies, int wait_replicas);
   Status Get(Conn& c, const memd::OwnerToken& token, std::span<const uint64_t> idx, uint8_t* out,
              uint8_t* present, bool rate_limited);
+  class PageCalls;  // one FCALL per group of the pages asked (redis_swap_store.cc)
 
   // DataKey(g, token) for every group, for the last token asked (a sha1
   // per group per call would cost more than the rest of a refault's work).
@@ -94,9 +95,7 @@ class RedisSwapStore final : public SwapStore {
   std::vector<std::string> data_keys_;
   std::string vm_id_;
   std::vector<uint16_t> group_slot_;  // kRedisGroups
-  mutable std::mutex token_mu_;
-  memd::OwnerToken token_{};
-  bool claimed_ = false;
+  OwnerSlot owner_;
   Conn fault_conn_, bulk_conn_;
 };
 

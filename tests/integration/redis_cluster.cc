@@ -130,7 +130,7 @@ Result<std::string> RedisCluster::AddHostUser(const std::string& user) {
     // function's redis.call()s against the caller's ACL too.
     auto r = Call(n.port, {"ACL", "SETUSER", user, "reset", "on", ">" + password, "~agile:*", "resetchannels",
                            "-@all", "+fcall", "+fcall_ro", "+cluster|slots", "+wait", "+ping", "+auth", "+asking",
-                           "+readonly", "+get", "+set", "+hset", "+hmget", "+hdel", "+hlen", "+del", "+exists",
+                           "+readonly", "+multi", "+exec", "+get", "+set", "+hset", "+hmget", "+hdel", "+hlen", "+del", "+exists",
                            "+rename"});
     if (!r.ok()) return r.status();
     if (!redis::ErrorText(r->get()).empty()) return Internal("ACL SETUSER: " + std::string(redis::ErrorText(r->get())));
