@@ -6,8 +6,10 @@
 # lab guest with build/bin/agile-qemu as its emulator; the test checks that
 # agiled adopts it (vm list, its RAM is agiled's file), offloads it to a
 # third of its memory while memverify keeps errors=0, that its working set is
-# tracked, that virsh console's pty carries the guest's console, that
-# migration is refused, and that `virsh destroy` leaves nothing behind.
+# tracked and advance offloading works, that an agiled killed with -9 and
+# restarted re-adopts it, that virsh console's pty carries the guest's
+# console, that migration is refused, and that `virsh destroy` leaves
+# nothing behind.
 # Exits 77 (ctest: skipped) when libvirt is not installed
 # (scripts/install-deps-libvirt).
 # Usage: libvirt_test.sh SOURCE_DIR BUILD_DIR
@@ -161,6 +163,16 @@ g0=$(gen)
 wait_for 120 "memverify made no progress under the pin" verified $((g0 + 2000))
 ok "advance offloading under --pin 112M: $("$CTL" host info --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["pressure"]["advance_offloaded_bytes"] >> 20)') MiB so far, memverify errors=0"
 "$CTL" vm policy "$NAME" --auto >/dev/null || fail "vm policy --auto"
+
+# --- agiled killed and restarted: the libvirt VM is re-adopted -------------------
+apid=$(pgrep -f "^$BUILD/bin/agiled --state-dir $STATE ")
+[ -n "$apid" ] || fail "cannot find agiled's pid"
+kill -9 "$apid"
+"$BUILD/bin/agiled" --state-dir "$STATE" --memd "127.0.0.1:$PM" --daemon || fail "agiled did not restart"
+wait_for 30 "the restarted agiled does not list $NAME running" listed
+g0=$(gen)
+wait_for 120 "memverify made no progress after agiled's restart" verified $((g0 + 2000))
+ok "agiled kill -9 and restart: $NAME re-adopted, memverify errors=0 ($(field 's["guest"]["line"]'))"
 
 # --- libvirt's side keeps working ---------------------------------------------
 [ "$($VIRSH domstate "$NAME")" = running ] || fail "virsh domstate: $($VIRSH domstate "$NAME")"
