@@ -8,7 +8,7 @@ CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: all build guest guest-disk deps test test-disk unit integration demo bench install clean fuzz fuzz-seeds sanitize
+.PHONY: all build guest guest-disk deps test test-disk test-libvirt unit integration demo bench install clean fuzz fuzz-seeds sanitize
 
 all: build guest
 
@@ -33,12 +33,19 @@ deps:
 # deadlines that a second TCG guest on these 2 cores would skew).
 # The disk-guest tests (DiskVmTest.*, tests/integration/disk_vm_test.cc) need
 # `make guest-disk`: they run in `make test-disk`, not here.
+# LibvirtTest (tests/libvirt_test.sh) needs libvirt (scripts/install-deps-libvirt):
+# `make test-libvirt`, not here.
 test: all
 	cd $(BUILD) && ctest --output-on-failure --timeout 600 -L unit -j $(JOBS) $(CTEST_ARGS)
-	cd $(BUILD) && ctest --output-on-failure --timeout 600 -LE unit -E '^DiskVmTest\.' $(CTEST_ARGS)
+	cd $(BUILD) && ctest --output-on-failure --timeout 600 -LE unit -E '^DiskVmTest\.|^LibvirtTest$$' $(CTEST_ARGS)
 
 test-disk: all guest-disk
 	cd $(BUILD) && ctest --output-on-failure --timeout 900 -R '^DiskVmTest\.' $(CTEST_ARGS)
+
+# A libvirt domain under agiled (docs/libvirt.md): installs libvirt first.
+test-libvirt: all
+	@scripts/install-deps-libvirt
+	cd $(BUILD) && ctest --output-on-failure --timeout 300 -R '^LibvirtTest$$' $(CTEST_ARGS)
 
 unit: build
 	cd $(BUILD) && ctest --output-on-failure -LE integration

@@ -1,5 +1,5 @@
 # `make install PREFIX=... DESTDIR=...` (or `cmake --install build --prefix P`):
-#   PREFIX/bin/{agiled,agilectl,agile-memd}
+#   PREFIX/bin/{agiled,agilectl,agile-memd,agile-qemu}
 #   PREFIX/lib/agile/libagile-shim.so            (agiled finds it from its own path)
 #   PREFIX/share/agile/guest/{vmlinuz,initrd.img} (when `make guest` has built them)
 #   PREFIX/share/man/man1/agilectl.1, man8/{agiled,agile-memd}.8 (help2man, at build time)
@@ -7,7 +7,7 @@
 #   /etc/agile/{agiled,agile-memd}.conf for PREFIX /usr, else PREFIX/etc/agile/ (examples)
 include(GNUInstallDirs)  # CMAKE_INSTALL_MANDIR
 
-install(TARGETS agiled agilectl agile-memd RUNTIME DESTINATION bin)
+install(TARGETS agiled agilectl agile-memd agile-qemu RUNTIME DESTINATION bin)
 install(TARGETS agile-shim LIBRARY DESTINATION lib/agile)
 install(FILES ${CMAKE_BINARY_DIR}/guest/vmlinuz ${CMAKE_BINARY_DIR}/guest/initrd.img
         DESTINATION share/agile/guest OPTIONAL)

@@ -15,7 +15,7 @@ for prefix in /usr /opt/agile; do
   DESTDIR=$D cmake --install "$BUILD" --prefix "$prefix" >"$T/log" 2>&1 || { cat "$T/log"; fail "cmake --install --prefix $prefix"; continue; }
   P=$D$prefix
   etc=$([ "$prefix" = /usr ] && echo "$D/etc" || echo "$P/etc")
-  for f in bin/agiled bin/agilectl bin/agile-memd lib/agile/libagile-shim.so \
+  for f in bin/agiled bin/agilectl bin/agile-memd bin/agile-qemu lib/agile/libagile-shim.so \
            share/man/man8/agiled.8 share/man/man8/agile-memd.8 share/man/man1/agilectl.1 \
            lib/systemd/system/agiled.service lib/systemd/system/agile-memd.service; do
     [ -e "$P/$f" ] || fail "$prefix: missing $f"

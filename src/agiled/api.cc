@@ -223,6 +223,11 @@ control::Reply Api::Handle(const std::string& op, const json& args, const std::f
     if (!caller.local && args.is_object() && args.contains(key) && !(args[key].is_array() && args[key].empty()))
       return PermissionDenied(std::string(key) + " (host files and interfaces) are accepted only on the local unix socket, not from " +
                               caller.Describe());
+  if (op == "vm.attach") {
+    // A process id and host files: root's, on this machine only.
+    if (!caller.local) return PermissionDenied("vm.attach (libvirt's agile-qemu wrapper) is accepted only on the local unix socket");
+    return Attach(args);
+  }
   if (op == "vm.migrate" || op == "vm.migrate_status") {
     AGILE_ASSIGN_OR_RETURN(std::string name, NameArg(args));
     if (op == "vm.migrate_status") {
@@ -231,9 +236,41 @@ control::Reply Api::Handle(const std::string& op, const json& args, const std::f
     }
     AGILE_ASSIGN_OR_RETURN(auto vm, vms_->Get(name));
     if (vm->state() == "lost") return Unavailable("vm " + name + " is lost (" + vm->Stat().value("exit", "") + ")");
+    if (vm->spec().libvirt)
+      return Unsupported("vm " + name + " was started by libvirt: migrating libvirt domains under agiled is not "
+                         "supported yet (docs/libvirt.md)");
     return Migrate(vm, args, progress);
   }
   return HandleVmOp(op, args);
+}
+
+// vm.attach: libvirt's agile-qemu wrapper, before it execs QEMU
+// (docs/libvirt.md). Answers where QEMU's RAM, shim socket and QMP go.
+Result<json> Api::Attach(const json& args) {
+  if (!args.is_object()) return InvalidArgument("vm.attach needs an object");
+  AGILE_ASSIGN_OR_RETURN(std::string name, NameArg(args));
+  AGILE_ASSIGN_OR_RETURN(uint64_t memory, UintArg(args, "memory_bytes", 0));
+  AGILE_ASSIGN_OR_RETURN(uint64_t vcpus, UintArg(args, "vcpus", 1));
+  AGILE_ASSIGN_OR_RETURN(uint64_t pid, UintArg(args, "pid", 0));
+  if (pid == 0 || pid > 0x7fffffff) return InvalidArgument("vm.attach needs \"pid\": the process that execs QEMU");
+  qemu::VmSpec spec;
+  spec.name = name;
+  spec.memory_bytes = memory;
+  spec.vcpus = static_cast<int>(std::min<uint64_t>(vcpus, 1u << 20));
+  spec.workload = "none";  // the domain's own business; status lines on its console are still read
+  spec.libvirt = true;
+  host::ManagedVm::AttachInfo info;
+  info.pid = static_cast<pid_t>(pid);
+  for (const char* key : {"serial_log", "qemu_log"})
+    if (args.contains(key) && !args[key].is_string()) return InvalidArgument(std::string(key) + " must be a path");
+  info.serial_log = args.value("serial_log", std::string());
+  info.qemu_log = args.value("qemu_log", std::string());
+  AGILE_ASSIGN_OR_RETURN(auto paths, vms_->Attach(spec, info));
+  return json{{"name", name},
+              {"ram_path", paths.ram_path},
+              {"shim_socket", paths.shim_socket},
+              {"qmp_socket", paths.qmp_socket},
+              {"shim_path", paths.shim_path}};
 }
 
 Result<json> Api::HandleVmOp(const std::string& op, const json& args) {
@@ -252,6 +289,7 @@ Result<json> Api::HandleVmOp(const std::string& op, const json& args) {
   }
   if (op == "vm.start") {
     AGILE_ASSIGN_OR_RETURN(qemu::VmSpec spec, qemu::VmSpec::FromJson(args));
+    if (spec.libvirt) return InvalidArgument("libvirt VMs are started by libvirt (agile-qemu calls vm.attach)");
     AGILE_ASSIGN_OR_RETURN(auto vm, vms_->Start(spec));
     return vm->Stat();
   }
@@ -273,7 +311,7 @@ Result<json> Api::HandleVmOp(const std::string& op, const json& args) {
                                                "vm.policy"};
   if (!kVmOps.count(op))
     return InvalidArgument("unknown op '" + op +
-                           "' (host.info, host.shutdown, vm.start, vm.list, vm.stat, vm.console, vm.offload, "
+                           "' (host.info, host.shutdown, vm.start, vm.attach, vm.list, vm.stat, vm.console, vm.offload, "
                            "vm.migrate, vm.migrate_status, vm.migrate_cancel, vm.pause, vm.resume, vm.wss, vm.policy, vm.stop)");
   AGILE_ASSIGN_OR_RETURN(std::string name, NameArg(args));
   if (op == "vm.stop") {

@@ -56,6 +56,7 @@ class Api {
     std::thread thread;
   };
   Result<nlohmann::json> HandleVmOp(const std::string& op, const nlohmann::json& args);
+  Result<nlohmann::json> Attach(const nlohmann::json& args);
   control::Reply Migrate(const std::shared_ptr<ManagedVm>& vm, const nlohmann::json& args,
                          const std::function<void(const nlohmann::json&)>& progress);
   control::Reply MigrateStatus(const std::string& name, bool watch,

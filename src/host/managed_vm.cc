@@ -236,6 +236,19 @@ void ManagedVm::Monitor() {
   if (!(p[0].revents & POLLIN)) return;  // woken by Stop()
   qemu_.Wait(1000);
   if (stopping_) return;
+  if (spec_.libvirt) {
+    // libvirt ended its QEMU (virsh shutdown/destroy, a guest power-off, a
+    // crash it reports): nothing of the VM is ours to keep. Its RAM file,
+    // swap-store pages and record go now; VmManager drops the entry. A Stop()
+    // already under way cleans up itself.
+    std::unique_lock<std::mutex> l(stop_mu_, std::try_to_lock);
+    if (!l.owns_lock() || stopping_) return;
+    state_ = kExited;
+    exit_reason_ = "QEMU ended (libvirt stopped the domain, or the guest powered off or crashed: see virsh domstate --reason)";
+    spdlog::info("vm {}: libvirt's QEMU ended; releasing its guest RAM and swap-store pages", spec_.name);
+    Cleanup();
+    return;
+  }
   std::string why = qemu_.ExitDescription();
   bool clean = why == "exited with code 0";
   state_ = clean ? kExited : kCrashed;
@@ -315,6 +328,8 @@ void ManagedVm::Cleanup() {
 
 ManagedVm::~ManagedVm() { (void)Stop(); }
 
+void ManagedVm::BecomeRunning() { state_ = kRunning; }
+
 std::string ManagedVm::state() const { return StateName(state_); }
 
 std::string ManagedVm::QemuLogTail() const {
@@ -357,6 +372,7 @@ void ManagedVm::OnLostPages(const offload::LostPages& lost) {
 }
 
 json ManagedVm::Stat() {
+  if (spec_.libvirt && state_ == kRunning) RefreshPausedFromQemu();
   json j;
   j["name"] = spec_.name;
   j["state"] = state_ == kRunning && guest_paused_ ? "paused" : state();

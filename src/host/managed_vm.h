@@ -50,6 +50,25 @@ class ManagedVm : public migrate::MigratingVm {
   // reason, whose resources have been released; it stays listed until
   // `vm stop` forgets it.
   static std::unique_ptr<ManagedVm> Adopt(const VmRecord& record, const HostConfig& host);
+  // A VM libvirt is starting through the agile-qemu wrapper (process `pid`,
+  // which execs QEMU once this returns; docs/libvirt.md). Creates the RAM
+  // file and the shim's socket and records the VM, but takes nothing over
+  // yet: FinishAttach() does, once QEMU runs. serial_log and qemu_log are
+  // libvirt's files for the console and QEMU's output (may be empty).
+  struct AttachInfo {
+    pid_t pid = -1;
+    std::string serial_log, qemu_log;
+  };
+  // What the wrapper gives QEMU (see AttachInfo).
+  struct AttachPaths {
+    std::string ram_path, shim_socket, qmp_socket, shim_path;
+  };
+  static Result<std::unique_ptr<ManagedVm>> PrepareAttach(const qemu::VmSpec& spec, const HostConfig& host,
+                                                          const AttachInfo& info);
+  AttachPaths attach_paths() const;
+  // Waits for the shim's handover and QMP, then serves the VM as one agiled
+  // started. On failure QEMU is killed (a VM never runs unmanaged).
+  Status FinishAttach();
   // A VM whose state record is unreadable: only its name is known.
   static std::unique_ptr<ManagedVm> Lost(const std::string& name, const HostConfig& host, const std::string& why);
   ~ManagedVm() override;
@@ -121,6 +140,11 @@ class ManagedVm : public migrate::MigratingVm {
   Status TakeOverMemory(int listen_fd, bool incoming, const std::string& store_vm_id,
                         const VmRecord* adopt = nullptr);
   Status AdoptRunning(const VmRecord& rec);
+  Status PrepareAttachFiles(const AttachInfo& info);
+  void BecomeRunning();
+  // libvirt pauses and resumes its VM over its own monitor, which agiled
+  // does not see: Stat() asks QEMU (briefly, never waiting for the QMP lock).
+  void RefreshPausedFromQemu();
   void MarkLost(const std::string& why, const VmRecord* rec);
   // Rewrites vm.record from the current state (pid, incoming, store token).
   void PersistRecord();
@@ -140,6 +164,8 @@ class ManagedVm : public migrate::MigratingVm {
   Process qemu_;
   // Created with QEMU, handed to GuestMemory once the shim hands over the uffd.
   UniqueFd ram_fd_;
+  // The shim's socket between PrepareAttach and FinishAttach.
+  UniqueFd attach_listen_;
   // Lives as long as this VM object, so an offload or a migration that still
   // holds a pointer after Stop() finds it retired, never a reused descriptor.
   std::shared_ptr<vm::GuestMemory> memory_;

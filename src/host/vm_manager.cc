@@ -81,6 +81,7 @@ Result<std::shared_ptr<ManagedVm>> VmManager::Launch(const qemu::VmSpec& spec, b
 }
 
 Result<std::shared_ptr<ManagedVm>> VmManager::Get(const std::string& name) {
+  PruneEndedLibvirtVms();
   std::lock_guard<std::mutex> l(mu_);
   auto it = vms_.find(name);
   if (it == vms_.end()) return NotFound("no VM named '" + name + "' on this host");
@@ -88,6 +89,7 @@ Result<std::shared_ptr<ManagedVm>> VmManager::Get(const std::string& name) {
 }
 
 std::vector<std::shared_ptr<ManagedVm>> VmManager::List() {
+  PruneEndedLibvirtVms();
   std::lock_guard<std::mutex> l(mu_);
   std::vector<std::shared_ptr<ManagedVm>> out;
   for (auto& [n, vm] : vms_) out.push_back(vm);
@@ -135,7 +137,71 @@ size_t VmManager::AdoptAll() {
 }
 
 void VmManager::StopAll() {
+  WaitForAttaches();
   for (auto& vm : List()) (void)Stop(vm->spec().name);
+}
+
+VmManager::~VmManager() { WaitForAttaches(); }
+
+void VmManager::WaitForAttaches() {
+  std::unique_lock<std::mutex> l(mu_);
+  attach_done_.wait(l, [this] { return attaching_ == 0; });
+}
+
+Result<ManagedVm::AttachPaths> VmManager::Attach(const qemu::VmSpec& spec, const ManagedVm::AttachInfo& info) {
+  AGILE_RETURN_IF_ERROR(spec.Validate());
+  PruneEndedLibvirtVms();  // `virsh start` right after a destroy reuses the name
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (vms_.count(spec.name) || starting_.count(spec.name))
+      return AlreadyExists("a VM named '" + spec.name + "' already exists on this host");
+    starting_.insert(spec.name);
+  }
+  auto prepared = ManagedVm::PrepareAttach(spec, host_, info);
+  if (!prepared.ok()) {
+    std::lock_guard<std::mutex> l(mu_);
+    starting_.erase(spec.name);
+    spdlog::error("vm {}: libvirt's start refused: {}", spec.name, prepared.status().ToString());
+    return prepared.status();
+  }
+  std::shared_ptr<ManagedVm> vm(std::move(prepared).value());
+  ManagedVm::AttachPaths paths = vm->attach_paths();
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    ++attaching_;
+  }
+  // The wrapper execs QEMU only after our answer, so the handover is waited
+  // for here, not in the request.
+  std::thread([this, vm]() mutable {
+    Status st = vm->FinishAttach();
+    const std::string name = vm->spec().name;
+    if (!st.ok()) {
+      spdlog::error("vm {}: libvirt's QEMU was not taken over: {}", name, st.ToString());
+      vm.reset();  // stops and cleans up, outside mu_
+    }
+    std::lock_guard<std::mutex> l(mu_);
+    starting_.erase(name);
+    if (vm) vms_[name] = std::move(vm);
+    --attaching_;
+    attach_done_.notify_all();  // under mu_: a waiting destructor cannot run before we are done with *this
+  }).detach();
+  return paths;
+}
+
+void VmManager::PruneEndedLibvirtVms() {
+  std::vector<std::shared_ptr<ManagedVm>> ended;  // destroyed outside mu_
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (auto it = vms_.begin(); it != vms_.end();) {
+      if (it->second->spec().libvirt && it->second->state() == "exited") {
+        ended.push_back(std::move(it->second));
+        it = vms_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& vm : ended) (void)vm->Stop();
 }
 
 }  // namespace agile::host

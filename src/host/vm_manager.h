@@ -6,6 +6,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <condition_variable>
 #include <vector>
 
 #include "host/managed_vm.h"
@@ -30,6 +31,10 @@ class VmManager : public migrate::IncomingHost {
   Result<std::string> CreateDiskCopy(const std::string& name, size_t index, const std::string& format,
                                      uint64_t bytes) override;
   void RemoveDiskCopies(const std::string& name) override;
+  // A VM libvirt is starting through agile-qemu (docs/libvirt.md): prepared
+  // now (the name taken, the RAM file made), taken over on a thread of ours
+  // once QEMU runs; listed from then on, forgotten when its QEMU ends.
+  Result<ManagedVm::AttachPaths> Attach(const qemu::VmSpec& spec, const ManagedVm::AttachInfo& info);
   // Forgets a VM that migrated away (already retired).
   void Forget(const std::string& name);
   Result<std::shared_ptr<ManagedVm>> Get(const std::string& name);
@@ -43,12 +48,20 @@ class VmManager : public migrate::IncomingHost {
   // were adopted running.
   size_t AdoptAll();
   const HostConfig& host() const { return host_; }
+  ~VmManager();
 
  private:
   HostConfig host_;
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<ManagedVm>> vms_;
   std::set<std::string> starting_;
+  // Drops libvirt VMs whose QEMU ended (they are libvirt's to restart).
+  void PruneEndedLibvirtVms();
+  // FinishAttach() runs on detached threads; StopAll and the destructor wait
+  // until none is left (they touch vms_).
+  int attaching_ = 0;  // mu_
+  std::condition_variable attach_done_;
+  void WaitForAttaches();
   Result<std::shared_ptr<ManagedVm>> Launch(const qemu::VmSpec& spec, bool incoming, const std::string& store_vm_id);
 };
 

@@ -42,7 +42,7 @@ uint64_t MaxVmMemory() {
 nlohmann::json VmSpec::ToJson() const {
   nlohmann::json j = {{"name", name},         {"memory_bytes", memory_bytes},   {"vcpus", vcpus},
           {"workload", workload}, {"workload_args", workload_args}, {"qemu_args", extra_qemu_args},
-          {"stock", stock}, {"accel", accel}, {"boot", boot}, {"firmware", firmware}};
+          {"stock", stock}, {"libvirt", libvirt}, {"accel", accel}, {"boot", boot}, {"firmware", firmware}};
   nlohmann::json d = nlohmann::json::array(), n = nlohmann::json::array();
   for (const auto& x : disks) d.push_back(x.ToJson());
   for (const auto& x : nics) n.push_back(x.ToJson());
@@ -67,6 +67,7 @@ Result<VmSpec> VmSpec::FromJson(const nlohmann::json& j) {
     s.workload_args = j.value("workload_args", std::map<std::string, std::string>{});
     s.extra_qemu_args = j.value("qemu_args", std::vector<std::string>{});
     s.stock = j.value("stock", false);
+    s.libvirt = j.value("libvirt", false);
     if (j.contains("disks")) {
       if (!j["disks"].is_array() || j["disks"].size() > 8) return InvalidArgument("disks must be a list of at most 8");
       for (const auto& d : j["disks"]) {
@@ -114,6 +115,7 @@ Status VmSpec::Validate() const {
   if (accel != "auto" && accel != "kvm" && accel != "tcg") return InvalidArgument("accel '" + accel + "' (auto, kvm, tcg)");
   if (boot != "kernel" && boot != "disk") return InvalidArgument("boot '" + boot + "' (kernel, disk)");
   if (firmware != "bios" && firmware != "ovmf") return InvalidArgument("firmware '" + firmware + "' (bios, ovmf)");
+  if (libvirt && stock) return InvalidArgument("a libvirt VM's RAM is agiled's: it cannot be stock");
   if (boot == "disk" && disks.empty()) return InvalidArgument("--boot disk needs a --disk");
   if (firmware == "ovmf" && boot != "disk") return InvalidArgument("--firmware ovmf boots a disk: add --boot disk");
   if (disks.size() > 8 || nics.size() > 8) return InvalidArgument("at most 8 disks and 8 NICs");

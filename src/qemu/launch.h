@@ -27,6 +27,11 @@ struct VmSpec {
   // A stock VM: plain anonymous guest RAM, no shim, memory not owned by agiled
   // (as operators run VMs today). Only the qemu-* migration modes apply.
   bool stock = false;
+  // Started by libvirt through the agile-qemu wrapper (docs/libvirt.md):
+  // libvirt owns the QEMU process and its command line; agiled owns the
+  // guest RAM. agiled forgets the VM when that QEMU ends, and does not
+  // migrate it (not yet).
+  bool libvirt = false;
   // An ordinary VM's devices and boot (docs/vms.md). Defaults are the lab
   // guest: no disk, no NIC, our kernel and initramfs.
   std::vector<DiskSpec> disks;  // the first one boots with --boot disk

@@ -89,6 +89,19 @@ TEST(LaunchTest, SpecJsonRoundTrip) {
   EXPECT_FALSE(VmSpec::FromJson({{"name", "x"}}).ok());
 }
 
+// A VM libvirt started (docs/libvirt.md) stays one across agiled's record and
+// restart; it cannot also be stock (agiled owns its RAM).
+TEST(LaunchTest, LibvirtFlagRoundTripsAndExcludesStock) {
+  VmSpec s = Good();
+  EXPECT_FALSE(VmSpec::FromJson(s.ToJson())->libvirt);
+  s.libvirt = true;
+  auto back = VmSpec::FromJson(s.ToJson());
+  ASSERT_TRUE(back.ok());
+  EXPECT_TRUE(back->libvirt);
+  s.stock = true;
+  EXPECT_FALSE(s.Validate().ok());
+}
+
 TEST(LaunchTest, KernelBootIsTheDefaultAndCarriesNoDisk) {
   LaunchPaths p{"/q", "/k", "/i", "/r", "/s/qmp", "/s/serial"};
   auto a = QemuArgv(Good(), p, false);
