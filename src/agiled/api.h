@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -53,11 +54,17 @@ class Api {
     nlohmann::json progress;  // the latest progress (report.h's vocabulary)
     nlohmann::json report;    // the final report; null while it runs
     uint64_t seq = 0;         // progress reports so far
+    // `migrate --recover` (post-copy recovery): a reconnect asked for, to
+    // this address ("" = the same one); taken by the Sender.
+    std::optional<std::string> recover_to;
     std::thread thread;
   };
   Result<nlohmann::json> HandleVmOp(const std::string& op, const nlohmann::json& args);
   control::Reply Migrate(const std::shared_ptr<ManagedVm>& vm, const nlohmann::json& args,
                          const std::function<void(const nlohmann::json&)>& progress);
+  // vm.migrate_recover: asks a migration paused after a lost post-copy link
+  // to reconnect now; waits for that attempt's outcome.
+  control::Reply MigrateRecover(const std::string& name, const nlohmann::json& args);
   control::Reply MigrateStatus(const std::string& name, bool watch,
                                const std::function<void(const nlohmann::json&)>& progress);
   // Streams the job's progress to `progress` until it ends; returns its report.
