@@ -27,7 +27,7 @@ std::pair<UniqueFd, UniqueFd> Pair() {
 
 std::unique_ptr<Channel> NewChannel() {
   auto [a, b] = Pair();
-  (void)b.release();  // never read: the test only checks who got the channel
+  (void)b.Release();  // never read: the test only checks who got the channel
   return std::make_unique<Channel>(std::move(a), 1000);
 }
 

@@ -247,8 +247,11 @@ TEST_P(RecoverTest, LinkLostAfterSwitchoverPausesBothSidesAndResumesWithNothingL
     relay_->Heal();
     auto rec = a_->Call("vm.migrate_recover", {{"name", vm}});
     // The source's own backoff may have won the race right after the heal.
-    if (!rec.ok()) EXPECT_EQ(rec.status().code(), Code::kInvalidArgument) << rec.status().ToString();
-    else EXPECT_TRUE((*rec)["recovered"].get<bool>()) << rec->dump();
+    if (!rec.ok()) {
+      EXPECT_EQ(rec.status().code(), Code::kInvalidArgument) << rec.status().ToString();
+    } else {
+      EXPECT_TRUE((*rec)["recovered"].get<bool>()) << rec->dump();
+    }
     std::printf("recover(postcopy): migrate --recover: %s\n",
                 rec.ok() ? "recovered" : rec.status().ToString().c_str());
   } else {
