@@ -96,6 +96,12 @@ Api::~Api() {
     if (job->thread.joinable()) job->thread.join();
 }
 
+void Api::CancelAll() {
+  std::lock_guard<std::mutex> l(jobs_mu_);
+  for (auto& [name, job] : jobs_)
+    if (auto vm = job->vm.lock()) vm->migration_cancel() = true;
+}
+
 json Api::Follow(Job* job, const std::function<void(const json&)>& progress) {
   std::unique_lock<std::mutex> l(job->mu);
   uint64_t seen = 0;

@@ -36,6 +36,10 @@ class Api {
       : vms_(vms), policy_(policy), request_shutdown_(std::move(request_shutdown)) {}
   // Cancels running migrations (effective before their switchover) and waits for them.
   ~Api();
+  // Asks every running migration to end (before its switchover, or while it
+  // waits for a lost post-copy link: docs/migration.md), so that callers
+  // following them return; agiled calls it before it stops serving.
+  void CancelAll();
   // Called on a control connection's thread; any number at once.
   // caller: who asked (raw QEMU arguments only from the local unix socket).
   control::Reply Handle(const std::string& op, const nlohmann::json& args,

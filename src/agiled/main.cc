@@ -367,6 +367,10 @@ int main(int argc, char** argv) {
   }
   notifier.Stopping("stopping " + std::to_string(vms.List().size()) + " VMs");
   metrics_endpoint.reset();
+  // Migrations first: a caller following one (and a post-copy waiting for
+  // its lost link, at either end) would otherwise hold the server open.
+  api.CancelAll();
+  recovery.Close();
   server.Shutdown();
   policy.Stop();
   vms.StopAll();

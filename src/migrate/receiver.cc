@@ -89,6 +89,7 @@ class Receiver {
   std::mutex rec_mu_;
   std::condition_variable rec_cv_;
   std::unique_ptr<Channel> pending_;  // guarded by rec_mu_
+  bool abandoned_ = false;            // guarded by rec_mu_: agiled stops, stop waiting
   uint64_t paused_since_ns_ = 0;      // loop thread: 0 while the link is up
   uint32_t recoveries_ = 0;
 };
@@ -292,7 +293,8 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
     e.src_host = hello_.src_host;
     e.deliver = [this](std::unique_ptr<Channel> ch) {
       std::lock_guard<std::mutex> l(rec_mu_);
-      pending_ = std::move(ch);
+      if (ch) pending_ = std::move(ch);
+      else abandoned_ = true;  // agiled stops
       ch_->Shutdown();
       rec_cv_.notify_all();
     };
@@ -375,9 +377,10 @@ Status Receiver::AwaitRecovery(const Status& cause) {
     std::unique_lock<std::mutex> l(rec_mu_);
     const uint64_t elapsed = NowNs() - paused_since_ns_;
     const auto left = std::chrono::nanoseconds(elapsed < window_ns ? window_ns - elapsed : 0);
-    if (!rec_cv_.wait_for(l, left, [&] { return pending_ != nullptr; }))
+    if (!rec_cv_.wait_for(l, left, [&] { return pending_ != nullptr || abandoned_; }))
       return cause.Annotate("post-copy link lost and not recovered within the " +
                             std::to_string(peer_.timeouts.migrate_recover_ms / 1000) + " s recovery window");
+    if (pending_ == nullptr) return cause.Annotate("post-copy link lost; recovery given up: agiled is stopping");
     old = std::move(ch_);
     ch_ = std::move(pending_);
   }

@@ -4,6 +4,7 @@ namespace agile::migrate {
 
 Status RecoveryBoard::Register(const std::string& vm, Entry e) {
   std::lock_guard<std::mutex> l(mu_);
+  if (closed_) return Unavailable("agiled is stopping: no post-copy recovery");
   if (!entries_.emplace(vm, std::move(e)).second)
     return AlreadyExists("a migration of VM " + vm + " is registered for recovery already");
   return Status::Ok();
@@ -12,6 +13,13 @@ Status RecoveryBoard::Register(const std::string& vm, Entry e) {
 void RecoveryBoard::Unregister(const std::string& vm) {
   std::lock_guard<std::mutex> l(mu_);
   entries_.erase(vm);
+}
+
+void RecoveryBoard::Close() {
+  std::lock_guard<std::mutex> l(mu_);
+  closed_ = true;
+  for (auto& [vm, e] : entries_)
+    if (e.deliver) e.deliver(nullptr);
 }
 
 void RecoveryBoard::Completed(const std::string& vm) {

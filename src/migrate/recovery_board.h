@@ -7,7 +7,8 @@
 //
 // One board per agiled, shared by every migration connection's thread.
 // Thread-safe; Deliver is called with the board's lock held, so it must
-// only hand the channel over (and wake whoever waits), never block.
+// only hand the channel over (and wake whoever waits), never block. A null
+// channel means: stop waiting (Close).
 #pragma once
 
 #include <functional>
@@ -31,8 +32,12 @@ class RecoveryBoard {
     Deliver deliver;
   };
 
-  // AlreadyExists when the VM has a registered migration already.
+  // AlreadyExists when the VM has a registered migration already;
+  // Unavailable after Close.
   Status Register(const std::string& vm, Entry e);
+  // agiled is stopping: every waiting migration's Deliver gets null (give up
+  // waiting), and nothing registers any more.
+  void Close();
   // Idempotent. After it returns, the entry's Deliver is never called again.
   void Unregister(const std::string& vm);
   // Unregisters a migration that completed (its DONE_ACK went out), and
@@ -50,6 +55,7 @@ class RecoveryBoard {
   std::mutex mu_;
   std::map<std::string, Entry> entries_;
   std::map<std::string, Entry> completed_;  // Deliver unused
+  bool closed_ = false;
 };
 
 }  // namespace agile::migrate

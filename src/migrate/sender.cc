@@ -547,6 +547,15 @@ Status Sender::Recover(const Status& cause, const char* phase) {
                              " attempts); nothing was freed: the VM stays paused and fenced here with the pages "
                              "the destination still lacks, the destination keeps its copy waiting for them");
       }
+      // `migrate --cancel` (or agiled stopping) gives up waiting, not the
+      // state: as at the window's end, nothing is freed on either side.
+      if (opt_.cancel && opt_.cancel->load()) {
+        recovery_ = nullptr;
+        return last.Annotate("post-copy link lost after switchover; recovery given up by a cancel (or agiled "
+                             "stopping) after " + std::to_string(attempts) +
+                             " attempts; nothing was freed: the VM stays paused and fenced here with the pages the "
+                             "destination still lacks");
+      }
       if (opt_.recover_requested) {
         if (auto r = opt_.recover_requested()) {
           if (!r->empty()) to = *r;
