@@ -87,6 +87,18 @@ TEST(RecoveryBoard, HandsTheConnectionToTheSameMigrationOnly) {
   EXPECT_EQ(w.board.Register("vm1", dup).code(), Code::kAlreadyExists);
 }
 
+TEST(RecoveryBoard, CloseTellsEveryWaitingMigrationToStopWaiting) {
+  RecoveryBoard board;
+  int told = 0;
+  RecoveryBoard::Entry e;
+  e.src_host = "hostA";
+  e.deliver = [&](std::unique_ptr<Channel> ch) { told += ch == nullptr ? 1 : 100; };
+  ASSERT_TRUE(board.Register("vm1", e).ok());
+  board.Close();
+  EXPECT_EQ(told, 1);
+  EXPECT_EQ(board.Register("vm2", e).code(), Code::kUnavailable);
+}
+
 // The source's side of the handshake, by hand: RESUME out, RESUME_ACK in.
 Result<wire::MigResumeAck> Resume(Channel& src, const wire::MigResume& r) {
   std::vector<uint8_t> f;
