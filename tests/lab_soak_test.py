@@ -57,6 +57,8 @@ class Schedule(unittest.TestCase):
         self.assertEqual(phase_index("device-state", True), PHASES.index("switchover"))
         self.assertEqual(phase_index("switched-over", True), PHASES.index("after-switchover"))
         self.assertEqual(phase_index("switched-over", False), PHASES.index("completed"))
+        for after in ("postcopy-tail", "postcopy-push", "postcopy-paused"):
+            self.assertEqual(phase_index(after, True), PHASES.index("after-switchover"), after)
         self.assertEqual(phase_index(None, True), 0)
 
 

@@ -22,7 +22,8 @@ FAULTS = ("kill-src-agiled", "kill-dst-agiled", "kill-memd", "kill-qemu-src", "k
 # in at the first poll that sees the scheduled phase or a later one.
 PHASES = ("handshake", "precopy", "switchover", "after-switchover", "completed")
 PROGRESS_PHASE = {"handshake": 0, "storage": 0, "precopy": 1, "qemu-migrate": 1, "stop-and-copy": 2,
-                  "device-state": 2, "switched-over": 3}
+                  "device-state": 2, "switched-over": 3, "postcopy-tail": 3, "postcopy-push": 3,
+                  "postcopy-paused": 3}
 OFFLOAD_FRACTIONS = (0.0, 0.25, 0.5, 0.67, 0.9)
 TRICKLE_RATES = ("64kbit", "256kbit", "1mbit")
 VM_MEMORY_MIB = (256, 320, 384)

@@ -195,7 +195,11 @@ std::string ProgressLine(const json& p) {
                 FormatSize(static_cast<uint64_t>(Ram(p, "transferred", "bytes_sent"))).c_str(), Ram(p, "mbps"),
                 FormatSize(static_cast<uint64_t>(Ram(p, "remaining"))).c_str(), eta.c_str(),
                 Ram(p, "dirty-sync-count", "round"), Num(p, "total-time", "elapsed_ms") / 1000);
-  return b;
+  std::string line = b;
+  if (p.value("status", "") == "postcopy-paused" && p.contains("recovery") && p["recovery"].is_object())
+    line += "  LINK LOST: " + std::to_string(p["recovery"].value("attempts", 0)) +
+            " reconnects so far (agilectl migrate --recover " + p.value("vm", std::string("NAME")) + ")";
+  return line;
 }
 
 std::string U(const json& j, const char* a, const char* b = nullptr) {
@@ -483,7 +487,7 @@ int Run(int argc, char** argv) {
   std::string to, mode = "agile", bandwidth;
   uint64_t max_downtime = 300;
   uint32_t max_rounds = 30;
-  bool cancel = false, no_tail = false, detach = false, copy_storage = false;
+  bool cancel = false, no_tail = false, detach = false, copy_storage = false, recover = false;
   mig->add_option("name", name, "VM name");
   mig->add_option("--to", to, "Destination agiled HOST:PORT (its --listen address)");
   mig->add_option("--mode", mode,
@@ -503,6 +507,10 @@ int Run(int argc, char** argv) {
                 "Mirror the VM's disks to the destination (QEMU blockdev-mirror to its NBD export) instead of "
                 "expecting it to open the same images; agile, precopy and postcopy modes");
   mig->add_flag("--cancel", cancel, "Cancel the running migration of NAME (safe before switchover)");
+  mig->add_flag("--recover", recover,
+                "At the source: reconnect NAME's post-copy (or agile tail) whose link broke after switchover "
+                "(status postcopy-paused) and resume where it stopped; with --to, to the destination's new "
+                "address. The source also retries on its own with backoff within --migrate-recover-window-ms");
   mig->add_flag("--detach", detach,
                 "Return once the migration has started; it runs on in agiled (agilectl migrate status NAME). "
                 "Without it, ^C cancels the migration");
@@ -653,8 +661,15 @@ int Run(int argc, char** argv) {
     if (cancel) {
       op = "vm.migrate_cancel";
       args = {{"name", name}};
+    } else if (recover) {
+      op = "vm.migrate_recover";
+      args = {{"name", name}};
+      if (!to.empty()) {
+        if (!ParseHostPort(to).ok()) return Usage(g, InvalidArgument("--to: expected HOST:PORT, got '" + to + "'"));
+        args["to"] = to;
+      }
     } else {
-      if (to.empty()) return Usage(g, InvalidArgument("migrate needs --to HOST:PORT (or --cancel)"));
+      if (to.empty()) return Usage(g, InvalidArgument("migrate needs --to HOST:PORT (or --cancel, --recover)"));
       if (!ParseHostPort(to).ok()) return Usage(g, InvalidArgument("--to: expected HOST:PORT, got '" + to + "'"));
       uint64_t bw = 0;
       if (!bandwidth.empty()) {
@@ -743,9 +758,27 @@ int Run(int argc, char** argv) {
                 to.c_str(), name.c_str());
   } else if (op == "vm.migrate" || (op == "vm.migrate_status" && !res.value("running", false))) {
     PrintReport(res);
+  } else if (op == "vm.migrate_status" && res.value("direction", "") == "incoming") {
+    std::printf("incoming migration of %s from %s: %s, %llu pages still at the source\n", name.c_str(),
+                res.value("source", "").c_str(), res.value("status", "").c_str(),
+                (unsigned long long)res.value("pages_remote", 0ull));
+    if (res.value("status", "") == "postcopy-paused")
+      std::printf("  PAUSED for recovery: %s\n  vCPUs touching those pages wait; recover it at the source: "
+                  "agilectl migrate --recover %s\n",
+                  res.value("error", "").c_str(), name.c_str());
   } else if (op == "vm.migrate_status") {
     std::printf("migration of %s to %s (%s): %s\n", name.c_str(), res.value("destination", "").c_str(),
                 res.value("mode", "").c_str(), ProgressLine(res).c_str());
+    if (res.value("status", "") == "postcopy-paused" && res.contains("recovery")) {
+      const json& r = res["recovery"];
+      std::printf("  PAUSED for recovery %.0f s of %.0f s: %s\n  %llu attempts, last: %s\n  %s\n",
+                  r.value("since-ms", 0.0) / 1e3, r.value("window-ms", 0.0) / 1e3, r.value("cause", "").c_str(),
+                  (unsigned long long)r.value("attempts", 0ull), r.value("last-error", "").c_str(),
+                  r.value("hint", "").c_str());
+    }
+  } else if (op == "vm.migrate_recover") {
+    std::printf("migration of %s: recovered, %s (%s)\n", name.c_str(), res.value("status", "").c_str(),
+                res.value("phase", "").c_str());
   } else if (op == "vm.wss") {
     PrintWss(res);
   } else if (op == "vm.policy") {

@@ -1,9 +1,11 @@
 #include "agiled/api.h"
 
 #include <algorithm>
+#include <chrono>
 #include <set>
 
 #include "base/size.h"
+#include "base/socket.h"
 #include "migrate/report.h"
 #include "migrate/sender.h"
 
@@ -94,6 +96,12 @@ Api::~Api() {
     if (job->thread.joinable()) job->thread.join();
 }
 
+void Api::CancelAll() {
+  std::lock_guard<std::mutex> l(jobs_mu_);
+  for (auto& [name, job] : jobs_)
+    if (auto vm = job->vm.lock()) vm->migration_cancel() = true;
+}
+
 json Api::Follow(Job* job, const std::function<void(const json&)>& progress) {
   std::unique_lock<std::mutex> l(job->mu);
   uint64_t seen = 0;
@@ -154,6 +162,12 @@ control::Reply Api::Migrate(const std::shared_ptr<ManagedVm>& vm, const json& ar
     o.cancel = &vm->migration_cancel();
     o.tls = vms_->host().tls;
     o.timeouts = vms_->host().timeouts;
+    o.recover_requested = [j = job.get()]() -> std::optional<std::string> {
+      std::lock_guard<std::mutex> l(j->mu);
+      auto r = std::move(j->recover_to);
+      j->recover_to.reset();
+      return r;
+    };
     o.progress = [j = job.get()](const json& p) {
       std::lock_guard<std::mutex> l(j->mu);
       j->progress = p;
@@ -192,14 +206,78 @@ control::Reply Api::Migrate(const std::shared_ptr<ManagedVm>& vm, const json& ar
   return Outcome(Follow(job.get(), progress));
 }
 
+control::Reply Api::MigrateRecover(const std::string& name, const json& args) {
+  std::string to;
+  if (args.contains("to")) {
+    if (!args["to"].is_string() || !ParseHostPort(args["to"].get<std::string>()).ok())
+      return InvalidArgument("vm.migrate_recover: \"to\" must be HOST:PORT");
+    to = args["to"];
+  }
+  std::shared_ptr<Job> job;
+  {
+    std::lock_guard<std::mutex> l(jobs_mu_);
+    auto it = jobs_.find(name);
+    if (it != jobs_.end()) job = it->second;
+  }
+  if (!job) {
+    auto vm = vms_->Get(name);
+    if (vm.ok() && (*vm)->Stat().contains("migration"))
+      return InvalidArgument("vm " + name + " is the destination of its migration here: run `agilectl migrate "
+                                "--recover " + name + "` at the source agiled, which re-dials this one");
+    return NotFound("no migration of a VM named '" + name + "' on this agiled");
+  }
+  std::unique_lock<std::mutex> l(job->mu);
+  if (!job->report.is_null())
+    return InvalidArgument("the migration of " + name + " has ended (" + job->report.value("status", "") +
+                              "): nothing to recover");
+  if (job->progress.value("status", "") != migrate::kStatusPostcopyPaused)
+    return InvalidArgument("the migration of " + name + " is not paused for recovery (status " +
+                              job->progress.value("status", "") + ")");
+  const uint64_t attempts = job->progress.value("recovery", json::object()).value("attempts", 0ull);
+  job->recover_to = to;
+  // The attempt's outcome: the migration runs on, or the attempt count grew
+  // (with its error). Bounded: one dial plus one peer wait.
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(vms_->host().timeouts.migrate_peer_ms +
+                                                                                 vms_->host().timeouts.migrate_io_ms);
+  bool moved = job->cv.wait_until(l, until, [&] {
+    return !job->report.is_null() || job->progress.value("status", "") != migrate::kStatusPostcopyPaused ||
+           job->progress.value("recovery", json::object()).value("attempts", 0ull) > attempts;
+  });
+  json p = job->report.is_null() ? job->progress : job->report;
+  p["name"] = name;
+  if (!moved) return Unavailable("the recovery attempt of " + name + " did not finish in time; see `agilectl migrate status " + name + "`");
+  if (p.value("status", "") == migrate::kStatusPostcopyPaused)
+    return control::Reply(Unavailable("recovery of " + name + " failed: " +
+                                      p["recovery"].value("last-error", std::string("?")) +
+                                      " (still paused; both sides keep their state)"),
+                          json{{"report", p}});
+  p["recovered"] = p.value("status", "") != migrate::kStatusFailed;
+  return Result<json>(p);
+}
+
 control::Reply Api::MigrateStatus(const std::string& name, bool watch,
                                   const std::function<void(const json&)>& progress) {
   std::shared_ptr<Job> job;
   {
     std::lock_guard<std::mutex> l(jobs_mu_);
     auto it = jobs_.find(name);
-    if (it == jobs_.end()) return NotFound("no migration of a VM named '" + name + "' on this agiled");
-    job = it->second;
+    if (it != jobs_.end()) job = it->second;
+  }
+  if (!job) {
+    // The destination of a migration: no job here, but the incoming VM
+    // shows where it stands (post-copy, or paused for recovery).
+    auto vm = vms_->Get(name);
+    if (vm.ok()) {
+      json st = (*vm)->Stat();
+      if (st.contains("migration") && st["migration"].is_object()) {
+        json j = st["migration"];
+        j["name"] = name;
+        j["running"] = true;
+        if (!j.contains("direction")) j["direction"] = "incoming";
+        return Result<json>(j);
+      }
+    }
+    return NotFound("no migration of a VM named '" + name + "' on this agiled");
   }
   if (watch) return Outcome(Follow(job.get(), progress));
   std::lock_guard<std::mutex> l(job->mu);
@@ -227,6 +305,10 @@ control::Reply Api::Handle(const std::string& op, const json& args, const std::f
     // A process id and host files: root's, on this machine only.
     if (!caller.local) return PermissionDenied("vm.attach (libvirt's agile-qemu wrapper) is accepted only on the local unix socket");
     return Attach(args);
+  }
+  if (op == "vm.migrate_recover") {
+    AGILE_ASSIGN_OR_RETURN(std::string name, NameArg(args));
+    return MigrateRecover(name, args);
   }
   if (op == "vm.migrate" || op == "vm.migrate_status") {
     AGILE_ASSIGN_OR_RETURN(std::string name, NameArg(args));
@@ -312,7 +394,7 @@ Result<json> Api::HandleVmOp(const std::string& op, const json& args) {
   if (!kVmOps.count(op))
     return InvalidArgument("unknown op '" + op +
                            "' (host.info, host.shutdown, vm.start, vm.attach, vm.list, vm.stat, vm.console, vm.offload, "
-                           "vm.migrate, vm.migrate_status, vm.migrate_cancel, vm.pause, vm.resume, vm.wss, vm.policy, vm.stop)");
+                           "vm.migrate, vm.migrate_status, vm.migrate_cancel, vm.migrate_recover, vm.pause, vm.resume, vm.wss, vm.policy, vm.stop)");
   AGILE_ASSIGN_OR_RETURN(std::string name, NameArg(args));
   if (op == "vm.stop") {
     AGILE_RETURN_IF_ERROR(vms_->Stop(name));

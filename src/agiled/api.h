@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -35,6 +36,10 @@ class Api {
       : vms_(vms), policy_(policy), request_shutdown_(std::move(request_shutdown)) {}
   // Cancels running migrations (effective before their switchover) and waits for them.
   ~Api();
+  // Asks every running migration to end (before its switchover, or while it
+  // waits for a lost post-copy link: docs/migration.md), so that callers
+  // following them return; agiled calls it before it stops serving.
+  void CancelAll();
   // Called on a control connection's thread; any number at once.
   // caller: who asked (raw QEMU arguments only from the local unix socket).
   control::Reply Handle(const std::string& op, const nlohmann::json& args,
@@ -53,12 +58,18 @@ class Api {
     nlohmann::json progress;  // the latest progress (report.h's vocabulary)
     nlohmann::json report;    // the final report; null while it runs
     uint64_t seq = 0;         // progress reports so far
+    // `migrate --recover` (post-copy recovery): a reconnect asked for, to
+    // this address ("" = the same one); taken by the Sender.
+    std::optional<std::string> recover_to;
     std::thread thread;
   };
   Result<nlohmann::json> HandleVmOp(const std::string& op, const nlohmann::json& args);
   Result<nlohmann::json> Attach(const nlohmann::json& args);
   control::Reply Migrate(const std::shared_ptr<ManagedVm>& vm, const nlohmann::json& args,
                          const std::function<void(const nlohmann::json&)>& progress);
+  // vm.migrate_recover: asks a migration paused after a lost post-copy link
+  // to reconnect now; waits for that attempt's outcome.
+  control::Reply MigrateRecover(const std::string& name, const nlohmann::json& args);
   control::Reply MigrateStatus(const std::string& name, bool watch,
                                const std::function<void(const nlohmann::json&)>& progress);
   // Streams the job's progress to `progress` until it ends; returns its report.

@@ -132,6 +132,11 @@ int main(int argc, char** argv) {
                  "Migration: wait for the peer's HELLO_ACK (it starts QEMU), SWITCHOVER_ACK, DONE_ACK; the "
                  "destination's limit on a silent source")
       ->capture_default_str()->check(ms);
+  app.add_option("--migrate-recover-window-ms", t.migrate_recover_ms,
+                 "Post-copy recovery: how long both sides keep a migration whose link broke after switchover "
+                 "(vCPUs on pages still at the source wait) for `agilectl migrate --recover` or the source's own "
+                 "reconnects; at expiry the migration fails and nothing is freed on either side")
+      ->capture_default_str()->check(CLI::Range(1000, 24 * 3600 * 1000));
   app.add_option("--device-state-timeout-ms", t.device_state_ms, "Migration: QEMU's device-state transfer")
       ->capture_default_str()->check(ms);
   app.add_option("--qmp-timeout-ms", t.qmp_ms, "One QMP command to QEMU")->capture_default_str()->check(ms);
@@ -263,6 +268,7 @@ int main(int argc, char** argv) {
     if (e.is_directory() && !vms.Get(e.path().filename().string()).ok()) fs::remove_all(e.path(), ec);
   host::PressurePolicy policy(&vms, popts);
   agiled::Api api(&vms, &policy, [&] { shutdown = true; });
+  migrate::RecoveryBoard recovery;  // paused post-copy migrations arriving here, by VM
   std::string migrate_host = "0.0.0.0";
   if (!listen.empty()) migrate_host = ParseHostPort(listen)->host;
   control::ControlServer server(
@@ -276,6 +282,7 @@ int main(int argc, char** argv) {
         peer.store_addr = offload::StoreIdentity(cfg.memd_addr);
         if (cfg.tls) peer.tls_dir = cfg.tls->dir();
         peer.timeouts = cfg.timeouts;
+        peer.recovery = &recovery;
         migrate::ReceiveMigration(std::move(conn), &vms, migrate_host, peer);
       });
   control::ListenerOptions local_opts;
@@ -360,6 +367,10 @@ int main(int argc, char** argv) {
   }
   notifier.Stopping("stopping " + std::to_string(vms.List().size()) + " VMs");
   metrics_endpoint.reset();
+  // Migrations first: a caller following one (and a post-copy waiting for
+  // its lost link, at either end) would otherwise hold the server open.
+  api.CancelAll();
+  recovery.Close();
   server.Shutdown();
   policy.Stop();
   vms.StopAll();

@@ -22,6 +22,10 @@ struct Timeouts {
   // Migration: an answer the peer has to work for (HELLO_ACK while it starts
   // QEMU, SWITCHOVER_ACK, DONE_ACK; the destination's limit on a silent source).
   int migrate_peer_ms = 120000;
+  // Post-copy recovery: after switchover, how long both sides keep a
+  // migration whose link broke (the source its paused VM and unsent pages,
+  // the destination its partly filled RAM) waiting for a new connection.
+  int migrate_recover_ms = 600000;
   // QEMU's device-state migration (x-ignore-shared: kilobytes) to complete.
   int device_state_ms = 60000;
   // One QMP command to be answered.

@@ -62,6 +62,7 @@ Status Channel::Send(const std::vector<uint8_t>& frames, int timeout_ms) {
   }
   Status s = WriteAll(frames.data(), frames.size(), timeout_ms >= 0 ? timeout_ms : io_timeout_ms_);
   if (s.ok()) sent_.fetch_add(frames.size());
+  else broken_ = true;
   return s.ok() ? s : s.Annotate("migration connection");
 }
 
@@ -74,18 +75,24 @@ Result<wire::FrameHeader> Channel::Receive(std::vector<uint8_t>* payload, int ti
       int slice = kSliceMs;
       if (timeout_ms >= 0) {
         auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
-        if (waited.count() >= timeout_ms)
+        if (waited.count() >= timeout_ms) {
+          broken_ = true;
           return Unavailable("migration peer silent for " + std::to_string(timeout_ms) + " ms");
+        }
         slice = static_cast<int>(std::min<int64_t>(slice, timeout_ms - waited.count()));
       }
       pollfd p{fd_.get(), POLLIN, 0};
       int pr = ::poll(&p, 1, slice);
       if (pr > 0) break;
-      if (pr < 0 && errno != EINTR) return ErrnoStatus("poll").Annotate("migration connection");
+      if (pr < 0 && errno != EINTR) {
+        broken_ = true;
+        return ErrnoStatus("poll").Annotate("migration connection");
+      }
     }
   }
   auto h = reader_.NextInto(payload);
   if (!h.ok()) {
+    broken_ = true;
     if (h.status().code() == Code::kNotFound) return Unavailable("migration peer closed the connection");
     return h.status().Annotate("migration connection");
   }
@@ -93,6 +100,9 @@ Result<wire::FrameHeader> Channel::Receive(std::vector<uint8_t>* payload, int ti
   return h;
 }
 
-void Channel::Shutdown() { ::shutdown(fd_.get(), SHUT_RDWR); }
+void Channel::Shutdown() {
+  broken_ = true;
+  ::shutdown(fd_.get(), SHUT_RDWR);
+}
 
 }  // namespace agile::migrate

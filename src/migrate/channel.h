@@ -40,6 +40,10 @@ class Channel {
   Result<wire::FrameHeader> Receive(std::vector<uint8_t>* payload, int timeout_ms);
   // Unblocks Receive() and fails Send() from now on.
   void Shutdown();
+  // A send or receive failed on the connection itself (an I/O error, a
+  // timeout, the peer closing, a bad frame), or Shutdown() was called: a
+  // post-copy may then be recovered on a new connection. A cancel is not.
+  bool broken() const { return broken_.load(); }
   uint64_t bytes_sent() const { return sent_.load(); }
   uint64_t bytes_received() const { return received_.load(); }
   int fd() const { return fd_.get(); }
@@ -56,6 +60,7 @@ class Channel {
   std::chrono::steady_clock::time_point pace_start_{};
   uint64_t paced_bytes_ = 0;
   std::atomic<uint64_t> sent_{0}, received_{0};
+  std::atomic<bool> broken_{false};
 };
 
 }  // namespace agile::migrate

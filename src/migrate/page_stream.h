@@ -33,6 +33,10 @@ class PageStream {
   // Ends pre-copy round `round`, which sent `pages` pages (a ROUND frame).
   Status EndRound(uint32_t round, uint64_t pages);
 
+  // Post-copy recovery: frames go on a new connection from now on. Only
+  // while no Send runs.
+  void set_channel(Channel* ch) { ch_ = ch; }
+
   uint64_t pages_sent() const { return pages_.load(); }
   uint64_t page_bytes_sent() const { return pages_.load() * kPageSize; }
 

@@ -31,6 +31,11 @@ Status PostcopyServer::ScopeToTail(const std::vector<uint8_t>& tail_bm,
   return send_locations();
 }
 
+void PostcopyServer::Rescope(const std::vector<uint8_t>& missing) {
+  std::lock_guard<std::mutex> serve(serve_mu_);
+  for (uint64_t i = 0; i < mem_->pages(); ++i) sent_[i].store(missing[i] ? 0 : 1);
+}
+
 Status PostcopyServer::Push(const std::vector<uint8_t>* tail_bm, uint32_t round,
                             const std::function<void()>& progress) {
   std::vector<uint64_t> chunk;

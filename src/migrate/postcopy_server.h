@@ -36,6 +36,11 @@ class PostcopyServer {
   // LOCATIONS, where it would pass for current.
   Status ScopeToTail(const std::vector<uint8_t>& tail_bm, const std::function<Status()>& send_locations);
 
+  // Post-copy recovery: the destination still lacks exactly the pages set
+  // in `missing` (sent on a link that broke, or never sent); they count as
+  // unsent again, every other page as sent. Not while Serve or Push run.
+  void Rescope(const std::vector<uint8_t>& missing);
+
   // Every page with data not sent yet (only those in tail_bm, when given),
   // in order, 256 at a time; progress() after each full chunk.
   Status Push(const std::vector<uint8_t>* tail_bm, uint32_t round, const std::function<void()>& progress);

@@ -5,6 +5,8 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <memory>
 #include <thread>
 #include <mutex>
@@ -14,6 +16,8 @@
 #include "base/io.h"
 #include "base/json_depth.h"
 #include "migrate/channel.h"
+#include "migrate/page_requester.h"
+#include "migrate/recovery_board.h"
 #include "migrate/qemu_control.h"
 #include "migrate/receiver_states.h"
 #include "migrate/storage_copy.h"
@@ -30,36 +34,26 @@ namespace {
 constexpr size_t kPage = 4096;
 constexpr int kHelloTimeoutMs = 30000;  // the first frame of a connection the listener took for a migration
 
-// Post-copy (and any early touch by QEMU): asks the source for pages still
-// there, once each, batched by the fault thread's retries.
-class Pager : public vm::RemotePager {
- public:
-  Pager(Channel* ch, uint64_t pages) : ch_(ch), asked_(new std::atomic<uint8_t>[pages]()) {}
-  void Request(uint64_t idx) override {
-    if (asked_[idx].exchange(1)) return;
-    std::vector<uint8_t> f;
-    wire::AppendPageRequest(&f, &idx, 1);
-    (void)ch_->Send(f);  // a broken connection surfaces in the receive loop
-  }
-  // The page's copy here went stale (agile's post-copy tail): ask again.
-  void Forget(uint64_t idx) { asked_[idx].store(0); }
-
- private:
-  Channel* ch_;
-  std::unique_ptr<std::atomic<uint8_t>[]> asked_;
-};
-
 class Receiver {
  public:
-  Receiver(UniqueFd conn, IncomingHost* vms, std::string listen_host, MigrationPeer peer)
-      : ch_(std::move(conn), peer.timeouts.migrate_io_ms),
-        vms_(vms),
-        listen_host_(std::move(listen_host)),
-        peer_(std::move(peer)) {}
-  void Run();
+  Receiver(std::unique_ptr<Channel> ch, IncomingHost* vms, std::string listen_host, MigrationPeer peer)
+      : ch_(std::move(ch)), vms_(vms), listen_host_(std::move(listen_host)), peer_(std::move(peer)) {}
+  // first/payload: the connection's first frame (HELLO), already read.
+  void Run(const wire::FrameHeader& first, const std::vector<uint8_t>& payload);
 
  private:
-  Status Hello();
+  Status Hello(const wire::FrameHeader& h, const std::vector<uint8_t>& payload);
+  // After switchover with pages still at the source: the link broke with
+  // `cause`. Keeps everything, waits (up to the recovery window) for a
+  // RESUME connection from the source, and hands it the pages still
+  // missing. Ok: the migration goes on on the new connection.
+  Status AwaitRecovery(const Status& cause);
+  // The link may be recovered: the VM runs here (SWITCHOVER_ACK went out),
+  // pages still come from the source, and the failure was the link's own
+  // (a protocol error stays an error).
+  bool Recoverable() const {
+    return acked_ && PagesAfterSwitchover() && !done_ && registered_ && ch_->broken();
+  }
   Status Loop();
   Status InstallPages(const std::vector<uint8_t>& payload);
   Status ApplyLocations(const std::vector<uint8_t>& payload);
@@ -69,7 +63,7 @@ class Receiver {
   // Pages still come from the source after switchover: post-copy, or agile's tail.
   bool PagesAfterSwitchover() const { return hello_.mode == MigMode::kPostcopy || tail_; }
 
-  Channel ch_;
+  std::unique_ptr<Channel> ch_;  // replaced only by AwaitRecovery, under rec_mu_
   IncomingHost* vms_;
   std::string listen_host_;
   MigrationPeer peer_;
@@ -78,7 +72,7 @@ class Receiver {
   qemu::VmSpec spec_;
   std::shared_ptr<MigratingVm> vm_;
   std::shared_ptr<vm::GuestMemory> mem_;  // null for stock VMs (qemu-* modes)
-  std::unique_ptr<Pager> pager_;
+  std::unique_ptr<PageRequester> pager_;
   bool switch_started_ = false;    // SWITCHOVER received (loop thread only)
   bool tail_ = false;              // agile: some pages stay at the source past switchover (post-copy tail)
   std::atomic<bool> switched_{false};  // the VM may run here
@@ -89,19 +83,43 @@ class Receiver {
   std::thread switch_thread_;
   std::atomic<bool> finished_{false};  // non-post-copy: the switch thread completed the migration
   bool disk_copies_ = false;  // --copy-storage: we created local disk images (deleted on failure)
+  std::atomic<bool> acked_{false};  // SWITCHOVER_ACK (success) went out: the source runs post-copy
+  // Post-copy recovery: a RESUME connection the board handed over.
+  bool registered_ = false;  // on peer_.recovery's board (loop thread)
+  std::mutex rec_mu_;
+  std::condition_variable rec_cv_;
+  std::unique_ptr<Channel> pending_;  // guarded by rec_mu_
+  bool abandoned_ = false;            // guarded by rec_mu_: agiled stops, stop waiting
+  uint64_t paused_since_ns_ = 0;      // loop thread: 0 while the link is up
+  uint32_t recoveries_ = 0;
 };
 
-void Receiver::Run() {
-  Status s = Hello();
+uint64_t NowNs() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+
+void Receiver::Run(const wire::FrameHeader& first, const std::vector<uint8_t>& payload) {
+  Status s = Hello(first, payload);
   if (s.ok()) s = Loop();
+  // Whether the source runs post-copy (SWITCHOVER_ACK went out) is known
+  // once the switch thread is done; its waits are bounded.
+  if (!s.ok() && switch_thread_.joinable()) switch_thread_.join();
+  while (!s.ok() && Recoverable()) {
+    s = AwaitRecovery(s);
+    if (s.ok()) s = Loop();
+  }
+  // No Deliver after this; a completed migration is remembered, so a source
+  // that lost the DONE_ACK with the link learns it on RESUME.
+  if (registered_ && done_ && s.ok()) peer_.recovery->Completed(spec_.name);
+  else if (registered_) peer_.recovery->Unregister(spec_.name);
   if (switch_thread_.joinable()) switch_thread_.join();
   if (finished_) s = Finish();
   if (!s.ok()) Fail(s);
 }
 
-Status Receiver::Hello() {
-  std::vector<uint8_t> payload;
-  AGILE_ASSIGN_OR_RETURN(auto h, ch_.Receive(&payload, kHelloTimeoutMs));
+Status Receiver::Hello(const wire::FrameHeader& h, const std::vector<uint8_t>& payload) {
   AGILE_RETURN_IF_ERROR(Admit(phase_, h.type, false));
   AGILE_ASSIGN_OR_RETURN(hello_, wire::DecodeHello(payload));
   if (!JsonDepthWithin(hello_.spec_json)) return Corruption("migration HELLO: VM spec nests too deep");
@@ -148,7 +166,7 @@ Status Receiver::Hello() {
   mem_ = vm_->memory();
   if (!qemu_mode) {
     if (mem_ == nullptr) return Internal("incoming VM " + spec_.name + " has no guest memory of ours");
-    pager_ = std::make_unique<Pager>(&ch_, mem_->pages());
+    pager_ = std::make_unique<PageRequester>(ch_.get(), mem_->pages());
     vm_->SetRemotePager(pager_.get());
   }
   AGILE_RETURN_IF_ERROR(SetCapabilities(vm_.get(), qemu_mode ? QemuModeCapabilities(hello_.mode)
@@ -170,13 +188,13 @@ Status Receiver::Hello() {
   }
   std::vector<uint8_t> f;
   wire::AppendHelloAck(&f, {0, "ok", port, vms_->host_id(), nbd_port});
-  return ch_.Send(f);
+  return ch_->Send(f);
 }
 
 Status Receiver::Loop() {
   std::vector<uint8_t> payload;
   while (!done_) {
-    auto got = ch_.Receive(&payload, peer_.timeouts.migrate_peer_ms);
+    auto got = ch_->Receive(&payload, peer_.timeouts.migrate_peer_ms);
     if (!got.ok() && finished_) return Status::Ok();  // closed by the switch thread on success
     AGILE_ASSIGN_OR_RETURN(auto h, std::move(got));
     AGILE_RETURN_IF_ERROR(Admit(phase_, h.type, PagesAfterSwitchover()));
@@ -187,7 +205,12 @@ Status Receiver::Loop() {
         uint32_t round;
         uint64_t n;
         AGILE_RETURN_IF_ERROR(wire::DecodeRound(payload, &round, &n));
-        vm_->SetMigrationStatus({{"phase", "incoming"}, {"round", round}, {"pages_received", pages_received_}});
+        vm_->SetMigrationStatus({{"status", "active"},
+                                 {"phase", "incoming"},
+                                 {"direction", "incoming"},
+                                 {"source", hello_.src_host},
+                                 {"round", round},
+                                 {"pages_received", pages_received_}});
         break;
       }
       case MigMsg::kLocations: AGILE_RETURN_IF_ERROR(ApplyLocations(payload)); break;
@@ -259,6 +282,26 @@ Status Receiver::ApplyLocations(const std::vector<uint8_t>& payload) {
 Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
   AGILE_ASSIGN_OR_RETURN(auto sw, wire::DecodeSwitchover(payload));
   if (switch_started_) return Corruption("a second SWITCHOVER in one migration");
+  if (PagesAfterSwitchover() && peer_.recovery != nullptr && !registered_) {
+    // From here the VM may run on pages that exist only at the source: a
+    // lost link must be recoverable (AwaitRecovery). A RESUME that comes
+    // while this connection still looks alive here (a half-open link) ends
+    // it, so the loop fails over to the new one.
+    RecoveryBoard::Entry e;
+    e.id_lo = hello_.migration_id_lo;
+    e.id_hi = hello_.migration_id_hi;
+    e.src_host = hello_.src_host;
+    e.deliver = [this](std::unique_ptr<Channel> ch) {
+      std::lock_guard<std::mutex> l(rec_mu_);
+      if (ch) pending_ = std::move(ch);
+      else abandoned_ = true;  // agiled stops
+      ch_->Shutdown();
+      rec_cv_.notify_all();
+    };
+    Status r = peer_.recovery->Register(spec_.name, std::move(e));
+    if (!r.ok()) spdlog::warn("vm {}: post-copy recovery not available: {}", spec_.name, r.ToString());
+    registered_ = r.ok();
+  }
   if (mem_ == nullptr) return Corruption("migration SWITCHOVER in a qemu-* mode");
   if (!PagesAfterSwitchover() && mem_->count(vm::PageState::kRemote) != 0)
     return Internal(std::to_string(mem_->count(vm::PageState::kRemote)) + " pages were never placed");
@@ -283,22 +326,92 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
     }
     std::vector<uint8_t> f;
     wire::AppendSwitchoverAck(&f, {s.ok() ? 0u : 1u, s.ok() ? "running" : s.message()});
-    Status sent = ch_.Send(f);
+    Status sent = ch_->Send(f);
     if (!s.ok() || !sent.ok()) {
       spdlog::error("vm {}: could not resume after switchover: {}", spec_.name, (s.ok() ? sent : s).ToString());
-      ch_.Shutdown();  // ends the receive loop
+      ch_->Shutdown();  // ends the receive loop
       return;
     }
+    acked_ = true;
     vm_->MarkRunning(/*all_pages_here=*/!PagesAfterSwitchover());
     spdlog::info("vm {}: running here after {} migration ({} pages received)", spec_.name,
                  wire::MigModeName(hello_.mode), pages_received_);
     if (!PagesAfterSwitchover()) {
       finished_ = true;
-      ch_.Shutdown();  // nothing more will come; the loop ends cleanly
+      ch_->Shutdown();  // nothing more will come; the loop ends cleanly
     } else {
-      vm_->SetMigrationStatus({{"phase", "postcopy"}, {"pages_remote", mem_->count(vm::PageState::kRemote)}});
+      vm_->SetMigrationStatus({{"status", "postcopy-active"},
+                               {"phase", "postcopy"},
+                               {"direction", "incoming"},
+                               {"source", hello_.src_host},
+                               {"mode", wire::MigModeName(hello_.mode)},
+                               {"pages_remote", mem_->count(vm::PageState::kRemote)}});
     }
   });
+  return Status::Ok();
+}
+
+Status Receiver::AwaitRecovery(const Status& cause) {
+  ch_->Shutdown();
+  if (switch_thread_.joinable()) switch_thread_.join();  // it may still hold ch_
+  pager_->Detach();
+  if (paused_since_ns_ == 0) paused_since_ns_ = NowNs();
+  const uint64_t window_ns = static_cast<uint64_t>(peer_.timeouts.migrate_recover_ms) * 1000000ull;
+  const uint64_t remote = mem_->count(vm::PageState::kRemote);
+  spdlog::error("vm {}: post-copy link to {} lost after switchover ({}): {} pages are still only at the source; "
+                "vCPUs touching them wait, everything else runs. Waiting up to {} s for the source to recover it "
+                "(automatically, or `agilectl migrate --recover {}` there)",
+                spec_.name, hello_.src_host, cause.ToString(), remote, peer_.timeouts.migrate_recover_ms / 1000,
+                spec_.name);
+  vm_->SetMigrationStatus({{"status", "postcopy-paused"},
+                           {"phase", "postcopy-paused"},
+                           {"direction", "incoming"},
+                           {"source", hello_.src_host},
+                           {"mode", wire::MigModeName(hello_.mode)},
+                           {"pages_remote", remote},
+                           {"error", cause.ToString()},
+                           {"recovery_window_ms", peer_.timeouts.migrate_recover_ms},
+                           {"recoveries", recoveries_}});
+  std::unique_ptr<Channel> old;
+  {
+    std::unique_lock<std::mutex> l(rec_mu_);
+    const uint64_t elapsed = NowNs() - paused_since_ns_;
+    const auto left = std::chrono::nanoseconds(elapsed < window_ns ? window_ns - elapsed : 0);
+    if (!rec_cv_.wait_for(l, left, [&] { return pending_ != nullptr || abandoned_; }))
+      return cause.Annotate("post-copy link lost and not recovered within the " +
+                            std::to_string(peer_.timeouts.migrate_recover_ms / 1000) + " s recovery window");
+    if (pending_ == nullptr) return cause.Annotate("post-copy link lost; recovery given up: agiled is stopping");
+    old = std::move(ch_);
+    ch_ = std::move(pending_);
+  }
+  old.reset();
+  // Every page still missing, requested or not: the source sends exactly
+  // these again (anything sent on the old link and lost is among them; a
+  // page that did arrive is here and is not sent twice).
+  std::vector<wire::MigRun> runs;
+  uint64_t n = 0;
+  for (uint64_t i = 0; i < mem_->pages(); ++i) {
+    if (mem_->state(i) != vm::PageState::kRemote) continue;
+    ++n;
+    if (!runs.empty() && runs.back().first + runs.back().count == i) ++runs.back().count;
+    else runs.push_back({i, 1, PageWhere::kAtSource});
+  }
+  std::vector<uint8_t> f;
+  wire::AppendResumeAck(&f, {0, "resumed", n});
+  for (size_t at = 0; at < runs.size(); at += 32768)
+    wire::AppendLocations(&f, runs, at, std::min<size_t>(32768, runs.size() - at));
+  AGILE_RETURN_IF_ERROR(ch_->Send(f).Annotate("answering RESUME"));
+  pager_->Attach(ch_.get());
+  ++recoveries_;
+  spdlog::info("vm {}: post-copy link recovered after {:.1f} s; {} pages still to come from {}", spec_.name,
+               static_cast<double>(NowNs() - paused_since_ns_) / 1e9, n, hello_.src_host);
+  paused_since_ns_ = 0;
+  vm_->SetMigrationStatus({{"status", "postcopy-active"},
+                           {"phase", "postcopy"},
+                           {"direction", "incoming"},
+                           {"source", hello_.src_host},
+                           {"pages_remote", n},
+                           {"recoveries", recoveries_}});
   return Status::Ok();
 }
 
@@ -323,7 +436,7 @@ Status Receiver::Finish() {
   if (PagesAfterSwitchover() || qemu_mode) {
     std::vector<uint8_t> f;
     wire::AppendEmpty(&f, MigMsg::kDoneAck);
-    AGILE_RETURN_IF_ERROR(ch_.Send(f));
+    AGILE_RETURN_IF_ERROR(ch_->Send(f));
   }
   done_ = true;
   return Status::Ok();
@@ -335,7 +448,7 @@ void Receiver::Fail(const Status& s) {
     spdlog::error("vm {}: incoming migration failed before switchover: {}; dropping the copy here", name, s.ToString());
     std::vector<uint8_t> f;
     wire::AppendAbort(&f, s.message());
-    (void)ch_.Send(f, 1000);  // a courtesy on a link that may be dead
+    (void)ch_->Send(f, 1000);  // a courtesy on a link that may be dead
     if (vm_) {
       vm_->SetRemotePager(nullptr);
       vms_->DropIncoming(spec_.name);
@@ -347,16 +460,58 @@ void Receiver::Fail(const Status& s) {
   // pages from the source. Faults on them wait (never zero-filled); the pager
   // dies with this connection, so the fault server must not call it again.
   if (vm_) vm_->SetRemotePager(nullptr);
+  const uint64_t remote = mem_ ? mem_->count(vm::PageState::kRemote) : 0;
   spdlog::error("vm {}: migration connection failed after switchover: {} ({} pages still at the source; "
                 "vCPUs touching them wait)",
-                name, s.ToString(), mem_ ? mem_->count(vm::PageState::kRemote) : 0);
+                name, s.ToString(), remote);
+  // Nothing is dropped on either side: the source keeps the pages (its VM
+  // paused and fenced), this copy keeps running on what it has.
+  if (vm_ && remote > 0)
+    vm_->SetMigrationStatus({{"status", "failed"},
+                             {"phase", "postcopy-failed"},
+                             {"direction", "incoming"},
+                             {"source", hello_.src_host},
+                             {"pages_remote", remote},
+                             {"error", s.ToString() + "; " + std::to_string(remote) +
+                                           " pages exist only at the source, whose VM stays paused and fenced there"}});
+}
+
+// A connection whose first frame is RESUME: hands it to the paused
+// post-copy it names, or answers why not.
+Status TakeOver(std::unique_ptr<Channel> ch, const std::vector<uint8_t>& payload, const MigrationPeer& peer) {
+  auto resume = wire::DecodeResume(payload);
+  Status s = resume.status();
+  if (s.ok() && peer.recovery == nullptr) s = Unsupported("this agiled takes no post-copy recovery");
+  if (s.ok()) s = peer.recovery->Offer(*resume, peer.identity, &ch);
+  if (s.ok()) {
+    spdlog::info("vm {}: RESUME from {} accepted: the paused post-copy takes the new connection", resume->vm,
+                 resume->src_host);
+    return s;
+  }
+  std::vector<uint8_t> f;
+  // 2: that migration completed here; the source may let go of the VM.
+  wire::AppendResumeAck(&f, {s.code() == Code::kAlreadyExists ? 2u : 1u, s.ToString(), 0});
+  (void)ch->Send(f, 1000);
+  return s.code() == Code::kAlreadyExists ? Status::Ok() : s;
 }
 
 }  // namespace
 
 void ReceiveMigration(UniqueFd conn, IncomingHost* vms, const std::string& listen_host, const MigrationPeer& peer) {
-  Receiver r(std::move(conn), vms, listen_host, peer);
-  r.Run();
+  auto ch = std::make_unique<Channel>(std::move(conn), peer.timeouts.migrate_io_ms);
+  std::vector<uint8_t> payload;
+  auto h = ch->Receive(&payload, kHelloTimeoutMs);
+  if (!h.ok()) {
+    spdlog::warn("migration connection: no first frame: {}", h.status().ToString());
+    return;
+  }
+  if (h->type == static_cast<uint16_t>(MigMsg::kResume)) {
+    Status s = TakeOver(std::move(ch), payload, peer);
+    if (!s.ok()) spdlog::warn("migration RESUME refused: {}", s.ToString());
+    return;
+  }
+  Receiver r(std::move(ch), vms, listen_host, peer);
+  r.Run(*h, payload);
 }
 
 }  // namespace agile::migrate

@@ -8,6 +8,7 @@
 #include "base/fd.h"
 #include "base/timeouts.h"
 #include "migrate/migrating_vm.h"
+#include "migrate/recovery_board.h"
 
 namespace agile::migrate {
 
@@ -18,9 +19,14 @@ struct MigrationPeer {
   std::string store_addr;        // our swap store (--memd): the source's must be the same one
   std::string tls_dir;           // our --tls-dir: with an identity, QEMU's own stream is TLS too
   Timeouts timeouts;             // docs/timeouts.md
+  // Post-copy recovery (RESUME connections find paused migrations here);
+  // null: a lost link after switchover is not recoverable.
+  RecoveryBoard* recovery = nullptr;
 };
 
-// Blocks until the migration ends (either way). `listen_host` is the address
+// Blocks until the migration ends (either way). A connection whose first
+// frame is RESUME is handed to the paused migration it names (or refused)
+// and this returns at once. `listen_host` is the address
 // QEMU's incoming device-state socket binds to. With an identity, HELLO's
 // source host must be it. Messages follow migrate/receiver_states.h.
 void ReceiveMigration(UniqueFd conn, IncomingHost* host, const std::string& listen_host, const MigrationPeer& peer);

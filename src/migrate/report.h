@@ -19,16 +19,20 @@ inline constexpr const char* kStatusSetup = "setup";                    // hands
 inline constexpr const char* kStatusActive = "active";                  // pre-copy rounds, the VM runs
 inline constexpr const char* kStatusDevice = "device";                  // VM paused: last pages, device state
 inline constexpr const char* kStatusPostcopyActive = "postcopy-active";  // runs at the destination, pages follow
+// Post-copy recovery (QEMU's names): the link broke after switchover and
+// both sides keep their state; the source re-dials.
+inline constexpr const char* kStatusPostcopyPaused = "postcopy-paused";
 inline constexpr const char* kStatusCompleted = "completed";
 inline constexpr const char* kStatusFailed = "failed";
 inline constexpr const char* kStatusCancelled = "cancelled";
 
 // Our finer-grained phase (handshake, precopy, stop-and-copy, device-state,
-// switched-over, postcopy-tail, postcopy-push, qemu-migrate) as a status.
+// switched-over, postcopy-tail, postcopy-push, postcopy-paused, qemu-migrate) as a status.
 inline const char* StatusOfPhase(const std::string& phase, bool switched) {
   if (phase == "handshake") return kStatusSetup;
   if (phase == "stop-and-copy" || phase == "device-state") return kStatusDevice;
   if (phase == "switched-over" || phase == "postcopy-tail" || phase == "postcopy-push") return kStatusPostcopyActive;
+  if (phase == "postcopy-paused") return kStatusPostcopyPaused;
   return switched ? kStatusPostcopyActive : kStatusActive;
 }
 
@@ -58,6 +62,7 @@ struct Report {
   uint64_t pages_from_store = 0;  // left in the swap store for the destination to fault in
   uint64_t pages_zero = 0;        // known zero: never sent
   uint64_t pages_demand = 0;      // post-copy pages the destination faulted on (subset of postcopied)
+  uint32_t recoveries = 0;        // post-copy links lost after switchover and recovered
   uint64_t disk_bytes = 0;        // --copy-storage: bytes the disk mirrors copied before they were ready
 
   double Mbps() const { return total_time_ms > 0 ? static_cast<double>(bytes_sent) * 8 / 1e3 / total_time_ms : 0; }
@@ -87,6 +92,7 @@ struct Report {
         {"pages-precopied", pages_precopied},
         {"pages-postcopied", pages_postcopied},
         {"pages-demand", pages_demand},
+        {"recoveries", recoveries},
         {"pages-from-store", pages_from_store},
         {"pages-zero", pages_zero},
         {"disk-transferred", disk_bytes},

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <random>
 #include <thread>
 
 #include "base/io.h"
@@ -76,7 +77,8 @@ Status Sender::PeerStatus() {
 void Sender::Progress(const char* phase, uint64_t dirty, bool force) {
   const uint64_t now = vm::NowNs();
   // qemu-* modes: QEMU's own stream (report_.bytes_sent, from query-migrate) carries the pages.
-  const uint64_t bytes = std::max(report_.bytes_sent, (ch_ ? ch_->bytes_sent() : 0) + report_.device_state_bytes);
+  const uint64_t bytes =
+      std::max(report_.bytes_sent, prior_bytes_ + (ch_ ? ch_->bytes_sent() : 0) + report_.device_state_bytes);
   if (!force && phase == last_phase_ && now - last_progress_ns_ < 250'000'000) return;
   if (last_progress_ns_ != 0 && now - last_progress_ns_ >= 100'000'000)
     mbps_ = static_cast<double>(bytes - last_progress_bytes_) * 8 / 1e3 / (static_cast<double>(now - last_progress_ns_) / 1e6);
@@ -120,6 +122,7 @@ void Sender::Progress(const char* phase, uint64_t dirty, bool force) {
     // Before the first full round: the rest at the current byte rate.
     p["remaining-time"] = static_cast<double>(remaining) * 8 / 1e3 / mbps_;
   }
+  if (!recovery_.is_null()) p["recovery"] = recovery_;
   vm_->SetMigrationStatus(p);
   if (opt_.progress) opt_.progress(p);
 }
@@ -177,24 +180,30 @@ Report Sender::Run() {
     spdlog::info("vm {}: migrated to {} ({}) in {:.0f} ms, downtime {:.0f} ms, {} bytes", report_.vm, opt_.to,
                  report_.mode, report_.total_time_ms, report_.downtime_ms, report_.bytes_sent);
   }
-  if (ch_) report_.bytes_sent = std::max(report_.bytes_sent, ch_->bytes_sent() + report_.device_state_bytes);
+  if (ch_) report_.bytes_sent = std::max(report_.bytes_sent, prior_bytes_ + ch_->bytes_sent() + report_.device_state_bytes);
   vm_->SetMigrationStatus(nullptr);
   return report_;
+}
+
+Result<std::unique_ptr<Channel>> Sender::Dial(const std::string& to, std::string* cert) {
+  tls::ConnectOptions co;
+  co.user_timeout_ms = opt_.timeouts.migrate_io_ms;
+  co.keepalive_idle_s = opt_.timeouts.keepalive_idle_s;
+  co.keepalive_interval_s = opt_.timeouts.keepalive_interval_s;
+  auto sec = tls::ConnectAddress(to, opt_.tls, co);
+  if (!sec.ok()) return sec.status().Annotate("connect to destination agiled " + to);
+  *cert = sec->peer;
+  auto ch = std::make_unique<Channel>(std::move(sec->fd), opt_.timeouts.migrate_io_ms);
+  ch->set_rate_limit(opt_.bandwidth);
+  ch->set_interrupt([this] { return Interrupted(); });
+  return ch;
 }
 
 Status Sender::Handshake() {
   AGILE_ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(opt_.to));
   dest_host_ = hp.host;
-  tls::ConnectOptions co;
-  co.user_timeout_ms = opt_.timeouts.migrate_io_ms;
-  co.keepalive_idle_s = opt_.timeouts.keepalive_idle_s;
-  co.keepalive_interval_s = opt_.timeouts.keepalive_interval_s;
-  auto sec = tls::ConnectAddress(opt_.to, opt_.tls, co);
-  if (!sec.ok()) return sec.status().Annotate("connect to destination agiled");
-  std::string dest_cert = sec->peer;
-  ch_ = std::make_unique<Channel>(std::move(sec->fd), opt_.timeouts.migrate_io_ms);
-  ch_->set_rate_limit(opt_.bandwidth);
-  ch_->set_interrupt([this] { return Interrupted(); });
+  std::string dest_cert;
+  AGILE_ASSIGN_OR_RETURN(ch_, Dial(opt_.to, &dest_cert));
   wire::MigHello hello;
   hello.mode = opt_.mode;
   hello.page_count = vm_->spec().memory_bytes / kPage;
@@ -207,6 +216,13 @@ Status Sender::Handshake() {
   if (opt_.copy_storage) {
     AGILE_ASSIGN_OR_RETURN(hello.copy_disk_bytes, DiskSizes(vm_));
   }
+  // Names this migration to the destination for a RESUME after a lost link:
+  // random, so neither a stale source nor a guess takes it over.
+  std::random_device rd;
+  mig_id_lo_ = (static_cast<uint64_t>(rd()) << 32) | rd();
+  mig_id_hi_ = (static_cast<uint64_t>(rd()) << 32) | rd();
+  hello.migration_id_lo = mig_id_lo_;
+  hello.migration_id_hi = mig_id_hi_;
   std::vector<uint8_t> f;
   wire::AppendHello(&f, hello);
   AGILE_RETURN_IF_ERROR(ch_->Send(f));
@@ -469,15 +485,166 @@ Status Sender::Switchover() {
 Status Sender::PostcopyPush() {
   // Everything the destination has not pulled yet (post-copy: every page with
   // data; agile's tail: the dirty remainder), in order, while demand requests
-  // are served in between by the reader thread.
+  // are served in between by the reader thread. A lost link pauses it
+  // (Recover) instead of failing it: the pages still here exist nowhere else.
   const char* phase = precopy_.tail ? "postcopy-tail" : "postcopy-push";
-  AGILE_RETURN_IF_ERROR(postcopy_->Push(precopy_.tail ? &tail_bm_ : nullptr, round_, [&] { Progress(phase, 0, /*force=*/false); }));
-  AGILE_ASSIGN_OR_RETURN(bool acked, SendDone());
-  if (!acked) return Unavailable("no DONE_ACK from the destination");
+  for (;;) {
+    Status s = PushRest(phase);
+    if (s.ok()) break;
+    // Only a failure of the link: a page that cannot be read here (the VM
+    // stopped, its store down) is not mended by a new connection.
+    if (!ch_->broken() && PeerStatus().ok()) return s;
+    AGILE_RETURN_IF_ERROR(Recover(s, phase));
+    if (completed_there_) break;
+  }
   report_.pages_demand = postcopy_->demand();
   report_.pages_postcopied = postcopy_->postcopied();
+  return Status::Ok();
+}
+
+Status Sender::PushRest(const char* phase) {
+  AGILE_RETURN_IF_ERROR(postcopy_->Push(precopy_.tail ? &tail_bm_ : nullptr, round_, [&] { Progress(phase, 0, /*force=*/false); }));
+  AGILE_ASSIGN_OR_RETURN(bool acked, SendDone());
   std::lock_guard<std::mutex> l(mu_);
-  return got_done_ack_ ? Status::Ok() : peer_status_;
+  if (got_done_ack_) return Status::Ok();
+  if (!acked) return Unavailable("no DONE_ACK from the destination");
+  return peer_status_;
+}
+
+Status Sender::Recover(const Status& cause, const char* phase) {
+  // The reader of the old link goes first: a recovery swaps the channel.
+  ch_->Shutdown();
+  if (reader_.joinable()) reader_.join();
+  const uint64_t start = vm::NowNs();
+  const uint64_t window_ns = static_cast<uint64_t>(opt_.timeouts.migrate_recover_ms) * 1000000ull;
+  spdlog::error("vm {}: post-copy link to {} lost after switchover: {}. The VM stays paused here with the pages "
+                "the destination still lacks; reconnecting with backoff for up to {} s (or `agilectl migrate "
+                "--recover {}`)",
+                report_.vm, opt_.to, cause.ToString(), opt_.timeouts.migrate_recover_ms / 1000, report_.vm);
+  int backoff_ms = 1000;  // doubling to 30 s between automatic attempts
+  uint64_t next_try = start + 1000000000ull;
+  bool automatic = true;  // false once the destination said it has no such migration
+  uint32_t attempts = 0;
+  std::string to = opt_.to;
+  Status last = cause;
+  for (;;) {
+    recovery_ = {{"since-ms", static_cast<double>(vm::NowNs() - start) / 1e6},
+                 {"window-ms", opt_.timeouts.migrate_recover_ms},
+                 {"attempts", attempts},
+                 {"automatic", automatic},
+                 {"cause", cause.ToString()},
+                 {"last-error", last.ToString()},
+                 {"hint", "agilectl migrate --recover " + report_.vm + " [--to HOST:PORT]"}};
+    Progress("postcopy-paused");
+    bool asked = false;
+    for (;;) {
+      const uint64_t now = vm::NowNs();
+      if (now - start >= window_ns) {
+        recovery_ = nullptr;
+        return last.Annotate("post-copy link lost after switchover and not recovered within the " +
+                             std::to_string(opt_.timeouts.migrate_recover_ms / 1000) + " s recovery window (" +
+                             std::to_string(attempts) +
+                             " attempts); nothing was freed: the VM stays paused and fenced here with the pages "
+                             "the destination still lacks, the destination keeps its copy waiting for them");
+      }
+      // `migrate --cancel` (or agiled stopping) gives up waiting, not the
+      // state: as at the window's end, nothing is freed on either side.
+      if (opt_.cancel && opt_.cancel->load()) {
+        recovery_ = nullptr;
+        return last.Annotate("post-copy link lost after switchover; recovery given up by a cancel (or agiled "
+                             "stopping) after " + std::to_string(attempts) +
+                             " attempts; nothing was freed: the VM stays paused and fenced here with the pages the "
+                             "destination still lacks");
+      }
+      if (opt_.recover_requested) {
+        if (auto r = opt_.recover_requested()) {
+          if (!r->empty()) to = *r;
+          asked = true;
+          break;
+        }
+      }
+      if (automatic && now >= next_try) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(kSliceMs));
+    }
+    ++attempts;
+    last = Reconnect(to);
+    if (last.ok()) {
+      spdlog::info("vm {}: post-copy link recovered ({}) after {:.1f} s, attempt {}", report_.vm,
+                   asked ? "asked by the operator" : "automatic", static_cast<double>(vm::NowNs() - start) / 1e9,
+                   attempts);
+      opt_.to = to;
+      report_.destination = to;
+      ++report_.recoveries;
+      recovery_ = nullptr;
+      if (completed_there_) {
+        spdlog::info("vm {}: the destination has every page already (its DONE_ACK was lost with the link)",
+                     report_.vm);
+        return Status::Ok();
+      }
+      reader_ = std::thread([this] { ReaderLoop(); });
+      Progress(phase);
+      return Status::Ok();
+    }
+    spdlog::warn("vm {}: post-copy recovery attempt {} to {}: {}", report_.vm, attempts, to, last.ToString());
+    // The destination answered but has no such migration waiting (it gave
+    // up, or it restarted): retrying alone will not change that.
+    if (last.code() == Code::kNotFound || last.code() == Code::kPermissionDenied) automatic = false;
+    next_try = vm::NowNs() + static_cast<uint64_t>(backoff_ms) * 1000000ull;
+    backoff_ms = std::min(backoff_ms * 2, 30000);
+  }
+}
+
+Status Sender::Reconnect(const std::string& to) {
+  std::string cert;
+  AGILE_ASSIGN_OR_RETURN(auto ch, Dial(to, &cert));
+  // Under TLS the new link must reach the same agiled the VM switched to.
+  if (opt_.tls && cert != dest_id_)
+    return PermissionDenied("the agiled at " + to + " is '" + cert + "', but the VM switched over to '" + dest_id_ + "'");
+  std::vector<uint8_t> f;
+  wire::AppendResume(&f, {report_.vm, host_id_, mig_id_lo_, mig_id_hi_});
+  AGILE_RETURN_IF_ERROR(ch->Send(f));
+  std::vector<uint8_t> payload;
+  AGILE_ASSIGN_OR_RETURN(auto h, ch->Receive(&payload, opt_.timeouts.migrate_peer_ms));
+  if (h.type != static_cast<uint16_t>(wire::MigMsg::kResumeAck))
+    return Corruption(std::string("expected RESUME_ACK, got ") + wire::MigMsgName(h.type));
+  AGILE_ASSIGN_OR_RETURN(auto ack, wire::DecodeResumeAck(payload));
+  if (ack.status == 2) {
+    // DONE arrived and was acknowledged; only the ACK was lost with the link.
+    completed_there_ = true;
+    return Status::Ok();
+  }
+  if (ack.status != 0) {
+    // The destination's Status text leads with its code's name.
+    const Code code = ack.message.rfind("not-found", 0) == 0           ? Code::kNotFound
+                      : ack.message.rfind("permission-denied", 0) == 0 ? Code::kPermissionDenied
+                                                                       : Code::kUnavailable;
+    return Status(code, "destination refused RESUME: " + ack.message);
+  }
+  // Which pages are still missing there: exactly those go again.
+  std::vector<uint8_t> remote(mem_->pages(), 0);
+  uint64_t got = 0;
+  std::vector<wire::MigRun> runs;
+  while (got < ack.pages_remote) {
+    AGILE_ASSIGN_OR_RETURN(auto lh, ch->Receive(&payload, opt_.timeouts.migrate_peer_ms));
+    if (lh.type != static_cast<uint16_t>(wire::MigMsg::kLocations))
+      return Corruption(std::string("expected LOCATIONS after RESUME_ACK, got ") + wire::MigMsgName(lh.type));
+    AGILE_RETURN_IF_ERROR(wire::DecodeLocations(payload, &runs));
+    for (const auto& r : runs) {
+      if (r.where != PageWhere::kAtSource || r.first + r.count > mem_->pages() || r.first + r.count < r.first ||
+          got + r.count > ack.pages_remote)
+        return Corruption("RESUME: a run of missing pages out of range");
+      for (uint64_t i = r.first; i < r.first + r.count; ++i) remote[i] = 1;
+      got += r.count;
+    }
+  }
+  prior_bytes_ += ch_->bytes_sent();
+  ch_ = std::move(ch);
+  stream_->set_channel(ch_.get());
+  postcopy_->Rescope(remote);
+  std::lock_guard<std::mutex> l(mu_);
+  peer_status_ = Status::Ok();
+  got_done_ack_ = false;
+  return Status::Ok();
 }
 
 Status Sender::RunQemuMode() {

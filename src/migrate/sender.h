@@ -15,6 +15,7 @@
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -49,6 +50,11 @@ struct SendOptions {
   bool copy_storage = false;
   std::function<void(const nlohmann::json&)> progress;
   std::atomic<bool>* cancel = nullptr;
+  // Post-copy recovery: polled while the migration is paused after a lost
+  // link. A value asks for a reconnect now (`migrate --recover`): "" to the
+  // same destination, else the new HOST:PORT it listens on. Null: only the
+  // automatic attempts.
+  std::function<std::optional<std::string>()> recover_requested;
   // Set: the connection is mutual TLS, and the destination's certificate
   // must name the host it says it is (the swap store's next owner).
   std::shared_ptr<const tls::Credentials> tls;
@@ -71,6 +77,18 @@ class Sender {
   Status DeviceState();
   Status Switchover();
   Status PostcopyPush();
+  // Pushes what the destination still lacks, then DONE and its ACK.
+  Status PushRest(const char* phase);
+  // Post-copy recovery: the link broke after switchover with `cause`. The
+  // VM stays paused here with every page; reconnects (with backoff, or at
+  // once on `migrate --recover`) until one is accepted or the recovery
+  // window ends (the error then says what each side keeps).
+  Status Recover(const Status& cause, const char* phase);
+  // One reconnect: dial, RESUME, RESUME_ACK and the pages still missing
+  // there; on success the migration continues on the new connection.
+  Status Reconnect(const std::string& to);
+  // TCP (+TLS) connection to `to`; *cert: the peer certificate's name.
+  Result<std::unique_ptr<Channel>> Dial(const std::string& to, std::string* cert);
   Status RunQemuMode();
   // DONE, then waits for DONE_ACK or the peer failing; true when it came.
   Result<bool> SendDone();
@@ -105,6 +123,10 @@ class Sender {
   std::unique_ptr<PostcopyServer> postcopy_;    // agile modes, after the handshake
   std::string dest_host_;
   std::string dest_id_;  // the destination agiled's id (new owner in the swap store)
+  uint64_t mig_id_lo_ = 0, mig_id_hi_ = 0;  // HELLO's random migration id (RESUME names it)
+  uint64_t prior_bytes_ = 0;  // bytes sent on connections a recovery replaced
+  bool completed_there_ = false;  // a RESUME learnt the destination has every page (DONE_ACK lost)
+  nlohmann::json recovery_;   // while paused for recovery: what Progress shows of it
   uint16_t qemu_port_ = 0;
   uint16_t nbd_port_ = 0;               // --copy-storage: the destination's NBD exports
   std::unique_ptr<DiskMirror> mirror_;  // --copy-storage, from MirrorDisks until complete

@@ -32,6 +32,8 @@ const char* MigMsgName(uint16_t type) {
     case MigMsg::kDone: return "DONE";
     case MigMsg::kDoneAck: return "DONE_ACK";
     case MigMsg::kAbort: return "ABORT";
+    case MigMsg::kResume: return "RESUME";
+    case MigMsg::kResumeAck: return "RESUME_ACK";
   }
   return "UNKNOWN";
 }
@@ -69,6 +71,8 @@ void AppendHello(std::vector<uint8_t>* out, const MigHello& m) {
     e.Str(m.store_vm_id);
     e.U32(static_cast<uint32_t>(m.copy_disk_bytes.size()));
     for (uint64_t b : m.copy_disk_bytes) e.U64(b);
+    e.U64(m.migration_id_lo);
+    e.U64(m.migration_id_hi);
   });
 }
 
@@ -156,6 +160,8 @@ Result<MigHello> DecodeHello(const std::vector<uint8_t>& p) {
   uint32_t disks = d.U32();
   if (disks > kMigMaxCopyDisks) return Corruption("migration HELLO: " + std::to_string(disks) + " disks to copy");
   for (uint32_t i = 0; i < disks && d.ok(); ++i) m.copy_disk_bytes.push_back(d.U64());
+  m.migration_id_lo = d.U64();
+  m.migration_id_hi = d.U64();
   AGILE_RETURN_IF_ERROR(d.Finish("migration HELLO"));
   if (mode < 1 || mode > static_cast<uint8_t>(MigMode::kQemuHybrid))
     return Corruption("migration HELLO: unknown mode " + std::to_string(mode));
@@ -251,6 +257,44 @@ Result<std::string> DecodeAbort(const std::vector<uint8_t>& p) {
   std::string r = d.Str(4096);
   AGILE_RETURN_IF_ERROR(d.Finish("migration ABORT"));
   return r;
+}
+
+void AppendResume(std::vector<uint8_t>* out, const MigResume& m) {
+  Append(out, MigMsg::kResume, [&](Encoder& e) {
+    e.Str(m.vm);
+    e.Str(m.src_host);
+    e.U64(m.migration_id_lo);
+    e.U64(m.migration_id_hi);
+  });
+}
+
+void AppendResumeAck(std::vector<uint8_t>* out, const MigResumeAck& m) {
+  Append(out, MigMsg::kResumeAck, [&](Encoder& e) {
+    e.U32(m.status);
+    e.Str(m.message);
+    e.U64(m.pages_remote);
+  });
+}
+
+Result<MigResume> DecodeResume(const std::vector<uint8_t>& p) {
+  Decoder d(p.data(), p.size());
+  MigResume m;
+  m.vm = d.Str(256);
+  m.src_host = d.Str(256);
+  m.migration_id_lo = d.U64();
+  m.migration_id_hi = d.U64();
+  AGILE_RETURN_IF_ERROR(d.Finish("migration RESUME"));
+  return m;
+}
+
+Result<MigResumeAck> DecodeResumeAck(const std::vector<uint8_t>& p) {
+  Decoder d(p.data(), p.size());
+  MigResumeAck m;
+  m.status = d.U32();
+  m.message = d.Str(4096);
+  m.pages_remote = d.U64();
+  AGILE_RETURN_IF_ERROR(d.Finish("migration RESUME_ACK"));
+  return m;
 }
 
 }  // namespace agile::wire

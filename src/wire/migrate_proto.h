@@ -1,7 +1,7 @@
 // The protocol between two agileds migrating a VM, over one TCP connection to
 // the destination's --listen port (agiled tells it from its JSON control API
 // by the first byte: '{' is JSON, this protocol starts with its magic).
-// Frames as in wire/frame.h with magic "AGMG", version kMigVersion (4).
+// Frames as in wire/frame.h with magic "AGMG", version kMigVersion (5).
 // Integers little-endian. docs/migration.md tells the protocol's story.
 //
 //  source                                   destination
@@ -29,10 +29,22 @@
 //                                     ◀──  DONE_ACK {}
 //  either side, any time before switchover:  ABORT {reason}  (then close)
 //
+//  post-copy recovery: the link broke after switchover while pages were still at the
+//  source; both sides kept their state. The source dials again (a new connection, TLS
+//  and --allow as the first one) and sends, as its first frame:
+//    RESUME {vm, src_host, migration id}──▶ the paused migration of that VM, same id and
+//                                              source host? it takes this connection over
+//                                     ◀──  RESUME_ACK {status, message, pages_remote}
+//                                     ◀──  LOCATIONS {(first, count, at source)*} ... until
+//                                              their counts add up to pages_remote: every page
+//                                              still missing here (requested or not)
+//    (the source marks exactly those unsent, then PAGES, PAGE_REQUEST, DONE as before)
+//
 // Payloads:
 //   HELLO:          | mode u8 | page_count u64 | spec u32+json | src_host u32+str |
 //                   | store_addr u32+str | store_vm_id u32+str |
 //                   | n u32 | n × disk_bytes u64 |   (n <= 8; 0: shared storage)
+//                   | migration_id 16 bytes |   (random, names this migration for RESUME)
 //   HELLO_ACK:      | status u32 | message u32+str | qemu_port u16 | dst_host u32+str |
 //                   | nbd_port u16 |                (0 without --copy-storage)
 //   PAGES:          | round u32 | n u32 | n × ( index u64 | data 4096 ) |   (n <= 64)
@@ -44,6 +56,9 @@
 //   PAGE_REQUEST:   | n u32 | n × index u64 |
 //   DONE, DONE_ACK: (empty)
 //   ABORT:          | reason u32+str |
+//   RESUME:         | vm u32+str | src_host u32+str | migration_id 16 bytes |
+//   RESUME_ACK:     | status u32 | message u32+str | pages_remote u64 |
+//                   (status 0: resumed, 1: refused, 2: completed here already)
 #pragma once
 
 #include <cstdint>
@@ -57,8 +72,9 @@ namespace agile::wire {
 
 constexpr uint32_t kMigMagic = 0x474D4741;  // "AGMG"
 // 2: XXH3 frame checksum (was XXH32). 3: 128-bit store token. 4: --copy-storage
-// (HELLO's disk sizes, HELLO_ACK's nbd_port).
-constexpr uint16_t kMigVersion = 4;
+// (HELLO's disk sizes, HELLO_ACK's nbd_port). 5: post-copy recovery (HELLO's
+// migration id, RESUME, RESUME_ACK).
+constexpr uint16_t kMigVersion = 5;
 constexpr uint32_t kMigMaxCopyDisks = 8;
 constexpr uint32_t kMigMaxPagesPerFrame = 64;
 constexpr uint32_t kMigMaxPayload = 1 << 20;
@@ -76,6 +92,8 @@ enum class MigMsg : uint16_t {
   kDone = 9,
   kDoneAck = 10,
   kAbort = 11,
+  kResume = 12,
+  kResumeAck = 13,
 };
 const char* MigMsgName(uint16_t type);
 
@@ -109,6 +127,9 @@ struct MigHello {
   // destination creates empty and the source mirrors into. Empty: the
   // destination opens the spec's own paths (shared storage).
   std::vector<uint64_t> copy_disk_bytes;
+  // Random, chosen by the source: a RESUME must name it to take the
+  // migration over after a lost link (post-copy recovery).
+  uint64_t migration_id_lo = 0, migration_id_hi = 0;
 };
 struct MigHelloAck {
   uint32_t status = 0;
@@ -130,6 +151,19 @@ struct MigSwitchover {
   uint64_t epoch = 0, secret = 0, secret_hi = 0;
   bool resume = true;  // false: the VM was paused at the source and stays paused
 };
+// The first frame of a connection that takes over a paused post-copy.
+struct MigResume {
+  std::string vm, src_host;
+  uint64_t migration_id_lo = 0, migration_id_hi = 0;
+};
+struct MigResumeAck {
+  // 0: resumed; LOCATIONS frames with pages_remote pages follow. 1: refused
+  // (message says why). 2: that migration completed here (its DONE_ACK was
+  // lost with the link): nothing is missing.
+  uint32_t status = 0;
+  std::string message;
+  uint64_t pages_remote = 0;
+};
 struct MigStatus {  // SWITCHOVER_ACK and ABORT share the shape (ABORT: status unused)
   uint32_t status = 0;
   std::string message;
@@ -146,6 +180,8 @@ void AppendSwitchoverAck(std::vector<uint8_t>* out, const MigStatus& m);
 void AppendPageRequest(std::vector<uint8_t>* out, const uint64_t* idx, size_t n);
 void AppendEmpty(std::vector<uint8_t>* out, MigMsg type);
 void AppendAbort(std::vector<uint8_t>* out, const std::string& reason);
+void AppendResume(std::vector<uint8_t>* out, const MigResume& m);
+void AppendResumeAck(std::vector<uint8_t>* out, const MigResumeAck& m);
 
 // Decoders take a checksummed payload; they reject short, trailing and
 // out-of-limit content.
@@ -159,5 +195,7 @@ Result<MigSwitchover> DecodeSwitchover(const std::vector<uint8_t>& p);
 Result<MigStatus> DecodeStatus(const std::vector<uint8_t>& p);  // SWITCHOVER_ACK
 Status DecodePageRequest(const std::vector<uint8_t>& p, std::vector<uint64_t>* idx);
 Result<std::string> DecodeAbort(const std::vector<uint8_t>& p);
+Result<MigResume> DecodeResume(const std::vector<uint8_t>& p);
+Result<MigResumeAck> DecodeResumeAck(const std::vector<uint8_t>& p);
 
 }  // namespace agile::wire

@@ -1,0 +1,61 @@
+// Incoming post-copy migrations that may be taken over by a new connection
+// after their link broke (post-copy recovery, docs/migration.md). A receiver
+// whose pages still come from the source after switchover registers here;
+// a connection whose first frame is RESUME (receiver.cc) offers itself, and
+// the board hands it to the receiver only if it names the same migration
+// (its random 128-bit id, from HELLO) from the same source host.
+//
+// One board per agiled, shared by every migration connection's thread.
+// Thread-safe; Deliver is called with the board's lock held, so it must
+// only hand the channel over (and wake whoever waits), never block. A null
+// channel means: stop waiting (Close).
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "base/status.h"
+#include "migrate/channel.h"
+#include "wire/migrate_proto.h"
+
+namespace agile::migrate {
+
+class RecoveryBoard {
+ public:
+  using Deliver = std::function<void(std::unique_ptr<Channel>)>;
+  struct Entry {
+    uint64_t id_lo = 0, id_hi = 0;  // HELLO's migration id
+    std::string src_host;           // HELLO's source host (its certificate name under TLS)
+    Deliver deliver;
+  };
+
+  // AlreadyExists when the VM has a registered migration already;
+  // Unavailable after Close.
+  Status Register(const std::string& vm, Entry e);
+  // agiled is stopping: every waiting migration's Deliver gets null (give up
+  // waiting), and nothing registers any more.
+  void Close();
+  // Idempotent. After it returns, the entry's Deliver is never called again.
+  void Unregister(const std::string& vm);
+  // Unregisters a migration that completed (its DONE_ACK went out), and
+  // remembers it (the last one per VM): a source whose link broke before the
+  // ACK reached it asks again and learns it may let go.
+  void Completed(const std::string& vm);
+  // A RESUME from a peer (its certificate name; "" on a plain connection).
+  // NotFound: no migration of that VM waits here (it completed, gave up, or
+  // this agiled restarted). PermissionDenied: another migration id, another
+  // source host, or a certificate naming another host. Ok: *ch went to the
+  // receiver (moved from only then, so a refusal can still be answered on it).
+  Status Offer(const wire::MigResume& r, const std::string& peer_identity, std::unique_ptr<Channel>* ch);
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, Entry> entries_;
+  std::map<std::string, Entry> completed_;  // Deliver unused
+  bool closed_ = false;
+};
+
+}  // namespace agile::migrate
