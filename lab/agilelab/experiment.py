@@ -36,9 +36,10 @@ import subprocess
 import sys
 import time
 
-from .config import (DEFAULT_BUILD, EXPERIMENT_MODES, EXPERIMENT_PREFIX, EXPERIMENT_VMS, MIB, MIGRATION_SOURCE,
-                     MIGRATION_TARGET, ROOT, UPLINK)
+from .config import (DEFAULT_BUILD, EXPERIMENT_MODES, EXPERIMENT_PREFIX, EXPERIMENT_VMS, GUESTS, MIB,
+                     MIGRATION_SOURCE, MIGRATION_TARGET, ROOT, UPLINK)
 from .control import Agileds
+from .guestdisk import BOOT_TIMEOUT_S
 from .daemons import agiled_has_host_budget
 from .guestlog import stalls
 from .lifecycle import down, up, up_options
@@ -299,7 +300,8 @@ def options(argv):
     ap.add_argument("--baseline", type=float, help="seconds of no-migration baseline")
     ap.add_argument("--window", type=float, help="seconds observed from migration start (impact window)")
     ap.add_argument("--settle", type=float, help="seconds after all VMs run before measuring")
-    ap.add_argument("--boot-timeout", type=float, default=180)
+    ap.add_argument("--boot-timeout", type=float,
+                    help="seconds for the VMs to boot and start working (default 180; 600 with --guest disk)")
     ap.add_argument("--max-downtime", type=int, default=300)
     ap.add_argument("--relief-hold", type=float, default=2.0)
     ap.add_argument("--mem-interval", type=float, default=0.25)
@@ -317,6 +319,10 @@ def options(argv):
     g.add_argument("--pipeline", type=int, default=4, help="loadgen pipeline depth per connection")
     g.add_argument("--interval-ms", type=int, default=10, help="loadgen CSV interval: the blackout's resolution")
     g.add_argument("--after", type=float, default=10, help="seconds of load at least after the migration ends")
+    g.add_argument("--guest", choices=GUESTS, default="kernel",
+                   help="the redis VM's guest: kernel (our kernel+initramfs) or disk (build/guest/debian.qcow2, "
+                   "`make guest-disk`, booted by firmware from a qcow2 overlay on the lab's shared storage; "
+                   "lab/agilelab/guestdisk.py)")
     g.add_argument("--reanalyze", action="store_true", help="recompute the figures of the finished --app run in "
                    "--out from its own files (no lab, no VMs) and rewrite summary.json and report.md")
     a = ap.parse_args(argv)
@@ -330,7 +336,11 @@ def options(argv):
     for k, v in d.items():
         if getattr(a, k) is None:
             setattr(a, k, v)
-    name = ("app-" if a.app else "") + ("short" if a.short else "full")
+    if a.boot_timeout is None:
+        a.boot_timeout = BOOT_TIMEOUT_S[a.guest]
+    if a.guest != "kernel" and not a.app:
+        ap.error("--guest disk is for --app redis (the memory experiment's memtouch sizes assume the kernel guest)")
+    name = ("app-" if a.app else "") + ("disk-" if a.guest == "disk" else "") + ("short" if a.short else "full")
     a.out = os.path.abspath(a.out or os.path.join(ROOT, "results", name))
     return a
 
