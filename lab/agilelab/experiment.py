@@ -23,7 +23,8 @@ median (min..max), summary.png the median with min-max error bars, the timeline 
 Output (--out): summary.json (stamp: git commit, kernel, QEMU, CPU, date, command; per mode the raw `runs`,
 `metrics` {name: {median, min, max, n}}, and each metric's median under its own name), report.md,
 timelines/*.csv, reports/*.json (run k > 1 of a mode: <mode>_r<k>), PNG plots.
---app redis: the migrated VM runs redis driven by agile-loadgen from the client host; figures from the
+--app redis: the migrated VM runs redis driven by agile-loadgen from the client host (--guest disk: booted
+from build/guest/debian.qcow2, lab/agilelab/guestdisk.py); figures from the
 client's CSV (lab/agilelab/app.py, appcsv.py; lab/README.md, "A real application").
 Needs root; uses its own lab prefix (default exp) and always takes it down.
 """
