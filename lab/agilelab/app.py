@@ -65,6 +65,9 @@ class AppRun(Run):
                 if vm == MIGRATED_VM:
                     if tail_has(console, want):
                         ready.add(vm)
+                    elif tail_has(console, "redis: FAIL"):
+                        # The guest powers off after it: waiting out the boot timeout would show nothing more.
+                        raise RuntimeError(f"redis failed in {vm}: {last_line_with(console, 'redis: FAIL')}")
                     continue
                 s = self.stat(MIGRATION_SOURCE, vm)
                 if s and (s.get("guest") or {}).get("ops/s"):
@@ -164,6 +167,15 @@ def tail_has(path, text, nbytes=4096):
             return text in f.read().decode(errors="replace")
     except OSError:
         return False
+
+
+def last_line_with(path, text):
+    try:
+        with open(path, errors="replace") as f:
+            lines = [line.strip() for line in f if text in line]
+    except OSError:
+        return None
+    return lines[-1][:200] if lines else None
 
 
 def guest_crash(st, vm):
