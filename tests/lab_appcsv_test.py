@@ -110,6 +110,18 @@ class GuestCrash(unittest.TestCase):
                 f.write("[   36.13] list_add corruption.\n[   36.14] kernel BUG at lib/list_debug.c:30!\n")
             self.assertEqual(crash_in({"src": ok, "dst": bad}), "dst: [   36.14] kernel BUG at lib/list_debug.c:30!")
 
+    def test_redis_failure_line_ends_the_boot_wait(self):
+        import tempfile
+        from agilelab.app import last_line_with
+        with tempfile.TemporaryDirectory() as d:
+            log = os.path.join(d, "serial.log")
+            self.assertIsNone(last_line_with(log, "redis: FAIL"))  # no console yet
+            with open(log, "w") as f:
+                f.write("agile-net: up dev=enp0s2 ip=10.77.0.100/24\nredis: FAIL no PONG after 180 s\n"
+                        "agile-guest: workload exited rc=1\n")
+            self.assertEqual(last_line_with(log, "redis: FAIL"), "redis: FAIL no PONG after 180 s")
+            self.assertIsNone(last_line_with(log, "redis: ok"))
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -3,8 +3,10 @@
 # boots from its own disk with firmware (SeaBIOS -> GRUB -> Debian's cloud
 # kernel -> systemd), made from Debian packages with mmdebstrap:
 #   linux-image-cloud-amd64, initramfs-tools, systemd, redis-server, plus our
-#   memverify and memtouch (built here, static) and the workload runner
-#   (guest/disk/agile-workload, started by agile-workload.service).
+#   memverify and memtouch (built here, static), the redis workload
+#   (guest/redis.sh as agile-redis, with guest/disk/agile-net) and the
+#   workload runner (guest/disk/agile-workload, started by
+#   agile-workload.service).
 # The workload and its arguments come from SMBIOS type 11 strings that
 # systemd 252 imports as credentials (agilectl vm start --workload ...), so
 # one image runs every workload unchanged. See guest/README.md ("Disk image").
@@ -40,7 +42,7 @@ readonly IMAGE=$OUT/debian.qcow2
 
 inputs_hash() {
     {
-        cat "$DISK_DIR"/* "$GUEST_DIR"/memverify.c "$GUEST_DIR"/memtouch.c "$GUEST_DIR"/guest_common.h
+        cat "$DISK_DIR"/* "$GUEST_DIR"/memverify.c "$GUEST_DIR"/memtouch.c "$GUEST_DIR"/guest_common.h "$GUEST_DIR"/redis.sh
         cat /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null || true
     } | sha256sum | cut -d' ' -f1
 }
@@ -81,6 +83,8 @@ build_rootfs() {
         --customize-hook="install -m 0755 '$TMP/memverify' '$TMP/memtouch' \"\$1/usr/local/bin/\"" \
         --customize-hook="install -m 0755 '$DISK_DIR/agile-workload' '$DISK_DIR/diskverify' \"\$1/usr/local/bin/\"" \
         --customize-hook="install -m 0644 '$DISK_DIR/agile-workload.service' \"\$1/etc/systemd/system/\"" \
+        --customize-hook="install -m 0755 '$GUEST_DIR/redis.sh' \"\$1/usr/local/bin/agile-redis\"" \
+        --customize-hook="install -m 0755 '$DISK_DIR/agile-net' \"\$1/usr/bin/agile-net\"" \
         --customize-hook='chroot "$1" systemctl enable agile-workload.service' \
         --customize-hook='chroot "$1" systemctl mask redis-server.service serial-getty@ttyS0.service' \
         --customize-hook='echo agile-guest >"$1/etc/hostname"' \

@@ -23,6 +23,7 @@ from .appcsv import app_figures
 from .app_report import write_app_report
 from .config import DEFAULT_STORE, EXPERIMENT_VMS, MIGRATED_VM, MIGRATION_SOURCE, MIGRATION_TARGET, REDIS_PORT, CLIENT_HOST
 from .experiment import Run, workload_mib
+from .guestdisk import base_image, check_memory, disk_flags, guest_stamp, make_overlay
 from .metrics import migration_figures
 from .procs import enter_host
 from .runs import log, run_modes
@@ -40,15 +41,19 @@ APP_METRICS = ("ops_before", "ops_during", "ops_after", "p99_before_us", "p99_du
 class AppRun(Run):
     def start_vms(self, mode, wargs):
         """mig runs redis (with its NIC), co1/co2 memtouch; ready when redis has preloaded its keys and
-        the memtouch VMs report work."""
+        the memtouch VMs report work. With --guest disk, mig boots the Debian image from an overlay on the
+        lab's shared storage (guestdisk.py); co1/co2, the memory pressure beside it, stay kernel guests:
+        memtouch fills 78% of their memory, which would leave Debian no room."""
         a = self.a
         stock = mode.startswith("qemu-")
         rargs = f"keys={a.redis_keys} value_bytes={a.value_bytes}"
         for vm in self.vms:
             redis = vm == MIGRATED_VM
+            disk = disk_flags(make_overlay(self.lab.prefix, vm, self.disk_image)) \
+                if redis and a.guest == "disk" else ()
             p, _ = start_agile_vm(self.lab, MIGRATION_SOURCE, vm, memory=a.vm_memory,
                                   workload="redis" if redis else "memtouch",
-                                  workload_args=rargs if redis else wargs, net=redis, stock=stock)
+                                  workload_args=rargs if redis else wargs, net=redis, stock=stock, disk_flags=disk)
             if p.returncode != 0:
                 raise RuntimeError(f"agile-vm {vm}: {p.stderr.strip()[-800:]}")
         console = serial_log(self.agileds.st["hosts"][MIGRATION_SOURCE], MIGRATED_VM)
@@ -60,6 +65,9 @@ class AppRun(Run):
                 if vm == MIGRATED_VM:
                     if tail_has(console, want):
                         ready.add(vm)
+                    elif tail_has(console, "redis: FAIL"):
+                        # The guest powers off after it: waiting out the boot timeout would show nothing more.
+                        raise RuntimeError(f"redis failed in {vm}: {last_line_with(console, 'redis: FAIL')}")
                     continue
                 s = self.stat(MIGRATION_SOURCE, vm)
                 if s and (s.get("guest") or {}).get("ops/s"):
@@ -157,6 +165,15 @@ def tail_has(path, text, nbytes=4096):
         return False
 
 
+def last_line_with(path, text):
+    try:
+        with open(path, errors="replace") as f:
+            lines = [line.strip() for line in f if text in line]
+    except OSError:
+        return None
+    return lines[-1][:200] if lines else None
+
+
 def guest_crash(st, vm):
     return crash_in({f"{h} console": serial_log(st["hosts"][h], vm) for h in (MIGRATION_SOURCE, MIGRATION_TARGET)})
 
@@ -226,15 +243,18 @@ def reanalyze(a):
 
 
 def main_app(a, modes):
-    os.makedirs(os.path.join(a.out, "reports"), exist_ok=True)
     r = AppRun(a, EXPERIMENT_VMS)
+    # Before any lab comes up: a missing image or too small a VM is the user's to fix, not a failed run.
+    r.disk_image = base_image(r.build) if a.guest == "disk" else None
+    check_memory(a.guest, parse_size(a.vm_memory) // (1 << 20))
     t_start = time.monotonic()
-    summary = {"experiment": "agile-lab experiment --app redis", "short": a.short, "stamp": stamp(),
+    summary = {"experiment": "agile-lab experiment --app redis", "short": a.short,
+               "stamp": {**stamp(), "guest": guest_stamp(a.guest, r.disk_image, MIGRATED_VM)},
                "repeat": a.repeat, "stores": a.stores,
                "config": {k: getattr(a, k) for k in ("vm_memory", "host_mem", "swap", "bandwidth", "baseline",
                                                      "window", "after", "settle", "write_pct", "max_downtime",
                                                      "redis_keys", "value_bytes", "connections", "pipeline",
-                                                     "interval_ms")},
+                                                     "interval_ms", "guest", "boot_timeout")},
                "vms": {MIGRATED_VM: "redis", **{vm: "memtouch" for vm in EXPERIMENT_VMS if vm != MIGRATED_VM}},
                "run_order": [], "app": {}}
     summary["config"]["hot_mib"] = r.hot_mib()

@@ -68,7 +68,8 @@ def write_app_report(out, s, plots=True):
     L += [f"{s.get('wall_s', 0):.0f} s wall; {n_rep} run{'s' if n_rep > 1 else ''} per mode, in the order "
           f"{', '.join(s.get('run_order') or [])}.", "",
           f"Setup: src RAM {c['host_mem']} (memory cgroup) + {c['swap']} swap, links {c['bandwidth']}; VMs of "
-          f"{c['vm_memory']}: `mig` runs redis ({c['redis_keys']} keys x {c['value_bytes']} B) and is migrated, "
+          f"{c['vm_memory']}: `mig` runs redis ({c['redis_keys']} keys x {c['value_bytes']} B)"
+          f"{' in the disk-booted Debian guest' if c.get('guest') == 'disk' else ''} and is migrated, "
           f"`co1`, `co2` run memtouch (hot {c['hot_mib']} MiB, {c['write_pct']}% writes) and stay; stock VMs "
           f"for the qemu-* modes. Client: agile-loadgen, {c['connections']} connections x pipeline "
           f"{c['pipeline']}, 90% GET, every {c['interval_ms']} ms; {c['baseline']} s of load before the "

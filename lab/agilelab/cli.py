@@ -8,7 +8,8 @@ import sys
 from . import util
 from .config import (DEFAULT_BANDWIDTH, DEFAULT_BUILD, DEFAULT_HOST_MEM, DEFAULT_MEMD_CAPACITY, DEFAULT_PREFIX, DEFAULT_STORE, STORES,
                      DEFAULT_SUBNET, DEFAULT_SWAP, DEFAULT_SWAP_PRIORITY, DEFAULT_VM_HOSTS, DEFAULT_VM_MEMORY,
-                     DEFAULT_WORKLOAD, PREFIX_ENV)
+                     DEFAULT_WORKLOAD, GUESTS, PREFIX_ENV)
+from .guestdisk import base_image, disk_flags, make_overlay
 from .lifecycle import down, up
 from .procs import enter_host
 from .state import Lab, agiled_url
@@ -85,9 +86,14 @@ def cmd_untap(args):
 
 
 def cmd_agile_vm(args):
-    p, v = start_agile_vm(Lab(args.prefix), args.host, args.name, memory=args.memory, vcpus=args.vcpus,
+    lab = Lab(args.prefix)
+    disk = ()
+    if args.guest == "disk":
+        lab.require_up()
+        disk = disk_flags(make_overlay(lab.prefix, args.name, base_image(args.build)))
+    p, v = start_agile_vm(lab, args.host, args.name, memory=args.memory, vcpus=args.vcpus,
                           workload=args.workload, workload_args=args.workload_args, net=args.net,
-                          stock=args.stock, qemu_args=args.qemu_arg, json_out=args.json)
+                          stock=args.stock, qemu_args=args.qemu_arg, json_out=args.json, disk_flags=disk)
     sys.stdout.write(p.stdout)
     sys.stderr.write(p.stderr)
     if p.returncode != 0:
@@ -233,6 +239,10 @@ def parser():
     p.add_argument("--json", action="store_true")
     p.add_argument("--stock", action="store_true",
                    help="pass --stock to agilectl vm start (a stock VM run by agiled: plain QEMU, anonymous RAM)")
+    p.add_argument("--guest", choices=GUESTS, default="kernel",
+                   help="disk: boot BUILD/guest/debian.qcow2 from a fresh overlay on the lab's shared storage "
+                   "(/var/lib/agile-lab-disks/<prefix>/<name>.qcow2)")
+    p.add_argument("--build", default=DEFAULT_BUILD, help="build dir with guest/debian.qcow2 (for --guest disk)")
     p.set_defaults(fn=cmd_agile_vm)
     return ap
 

@@ -15,6 +15,9 @@ DEFAULT_BUILD = os.environ.get("AGILE_BUILD", os.path.join(ROOT, "build"))
 STATE_ROOT = "/run/agile-lab"          # per prefix: state.json, each host's state dir, logs
 SWAP_ROOT = "/var/lib/agile-lab"       # per prefix: the VM hosts' swap files
 SHM_ROOT = "/dev/shm/agile-lab"        # per prefix: file-backed guest RAM the lab itself made
+# Per prefix: the VMs' qcow2 overlays (--guest disk), the lab's shared storage.
+# On disk, not in the state dir: `down --keep-logs` copies that into results.
+DISK_ROOT = "/var/lib/agile-lab-disks"
 AGILED_SHM_ROOT = "/dev/shm/agile"     # agiled's guest RAM: <AGILED_SHM_ROOT>/<agiled id>
 NETNS_DIR = "/run/netns"
 CGROUP_FS = "/sys/fs/cgroup"
@@ -72,6 +75,8 @@ AGILED_STOP_TIMEOUT_S = 15
 DEFAULT_VM_MEMORY = "512M"
 DEFAULT_WORKLOAD = "memverify"
 AGILED_SERIAL_LOG = "serial.log"       # agiled keeps a VM's console in <state dir>/vms/<name>/
+GUESTS = ("kernel", "disk")            # experiment --guest: our kernel+initramfs, or build/guest/debian.qcow2
+DISK_IMAGE = "debian.qcow2"            # make guest-disk: <build>/guest/debian.qcow2
 
 # ---- the experiment ------------------------------------------------------------
 EXPERIMENT_PREFIX = "exp"

@@ -25,7 +25,8 @@ Output (--out): summary.json (stamp: git commit, kernel, QEMU, CPU, date, comman
 timelines/*.csv, reports/*.json (run k > 1 of a mode: <mode>_r<k>), PNG plots.
 --store memd,redis-cluster: agile runs once on each swap store (entries agile, agile@redis-cluster; the other
 modes do not use the store and run once), side by side in the report (lab/README.md, "The swap store").
---app redis: the migrated VM runs redis driven by agile-loadgen from the client host; figures from the
+--app redis: the migrated VM runs redis driven by agile-loadgen from the client host (--guest disk: booted
+from build/guest/debian.qcow2, lab/agilelab/guestdisk.py); figures from the
 client's CSV (lab/agilelab/app.py, appcsv.py; lab/README.md, "A real application").
 Needs root; uses its own lab prefix (default exp) and always takes it down.
 """
@@ -37,9 +38,10 @@ import subprocess
 import sys
 import time
 
-from .config import (DEFAULT_BUILD, DEFAULT_STORE, EXPERIMENT_MODES, EXPERIMENT_PREFIX, EXPERIMENT_VMS, MIB,
+from .config import (DEFAULT_BUILD, DEFAULT_STORE, EXPERIMENT_MODES, EXPERIMENT_PREFIX, EXPERIMENT_VMS, GUESTS, MIB,
                      MIGRATION_SOURCE, MIGRATION_TARGET, ROOT, STORES, UPLINK)
 from .control import Agileds
+from .guestdisk import BOOT_TIMEOUT_S
 from .daemons import agiled_has_host_budget
 from .guestlog import stalls
 from .lifecycle import up, up_options
@@ -292,7 +294,8 @@ def options(argv):
     ap.add_argument("--baseline", type=float, help="seconds of no-migration baseline")
     ap.add_argument("--window", type=float, help="seconds observed from migration start (impact window)")
     ap.add_argument("--settle", type=float, help="seconds after all VMs run before measuring")
-    ap.add_argument("--boot-timeout", type=float, default=180)
+    ap.add_argument("--boot-timeout", type=float,
+                    help="seconds for the VMs to boot and start working (default 180; 600 with --guest disk)")
     ap.add_argument("--max-downtime", type=int, default=300)
     ap.add_argument("--relief-hold", type=float, default=2.0)
     ap.add_argument("--mem-interval", type=float, default=0.25)
@@ -310,6 +313,10 @@ def options(argv):
     g.add_argument("--pipeline", type=int, default=4, help="loadgen pipeline depth per connection")
     g.add_argument("--interval-ms", type=int, default=10, help="loadgen CSV interval: the blackout's resolution")
     g.add_argument("--after", type=float, default=10, help="seconds of load at least after the migration ends")
+    g.add_argument("--guest", choices=GUESTS, default="kernel",
+                   help="the redis VM's guest: kernel (our kernel+initramfs) or disk (build/guest/debian.qcow2, "
+                   "`make guest-disk`, booted by firmware from a qcow2 overlay on the lab's shared storage; "
+                   "lab/agilelab/guestdisk.py)")
     g.add_argument("--reanalyze", action="store_true", help="recompute the figures of the finished --app run in "
                    "--out from its own files (no lab, no VMs) and rewrite summary.json and report.md")
     a = ap.parse_args(argv)
@@ -326,7 +333,11 @@ def options(argv):
     for k, v in d.items():
         if getattr(a, k) is None:
             setattr(a, k, v)
-    name = ("app-" if a.app else "") + ("short" if a.short else "full")
+    if a.boot_timeout is None:
+        a.boot_timeout = BOOT_TIMEOUT_S[a.guest]
+    if a.guest != "kernel" and not a.app:
+        ap.error("--guest disk is for --app redis (the memory experiment's memtouch sizes assume the kernel guest)")
+    name = ("app-" if a.app else "") + ("disk-" if a.guest == "disk" else "") + ("short" if a.short else "full")
     a.out = os.path.abspath(a.out or os.path.join(ROOT, "results", name))
     return a
 

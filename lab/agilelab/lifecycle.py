@@ -13,6 +13,7 @@ from .config import (AGILED_SHM_ROOT, AGILED_STOP_TIMEOUT_S, DEFAULT_BANDWIDTH, 
                      DEFAULT_MEMD_CAPACITY, DEFAULT_STORE, DEFAULT_SUBNET, DEFAULT_SWAP, DEFAULT_SWAP_PRIORITY, DEFAULT_VM_HOSTS,
                      MEMD_DATA_DIR, PROC_SWAPS, SHM_ROOT, STATE_ROOT, SWAP_ROOT)
 from .daemons import up_daemons
+from .guestdisk import remove_disks
 from .netns import netns_exists, netns_list, netns_pids
 from .procs import alive, kill_rec, wait_gone
 from .state import Lab
@@ -213,6 +214,7 @@ def teardown(lab, st, quiet=False):
     _remove_namespaces(namespaces, removed, failed)
     _remove_cgroups(cg_root, removed, failed)
     _remove_guest_ram(lab, st, removed)
+    remove_disks(lab.prefix, removed)
     # The state dir (logs included) last: while it exists, down can be rerun.
     if not failed and os.path.isdir(lab.dir):
         had_state = any(f != ".lock" for f in os.listdir(lab.dir))

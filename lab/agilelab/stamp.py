@@ -56,5 +56,20 @@ def stamp_lines(st):
     if not st:
         return []
     commit = (st.get("git_commit") or "?")[:12] + (" (with uncommitted changes)" if st.get("git_dirty") else "")
-    return [f"Made {st.get('date')} from commit `{commit}`; kernel `{st.get('kernel')}`; `{st.get('qemu')}`; "
-            f"CPU {st.get('cpu')}.", "", f"Command: `{st.get('command')}`", ""]
+    lines = [f"Made {st.get('date')} from commit `{commit}`; kernel `{st.get('kernel')}`; `{st.get('qemu')}`; "
+             f"CPU {st.get('cpu')}.", "", f"Command: `{st.get('command')}`", ""]
+    if st.get("guest"):
+        lines += [f"Guest: {guest_line(st['guest'])}.", ""]
+    return lines
+
+
+def guest_line(g):
+    """The stamp's guest (guestdisk.guest_stamp) in words; reports from before it have none."""
+    if g.get("kind") != "disk":
+        return "kernel (our kernel+initramfs, `--guest kernel`)"
+    inputs = (g.get("image_inputs_sha256") or "unknown")[:12]
+    size = f"{g['image_bytes'] / (1 << 20):.0f} MiB" if g.get("image_bytes") else "size unknown"
+    vms = ", ".join(f"`{v}`" for v in g.get("disk_vms") or [])
+    return (f"disk (`--guest disk`): {vms} booted by {g.get('boot')} from its own qcow2 overlay of "
+            f"`{g.get('image')}` ({size}, build inputs sha256 {inputs}) on the lab's shared storage; "
+            f"the other VMs are kernel guests")

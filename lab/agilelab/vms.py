@@ -84,9 +84,10 @@ def workload_args_with_net(workload, wargs, v):
 
 
 def start_agile_vm(lab, host, name, memory="512M", vcpus=1, workload="memverify", workload_args="",
-                   net=None, stock=False, qemu_args=(), json_out=False):
+                   net=None, stock=False, qemu_args=(), json_out=False, disk_flags=()):
     """`agilectl vm start` on HOST's agiled, with a tap (and, for redis, the
-    VM's address) when net (default: only for redis). Returns (completed
+    VM's address) when net (default: only for redis); disk_flags boot it from
+    a disk (guestdisk.disk_flags) instead of our kernel. Returns (completed
     agilectl process, the VM's address record or None)."""
     lab.require_up()
     with lab.locked() as st:
@@ -98,6 +99,7 @@ def start_agile_vm(lab, host, name, memory="512M", vcpus=1, workload="memverify"
     argv = ctl + ["vm", "start", name, "--memory", memory, "--vcpus", str(vcpus)]
     if stock:
         argv.append("--stock")  # agiled's own stock VM (anonymous RAM it does not own)
+    argv += list(disk_flags)
     qargs = (qemu_net_args(v) if v else []) + list(qemu_args or [])
     argv += ["--workload", workload, "--workload-args", " ".join(f"{k}={x}" for k, x in sorted(wargs.items()))]
     argv += [f"--qemu-arg={a}" for a in qargs]

@@ -421,7 +421,7 @@ int Run(int argc, char** argv) {
   start->add_option("--memory", memory, "Guest RAM, e.g. 512M, 1G")->capture_default_str();
   start->add_option("--cpus,--vcpus", vcpus, "Virtual CPUs (-smp)")->capture_default_str();
   start->add_option("--workload", workload,
-                    "Guest program: memverify, memtouch, redis (--boot kernel), diskverify (--boot disk) or none")
+                    "Guest program: memverify, memtouch, redis, diskverify (--boot disk) or none")
       ->capture_default_str();
   start->add_option("--workload-args", wargs,
                     "\"key=value ...\" for the workload. memverify: size_mib rate verify_rate seed; "

@@ -103,7 +103,7 @@ Status VmSpec::Validate() const {
   if (memory_bytes % (2ull << 20) != 0) return InvalidArgument("VM memory must be a multiple of 2 MiB");
   if (vcpus < 1 || vcpus > 64) return InvalidArgument("vcpus must be between 1 and 64");
   auto it = WorkloadKeys().find(workload);
-  if (it == WorkloadKeys().end()) return InvalidArgument("unknown workload '" + workload + "' (memverify, memtouch, redis, none)");
+  if (it == WorkloadKeys().end()) return InvalidArgument("unknown workload '" + workload + "' (memverify, memtouch, redis, diskverify, none)");
   for (const auto& [k, v] : workload_args) {
     if (!it->second.count(k)) {
       std::string allowed;
@@ -121,9 +121,8 @@ Status VmSpec::Validate() const {
   if (disks.size() > 8 || nics.size() > 8) return InvalidArgument("at most 8 disks and 8 NICs");
   for (const auto& d : disks) AGILE_RETURN_IF_ERROR(d.Validate());
   for (const auto& n : nics) AGILE_RETURN_IF_ERROR(n.Validate());
-  // Which guest can run which workload: the initramfs has busybox networking
-  // for redis; the disk image has a filesystem for diskverify.
-  if (boot == "disk" && workload == "redis") return InvalidArgument("workload redis runs in the kernel guest (--boot kernel) only");
+  // Which guest can run which workload: both run redis (the same script,
+  // guest/redis.sh); only the disk image has a filesystem for diskverify.
   if (boot == "kernel" && workload == "diskverify") return InvalidArgument("workload diskverify needs --boot disk (the guest/disk image)");
   // The guest's own kernel and userland need room of their own: the
   // initramfs ~48 MiB, Debian with systemd ~160 MiB.
