@@ -6,10 +6,15 @@
 // 15 s because of one dead QEMU).
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -93,6 +98,52 @@ TEST_F(AdoptTest, AQemuKilledWhileAdoptionWaitsForQmpIsLostAtOnce) {
   EXPECT_EQ(vm->state(), "lost");
   EXPECT_LT(ms, 3000) << "adoption ran out the QMP timeout on a QEMU that had exited";
   EXPECT_GE(ms, 400);
+  ::waitpid(pid, nullptr, 0);
+}
+
+// A stand-in QEMU that speaks just enough QMP (greeting, then {"return":
+// running} to everything) on `path`, until killed.
+pid_t FakeQemu(const std::string& path) {
+  pid_t pid = ::fork();
+  if (pid != 0) return pid;
+  int l = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::snprintf(a.sun_path, sizeof(a.sun_path), "%s", path.c_str());
+  if (::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || ::listen(l, 4) != 0) ::_exit(1);
+  for (;;) {
+    int c = ::accept(l, nullptr, nullptr);
+    if (c < 0) continue;
+    const char greet[] = "{\"QMP\": {\"version\": {}, \"capabilities\": []}}\n";
+    (void)!::write(c, greet, sizeof(greet) - 1);
+    char buf[4096];
+    // One command per read: agiled waits for each reply before the next.
+    for (ssize_t n; (n = ::read(c, buf, sizeof(buf) - 1)) > 0;) {
+      buf[n] = '\0';
+      const char* id = std::strstr(buf, "\"id\":");  // replies carry the request's id
+      char ret[256];
+      int len = std::snprintf(ret, sizeof(ret), "{\"return\": {\"status\": \"running\", \"running\": true}, \"id\": %lu}\n",
+                              id ? std::strtoul(id + 5, nullptr, 10) : 0ul);
+      (void)!::write(c, ret, static_cast<size_t>(len));
+    }
+    ::close(c);
+  }
+}
+
+// Soak run 7 (2026-12-01 21:01): the destination's QEMU was killed right
+// after a post-copy switch; the push went on, and at DONE MarkRunning made
+// `vm stat` say "running" for a VM no process ran. A VM whose QEMU exited
+// stays crashed whatever its migration says afterwards.
+TEST_F(AdoptTest, AVmWhoseQemuDiedIsNotMarkedRunningAgain) {
+  pid_t pid = FakeQemu(host_.state_dir + "/vms/s1/qmp.sock");
+  ASSERT_GT(pid, 0);
+  auto vm = ManagedVm::Adopt(Record(pid), host_);
+  ASSERT_EQ(vm->state(), "running");
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  for (int i = 0; i < 400 && vm->state() == "running"; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(vm->state(), "crashed");
+  vm->MarkRunning(/*all_pages_here=*/true);
+  EXPECT_EQ(vm->state(), "crashed");
   ::waitpid(pid, nullptr, 0);
 }
 

@@ -555,7 +555,15 @@ Status ManagedVm::AdoptStore(const std::string& store_vm_id, uint64_t epoch, uin
 }
 
 void ManagedVm::MarkRunning(bool all_pages_here) {
-  state_ = kRunning;
+  // Only an arriving VM becomes running: a QEMU that exited meanwhile (killed
+  // right after the switch, while post-copy still pushed its pages) stays
+  // crashed, or `vm stat` would report a running VM that no process runs (soak
+  // run 7 of 2026-12-01 21:01, docs/reliability.md).
+  int from = kIncoming;
+  if (!state_.compare_exchange_strong(from, kRunning) && from != kRunning) {
+    spdlog::error("vm {}: its migration completed, but the VM is {} here", spec_.name, StateName(from));
+    return;
+  }
   {
     std::lock_guard<std::mutex> l(record_mu_);
     record_.incoming = !all_pages_here;
