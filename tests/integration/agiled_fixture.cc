@@ -70,30 +70,6 @@ void AgiledProcess::Kill() {
 
 Status AgiledProcess::Relaunch() { return Launch(); }
 
-namespace {
-// QEMUs started for `state_dir` (their QMP socket path, in the command line,
-// lies under it) that outlived their agiled: a test that killed agiled (or
-// saw it crash) leaves them running, and with the state dir deleted below
-// they would retry their shim socket until its orphan bound.
-void KillLeftoverQemus(const std::string& state_dir) {
-  const std::string mark = state_dir + "/vms/";
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator("/proc", ec)) {
-    const std::string name = e.path().filename().string();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream f(e.path() / "cmdline", std::ios::binary);
-    std::string cmd((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-    if (cmd.find("qemu-system") == std::string::npos || cmd.find(mark) == std::string::npos) continue;
-    pid_t pid = static_cast<pid_t>(std::stol(name));
-    if (auto p = Process::Adopt(pid); p.ok()) {
-      std::fprintf(stderr, "agiled fixture: killing QEMU pid %d left by the agiled of %s\n", pid, state_dir.c_str());
-      (void)p->Signal(SIGKILL);
-      p->Wait(5000);
-    }
-  }
-}
-}  // namespace
-
 AgiledProcess::~AgiledProcess() {
   if (proc_.running()) {
     (void)proc_.Signal(SIGTERM);
@@ -102,7 +78,6 @@ AgiledProcess::~AgiledProcess() {
       proc_.Wait(5000);
     }
   }
-  KillLeftoverQemus(dir_);
   std::error_code ec;
   fs::remove_all(dir_, ec);
 }
