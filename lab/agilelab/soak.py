@@ -108,7 +108,10 @@ class Soak:
                       "damaged": s.get("damaged", False), "health": s.get("health"), "pid": s.get("pid"),
                       "offloaded": (s.get("pages") or {}).get("offloaded", 0),
                       "store_vm_id": (s.get("offload") or {}).get("store_vm_id"),
-                      "migrating": bool(s.get("migration"))}
+                      # A destination whose migration failed past switchover keeps a terminal
+                      # status (phase failed-after-switchover): settled, not migrating.
+                      "migrating": bool(s.get("migration")) and
+                      (s.get("migration") or {}).get("phase") != "failed-after-switchover"}
         return out
 
     # ---- the lab and its VMs --------------------------------------------------------

@@ -128,7 +128,7 @@ Status ManagedVm::Start(bool incoming, const std::string& store_vm_id) {
   PersistRecord();
   if (!spec_.stock) AGILE_RETURN_IF_ERROR(TakeOverMemory(listen.get(), incoming, store_vm_id));
 
-  auto qmp = qemu::QmpClient::Connect(qmp_path_, 15000);
+  auto qmp = qemu::QmpClient::Connect(qmp_path_, 15000, qemu_.pidfd());
   if (!qmp.ok()) {
     (void)qemu_.Signal(SIGKILL);
     qemu_.Wait(5000);
@@ -480,7 +480,12 @@ std::unique_ptr<ManagedVm> ManagedVm::Adopt(const VmRecord& rec, const HostConfi
     vm->record_ = rec;
   }
   auto ticks = ProcessStartTicks(rec.pid);
-  if (!ticks.ok() || *ticks != rec.pid_start_ticks) {
+  // A QEMU that exited but was not reaped yet (its parent, the agiled that
+  // died, cannot; the reaper may not have run) still has its /proc entry and
+  // start time: its pidfd tells. Known at once, it costs the start-up nothing
+  // (it waited 15 s on the dead QMP socket: docs/reliability.md, finding 7).
+  auto proc = ticks.ok() && *ticks == rec.pid_start_ticks ? Process::Adopt(rec.pid) : Result<Process>(NotFound(""));
+  if (!proc.ok() || proc->Poll()) {
     vm->MarkLost("QEMU (pid " + std::to_string(rec.pid) + ") ended while agiled was down", &rec);
     return vm;
   }
@@ -513,7 +518,7 @@ Status ManagedVm::AdoptRunning(const VmRecord& rec) {
     AGILE_ASSIGN_OR_RETURN(UniqueFd listen, UnixListen(dir_ + "/shim.sock", 1));
     AGILE_RETURN_IF_ERROR(TakeOverMemory(listen.get(), false, "", &rec));
   }
-  auto qmp = qemu::QmpClient::Connect(qmp_path_, 15000);
+  auto qmp = qemu::QmpClient::Connect(qmp_path_, 15000, qemu_.pidfd());
   if (!qmp.ok()) return qmp.status().Annotate("QMP of the adopted QEMU");
   qmp_ = std::make_unique<qemu::QmpClient>(std::move(qmp).value());
   monitor_wake_.Reset(::eventfd(0, EFD_CLOEXEC));
@@ -566,7 +571,15 @@ Status ManagedVm::AdoptStore(const std::string& store_vm_id, uint64_t epoch, uin
 }
 
 void ManagedVm::MarkRunning(bool all_pages_here) {
-  state_ = kRunning;
+  // Only an arriving VM becomes running: a QEMU that exited meanwhile (killed
+  // right after the switch, while post-copy still pushed its pages) stays
+  // crashed, or `vm stat` would report a running VM that no process runs (soak
+  // run 7 of 2026-12-01 21:01, docs/reliability.md).
+  int from = kIncoming;
+  if (!state_.compare_exchange_strong(from, kRunning) && from != kRunning) {
+    spdlog::error("vm {}: its migration completed, but the VM is {} here", spec_.name, StateName(from));
+    return;
+  }
   {
     std::lock_guard<std::mutex> l(record_mu_);
     record_.incoming = !all_pages_here;

@@ -3,12 +3,13 @@
 #include <algorithm>
 #include <string>
 
+
 #include "wire/migrate_proto.h"
 
 namespace agile::migrate {
 
 PageStream::PageStream(vm::GuestMemory* mem, offload::SwapStore* store, Channel* ch) : mem_(mem), ch_(ch) {
-  if (store != nullptr) store_reader_ = std::make_unique<BulkStoreReader>(store);
+  if (store != nullptr) store_reader_ = std::make_unique<StoreReader>(store);
 }
 
 Status PageStream::Send(std::vector<uint64_t> idx, uint32_t round, uint64_t* sent) {

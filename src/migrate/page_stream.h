@@ -16,6 +16,7 @@
 #include "base/page.h"
 #include "base/status.h"
 #include "migrate/channel.h"
+#include "migrate/store_reader.h"
 #include "offload/swap_store.h"
 #include "vm/guest_memory.h"
 
@@ -37,25 +38,21 @@ class PageStream {
   // while no Send runs.
   void set_channel(Channel* ch) { ch_ = ch; }
 
+  // From the commit point on (post-copy, agile's tail) giving up strands the
+  // VM, so a cold-page read the swap store cannot answer (kUnavailable: memd
+  // down or restarting) is retried (StoreReader) for up to `ms` before
+  // it fails the migration; before it (0, the default) it fails at once and
+  // the source resumes. docs/timeouts.md has the bound.
+  void RetryStoreReadsFor(int ms) {
+    if (store_reader_) store_reader_->set_retry_ms(ms);
+  }
+
   uint64_t pages_sent() const { return pages_.load(); }
   uint64_t page_bytes_sent() const { return pages_.load() * kPageSize; }
 
  private:
-  // Cold pages are read on the store's bulk connection, not the fault
-  // thread's, so a migration never queues behind (or ahead of) guest faults.
-  class BulkStoreReader : public vm::PageSource {
-   public:
-    explicit BulkStoreReader(offload::SwapStore* store) : store_(store) {}
-    Status Fetch(std::span<const uint64_t> idx, uint8_t* out, uint8_t* present) override {
-      return store_->FetchBulk(idx, out, present);
-    }
-
-   private:
-    offload::SwapStore* store_;
-  };
-
   vm::GuestMemory* mem_;
-  std::unique_ptr<BulkStoreReader> store_reader_;  // null without a store
+  std::unique_ptr<StoreReader> store_reader_;  // null without a store
   Channel* ch_;
   std::atomic<uint64_t> pages_{0};
 };

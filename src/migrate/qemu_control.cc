@@ -17,21 +17,37 @@ Status SetCapabilities(MigratingVm* vm, const json& caps) {
   return vm->Qmp("migrate-set-capabilities", {{"capabilities", list}}).status();
 }
 
-json QemuModeCapabilities(wire::MigMode mode) {
+json MigrationCapabilities(wire::MigMode mode) {
   using wire::MigMode;
+  // Every capability any of our modes turns on, each set to true or false:
+  // QEMU keeps them from one migration to the next, and a VM that left (or
+  // tried to leave) by qemu-postcopy still had postcopy-ram on for its next
+  // qemu-precopy-tuned, whose destination refused it (docs/reliability.md,
+  // finding 3).
+  const bool tuned = mode == MigMode::kQemuPrecopyTuned;
   json caps = json::object();
-  if (mode == MigMode::kQemuPostcopy || mode == MigMode::kQemuHybrid) caps["postcopy-ram"] = true;
-  if (mode == MigMode::kQemuPrecopyTuned) {
-    caps["auto-converge"] = true;  // throttles the vCPUs until the dirty rate fits the link
-    caps["multifd"] = true;        // several streams instead of one
-  }
+  caps["x-ignore-shared"] = !wire::IsQemuMode(mode);  // agiled moves guest RAM in its own modes
+  caps["postcopy-ram"] = mode == MigMode::kQemuPostcopy || mode == MigMode::kQemuHybrid;
+  caps["auto-converge"] = tuned;  // throttles the vCPUs until the dirty rate fits the link
+  caps["multifd"] = tuned;        // several streams instead of one
   return caps;
 }
 
-json QemuModeParameters(wire::MigMode mode) {
+json MigrationParameters(wire::MigMode mode, uint64_t max_downtime_ms, uint64_t bandwidth) {
+  (void)mode;  // the same set for every mode: each value is stated, none left from before
   json params = json::object();
-  if (mode == wire::MigMode::kQemuPrecopyTuned) params["multifd-channels"] = kMultifdChannels;
+  params["multifd-channels"] = kMultifdChannels;  // read only with multifd; must match on both ends
+  params["downtime-limit"] = max_downtime_ms;
+  params["max-bandwidth"] = bandwidth > 0 ? bandwidth : kQemuDefaultMaxBandwidth;
+  params["max-postcopy-bandwidth"] = bandwidth;  // post-copy has its own cap; 0 is QEMU's "none"
   return params;
+}
+
+Status SetUpMigration(MigratingVm* vm, wire::MigMode mode, uint64_t max_downtime_ms, uint64_t bandwidth) {
+  AGILE_RETURN_IF_ERROR(SetCapabilities(vm, MigrationCapabilities(mode)).Annotate("QMP migrate-set-capabilities"));
+  return vm->Qmp("migrate-set-parameters", MigrationParameters(mode, max_downtime_ms, bandwidth))
+      .status()
+      .Annotate("QMP migrate-set-parameters");
 }
 
 Status EnableQemuTls(MigratingVm* vm, const std::string& tls_dir, bool server, const std::string& peer) {

@@ -14,13 +14,22 @@
 namespace agile::migrate {
 
 Status SetCapabilities(MigratingVm* vm, const nlohmann::json& caps);
-// What both QEMUs of a qemu-* mode are set up with before the migration
-// starts: capabilities (same on both ends) and parameters that the
-// destination needs too (multifd's channel count).
-nlohmann::json QemuModeCapabilities(wire::MigMode mode);
-nlohmann::json QemuModeParameters(wire::MigMode mode);
 // Streams of a multifd migration (qemu-precopy-tuned): one per core here.
 constexpr int kMultifdChannels = 2;
+// QEMU 7.2's defaults for what a fresh QEMU would use.
+constexpr uint64_t kQemuDefaultMaxBandwidth = 128ull << 20;  // bytes/s
+constexpr uint64_t kQemuDefaultDowntimeMs = 300;
+// What both QEMUs of a migration are set up with before it starts, for every
+// mode (ours move only device state, x-ignore-shared; the qemu-* modes all of
+// RAM): every capability and parameter a mode depends on, stated explicitly
+// each time, because QEMU keeps them from the previous migration of the same
+// process (docs/reliability.md, finding 3).
+nlohmann::json MigrationCapabilities(wire::MigMode mode);
+// bandwidth: bytes/s, 0 = QEMU's own default for pre-copy and no cap after
+// the switch to post-copy (what a fresh QEMU does).
+nlohmann::json MigrationParameters(wire::MigMode mode, uint64_t max_downtime_ms, uint64_t bandwidth);
+Status SetUpMigration(MigratingVm* vm, wire::MigMode mode, uint64_t max_downtime_ms = kQemuDefaultDowntimeMs,
+                      uint64_t bandwidth = 0);
 // Puts QEMU's own migration stream (device state; all of RAM in the qemu-*
 // modes) under the same mutual TLS as agiled's links: a tls-creds-x509 object
 // over `tls_dir` (the --tls-dir layout is QEMU's), as the server (destination,

@@ -22,14 +22,7 @@ Status QemuMigration::Run(const std::string& uri, uint64_t t0_ns, Report* report
   // it can once, post-copy the rest, as libvirt's --postcopy-after-precopy.
   const bool postcopy = opt_.mode == MigMode::kQemuPostcopy || opt_.mode == MigMode::kQemuHybrid;
   const uint64_t postcopy_after_syncs = opt_.mode == MigMode::kQemuHybrid ? 2 : 0;
-  AGILE_RETURN_IF_ERROR(SetCapabilities(vm_, QemuModeCapabilities(opt_.mode)));
-  json params = QemuModeParameters(opt_.mode);
-  params["downtime-limit"] = opt_.max_downtime_ms;
-  if (opt_.bandwidth > 0) {
-    params["max-bandwidth"] = opt_.bandwidth;
-    params["max-postcopy-bandwidth"] = opt_.bandwidth;  // post-copy has its own cap
-  }
-  AGILE_RETURN_IF_ERROR(vm_->Qmp("migrate-set-parameters", params).status());
+  AGILE_RETURN_IF_ERROR(SetUpMigration(vm_, opt_.mode, opt_.max_downtime_ms, opt_.bandwidth));
   AGILE_RETURN_IF_ERROR(vm_->Qmp("migrate", {{"uri", uri}}).status().Annotate("QMP migrate " + uri));
   bool started_post = false;
   uint32_t round = 0;

@@ -169,10 +169,9 @@ Status Receiver::Hello(const wire::FrameHeader& h, const std::vector<uint8_t>& p
     pager_ = std::make_unique<PageRequester>(ch_.get(), mem_->pages());
     vm_->SetRemotePager(pager_.get());
   }
-  AGILE_RETURN_IF_ERROR(SetCapabilities(vm_.get(), qemu_mode ? QemuModeCapabilities(hello_.mode)
-                                                             : json{{"x-ignore-shared", true}}));
-  if (json params = QemuModeParameters(hello_.mode); !params.empty())
-    AGILE_RETURN_IF_ERROR(vm_->Qmp("migrate-set-parameters", params).status().Annotate("QMP migrate-set-parameters"));
+  // The same capabilities and multifd channels as the source (a fresh QEMU,
+  // but stated explicitly all the same: nothing is left to defaults).
+  AGILE_RETURN_IF_ERROR(SetUpMigration(vm_.get(), hello_.mode));
   // An authenticated source gets QEMU's incoming stream under TLS as well,
   // admitting only its certificate (a plain QEMU port would take device
   // state - code, in effect - from anyone who reached it first).
@@ -459,21 +458,34 @@ void Receiver::Fail(const Status& s) {
   // After switchover the guest runs here; in post-copy it may still need
   // pages from the source. Faults on them wait (never zero-filled); the pager
   // dies with this connection, so the fault server must not call it again.
-  if (vm_) vm_->SetRemotePager(nullptr);
+  if (!vm_) return;
+  vm_->SetRemotePager(nullptr);
   const uint64_t remote = mem_ ? mem_->count(vm::PageState::kRemote) : 0;
+  if (remote == 0 && mem_ != nullptr) {
+    // Every page arrived before the link broke (only DONE or its ACK was
+    // lost): the VM is whole here, adoptable after a restart and free to
+    // migrate on, and `vm stat` must not say a migration still runs.
+    vm_->MarkRunning(/*all_pages_here=*/true);
+    vm_->SetMigrationStatus(nullptr);
+    spdlog::warn("vm {}: migration connection failed after switchover ({}), but every page is here: the VM is "
+                 "complete", name, s.ToString());
+    return;
+  }
+  // A terminal status instead of the last progress report, which would
+  // otherwise say "postcopy" for ever (docs/reliability.md, finding 6). Nothing
+  // is dropped on either side: the source keeps the pages (its VM paused and
+  // fenced), this copy keeps running on what it has, and keeps its record's
+  // "incoming" mark while pages are missing.
   spdlog::error("vm {}: migration connection failed after switchover: {} ({} pages still at the source; "
                 "vCPUs touching them wait)",
                 name, s.ToString(), remote);
-  // Nothing is dropped on either side: the source keeps the pages (its VM
-  // paused and fenced), this copy keeps running on what it has.
-  if (vm_ && remote > 0)
-    vm_->SetMigrationStatus({{"status", "failed"},
-                             {"phase", "postcopy-failed"},
-                             {"direction", "incoming"},
-                             {"source", hello_.src_host},
-                             {"pages_remote", remote},
-                             {"error", s.ToString() + "; " + std::to_string(remote) +
-                                           " pages exist only at the source, whose VM stays paused and fenced there"}});
+  vm_->SetMigrationStatus({{"status", "failed"},
+                           {"phase", "failed-after-switchover"},
+                           {"direction", "incoming"},
+                           {"source", hello_.src_host},
+                           {"pages_remote", remote},
+                           {"error", s.ToString() + "; " + std::to_string(remote) +
+                                         " pages exist only at the source, whose VM stays paused and fenced there"}});
 }
 
 // A connection whose first frame is RESUME: hands it to the paused

@@ -419,7 +419,9 @@ Status Sender::SendLocations() {
 
 Status Sender::DeviceState() {
   Progress("device-state");
-  AGILE_RETURN_IF_ERROR(SetCapabilities(vm_, {{"x-ignore-shared", true}}));
+  // Device state only; a VM that once left by a qemu-* mode must not keep
+  // that mode's capabilities (postcopy-ram, multifd) for this one.
+  AGILE_RETURN_IF_ERROR(SetUpMigration(vm_, opt_.mode));
   std::string uri = "tcp:" + dest_host_ + ":" + std::to_string(qemu_port_);
   AGILE_RETURN_IF_ERROR(vm_->Qmp("migrate", {{"uri", uri}}).status().Annotate("QMP migrate " + uri));
   AGILE_ASSIGN_OR_RETURN(json st, WaitForMigration(vm_, opt_.timeouts.device_state_ms, nullptr,
@@ -464,6 +466,11 @@ Status Sender::Switchover() {
   std::vector<uint8_t> f;
   wire::AppendSwitchover(&f, sw);
   switched_ = true;  // no abort after this: the destination may already run the VM
+  // Pages still read from here after this point (post-copy, agile's tail)
+  // must get through a swap-store outage, not end the migration and strand
+  // the VM (docs/reliability.md, finding 4). Half the destination's patience
+  // with a silent source, so it hears from us before it gives up.
+  if (stream_) stream_->RetryStoreReadsFor(opt_.timeouts.migrate_peer_ms / 2);
   AGILE_RETURN_IF_ERROR(ch_->Send(f));
   std::unique_lock<std::mutex> l(mu_);
   if (!WaitPeer(l, opt_.timeouts.migrate_peer_ms, /*cancellable=*/true, [&] { return got_ack_ || !peer_status_.ok(); }))

@@ -1,5 +1,6 @@
 #include "qemu/qmp.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -48,9 +49,15 @@ Result<QmpMessage> ParseQmpMessage(std::string_view line) {
   return m;
 }
 
-Result<QmpClient> QmpClient::Connect(const std::string& path, int timeout_ms) {
+Result<QmpClient> QmpClient::Connect(const std::string& path, int timeout_ms, int qemu_pidfd) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   for (;;) {
+    if (qemu_pidfd >= 0) {
+      // A pidfd is readable once its process exited, reaped or not (a QEMU
+      // whose agiled died stays a zombie until someone reaps it).
+      pollfd p{qemu_pidfd, POLLIN, 0};
+      if (::poll(&p, 1, 0) > 0) return Unavailable("QEMU exited; its QMP socket " + path + " will never answer");
+    }
     auto fd = UnixConnect(path);
     if (fd.ok()) {
       QmpClient c(std::move(fd).value());

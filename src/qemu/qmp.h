@@ -38,8 +38,10 @@ Result<QmpMessage> ParseQmpMessage(std::string_view line);
 class QmpClient {
  public:
   // Connects to QEMU's QMP unix socket, retrying until timeout_ms (QEMU
-  // creates it a little after start), and negotiates capabilities.
-  static Result<QmpClient> Connect(const std::string& path, int timeout_ms);
+  // creates it a little after start), and negotiates capabilities. qemu_pidfd
+  // (optional): the QEMU's pidfd; once it is readable QEMU has exited and the
+  // wait ends at once instead of running out the timeout.
+  static Result<QmpClient> Connect(const std::string& path, int timeout_ms, int qemu_pidfd = -1);
 
   // Runs a command; the "return" member on success, QEMU's error text otherwise.
   Result<nlohmann::json> Execute(const std::string& cmd, const nlohmann::json& args = nullptr,

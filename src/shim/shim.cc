@@ -10,13 +10,16 @@
 // of the uffd open for QEMU's lifetime, so faulting vCPUs simply wait (never
 // zero-filled), and it reconnects with backoff and hands the same uffd to the
 // next agiled of this state dir, which re-adopts the VM. Only an agiled that
-// refuses the VM on reconnection ends QEMU.
+// refuses the VM on reconnection ends QEMU, or the socket's folder staying
+// gone (kOrphanDefaultMs: the state dir was deleted, no agiled can return).
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <atomic>
 #include <chrono>
 #include <cstdarg>
@@ -43,6 +46,26 @@ constexpr int kAckTimeoutMs = 30000;
 // second or two), then back off to a steady poll that costs nothing.
 constexpr int kReconnectFirstMs = 50;
 constexpr int kReconnectMaxMs = 1000;
+// An agiled comes back to the same state dir; once the folder holding the
+// shim socket is gone (the state dir deleted after its agiled was killed)
+// none ever will, and QEMU would wait for ever with its faulting vCPUs
+// frozen. Gone this long (AGILE_SHIM_ORPHAN_MS overrides it, for tests),
+// QEMU is ended. Long enough for an operator's `mv` of a state dir and back.
+constexpr int kOrphanDefaultMs = 30000;
+
+int OrphanMs() {
+  const char* v = std::getenv("AGILE_SHIM_ORPHAN_MS");
+  if (v == nullptr || *v == '\0') return kOrphanDefaultMs;
+  long ms = std::strtol(v, nullptr, 10);
+  return ms > 0 && ms < (1L << 30) ? static_cast<int>(ms) : kOrphanDefaultMs;
+}
+
+bool FolderGone(const std::string& path) {
+  std::string dir = path.substr(0, path.find_last_of('/') == std::string::npos ? 0 : path.find_last_of('/'));
+  if (dir.empty()) dir = ".";
+  struct stat st;
+  return ::stat(dir.c_str(), &st) != 0 && errno == ENOENT;
+}
 
 struct ShimState {
   std::mutex mu;
@@ -171,6 +194,8 @@ void ControlLoop() {
     std::fflush(stderr);
     int delay_ms = kReconnectFirstMs;
     uint64_t attempts = 0;
+    const int orphan_ms = OrphanMs();
+    std::chrono::steady_clock::time_point gone_since{};
     for (;;) {
       ::usleep(static_cast<useconds_t>(delay_ms) * 1000);
       bool refused = false;
@@ -178,6 +203,14 @@ void ControlLoop() {
       ++attempts;
       if (err.empty()) break;
       if (refused) Die("%s", err.c_str());
+      if (!FolderGone(s.sock_path)) {
+        gone_since = {};
+      } else if (gone_since == std::chrono::steady_clock::time_point{}) {
+        gone_since = std::chrono::steady_clock::now();
+      } else if (std::chrono::steady_clock::now() - gone_since >= std::chrono::milliseconds(orphan_ms)) {
+        Die("the folder of %s has been gone for %d ms: no agiled can adopt this VM again", s.sock_path.c_str(),
+            orphan_ms);
+      }
       delay_ms = std::min(delay_ms * 2, kReconnectMaxMs);
     }
     std::fprintf(stderr, "agile-shim: handed the userfaultfd to agiled again after %llu attempt(s)\n",

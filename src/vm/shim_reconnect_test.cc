@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -170,6 +171,31 @@ TEST_F(ShimReconnectTest, AnotherProcessIsRefusedAndTheExpectedOneStillHandsOver
   // The stranger got a refusal frame, not silence.
   pollfd p{stranger->get(), POLLIN, 0};
   EXPECT_EQ(::poll(&p, 1, 1000), 1);
+}
+
+// The state dir of a killed agiled deleted (a test's teardown, an operator's
+// cleanup): no agiled will ever come back for the VM, so the shim ends it
+// once the socket's folder has been gone for its bound (AGILE_SHIM_ORPHAN_MS,
+// 1 s here; 30 s by default), but not while the folder is there, however long
+// agiled takes to return.
+TEST_F(ShimReconnectTest, TheProcessEndsOnceItsSocketFolderStaysGone) {
+  MapSource store;
+  ::setenv("AGILE_SHIM_ORPHAN_MS", "1000", 1);
+  auto g = GuestProcess::Start(AGILE_SHIM_PATH, AGILE_SHM_GUEST_PATH, kPages, &store);
+  ::unsetenv("AGILE_SHIM_ORPHAN_MS");
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  auto& gp = **g;
+  gp.DropAgiled();
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  ASSERT_FALSE(gp.process().Poll()) << "ended while its folder was there: " << gp.process().ExitDescription();
+  std::string folder = std::filesystem::path(gp.shim_sock()).parent_path().string();
+  auto t0 = std::chrono::steady_clock::now();
+  std::filesystem::remove_all(folder);
+  ASSERT_TRUE(gp.process().Wait(10000)) << "the orphan kept retrying";
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(gp.process().ExitDescription(), "exited with code 78");
+  EXPECT_GE(ms, 900);
+  EXPECT_LT(ms, 4000);
 }
 
 }  // namespace

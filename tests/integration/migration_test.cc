@@ -29,8 +29,10 @@ class MigrationTest : public ::testing::Test {
     a_ = std::move(a).value();
     StartB();
   }
-  void StartB() {
-    auto b = AgiledProcess::Start("mig-b", {"--listen", Addr(port_b_), "--memd", memd_->addr()});
+  void StartB(std::vector<std::string> extra = {}) {
+    std::vector<std::string> flags = {"--listen", Addr(port_b_), "--memd", memd_->addr()};
+    flags.insert(flags.end(), extra.begin(), extra.end());
+    auto b = AgiledProcess::Start("mig-b", flags);
     ASSERT_TRUE(b.ok()) << b.status().ToString();
     b_ = std::move(b).value();
   }
@@ -291,6 +293,67 @@ TEST_F(MigrationTest, PausedVmArrivesByteForByteIdentical) {
     ExpectIntact(*b_, vm, 4);
     ASSERT_TRUE(b_->Call("vm.stop", {{"name", vm}}).ok());
   }
+}
+
+// docs/reliability.md finding 3: a QEMU keeps its migration capabilities, so
+// a stock VM that arrived by qemu-postcopy (its QEMU set up with postcopy-ram)
+// and leaves by qemu-precopy must not carry postcopy-ram along; the
+// destination refused it ("RAM postcopy is disabled but have 16 byte
+// advise"). Then back by qemu-hybrid and on by qemu-precopy again.
+TEST_F(MigrationTest, StockVmChangesQemuModeOnEveryHop) {
+  json args = VmArgs("sv", 256, "memverify", {{"size_mib", "128"}, {"rate", "500"}});
+  args["stock"] = true;
+  auto started = a_->Call("vm.start", args);
+  ASSERT_TRUE(started.ok()) << started.status().ToString();
+  ASSERT_TRUE(WaitFor(90, [&] { return Stat(*a_, "sv")["guest"].value("gen", 0) > 0; })) << "workload never reported";
+  struct Hop {
+    AgiledProcess* from;
+    AgiledProcess* to;
+    uint16_t to_port;
+    const char* mode;
+  };
+  for (const Hop& h : {Hop{a_.get(), b_.get(), port_b_, "qemu-postcopy"}, Hop{b_.get(), a_.get(), port_a_, "qemu-precopy"},
+                       Hop{a_.get(), b_.get(), port_b_, "qemu-hybrid"}, Hop{b_.get(), a_.get(), port_a_, "qemu-precopy"}}) {
+    SCOPED_TRACE(h.mode);
+    auto r = Migrate(*h.from, h.to_port, "sv", h.mode);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(h.from->Call("vm.stat", {{"name", "sv"}}).status().code(), Code::kNotFound);
+    ExpectIntact(*h.to, "sv", 4);
+  }
+}
+
+// docs/reliability.md finding 6: the source agiled dies (kill -9) in the
+// middle of a post-copy push. The destination first waits for the source to
+// recover the link (status postcopy-paused, docs/migration.md "Post-copy
+// recovery"); when its recovery window ends - 8 s here - its `vm stat` must
+// not go on saying "postcopy" for ever but end in a terminal status naming the
+// failure and the pages still missing, with the VM still listed as running.
+TEST_F(MigrationTest, DestinationMigrationStatusEndsWhenTheSourceDiesAfterSwitchover) {
+  b_.reset();
+  StartB({"--migrate-recover-window-ms", "8000"});
+  StartVm(*a_, "mv", "memverify", {{"size_mib", "256"}, {"rate", "500"}});
+  // 8 MB/s: the push after the switch takes long enough to kill the source mid-way.
+  auto pending = std::async(std::launch::async,
+                            [&] { return Migrate(*a_, port_b_, "mv", "postcopy", {{"bandwidth", 8ull << 20}}); });
+  ASSERT_TRUE(WaitFor(60, [&] {
+    auto s = b_->Call("vm.stat", {{"name", "mv"}});
+    return s.ok() && s->contains("migration") && (*s)["migration"].value("phase", "") == "postcopy";
+  })) << "never switched over";
+  a_->Kill();
+  (void)pending.get();
+  json m;
+  ASSERT_TRUE(WaitFor(30, [&] {
+    m = Stat(*b_, "mv").value("migration", json());
+    return m.is_object() && m.value("phase", "") == "postcopy-paused";
+  })) << "the destination never noticed the lost source: " << m.dump();
+  ASSERT_TRUE(WaitFor(30, [&] {
+    m = Stat(*b_, "mv").value("migration", json());
+    return m.is_object() && m.value("phase", "") == "failed-after-switchover";
+  })) << "the destination's migration status never ended: " << m.dump();
+  EXPECT_EQ(m.value("status", ""), "failed") << m.dump();
+  EXPECT_GT(m.value("pages_remote", 0ull), 0u) << m.dump();
+  EXPECT_FALSE(m.value("error", "").empty()) << m.dump();
+  EXPECT_EQ(Stat(*b_, "mv")["state"], "running");
 }
 
 }  // namespace
