@@ -105,20 +105,12 @@ FaultOutcome GuestMemory::ServeFault(uint64_t idx, bool minor, uint64_t start_ns
     const uint64_t addr = AddrOf(idx);
     switch (table_.Get(idx)) {
       case PageState::kZero: {
-        // Hold the page in flight while installing it: no evictor can claim
-        // it before the mapping exists (one that read the page before a
-        // guest write landed would lose that write, invariant 3), and it is
-        // kResident before anything else can look at it. The vCPU may run as
-        // soon as the zero page is mapped, while the page is still in
-        // flight: a guest write then lands in the mapped page, which is what
-        // kResident will say; waking in the same ioctl saves a UFFDIO_WAKE
-        // per first touch. The counters go first so the guest never sees
-        // its access before it is counted.
+        // Hold the page in flight while installing it, and wake the guest only
+        // after publishing kResident: an evictor that saw kResident before the
+        // mapping existed could read the page before a guest write lands and
+        // lose that write (invariant 3).
         if (!table_.Transition(idx, PageState::kZero, PageState::kInFlight)) continue;
-        stats->first_touch.fetch_add(1, std::memory_order_relaxed);
-        Status s = uffd_.ZeroPage(addr, kPageSize, /*wake=*/true);
-        stats->first_touch_latency.Record(MonotonicNs() - start_ns);
-        if (!s.ok()) stats->first_touch.fetch_sub(1, std::memory_order_relaxed);
+        Status s = uffd_.ZeroPage(addr, kPageSize, /*wake=*/false);
         if (!s.ok() && s.code() != Code::kAlreadyExists) {
           table_.Set(idx, PageState::kZero);
           *error = s;
@@ -126,16 +118,14 @@ FaultOutcome GuestMemory::ServeFault(uint64_t idx, bool minor, uint64_t start_ns
         }
         table_.Set(idx, PageState::kResident);
         Settled();
-        if (s.ok()) return FaultOutcome::kFirstTouch;
-        // EEXIST (mapped by a racing fault): the kernel woke nobody.
-        stats->spurious.fetch_add(1, std::memory_order_relaxed);
+        (s.ok() ? stats->first_touch : stats->spurious).fetch_add(1, std::memory_order_relaxed);
+        stats->first_touch_latency.Record(MonotonicNs() - start_ns);
         Status w = uffd_.Wake(addr, kPageSize);
         if (!w.ok()) {
-          stats->spurious.fetch_sub(1, std::memory_order_relaxed);
           *error = w;
           return FaultOutcome::kFailed;
         }
-        return FaultOutcome::kSpurious;
+        return s.ok() ? FaultOutcome::kFirstTouch : FaultOutcome::kSpurious;
       }
       case PageState::kResident: {
         // In the RAM file. A MINOR fault means its PTE was dropped; anything

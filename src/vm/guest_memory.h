@@ -108,7 +108,7 @@ class GuestMemory {
   //   kResident -> kResident (MINOR: UFFDIO_CONTINUE; otherwise just woken)
   // and reports kOffloaded / kInFlight / kRemote for the caller to handle.
   // What it did is counted in *stats before the vCPU wakes (start_ns: when
-  // the fault was read, for the latency histogram, recorded just after).
+  // the fault was read, for the latency histogram).
   FaultOutcome ServeFault(uint64_t idx, bool minor, uint64_t start_ns, FaultStats* stats, Status* error);
   // kOffloaded -> kInFlight -> kResident for `idx` and up to max_pages - 1
   // offloaded pages right after it (prefetch), fetched from `source` into
