@@ -343,12 +343,14 @@ Status Sender::StopAndCopy() {
   std::vector<uint64_t>& pending = precopy_.dirty;
   Progress("stop-and-copy", pending.size());
   downtime_start_ns_ = vm::NowNs();
+  step_ns_ = downtime_start_ns_;
   AGILE_ASSIGN_OR_RETURN(json status, vm_->Qmp("query-status"));
   was_running_ = status.value("running", false);
   if (was_running_) {
     AGILE_RETURN_IF_ERROR(vm_->Qmp("stop").status());
     paused_ = true;
   }
+  DowntimeStep("pause");
   if (mirror_) {
     // Paused: no guest write can follow, so once the mirrors complete the
     // destination's disks equal these (before device state inactivates them).
@@ -374,7 +376,15 @@ Status Sender::StopAndCopy() {
     }
   }
   report_.rounds = round_;
+  DowntimeStep("stop-and-copy");
   return Status::Ok();
+}
+
+void Sender::DowntimeStep(const char* step) {
+  if (step_ns_ == 0) return;  // not paused yet (post-copy's LOCATIONS come after the pause too)
+  const uint64_t now = vm::NowNs();
+  report_.downtime_steps.emplace_back(step, static_cast<double>(now - step_ns_) / 1e6);
+  step_ns_ = now;
 }
 
 Status Sender::SendLocations() {
@@ -414,7 +424,9 @@ Status Sender::SendLocations() {
   // Agile's tail: pages the destination now holds stale copies of become
   // "at source" there and are sent (again) from here, once LOCATIONS is out
   // (PostcopyServer::ScopeToTail says why the order matters).
-  return tail ? postcopy_->ScopeToTail(tail_bm_, send) : send();
+  Status s = tail ? postcopy_->ScopeToTail(tail_bm_, send) : send();
+  DowntimeStep("locations");
+  return s;
 }
 
 Status Sender::DeviceState() {
@@ -427,6 +439,7 @@ Status Sender::DeviceState() {
   AGILE_ASSIGN_OR_RETURN(json st, WaitForMigration(vm_, opt_.timeouts.device_state_ms, nullptr,
                                                     [this] { return Interrupted(); }));
   if (st.contains("ram")) report_.device_state_bytes = st["ram"].value("transferred", 0ull);
+  DowntimeStep("device-state");
   return Status::Ok();
 }
 
@@ -462,6 +475,7 @@ Status Sender::Switchover() {
     sw.epoch = token->epoch;
     sw.secret = token->secret;
     sw.secret_hi = token->secret_hi;
+    DowntimeStep("store-transfer");
   }
   std::vector<uint8_t> f;
   wire::AppendSwitchover(&f, sw);
@@ -483,6 +497,7 @@ Status Sender::Switchover() {
   if (!got_ack_) return peer_status_.Annotate("waiting for SWITCHOVER_ACK; the VM stays paused here, fenced");
   if (!ack_status_.ok()) return ack_status_;
   report_.downtime_ms = static_cast<double>(vm::NowNs() - downtime_start_ns_) / 1e6;
+  DowntimeStep("commit");
   report_.switchover_ms = Ms();
   l.unlock();
   Progress("switched-over");

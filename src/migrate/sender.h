@@ -109,6 +109,9 @@ class Sender {
   // stat and opt_.progress; within a phase at most every 250 ms unless forced.
   void Progress(const char* phase, uint64_t dirty = 0, bool force = true);
   double Ms() const;
+  // Records the time since the previous step under `step` in the report's
+  // downtime breakdown (only once the VM is paused).
+  void DowntimeStep(const char* step);
 
   MigratingVm* vm_;
   // Held for the whole migration: a `vm stop` meanwhile retires it (our
@@ -154,6 +157,8 @@ class Sender {
   Status peer_status_;  // ABORT from the destination, or the connection failing
   Status ack_status_;   // what SWITCHOVER_ACK said
   uint64_t downtime_start_ns_ = 0;
+  uint64_t step_ns_ = 0;  // end of the last downtime step recorded
+
 };
 
 }  // namespace agile::migrate

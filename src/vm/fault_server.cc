@@ -11,6 +11,13 @@
 #include "base/page.h"
 
 namespace agile::vm {
+namespace {
+// The server whose fault thread this is (null on other threads): a page
+// settled by the fault thread itself needs no kick, as the loop retries its
+// deferred faults before it sleeps again. Skipping it saves an eventfd write
+// and a spurious poll wake-up per fault.
+thread_local const FaultServer* tls_serving = nullptr;
+}  // namespace
 
 FaultServer::FaultServer(GuestMemory* memory, PageSource* source, uint32_t prefetch_pages)
     : mem_(memory),
@@ -36,42 +43,57 @@ void FaultServer::Stop() {
 }
 
 void FaultServer::Kick() {
+  if (tls_serving == this) return;
   uint64_t one = 1;
   if (wake_fd_) (void)!::write(wake_fd_.get(), &one, sizeof(one));
 }
 
 void FaultServer::Run() {
+  tls_serving = this;
   constexpr size_t kBatch = 64;
   uffd_msg msgs[kBatch];
   while (!stop_.load()) {
-    pollfd p[2] = {{mem_->fault_fd(), POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}};
-    // Deferred faults are retried every millisecond until their page settles.
-    int pr = ::poll(p, 2, deferred_.empty() ? 1000 : 1);
-    if (pr < 0 && errno != EINTR) {
-      if (on_fatal_) on_fatal_(ErrnoStatus("poll userfaultfd"));
-      return;
+    // Busy-poll the (non-blocking) uffd for a moment before sleeping: the
+    // next fault of a vCPU that is faulting page after page usually comes
+    // within microseconds, and putting this thread to sleep and waking it
+    // costs more than the fault itself (fault_bench).
+    size_t got = 0;
+    if (deferred_.empty() && busy_poll_ns_ > 0) {
+      auto r = PollFaults(msgs, kBatch);
+      if (!r.ok()) return;
+      got = *r;
     }
-    if (p[1].revents & POLLIN) {
-      uint64_t v;
-      (void)!::read(wake_fd_.get(), &v, sizeof(v));
-    }
-    if (p[0].revents & (POLLERR | POLLHUP)) {
-      if (on_fatal_) on_fatal_(Unavailable("userfaultfd closed: the VM process is gone"));
-      return;
-    }
-    for (size_t n = deferred_.size(); n > 0; --n) {
-      Pending f = deferred_.front();
-      deferred_.pop_front();
-      if (!Serve(f)) deferred_.push_back(f);
-    }
-    if (!(p[0].revents & POLLIN)) continue;
-    auto got = mem_->ReadFaultEvents(msgs, kBatch);
-    if (!got.ok()) {
-      if (on_fatal_) on_fatal_(got.status());
-      return;
+    if (got == 0) {
+      pollfd p[2] = {{mem_->fault_fd(), POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}};
+      // Deferred faults are retried every millisecond until their page settles.
+      int pr = ::poll(p, 2, deferred_.empty() ? 1000 : 1);
+      if (pr < 0 && errno != EINTR) {
+        if (on_fatal_) on_fatal_(ErrnoStatus("poll userfaultfd"));
+        return;
+      }
+      if (p[1].revents & POLLIN) {
+        uint64_t v;
+        (void)!::read(wake_fd_.get(), &v, sizeof(v));
+      }
+      if (p[0].revents & (POLLERR | POLLHUP)) {
+        if (on_fatal_) on_fatal_(Unavailable("userfaultfd closed: the VM process is gone"));
+        return;
+      }
+      for (size_t n = deferred_.size(); n > 0; --n) {
+        Pending f = deferred_.front();
+        deferred_.pop_front();
+        if (!Serve(f)) deferred_.push_back(f);
+      }
+      if (!(p[0].revents & POLLIN)) continue;
+      auto r = mem_->ReadFaultEvents(msgs, kBatch);
+      if (!r.ok()) {
+        if (on_fatal_) on_fatal_(r.status());
+        return;
+      }
+      got = *r;
     }
     uint64_t now = NowNs();
-    for (size_t i = 0; i < *got; ++i) {
+    for (size_t i = 0; i < got; ++i) {
       if (msgs[i].event != UFFD_EVENT_PAGEFAULT) continue;  // no other events were requested
       Pending f{msgs[i].arg.pagefault.address, msgs[i].arg.pagefault.flags, now};
       if (!Serve(f)) {
@@ -80,6 +102,19 @@ void FaultServer::Run() {
       }
     }
   }
+}
+
+Result<size_t> FaultServer::PollFaults(uffd_msg* msgs, size_t max) {
+  const uint64_t until = NowNs() + busy_poll_ns_;
+  do {
+    auto r = mem_->ReadFaultEvents(msgs, max);
+    if (!r.ok()) {
+      if (on_fatal_) on_fatal_(r.status());
+      return r;
+    }
+    if (*r > 0) return r;
+  } while (!stop_.load(std::memory_order_relaxed) && NowNs() < until);
+  return size_t{0};
 }
 
 bool FaultServer::Serve(const Pending& f) {

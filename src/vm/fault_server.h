@@ -9,6 +9,7 @@
 #include <linux/userfaultfd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -64,6 +65,10 @@ class FaultServer {
   void set_remote_pager(RemotePager* p) { pager_.store(p); }
   // Wakes the thread so deferred faults are retried now (after a page settles).
   void Kick();
+  // How long the fault thread reads the uffd in a loop before it sleeps in
+  // poll(); 0 sleeps at once. Must be set before Start().
+  void set_busy_poll(std::chrono::microseconds d) { busy_poll_ns_ = static_cast<uint64_t>(d.count()) * 1000; }
+  static constexpr std::chrono::microseconds kDefaultBusyPoll{20};
 
  private:
   struct Pending {
@@ -75,6 +80,9 @@ class FaultServer {
   // Returns true when the fault is resolved, false to retry it later.
   bool Serve(const Pending& f);
   bool ServeOffloaded(uint64_t idx, uint64_t start_ns);
+  // Reads fault events without sleeping for up to busy_poll_ns_; 0 when
+  // none came. An error has been reported through on_fatal_.
+  Result<size_t> PollFaults(uffd_msg* msgs, size_t max);
 
   GuestMemory* mem_;
   PageSource* source_;
@@ -88,6 +96,7 @@ class FaultServer {
   AccessObserver* observer_ = nullptr;
   std::atomic<RemotePager*> pager_{nullptr};
   uint64_t last_fetch_warn_ns_ = 0;
+  uint64_t busy_poll_ns_ = static_cast<uint64_t>(kDefaultBusyPoll.count()) * 1000;
   std::vector<uint8_t> fetch_buf_;  // prefetch_pages_ pages, page-aligned use only
 };
 
