@@ -206,6 +206,12 @@ control::Reply Api::Migrate(const std::shared_ptr<ManagedVm>& vm, const json& ar
   return Outcome(Follow(job.get(), progress));
 }
 
+std::shared_ptr<Api::Job> Api::FindJob(const std::string& name) {
+  std::lock_guard<std::mutex> l(jobs_mu_);
+  auto it = jobs_.find(name);
+  return it == jobs_.end() ? nullptr : it->second;
+}
+
 control::Reply Api::MigrateRecover(const std::string& name, const json& args) {
   std::string to;
   if (args.contains("to")) {
@@ -213,12 +219,7 @@ control::Reply Api::MigrateRecover(const std::string& name, const json& args) {
       return InvalidArgument("vm.migrate_recover: \"to\" must be HOST:PORT");
     to = args["to"];
   }
-  std::shared_ptr<Job> job;
-  {
-    std::lock_guard<std::mutex> l(jobs_mu_);
-    auto it = jobs_.find(name);
-    if (it != jobs_.end()) job = it->second;
-  }
+  std::shared_ptr<Job> job = FindJob(name);
   if (!job) {
     auto vm = vms_->Get(name);
     if (vm.ok() && (*vm)->Stat().contains("migration"))
@@ -257,12 +258,7 @@ control::Reply Api::MigrateRecover(const std::string& name, const json& args) {
 
 control::Reply Api::MigrateStatus(const std::string& name, bool watch,
                                   const std::function<void(const json&)>& progress) {
-  std::shared_ptr<Job> job;
-  {
-    std::lock_guard<std::mutex> l(jobs_mu_);
-    auto it = jobs_.find(name);
-    if (it != jobs_.end()) job = it->second;
-  }
+  std::shared_ptr<Job> job = FindJob(name);
   if (!job) {
     // The destination of a migration: no job here, but the incoming VM
     // shows where it stands (post-copy, or paused for recovery).

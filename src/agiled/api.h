@@ -76,6 +76,8 @@ class Api {
   static nlohmann::json Follow(Job* job, const std::function<void(const nlohmann::json&)>& progress);
   // The final answer for a report: the report, or an error carrying it.
   control::Reply Outcome(const nlohmann::json& report);
+  // The VM's migration job here (running, or its last one), or null.
+  std::shared_ptr<Job> FindJob(const std::string& name);
 
   VmManager* vms_;
   PressurePolicy* policy_;
