@@ -107,8 +107,12 @@ void Receiver::Run(const wire::FrameHeader& first, const std::vector<uint8_t>& p
   // once the switch thread is done; its waits are bounded.
   if (!s.ok() && switch_thread_.joinable()) switch_thread_.join();
   while (!s.ok() && Recoverable()) {
+    // A recovery that did not happen (window over, agiled stopping) is the
+    // end: its error leaves the old channel broken, and going round again
+    // would find the window spent and fail at once, for ever.
     s = AwaitRecovery(s);
-    if (s.ok()) s = Loop();
+    if (!s.ok()) break;
+    s = Loop();
   }
   // No Deliver after this; a completed migration is remembered, so a source
   // that lost the DONE_ACK with the link learns it on RESUME.
