@@ -8,6 +8,7 @@
 #include <signal.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <set>
 #include <thread>
@@ -109,6 +110,17 @@ TEST_F(AccessTrackerTest, WssConvergesToAHotSetAndFollowsItWhenItMoves) {
   Ok(*g_, "fill 1 " + Range(0, kPages));
   tracker_->Start();
 
+  // The settle time follows the tracker's pace, which adapts (more slices
+  // per cycle) when a move makes its faults cost more: wait the settle time
+  // as it stands, then, if the estimate is not there yet, as long again at
+  // the adapted pace - a bound, not a fixed sleep taken from stale stats.
+  auto settle = [&] {
+    SleepMs(SettleMs(kWindow));
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(SettleMs(kWindow));
+    while (std::fabs(static_cast<double>(tracker_->WssPages(kWindow)) - kHot) > 0.1 * kHot &&
+           std::chrono::steady_clock::now() < until)
+      SleepMs(100);
+  };
   auto check = [&](const char* phase, uint64_t first) {
     uint64_t wss = tracker_->WssPages(kWindow);
     Print(phase, tracker_->stats(), wss);
@@ -116,15 +128,15 @@ TEST_F(AccessTrackerTest, WssConvergesToAHotSetAndFollowsItWhenItMoves) {
     ExpectNoneOf(tracker_->ColdestResident(kPages, 1.0), first, kHot);
   };
   Ok(*g_, "hot " + Range(4096, kHot) + " 30");  // mixed reads and writes
-  SleepMs(SettleMs(kWindow));
+  settle();
   check("mixed", 4096);
   Ok(*g_, "stop");
   Ok(*g_, "hot " + Range(4096, kHot) + " 0");  // reads only: seen through dropped PTEs alone
-  SleepMs(SettleMs(kWindow));
+  settle();
   check("reads", 4096);
   Ok(*g_, "stop");
   Ok(*g_, "hot " + Range(20000, kHot) + " 0");
-  SleepMs(SettleMs(kWindow));
+  settle();
   check("moved", 20000);
   // The old hot set has gone cold, and reads as such.
   auto cold = tracker_->ColdestResident(kPages, 1.0);
