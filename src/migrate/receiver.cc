@@ -55,6 +55,9 @@ class Receiver {
     return acked_ && PagesAfterSwitchover() && !done_ && registered_ && ch_->broken();
   }
   Status Loop();
+  // Publishes this incoming migration's status on the VM (`vm stat`,
+  // `migrate status` here): `fields` plus what every such status carries.
+  void SetStatus(const char* status, const char* phase, nlohmann::json fields);
   Status InstallPages(const std::vector<uint8_t>& payload);
   Status ApplyLocations(const std::vector<uint8_t>& payload);
   Status DoSwitchover(const std::vector<uint8_t>& payload);
@@ -208,12 +211,8 @@ Status Receiver::Loop() {
         uint32_t round;
         uint64_t n;
         AGILE_RETURN_IF_ERROR(wire::DecodeRound(payload, &round, &n));
-        vm_->SetMigrationStatus({{"status", "active"},
-                                 {"phase", "incoming"},
-                                 {"direction", "incoming"},
-                                 {"source", hello_.src_host},
-                                 {"round", round},
-                                 {"pages_received", pages_received_}});
+        SetStatus("active", "incoming", {{"round", round},
+                                         {"pages_received", pages_received_}});
         break;
       }
       case MigMsg::kLocations: AGILE_RETURN_IF_ERROR(ApplyLocations(payload)); break;
@@ -343,15 +342,19 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
       finished_ = true;
       ch_->Shutdown();  // nothing more will come; the loop ends cleanly
     } else {
-      vm_->SetMigrationStatus({{"status", "postcopy-active"},
-                               {"phase", "postcopy"},
-                               {"direction", "incoming"},
-                               {"source", hello_.src_host},
-                               {"mode", wire::MigModeName(hello_.mode)},
-                               {"pages_remote", mem_->count(vm::PageState::kRemote)}});
+      SetStatus("postcopy-active", "postcopy", {{"mode", wire::MigModeName(hello_.mode)},
+                                                {"pages_remote", mem_->count(vm::PageState::kRemote)}});
     }
   });
   return Status::Ok();
+}
+
+void Receiver::SetStatus(const char* status, const char* phase, nlohmann::json fields) {
+  fields["status"] = status;
+  fields["phase"] = phase;
+  fields["direction"] = "incoming";
+  fields["source"] = hello_.src_host;
+  vm_->SetMigrationStatus(std::move(fields));
 }
 
 Status Receiver::AwaitRecovery(const Status& cause) {
@@ -366,15 +369,11 @@ Status Receiver::AwaitRecovery(const Status& cause) {
                 "(automatically, or `agilectl migrate --recover {}` there)",
                 spec_.name, hello_.src_host, cause.ToString(), remote, peer_.timeouts.migrate_recover_ms / 1000,
                 spec_.name);
-  vm_->SetMigrationStatus({{"status", "postcopy-paused"},
-                           {"phase", "postcopy-paused"},
-                           {"direction", "incoming"},
-                           {"source", hello_.src_host},
-                           {"mode", wire::MigModeName(hello_.mode)},
-                           {"pages_remote", remote},
-                           {"error", cause.ToString()},
-                           {"recovery_window_ms", peer_.timeouts.migrate_recover_ms},
-                           {"recoveries", recoveries_}});
+  SetStatus("postcopy-paused", "postcopy-paused", {{"mode", wire::MigModeName(hello_.mode)},
+                                                   {"pages_remote", remote},
+                                                   {"error", cause.ToString()},
+                                                   {"recovery_window_ms", peer_.timeouts.migrate_recover_ms},
+                                                   {"recoveries", recoveries_}});
   std::unique_ptr<Channel> old;
   {
     std::unique_lock<std::mutex> l(rec_mu_);
@@ -409,12 +408,8 @@ Status Receiver::AwaitRecovery(const Status& cause) {
   spdlog::info("vm {}: post-copy link recovered after {:.1f} s; {} pages still to come from {}", spec_.name,
                static_cast<double>(NowNs() - paused_since_ns_) / 1e9, n, hello_.src_host);
   paused_since_ns_ = 0;
-  vm_->SetMigrationStatus({{"status", "postcopy-active"},
-                           {"phase", "postcopy"},
-                           {"direction", "incoming"},
-                           {"source", hello_.src_host},
-                           {"pages_remote", n},
-                           {"recoveries", recoveries_}});
+  SetStatus("postcopy-active", "postcopy", {{"pages_remote", n},
+                                            {"recoveries", recoveries_}});
   return Status::Ok();
 }
 
@@ -483,13 +478,9 @@ void Receiver::Fail(const Status& s) {
   spdlog::error("vm {}: migration connection failed after switchover: {} ({} pages still at the source; "
                 "vCPUs touching them wait)",
                 name, s.ToString(), remote);
-  vm_->SetMigrationStatus({{"status", "failed"},
-                           {"phase", "failed-after-switchover"},
-                           {"direction", "incoming"},
-                           {"source", hello_.src_host},
-                           {"pages_remote", remote},
-                           {"error", s.ToString() + "; " + std::to_string(remote) +
-                                         " pages exist only at the source, whose VM stays paused and fenced there"}});
+  const std::string error = s.ToString() + "; " + std::to_string(remote) +
+                            " pages exist only at the source, whose VM stays paused and fenced there";
+  SetStatus("failed", "failed-after-switchover", {{"pages_remote", remote}, {"error", error}});
 }
 
 // A connection whose first frame is RESUME: hands it to the paused
