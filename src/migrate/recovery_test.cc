@@ -110,15 +110,28 @@ Result<wire::MigResumeAck> Resume(Channel& src, const wire::MigResume& r) {
   return wire::DecodeResumeAck(payload);
 }
 
+// A destination's connection handler on one end of a socket pair, the
+// source's channel on the other; `dst` returns once the handler is done.
+struct Handshake {
+  std::future<void> dst;
+  std::unique_ptr<Channel> src;
+};
+Handshake StartHandshake(const MigrationPeer& peer) {
+  auto [src_fd, dst_fd] = Pair();
+  Handshake hs;
+  hs.dst = std::async(std::launch::async, [&peer, fd = std::move(dst_fd)]() mutable {
+    ReceiveMigration(std::move(fd), nullptr, "127.0.0.1", peer);
+  });
+  hs.src = std::make_unique<Channel>(std::move(src_fd), 5000);
+  return hs;
+}
+
 TEST(RecoveryHandshake, AWrongMigrationIdIsRefusedOnTheWire) {
   Waiting w;
   MigrationPeer peer;
   peer.recovery = &w.board;
-  auto [src_fd, dst_fd] = Pair();
-  auto dst = std::async(std::launch::async, [&, fd = std::move(dst_fd)]() mutable {
-    ReceiveMigration(std::move(fd), nullptr, "127.0.0.1", peer);
-  });
-  Channel src(std::move(src_fd), 5000);
+  auto [dst, src_ch] = StartHandshake(peer);
+  Channel& src = *src_ch;
   auto ack = Resume(src, {"vm1", "hostA", 0x1111, 0xdead});
   ASSERT_TRUE(ack.ok()) << ack.status().ToString();
   EXPECT_NE(ack->status, 0u);
@@ -131,11 +144,8 @@ TEST(RecoveryHandshake, TheRightMigrationIdTakesThePausedMigrationOver) {
   Waiting w;
   MigrationPeer peer;
   peer.recovery = &w.board;
-  auto [src_fd, dst_fd] = Pair();
-  auto dst = std::async(std::launch::async, [&, fd = std::move(dst_fd)]() mutable {
-    ReceiveMigration(std::move(fd), nullptr, "127.0.0.1", peer);
-  });
-  Channel src(std::move(src_fd), 5000);
+  auto [dst, src_ch] = StartHandshake(peer);
+  Channel& src = *src_ch;
   std::vector<uint8_t> f;
   wire::AppendResume(&f, {"vm1", "hostA", 0x1111, 0x2222});
   ASSERT_TRUE(src.Send(f).ok());
@@ -162,11 +172,8 @@ TEST(RecoveryHandshake, TheRightMigrationIdTakesThePausedMigrationOver) {
 
 TEST(RecoveryHandshake, WithoutABoardRecoveryIsRefused) {
   MigrationPeer peer;  // recovery == nullptr
-  auto [src_fd, dst_fd] = Pair();
-  auto dst = std::async(std::launch::async, [&, fd = std::move(dst_fd)]() mutable {
-    ReceiveMigration(std::move(fd), nullptr, "127.0.0.1", peer);
-  });
-  Channel src(std::move(src_fd), 5000);
+  auto [dst, src_ch] = StartHandshake(peer);
+  Channel& src = *src_ch;
   auto ack = Resume(src, {"vm1", "hostA", 1, 2});
   ASSERT_TRUE(ack.ok()) << ack.status().ToString();
   EXPECT_NE(ack->status, 0u);
