@@ -148,6 +148,18 @@ class Classify(unittest.TestCase):
         self.assertEqual(classify(obs({"h2": {"state": "exited"}}, **stock))["outcome"], "lost")
         self.assertEqual(classify(obs({}, migrated=False, guest_crashed_on=["h2"], **stock))["outcome"], "lost")
         self.assertEqual(classify(obs({}, mode="postcopy", guest_crashed_on=["h2"]))["outcome"], "lost")
+        # Running but broken inside (no sweep, a BUG on its console) after QEMU's own migration; its bad pages are
+        # QEMU's corruptions, shown apart. The same bad pages in an agile VM are the product's.
+        v = classify(obs({"h2": RUN}, sweep={"done": False, "waited_s": 90, "errors_new": 1}, guest_crashed_on=["h2"],
+                         **stock))
+        self.assertEqual((v["outcome"], v["vm_lost"], v["corruptions"], v["qemu_corruptions"]),
+                         ("lost-to-qemu", False, 0, 1))
+        v = classify(obs({"h2": RUN}, sweep={"done": False, "waited_s": 90}, **stock))
+        self.assertEqual((v["outcome"], v["vm_lost"]), ("stalled", True))  # no sign it broke inside: lost
+        v = classify(obs({"h2": RUN}, sweep={"done": True, "errors_new": 2}, **stock))
+        self.assertEqual((v["outcome"], v["corruptions"], v["qemu_corruptions"]), ("migrated", 0, 2))
+        v = classify(obs({"h2": RUN}, sweep={"done": False, "waited_s": 90, "errors_new": 1}, guest_crashed_on=["h2"]))
+        self.assertEqual((v["outcome"], v["corruptions"], v["vm_lost"]), ("stalled", 1, True))
         # qemu-* modes show no switchover: a source QEMU killed while QEMU migrates is the VM's.
         self.assertEqual(classify(obs({}, fault="kill-qemu-src", phase="precopy", mode="qemu-postcopy"))["outcome"],
                          "killed-by-fault")

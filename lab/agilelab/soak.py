@@ -335,6 +335,12 @@ class Soak:
             new = 0 if errors is None else errors - self.errors_seen[vm] if errors >= self.errors_seen[vm] else errors
             if errors is not None:
                 self.errors_seen[vm] = errors
+            # BAD lines after the last status line are in no count yet: memverify died (or stalled) before it
+            # could print one. Each is a page the guest saw wrong.
+            last_status = max((m.end() for m in STATUS_RE.finditer(text)), default=0)
+            new += len(BAD_RE.findall(text[last_status:]))
+            if not swept[vm][0] and guest_crashed(serial_log(self.st["hosts"][h], vm)):
+                obs[vm]["guest_crashed_on"] = [h]
             obs[vm]["sweep"] = {"done": swept[vm][0], "waited_s": swept[vm][1], "errors_new": new,
                                 "bad": " ".join(bad[-8:])}
         namespaces = self.memd_namespaces()
@@ -400,8 +406,14 @@ class Soak:
                 log(f"could not start {vm} again: {e}")
 
 
+# What a guest that broke inside prints: the kernel's own reports, and the
+# guest init's line when memverify itself died (a segfault on a bad pointer).
+CRASH_SIGNS = ("Kernel panic", "Oops:", "BUG:", "general protection fault", "agile-guest: workload exited")
+
+
 def guest_crashed(path):
-    """The guest kernel's own crash report at the end of a console (oops, panic): the VM died inside."""
+    """The guest's own crash report at the end of a console (panic, oops, BUG, the workload dying): the VM broke
+    inside."""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -409,7 +421,7 @@ def guest_crashed(path):
             tail = f.read().decode(errors="replace")
     except OSError:
         return False
-    return "Kernel panic" in tail or "Oops:" in tail
+    return any(sign in tail for sign in CRASH_SIGNS)
 
 
 def last_int(rx, text, default=0):

@@ -24,8 +24,10 @@ table and the JSON object. The rules, each a line below:
     commit point, the destination's after it) is `killed-by-fault`: what a host
     crash does, expected, counted apart;
   - a stock VM (plain QEMU: its RAM is QEMU's own anonymous memory, which
-    agiled never reads or writes) whose guest kernel crashed (panic/oops on a
-    console) after it was moved by one of QEMU's own modes is `lost-to-qemu`:
+    agiled never reads or writes) whose guest broke inside (panic, oops, BUG,
+    memverify dying, on a console) after it was moved by one of QEMU's own
+    modes, with no running copy or a running one that no longer sweeps, is
+    `lost-to-qemu`; bad pages such a guest reports are `corruptions_by_qemu`:
     QEMU 7.2's RAM migration under TCG breaks stock guests on this machine
     with no agiled at all (docs/reliability.md, finding 2,
     scripts/qemu-migration-check.py). Counted apart (`vms_lost_to_qemu`) as
@@ -73,10 +75,11 @@ def _lost_its_source_after_switchover(obs, host):
             and obs.get("mode") in TAIL_MODES and obs.get("phase_at") == AFTER_SWITCHOVER)
 
 
-def _broken_by_qemus_own_migration(obs):
-    """A stock guest moved by QEMU's own RAM migration whose kernel then crashed: agiled held none of its RAM."""
+def _broken_by_qemus_own_migration(obs, crashed=True):
+    """A stock guest moved by QEMU's own RAM migration (and, with `crashed`, whose console then showed it broke
+    inside): agiled held none of its RAM."""
     return (obs.get("kind") == "stock" and obs.get("migrated") and obs.get("mode", "").startswith("qemu-")
-            and bool(obs.get("guest_crashed_on")))
+            and (bool(obs.get("guest_crashed_on")) or not crashed))
 
 
 def classify(obs):
@@ -84,7 +87,7 @@ def classify(obs):
     running = sorted(h for h, c in copies.items() if c.get("state") == "running")
     paused = sorted(h for h, c in copies.items() if c.get("state") == "paused")
     v = {"vm": obs["vm"], "outcome": None, "corruptions": 0, "vm_lost": False, "pages_lost": 0,
-         "stranded": False, "expected_loss": False, "lost_to_qemu": False, "notes": [], "running_on": running,
+         "stranded": False, "expected_loss": False, "lost_to_qemu": False, "qemu_corruptions": 0, "notes": [], "running_on": running,
          "migrated": bool(obs.get("migrated"))}
     notes = v["notes"]
     lost_pages = sum(int(c.get("lost_pages") or 0) for c in copies.values())
@@ -117,7 +120,16 @@ def classify(obs):
         if errors:
             v["corruptions"] += errors
             notes.append(f"memverify: {errors} bad pages ({sweep.get('bad', '')})".rstrip(" ()"))
-        if not sweep.get("done") and _lost_its_source_after_switchover(obs, host):
+        if v["corruptions"] and _broken_by_qemus_own_migration(obs, crashed=False):
+            # Bad pages in a stock guest right after QEMU moved its RAM: QEMU's corruption, shown apart.
+            v["qemu_corruptions"], v["corruptions"] = v["corruptions"], 0
+            v["lost_to_qemu"] = True
+        if not sweep.get("done") and _broken_by_qemus_own_migration(obs):
+            v["outcome"] = "lost-to-qemu"
+            v["lost_to_qemu"] = True
+            notes.append(f"no whole memverify sweep within {sweep.get('waited_s', '?')} s; the guest broke inside "
+                         f"(its console on {host}) after QEMU's own migration")
+        elif not sweep.get("done") and _lost_its_source_after_switchover(obs, host):
             v["outcome"] = "stalled-needs-recover"
             v["stranded"] = True
             notes.append(f"no whole memverify sweep within {sweep.get('waited_s', '?')} s after the migration "
@@ -159,7 +171,7 @@ class Tally:
         self.outcomes = {}        # outcome -> count (every VM checked after every run)
         self.migration_outcomes = {}
         self.corruptions = self.vms_lost = self.pages_lost = self.vms_stranded = self.killed = 0
-        self.lost_to_qemu = 0
+        self.lost_to_qemu = self.qemu_corruptions = 0
         self.failures = []        # (run, vm, outcome, notes)
 
     def add(self, plan, phase_at, verdicts, extra=None):
@@ -176,7 +188,8 @@ class Tally:
             self.pages_lost += v["pages_lost"]
             self.vms_stranded += int(v["stranded"])
             self.killed += int(v["expected_loss"])
-            self.lost_to_qemu += int(v["lost_to_qemu"])
+            self.lost_to_qemu += int(v["lost_to_qemu"] and v["outcome"] == "lost-to-qemu")
+            self.qemu_corruptions += v["qemu_corruptions"]
             if v["corruptions"] or v["vm_lost"] or v["pages_lost"] or v["stranded"] or v["lost_to_qemu"]:
                 self.failures.append({"run": plan["run"], "vm": v["vm"], "outcome": v["outcome"],
                                       "notes": v["notes"]})
@@ -194,7 +207,7 @@ class Tally:
         return {"runs": self.runs, "corruptions": self.corruptions, "vms_lost": self.vms_lost,
                 "pages_lost": self.pages_lost, "vms_stranded": self.vms_stranded,
                 "daemon_crashes": self.daemon_crashes, "vms_killed_by_fault": self.killed,
-                "vms_lost_to_qemu": self.lost_to_qemu,
+                "vms_lost_to_qemu": self.lost_to_qemu, "corruptions_by_qemu": self.qemu_corruptions,
                 "faults": self.faults, "outcomes": self.outcomes, "migration_outcomes": self.migration_outcomes,
                 "failures": self.failures, "run_results": self.rows}
 
@@ -202,7 +215,8 @@ class Tally:
         out = [f"runs {self.runs}   corruptions {self.corruptions}   vms_lost {self.vms_lost}   "
                f"pages_lost {self.pages_lost}   vms_stranded (fenced-paused) {self.vms_stranded}   "
                f"vms_killed_by_fault {self.killed}   vms_lost_to_qemu (stock guest broken by QEMU's own migration) "
-               f"{self.lost_to_qemu}   daemon_crashes (not injected) {self.daemon_crashes}", ""]
+               f"{self.lost_to_qemu}   corruptions_by_qemu {self.qemu_corruptions}   "
+               f"daemon_crashes (not injected) {self.daemon_crashes}", ""]
         phases = list(PHASES) + ["not injected"]
         out.append(f"{'fault':<16}" + "".join(f"{p:>17}" for p in phases) + f"{'total':>7}")
         for kind in sorted(self.faults):
