@@ -160,6 +160,10 @@ class Classify(unittest.TestCase):
         self.assertEqual((v["outcome"], v["corruptions"], v["qemu_corruptions"]), ("migrated", 0, 2))
         v = classify(obs({"h2": RUN}, sweep={"done": False, "waited_s": 90, "errors_new": 1}, guest_crashed_on=["h2"]))
         self.assertEqual((v["outcome"], v["corruptions"], v["vm_lost"]), ("stalled", 1, True))
+        # A kill-qemu fault that found no QEMU to kill (seed 6, run 63) excuses nothing.
+        v = classify(obs({}, fault="kill-qemu-dst", phase="handshake", mode="qemu-precopy", kind="stock",
+                         qemu_killed=False))
+        self.assertEqual(v["outcome"], "lost")
         # qemu-* modes show no switchover: a source QEMU killed while QEMU migrates is the VM's.
         self.assertEqual(classify(obs({}, fault="kill-qemu-src", phase="precopy", mode="qemu-postcopy"))["outcome"],
                          "killed-by-fault")

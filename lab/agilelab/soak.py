@@ -224,7 +224,7 @@ class Soak:
                 if not s or not s.get("pid"):
                     return f"no QEMU of {vm} on {host} to kill"
                 os.kill(int(s["pid"]), signal.SIGKILL)
-                self.killed_copy_state = s.get("state")
+                self.killed_copy_state = s.get("state") or "unknown"
                 return f"QEMU {s['pid']} on {host} ({s.get('state')}) killed"
             if f in ("link-cut", "throttle"):
                 host = src if plan["side"] == "src" else dst
@@ -323,7 +323,8 @@ class Soak:
                        "src": rec["src"] if vm == plan["vm"] else self.where[vm],
                        "dst": rec["dst"] if vm == plan["vm"] else None, "mode": plan["mode"], "fault": plan["fault"],
                        "phase_at": phase_at if vm == plan["vm"] else None, "report_status": rec.get("report_status"),
-                       "killed_copy_state": self.killed_copy_state if vm == plan["vm"] else None}
+                       "killed_copy_state": self.killed_copy_state if vm == plan["vm"] else None,
+                       "qemu_killed": vm == plan["vm"] and self.killed_copy_state is not None}
         single = [(vm, next(h for h, x in o["copies"].items() if x["state"] == "running"))
                   for vm, o in obs.items() if sum(x["state"] == "running" for x in o["copies"].values()) == 1]
         swept = self.wait_swept(single, self.a.sweep_timeout)

@@ -55,6 +55,8 @@ def _killed_its_only_qemu(obs):
     at = obs.get("phase_at")
     if at is None or not obs.get("migrated"):
         return False
+    if obs.get("qemu_killed") is False:  # a kill-qemu fault that found no QEMU to kill killed nothing
+        return False
     if obs["fault"] in ("kill-qemu-src", "kill-qemu-dst") and obs.get("killed_copy_state") == "running":
         # What the QEMU was doing when it was killed beats the phase, which was read a poll earlier: a
         # destination that already ran the VM (post-copy switches over within one poll), a source whose
