@@ -709,9 +709,23 @@ Status Sender::RunQemuMode() {
   if (switched) switched_ = true;
   AGILE_RETURN_IF_ERROR(s);
   // Tell the destination agiled the VM is its own now.
-  AGILE_RETURN_IF_ERROR(SendDone().status());
-  std::lock_guard<std::mutex> l(mu_);
-  return got_done_ack_ ? Status::Ok() : peer_status_.Annotate("waiting for DONE_ACK");
+  Status done = SendDone().status();
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (done.ok() && !got_done_ack_) done = peer_status_.Annotate("waiting for DONE_ACK");
+  }
+  if (!done.ok()) {
+    // QEMU's own migration completed: this QEMU is stopped (postmigrate) and
+    // the destination's holds the VM; whether its agiled let it run is not
+    // known. Say so (paused, fenced; `vm resume --force` is the operator's
+    // call), rather than report a running VM no vCPU runs (soak seed 6 run 73).
+    (void)vm_->Qmp("query-status");
+    vm_->SetFenced("QEMU's migration to " + dest_id_ + " (" + opt_.to +
+                       ") completed but its agiled did not confirm it; the VM may run there",
+                   /*lease=*/false);
+    return done.Annotate("QEMU's migration completed; the VM stays paused here, fenced, its state there unknown");
+  }
+  return Status::Ok();
 }
 
 Result<bool> Sender::SendDone() {

@@ -132,6 +132,44 @@ TEST(PartitionTest, FenceRefusesResumeAfterTheCommitPoint) {
   EXPECT_EQ(Stat(**a, "fv")["state"], "paused");
 }
 
+TEST(PartitionTest, QemuModeWithoutDoneAckLeavesTheSourcePausedAndFenced) {
+  // A qemu-* migration whose destination agiled dies once QEMU's own migration
+  // has completed: QEMU stopped the source itself (postmigrate) and the
+  // destination's QEMU may run the guest. The source must say paused and
+  // fenced, not report a running VM that no vCPU runs (soak seed 6, run 73).
+  auto a = AgiledProcess::Start("done-a", {});
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  const uint16_t port_b = FreeTcpPort();
+  ::setenv("AGILE_FAULT", "exit-before-done-ack", 1);
+  auto b = AgiledProcess::Start("done-b", {"--listen", "127.0.0.1:" + std::to_string(port_b)});
+  ::unsetenv("AGILE_FAULT");
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  json args = VmArgs("qd", 256, "memverify", {{"size_mib", "64"}, {"rate", "500"}});
+  args["stock"] = true;
+  auto started = (*a)->Call("vm.start", args);
+  ASSERT_TRUE(started.ok()) << started.status().ToString();
+  ASSERT_TRUE(WaitFor(90, [&] { return Stat(**a, "qd")["guest"].value("gen", 0) > 0; })) << "workload never reported";
+
+  auto r = (*a)->Call("vm.migrate", {{"name", "qd"}, {"to", "127.0.0.1:" + std::to_string(port_b)},
+                                     {"mode", "qemu-precopy"}});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("stays paused here, fenced"), std::string::npos) << r.status().ToString();
+  EXPECT_TRUE((*b)->process().Wait(10000)) << "the fault point did not fire";
+  // The destination's stock QEMU outlives its agiled: the fixture's teardown ends it.
+  (*b).reset();
+  json s = Stat(**a, "qd");
+  EXPECT_EQ(s["state"], "paused") << s.dump();
+  ASSERT_TRUE(s.contains("fenced")) << s.dump();
+  EXPECT_FALSE(s["fenced"]["lease"].get<bool>());
+  auto resume = (*a)->Call("vm.resume", {{"name", "qd"}});
+  ASSERT_FALSE(resume.ok()) << "resumed a VM that may run at the destination without --force";
+  EXPECT_EQ(resume.status().code(), Code::kPermissionDenied) << resume.status().ToString();
+  // The operator checked: the copy there is gone. Forced, the source's copy runs on intact.
+  auto forced = (*a)->Call("vm.resume", {{"name", "qd"}, {"force", true}});
+  ASSERT_TRUE(forced.ok()) << forced.status().ToString();
+  ExpectIntact(**a, "qd", 6);
+}
+
 TEST(PartitionTest, MemdDownAtTheCommitPointIsWaitedOutAndTheMigrationCompletes) {
   // agile-memd killed -9 before the lease is handed over and started again on
   // its data dir while the source, its VM paused, asks again: the TRANSFER
