@@ -83,9 +83,12 @@ Result<std::unique_ptr<PageStore>> PageStore::Open(const Options& opts) {
     return ErrnoStatus("lock " + lock_path);
   }
   AGILE_RETURN_IF_ERROR(store->Recover());
-  // Also with durable acks: a backstop that frees retired slots when no
-  // session waits for durability (a caller of PageStore alone).
-  if (!opts.sync_each_write)
+  // Group commit: the committer also syncs every sync_interval, which frees
+  // retired slots when no session waits for durability (a caller of
+  // PageStore alone). Periodic mode: only that.
+  if (store->group_commit())
+    store->commit_thread_ = std::jthread([s = store.get()](std::stop_token st) { s->CommitLoop(std::move(st)); });
+  else if (!opts.sync_each_write)
     store->sync_thread_ = std::jthread([s = store.get()](std::stop_token st) { s->SyncLoop(std::move(st)); });
   return store;
 }
@@ -130,6 +133,10 @@ Status PageStore::Recover() {
 }
 
 PageStore::~PageStore() {
+  if (commit_thread_.joinable()) {
+    commit_thread_.request_stop();
+    commit_thread_.join();
+  }
   if (sync_thread_.joinable()) {
     sync_thread_.request_stop();
     sync_thread_.join();
@@ -200,32 +207,70 @@ Status PageStore::SyncAllUnlocked() {
   return first;
 }
 
-Status PageStore::WaitDurable(uint64_t ticket) {
-  if (!group_commit()) return Status::Ok();
+void PageStore::CommitLoop(std::stop_token stop) {
   std::unique_lock lock(commit_mu_);
-  for (;;) {
-    if (durable_seq_ >= ticket) return Status::Ok();
-    if (syncing_) {
-      // Another session leads a sync; it may not cover our ticket (started
-      // before our change), in which case we lead the next one.
-      commit_cv_.wait(lock);
-      continue;
-    }
-    syncing_ = true;
-    // Every change numbered up to here is complete in the files (the number
-    // is taken after the write), so this sync covers them all.
+  while (!stop.stop_requested()) {
+    bool asked = commit_cv_.wait_for(lock, stop, opts_.sync_interval,
+                                     [&] { return requested_seq_ > durable_seq_ && commit_failed_.ok(); });
+    if (stop.stop_requested()) break;
+    if (!asked && !commit_failed_.ok()) continue;  // nothing will be acknowledged; the destructor still syncs
+    // Every change numbered up to here is complete in the files (a number is
+    // taken after its write), so this commit covers them all. Changes made
+    // while it runs wait for the next one.
     uint64_t target = written_seq_.load();
     lock.unlock();
-    Status st = SyncAllUnlocked();
+    Status st = opts_.test_before_commit ? opts_.test_before_commit() : Status::Ok();
+    if (st.ok()) st = SyncAllUnlocked();
     lock.lock();
-    syncing_ = false;
     if (st.ok()) {
       durable_seq_ = std::max(durable_seq_, target);
-      commits_++;
+      if (asked) commits_++;
+    } else {
+      // A writeback error is reported once and the pages it lost are no
+      // longer dirty: a later fdatasync would succeed without them. So
+      // nothing after the last good commit may ever be acknowledged.
+      spdlog::error("group commit failed: {}; agile-memd acknowledges no more changes (restart it)",
+                    st.ToString());
+      commit_failed_ = st.Annotate("group commit");
     }
     commit_cv_.notify_all();
-    if (!st.ok()) return st.Annotate("group commit");
+    const uint64_t one = 1;
+    for (int efd : listeners_) (void)!::write(efd, &one, sizeof(one));
   }
+}
+
+uint64_t PageStore::DurableThrough(Status* failed) const {
+  if (!group_commit()) return UINT64_MAX;
+  std::lock_guard lock(commit_mu_);
+  if (failed != nullptr) *failed = commit_failed_;
+  return durable_seq_;
+}
+
+void PageStore::RequestCommit(uint64_t ticket) {
+  if (!group_commit()) return;
+  std::lock_guard lock(commit_mu_);
+  if (ticket <= requested_seq_) return;
+  requested_seq_ = ticket;
+  commit_cv_.notify_all();
+}
+
+void PageStore::AddCommitListener(int efd) {
+  std::lock_guard lock(commit_mu_);
+  listeners_.push_back(efd);
+}
+
+void PageStore::RemoveCommitListener(int efd) {
+  std::lock_guard lock(commit_mu_);
+  std::erase(listeners_, efd);
+}
+
+Status PageStore::WaitDurable(uint64_t ticket) {
+  if (!group_commit()) return Status::Ok();
+  RequestCommit(ticket);
+  std::unique_lock lock(commit_mu_);
+  commit_cv_.wait(lock, [&] { return durable_seq_ >= ticket || !commit_failed_.ok(); });
+  if (durable_seq_ >= ticket) return Status::Ok();
+  return commit_failed_;
 }
 
 Result<ReclaimReply> PageStore::Reclaim(std::string_view host, std::string_view vm, OwnerToken token) {
