@@ -380,6 +380,8 @@ TEST(MemdDurability, APutIsAcknowledgedOnlyAfterItsCommit) {
   wire::FrameReader r(fd->get(), kMagic, kVersion, kMaxPayload);
   ASSERT_TRUE(r.Next().ok());
 
+  const std::string journal = dir.path() + "/vm-1.index";
+  const auto journal_size = fs::file_size(journal);
   // Three PUTs of 256 pages and a STAT behind them, all at once.
   std::vector<std::vector<uint8_t>> keep;
   std::vector<uint8_t> req = PutFrames(2, t, 0, 3 * kMaxBatchPages, &keep);
@@ -394,6 +396,9 @@ TEST(MemdDurability, APutIsAcknowledgedOnlyAfterItsCommit) {
   pollfd p{fd->get(), POLLIN, 0};
   EXPECT_EQ(::poll(&p, 1, 300), 0) << "a reply went out before the group commit covering it";
   EXPECT_EQ(store->commits(), 0u);
+  // Their journal records wait in memory: a journal sync now (CLAIM,
+  // TRANSFER) could not make durable a record whose page data is not.
+  EXPECT_EQ(fs::file_size(journal), journal_size) << "SET records reached the journal before their data's sync";
 
   gate.Open();
   for (uint64_t id = 2; id <= 5; ++id) {
@@ -406,6 +411,7 @@ TEST(MemdDurability, APutIsAcknowledgedOnlyAfterItsCommit) {
   }
   EXPECT_GE(store->commits(), 1u);
   EXPECT_GE(store->DurableThrough(), store->LastWrite());
+  EXPECT_GE(fs::file_size(journal), journal_size + 3 * kMaxBatchPages * 33) << "the commit wrote no SET records";
 }
 
 // A group commit that fails (as an fdatasync with EIO would) acknowledges

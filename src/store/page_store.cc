@@ -99,7 +99,7 @@ Status PageStore::Recover() {
   std::set<std::string> journals;
   for (const std::string& n : names)
     if (EndsWith(n, ".index")) journals.insert(n.substr(0, n.size() - 6));
-  VmNamespace::Options ns_opts{dir, opts_.sync_each_write};
+  VmNamespace::Options ns_opts{dir, opts_.sync_each_write, group_commit()};
   for (const std::string& n : names) {
     std::string path = dir + "/" + n;
     // Leftovers of a crash: a compaction or claim that never committed, or a
@@ -187,14 +187,25 @@ Status PageStore::SyncAllUnlocked() {
     }
     plans.emplace_back(e, std::move(plan).value());
   }
-  // Every data file before any journal: a durable SET record must find its
-  // bytes durable.
+  // Every data file before any journal record is written: a durable SET
+  // record must find its bytes durable. Records staged after PrepareSync
+  // stay in memory until the next commit, so the journal sync below never
+  // makes durable a record whose data this commit did not sync.
   std::vector<bool> ok(plans.size(), true);
   for (size_t i = 0; i < plans.size(); ++i)
     if (::fdatasync(plans[i].second.data.get()) != 0) {
       ok[i] = false;
       if (first.ok()) first = ErrnoStatus("fdatasync page data");
     }
+  for (size_t i = 0; i < plans.size(); ++i) {
+    if (!ok[i]) continue;
+    std::lock_guard lock(plans[i].first->mu);
+    if (plans[i].first->gone) continue;
+    if (Status st = plans[i].first->ns->WriteJournal(&plans[i].second); !st.ok()) {
+      ok[i] = false;
+      if (first.ok()) first = st;
+    }
+  }
   for (size_t i = 0; i < plans.size(); ++i)
     if (ok[i] && ::fdatasync(plans[i].second.journal.get()) != 0) {
       ok[i] = false;
@@ -318,7 +329,7 @@ Result<OwnerToken> PageStore::Claim(std::string_view host, std::string_view vm) 
                            "' (epoch " + std::to_string(it->second->ns->token().epoch) + ")");
   }
   AGILE_ASSIGN_OR_RETURN(OwnerToken token, NewToken(1));
-  VmNamespace::Options ns_opts{opts_.data_dir, opts_.sync_each_write};
+  VmNamespace::Options ns_opts{opts_.data_dir, opts_.sync_each_write, group_commit()};
   AGILE_ASSIGN_OR_RETURN(auto ns, VmNamespace::Create(ns_opts, std::string(vm), std::string(host), token));
   auto e = std::make_shared<Entry>();
   e->ns = std::move(ns);
