@@ -267,8 +267,8 @@ void VmNamespace::FinishSync(SyncPlan plan, bool ok) {
   }
 }
 
-void VmNamespace::MaybeCompact() {
-  if (!persistent() || journal_->records() <= 2 * state_.pages.size() + kCompactSlack) return;
+void VmNamespace::MaybeCompact(bool now) {
+  if (!persistent() || (!now && journal_->records() <= 2 * state_.pages.size() + kCompactSlack)) return;
   uint64_t before = journal_->records();
   Status st = slots_->Sync();
   if (st.ok()) {

@@ -4,7 +4,8 @@
 // Not thread-safe: the PageStore serialises calls per namespace.
 //
 // Write order for durability: a page always goes to a fresh slot, then its
-// SET record is journaled; the slot it replaces is reused only after the next
+// SET record is journaled (with defer_journal: staged, and appended by the
+// group commit once the slot's data is synced); the slot it replaces is reused only after the next
 // sync, so a journaled slot is never overwritten before the record that
 // abandons it is durable. Every page carries a hash checked on read: a page
 // torn by power loss is reported as corrupt, never returned wrong.
@@ -97,7 +98,14 @@ class VmNamespace {
   std::string PathFor(const char* ext) const;
   uint64_t AllocateSlot();
   void RetireSlot(uint64_t slot);
-  void MaybeCompact();
+  void MaybeCompact(bool now = false);
+
+ public:
+  // Rewrites the journal now, whatever its length (tests: a compaction at a
+  // chosen moment of a group commit).
+  void CompactJournalNowForTest() { MaybeCompact(/*now=*/true); }
+
+ private:
 
   Options opts_;
   JournalState state_;
