@@ -154,6 +154,10 @@ void PageStore::SyncLoop(std::stop_token stop) {
 }
 
 Status PageStore::Sync() {
+  // While the committer runs, a sync of our own could write journal records
+  // staged after those a commit in flight took, and so before them: ask the
+  // committer instead (a commit also frees retired slots).
+  if (commit_thread_.joinable()) return WaitDurable(LastWrite());
   std::vector<std::shared_ptr<Entry>> entries;
   {
     std::shared_lock lock(map_mu_);

@@ -114,6 +114,8 @@ class PageStore {
   // Group commits done (for the benchmark and stats).
   uint64_t commits() const { return commits_.load(); }
 
+  // Makes every change so far durable (with group commit: through the
+  // committer) and frees the slots retired by overwrites.
   Status Sync();
   StoreStats Stats() const;
 
