@@ -3,6 +3,7 @@
 // corrupted byte in the journal on disk, a data directory on a tmpfs that
 // fills up, and concurrent sessions sharing group commits.
 #include <fcntl.h>
+#include <poll.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -10,12 +11,15 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstring>
 #include <filesystem>
 #include <mutex>
 #include <thread>
 
 #include "base/io.h"
+#include "base/socket.h"
+#include "wire/frame_stream.h"
 #include "store/memd_client.h"
 #include "store/memd_server.h"
 #include "store/page_store.h"
@@ -297,6 +301,155 @@ TEST(MemdDurability, ConcurrentPutsShareGroupCommits) {
   EXPECT_EQ(failures.load(), 0);
   EXPECT_GT(s->commits(), 0u);
   EXPECT_LT(s->commits(), static_cast<uint64_t>(kThreads * kPuts)) << "every PUT paid its own sync";
+}
+
+// A gate the committer waits at before its fdatasyncs (PageStore's test
+// hook): while it is closed no group commit can finish.
+struct CommitGate {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool open = false;
+  int arrived = 0;
+  Status answer;  // what the commit gets once it passes
+  Status Pass() {
+    std::unique_lock l(mu);
+    ++arrived;
+    cv.notify_all();
+    cv.wait(l, [&] { return open; });
+    return answer;
+  }
+  void Open(Status with = Status::Ok()) {
+    std::lock_guard l(mu);
+    answer = std::move(with);
+    open = true;
+    cv.notify_all();
+  }
+  bool WaitArrived(std::chrono::milliseconds limit) {
+    std::unique_lock l(mu);
+    return cv.wait_for(l, limit, [&] { return arrived > 0; });
+  }
+};
+
+std::unique_ptr<PageStore> OpenGated(const std::string& dir, CommitGate* gate) {
+  PageStore::Options o;
+  o.capacity_bytes = 256ull << 20;
+  o.data_dir = dir;
+  o.test_before_commit = [gate] { return gate->Pass(); };
+  auto s = PageStore::Open(o);
+  EXPECT_TRUE(s.ok()) << s.status().ToString();
+  return s.ok() ? std::move(s).value() : nullptr;
+}
+
+// PUT frames for pages [first, first + n), as the client sends them.
+std::vector<uint8_t> PutFrames(uint64_t first_id, OwnerToken t, uint64_t first, uint64_t n,
+                               std::vector<std::vector<uint8_t>>* keep) {
+  std::vector<uint8_t> bytes;
+  for (uint64_t b = first; b < first + n; b += kMaxBatchPages) {
+    std::vector<PageRef> refs;
+    for (uint64_t i = b; i < std::min(first + n, b + kMaxBatchPages); ++i) {
+      keep->push_back(MakePage(i));
+      refs.push_back(PageRef{i, keep->back().data()});
+    }
+    AppendPut(&bytes, first_id++, "vm-1", t, refs);
+  }
+  return bytes;
+}
+
+// The acknowledgement of a PUT follows the group commit that makes it
+// durable, never precedes it; and while that commit is held, the connection
+// goes on reading and applying the PUTs pipelined behind it (so the next
+// commit covers them all), with their replies held too, in order.
+TEST(MemdDurability, APutIsAcknowledgedOnlyAfterItsCommit) {
+  TempDir dir;
+  CommitGate gate;
+  auto store = OpenGated(dir.path(), &gate);
+  ASSERT_NE(store, nullptr);
+  auto server = MemdServer::Start(store.get(), HostPort{"127.0.0.1", 0});
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  OwnerToken t;
+  {
+    auto c = MemdClient::Connect((*server)->address().ToString(), "host-a");
+    ASSERT_TRUE(c.ok());
+    t = *(*c)->Claim("vm-1");  // CLAIM syncs on its own, not through the committer
+  }
+  auto fd = ConnectAddress((*server)->address().ToString());
+  ASSERT_TRUE(fd.ok());
+  std::vector<uint8_t> hello;
+  AppendHello(&hello, 1, "host-a");
+  ASSERT_TRUE(wire::SendAll(fd->get(), hello.data(), hello.size()).ok());
+  wire::FrameReader r(fd->get(), kMagic, kVersion, kMaxPayload);
+  ASSERT_TRUE(r.Next().ok());
+
+  const std::string journal = dir.path() + "/vm-1.index";
+  const auto journal_size = fs::file_size(journal);
+  // Three PUTs of 256 pages and a STAT behind them, all at once.
+  std::vector<std::vector<uint8_t>> keep;
+  std::vector<uint8_t> req = PutFrames(2, t, 0, 3 * kMaxBatchPages, &keep);
+  AppendStat(&req, 5);
+  ASSERT_TRUE(wire::SendAll(fd->get(), req.data(), req.size()).ok());
+  ASSERT_TRUE(gate.WaitArrived(std::chrono::seconds(10))) << "no group commit was started";
+  // The connection applied every PUT while the commit waits...
+  for (int i = 0; i < 500 && store->Stats().pages < 3 * kMaxBatchPages; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(store->Stats().pages, 3u * kMaxBatchPages) << "the connection stopped reading while a commit ran";
+  // ...and answered none of them, nor the STAT queued behind them.
+  pollfd p{fd->get(), POLLIN, 0};
+  EXPECT_EQ(::poll(&p, 1, 300), 0) << "a reply went out before the group commit covering it";
+  EXPECT_EQ(store->commits(), 0u);
+  // Their journal records wait in memory: a journal sync now (CLAIM,
+  // TRANSFER) could not make durable a record whose page data is not.
+  EXPECT_EQ(fs::file_size(journal), journal_size) << "SET records reached the journal before their data's sync";
+
+  gate.Open();
+  for (uint64_t id = 2; id <= 5; ++id) {
+    auto f = r.Next();
+    ASSERT_TRUE(f.ok()) << f.status().ToString();
+    auto resp = DecodeResponse(f->header.type, f->payload, f->header.length);
+    ASSERT_TRUE(resp.ok()) << resp.status().ToString();
+    EXPECT_EQ(resp->id, id) << "replies out of request order";
+    EXPECT_TRUE(resp->status.ok()) << resp->status.ToString();
+  }
+  EXPECT_GE(store->commits(), 1u);
+  EXPECT_GE(store->DurableThrough(), store->LastWrite());
+  EXPECT_GE(fs::file_size(journal), journal_size + 3 * kMaxBatchPages * 33) << "the commit wrote no SET records";
+}
+
+// A group commit that fails (as an fdatasync with EIO would) acknowledges
+// nothing it covered: the connection is dropped without the replies, and no
+// later change is ever acknowledged either (the kernel reports a writeback
+// error once and no longer knows which pages it lost).
+TEST(MemdDurability, AFailedCommitAcknowledgesNothingEver) {
+  TempDir dir;
+  CommitGate gate;
+  gate.Open(Internal("injected fdatasync failure (EIO)"));
+  auto store = OpenGated(dir.path(), &gate);
+  ASSERT_NE(store, nullptr);
+  auto server = MemdServer::Start(store.get(), HostPort{"127.0.0.1", 0});
+  ASSERT_TRUE(server.ok());
+  std::string addr = (*server)->address().ToString();
+  auto c = MemdClient::Connect(addr, "host-a");
+  ASSERT_TRUE(c.ok());
+  auto t = *(*c)->Claim("vm-1");
+  std::vector<std::vector<uint8_t>> keep;
+  std::vector<PageRef> refs;
+  for (uint64_t i = 0; i < 300; ++i) {
+    keep.push_back(MakePage(i));
+    refs.push_back(PageRef{i, keep.back().data()});
+  }
+  Status st = (*c)->Put("vm-1", t, refs);
+  EXPECT_EQ(st.code(), Code::kUnavailable) << st.ToString();
+  {
+    std::lock_guard l(gate.mu);
+    EXPECT_GE(gate.arrived, 1);
+  }
+  // A fresh connection: reads still work, changes are never acknowledged.
+  auto c2 = MemdClient::Connect(addr, "host-a");
+  ASSERT_TRUE(c2.ok());
+  EXPECT_TRUE((*c2)->Stat().ok());
+  st = (*c2)->Put("vm-1", t, std::span(refs).first(1));
+  EXPECT_EQ(st.code(), Code::kUnavailable) << st.ToString();
+  EXPECT_FALSE(store->WaitDurable(store->LastWrite()).ok());
+  EXPECT_EQ(store->commits(), 0u);
 }
 
 // A data directory on a tmpfs of 2 MiB: PUTs beyond it fail with no-space

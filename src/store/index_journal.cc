@@ -165,6 +165,41 @@ Status IndexJournal::Append(std::span<const std::pair<uint64_t, SlotRef>> sets, 
   return AppendBytes(bytes, sets.size() + deletes.size());
 }
 
+Status IndexJournal::Stage(std::span<const std::pair<uint64_t, SlotRef>> sets, std::span<const uint64_t> deletes) {
+  if (broken_) return Internal("journal is unusable after a failed append; restart agile-memd");
+  const size_t before = staged_.size();
+  for (const auto& [index, ref] : sets) AppendJournalRecord(&staged_, JournalSet{index, ref.slot, ref.hash});
+  for (uint64_t index : deletes) AppendJournalRecord(&staged_, JournalDel{index});
+  const uint64_t added = staged_.size() - before;
+  if (size_ + unwritten_ + added > reserved_) {
+    // Room past the end of the file (its size unchanged, so replay never
+    // sees it), a MiB at a time.
+    uint64_t want = size_ + unwritten_ + added + (1u << 20);
+    if (::fallocate(fd_.get(), FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(want)) == 0) {
+      reserved_ = want;
+    } else if (errno != EOPNOTSUPP) {
+      Status st = ErrnoStatus("reserve journal space");
+      staged_.resize(before);
+      return st;
+    }  // else a file system without fallocate: no reservation, as an append would be
+  }
+  unwritten_ += added;
+  records_ += sets.size() + deletes.size();
+  return Status::Ok();
+}
+
+Status IndexJournal::AppendStaged(const std::vector<uint8_t>& records) {
+  if (records.empty()) return Status::Ok();
+  AGILE_RETURN_IF_ERROR(AppendBytes(records, 0));
+  unwritten_ -= std::min<uint64_t>(unwritten_, records.size());
+  return Status::Ok();
+}
+
+void IndexJournal::Restage(std::vector<uint8_t> records) {
+  records.insert(records.end(), staged_.begin(), staged_.end());
+  staged_ = std::move(records);
+}
+
 Status IndexJournal::AppendBytes(const std::vector<uint8_t>& bytes, uint64_t n_records) {
   if (broken_) return Internal("journal is unusable after a failed append; restart agile-memd");
   Status st = WriteFull(fd_.get(), bytes.data(), bytes.size());

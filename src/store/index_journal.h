@@ -17,6 +17,7 @@
 #include <string>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "base/fd.h"
 #include "base/status.h"
@@ -58,19 +59,37 @@ class IndexJournal {
   // failure the journal is cut back to where it was; if even that fails every
   // later append fails too, so a half record is never followed by more.
   Status Append(std::span<const std::pair<uint64_t, SlotRef>> sets, std::span<const uint64_t> deletes);
+  // Group commit: records are staged in memory (with room reserved for them
+  // in the file, so appending them later cannot run out of disk) and
+  // appended only once the page data they name is durable, so a journal
+  // sync never makes durable a record whose page may not be. Stage fails
+  // with kNoSpace (nothing staged) when the room cannot be reserved.
+  Status Stage(std::span<const std::pair<uint64_t, SlotRef>> sets, std::span<const uint64_t> deletes);
+  // Takes the staged records (encoded) for the committer.
+  std::vector<uint8_t> TakeStaged() { return std::exchange(staged_, {}); }
+  // Appends records taken by TakeStaged (in the order taken); on failure
+  // the journal is cut back as in Append.
+  Status AppendStaged(const std::vector<uint8_t>& records);
+  // Puts records taken by TakeStaged back, before anything staged since
+  // (their commit failed).
+  void Restage(std::vector<uint8_t> records);
   Status Sync();
   int fd() const { return fd_.get(); }
   // Records written since the journal was last (re)written: drives compaction.
   uint64_t records() const { return records_; }
 
  private:
-  IndexJournal(UniqueFd fd, uint64_t size, uint64_t records) : fd_(std::move(fd)), size_(size), records_(records) {}
+  IndexJournal(UniqueFd fd, uint64_t size, uint64_t records)
+      : fd_(std::move(fd)), size_(size), records_(records), reserved_(size) {}
   Status AppendBytes(const std::vector<uint8_t>& bytes, uint64_t n_records);
 
   UniqueFd fd_;
   uint64_t size_ = 0;
   uint64_t records_ = 0;
   bool broken_ = false;
+  std::vector<uint8_t> staged_;
+  uint64_t unwritten_ = 0;  // bytes staged or taken, not yet appended
+  uint64_t reserved_ = 0;   // the file has blocks allocated up to here
 };
 
 // The replay itself, on a journal's bytes (no I/O; fuzzed): fills *st,

@@ -2,10 +2,14 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <spdlog/spdlog.h>
 
+#include "store/reply_queue.h"
 #include "wire/frame_stream.h"
 
 namespace agile::memd {
@@ -147,42 +151,88 @@ void MemdServer::Serve(Conn* c) {
   MemdSession session(store_, &counters_, c->peer, identity);
   wire::FrameReader reader(fd, kMagic, kVersion, kMaxPayload);
   reader.set_busy_poll(opts_.busy_poll);
-  std::vector<uint8_t> out;
+  // Acknowledge changes only once durable, without waiting here for the
+  // commit: this thread goes on reading and applying pipelined requests
+  // while the store's committer syncs, so one commit covers what every
+  // connection sent meanwhile. Replies wait in `held` (request order) and go
+  // out when the committer says (the eventfd) their commit is done. If a
+  // commit fails they are never sent: the connection is dropped and the
+  // client treats the requests as failed.
+  UniqueFd wake(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   Status end;  // why the connection ended
-  for (;;) {
-    auto frame = reader.Next();
-    Status st = frame.status();
-    if (st.ok()) {
-      auto t0 = std::chrono::steady_clock::now();
-      st = session.Handle(frame->header.type, frame->payload, frame->header.length, &out);
-      if (frame->header.type < counters_.latency.size())
-        counters_.latency[frame->header.type].Record(static_cast<uint64_t>(
-            std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count()));
-    }
-    if (!st.ok()) {
-      end = st;
-      break;
-    }
-    // Flush before we could block on reading: the peer may be waiting.
-    if (!reader.HasFrame() || out.size() >= kFlushBytes) {
-      // Acknowledge changes only once durable (group commit: one sync covers
-      // what every session changed before it). If the sync fails, the
-      // acknowledgements are never sent: the connection is dropped and the
-      // client treats the requests as failed.
-      if (session.TakeWrote()) {
-        if (Status s = store_->WaitDurable(store_->LastWrite()); !s.ok()) {
-          spdlog::error("{}: {}; dropping the connection without acknowledging", session.Describe(), s.ToString());
-          end = Unavailable("sync failed: " + s.ToString());
+  if (!wake) end = ErrnoStatus("eventfd");
+  else store_->AddCommitListener(wake.get());
+  std::vector<uint8_t> out;  // replies to requests handled since the last Push
+  uint64_t out_ticket = 0;   // the change they must wait for; 0: none
+  ReplyQueue held;
+  std::vector<uint8_t> ready;
+  bool readable = true;  // Next() will not wait for a peer that waits for us
+  while (end.ok()) {
+    if (readable || reader.HasFrame() || held.empty()) {
+      auto frame = reader.Next();
+      Status st = frame.status();
+      if (st.ok()) {
+        auto t0 = std::chrono::steady_clock::now();
+        st = session.Handle(frame->header.type, frame->payload, frame->header.length, &out);
+        if (frame->header.type < counters_.latency.size())
+          counters_.latency[frame->header.type].Record(static_cast<uint64_t>(
+              std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count()));
+        if (session.TakeWrote()) out_ticket = store_->LastWrite();
+      }
+      if (!st.ok()) {
+        end = st;
+        break;
+      }
+      // More requests already here: answer them together.
+      if (reader.HasFrame() && out.size() < kFlushBytes) continue;
+      if (held.empty() && (out_ticket == 0 || out_ticket <= store_->DurableThrough())) {
+        // Nothing to wait for (a GET, a memory-only store): send from `out`
+        // itself, which keeps its buffer for the next replies.
+        if (Status s = wire::SendAll(fd, out.data(), out.size()); !s.ok()) {
+          end = s;
           break;
         }
+        out.clear();
+        out_ticket = 0;
+        continue;
       }
-      if (Status s = wire::SendAll(fd, out.data(), out.size()); !s.ok()) {
+      if (out_ticket != 0) store_->RequestCommit(out_ticket);
+      held.Push(out_ticket, &out);
+      out_ticket = 0;
+    }
+    // Send what is durable, in order.
+    Status failed;
+    uint64_t durable = store_->DurableThrough(&failed);
+    held.TakeReady(durable, &ready);
+    if (!ready.empty()) {
+      if (Status s = wire::SendAll(fd, ready.data(), ready.size()); !s.ok()) {
         end = s;
         break;
       }
-      out.clear();
+      ready.clear();
     }
+    if (!held.empty() && !failed.ok()) {
+      spdlog::error("{}: {}; dropping the connection without acknowledging", session.Describe(), failed.ToString());
+      end = Unavailable("sync failed: " + failed.ToString());
+      break;
+    }
+    readable = false;
+    if (held.empty() || reader.HasFrame()) continue;
+    // Replies wait for a commit: wait for it or for more requests, whichever
+    // comes first. A frame begun is finished by Next(): the peer sends whole
+    // frames.
+    pollfd p[2] = {{fd, POLLIN, 0}, {wake.get(), POLLIN, 0}};
+    if (::poll(p, 2, -1) < 0 && errno != EINTR) {
+      end = ErrnoStatus("poll");
+      break;
+    }
+    if (p[1].revents & POLLIN) {
+      uint64_t n;
+      (void)!::read(wake.get(), &n, sizeof(n));
+    }
+    readable = (p[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0;
   }
+  if (wake) store_->RemoveCommitListener(wake.get());
 
   bool stopping;
   {
@@ -194,6 +244,9 @@ void MemdServer::Serve(Conn* c) {
   } else if (IsProtocolError(end)) {
     counters_.protocol_errors++;
     spdlog::warn("{}: protocol error, closing connection: {}", session.Describe(), end.message());
+    // The good requests before the bad frame are answered first, once durable.
+    held.Push(out_ticket, &out);
+    if (!held.empty() && store_->WaitDurable(held.waiting_for()).ok()) held.TakeAll(&out);
     AppendErrorResponse(&out, kProtocolErrorType, 0, end);
     (void)wire::SendAll(fd, out.data(), out.size());  // best effort: the peer may be gone
     CloseGracefully(fd);

@@ -83,9 +83,12 @@ Result<std::unique_ptr<PageStore>> PageStore::Open(const Options& opts) {
     return ErrnoStatus("lock " + lock_path);
   }
   AGILE_RETURN_IF_ERROR(store->Recover());
-  // Also with durable acks: a backstop that frees retired slots when no
-  // session waits for durability (a caller of PageStore alone).
-  if (!opts.sync_each_write)
+  // Group commit: the committer also syncs every sync_interval, which frees
+  // retired slots when no session waits for durability (a caller of
+  // PageStore alone). Periodic mode: only that.
+  if (store->group_commit())
+    store->commit_thread_ = std::jthread([s = store.get()](std::stop_token st) { s->CommitLoop(std::move(st)); });
+  else if (!opts.sync_each_write)
     store->sync_thread_ = std::jthread([s = store.get()](std::stop_token st) { s->SyncLoop(std::move(st)); });
   return store;
 }
@@ -96,7 +99,7 @@ Status PageStore::Recover() {
   std::set<std::string> journals;
   for (const std::string& n : names)
     if (EndsWith(n, ".index")) journals.insert(n.substr(0, n.size() - 6));
-  VmNamespace::Options ns_opts{dir, opts_.sync_each_write};
+  VmNamespace::Options ns_opts{dir, opts_.sync_each_write, group_commit()};
   for (const std::string& n : names) {
     std::string path = dir + "/" + n;
     // Leftovers of a crash: a compaction or claim that never committed, or a
@@ -130,6 +133,10 @@ Status PageStore::Recover() {
 }
 
 PageStore::~PageStore() {
+  if (commit_thread_.joinable()) {
+    commit_thread_.request_stop();
+    commit_thread_.join();
+  }
   if (sync_thread_.joinable()) {
     sync_thread_.request_stop();
     sync_thread_.join();
@@ -147,6 +154,10 @@ void PageStore::SyncLoop(std::stop_token stop) {
 }
 
 Status PageStore::Sync() {
+  // While the committer runs, a sync of our own could write journal records
+  // staged after those a commit in flight took, and so before them: ask the
+  // committer instead (a commit also frees retired slots).
+  if (commit_thread_.joinable()) return WaitDurable(LastWrite());
   std::vector<std::shared_ptr<Entry>> entries;
   {
     std::shared_lock lock(map_mu_);
@@ -180,14 +191,25 @@ Status PageStore::SyncAllUnlocked() {
     }
     plans.emplace_back(e, std::move(plan).value());
   }
-  // Every data file before any journal: a durable SET record must find its
-  // bytes durable.
+  // Every data file before any journal record is written: a durable SET
+  // record must find its bytes durable. Records staged after PrepareSync
+  // stay in memory until the next commit, so the journal sync below never
+  // makes durable a record whose data this commit did not sync.
   std::vector<bool> ok(plans.size(), true);
   for (size_t i = 0; i < plans.size(); ++i)
     if (::fdatasync(plans[i].second.data.get()) != 0) {
       ok[i] = false;
       if (first.ok()) first = ErrnoStatus("fdatasync page data");
     }
+  for (size_t i = 0; i < plans.size(); ++i) {
+    if (!ok[i]) continue;
+    std::lock_guard lock(plans[i].first->mu);
+    if (plans[i].first->gone) continue;
+    if (Status st = plans[i].first->ns->WriteJournal(&plans[i].second); !st.ok()) {
+      ok[i] = false;
+      if (first.ok()) first = st;
+    }
+  }
   for (size_t i = 0; i < plans.size(); ++i)
     if (ok[i] && ::fdatasync(plans[i].second.journal.get()) != 0) {
       ok[i] = false;
@@ -200,32 +222,70 @@ Status PageStore::SyncAllUnlocked() {
   return first;
 }
 
-Status PageStore::WaitDurable(uint64_t ticket) {
-  if (!group_commit()) return Status::Ok();
+void PageStore::CommitLoop(std::stop_token stop) {
   std::unique_lock lock(commit_mu_);
-  for (;;) {
-    if (durable_seq_ >= ticket) return Status::Ok();
-    if (syncing_) {
-      // Another session leads a sync; it may not cover our ticket (started
-      // before our change), in which case we lead the next one.
-      commit_cv_.wait(lock);
-      continue;
-    }
-    syncing_ = true;
-    // Every change numbered up to here is complete in the files (the number
-    // is taken after the write), so this sync covers them all.
+  while (!stop.stop_requested()) {
+    bool asked = commit_cv_.wait_for(lock, stop, opts_.sync_interval,
+                                     [&] { return requested_seq_ > durable_seq_ && commit_failed_.ok(); });
+    if (stop.stop_requested()) break;
+    if (!asked && !commit_failed_.ok()) continue;  // nothing will be acknowledged; the destructor still syncs
+    // Every change numbered up to here is complete in the files (a number is
+    // taken after its write), so this commit covers them all. Changes made
+    // while it runs wait for the next one.
     uint64_t target = written_seq_.load();
     lock.unlock();
-    Status st = SyncAllUnlocked();
+    Status st = opts_.test_before_commit ? opts_.test_before_commit() : Status::Ok();
+    if (st.ok()) st = SyncAllUnlocked();
     lock.lock();
-    syncing_ = false;
     if (st.ok()) {
       durable_seq_ = std::max(durable_seq_, target);
-      commits_++;
+      if (asked) commits_++;
+    } else {
+      // A writeback error is reported once and the pages it lost are no
+      // longer dirty: a later fdatasync would succeed without them. So
+      // nothing after the last good commit may ever be acknowledged.
+      spdlog::error("group commit failed: {}; agile-memd acknowledges no more changes (restart it)",
+                    st.ToString());
+      commit_failed_ = st.Annotate("group commit");
     }
     commit_cv_.notify_all();
-    if (!st.ok()) return st.Annotate("group commit");
+    const uint64_t one = 1;
+    for (int efd : listeners_) (void)!::write(efd, &one, sizeof(one));
   }
+}
+
+uint64_t PageStore::DurableThrough(Status* failed) const {
+  if (!group_commit()) return UINT64_MAX;
+  std::lock_guard lock(commit_mu_);
+  if (failed != nullptr) *failed = commit_failed_;
+  return durable_seq_;
+}
+
+void PageStore::RequestCommit(uint64_t ticket) {
+  if (!group_commit()) return;
+  std::lock_guard lock(commit_mu_);
+  if (ticket <= requested_seq_) return;
+  requested_seq_ = ticket;
+  commit_cv_.notify_all();
+}
+
+void PageStore::AddCommitListener(int efd) {
+  std::lock_guard lock(commit_mu_);
+  listeners_.push_back(efd);
+}
+
+void PageStore::RemoveCommitListener(int efd) {
+  std::lock_guard lock(commit_mu_);
+  std::erase(listeners_, efd);
+}
+
+Status PageStore::WaitDurable(uint64_t ticket) {
+  if (!group_commit()) return Status::Ok();
+  RequestCommit(ticket);
+  std::unique_lock lock(commit_mu_);
+  commit_cv_.wait(lock, [&] { return durable_seq_ >= ticket || !commit_failed_.ok(); });
+  if (durable_seq_ >= ticket) return Status::Ok();
+  return commit_failed_;
 }
 
 Result<ReclaimReply> PageStore::Reclaim(std::string_view host, std::string_view vm, OwnerToken token) {
@@ -273,7 +333,7 @@ Result<OwnerToken> PageStore::Claim(std::string_view host, std::string_view vm) 
                            "' (epoch " + std::to_string(it->second->ns->token().epoch) + ")");
   }
   AGILE_ASSIGN_OR_RETURN(OwnerToken token, NewToken(1));
-  VmNamespace::Options ns_opts{opts_.data_dir, opts_.sync_each_write};
+  VmNamespace::Options ns_opts{opts_.data_dir, opts_.sync_each_write, group_commit()};
   AGILE_ASSIGN_OR_RETURN(auto ns, VmNamespace::Create(ns_opts, std::string(vm), std::string(host), token));
   auto e = std::make_shared<Entry>();
   e->ns = std::move(ns);

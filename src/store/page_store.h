@@ -4,9 +4,14 @@
 //
 // Guarantees with a data directory (durable_acks, the default): a PUT or
 // DELETE is acknowledged only once durable. Callers make a change, note
-// LastWrite(), and call WaitDurable() before sending the reply; one fdatasync
-// of every dirty namespace (group commit) then covers every change made by
-// any session before it started, so many concurrent PUTs share a sync.
+// LastWrite(), and hold the reply until DurableThrough() reaches that ticket
+// (RequestCommit + a commit listener, without blocking: the server) or
+// WaitDurable() returns (blocking). A committer thread runs the group
+// commits back to back: one fdatasync of every dirty namespace's data, then
+// of its journal, covering every change made by any session before the
+// commit started, while sessions go on writing the next one's changes.
+// After a failed fdatasync nothing more is ever acknowledged (Linux reports
+// a writeback error once and forgets which pages it lost): restart memd.
 // Without durable_acks (--fsync periodic) a change is in the page cache
 // before the reply (survives agile-memd being killed) and on disk after the
 // next periodic sync. CLAIM/TRANSFER/RELEASE are always synced before the
@@ -19,6 +24,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -50,7 +56,11 @@ class PageStore {
     std::string data_dir;                  // empty: memory only
     bool sync_each_write = false;  // fdatasync inside every change (slow; for comparison)
     bool durable_acks = true;      // group commit: WaitDurable before replying
-    std::chrono::milliseconds sync_interval{1000};  // periodic sync, when !durable_acks
+    std::chrono::milliseconds sync_interval{1000};  // periodic sync (with durable_acks: when nothing asks)
+    // Test hook, called by the committer before each group commit's
+    // fdatasyncs (outside every lock); an error fails that commit as a
+    // failed fdatasync would.
+    std::function<Status()> test_before_commit;
   };
 
   // With a data directory: creates it if missing, locks it against a second
@@ -84,14 +94,28 @@ class PageStore {
 
   // The sequence number of the last change made (PUT, DELETE); 0 if none.
   uint64_t LastWrite() const { return written_seq_.load(); }
-  // Returns once every change up to `ticket` is on disk: joins the sync in
-  // progress or leads the next one (group commit). Ok at once without a
-  // data directory or without durable_acks. An error means the changes may
-  // not be durable: the caller must not acknowledge them.
+  // Every change up to the returned ticket is on disk (UINT64_MAX without
+  // a data directory or without durable_acks). *failed (if given) receives
+  // the error of a failed group commit: no change after the returned ticket
+  // may ever be acknowledged then.
+  uint64_t DurableThrough(Status* failed = nullptr) const;
+  // Asks the committer for a commit covering `ticket`; returns at once.
+  void RequestCommit(uint64_t ticket);
+  // `efd` (an eventfd) is written after every group commit, good or failed,
+  // until removed; the caller then asks DurableThrough again. Remove before
+  // closing it.
+  void AddCommitListener(int efd);
+  void RemoveCommitListener(int efd);
+  // Returns once every change up to `ticket` is on disk (RequestCommit, then
+  // waits). Ok at once without a data directory or without durable_acks.
+  // An error means the changes may not be durable: the caller must not
+  // acknowledge them.
   Status WaitDurable(uint64_t ticket);
-  // Group commits done and changes they covered (for the benchmark and stats).
+  // Group commits done (for the benchmark and stats).
   uint64_t commits() const { return commits_.load(); }
 
+  // Makes every change so far durable (with group commit: through the
+  // committer) and frees the slots retired by overwrites.
   Status Sync();
   StoreStats Stats() const;
 
@@ -106,6 +130,9 @@ class PageStore {
   bool Reserve(uint64_t pages);
   void Unreserve(uint64_t pages) { used_pages_.fetch_sub(pages); }
   void SyncLoop(std::stop_token stop);
+  // The committer thread (group_commit() only): commits whenever asked, and
+  // every sync_interval if something is dirty (frees retired slots).
+  void CommitLoop(std::stop_token stop);
   // One group commit over every dirty namespace.
   Status SyncAllUnlocked();
   bool group_commit() const { return !opts_.data_dir.empty() && opts_.durable_acks && !opts_.sync_each_write; }
@@ -119,15 +146,18 @@ class PageStore {
   std::map<std::string, std::shared_ptr<Entry>, std::less<>> namespaces_;
 
   std::atomic<uint64_t> written_seq_{0};
-  std::mutex commit_mu_;  // guards durable_seq_ and syncing_
-  std::condition_variable commit_cv_;
-  uint64_t durable_seq_ = 0;
-  bool syncing_ = false;
+  mutable std::mutex commit_mu_;  // guards the four below
+  std::condition_variable_any commit_cv_;  // a commit asked for or done
+  uint64_t requested_seq_ = 0;    // the highest ticket a commit was asked for
+  uint64_t durable_seq_ = 0;      // every change up to here is on disk
+  Status commit_failed_;          // sticky: set by the first failed commit
+  std::vector<int> listeners_;    // eventfds told after each commit
   std::atomic<uint64_t> commits_{0};
 
   std::mutex sync_mu_;
   std::condition_variable_any sync_cv_;
   std::jthread sync_thread_;
+  std::jthread commit_thread_;
 };
 
 }  // namespace agile::memd

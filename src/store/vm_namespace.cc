@@ -127,7 +127,7 @@ Status VmNamespace::Put(std::span<const PageRef> pages) {
   std::vector<std::pair<uint64_t, SlotRef>> sets(pages.size());
   for (size_t i = 0; i < pages.size(); ++i)
     sets[i] = {pages[i].index, SlotRef{slots[i], persistent() ? JournalPageHash(pages[i].data) : 0}};
-  if (st.ok() && persistent()) st = journal_->Append(sets, {});
+  if (st.ok() && persistent()) st = opts_.defer_journal ? journal_->Stage(sets, {}) : journal_->Append(sets, {});
   if (!st.ok()) {
     undo();
     return st.Annotate("vm " + state_.vm + ": store pages");
@@ -177,7 +177,9 @@ Result<uint64_t> VmNamespace::Delete(std::span<const uint64_t> indexes) {
   std::sort(gone.begin(), gone.end());
   gone.erase(std::unique(gone.begin(), gone.end()), gone.end());
   if (gone.empty()) return uint64_t{0};
-  if (persistent()) AGILE_RETURN_IF_ERROR(journal_->Append({}, gone).Annotate("vm " + state_.vm + ": delete"));
+  if (persistent())
+    AGILE_RETURN_IF_ERROR((opts_.defer_journal ? journal_->Stage({}, gone) : journal_->Append({}, gone))
+                              .Annotate("vm " + state_.vm + ": delete"));
   for (uint64_t i : gone) {
     auto it = state_.pages.find(i);
     RetireSlot(it->second.slot);
@@ -215,6 +217,11 @@ Status VmNamespace::Sync() {
   if (!persistent()) return Status::Ok();
   // Data before journal: a durable SET record must find its bytes durable.
   AGILE_RETURN_IF_ERROR(slots_->Sync().Annotate("vm " + state_.vm));
+  std::vector<uint8_t> staged = journal_->TakeStaged();
+  if (Status st = journal_->AppendStaged(staged); !st.ok()) {
+    journal_->Restage(std::move(staged));
+    return st.Annotate("vm " + state_.vm);
+  }
   AGILE_RETURN_IF_ERROR(journal_->Sync().Annotate("vm " + state_.vm));
   free_.insert(free_.end(), retired_.begin(), retired_.end());
   retired_.clear();
@@ -231,28 +238,46 @@ Result<VmNamespace::SyncPlan> VmNamespace::PrepareSync() {
   if (!plan.journal) return ErrnoStatus("dup journal descriptor of vm " + state_.vm);
   plan.retired = std::move(retired_);
   retired_.clear();
+  plan.records = journal_->TakeStaged();
+  plan.journal_gen = journal_gen_;
   dirty_ = false;
   return plan;
+}
+
+Status VmNamespace::WriteJournal(SyncPlan* plan) {
+  // A compaction since PrepareSync wrote a journal from the whole state
+  // (data synced first): these records are in it, and appending them again
+  // could name slots that have changed since.
+  if (persistent() && plan->journal_gen == journal_gen_)
+    AGILE_RETURN_IF_ERROR(journal_->AppendStaged(plan->records).Annotate("vm " + state_.vm));
+  plan->records.clear();  // written (or already in the journal): never restaged
+  return Status::Ok();
 }
 
 void VmNamespace::FinishSync(SyncPlan plan, bool ok) {
   if (ok) {
     free_.insert(free_.end(), plan.retired.begin(), plan.retired.end());
   } else {
-    // Not durable: the slots stay retired until a sync succeeds.
+    // Not durable: the slots stay retired until a sync succeeds, and records
+    // not yet written go back in front of those staged since.
     retired_.insert(retired_.end(), plan.retired.begin(), plan.retired.end());
+    if (persistent() && plan.journal_gen == journal_gen_ && !plan.records.empty())
+      journal_->Restage(std::move(plan.records));
     dirty_ = true;
   }
 }
 
-void VmNamespace::MaybeCompact() {
-  if (!persistent() || journal_->records() <= 2 * state_.pages.size() + kCompactSlack) return;
+void VmNamespace::MaybeCompact(bool now) {
+  if (!persistent() || (!now && journal_->records() <= 2 * state_.pages.size() + kCompactSlack)) return;
   uint64_t before = journal_->records();
   Status st = slots_->Sync();
   if (st.ok()) {
     auto j = IndexJournal::Write(PathFor(".index"), state_);
     st = j.status();
-    if (j.ok()) journal_ = std::move(j).value();
+    if (j.ok()) {
+      journal_ = std::move(j).value();  // staged records are in it (it holds the whole state)
+      journal_gen_++;
+    }
   }
   if (!st.ok()) {
     // The old journal is intact and still correct; try again after more writes.

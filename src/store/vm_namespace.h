@@ -4,7 +4,8 @@
 // Not thread-safe: the PageStore serialises calls per namespace.
 //
 // Write order for durability: a page always goes to a fresh slot, then its
-// SET record is journaled; the slot it replaces is reused only after the next
+// SET record is journaled (with defer_journal: staged, and appended by the
+// group commit once the slot's data is synced); the slot it replaces is reused only after the next
 // sync, so a journaled slot is never overwritten before the record that
 // abandons it is durable. Every page carries a hash checked on read: a page
 // torn by power loss is reported as corrupt, never returned wrong.
@@ -30,6 +31,10 @@ class VmNamespace {
   struct Options {
     std::string data_dir;          // empty: memory only
     bool sync_each_write = false;  // fdatasync before acknowledging every change
+    // Group commit: journal records are staged and written by the commit
+    // after the data they name is synced (IndexJournal::Stage). Not with
+    // --fsync periodic, whose acknowledged changes must survive a kill.
+    bool defer_journal = false;
   };
 
   static Result<std::unique_ptr<VmNamespace>> Create(const Options& opts, std::string vm, std::string owner,
@@ -58,16 +63,22 @@ class VmNamespace {
   // Makes every acknowledged change durable and frees the slots it retired.
   Status Sync();
 
-  // A group commit in three steps, so the fdatasyncs run without the
+  // A group commit in four steps, so the fdatasyncs run without the
   // namespace's lock and PUTs go on meanwhile: PrepareSync (locked) takes
-  // duplicates of the data and journal descriptors and the slots retired so
-  // far; the committer syncs data, then journal; FinishSync (locked) frees
-  // those slots, or on failure marks the namespace dirty again.
+  // duplicates of the data and journal descriptors, the staged journal
+  // records and the slots retired so far; the committer syncs the data;
+  // WriteJournal (locked) appends the records taken, which now name durable
+  // data only; the committer syncs the journal; FinishSync (locked) frees
+  // those slots, or on failure puts records and slots back and marks the
+  // namespace dirty again.
   struct SyncPlan {
     UniqueFd data, journal;
     std::vector<uint64_t> retired;
+    std::vector<uint8_t> records;
+    uint64_t journal_gen = 0;
   };
   Result<SyncPlan> PrepareSync();
+  Status WriteJournal(SyncPlan* plan);
   void FinishSync(SyncPlan plan, bool ok);
 
   // Pages lost to a damaged journal and not stored again since (RECLAIM).
@@ -87,7 +98,14 @@ class VmNamespace {
   std::string PathFor(const char* ext) const;
   uint64_t AllocateSlot();
   void RetireSlot(uint64_t slot);
-  void MaybeCompact();
+  void MaybeCompact(bool now = false);
+
+ public:
+  // Rewrites the journal now, whatever its length (tests: a compaction at a
+  // chosen moment of a group commit).
+  void CompactJournalNowForTest() { MaybeCompact(/*now=*/true); }
+
+ private:
 
   Options opts_;
   JournalState state_;
@@ -96,6 +114,7 @@ class VmNamespace {
   std::vector<uint64_t> free_;     // reusable now; popped from the back
   std::vector<uint64_t> retired_;  // reusable after the next sync
   uint64_t next_slot_ = 0;         // slots at or above are unused
+  uint64_t journal_gen_ = 0;       // bumped when compaction replaces the journal
   bool dirty_ = false;
 };
 
