@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -21,6 +22,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 std::string AgiledBinary() { return AGILE_BIN_DIR "/agiled"; }
+std::string AgilectlBinary() { return AGILE_BIN_DIR "/agilectl"; }
 std::string MemdBinary() { return AGILE_BIN_DIR "/agile-memd"; }
 std::string ShimPath() { return AGILE_SHIM_PATH; }
 std::string GuestDir() { return AGILE_GUEST_DIR; }
@@ -184,6 +186,33 @@ bool WaitFor(double timeout_s, const std::function<bool()>& fn) {
     if (std::chrono::steady_clock::now() > end) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
   }
+}
+
+CliResult Agilectl(AgiledProcess& d, const std::vector<std::string>& args) {
+  int out[2];
+  if (::pipe2(out, O_CLOEXEC) != 0) return {};
+  UniqueFd r(out[0]), w(out[1]);
+  SpawnOptions o;
+  o.argv = {AgilectlBinary(), "-H", "unix:" + d.socket(), "--json"};
+  o.argv.insert(o.argv.end(), args.begin(), args.end());
+  o.stdout_fd = w.get();
+  o.stderr_fd = 2;
+  o.new_session = false;
+  auto p = Spawn(o);
+  if (!p.ok()) return {};
+  w.Reset();
+  std::string text;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(r.get(), buf, sizeof(buf))) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    text.append(buf, static_cast<size_t>(n));
+  }
+  CliResult res;
+  if (p->Wait(60000) && WIFEXITED(p->raw_status())) res.exit = WEXITSTATUS(p->raw_status());
+  res.out = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (res.out.is_discarded()) res.out = text;
+  return res;
 }
 
 json VmArgs(const std::string& name, uint64_t mib, const std::string& workload,

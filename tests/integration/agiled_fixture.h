@@ -75,7 +75,16 @@ uint16_t FreeTcpPort();
 // Reads a whole file (guest RAM files in /dev/shm).
 std::string ReadFile(const std::string& path);
 
+// `agilectl -H unix:SOCKET --json ARGS...` against d, as an operator runs it:
+// its exit status and what it printed on stdout (JSON; null if none).
+struct CliResult {
+  int exit = -1;
+  nlohmann::json out;
+};
+CliResult Agilectl(AgiledProcess& d, const std::vector<std::string>& args);
+
 std::string AgiledBinary();
+std::string AgilectlBinary();
 std::string MemdBinary();
 std::string ShimPath();
 std::string GuestDir();
