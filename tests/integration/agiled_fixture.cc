@@ -33,9 +33,7 @@ std::string UniqueTestName(const std::string& id) {
   return "agile-it-" + std::to_string(::getpid()) + "-" + id;
 }
 
-std::string AgiledProcess::shm_dir() const {
-  return "/dev/shm/agile/" + fs::path(dir_).filename().string();
-}
+std::string AgiledProcess::shm_dir() const { return shm_dir_; }
 
 Result<std::unique_ptr<AgiledProcess>> AgiledProcess::Start(const std::string& id,
                                                             const std::vector<std::string>& extra_args,
@@ -62,6 +60,9 @@ Status AgiledProcess::Launch() {
   AGILE_ASSIGN_OR_RETURN(proc_, Spawn(o));
   bool up = WaitFor(30, [&] { return fs::exists(sock_) && Call("host.info").ok(); });
   if (!up) return Unavailable("agiled did not come up (" + proc_.ExitDescription() + ")");
+  // Named after the host's id: the state dir's name, or under TLS the certificate's.
+  AGILE_ASSIGN_OR_RETURN(json info, Call("host.info"));
+  shm_dir_ = info.value("shm_root", std::string());
   return Status::Ok();
 }
 

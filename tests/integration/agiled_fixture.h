@@ -24,7 +24,7 @@ class AgiledProcess {
   Result<nlohmann::json> Call(const std::string& op, const nlohmann::json& args = nlohmann::json::object());
   const std::string& socket() const { return sock_; }
   const std::string& state_dir() const { return dir_; }
-  // Where agiled keeps this instance's guest RAM files (named after the state dir).
+  // Where agiled keeps this instance's guest RAM files (host.info's shm_root).
   std::string shm_dir() const;
   Process& process() { return proc_; }
   // kill -9 of agiled, as a crash would: its VMs' QEMUs keep running.
@@ -34,7 +34,7 @@ class AgiledProcess {
 
  private:
   Status Launch();
-  std::string dir_, sock_;
+  std::string dir_, sock_, shm_dir_;
   std::vector<std::string> argv_;
   Process proc_;
 };

@@ -11,6 +11,8 @@
 // docs/migration.md ("Post-copy recovery").
 #include <gtest/gtest.h>
 
+#include <signal.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -65,6 +67,12 @@ class RecoverFixture : public ::testing::Test {
   void SetUp() override { StartHosts(/*tls=*/false); }
   void TearDown() override {
     relay_.reset();
+    // A migration the test left running (a failed assertion) ends when its
+    // agiled stops; the pending call returns then.
+    if (a_ && pending_.valid()) {
+      (void)a_->process().Signal(SIGTERM);
+      pending_.wait();
+    }
     a_.reset();
     b_.reset();
     c_.reset();
@@ -103,9 +111,9 @@ class RecoverFixture : public ::testing::Test {
     relay_ = std::make_unique<Relay>(port_r_, port_b_);
   }
 
-  // Starts `vm` at a and migrates it to b through the relay; returns the
-  // pending vm.migrate once post-copy is moving pages.
-  std::future<Result<json>> MigrateIntoPostcopy(const std::string& vm, const Guest& run) {
+  // Starts `vm` at a and migrates it to b through the relay (vm.migrate's
+  // answer in pending_); returns once post-copy is moving pages.
+  void MigrateIntoPostcopy(const std::string& vm, const Guest& run) {
     json args = {{"name", vm}, {"to", Loopback(port_r_)}, {"mode", run.mode}, {"bandwidth", 8ull << 20}};
     if (run.mode == "agile") args["max_downtime_ms"] = 100;
     auto r = a_->Call("vm.start",
@@ -116,18 +124,17 @@ class RecoverFixture : public ::testing::Test {
       EXPECT_TRUE(a_->Call("vm.offload", {{"name", vm}, {"resident_bytes", 200ull << 20}}).ok());
       EXPECT_GT(Stat(*a_, vm)["pages"].value("offloaded", 0), 0);
     }
-    auto pending = std::async(std::launch::async, [this, args] { return a_->Call("vm.migrate", args); });
+    pending_ = std::async(std::launch::async, [this, args] { return a_->Call("vm.migrate", args); });
     EXPECT_TRUE(WaitFor(180, [&] {
       json s = Stat(*a_, vm);
       return s.contains("migration") && s["migration"].value("status", "") == "postcopy-active" &&
              s["migration"].value("pages_postcopied", 0) > 500;
     })) << "never got into post-copy with pages flowing: " << Stat(*a_, vm).dump();
-    return pending;
   }
 
   // Freezes the relay; both sides notice within their bounds and pause,
   // keeping their state.
-  void CutAndExpectBothPaused(const std::string& vm, std::future<Result<json>>& pending) {
+  void CutAndExpectBothPaused(const std::string& vm) {
     relay_->Freeze();
     const auto cut = Clock::now();
     ASSERT_TRUE(WaitFor(30, [&] { return MigrationStatus(*a_, vm).value("status", "") == "postcopy-paused"; }))
@@ -136,12 +143,12 @@ class RecoverFixture : public ::testing::Test {
         << MigrationStatus(*b_, vm).dump();
     std::printf("recover: both sides paused %.1f s after the cut\n",
                 std::chrono::duration<double>(Clock::now() - cut).count());
-    ExpectBothKeepTheirState(vm, pending, "postcopy-paused");
+    ExpectBothKeepTheirState(vm, "postcopy-paused");
   }
 
   // The source keeps the VM paused with its RAM, the destination runs it
   // with pages still missing, and the migration has not ended.
-  void ExpectBothKeepTheirState(const std::string& vm, std::future<Result<json>>& pending, const std::string& status) {
+  void ExpectBothKeepTheirState(const std::string& vm, const std::string& status) {
     EXPECT_EQ(MigrationStatus(*a_, vm).value("status", ""), status) << MigrationStatus(*a_, vm).dump();
     EXPECT_EQ(MigrationStatus(*b_, vm).value("status", ""), status) << MigrationStatus(*b_, vm).dump();
     EXPECT_EQ(Stat(*a_, vm)["state"], "paused");
@@ -150,7 +157,7 @@ class RecoverFixture : public ::testing::Test {
     EXPECT_GT(dst.value("pages_remote", 0), 0) << dst.dump();
     EXPECT_EQ(Stat(*b_, vm)["state"], "running");
     EXPECT_TRUE(fs::exists(b_->shm_dir() + "/" + vm));
-    EXPECT_FALSE(pending.wait_for(std::chrono::seconds(0)) == std::future_status::ready) << "the migration ended";
+    EXPECT_FALSE(pending_.wait_for(std::chrono::seconds(0)) == std::future_status::ready) << "the migration ended";
   }
 
   // The operator's `migrate --recover` right after the link healed. The
@@ -168,8 +175,8 @@ class RecoverFixture : public ::testing::Test {
   // The migration completed after at least one recovery, the source holds
   // nothing of the VM, and a whole memverify sweep after the last page
   // arrived found every page intact. Returns the report.
-  json ExpectArrivedIntact(const std::string& vm, std::future<Result<json>>& pending) {
-    auto r = pending.get();
+  json ExpectArrivedIntact(const std::string& vm) {
+    auto r = pending_.get();
     EXPECT_TRUE(r.ok()) << r.status().ToString();
     if (!r.ok()) return json::object();
     std::printf("recover: %s\n", r->dump().c_str());
@@ -195,6 +202,7 @@ class RecoverFixture : public ::testing::Test {
   std::unique_ptr<MemdProcess> memd_;
   std::unique_ptr<AgiledProcess> a_, b_, c_;
   std::unique_ptr<Relay> relay_;
+  std::future<Result<json>> pending_;  // vm.migrate at a, answered when the migration ends
   uint16_t port_b_ = 0, port_c_ = 0, port_r_ = 0;
 };
 
@@ -208,9 +216,9 @@ TEST_P(RecoverTest, LinkLostAfterSwitchoverPausesBothSidesAndResumesWithNothingL
   // cannot converge and agile post-copies the dirty remainder (most of the
   // 32K) from the source; cold pages stay in the store.
   const Guest run = mode == "postcopy" ? Guest{"postcopy", 512, "256", "500"} : Guest{"agile", 512, "128", "8000"};
-  auto pending = MigrateIntoPostcopy(vm, run);
+  MigrateIntoPostcopy(vm, run);
   ASSERT_FALSE(HasFailure());
-  CutAndExpectBothPaused(vm, pending);
+  CutAndExpectBothPaused(vm);
   ASSERT_FALSE(HasFailure());
 
   if (mode == "postcopy") {
@@ -227,7 +235,7 @@ TEST_P(RecoverTest, LinkLostAfterSwitchoverPausesBothSidesAndResumesWithNothingL
     std::this_thread::sleep_for(std::chrono::seconds(5));
     relay_->Heal();
   }
-  json r = ExpectArrivedIntact(vm, pending);
+  json r = ExpectArrivedIntact(vm);
   if (mode == "agile") {
     EXPECT_GT(r.value("pages_from_store", 0ull), 0u);
   }
@@ -246,14 +254,14 @@ TEST_F(RecoverFixture, ARecoverOfNoPausedMigrationIsRefused) {
 // 5), running or paused, and the migration stays recoverable to the end.
 TEST_F(RecoverFixture, ACancelAfterTheCommitPointIsRefusedAndTheVmIsNotLost) {
   const std::string vm = "rc";
-  auto pending = MigrateIntoPostcopy(vm, kShortPostcopy);
+  MigrateIntoPostcopy(vm, kShortPostcopy);
   ASSERT_FALSE(HasFailure());
   CliResult running = Agilectl(*a_, {"migrate", "--cancel", vm});
   EXPECT_EQ(running.exit, 5) << running.out.dump();
   EXPECT_NE(running.out.dump().find("past its commit point (postcopy-active)"), std::string::npos)
       << running.out.dump();
 
-  CutAndExpectBothPaused(vm, pending);
+  CutAndExpectBothPaused(vm);
   ASSERT_FALSE(HasFailure());
   CliResult paused = Agilectl(*a_, {"migrate", "--cancel", vm});
   EXPECT_EQ(paused.exit, 5) << paused.out.dump();
@@ -263,11 +271,11 @@ TEST_F(RecoverFixture, ACancelAfterTheCommitPointIsRefusedAndTheVmIsNotLost) {
   EXPECT_EQ(there.exit, 5) << there.out.dump();
   EXPECT_NE(there.out.dump().find("is cancelled at its source"), std::string::npos) << there.out.dump();
   std::this_thread::sleep_for(std::chrono::seconds(1));  // a cancel would have been seen within 100 ms
-  ExpectBothKeepTheirState(vm, pending, "postcopy-paused");
+  ExpectBothKeepTheirState(vm, "postcopy-paused");
 
   relay_->Heal();
   RecoverAfterHeal(vm);
-  ExpectArrivedIntact(vm, pending);
+  ExpectArrivedIntact(vm);
 }
 
 // The recovery window's end (short here): the migration fails on both
@@ -282,12 +290,12 @@ class RecoverWindowTest : public RecoverFixture {
 
 TEST_F(RecoverWindowTest, TheWindowsEndFreesNothingOnEitherSide) {
   const std::string vm = "rw";
-  auto pending = MigrateIntoPostcopy(vm, kShortPostcopy);
+  MigrateIntoPostcopy(vm, kShortPostcopy);
   ASSERT_FALSE(HasFailure());
-  CutAndExpectBothPaused(vm, pending);
+  CutAndExpectBothPaused(vm);
   ASSERT_FALSE(HasFailure());
-  ASSERT_EQ(pending.wait_for(std::chrono::seconds(30)), std::future_status::ready) << "the window never ended";
-  auto r = pending.get();
+  ASSERT_EQ(pending_.wait_for(std::chrono::seconds(30)), std::future_status::ready) << "the window never ended";
+  auto r = pending_.get();
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("recovery window"), std::string::npos) << r.status().ToString();
   json src = Stat(*a_, vm);
@@ -331,9 +339,9 @@ class TlsRecoverTest : public RecoverFixture {
 
 TEST_F(TlsRecoverTest, ResumeIsReauthenticatedAndRecoversThroughANewAddress) {
   const std::string vm = "rt";
-  auto pending = MigrateIntoPostcopy(vm, kShortPostcopy);
+  MigrateIntoPostcopy(vm, kShortPostcopy);
   ASSERT_FALSE(HasFailure());
-  CutAndExpectBothPaused(vm, pending);
+  CutAndExpectBothPaused(vm);
   ASSERT_FALSE(HasFailure());
 
   // c's certificate claiming to be the source, then as itself; the source's
@@ -354,7 +362,7 @@ TEST_F(TlsRecoverTest, ResumeIsReauthenticatedAndRecoversThroughANewAddress) {
   EXPECT_NE(wrong.exit, 0) << wrong.out.dump();
   EXPECT_NE(wrong.out.dump().find("is 'rtls-c', but the VM switched over to 'rtls-b'"), std::string::npos)
       << wrong.out.dump();
-  ExpectBothKeepTheirState(vm, pending, "postcopy-paused");
+  ExpectBothKeepTheirState(vm, "postcopy-paused");
 
   // A new way to the same destination: the first relay stays frozen.
   const uint16_t port_r2 = FreeTcpPort();
@@ -362,7 +370,7 @@ TEST_F(TlsRecoverTest, ResumeIsReauthenticatedAndRecoversThroughANewAddress) {
   CliResult rec = Agilectl(*a_, {"migrate", "--recover", vm, "--to", Loopback(port_r2)});
   EXPECT_EQ(rec.exit, 0) << rec.out.dump();
   EXPECT_TRUE(rec.out.value("recovered", false)) << rec.out.dump();
-  json report = ExpectArrivedIntact(vm, pending);
+  json report = ExpectArrivedIntact(vm);
   EXPECT_EQ(report.value("destination", ""), Loopback(port_r2)) << report.dump();
   EXPECT_EQ(report.value("qemu-stream", ""), "tls") << report.dump();
 }
