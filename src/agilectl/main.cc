@@ -506,7 +506,8 @@ int Run(int argc, char** argv) {
   mig->add_flag("--copy-storage", copy_storage,
                 "Mirror the VM's disks to the destination (QEMU blockdev-mirror to its NBD export) instead of "
                 "expecting it to open the same images; agile, precopy and postcopy modes");
-  mig->add_flag("--cancel", cancel, "Cancel the running migration of NAME (safe before switchover)");
+  mig->add_flag("--cancel", cancel, "Cancel the running migration of NAME before its commit point (the VM stays here); refused after it "
+                "(post-copy running or paused: the VM runs at the destination)");
   mig->add_flag("--recover", recover,
                 "At the source: reconnect NAME's post-copy (or agile tail) whose link broke after switchover "
                 "(status postcopy-paused) and resume where it stopped; with --to, to the destination's new "

@@ -256,6 +256,35 @@ control::Reply Api::MigrateRecover(const std::string& name, const json& args) {
   return Result<json>(p);
 }
 
+Result<json> Api::MigrateCancel(const std::string& name, ManagedVm* vm) {
+  std::shared_ptr<Job> job = FindJob(name);
+  if (!job) {
+    if (vm->Stat().contains("migration"))
+      return InvalidArgument("vm " + name + " is the destination of its migration here: a migration is cancelled at "
+                             "its source (`agilectl migrate --cancel " + name + "` there), before its commit point");
+    vm->migration_cancel() = true;  // nothing runs: the next migration starts with it cleared
+    return json{{"name", name}, {"cancel_requested", true}};
+  }
+  // Under the job's lock: the status read is the one the flag is set against.
+  std::lock_guard<std::mutex> l(job->mu);
+  const std::string status = job->report.is_null() ? job->progress.value("status", "") : "";
+  // After the commit point the VM runs at the destination and the pages it
+  // still lacks exist only here: giving up would strand both copies (neither
+  // complete), so the migration goes on, or stays paused for recovery
+  // (docs/migration.md, "Post-copy recovery"). agiled stopping still ends it.
+  if (status == migrate::kStatusPostcopyActive || status == migrate::kStatusPostcopyPaused)
+    return InvalidArgument(
+        "the migration of " + name + " is past its commit point (" + status + "): the VM runs at " +
+        job->progress.value("destination", std::string("the destination")) +
+        " and the pages it still lacks are only here, so it cannot be cancelled; " +
+        (status == migrate::kStatusPostcopyPaused
+             ? "it stays paused for recovery: `agilectl migrate --recover " + name +
+                   " [--to HOST:PORT]`, or it fails by itself at the end of the recovery window, freeing nothing"
+             : std::string("it completes once the last page has arrived")));
+  vm->migration_cancel() = true;
+  return json{{"name", name}, {"cancel_requested", true}};
+}
+
 control::Reply Api::MigrateStatus(const std::string& name, bool watch,
                                   const std::function<void(const json&)>& progress) {
   std::shared_ptr<Job> job = FindJob(name);
@@ -428,10 +457,7 @@ Result<json> Api::HandleVmOp(const std::string& op, const json& args) {
     AGILE_RETURN_IF_ERROR(vm->Resume(args.value("force", false)));
     return vm->Stat();
   }
-  if (op == "vm.migrate_cancel") {
-    vm->migration_cancel() = true;
-    return json{{"name", name}, {"cancel_requested", true}};
-  }
+  if (op == "vm.migrate_cancel") return MigrateCancel(name, vm.get());
   if (op == "vm.offload") {
     if (!args.contains("resident_bytes") || !args["resident_bytes"].is_number_unsigned())
       return InvalidArgument("vm.offload needs \"resident_bytes\" (a non-negative integer)");

@@ -70,6 +70,9 @@ class Api {
   // vm.migrate_recover: asks a migration paused after a lost post-copy link
   // to reconnect now; waits for that attempt's outcome.
   control::Reply MigrateRecover(const std::string& name, const nlohmann::json& args);
+  // vm.migrate_cancel: cancels a migration before its commit point; refused
+  // after it (post-copy running or paused: the destination runs the VM).
+  Result<nlohmann::json> MigrateCancel(const std::string& name, ManagedVm* vm);
   control::Reply MigrateStatus(const std::string& name, bool watch,
                                const std::function<void(const nlohmann::json&)>& progress);
   // Streams the job's progress to `progress` until it ends; returns its report.

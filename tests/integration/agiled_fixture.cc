@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -21,6 +22,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 std::string AgiledBinary() { return AGILE_BIN_DIR "/agiled"; }
+std::string AgilectlBinary() { return AGILE_BIN_DIR "/agilectl"; }
 std::string MemdBinary() { return AGILE_BIN_DIR "/agile-memd"; }
 std::string ShimPath() { return AGILE_SHIM_PATH; }
 std::string GuestDir() { return AGILE_GUEST_DIR; }
@@ -31,9 +33,7 @@ std::string UniqueTestName(const std::string& id) {
   return "agile-it-" + std::to_string(::getpid()) + "-" + id;
 }
 
-std::string AgiledProcess::shm_dir() const {
-  return "/dev/shm/agile/" + fs::path(dir_).filename().string();
-}
+std::string AgiledProcess::shm_dir() const { return shm_dir_; }
 
 Result<std::unique_ptr<AgiledProcess>> AgiledProcess::Start(const std::string& id,
                                                             const std::vector<std::string>& extra_args,
@@ -60,6 +60,9 @@ Status AgiledProcess::Launch() {
   AGILE_ASSIGN_OR_RETURN(proc_, Spawn(o));
   bool up = WaitFor(30, [&] { return fs::exists(sock_) && Call("host.info").ok(); });
   if (!up) return Unavailable("agiled did not come up (" + proc_.ExitDescription() + ")");
+  // Named after the host's id: the state dir's name, or under TLS the certificate's.
+  AGILE_ASSIGN_OR_RETURN(json info, Call("host.info"));
+  shm_dir_ = info.value("shm_root", std::string());
   return Status::Ok();
 }
 
@@ -184,6 +187,33 @@ bool WaitFor(double timeout_s, const std::function<bool()>& fn) {
     if (std::chrono::steady_clock::now() > end) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
   }
+}
+
+CliResult Agilectl(AgiledProcess& d, const std::vector<std::string>& args) {
+  int out[2];
+  if (::pipe2(out, O_CLOEXEC) != 0) return {};
+  UniqueFd r(out[0]), w(out[1]);
+  SpawnOptions o;
+  o.argv = {AgilectlBinary(), "-H", "unix:" + d.socket(), "--json"};
+  o.argv.insert(o.argv.end(), args.begin(), args.end());
+  o.stdout_fd = w.get();
+  o.stderr_fd = 2;
+  o.new_session = false;
+  auto p = Spawn(o);
+  if (!p.ok()) return {};
+  w.Reset();
+  std::string text;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(r.get(), buf, sizeof(buf))) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    text.append(buf, static_cast<size_t>(n));
+  }
+  CliResult res;
+  if (p->Wait(60000) && WIFEXITED(p->raw_status())) res.exit = WEXITSTATUS(p->raw_status());
+  res.out = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (res.out.is_discarded()) res.out = text;
+  return res;
 }
 
 json VmArgs(const std::string& name, uint64_t mib, const std::string& workload,

@@ -24,7 +24,7 @@ class AgiledProcess {
   Result<nlohmann::json> Call(const std::string& op, const nlohmann::json& args = nlohmann::json::object());
   const std::string& socket() const { return sock_; }
   const std::string& state_dir() const { return dir_; }
-  // Where agiled keeps this instance's guest RAM files (named after the state dir).
+  // Where agiled keeps this instance's guest RAM files (host.info's shm_root).
   std::string shm_dir() const;
   Process& process() { return proc_; }
   // kill -9 of agiled, as a crash would: its VMs' QEMUs keep running.
@@ -34,7 +34,7 @@ class AgiledProcess {
 
  private:
   Status Launch();
-  std::string dir_, sock_;
+  std::string dir_, sock_, shm_dir_;
   std::vector<std::string> argv_;
   Process proc_;
 };
@@ -75,7 +75,16 @@ uint16_t FreeTcpPort();
 // Reads a whole file (guest RAM files in /dev/shm).
 std::string ReadFile(const std::string& path);
 
+// `agilectl -H unix:SOCKET --json ARGS...` against d, as an operator runs it:
+// its exit status and what it printed on stdout (JSON; null if none).
+struct CliResult {
+  int exit = -1;
+  nlohmann::json out;
+};
+CliResult Agilectl(AgiledProcess& d, const std::vector<std::string>& args);
+
 std::string AgiledBinary();
+std::string AgilectlBinary();
 std::string MemdBinary();
 std::string ShimPath();
 std::string GuestDir();
