@@ -139,6 +139,31 @@ class Classify(unittest.TestCase):
         self.assertTrue(classify(obs({"h2": {"state": "lost"}}, fault="kill-dst-agiled",
                                      phase="after-switchover"))["vm_lost"])
         self.assertTrue(classify(obs({}, migrated=False, fault="kill-qemu-src"))["vm_lost"])
+        # A stock guest whose kernel crashed after QEMU's own migration is QEMU's loss, counted apart; never an
+        # agile VM's, never without the crash on a console, never a VM that was not migrated.
+        stock = dict(kind="stock", mode="qemu-precopy-tuned", fault="throttle", phase="completed")
+        v = classify(obs({"h2": {"state": "exited"}}, guest_crashed_on=["h2"], **stock))
+        self.assertEqual((v["outcome"], v["vm_lost"], v["lost_to_qemu"]), ("lost-to-qemu", False, True))
+        self.assertIn("guest kernel crashed", " ".join(v["notes"]))
+        self.assertEqual(classify(obs({"h2": {"state": "exited"}}, **stock))["outcome"], "lost")
+        self.assertEqual(classify(obs({}, migrated=False, guest_crashed_on=["h2"], **stock))["outcome"], "lost")
+        self.assertEqual(classify(obs({}, mode="postcopy", guest_crashed_on=["h2"]))["outcome"], "lost")
+        # Running but broken inside (no sweep, a BUG on its console) after QEMU's own migration; its bad pages are
+        # QEMU's corruptions, shown apart. The same bad pages in an agile VM are the product's.
+        v = classify(obs({"h2": RUN}, sweep={"done": False, "waited_s": 90, "errors_new": 1}, guest_crashed_on=["h2"],
+                         **stock))
+        self.assertEqual((v["outcome"], v["vm_lost"], v["corruptions"], v["qemu_corruptions"]),
+                         ("lost-to-qemu", False, 0, 1))
+        v = classify(obs({"h2": RUN}, sweep={"done": False, "waited_s": 90}, **stock))
+        self.assertEqual((v["outcome"], v["vm_lost"]), ("stalled", True))  # no sign it broke inside: lost
+        v = classify(obs({"h2": RUN}, sweep={"done": True, "errors_new": 2}, **stock))
+        self.assertEqual((v["outcome"], v["corruptions"], v["qemu_corruptions"]), ("migrated", 0, 2))
+        v = classify(obs({"h2": RUN}, sweep={"done": False, "waited_s": 90, "errors_new": 1}, guest_crashed_on=["h2"]))
+        self.assertEqual((v["outcome"], v["corruptions"], v["vm_lost"]), ("stalled", 1, True))
+        # A kill-qemu fault that found no QEMU to kill (seed 6, run 63) excuses nothing.
+        v = classify(obs({}, fault="kill-qemu-dst", phase="handshake", mode="qemu-precopy", kind="stock",
+                         qemu_killed=False))
+        self.assertEqual(v["outcome"], "lost")
         # qemu-* modes show no switchover: a source QEMU killed while QEMU migrates is the VM's.
         self.assertEqual(classify(obs({}, fault="kill-qemu-src", phase="precopy", mode="qemu-postcopy"))["outcome"],
                          "killed-by-fault")
@@ -157,13 +182,17 @@ class TallyTest(unittest.TestCase):
         t.add(p3, None, [classify(obs({"h2": {"state": "running", "lost_pages": 2}},
                                       sweep={"done": True, "errors_new": 1}))])
         self.assertTrue(t.failed())
+        p4 = {"run": 4, "vm": "s1", "fault": "cancel"}
+        t.add(p4, PHASES.index("completed"), [classify(obs({}, kind="stock", mode="qemu-postcopy",
+                                                           guest_crashed_on=["h2"], fault="cancel"))])
         j = t.as_json()
         self.assertEqual((j["runs"], j["corruptions"], j["vms_lost"], j["pages_lost"], j["vms_stranded"]),
-                         (3, 1, 0, 2, 1))
-        self.assertEqual(j["faults"], {"cancel": {"precopy": 1}, "link-cut": {"after-switchover": 1},
+                         (4, 1, 0, 2, 1))
+        self.assertEqual(j["vms_lost_to_qemu"], 1)
+        self.assertEqual(j["faults"], {"cancel": {"precopy": 1, "completed": 1}, "link-cut": {"after-switchover": 1},
                                        "kill-memd": {"not injected": 1}})
-        self.assertEqual(j["migration_outcomes"], {"stayed": 1, "fenced-paused": 1, "migrated": 1})
-        self.assertEqual([f["run"] for f in j["failures"]], [2, 3])
+        self.assertEqual(j["migration_outcomes"], {"stayed": 1, "fenced-paused": 1, "migrated": 1, "lost-to-qemu": 1})
+        self.assertEqual([f["run"] for f in j["failures"]], [2, 3, 4])
         table = t.table()
         self.assertIn("corruptions 1", table)
         self.assertIn("run 3 a1: migrated", table)

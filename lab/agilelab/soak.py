@@ -14,14 +14,19 @@ source's or destination's QEMU; the source's or destination's link cut or
 throttled to a trickle for T s; a cancel.
 
 After each run, for EVERY VM: its copies on all hosts (exactly one must run;
-a paused copy with no running one is resumed with `vm resume`, never --force),
+a paused copy with no running one is resumed with `vm resume`, never --force;
+a migration paused after switchover by a lost link or agiled is recovered with
+`migrate --recover` once the fault is over, as an operator would),
 a whole memverify sweep after the run with no new error, and agile-memd
 holding at least the pages agiled says are offloaded in the VM's namespace.
 soak_verdict.py names the outcome; a VM with no running copy is started again
 (its next incarnation) so the next runs have it. Prints the schedule first,
 then a line per run and the table; --json prints one object (runs,
 corruptions, vms_lost, pages_lost, ...). Exit status 1 when corruptions,
-vms_lost or pages_lost is non-zero. Needs root. Not in CI (long, CPU-hungry).
+vms_lost or pages_lost is non-zero. A stock guest whose kernel crashed after
+QEMU's own migration is counted apart (`vms_lost_to_qemu`, soak_verdict.py).
+Needs root. CI runs `make soak-short` (10 runs); long soaks are run by hand
+(docs/reliability.md).
 """
 import argparse
 import json
@@ -51,6 +56,9 @@ BAD_RE = re.compile(r"memverify: BAD page=(\d+) reason=(\w+)")
 NS_RE = re.compile(r'^agile_memd_namespace_pages\{namespace="([^"]*)",owner="([^"]*)"\}\s+(\S+)', re.M)
 # A migration job, or a VM settling after one, that has not ended after this long is itself a finding.
 SETTLING_STATES = ("incoming", "starting", "stopping")
+# How long a migration may sit paused after switchover (post-copy recovery) before the soak runs
+# `migrate --recover`, as an operator would once the fault is over.
+RECOVER_AFTER_S = 3.0
 
 
 def log(msg):
@@ -181,6 +189,8 @@ class Soak:
         phase_at = self.wait_phase(src, vm, PHASES.index(plan["phase"])) if rc == 0 else None
         rec["fault_done"] = self.inject(plan, src, dst) if rc == 0 else "not injected: the migration did not start"
         rec["report_status"] = self.wait_end(src, vm)
+        if self.recover_note:
+            rec["recover"] = self.recover_note
         return phase_at, rec
 
     def wait_phase(self, src, vm, want):
@@ -214,7 +224,7 @@ class Soak:
                 if not s or not s.get("pid"):
                     return f"no QEMU of {vm} on {host} to kill"
                 os.kill(int(s["pid"]), signal.SIGKILL)
-                self.killed_copy_state = s.get("state")
+                self.killed_copy_state = s.get("state") or "unknown"
                 return f"QEMU {s['pid']} on {host} ({s.get('state')}) killed"
             if f in ("link-cut", "throttle"):
                 host = src if plan["side"] == "src" else dst
@@ -238,6 +248,8 @@ class Soak:
         """The migration job's final status at the source, once it ended; then every copy settled."""
         t0 = time.monotonic()
         status = "unknown"
+        paused_since = None
+        self.recover_note = None
         while time.monotonic() - t0 < self.a.migration_timeout:
             rc, s = self.ctl(src, "migrate", "status", vm, timeout=10)
             if rc != 0:
@@ -246,6 +258,19 @@ class Soak:
             if not s.get("running"):
                 status = s.get("status", "ended")
                 break
+            # Paused after switchover (the fault is over by now): the source re-dials on its own with backoff;
+            # an operator would not wait for it, and nor does the soak (once per run).
+            if s.get("phase") == "postcopy-paused":
+                paused_since = paused_since or time.monotonic()
+                if self.recover_note is None and time.monotonic() - paused_since >= RECOVER_AFTER_S:
+                    rc, r = self.ctl(src, "migrate", "--recover", vm, timeout=60)
+                    self.recover_note = ("migrate --recover after "
+                                         f"{time.monotonic() - paused_since:.1f} s paused: "
+                                         + ("accepted" if rc == 0 else
+                                            f"refused rc={rc} {(r.get('error') or {}).get('message')}"))
+                    log(self.recover_note)
+            else:
+                paused_since = None
             time.sleep(0.5)
         else:
             status = f"still running after {self.a.migration_timeout} s"
@@ -298,7 +323,8 @@ class Soak:
                        "src": rec["src"] if vm == plan["vm"] else self.where[vm],
                        "dst": rec["dst"] if vm == plan["vm"] else None, "mode": plan["mode"], "fault": plan["fault"],
                        "phase_at": phase_at if vm == plan["vm"] else None, "report_status": rec.get("report_status"),
-                       "killed_copy_state": self.killed_copy_state if vm == plan["vm"] else None}
+                       "killed_copy_state": self.killed_copy_state if vm == plan["vm"] else None,
+                       "qemu_killed": vm == plan["vm"] and self.killed_copy_state is not None}
         single = [(vm, next(h for h, x in o["copies"].items() if x["state"] == "running"))
                   for vm, o in obs.items() if sum(x["state"] == "running" for x in o["copies"].values()) == 1]
         swept = self.wait_swept(single, self.a.sweep_timeout)
@@ -310,6 +336,12 @@ class Soak:
             new = 0 if errors is None else errors - self.errors_seen[vm] if errors >= self.errors_seen[vm] else errors
             if errors is not None:
                 self.errors_seen[vm] = errors
+            # BAD lines after the last status line are in no count yet: memverify died (or stalled) before it
+            # could print one. Each is a page the guest saw wrong.
+            last_status = max((m.end() for m in STATUS_RE.finditer(text)), default=0)
+            new += len(BAD_RE.findall(text[last_status:]))
+            if not swept[vm][0] and guest_crashed(serial_log(self.st["hosts"][h], vm)):
+                obs[vm]["guest_crashed_on"] = [h]
             obs[vm]["sweep"] = {"done": swept[vm][0], "waited_s": swept[vm][1], "errors_new": new,
                                 "bad": " ".join(bad[-8:])}
         namespaces = self.memd_namespaces()
@@ -375,8 +407,14 @@ class Soak:
                 log(f"could not start {vm} again: {e}")
 
 
+# What a guest that broke inside prints: the kernel's own reports, and the
+# guest init's line when memverify itself died (a segfault on a bad pointer).
+CRASH_SIGNS = ("Kernel panic", "Oops:", "BUG:", "general protection fault", "agile-guest: workload exited")
+
+
 def guest_crashed(path):
-    """The guest kernel's own crash report at the end of a console (oops, panic): the VM died inside."""
+    """The guest's own crash report at the end of a console (panic, oops, BUG, the workload dying): the VM broke
+    inside."""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -384,7 +422,7 @@ def guest_crashed(path):
             tail = f.read().decode(errors="replace")
     except OSError:
         return False
-    return "Kernel panic" in tail or "Oops:" in tail
+    return any(sign in tail for sign in CRASH_SIGNS)
 
 
 def last_int(rx, text, default=0):

@@ -14,14 +14,24 @@ table and the JSON object. The rules, each a line below:
   a VM lost for its users);
   a destination that lost its migration connection after switchover in post-copy
   or agile's tail (link cut, either agiled killed) and so waits on pages still
-  at the source is `stalled-needs-recover`: counted with the stranded;
+  at the source, even after the soak's `migrate --recover`, is
+  `stalled-needs-recover`: counted with the stranded;
 * no running copy:
   - a copy paused and fenced by a migration past its commit point is
-    `fenced-paused`: whole, but not runnable without `migrate --recover`
-    (issue 11 item 4, not built); counted apart (`vms_stranded`), not as lost;
+    `fenced-paused`: whole, but not running although the soak asked for
+    `migrate --recover`; counted apart (`vms_stranded`), not as lost;
   - the fault itself killed the VM's only running QEMU (the source's before the
     commit point, the destination's after it) is `killed-by-fault`: what a host
     crash does, expected, counted apart;
+  - a stock VM (plain QEMU: its RAM is QEMU's own anonymous memory, which
+    agiled never reads or writes) whose guest broke inside (panic, oops, BUG,
+    memverify dying, on a console) after it was moved by one of QEMU's own
+    modes, with no running copy or a running one that no longer sweeps, is
+    `lost-to-qemu`; bad pages such a guest reports are `corruptions_by_qemu`:
+    QEMU 7.2's RAM migration under TCG breaks stock guests on this machine
+    with no agiled at all (docs/reliability.md, finding 2,
+    scripts/qemu-migration-check.py). Counted apart (`vms_lost_to_qemu`) as
+    the baseline's loss, not the product's, and listed with the failures;
   - anything else is `lost`;
 * pages lost: agiled's own count of pages the store lost (`lost_pages`) plus
   any shortfall of the store's pages for the VM's namespace against the pages
@@ -32,8 +42,8 @@ from .soak_plan import PHASES
 
 SWITCHOVER = PHASES.index("switchover")
 AFTER_SWITCHOVER = PHASES.index("after-switchover")
-OUTCOMES = ("migrated", "stayed", "ok", "fenced-paused", "stalled-needs-recover", "killed-by-fault", "stalled", "lost",
-            "duplicate")
+OUTCOMES = ("migrated", "stayed", "ok", "fenced-paused", "stalled-needs-recover", "killed-by-fault", "lost-to-qemu",
+            "stalled", "lost", "duplicate")
 # Faults that end the migration connection; after switchover, post-copy and agile's tail then leave the
 # destination's vCPUs waiting on pages still at the source (docs/migration.md, "Failure safety").
 CONNECTION_FAULTS = ("link-cut", "kill-src-agiled", "kill-dst-agiled")
@@ -44,6 +54,8 @@ def _killed_its_only_qemu(obs):
     """The injected fault killed the QEMU that held the VM's running copy."""
     at = obs.get("phase_at")
     if at is None or not obs.get("migrated"):
+        return False
+    if obs.get("qemu_killed") is False:  # a kill-qemu fault that found no QEMU to kill killed nothing
         return False
     if obs["fault"] in ("kill-qemu-src", "kill-qemu-dst") and obs.get("killed_copy_state") == "running":
         # What the QEMU was doing when it was killed beats the phase, which was read a poll earlier: a
@@ -65,12 +77,19 @@ def _lost_its_source_after_switchover(obs, host):
             and obs.get("mode") in TAIL_MODES and obs.get("phase_at") == AFTER_SWITCHOVER)
 
 
+def _broken_by_qemus_own_migration(obs, crashed=True):
+    """A stock guest moved by QEMU's own RAM migration (and, with `crashed`, whose console then showed it broke
+    inside): agiled held none of its RAM."""
+    return (obs.get("kind") == "stock" and obs.get("migrated") and obs.get("mode", "").startswith("qemu-")
+            and (bool(obs.get("guest_crashed_on")) or not crashed))
+
+
 def classify(obs):
     copies = obs.get("copies") or {}
     running = sorted(h for h, c in copies.items() if c.get("state") == "running")
     paused = sorted(h for h, c in copies.items() if c.get("state") == "paused")
     v = {"vm": obs["vm"], "outcome": None, "corruptions": 0, "vm_lost": False, "pages_lost": 0,
-         "stranded": False, "expected_loss": False, "notes": [], "running_on": running,
+         "stranded": False, "expected_loss": False, "lost_to_qemu": False, "qemu_corruptions": 0, "notes": [], "running_on": running,
          "migrated": bool(obs.get("migrated"))}
     notes = v["notes"]
     lost_pages = sum(int(c.get("lost_pages") or 0) for c in copies.values())
@@ -103,11 +122,20 @@ def classify(obs):
         if errors:
             v["corruptions"] += errors
             notes.append(f"memverify: {errors} bad pages ({sweep.get('bad', '')})".rstrip(" ()"))
-        if not sweep.get("done") and _lost_its_source_after_switchover(obs, host):
+        if v["corruptions"] and _broken_by_qemus_own_migration(obs, crashed=False):
+            # Bad pages in a stock guest right after QEMU moved its RAM: QEMU's corruption, shown apart.
+            v["qemu_corruptions"], v["corruptions"] = v["corruptions"], 0
+            v["lost_to_qemu"] = True
+        if not sweep.get("done") and _broken_by_qemus_own_migration(obs):
+            v["outcome"] = "lost-to-qemu"
+            v["lost_to_qemu"] = True
+            notes.append(f"no whole memverify sweep within {sweep.get('waited_s', '?')} s; the guest broke inside "
+                         f"(its console on {host}) after QEMU's own migration")
+        elif not sweep.get("done") and _lost_its_source_after_switchover(obs, host):
             v["outcome"] = "stalled-needs-recover"
             v["stranded"] = True
             notes.append(f"no whole memverify sweep within {sweep.get('waited_s', '?')} s after the migration "
-                         "connection was lost past switchover: pages still at the source, migrate --recover not built")
+                         "connection was lost past switchover: pages still at the source, not recovered")
         elif not sweep.get("done"):
             v["outcome"] = "stalled"
             v["vm_lost"] = True
@@ -118,10 +146,13 @@ def classify(obs):
         if fenced:
             v["outcome"] = "fenced-paused"
             v["stranded"] = True
-            notes.append(f"paused and fenced on {fenced[0]}: needs migrate --recover (not built)")
+            notes.append(f"paused and fenced on {fenced[0]}: past its commit point, not recovered")
         elif _killed_its_only_qemu(obs):
             v["outcome"] = "killed-by-fault"
             v["expected_loss"] = True
+        elif _broken_by_qemus_own_migration(obs):
+            v["outcome"] = "lost-to-qemu"
+            v["lost_to_qemu"] = True
         else:
             v["outcome"] = "lost"
             v["vm_lost"] = True
@@ -142,6 +173,7 @@ class Tally:
         self.outcomes = {}        # outcome -> count (every VM checked after every run)
         self.migration_outcomes = {}
         self.corruptions = self.vms_lost = self.pages_lost = self.vms_stranded = self.killed = 0
+        self.lost_to_qemu = self.qemu_corruptions = 0
         self.failures = []        # (run, vm, outcome, notes)
 
     def add(self, plan, phase_at, verdicts, extra=None):
@@ -158,7 +190,9 @@ class Tally:
             self.pages_lost += v["pages_lost"]
             self.vms_stranded += int(v["stranded"])
             self.killed += int(v["expected_loss"])
-            if v["corruptions"] or v["vm_lost"] or v["pages_lost"] or v["stranded"]:
+            self.lost_to_qemu += int(v["lost_to_qemu"] and v["outcome"] == "lost-to-qemu")
+            self.qemu_corruptions += v["qemu_corruptions"]
+            if v["corruptions"] or v["vm_lost"] or v["pages_lost"] or v["stranded"] or v["lost_to_qemu"]:
                 self.failures.append({"run": plan["run"], "vm": v["vm"], "outcome": v["outcome"],
                                       "notes": v["notes"]})
         self.rows.append({"plan": plan, "phase_at": phase, "verdicts": verdicts, **(extra or {})})
@@ -175,13 +209,16 @@ class Tally:
         return {"runs": self.runs, "corruptions": self.corruptions, "vms_lost": self.vms_lost,
                 "pages_lost": self.pages_lost, "vms_stranded": self.vms_stranded,
                 "daemon_crashes": self.daemon_crashes, "vms_killed_by_fault": self.killed,
+                "vms_lost_to_qemu": self.lost_to_qemu, "corruptions_by_qemu": self.qemu_corruptions,
                 "faults": self.faults, "outcomes": self.outcomes, "migration_outcomes": self.migration_outcomes,
                 "failures": self.failures, "run_results": self.rows}
 
     def table(self):
         out = [f"runs {self.runs}   corruptions {self.corruptions}   vms_lost {self.vms_lost}   "
                f"pages_lost {self.pages_lost}   vms_stranded (fenced-paused) {self.vms_stranded}   "
-               f"vms_killed_by_fault {self.killed}   daemon_crashes (not injected) {self.daemon_crashes}", ""]
+               f"vms_killed_by_fault {self.killed}   vms_lost_to_qemu (stock guest broken by QEMU's own migration) "
+               f"{self.lost_to_qemu}   corruptions_by_qemu {self.qemu_corruptions}   "
+               f"daemon_crashes (not injected) {self.daemon_crashes}", ""]
         phases = list(PHASES) + ["not injected"]
         out.append(f"{'fault':<16}" + "".join(f"{p:>17}" for p in phases) + f"{'total':>7}")
         for kind in sorted(self.faults):

@@ -7,6 +7,7 @@
 #include <random>
 #include <thread>
 
+#include "base/fault_point.h"
 #include "base/io.h"
 #include "base/socket.h"
 #include "migrate/qemu_control.h"
@@ -456,7 +457,12 @@ Status Sender::Switchover() {
   vm_->SetFenced("its migration to " + dest_id_ + " (" + opt_.to + ") reached the commit point", lease);
   if (lease) {
     // The commit point: from here the destination owns the cold pages.
-    auto token = store_->Transfer(dest_id_);
+    if (FaultPoint("delay-before-transfer")) {
+      // Tests: a window between the pause and the TRANSFER to take the store down in.
+      spdlog::critical("AGILE_FAULT=delay-before-transfer: waiting 3 s before the TRANSFER");
+      std::this_thread::sleep_for(std::chrono::seconds(3));
+    }
+    auto token = TransferLease();
     if (!token.ok()) {
       // The reply was lost even after asking again, or memd refused: who
       // owns the namespace now decides whether this host may take the VM back.
@@ -536,6 +542,27 @@ Status Sender::TakeBack(const wire::MigSwitchoverAck& ack, bool lease) {
   spdlog::warn("vm {}: handed back by {} (it never ran there){}; {} here", report_.vm, dest_id_,
                lease ? " with its swap-store namespace" : "", was_running_ ? "resumed" : "left paused as it was");
   return Unavailable(what + "; handed back: " + (was_running_ ? "the VM runs here again" : "the VM stays here, paused as it was"));
+}
+
+Result<memd::OwnerToken> Sender::TransferLease() {
+  auto token = store_->Transfer(dest_id_);
+  if (token.ok() || token.status().code() != Code::kUnavailable) return token;
+  // A store that does not answer may be restarting. Giving up now leaves the
+  // VM paused and fenced here until an operator runs `vm resume`; it is
+  // paused meanwhile either way, so wait a bounded while for the store.
+  const int budget_ms = opt_.timeouts.migrate_peer_ms / 2;
+  spdlog::warn("vm {}: swap store unreachable for the TRANSFER to {} ({}); asking again every {} ms for up to {} ms",
+               report_.vm, dest_id_, token.status().ToString(), StoreReader::kRetryMs, budget_ms);
+  const uint64_t t0 = vm::NowNs();
+  const uint64_t end = t0 + static_cast<uint64_t>(budget_ms) * 1000000ULL;
+  while (token.status().code() == Code::kUnavailable && vm::NowNs() < end && !Interrupted()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(StoreReader::kRetryMs));
+    token = store_->Transfer(dest_id_);
+  }
+  if (token.ok())
+    spdlog::info("vm {}: swap store answered the TRANSFER after {} ms; the migration goes on", report_.vm,
+                 (vm::NowNs() - t0) / 1000000ULL);
+  return token;
 }
 
 Status Sender::PostcopyPush() {

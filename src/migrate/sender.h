@@ -81,6 +81,10 @@ class Sender {
   // store), unfences and resumes the VM here; the migration still failed.
   // Without the lease back the VM stays paused and fenced.
   Status TakeBack(const wire::MigSwitchoverAck& ack, bool lease);
+  // TRANSFER of the swap-store namespace to the destination, asked again
+  // while the store does not answer (a memd restarting) for up to half the
+  // peer timeout: memd answers a repeated TRANSFER with the same token.
+  Result<memd::OwnerToken> TransferLease();
   Status PostcopyPush();
   // Pushes what the destination still lacks, then DONE and its ACK.
   Status PushRest(const char* phase);

@@ -1,7 +1,8 @@
 // Failures around the commit point with real agileds, real QEMU guests and
 // real faults: the link to a destination in another network namespace set
 // down mid-migration, and a destination killed right after it took the VM's
-// swap-store lease. docs/timeouts.md and docs/migration.md ("Failure safety").
+// swap-store lease, agile-memd down when the lease is handed over.
+// docs/timeouts.md and docs/migration.md ("Failure safety").
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
@@ -129,6 +130,60 @@ TEST(PartitionTest, FenceRefusesResumeAfterTheCommitPoint) {
     EXPECT_NE(resume.status().message().find("another host owns"), std::string::npos) << resume.status().ToString();
   }
   EXPECT_EQ(Stat(**a, "fv")["state"], "paused");
+}
+
+TEST(PartitionTest, MemdDownAtTheCommitPointIsWaitedOutAndTheMigrationCompletes) {
+  // agile-memd killed -9 before the lease is handed over and started again on
+  // its data dir while the source, its VM paused, asks again: the TRANSFER
+  // then goes through and the VM runs at the destination. Without the wait the
+  // source stayed paused and fenced until an operator ran `vm resume`.
+  const std::string data = "/tmp/" + UniqueTestName("memd-at-commit");
+  struct Cleanup {
+    std::string dir;
+    ~Cleanup() { std::filesystem::remove_all(dir); }
+  } cleanup{data};
+  std::filesystem::create_directories(data);
+  auto memd = MemdProcess::Start(data);
+  ASSERT_TRUE(memd.ok()) << memd.status().ToString();
+  // The source pauses, fences, then waits 3 s before the TRANSFER: the store goes down in between.
+  ::setenv("AGILE_FAULT", "delay-before-transfer", 1);
+  auto a = AgiledProcess::Start("mdc-a", {"--memd", (*memd)->addr()});
+  ::unsetenv("AGILE_FAULT");
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  const uint16_t port_b = FreeTcpPort();
+  auto b = AgiledProcess::Start("mdc-b", {"--listen", "127.0.0.1:" + std::to_string(port_b), "--memd",
+                                          (*memd)->addr()});
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+
+  StartVm(**a, "mc");
+  auto off = (*a)->Call("vm.offload", {{"name", "mc"}, {"resident_bytes", 128ull << 20}});
+  ASSERT_TRUE(off.ok()) << off.status().ToString();
+  const uint64_t offloaded = Stat(**a, "mc")["pages"].value("offloaded", 0ull);
+  ASSERT_GT(offloaded, 0u) << "nothing offloaded: no lease to hand over";
+
+  auto pending = std::async(std::launch::async, [&] {
+    return (*a)->Call("vm.migrate", {{"name", "mc"}, {"to", "127.0.0.1:" + std::to_string(port_b)}, {"mode", "agile"}});
+  });
+  // Fenced: paused, device state sent, the TRANSFER 3 s away.
+  ASSERT_TRUE(WaitFor(60, [&] {
+    json s = Stat(**a, "mc");
+    return s.contains("fenced") || pending.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+  })) << "the migration never reached its commit point";
+  (*memd)->Kill();
+  // Past the TRANSFER's first try (3 s after the fence): the source is asking again.
+  std::this_thread::sleep_for(std::chrono::milliseconds(4500));
+  ASSERT_EQ(pending.wait_for(std::chrono::seconds(0)), std::future_status::timeout)
+      << "the migration ended while agile-memd was down: " << pending.get().status().ToString();
+  ASSERT_TRUE((*memd)->Restart().ok());
+  auto r = pending.get();
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+
+  json s = Stat(**b, "mc");
+  EXPECT_EQ(s["state"], "running") << s.dump();
+  // The destination owns the namespace: its cold pages refault from the store, intact.
+  ASSERT_TRUE(WaitFor(30, [&] { return GuestReporting(**b, "mc"); })) << Stat(**b, "mc").dump();
+  ExpectIntact(**b, "mc", 4);
+  EXPECT_TRUE(WaitFor(30, [&] { return (*a)->Call("vm.list")->empty(); })) << (*a)->Call("vm.list")->dump();
 }
 
 }  // namespace
