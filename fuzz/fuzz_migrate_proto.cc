@@ -47,7 +47,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       break;
     }
     case MigMsg::kSwitchover: (void)DecodeSwitchover(p); break;
-    case MigMsg::kSwitchoverAck: (void)DecodeStatus(p); break;
+    case MigMsg::kSwitchoverAck: (void)DecodeSwitchoverAck(p); break;
     case MigMsg::kPageRequest: {
       std::vector<uint64_t> idx;
       (void)DecodePageRequest(p, &idx);

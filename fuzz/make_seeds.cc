@@ -133,7 +133,10 @@ void MigrateSeeds() {
     wire::AppendLocations(f, runs, 0, runs.size());
   });
   one("switchover", [&](Bytes* f) { wire::AppendSwitchover(f, {true, 3, 99, true}); });
-  one("switchover-ack", [&](Bytes* f) { wire::AppendSwitchoverAck(f, {0, "resumed"}); });
+  one("switchover-ack", [&](Bytes* f) { wire::AppendSwitchoverAck(f, {wire::SwitchoverResult::kRunning, "running"}); });
+  one("switchover-ack-not-resumed", [&](Bytes* f) {
+    wire::AppendSwitchoverAck(f, {wire::SwitchoverResult::kNotResumed, "the VM never ran here", true, 3, 0xFEED, 0xBEEF});
+  });
   one("page-request", [&](Bytes* f) {
     uint64_t idx[3] = {5, 6, 7};
     wire::AppendPageRequest(f, idx, 3);

@@ -570,6 +570,21 @@ Status ManagedVm::AdoptStore(const std::string& store_vm_id, uint64_t epoch, uin
   return Status::Ok();
 }
 
+Result<memd::OwnerToken> ManagedVm::HandBackStore(const std::string& host) {
+  if (store_ == nullptr || !store_->claimed())
+    return Internal("vm " + spec_.name + " holds no swap-store namespace to hand back");
+  auto token = store_->Transfer(host);
+  if (!token.ok()) {
+    // memd may have done it or not: either way the pages are the VM's only
+    // copy of its cold memory, so the copy dropped here must not release them.
+    keep_store_ = true;
+    return token.status().Annotate("handing the swap-store namespace back to " + host);
+  }
+  PersistRecord();  // the token is void here now
+  spdlog::info("vm {}: swap-store namespace handed back to {} (epoch {})", spec_.name, host, token->epoch);
+  return token;
+}
+
 void ManagedVm::MarkRunning(bool all_pages_here) {
   // Only an arriving VM becomes running: a QEMU that exited meanwhile (killed
   // right after the switch, while post-copy still pushed its pages) stays

@@ -52,6 +52,12 @@ class MigratingVm {
   // Use the VM's store namespace under the ownership token the source
   // handed over (agile mode).
   virtual Status AdoptStore(const std::string& store_vm_id, uint64_t epoch, uint64_t secret, uint64_t secret_hi) = 0;
+  // The VM never ran here and goes back to its source (SWITCHOVER_ACK "not
+  // resumed"): hands the namespace adopted at SWITCHOVER to `host` (TRANSFER)
+  // and returns the token to give it; this host's token is void after. On
+  // failure the namespace is kept whoever owns it now: dropping this copy
+  // then does not release it (its cold pages exist nowhere else).
+  virtual Result<memd::OwnerToken> HandBackStore(const std::string& host) = 0;
   // The incoming migration switched over; the VM runs here now. all_pages_here=false (post-copy: pages still at the
   // source) keeps the state record's "incoming" mark, so an agiled restarted
   // before the last page arrives reports the VM lost instead of re-adopting it

@@ -21,6 +21,7 @@
 #include "migrate/qemu_control.h"
 #include "migrate/receiver_states.h"
 #include "migrate/storage_copy.h"
+#include "qemu/qmp.h"
 #include "vm/fault_server.h"
 
 namespace agile::migrate {
@@ -61,6 +62,11 @@ class Receiver {
   Status InstallPages(const std::vector<uint8_t>& payload);
   Status ApplyLocations(const std::vector<uint8_t>& payload);
   Status DoSwitchover(const std::vector<uint8_t>& payload);
+  // Switch thread: the VM never ran here (QEMU gone or hung before `cont`,
+  // or `cont` refused). Hands the lease back to the source, then answers
+  // SWITCHOVER_ACK "not resumed" with it (wire/migrate_proto.h).
+  void HandBack(const wire::MigSwitchover& sw, const Status& cause);
+  void HoldBeforeCont();  // AGILE_FAULT=hold-before-cont
   Status Finish();
   void Fail(const Status& s);
   // Pages still come from the source after switchover: post-copy, or agile's tail.
@@ -87,6 +93,7 @@ class Receiver {
   std::atomic<bool> finished_{false};  // non-post-copy: the switch thread completed the migration
   bool disk_copies_ = false;  // --copy-storage: we created local disk images (deleted on failure)
   std::atomic<bool> acked_{false};  // SWITCHOVER_ACK (success) went out: the source runs post-copy
+  Status handed_back_;  // set by HandBack: why the VM went back to the source (read after the join)
   // Post-copy recovery: a RESUME connection the board handed over.
   bool registered_ = false;  // on peer_.recovery's board (loop thread)
   std::mutex rec_mu_;
@@ -123,6 +130,7 @@ void Receiver::Run(const wire::FrameHeader& first, const std::vector<uint8_t>& p
   else if (registered_) peer_.recovery->Unregister(spec_.name);
   if (switch_thread_.joinable()) switch_thread_.join();
   if (finished_) s = Finish();
+  if (!handed_back_.ok()) s = handed_back_;  // not the closed channel that followed it
   if (!s.ok()) Fail(s);
 }
 
@@ -315,7 +323,12 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
   }
   switch_started_ = true;
   switch_thread_ = std::thread([this, sw] {
+    if (FaultPoint("hold-before-cont")) HoldBeforeCont();
     Status s = WaitIncomingDone(vm_.get(), peer_.timeouts.device_state_ms);
+    // Until `cont` the guest cannot have run here: the device state carries
+    // the source's run state, paused since stop-and-copy, so QEMU does not
+    // start it by itself. A QEMU that died or hung before is known unrun.
+    bool never_ran = !s.ok();
     if (s.ok() && disk_copies_) {
       // The source completed its mirrors before device state and has
       // disconnected: the exports have served their purpose.
@@ -325,9 +338,21 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
     if (s.ok()) {
       switched_ = true;
       if (sw.resume) s = vm_->Qmp("cont").status();
+      // QEMU answered `cont` with an error: it checks everything before it
+      // starts the vCPUs, so the guest did not run. No answer (QEMU died, or
+      // the QMP socket broke mid-command) may hide a `cont` that did run.
+      if (qemu::QmpRefused(s)) {
+        never_ran = true;
+        switched_ = false;
+      }
+    }
+    if (never_ran) {
+      HandBack(sw, s);
+      return;
     }
     std::vector<uint8_t> f;
-    wire::AppendSwitchoverAck(&f, {s.ok() ? 0u : 1u, s.ok() ? "running" : s.message()});
+    wire::AppendSwitchoverAck(&f, {s.ok() ? wire::SwitchoverResult::kRunning : wire::SwitchoverResult::kFailed,
+                                   s.ok() ? "running" : s.message()});
     Status sent = ch_->Send(f);
     if (!s.ok() || !sent.ok()) {
       spdlog::error("vm {}: could not resume after switchover: {}", spec_.name, (s.ok() ? sent : s).ToString());
@@ -347,6 +372,44 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
     }
   });
   return Status::Ok();
+}
+
+void Receiver::HandBack(const wire::MigSwitchover& sw, const Status& cause) {
+  // The source's paused copy is whole (nothing ran anywhere since it paused).
+  // The lease goes back before the answer, so exactly one host owns the
+  // namespace at every moment and the source resumes only once it does;
+  // Run then drops this copy, which no longer holds a token to release.
+  wire::MigSwitchoverAck ack{wire::SwitchoverResult::kNotResumed,
+                             "not resumed: the VM never ran here (" + cause.message() + ")"};
+  if (sw.has_token) {
+    auto token = vm_->HandBackStore(hello_.src_host);
+    if (token.ok()) {
+      ack.has_token = true;
+      ack.epoch = token->epoch;
+      ack.secret = token->secret;
+      ack.secret_hi = token->secret_hi;
+    } else {
+      ack.message += "; " + token.status().message();
+    }
+  }
+  spdlog::error("vm {}: not resumed after switchover, the VM never ran here: {}; handing it back to {}{}",
+                spec_.name, cause.ToString(), hello_.src_host,
+                !sw.has_token ? "" : ack.has_token ? " with its swap-store namespace" : " (its namespace could not go back)");
+  std::vector<uint8_t> f;
+  wire::AppendSwitchoverAck(&f, ack);
+  Status sent = ch_->Send(f);
+  if (!sent.ok()) spdlog::error("vm {}: the source was not told: {}", spec_.name, sent.ToString());
+  handed_back_ = Unavailable(ack.message);
+  ch_->Shutdown();  // ends the receive loop; Run drops the copy here
+}
+
+void Receiver::HoldBeforeCont() {
+  // Tests: a window to kill this QEMU (SIGKILL, as the soak does) after
+  // SWITCHOVER and before `cont`. Ends once QEMU stops answering, or after 60 s.
+  spdlog::critical("AGILE_FAULT=hold-before-cont: holding vm {} before cont", spec_.name);
+  SetStatus("device", "held-before-cont", {{"fault", "hold-before-cont"}});
+  for (int i = 0; i < 600 && vm_->Qmp("query-status").ok(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
 }
 
 void Receiver::SetStatus(const char* status, const char* phase, nlohmann::json fields) {
@@ -448,7 +511,9 @@ Status Receiver::Finish() {
 void Receiver::Fail(const Status& s) {
   std::string name = vm_ ? spec_.name : "?";
   if (!switched_) {
-    spdlog::error("vm {}: incoming migration failed before switchover: {}; dropping the copy here", name, s.ToString());
+    spdlog::error("vm {}: incoming migration failed {}: {}; dropping the copy here", name,
+                  handed_back_.ok() ? "before switchover" : "at switchover (handed back: the VM never ran here)",
+                  s.ToString());
     std::vector<uint8_t> f;
     wire::AppendAbort(&f, s.message());
     (void)ch_->Send(f, 1000);  // a courtesy on a link that may be dead

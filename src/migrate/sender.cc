@@ -281,9 +281,11 @@ void Sender::ReaderLoop() {
     }
     std::lock_guard<std::mutex> l(mu_);
     if (type == wire::MigMsg::kSwitchoverAck) {
-      auto st = wire::DecodeStatus(payload);
+      auto st = wire::DecodeSwitchoverAck(payload);
       if (!st.ok()) ack_status_ = st.status();
-      else if (st->status != 0) ack_status_ = Internal("destination could not resume the VM: " + st->message);
+      else if (st->status == wire::SwitchoverResult::kFailed)
+        ack_status_ = Internal("destination could not resume the VM: " + st->message);
+      if (st.ok()) ack_ = *st;
       got_ack_ = true;
     } else if (type == wire::MigMsg::kDoneAck) {
       got_done_ack_ = true;
@@ -502,12 +504,44 @@ Status Sender::Switchover() {
   // decides, not what the reader saw afterwards.
   if (!got_ack_) return peer_status_.Annotate("waiting for SWITCHOVER_ACK; the VM stays paused here, fenced");
   if (!ack_status_.ok()) return ack_status_;
+  if (ack_.status == wire::SwitchoverResult::kNotResumed) {
+    const wire::MigSwitchoverAck ack = ack_;
+    l.unlock();
+    return TakeBack(ack, lease);
+  }
   report_.downtime_ms = static_cast<double>(vm::NowNs() - downtime_start_ns_) / 1e6;
   DowntimeStep("commit");
   report_.switchover_ms = Ms();
   l.unlock();
   Progress("switched-over");
   return Status::Ok();
+}
+
+Status Sender::TakeBack(const wire::MigSwitchoverAck& ack, bool lease) {
+  // The copy here is whole: the VM has been paused since stop-and-copy and
+  // never ran there. It may run here again only once this host holds the
+  // lease (invariant 5): exactly one host owns the namespace at every moment.
+  const std::string what = "the destination did not resume the VM: " + ack.message;
+  const std::string fenced = "; the VM stays paused here, fenced (`vm resume` asks the swap store again)";
+  if (lease) {
+    if (!ack.has_token) return Unavailable(what + "; it did not hand the swap-store namespace back" + fenced);
+    AGILE_RETURN_IF_ERROR(vm_->AdoptStore(store_->store_vm_id(), ack.epoch, ack.secret, ack.secret_hi)
+                              .Annotate(what + "; taking back the swap-store namespace it handed back" + fenced));
+    // Asked, not assumed: the token is only as good as memd's word on it.
+    auto mine = store_->OwnedHere();
+    if (!mine.ok() || !*mine)
+      return Unavailable(what + "; it handed the swap-store namespace back, but the store " +
+                         (mine.ok() ? "says another host owns it" : "cannot confirm it (" + mine.status().message() + ")") +
+                         fenced);
+  }
+  vm_->SetFenced("", false);
+  if (was_running_) {
+    auto r = vm_->Qmp("cont");
+    if (!r.ok()) return r.status().Annotate(what + "; handed back here, but resuming it failed (`vm resume` retries)");
+  }
+  spdlog::warn("vm {}: handed back by {} (it never ran there){}; {} here", report_.vm, dest_id_,
+               lease ? " with its swap-store namespace" : "", was_running_ ? "resumed" : "left paused as it was");
+  return Unavailable(what + "; handed back: " + (was_running_ ? "the VM runs here again" : "the VM stays here, paused as it was"));
 }
 
 Result<memd::OwnerToken> Sender::TransferLease() {

@@ -76,6 +76,11 @@ class Sender {
   Status SendLocations();
   Status DeviceState();
   Status Switchover();
+  // SWITCHOVER_ACK said "not resumed": the VM never ran at the destination.
+  // Takes the lease back (agile: the token in the ACK, confirmed by the
+  // store), unfences and resumes the VM here; the migration still failed.
+  // Without the lease back the VM stays paused and fenced.
+  Status TakeBack(const wire::MigSwitchoverAck& ack, bool lease);
   // TRANSFER of the swap-store namespace to the destination, asked again
   // while the store does not answer (a memd restarting) for up to half the
   // peer timeout: memd answers a repeated TRANSFER with the same token.
@@ -160,6 +165,7 @@ class Sender {
   bool got_ack_ = false, got_done_ack_ = false;
   Status peer_status_;  // ABORT from the destination, or the connection failing
   Status ack_status_;   // what SWITCHOVER_ACK said
+  wire::MigSwitchoverAck ack_;  // the SWITCHOVER_ACK itself, once got_ack_
   uint64_t downtime_start_ns_ = 0;
   uint64_t step_ns_ = 0;  // end of the last downtime step recorded
 

@@ -94,14 +94,20 @@ Result<json> QmpClient::Execute(const std::string& cmd, const json& args, int ti
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   timeval stv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
   ::setsockopt(fd_.get(), SOL_SOCKET, SO_SNDTIMEO, &stv, sizeof(stv));  // a QEMU that stopped reading
-  AGILE_RETURN_IF_ERROR(WriteFull(fd_.get(), line.data(), line.size()).Annotate("QMP " + cmd));
+  // kInvalidArgument is kept for QEMU's own refusal (below): an I/O error
+  // that errno happens to map to it (EINVAL) says nothing of the command's fate.
+  auto unknown = [](Status s) {
+    return s.code() == Code::kInvalidArgument ? Status(Code::kInternal, s.message()) : s;
+  };
+  if (Status w = WriteFull(fd_.get(), line.data(), line.size()); !w.ok()) return unknown(w.Annotate("QMP " + cmd));
   for (;;) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return Unavailable("QMP " + cmd + ": no answer within " + std::to_string(timeout_ms) + " ms");
     auto got = ReadMessage(static_cast<int>(left.count()));
     if (!got.ok() && got.status().code() == Code::kUnavailable)
       return Unavailable("QMP " + cmd + ": no answer within " + std::to_string(timeout_ms) + " ms");
-    AGILE_ASSIGN_OR_RETURN(QmpMessage msg, std::move(got));
+    if (!got.ok()) return unknown(got.status());
+    QmpMessage msg = std::move(got).value();
     switch (msg.kind) {
       case QmpMessage::Kind::kEvent:
         if (events_.size() >= kMaxQmpEvents) events_.pop_front();

@@ -35,6 +35,9 @@ struct QmpMessage {
 // greeting, an event, a return or an error (too deep, too long, not JSON).
 Result<QmpMessage> ParseQmpMessage(std::string_view line);
 
+// QEMU answered the command with an error (see QmpClient::Execute).
+inline bool QmpRefused(const Status& s) { return s.code() == Code::kInvalidArgument; }
+
 class QmpClient {
  public:
   // Connects to QEMU's QMP unix socket, retrying until timeout_ms (QEMU
@@ -43,7 +46,10 @@ class QmpClient {
   // wait ends at once instead of running out the timeout.
   static Result<QmpClient> Connect(const std::string& path, int timeout_ms, int qemu_pidfd = -1);
 
-  // Runs a command; the "return" member on success, QEMU's error text otherwise.
+  // Runs a command; the "return" member on success. kInvalidArgument (with
+  // QEMU's error text) means QEMU answered this command with an error: it
+  // refused it. Any other error (no answer, a broken socket) leaves the
+  // command's fate unknown: it may have been executed.
   Result<nlohmann::json> Execute(const std::string& cmd, const nlohmann::json& args = nullptr,
                                  int timeout_ms = 10000);
 

@@ -1,6 +1,8 @@
 #include "qemu/qmp.h"
 
 #include <gtest/gtest.h>
+
+#include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -116,6 +118,51 @@ TEST(QmpClient, CommandIsBoundedEvenWhileEventsKeepComing) {
     EXPECT_GE(took, std::chrono::milliseconds(380));
     EXPECT_LT(took, std::chrono::milliseconds(1500));
     done = true;
+  }
+  qemu.join();
+  ::unlink(path.c_str());
+}
+
+// Whether QEMU refused a command (it answered with an error: the command did
+// not take effect) or its fate is unknown (QEMU died after reading it): a
+// destination hands a VM back to its source only in the first case.
+TEST(QmpClient, TellsARefusalFromACommandWhoseFateIsUnknown) {
+  signal(SIGPIPE, SIG_IGN);  // as agiled: a write to the dead QEMU is an error value
+  std::string path = "/tmp/qmp_test_refused." + std::to_string(::getpid());
+  ::unlink(path.c_str());
+  auto l = UnixListen(path);
+  ASSERT_TRUE(l.ok());
+  std::thread qemu([&] {
+    auto c = Accept(l->get());
+    ASSERT_TRUE(c.ok());
+    auto send = [&](const std::string& s) { ASSERT_TRUE(WriteFull(c->get(), s.data(), s.size()).ok()); };
+    send(R"({"QMP": {"version": {}, "capabilities": []}})" "\n");
+    LineReader r(c->get());
+    for (;;) {
+      auto line = r.Next();
+      if (!line.ok()) return;
+      json req = json::parse(*line);
+      // "cont" is refused; "quit-mid-command" takes the command and dies unanswered.
+      if (req["execute"] == "quit-mid-command") return;
+      if (req["execute"] == "cont")
+        send(json{{"error", {{"class", "GenericError"}, {"desc", "Resetting the Virtual Machine is required"}}},
+                  {"id", req["id"]}}.dump() + "\n");
+      else send(json{{"return", json::object()}, {"id", req["id"]}}.dump() + "\n");
+    }
+  });
+  {
+    auto q = QmpClient::Connect(path, 2000);
+    ASSERT_TRUE(q.ok()) << q.status().ToString();
+    auto refused = q->Execute("cont");
+    ASSERT_FALSE(refused.ok());
+    EXPECT_TRUE(QmpRefused(refused.status())) << refused.status().ToString();
+    EXPECT_NE(refused.status().message().find("Resetting"), std::string::npos) << refused.status().ToString();
+    auto unknown = q->Execute("quit-mid-command", nullptr, 2000);
+    ASSERT_FALSE(unknown.ok());
+    EXPECT_FALSE(QmpRefused(unknown.status())) << unknown.status().ToString();
+    auto after = q->Execute("cont", nullptr, 500);  // the socket is gone: not sent, or no answer
+    ASSERT_FALSE(after.ok());
+    EXPECT_FALSE(QmpRefused(after.status())) << after.status().ToString();
   }
   qemu.join();
   ::unlink(path.c_str());

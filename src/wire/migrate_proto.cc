@@ -126,10 +126,14 @@ void AppendSwitchover(std::vector<uint8_t>* out, const MigSwitchover& m) {
   });
 }
 
-void AppendSwitchoverAck(std::vector<uint8_t>* out, const MigStatus& m) {
+void AppendSwitchoverAck(std::vector<uint8_t>* out, const MigSwitchoverAck& m) {
   Append(out, MigMsg::kSwitchoverAck, [&](Encoder& e) {
-    e.U32(m.status);
+    e.U32(static_cast<uint32_t>(m.status));
     e.Str(m.message);
+    e.U8(m.has_token ? 1 : 0);
+    e.U64(m.epoch);
+    e.U64(m.secret);
+    e.U64(m.secret_hi);
   });
 }
 
@@ -234,12 +238,26 @@ Result<MigSwitchover> DecodeSwitchover(const std::vector<uint8_t>& p) {
   return m;
 }
 
-Result<MigStatus> DecodeStatus(const std::vector<uint8_t>& p) {
+Result<MigSwitchoverAck> DecodeSwitchoverAck(const std::vector<uint8_t>& p) {
   Decoder d(p.data(), p.size());
-  MigStatus m;
-  m.status = d.U32();
+  MigSwitchoverAck m;
+  const uint32_t status = d.U32();
   m.message = d.Str(4096);
+  const uint8_t has = d.U8();
+  m.epoch = d.U64();
+  m.secret = d.U64();
+  m.secret_hi = d.U64();
   AGILE_RETURN_IF_ERROR(d.Finish("migration SWITCHOVER_ACK"));
+  // An unknown status is not guessed at: the source treats the ACK as a
+  // failure it cannot read, and stays fenced.
+  if (status > static_cast<uint32_t>(SwitchoverResult::kNotResumed))
+    return Corruption("migration SWITCHOVER_ACK: unknown status " + std::to_string(status));
+  m.status = static_cast<SwitchoverResult>(status);
+  if (has > 1) return Corruption("migration SWITCHOVER_ACK: bad flag");
+  // Only a VM that never ran at the destination goes back with its lease.
+  if (has == 1 && m.status != SwitchoverResult::kNotResumed)
+    return Corruption("migration SWITCHOVER_ACK: a store token with a status other than not-resumed");
+  m.has_token = has == 1;
   return m;
 }
 

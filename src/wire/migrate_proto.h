@@ -20,7 +20,14 @@
 //    LOCATIONS {(first, count, where)*} ─▶  every page: zero | sent | in store | at source
 //    (QEMU moves device state itself, x-ignore-shared, to qemu_port)
 //    SWITCHOVER {store token?}        ──▶   adopt token, check every page placed, QMP cont
-//                                     ◀──  SWITCHOVER_ACK {status, message}
+//                                     ◀──  SWITCHOVER_ACK {status, message, store token?}
+//                                              status 0: running here. 1: failed, and the VM
+//                                              may have run here (the source stays fenced).
+//                                              2: not resumed, the VM never ran here (its QEMU
+//                                              died or refused `cont` before it was sent or
+//                                              executed); the token, if SWITCHOVER carried one,
+//                                              is the namespace handed back to the source
+//                                              (TRANSFER to the source host), which may resume
 //  post-copy, and agile's post-copy tail (LOCATIONS said "at source"), after switchover:
 //                                     ◀──  PAGE_REQUEST {n, idx*}   (faults, prepaging)
 //    PAGES {...}                      ──▶   pwrite into the RAM file, kick the fault server
@@ -52,7 +59,8 @@
 //   LOCATIONS:      | n u32 | n × ( first u64 | count u64 | where u8 ) |
 //   SWITCHOVER:     | has_token u8 | epoch u64 | secret u64 | secret_hi u64 | resume u8 |
 //                   (the store token, a 128-bit secret; resume=0: the VM was paused)
-//   SWITCHOVER_ACK: | status u32 | message u32+str |
+//   SWITCHOVER_ACK: | status u32 | message u32+str | has_token u8 | epoch u64 | secret u64 |
+//                   | secret_hi u64 |   (has_token=1 only with status 2)
 //   PAGE_REQUEST:   | n u32 | n × index u64 |
 //   DONE, DONE_ACK: (empty)
 //   ABORT:          | reason u32+str |
@@ -73,8 +81,9 @@ namespace agile::wire {
 constexpr uint32_t kMigMagic = 0x474D4741;  // "AGMG"
 // 2: XXH3 frame checksum (was XXH32). 3: 128-bit store token. 4: --copy-storage
 // (HELLO's disk sizes, HELLO_ACK's nbd_port). 5: post-copy recovery (HELLO's
-// migration id, RESUME, RESUME_ACK).
-constexpr uint16_t kMigVersion = 5;
+// migration id, RESUME, RESUME_ACK). 6: SWITCHOVER_ACK status 2 (not resumed,
+// the VM never ran at the destination) and the store token handed back in it.
+constexpr uint16_t kMigVersion = 6;
 constexpr uint32_t kMigMaxCopyDisks = 8;
 constexpr uint32_t kMigMaxPagesPerFrame = 64;
 constexpr uint32_t kMigMaxPayload = 1 << 20;
@@ -164,9 +173,19 @@ struct MigResumeAck {
   std::string message;
   uint64_t pages_remote = 0;
 };
-struct MigStatus {  // SWITCHOVER_ACK and ABORT share the shape (ABORT: status unused)
-  uint32_t status = 0;
+// SWITCHOVER_ACK's status: what the destination knows of the VM.
+enum class SwitchoverResult : uint32_t {
+  kRunning = 0,      // resumed here (or left paused, as it was at the source)
+  kFailed = 1,       // not running here, but it may have run: the source stays fenced
+  kNotResumed = 2,   // it never ran here: the source may take it back (lease permitting)
+};
+struct MigSwitchoverAck {
+  SwitchoverResult status = SwitchoverResult::kRunning;
   std::string message;
+  // kNotResumed in agile mode: the swap-store namespace, transferred back to
+  // the source host; the source adopts this token before it resumes the VM.
+  bool has_token = false;
+  uint64_t epoch = 0, secret = 0, secret_hi = 0;
 };
 
 // Encoders append a whole frame (header + payload) to *out.
@@ -176,7 +195,7 @@ void AppendPages(std::vector<uint8_t>* out, uint32_t round, const MigPage* pages
 void AppendRound(std::vector<uint8_t>* out, uint32_t round, uint64_t pages);
 void AppendLocations(std::vector<uint8_t>* out, const std::vector<MigRun>& runs, size_t first, size_t n);
 void AppendSwitchover(std::vector<uint8_t>* out, const MigSwitchover& m);
-void AppendSwitchoverAck(std::vector<uint8_t>* out, const MigStatus& m);
+void AppendSwitchoverAck(std::vector<uint8_t>* out, const MigSwitchoverAck& m);
 void AppendPageRequest(std::vector<uint8_t>* out, const uint64_t* idx, size_t n);
 void AppendEmpty(std::vector<uint8_t>* out, MigMsg type);
 void AppendAbort(std::vector<uint8_t>* out, const std::string& reason);
@@ -192,7 +211,7 @@ Status DecodePages(const std::vector<uint8_t>& p, uint32_t* round, std::vector<M
 Status DecodeRound(const std::vector<uint8_t>& p, uint32_t* round, uint64_t* pages);
 Status DecodeLocations(const std::vector<uint8_t>& p, std::vector<MigRun>* runs);
 Result<MigSwitchover> DecodeSwitchover(const std::vector<uint8_t>& p);
-Result<MigStatus> DecodeStatus(const std::vector<uint8_t>& p);  // SWITCHOVER_ACK
+Result<MigSwitchoverAck> DecodeSwitchoverAck(const std::vector<uint8_t>& p);
 Status DecodePageRequest(const std::vector<uint8_t>& p, std::vector<uint64_t>* idx);
 Result<std::string> DecodeAbort(const std::vector<uint8_t>& p);
 Result<MigResume> DecodeResume(const std::vector<uint8_t>& p);

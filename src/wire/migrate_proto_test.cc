@@ -130,6 +130,61 @@ TEST(MigrateProtoTest, LocationsSwitchoverRequestRoundTrip) {
   EXPECT_EQ(*DecodeAbort(Payload(f, MigMsg::kAbort)), "destination out of memory");
 }
 
+TEST(MigrateProtoTest, SwitchoverAckSaysWhetherTheVmRanAndHandsTheLeaseBack) {
+  std::vector<uint8_t> f;
+  AppendSwitchoverAck(&f, {SwitchoverResult::kRunning, "running"});
+  auto a = DecodeSwitchoverAck(Payload(f, MigMsg::kSwitchoverAck));
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ(a->status, SwitchoverResult::kRunning);
+  EXPECT_EQ(a->message, "running");
+  EXPECT_FALSE(a->has_token);
+  f.clear();
+  AppendSwitchoverAck(&f, {SwitchoverResult::kNotResumed, "QEMU died", true, 3, 0xFEED, 0xBEEF});
+  a = DecodeSwitchoverAck(Payload(f, MigMsg::kSwitchoverAck));
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ(a->status, SwitchoverResult::kNotResumed);
+  EXPECT_EQ(a->message, "QEMU died");
+  EXPECT_TRUE(a->has_token);
+  EXPECT_EQ(a->epoch, 3u);
+  EXPECT_EQ(a->secret, 0xFEEDu);
+  EXPECT_EQ(a->secret_hi, 0xBEEFu);
+  // Not resumed without a token: post-copy, or a lease the destination could not hand back.
+  f.clear();
+  AppendSwitchoverAck(&f, {SwitchoverResult::kNotResumed, "no lease"});
+  a = DecodeSwitchoverAck(Payload(f, MigMsg::kSwitchoverAck));
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ(a->status, SwitchoverResult::kNotResumed);
+  EXPECT_FALSE(a->has_token);
+}
+
+TEST(MigrateProtoTest, MalformedSwitchoverAcksAreRejected) {
+  std::vector<uint8_t> f;
+  AppendSwitchoverAck(&f, {SwitchoverResult::kNotResumed, "never ran", true, 3, 1, 2});
+  const auto good = Payload(f, MigMsg::kSwitchoverAck);
+  // Every truncation, and a trailing byte (a version-5 ACK, status and message only, among them).
+  for (size_t n = 0; n < good.size(); ++n)
+    EXPECT_FALSE(DecodeSwitchoverAck(std::vector<uint8_t>(good.begin(), good.begin() + static_cast<long>(n))).ok())
+        << n;
+  auto p = good;
+  p.push_back(0);
+  EXPECT_FALSE(DecodeSwitchoverAck(p).ok()) << "trailing bytes";
+  // An unknown status is not read as "not resumed" (or anything else).
+  p = good;
+  p[0] = 3;
+  EXPECT_FALSE(DecodeSwitchoverAck(p).ok());
+  // The has_token flag is one byte after status (4) and message (4 + 9).
+  const size_t flag = 4 + 4 + 9;
+  p = good;
+  p[flag] = 2;
+  EXPECT_FALSE(DecodeSwitchoverAck(p).ok()) << "bad flag";
+  // A token only comes back with a VM that never ran at the destination.
+  for (SwitchoverResult st : {SwitchoverResult::kRunning, SwitchoverResult::kFailed}) {
+    f.clear();
+    AppendSwitchoverAck(&f, {st, "x", true, 3, 1, 2});
+    EXPECT_FALSE(DecodeSwitchoverAck(Payload(f, MigMsg::kSwitchoverAck)).ok()) << static_cast<int>(st);
+  }
+}
+
 TEST(MigrateProtoTest, MalformedPayloadsAreRejected) {
   std::vector<uint8_t> f;
   AppendHello(&f, {MigMode::kAgile, 1, "{}", "a", "", ""});

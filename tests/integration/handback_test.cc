@@ -1,0 +1,123 @@
+// A destination whose QEMU dies after SWITCHOVER, before it ever ran the VM,
+// hands the VM back (issue 11, soak run 7): real agileds, a real agile-memd,
+// real QEMU guests, and the destination's QEMU killed with SIGKILL by this
+// test while the destination holds it before `cont` (AGILE_FAULT=
+// hold-before-cont opens that window; the kill is the soak's). The source
+// must resume by itself with its memory intact, in agile mode only once the
+// swap-store namespace is its own again. docs/migration.md ("Failure safety").
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <future>
+
+#include "agiled_fixture.h"
+
+namespace agile::testing {
+namespace {
+using nlohmann::json;
+
+// The last "memverify: sweep=N" on the VM's console (0 before the first).
+uint64_t LastSweep(AgiledProcess& d, const std::string& vm) {
+  auto r = d.Call("vm.console", {{"name", vm}, {"lines", 400}});
+  if (!r.ok()) return 0;
+  std::string text = (*r)["text"];
+  size_t at = text.rfind("sweep=");
+  return at == std::string::npos ? 0 : std::stoull(text.substr(at + 6));
+}
+
+class HandBackTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    auto m = MemdProcess::Start();
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    memd_ = std::move(m).value();
+    auto a = AgiledProcess::Start("handback-a", {"--memd", memd_->addr()});
+    ASSERT_TRUE(a.ok()) << a.status().ToString();
+    a_ = std::move(a).value();
+    port_b_ = FreeTcpPort();
+    ::setenv("AGILE_FAULT", "hold-before-cont", 1);
+    auto b = AgiledProcess::Start("handback-b", {"--listen", "127.0.0.1:" + std::to_string(port_b_), "--memd",
+                                                 memd_->addr()});
+    ::unsetenv("AGILE_FAULT");
+    ASSERT_TRUE(b.ok()) << b.status().ToString();
+    b_ = std::move(b).value();
+  }
+
+  std::unique_ptr<MemdProcess> memd_;
+  std::unique_ptr<AgiledProcess> a_, b_;
+  uint16_t port_b_ = 0;
+};
+
+TEST_P(HandBackTest, DestinationQemuKilledBeforeContHandsTheVmBackAndTheSourceResumes) {
+  const std::string mode = GetParam();
+  const std::string vm = "hb";
+  auto started = a_->Call("vm.start", VmArgs(vm, 512, "memverify", {{"size_mib", "256"}, {"rate", "500"}}));
+  ASSERT_TRUE(started.ok()) << started.status().ToString();
+  ASSERT_TRUE(WaitFor(90, [&] { return Stat(*a_, vm)["guest"].value("gen", 0) > 0; })) << "workload never reported";
+  if (mode == "agile") {
+    // Cold pages in the store: the namespace (the lease) moves at SWITCHOVER.
+    auto off = a_->Call("vm.offload", {{"name", vm}, {"resident_bytes", 128ull << 20}});
+    ASSERT_TRUE(off.ok()) << off.status().ToString();
+    ASSERT_GT(Stat(*a_, vm)["pages"].value("offloaded", 0), 0) << "nothing offloaded: no lease to test";
+  }
+  const uint64_t refaults0 = Stat(*a_, vm)["faults"].value("refault", 0ull);
+
+  auto pending = std::async(std::launch::async, [&] {
+    return a_->Call("vm.migrate", {{"name", vm}, {"to", "127.0.0.1:" + std::to_string(port_b_)}, {"mode", mode}});
+  });
+  // The destination got SWITCHOVER (and in agile mode adopted the token) and
+  // holds before `cont`: its QEMU dies now, as the soak's SIGKILL did.
+  json held;
+  ASSERT_TRUE(WaitFor(180, [&] {
+    auto s = b_->Call("vm.stat", {{"name", vm}});
+    if (!s.ok() || !s->contains("migration")) return false;
+    held = *s;
+    return (*s)["migration"].value("phase", "") == "held-before-cont";
+  })) << "the destination never reached the hold before cont: " << held.dump();
+  const pid_t qemu = held["pid"].get<pid_t>();
+  ASSERT_GT(qemu, 0) << held.dump();
+  ASSERT_EQ(::kill(qemu, SIGKILL), 0);
+
+  auto r = pending.get();
+  ASSERT_FALSE(r.ok()) << "the migration completed to a dead QEMU: " << r->dump();
+  EXPECT_NE(r.status().message().find("never ran"), std::string::npos) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("runs here again"), std::string::npos) << r.status().ToString();
+  std::printf("handback(%s): %s\n", mode.c_str(), r.status().ToString().c_str());
+
+  // The source resumed by itself: not fenced, running, its checker clean.
+  json s = Stat(*a_, vm);
+  EXPECT_EQ(s["state"], "running") << s.dump();
+  EXPECT_FALSE(s.contains("fenced")) << s.dump();
+  EXPECT_FALSE(s.contains("migration")) << s.dump();
+  // Two whole sweeps after the hand-back: every page verified, the offloaded
+  // ones refaulted from the store under the token that came back.
+  const uint64_t sweep0 = LastSweep(*a_, vm);
+  ASSERT_TRUE(WaitFor(240, [&] {
+    json g = Stat(*a_, vm);
+    EXPECT_EQ(g["state"], "running") << g.dump();
+    EXPECT_EQ(g["guest"].value("errors", 0), 0) << g["guest"].dump();
+    EXPECT_EQ(g["guest"].value("bad_page_lines", 0), 0) << g["guest"].dump();
+    return LastSweep(*a_, vm) >= sweep0 + 2;
+  })) << "no whole memverify sweep after the hand-back: " << Stat(*a_, vm).dump();
+  s = Stat(*a_, vm);
+  EXPECT_EQ(s["guest"]["errors"], 0) << s["guest"].dump();
+  EXPECT_EQ(s["faults"].value("fetch_errors", 0), 0) << s["faults"].dump();
+  EXPECT_EQ(s["health"], "ok") << s.dump();
+  if (mode == "agile") {
+    EXPECT_GT(s["faults"].value("refault", 0ull), refaults0) << "no offloaded page came back from the store";
+    // The namespace is the source's own again: new pages go in under its token.
+    auto again = a_->Call("vm.offload", {{"name", vm}, {"resident_bytes", 160ull << 20}});
+    EXPECT_TRUE(again.ok()) << again.status().ToString();
+    EXPECT_GT(Stat(*a_, vm)["pages"].value("offloaded", 0), 0);
+  }
+  // The destination dropped its copy.
+  EXPECT_TRUE(WaitFor(30, [&] { return b_->Call("vm.list")->empty(); })) << b_->Call("vm.list")->dump();
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, HandBackTest, ::testing::Values("postcopy", "agile"),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace
+}  // namespace agile::testing
