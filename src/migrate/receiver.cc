@@ -307,15 +307,20 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
   if (mem_ == nullptr) return Corruption("migration SWITCHOVER in a qemu-* mode");
   if (!PagesAfterSwitchover() && mem_->count(vm::PageState::kRemote) != 0)
     return Internal(std::to_string(mem_->count(vm::PageState::kRemote)) + " pages were never placed");
+  // The source's `commit` downtime step is spent here: each part is timed
+  // and logged, so a slow commit says which part (bench/README.md).
+  const uint64_t t_switch = NowNs();
   if (sw.has_token) AGILE_RETURN_IF_ERROR(vm_->AdoptStore(hello_.store_vm_id, sw.epoch, sw.secret, sw.secret_hi));
+  const uint64_t t_adopted = NowNs();
   if (FaultPoint("exit-before-switchover-ack")) {
     // Tests: the worst moment to die, the lease taken and the source not told.
     spdlog::critical("AGILE_FAULT=exit-before-switchover-ack: exiting now");
     std::_Exit(86);
   }
   switch_started_ = true;
-  switch_thread_ = std::thread([this, sw] {
+  switch_thread_ = std::thread([this, sw, t_switch, t_adopted] {
     Status s = WaitIncomingDone(vm_.get(), peer_.timeouts.device_state_ms);
+    const uint64_t t_loaded = NowNs();
     if (s.ok() && disk_copies_) {
       // The source completed its mirrors before device state and has
       // disconnected: the exports have served their purpose.
@@ -326,9 +331,16 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
       switched_ = true;
       if (sw.resume) s = vm_->Qmp("cont").status();
     }
+    const uint64_t t_resumed = NowNs();
     std::vector<uint8_t> f;
     wire::AppendSwitchoverAck(&f, {s.ok() ? 0u : 1u, s.ok() ? "running" : s.message()});
     Status sent = ch_->Send(f);
+    const uint64_t t_acked = NowNs();
+    auto ms = [](uint64_t a, uint64_t b) { return static_cast<double>(b - a) / 1e6; };
+    spdlog::info("vm {}: commit steps here: adopt-store {:.1f} ms, device-state-load {:.1f} ms, cont {:.1f} ms, "
+                 "ack {:.1f} ms (SWITCHOVER to ACK sent: {:.1f} ms)",
+                 spec_.name, ms(t_switch, t_adopted), ms(t_adopted, t_loaded), ms(t_loaded, t_resumed),
+                 ms(t_resumed, t_acked), ms(t_switch, t_acked));
     if (!s.ok() || !sent.ok()) {
       spdlog::error("vm {}: could not resume after switchover: {}", spec_.name, (s.ok() ? sent : s).ToString());
       ch_->Shutdown();  // ends the receive loop
