@@ -347,10 +347,11 @@ Status Sender::StopAndCopy() {
   AGILE_RETURN_IF_ERROR(CheckCancel());
   std::vector<uint64_t>& pending = precopy_.dirty;
   Progress("stop-and-copy", pending.size());
-  downtime_start_ns_ = vm::NowNs();
-  step_ns_ = downtime_start_ns_;
   AGILE_ASSIGN_OR_RETURN(json status, vm_->Qmp("query-status"));
   was_running_ = status.value("running", false);
+  // The downtime starts with `stop`: the guest still ran during the query.
+  downtime_start_ns_ = vm::NowNs();
+  step_ns_ = downtime_start_ns_;
   if (was_running_) {
     AGILE_RETURN_IF_ERROR(vm_->Qmp("stop").status());
     paused_ = true;
