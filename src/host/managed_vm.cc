@@ -566,7 +566,12 @@ Status ManagedVm::AdoptStore(const std::string& store_vm_id, uint64_t epoch, uin
     return Internal("incoming VM " + spec_.name + " was launched without its store namespace");
   }
   store_->Adopt(memd::OwnerToken{epoch, secret, secret_hi});
-  PersistRecord();
+  // No PersistRecord here: this runs with the guest paused at both ends,
+  // and a record rewrite is two fsyncs on a shared disk. The record keeps
+  // `incoming` until MarkRunning (right after the SWITCHOVER_ACK), which
+  // writes the token too; until then a crash makes the VM lost here
+  // whether or not the token is on disk (docs/invariants.md, "The
+  // switchover at the destination").
   return Status::Ok();
 }
 

@@ -50,7 +50,8 @@ class MigratingVm {
   // Where faults on pages still at the source are sent (null: none).
   virtual void SetRemotePager(vm::RemotePager* pager) = 0;
   // Use the VM's store namespace under the ownership token the source
-  // handed over (agile mode).
+  // handed over (agile mode). In memory only, as it runs in the downtime:
+  // the state record gets the token with MarkRunning.
   virtual Status AdoptStore(const std::string& store_vm_id, uint64_t epoch, uint64_t secret, uint64_t secret_hi) = 0;
   // The VM never ran here and goes back to its source (SWITCHOVER_ACK "not
   // resumed"): hands the namespace adopted at SWITCHOVER to `host` (TRANSFER)

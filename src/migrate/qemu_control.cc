@@ -96,7 +96,7 @@ Result<uint16_t> FreePort(const std::string& host) {
 }
 
 Result<json> WaitForMigration(MigratingVm* vm, int timeout_ms, const std::function<void(const json&)>& on_status,
-                              const std::function<bool()>& interrupted) {
+                              const std::function<bool()>& interrupted, int poll_ms) {
   auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   for (;;) {
     AGILE_ASSIGN_OR_RETURN(json st, vm->Qmp("query-migrate"));
@@ -108,7 +108,7 @@ Result<json> WaitForMigration(MigratingVm* vm, int timeout_ms, const std::functi
     if (interrupted && interrupted()) return Unavailable("interrupted while QEMU migrates (migration cancelled)");
     if (std::chrono::steady_clock::now() > end)
       return Unavailable("QEMU migration did not complete within " + std::to_string(timeout_ms) + " ms (" + s + ")");
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    std::this_thread::sleep_for(std::chrono::milliseconds(poll_ms));
   }
 }
 
@@ -119,7 +119,7 @@ Status WaitIncomingDone(MigratingVm* vm, int timeout_ms) {
     std::string s = st.value("status", "");
     if (s != "inmigrate") return Status::Ok();
     if (std::chrono::steady_clock::now() > end) return Unavailable("QEMU still waiting for device state");
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
 }
 

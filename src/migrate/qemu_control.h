@@ -39,14 +39,17 @@ Status SetUpMigration(MigratingVm* vm, wire::MigMode mode, uint64_t max_downtime
 Status EnableQemuTls(MigratingVm* vm, const std::string& tls_dir, bool server, const std::string& peer);
 // Picks a free TCP port on host (bind to 0, close) for QEMU's incoming side.
 Result<uint16_t> FreePort(const std::string& host);
-// Polls query-migrate until "completed" (ok) or "failed"/"cancelled" (error).
-// on_status sees every poll's answer (e.g. to notice postcopy-active).
-// interrupted (e.g. `migrate --cancel`) is checked at every poll and ends the
-// wait with kUnavailable.
+// Polls query-migrate every poll_ms until "completed" (ok) or
+// "failed"/"cancelled" (error). on_status sees every poll's answer (e.g. to
+// notice postcopy-active). interrupted (e.g. `migrate --cancel`) is checked at
+// every poll and ends the wait with kUnavailable. A wait inside the downtime
+// (device state) polls every 1 ms: each poll is one QMP round trip to a paused
+// QEMU, and the poll period is added to the downtime (half of it on average).
 Result<nlohmann::json> WaitForMigration(MigratingVm* vm, int timeout_ms,
                                         const std::function<void(const nlohmann::json&)>& on_status = nullptr,
-                                        const std::function<bool()>& interrupted = nullptr);
-// Waits until an incoming QEMU has left the "inmigrate" state.
+                                        const std::function<bool()>& interrupted = nullptr, int poll_ms = 5);
+// Waits until an incoming QEMU has left the "inmigrate" state (polled every
+// 1 ms: it is inside the downtime).
 Status WaitIncomingDone(MigratingVm* vm, int timeout_ms);
 
 }  // namespace agile::migrate

@@ -87,6 +87,9 @@ class Receiver {
   std::atomic<bool> switched_{false};  // the VM may run here
   bool done_ = false;
   uint64_t pages_received_ = 0;
+  // Loop thread: LOCATIONS applied (time in it, when the last one ended),
+  // reported with the commit steps, as SWITCHOVER is read only after them.
+  uint64_t locations_ns_ = 0, locations_end_ns_ = 0;
   // Resumes the VM; runs beside the receive loop, which must keep installing
   // the pages QEMU may fault on while it loads device state.
   std::thread switch_thread_;
@@ -179,6 +182,10 @@ Status Receiver::Hello(const wire::FrameHeader& h, const std::vector<uint8_t>& p
   std::string store_id = hello_.mode == MigMode::kAgile ? hello_.store_vm_id : "";
   AGILE_ASSIGN_OR_RETURN(vm_, vms_->StartIncoming(spec_, store_id));
   mem_ = vm_->memory();
+  // The cold pages' connection is dialled now, not at the first refault
+  // after switchover: QEMU loading device state may wait on one (seen: a
+  // page of the legacy ROM area), and a dial there was 65-275 ms of downtime.
+  if (!store_id.empty() && vm_->store() != nullptr) vm_->store()->Prepare();
   if (!qemu_mode) {
     if (mem_ == nullptr) return Internal("incoming VM " + spec_.name + " has no guest memory of ours");
     pager_ = std::make_unique<PageRequester>(ch_.get(), mem_->pages());
@@ -223,7 +230,13 @@ Status Receiver::Loop() {
                                          {"pages_received", pages_received_}});
         break;
       }
-      case MigMsg::kLocations: AGILE_RETURN_IF_ERROR(ApplyLocations(payload)); break;
+      case MigMsg::kLocations: {
+        const uint64_t t = NowNs();
+        AGILE_RETURN_IF_ERROR(ApplyLocations(payload));
+        locations_end_ns_ = NowNs();
+        locations_ns_ += locations_end_ns_ - t;
+        break;
+      }
       case MigMsg::kSwitchover: AGILE_RETURN_IF_ERROR(DoSwitchover(payload)); break;
       case MigMsg::kDone: AGILE_RETURN_IF_ERROR(Finish()); break;
       case MigMsg::kAbort: {
@@ -260,30 +273,30 @@ Status Receiver::ApplyLocations(const std::vector<uint8_t>& payload) {
       return Corruption("migration LOCATIONS: run out of range");
     if (r.where == PageWhere::kInStore && vm_->store() == nullptr)
       return Unsupported("page in a swap store, but this agiled has no --memd");
-    for (uint64_t i = r.first; i < r.first + r.count; ++i) {
-      vm::PageState st = mem_->state(i);
-      switch (r.where) {
-        case PageWhere::kSent:
-          if (st != vm::PageState::kResident)
+    // A run at a time: these verbs take whole runs (one punch per stretch,
+    // one wake of waiting faults), as the switchover waits for them.
+    switch (r.where) {
+      case PageWhere::kSent:
+        for (uint64_t i = r.first; i < r.first + r.count; ++i)
+          if (mem_->state(i) != vm::PageState::kResident)
             return Internal("page " + std::to_string(i) + " should have arrived but did not");
-          break;
-        case PageWhere::kZero:
-        case PageWhere::kInStore:
-          AGILE_RETURN_IF_ERROR(
-              mem_->Relocate(i, r.where == PageWhere::kZero ? vm::PageState::kZero : vm::PageState::kOffloaded));
-          break;
-        case PageWhere::kAtSource:
-          if (hello_.mode == MigMode::kPostcopy) break;  // stays kRemote (or already arrived, current: VM paused)
-          if (hello_.mode != MigMode::kAgile) return Corruption("page left at the source outside post-copy");
-          // Agile's tail: the guest wrote this page after it was sent, so the
-          // copy here is stale: back to "at the source" (GuestMemory::MarkStale).
-          tail_ = true;
-          if (st == vm::PageState::kResident) {
-            pager_->Forget(i);
-            AGILE_RETURN_IF_ERROR(mem_->MarkStale(i));
-          }
-          break;
-      }
+        break;
+      case PageWhere::kZero:
+      case PageWhere::kInStore:
+        AGILE_RETURN_IF_ERROR(mem_->Relocate(r.first, r.count,
+                                             r.where == PageWhere::kZero ? vm::PageState::kZero
+                                                                         : vm::PageState::kOffloaded));
+        break;
+      case PageWhere::kAtSource:
+        if (hello_.mode == MigMode::kPostcopy) break;  // stays kRemote (or already arrived, current: VM paused)
+        if (hello_.mode != MigMode::kAgile) return Corruption("page left at the source outside post-copy");
+        // Agile's tail: the guest wrote these pages after they were sent, so
+        // the copies here are stale: back to "at the source" (GuestMemory::MarkStale).
+        tail_ = true;
+        for (uint64_t i = r.first; i < r.first + r.count; ++i)
+          if (mem_->state(i) == vm::PageState::kResident) pager_->Forget(i);  // to be asked for again
+        AGILE_RETURN_IF_ERROR(mem_->MarkStale(r.first, r.count));
+        break;
     }
   }
   return Status::Ok();
@@ -315,16 +328,23 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
   if (mem_ == nullptr) return Corruption("migration SWITCHOVER in a qemu-* mode");
   if (!PagesAfterSwitchover() && mem_->count(vm::PageState::kRemote) != 0)
     return Internal(std::to_string(mem_->count(vm::PageState::kRemote)) + " pages were never placed");
+  // The source's `commit` downtime step is spent here: each part is timed
+  // and logged, so a slow commit says which part (bench/README.md).
+  const uint64_t t_switch = NowNs();
   if (sw.has_token) AGILE_RETURN_IF_ERROR(vm_->AdoptStore(hello_.store_vm_id, sw.epoch, sw.secret, sw.secret_hi));
+  const uint64_t t_adopted = NowNs();
   if (FaultPoint("exit-before-switchover-ack")) {
     // Tests: the worst moment to die, the lease taken and the source not told.
     spdlog::critical("AGILE_FAULT=exit-before-switchover-ack: exiting now");
     std::_Exit(86);
   }
   switch_started_ = true;
-  switch_thread_ = std::thread([this, sw] {
+  const double locations_ms = static_cast<double>(locations_ns_) / 1e6;
+  const double locations_gap_ms = static_cast<double>(t_switch - locations_end_ns_) / 1e6;
+  switch_thread_ = std::thread([this, sw, t_switch, t_adopted, locations_ms, locations_gap_ms] {
     if (FaultPoint("hold-before-cont")) HoldBeforeCont();
     Status s = WaitIncomingDone(vm_.get(), peer_.timeouts.device_state_ms);
+    const uint64_t t_loaded = NowNs();
     // Until `cont` the guest cannot have run here: the device state carries
     // the source's run state, paused since stop-and-copy, so QEMU does not
     // start it by itself. A QEMU that died or hung before is known unrun.
@@ -350,10 +370,18 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
       HandBack(sw, s);
       return;
     }
+    const uint64_t t_resumed = NowNs();
     std::vector<uint8_t> f;
     wire::AppendSwitchoverAck(&f, {s.ok() ? wire::SwitchoverResult::kRunning : wire::SwitchoverResult::kFailed,
                                    s.ok() ? "running" : s.message()});
     Status sent = ch_->Send(f);
+    const uint64_t t_acked = NowNs();
+    auto ms = [](uint64_t a, uint64_t b) { return static_cast<double>(b - a) / 1e6; };
+    spdlog::info("vm {}: commit steps here: adopt-store {:.1f} ms, device-state-load {:.1f} ms, cont {:.1f} ms, "
+                 "ack {:.1f} ms (SWITCHOVER to ACK sent: {:.1f} ms; before it, LOCATIONS applied in {:.1f} ms, "
+                 "the last {:.1f} ms before SWITCHOVER was read)",
+                 spec_.name, ms(t_switch, t_adopted), ms(t_adopted, t_loaded), ms(t_loaded, t_resumed),
+                 ms(t_resumed, t_acked), ms(t_switch, t_acked), locations_ms, locations_gap_ms);
     if (!s.ok() || !sent.ok()) {
       spdlog::error("vm {}: could not resume after switchover: {}", spec_.name, (s.ok() ? sent : s).ToString());
       ch_->Shutdown();  // ends the receive loop

@@ -154,6 +154,11 @@ Report Sender::Run() {
     } else {
       if (opt_.copy_storage) s = MirrorDisks();
       if (s.ok() && opt_.mode != MigMode::kPostcopy) s = PrecopyRounds();
+      // Device state only; a VM that once left by a qemu-* mode must not keep
+      // that mode's capabilities (postcopy-ram, multifd) for this one. Stated
+      // before the pause: QEMU reads them only at `migrate`, and two QMP
+      // round trips fewer fall in the downtime.
+      if (s.ok()) s = SetUpMigration(vm_, opt_.mode);
       if (s.ok()) s = StopAndCopy();
       if (s.ok()) s = SendLocations();
       if (s.ok()) s = DeviceState();
@@ -345,10 +350,11 @@ Status Sender::StopAndCopy() {
   AGILE_RETURN_IF_ERROR(CheckCancel());
   std::vector<uint64_t>& pending = precopy_.dirty;
   Progress("stop-and-copy", pending.size());
-  downtime_start_ns_ = vm::NowNs();
-  step_ns_ = downtime_start_ns_;
   AGILE_ASSIGN_OR_RETURN(json status, vm_->Qmp("query-status"));
   was_running_ = status.value("running", false);
+  // The downtime starts with `stop`: the guest still ran during the query.
+  downtime_start_ns_ = vm::NowNs();
+  step_ns_ = downtime_start_ns_;
   if (was_running_) {
     AGILE_RETURN_IF_ERROR(vm_->Qmp("stop").status());
     paused_ = true;
@@ -362,7 +368,11 @@ Status Sender::StopAndCopy() {
   }
   if (precopy_.scanner) {
     std::vector<uint64_t> last;
-    AGILE_RETURN_IF_ERROR(precopy_.scanner->Scan(&last).status());
+    // The last scan: nothing scans for this migration again, and a VM that
+    // resumes here after a failure starts over from a fresh baseline scan
+    // (a report is a superset of the writes, never less), so the pages are
+    // not write-protected again inside the pause.
+    AGILE_RETURN_IF_ERROR(precopy_.scanner->Scan(&last, /*rearm=*/false).status());
     pending.insert(pending.end(), last.begin(), last.end());
     std::sort(pending.begin(), pending.end());
     pending.erase(std::unique(pending.begin(), pending.end()), pending.end());
@@ -434,13 +444,10 @@ Status Sender::SendLocations() {
 
 Status Sender::DeviceState() {
   Progress("device-state");
-  // Device state only; a VM that once left by a qemu-* mode must not keep
-  // that mode's capabilities (postcopy-ram, multifd) for this one.
-  AGILE_RETURN_IF_ERROR(SetUpMigration(vm_, opt_.mode));
   std::string uri = "tcp:" + dest_host_ + ":" + std::to_string(qemu_port_);
   AGILE_RETURN_IF_ERROR(vm_->Qmp("migrate", {{"uri", uri}}).status().Annotate("QMP migrate " + uri));
   AGILE_ASSIGN_OR_RETURN(json st, WaitForMigration(vm_, opt_.timeouts.device_state_ms, nullptr,
-                                                    [this] { return Interrupted(); }));
+                                                    [this] { return Interrupted(); }, /*poll_ms=*/1));
   if (st.contains("ram")) report_.device_state_bytes = st["ram"].value("transferred", 0ull);
   DowntimeStep("device-state");
   return Status::Ok();

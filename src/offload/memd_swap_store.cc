@@ -28,6 +28,14 @@ void MemdSwapStore::SetTimeouts(const StoreTimeouts& t) {
 
 void MemdSwapStore::Adopt(memd::OwnerToken token) { owner_.Adopt(token); }
 
+void MemdSwapStore::Prepare() {
+  std::lock_guard<std::mutex> l(fault_conn_.mu);
+  // Not claimed yet, so no RECLAIM: memd checks the token on every GET, and
+  // a connection that breaks before then redials and re-attaches as usual.
+  auto c = Client(fault_conn_, /*rate_limited=*/false);
+  if (!c.ok()) spdlog::warn("swap store {}: could not dial ahead for VM {}: {}", addr_, vm_id_, c.status().ToString());
+}
+
 Result<memd::MemdClient*> MemdSwapStore::Client(Conn& c, bool rate_limited) {
   if (c.client) return c.client.get();
   AGILE_ASSIGN_OR_RETURN(memd::MemdClient * client, c.Get(rate_limited, redial_ms_, addr_, [&] {

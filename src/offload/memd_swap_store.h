@@ -40,6 +40,7 @@ class MemdSwapStore final : public SwapStore {
   // a token handed over by a previous owner (migration).
   Status Claim() override;
   void Adopt(memd::OwnerToken token) override;
+  void Prepare() override;
   bool claimed() const override;
 
   // vm::PageSource, for the fault thread.

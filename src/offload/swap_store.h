@@ -64,6 +64,12 @@ class SwapStore : public vm::PageSource {
   virtual Status Claim() = 0;
   virtual void Adopt(memd::OwnerToken token) = 0;
   virtual bool claimed() const = 0;
+  // Dials the fault path's connection ahead of need: an incoming VM does it
+  // before switchover, so the first refault after the token arrives (QEMU's
+  // own device-state load may be waiting on one) costs one request, not a
+  // dial and a re-attach inside the downtime. Best effort: a failure is
+  // left for the first fetch to meet. Any thread but the fault thread.
+  virtual void Prepare() {}
 
   virtual Status Put(std::span<const memd::PageRef> pages) = 0;
   virtual Status FetchBulk(std::span<const uint64_t> idx, uint8_t* out, uint8_t* present) = 0;

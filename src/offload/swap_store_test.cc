@@ -44,6 +44,7 @@ class LinkProxy {
   std::string addr() const { return "127.0.0.1:" + std::to_string(port_); }
   void set_mode(Mode m) { mode_ = m; }
   int cuts() const { return cuts_; }
+  int accepted() const { return accepted_; }
 
  private:
   void AcceptLoop() {
@@ -54,6 +55,7 @@ class LinkProxy {
       if (!c.ok()) continue;
       auto s = TcpConnect(upstream_);
       if (!s.ok()) continue;
+      ++accepted_;
       pumps_.emplace_back([this, c = std::move(c).value(), s = std::move(s).value()]() mutable {
         Pump(std::move(c), std::move(s));
       });
@@ -89,6 +91,7 @@ class LinkProxy {
   std::atomic<bool> stop_{false};
   std::atomic<Mode> mode_{kPass};
   std::atomic<int> cuts_{0};
+  std::atomic<int> accepted_{0};
   std::thread accept_;
   std::vector<std::thread> pumps_;
 };
@@ -142,6 +145,37 @@ TEST_F(SwapStoreTest, LostTransferReplyIsResolvedByAskingAgain) {
   auto mine = src->OwnedHere();
   ASSERT_TRUE(mine.ok()) << mine.status().ToString();
   EXPECT_FALSE(*mine);
+}
+
+// An incoming VM dials before switchover (Prepare), so the first refault
+// after the token arrives is one request on that connection: no dial, no
+// RECLAIM inside the downtime.
+TEST_F(SwapStoreTest, PrepareDialsAheadAndTheAdoptedTokenWorksOnThatConnection) {
+  auto src = Store("host-a");
+  ASSERT_TRUE(src->Claim().ok());
+  auto page = Page(0x3c);
+  memd::PageRef ref{9, page.data()};
+  ASSERT_TRUE(src->Put(std::span<const memd::PageRef>(&ref, 1)).ok());
+
+  auto dst = Store("host-b");
+  const int before = proxy_->accepted();
+  dst->Prepare();
+  for (int i = 0; i < 100 && proxy_->accepted() == before; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(proxy_->accepted(), before + 1) << "Prepare did not dial";
+
+  uint64_t idx = 9;
+  std::vector<uint8_t> out(memd::kPageSize);
+  uint8_t present = 0;
+  EXPECT_EQ(dst->Fetch(std::span<const uint64_t>(&idx, 1), out.data(), &present).code(), Code::kPermissionDenied)
+      << "not this host's before the token arrives";
+  auto token = src->Transfer("host-b");
+  ASSERT_TRUE(token.ok()) << token.status().ToString();
+  dst->Adopt(*token);
+  ASSERT_TRUE(dst->Fetch(std::span<const uint64_t>(&idx, 1), out.data(), &present).ok());
+  EXPECT_EQ(present, 1);
+  EXPECT_EQ(out, page);
+  EXPECT_EQ(proxy_->accepted(), before + 1) << "the refault dialled again instead of using the prepared connection";
 }
 
 TEST_F(SwapStoreTest, OwnedHereWhileTheTokenStaysAndUnknownWhenMemdIsSilent) {

@@ -54,7 +54,7 @@ Result<WriteScanner> WriteScanner::Open(const vm::GuestMapping& map) {
   return s;
 }
 
-Result<uint64_t> WriteScanner::ScanRange(uint64_t offset, uint64_t len, const RunFn& on_run) {
+Result<uint64_t> WriteScanner::ScanRange(uint64_t offset, uint64_t len, const RunFn& on_run, bool rearm) {
   if (offset < map_.file_offset || offset % uffd::kPageSize != 0 || len % uffd::kPageSize != 0 ||
       offset - map_.file_offset > map_.length || len > map_.length - (offset - map_.file_offset))
     return InvalidArgument("scan range is not page-aligned or outside the guest mapping");
@@ -63,7 +63,7 @@ Result<uint64_t> WriteScanner::ScanRange(uint64_t offset, uint64_t len, const Ru
   // WP_MATCHING re-protects exactly the pages it reports, in the same page
   // table walk; CHECK_WPASYNC makes the kernel refuse (EPERM) instead of
   // silently reporting nothing on a range without async write-protection.
-  arg.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC;
+  arg.flags = (rearm ? PM_SCAN_WP_MATCHING : 0) | PM_SCAN_CHECK_WPASYNC;
   arg.start = map_.base + (offset - map_.file_offset);
   arg.end = arg.start + len;
   arg.vec = reinterpret_cast<uint64_t>(vec_.data());
@@ -98,12 +98,16 @@ Result<uint64_t> WriteScanner::ScanRange(uint64_t offset, uint64_t len, const Ru
   return pages;
 }
 
-Result<uint64_t> WriteScanner::Scan(const RunFn& on_run) { return ScanRange(map_.file_offset, map_.length, on_run); }
+Result<uint64_t> WriteScanner::Scan(const RunFn& on_run, bool rearm) {
+  return ScanRange(map_.file_offset, map_.length, on_run, rearm);
+}
 
-Result<uint64_t> WriteScanner::Scan(std::vector<uint64_t>* written) {
-  return Scan([written](uint64_t first, uint64_t count) {
-    for (uint64_t i = 0; i < count; ++i) written->push_back(first + i);
-  });
+Result<uint64_t> WriteScanner::Scan(std::vector<uint64_t>* written, bool rearm) {
+  return Scan(
+      [written](uint64_t first, uint64_t count) {
+        for (uint64_t i = 0; i < count; ++i) written->push_back(first + i);
+      },
+      rearm);
 }
 
 }  // namespace agile::track

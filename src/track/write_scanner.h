@@ -46,11 +46,15 @@ class WriteScanner {
   // the previous scan of each page, and write-protects them again. Returns the
   // number of pages reported. The range must lie within the mapping and be
   // page-aligned.
-  Result<uint64_t> ScanRange(uint64_t offset, uint64_t len, const RunFn& on_run);
+  // rearm=false reports without write-protecting (the next scan reports
+  // these pages again): for a last scan whose caller never scans again,
+  // e.g. a migration's stop-and-copy, where re-protecting tens of thousands
+  // of pages would only lengthen the VM's pause.
+  Result<uint64_t> ScanRange(uint64_t offset, uint64_t len, const RunFn& on_run, bool rearm = true);
   // The whole mapping.
-  Result<uint64_t> Scan(const RunFn& on_run);
+  Result<uint64_t> Scan(const RunFn& on_run, bool rearm = true);
   // The whole mapping, appending page indexes to *written.
-  Result<uint64_t> Scan(std::vector<uint64_t>* written);
+  Result<uint64_t> Scan(std::vector<uint64_t>* written, bool rearm = true);
 
   WriteScanner(WriteScanner&&) noexcept = default;
   WriteScanner& operator=(WriteScanner&&) noexcept = default;

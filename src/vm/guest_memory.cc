@@ -334,34 +334,74 @@ Result<bool> GuestMemory::InstallIncoming(uint64_t idx, const uint8_t* data, boo
   return from == PageState::kRemote;
 }
 
-Status GuestMemory::MarkStale(uint64_t idx) {
+Status GuestMemory::MarkStale(uint64_t first, uint64_t count) {
   AGILE_RETURN_IF_ERROR(CheckLive());
-  if (idx >= pages()) return Corruption("page " + std::to_string(idx) + " is past the end of guest RAM");
-  if (!table_.Transition(idx, PageState::kResident, PageState::kRemote)) {
-    PageState st = table_.Get(idx);
-    if (st == PageState::kRemote) return Status::Ok();
-    return Internal("page " + std::to_string(idx) + " is " + PageStateName(st) + ", cannot go back to the source");
+  if (first > pages() || count > pages() - first)
+    return Corruption("pages " + std::to_string(first) + "+" + std::to_string(count) + " are past the end of guest RAM");
+  // [from, i): pages this call moved to kRemote and has not punched yet.
+  uint64_t from = first;
+  auto punch = [&](uint64_t i) { return i > from ? Punch(from, i - from) : Status::Ok(); };
+  for (uint64_t i = first; i < first + count; ++i) {
+    if (table_.Transition(i, PageState::kResident, PageState::kRemote)) continue;
+    AGILE_RETURN_IF_ERROR(punch(i));
+    from = i + 1;
+    PageState st = table_.Get(i);
+    if (st != PageState::kRemote)
+      return Internal("page " + std::to_string(i) + " is " + PageStateName(st) + ", cannot go back to the source");
   }
-  return Punch(idx, 1);
+  return punch(first + count);
 }
 
-Status GuestMemory::Relocate(uint64_t idx, PageState to) {
+Status GuestMemory::Relocate(uint64_t first, uint64_t count, PageState to) {
   AGILE_RETURN_IF_ERROR(CheckLive());
   if (to != PageState::kZero && to != PageState::kOffloaded)
     return InvalidArgument(std::string("a page cannot be relocated to ") + PageStateName(to));
-  if (idx >= pages()) return Corruption("page " + std::to_string(idx) + " is past the end of guest RAM");
-  for (;;) {
-    PageState from = table_.Get(idx);
-    if (from == to) return Status::Ok();
-    if (from != PageState::kRemote && from != PageState::kResident)
-      return Internal("page " + std::to_string(idx) + " is " + PageStateName(from) + ", cannot be relocated");
-    if (!table_.Transition(idx, from, PageState::kInFlight)) continue;
-    RecordLocation(std::span<const uint64_t>(&idx, 1), to == PageState::kOffloaded);
-    Status s = from == PageState::kResident ? Punch(idx, 1) : Status::Ok();
-    table_.Set(idx, s.ok() ? to : from);
-    Settled();
-    return s;
+  if (first > pages() || count > pages() - first)
+    return Corruption("pages " + std::to_string(first) + "+" + std::to_string(count) + " are past the end of guest RAM");
+  // Every page of the run is claimed (kInFlight) before its location bit
+  // changes and before any copy is punched, and published only after.
+  std::vector<uint64_t> claimed;
+  std::vector<PageState> was;
+  Status s;
+  for (uint64_t i = first; i < first + count && s.ok(); ++i) {
+    for (;;) {
+      PageState st = table_.Get(i);
+      if (st == to) break;
+      if (st != PageState::kRemote && st != PageState::kResident) {
+        s = Internal("page " + std::to_string(i) + " is " + PageStateName(st) + ", cannot be relocated");
+        break;
+      }
+      if (!table_.Transition(i, st, PageState::kInFlight)) continue;
+      claimed.push_back(i);
+      was.push_back(st);
+      break;
+    }
   }
+  if (s.ok()) {
+    RecordLocation(claimed, to == PageState::kOffloaded);
+    // Resident copies go, a stretch of consecutive pages per call.
+    for (size_t k = 0; k < claimed.size() && s.ok();) {
+      if (was[k] != PageState::kResident) {
+        ++k;
+        continue;
+      }
+      size_t e = k + 1;
+      while (e < claimed.size() && was[e] == PageState::kResident && claimed[e] == claimed[e - 1] + 1) ++e;
+      s = Punch(claimed[k], e - k);
+      // A failed punch leaves those copies: they stay where they were.
+      if (!s.ok()) {
+        for (size_t m = 0; m < claimed.size(); ++m) table_.Set(claimed[m], m >= k ? was[m] : to);
+        RecordLocation(std::span<const uint64_t>(claimed.data() + k, claimed.size() - k), false);
+        Settled();
+        return s;
+      }
+      k = e;
+    }
+  }
+  // On an error before any punch, the claimed pages go back untouched.
+  for (size_t m = 0; m < claimed.size(); ++m) table_.Set(claimed[m], s.ok() ? to : was[m]);
+  if (!claimed.empty()) Settled();
+  return s;
 }
 
 }  // namespace agile::vm

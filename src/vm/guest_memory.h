@@ -159,13 +159,19 @@ class GuestMemory {
   // a kResident page rewritten by a later pre-copy round (returns false).
   // Any other state keeps its content (the guest's copy wins after switchover).
   Result<bool> InstallIncoming(uint64_t idx, const uint8_t* data, bool overwrite_resident);
-  // kResident -> kRemote: the copy here went stale (agile's post-copy tail).
-  // Remote first, then punched: a touch in between asks the source and never
-  // sees the stale copy. A page already kRemote stays so.
-  Status MarkStale(uint64_t idx);
-  // The page lives in the swap store (to = kOffloaded) or nowhere (to =
-  // kZero): kRemote/kResident -> kInFlight -> `to`, any copy here punched.
-  Status Relocate(uint64_t idx, PageState to);
+  // kResident -> kRemote for pages [first, first + count): the copy here
+  // went stale (agile's post-copy tail). Remote first, then punched: a touch
+  // in between asks the source and never sees the stale copy. A page already
+  // kRemote stays so. A run is punched with one call per stretch of pages
+  // it moved (the switchover waits on this: ~50K pages one by one took
+  // hundreds of ms).
+  Status MarkStale(uint64_t first, uint64_t count = 1);
+  // Pages [first, first + count) live in the swap store (to = kOffloaded)
+  // or nowhere (to = kZero): kRemote/kResident -> kInFlight -> `to`, any
+  // copy here punched (one call per resident stretch), and waiting faults
+  // retried once for the run rather than once per page.
+  Status Relocate(uint64_t first, uint64_t count, PageState to);
+  Status Relocate(uint64_t idx, PageState to) { return Relocate(idx, 1, to); }
 
   // ---- lifetime ----
   // The VM stopped: every later verb that would change a page fails with

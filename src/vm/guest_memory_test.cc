@@ -278,6 +278,57 @@ TEST(GuestMemoryTest, MarkStaleSendsAPageBackToTheSourceAndRelocateMovesItToTheS
   EXPECT_FALSE(mem.MarkStale(2).ok()) << "a zero page has no stale copy to drop";
 }
 
+// LOCATIONS arrive as runs and the switchover waits for them: the run
+// verbs must do exactly what the page-at-a-time ones did, page by page.
+TEST(GuestMemoryTest, MarkStaleAndRelocateTakeWholeRuns) {
+  MapSource store;
+  auto g = StartGuest(&store, PageState::kRemote);
+  ASSERT_NE(g, nullptr);
+  GuestMemory& mem = g->memory();
+  for (uint64_t i = 0; i < 16; ++i) ASSERT_TRUE(mem.InstallIncoming(i, PageOf(i, 1).data(), true).ok());
+  std::vector<uint8_t> buf(kPageSize);
+
+  ASSERT_TRUE(mem.MarkStale(2, 6).ok());
+  for (uint64_t i = 2; i < 8; ++i) {
+    EXPECT_EQ(mem.state(i), PageState::kRemote) << i;
+    EXPECT_TRUE(HoleAt(g->ram_fd(), i)) << i;
+  }
+  for (uint64_t i : {1, 8}) {  // the neighbours keep their data
+    EXPECT_EQ(mem.state(i), PageState::kResident) << i;
+    ASSERT_TRUE(PreadFull(g->ram_fd(), buf.data(), kPageSize, static_cast<off_t>(PageOffset(i))).ok());
+    EXPECT_EQ(buf, PageOf(i, 1)) << i;
+  }
+  // Resident, already at the source, resident again: two stretches punched.
+  ASSERT_TRUE(mem.MarkStale(0, 10).ok());
+  for (uint64_t i = 0; i < 10; ++i) {
+    EXPECT_EQ(mem.state(i), PageState::kRemote) << i;
+    EXPECT_TRUE(HoleAt(g->ram_fd(), i)) << i;
+  }
+  ASSERT_TRUE(PreadFull(g->ram_fd(), buf.data(), kPageSize, static_cast<off_t>(PageOffset(10))).ok());
+  EXPECT_EQ(buf, PageOf(10, 1)) << "the page after the run is untouched";
+
+  // Resident 10..15 and still-remote 16..21 go to the store in one call.
+  ASSERT_TRUE(mem.Relocate(10, 12, PageState::kOffloaded).ok());
+  for (uint64_t i = 10; i < 22; ++i) {
+    EXPECT_EQ(mem.state(i), PageState::kOffloaded) << i;
+    EXPECT_TRUE(HoleAt(g->ram_fd(), i)) << i;
+  }
+  ASSERT_TRUE(mem.Relocate(22, 4, PageState::kZero).ok());
+  for (uint64_t i = 22; i < 26; ++i) EXPECT_EQ(mem.state(i), PageState::kZero) << i;
+  ASSERT_TRUE(mem.Relocate(22, 4, PageState::kZero).ok()) << "already there: nothing to do";
+
+  // A page that cannot move fails the run and leaves the rest as it was.
+  ASSERT_TRUE(mem.Relocate(30, 1, PageState::kZero).ok());
+  EXPECT_FALSE(mem.Relocate(28, 4, PageState::kOffloaded).ok()) << "page 30 is known zero";
+  for (uint64_t i : {28, 29, 31}) EXPECT_EQ(mem.state(i), PageState::kRemote) << i;
+  EXPECT_EQ(mem.count(PageState::kInFlight), 0u);
+  EXPECT_FALSE(mem.MarkStale(20, 3).ok()) << "an offloaded page has no stale copy here";
+
+  EXPECT_FALSE(mem.MarkStale(kPages - 1, 2).ok()) << "a run past the end is refused";
+  EXPECT_FALSE(mem.Relocate(kPages, 1, PageState::kZero).ok()) << "a run past the end is refused";
+  EXPECT_FALSE(mem.Relocate(UINT64_MAX, 2, PageState::kZero).ok()) << "a run that wraps is refused";
+}
+
 // Before GuestMemory, workers kept the RAM file's descriptor *number*: after
 // `vm stop` closed it, the number could be reused by another VM's file and
 // receive this VM's page writes. Now a worker holds the memory itself.
