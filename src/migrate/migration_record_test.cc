@@ -13,6 +13,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 namespace agile::migrate {
 namespace {
@@ -152,7 +153,7 @@ TEST_F(MigrationRecordTest, DamagedRecordsAreCorruption) {
   expect_corrupt(with("pages", 1004), "bitmap shorter than the pages");
   expect_corrupt(with("remote", std::string(j["remote"]).substr(2) + "zz"), "bitmap not hex");
   expect_corrupt(with("remote", std::string(j["remote"]).substr(0, 250) + "ff"), "bits past the last page");
-  expect_corrupt(with("id", {1}), "short migration id");
+  expect_corrupt(with("id", nlohmann::json::array({1})), "short migration id");
   expect_corrupt(with("vm", ""), "no VM name");
   auto k = j;
   k.erase("recover");
