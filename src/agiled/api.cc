@@ -160,6 +160,7 @@ Status Api::ResumeMigration(const std::shared_ptr<ManagedVm>& vm, const migrate:
   migrate::SendOptions o;
   o.to = rec.peer_addr;
   o.mode = rec.mode;
+  o.bandwidth = rec.bandwidth;  // the operator's cap outlives the restart
   return StartJob(vm, std::move(o), [rec](migrate::Sender& s) { return s.ResumeAfterRestart(rec); }).status();
 }
 

@@ -80,6 +80,7 @@ std::string EncodeMigrationRecord(const MigrationRecord& r) {
                       {"peer_addr", r.peer_addr},
                       {"tail", r.tail},
                       {"lease", r.lease},
+                      {"bandwidth", r.bandwidth},
                       {"recover", r.recover},
                       {"store_vm_id", r.store_vm_id},
                       {"pages", r.pages}};
@@ -122,6 +123,7 @@ Result<MigrationRecord> DecodeMigrationRecord(const std::string& bytes) {
     r.peer_addr = j.at("peer_addr").get<std::string>();
     r.tail = j.at("tail").get<bool>();
     r.lease = j.at("lease").get<bool>();
+    r.bandwidth = j.at("bandwidth").get<uint64_t>();
     r.recover = j.at("recover").get<bool>();
     r.store_vm_id = j.at("store_vm_id").get<std::string>();
     r.pages = j.at("pages").get<uint64_t>();

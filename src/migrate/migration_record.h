@@ -42,6 +42,7 @@ struct MigrationRecord {
   std::string peer_addr;          // source: the destination's HOST:PORT; destination: ""
   bool tail = false;              // agile's post-copy tail (not post-copy mode)
   bool lease = false;             // source: the swap-store namespace moved with the VM (the fence asks memd)
+  uint64_t bandwidth = 0;         // source: the operator's --bandwidth (bytes/s, 0 = none), kept after a restart
   // source: false once the migration failed after switchover (window over,
   // a cancel): a restart keeps the VM fenced but dials nobody.
   bool recover = true;

@@ -47,6 +47,7 @@ MigrationRecord Source() {
   r.peer_addr = "127.0.0.1:7700";
   r.lease = true;
   r.recover = false;
+  r.bandwidth = 8u << 20;
   r.pages = 4096;
   return r;
 }
@@ -94,6 +95,7 @@ TEST_F(MigrationRecordTest, RoundTripOfBothRoles) {
   EXPECT_EQ(r->peer_addr, "127.0.0.1:7700");
   EXPECT_TRUE(r->lease);
   EXPECT_FALSE(r->recover);
+  EXPECT_EQ(r->bandwidth, 8u << 20);
   EXPECT_TRUE(r->remote.empty());
 
   ASSERT_TRUE(RemoveMigrationRecord(dir_).ok());
@@ -150,7 +152,8 @@ TEST_F(MigrationRecordTest, DamagedRecordsAreCorruption) {
   };
   expect_corrupt(with("role", "bystander"), "unknown role");
   expect_corrupt(with("mode", "teleport"), "unknown mode");
-  expect_corrupt(with("pages", 1004), "bitmap shorter than the pages");
+  expect_corrupt(with("pages", 1100), "bitmap shorter than the pages");
+  expect_corrupt(with("pages", 900), "bitmap longer than the pages");
   expect_corrupt(with("remote", std::string(j["remote"]).substr(2) + "zz"), "bitmap not hex");
   expect_corrupt(with("remote", std::string(j["remote"]).substr(0, 250) + "ff"), "bits past the last page");
   expect_corrupt(with("id", nlohmann::json::array({1})), "short migration id");

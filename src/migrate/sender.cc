@@ -214,6 +214,7 @@ MigrationRecord Sender::Record() const {
   r.peer_addr = opt_.to;
   r.tail = precopy_.tail;
   r.lease = lease_;
+  r.bandwidth = opt_.bandwidth;
   r.pages = mem_ ? mem_->pages() : 0;
   return r;
 }
