@@ -144,8 +144,29 @@ control::Reply Api::Migrate(const std::shared_ptr<ManagedVm>& vm, const json& ar
   o.copy_storage = args.value("copy_storage", false);
   if (args.contains("detach") && !args["detach"].is_boolean()) return InvalidArgument("detach must be true or false");
   const bool detach = args.value("detach", false);
-  const std::string name = vm->spec().name;
+  AGILE_ASSIGN_OR_RETURN(auto job, StartJob(vm, std::move(o), [](migrate::Sender& s) { return s.Run(); }));
+  if (detach) {
+    std::lock_guard<std::mutex> l(job->mu);
+    json p = job->progress;
+    p["name"] = vm->spec().name;
+    p["running"] = true;
+    p["detached"] = true;
+    return Result<json>(p);
+  }
+  return Outcome(Follow(job.get(), progress));
+}
 
+Status Api::ResumeMigration(const std::shared_ptr<ManagedVm>& vm, const migrate::MigrationRecord& rec) {
+  migrate::SendOptions o;
+  o.to = rec.peer_addr;
+  o.mode = rec.mode;
+  o.bandwidth = rec.bandwidth;  // the operator's cap outlives the restart
+  return StartJob(vm, std::move(o), [rec](migrate::Sender& s) { return s.ResumeAfterRestart(rec); }).status();
+}
+
+Result<std::shared_ptr<Api::Job>> Api::StartJob(const std::shared_ptr<ManagedVm>& vm, migrate::SendOptions o,
+                                                std::function<migrate::Report(migrate::Sender&)> run) {
+  const std::string name = vm->spec().name;
   auto job = std::make_shared<Job>();
   job->name = name;
   job->vm = vm;
@@ -177,9 +198,9 @@ control::Reply Api::Migrate(const std::shared_ptr<ManagedVm>& vm, const json& ar
     job->progress = {{"status", migrate::kStatusSetup}, {"vm", name}, {"destination", o.to}};
     jobs_[name] = job;
     // The job's thread holds the VM (and the job) until the migration ends.
-    job->thread = std::thread([this, vm, j = job.get(), o = std::move(o)]() mutable {
+    job->thread = std::thread([this, vm, j = job.get(), o = std::move(o), run = std::move(run)]() mutable {
       migrate::Sender sender(vm.get(), vms_->host().id, std::move(o));
-      migrate::Report r = sender.Run();
+      migrate::Report r = run(sender);
       if (r.ok) {
         vms_->Forget(j->name);
       } else {
@@ -195,15 +216,7 @@ control::Reply Api::Migrate(const std::shared_ptr<ManagedVm>& vm, const json& ar
       j->cv.notify_all();
     });
   }
-  if (detach) {
-    std::lock_guard<std::mutex> l(job->mu);
-    json p = job->progress;
-    p["name"] = name;
-    p["running"] = true;
-    p["detached"] = true;
-    return Result<json>(p);
-  }
-  return Outcome(Follow(job.get(), progress));
+  return job;
 }
 
 std::shared_ptr<Api::Job> Api::FindJob(const std::string& name) {

@@ -23,6 +23,8 @@
 #include "host/pressure_policy.h"
 #include "host/vm_manager.h"
 #include "metrics/metrics.h"
+#include "migrate/migration_record.h"
+#include "migrate/sender.h"
 
 namespace agile::agiled {
 
@@ -47,6 +49,11 @@ class Api {
                         const control::Caller& caller = control::Caller{true, ""});
   // Migrations since start, by mode and outcome, with durations and bytes (metrics).
   void CollectMetrics(metrics::Scrape* s);
+  // At start-up, before serving: the post-copy an earlier agiled of this
+  // state dir was the source of when it died (`rec`, migration.record) goes
+  // on as a job of `vm` (migrate status, --recover and --cancel find it):
+  // re-dial the destination with RESUME, push what it lacks.
+  Status ResumeMigration(const std::shared_ptr<ManagedVm>& vm, const migrate::MigrationRecord& rec);
 
  private:
   // One migration of one VM. Written by its thread, read by any control thread.
@@ -67,6 +74,10 @@ class Api {
   Result<nlohmann::json> Attach(const nlohmann::json& args);
   control::Reply Migrate(const std::shared_ptr<ManagedVm>& vm, const nlohmann::json& args,
                          const std::function<void(const nlohmann::json&)>& progress);
+  // Registers a migration job of `vm` (AlreadyExists while one runs) and
+  // starts `run` on a Sender made with `o` on the job's thread.
+  Result<std::shared_ptr<Job>> StartJob(const std::shared_ptr<ManagedVm>& vm, migrate::SendOptions o,
+                                        std::function<migrate::Report(migrate::Sender&)> run);
   // vm.migrate_recover: asks a migration paused after a lost post-copy link
   // to reconnect now; waits for that attempt's outcome.
   control::Reply MigrateRecover(const std::string& name, const nlohmann::json& args);

@@ -271,19 +271,44 @@ int main(int argc, char** argv) {
   migrate::RecoveryBoard recovery;  // paused post-copy migrations arriving here, by VM
   std::string migrate_host = "0.0.0.0";
   if (!listen.empty()) migrate_host = ParseHostPort(listen)->host;
+  auto migration_peer = [&](const control::Caller& caller) {
+    migrate::MigrationPeer peer;
+    peer.identity = caller.identity;
+    // Without TLS the listener is loopback (or --insecure, whose peers are nobody in particular).
+    peer.may_pass_qemu_args = !caller.identity.empty() || caller.local || !cfg.insecure;
+    peer.store_addr = offload::StoreIdentity(cfg.memd_addr);
+    if (cfg.tls) peer.tls_dir = cfg.tls->dir();
+    peer.timeouts = cfg.timeouts;
+    peer.recovery = &recovery;
+    return peer;
+  };
+  // Post-copy migrations the previous agiled was in the middle of, past
+  // their commit point (docs/migration.md, "Post-copy recovery"): each side
+  // takes its part up again before we serve, so a RESUME finds its receiver.
+  struct Joined {  // every exit path, early ones included, ends and joins them
+    migrate::RecoveryBoard* board;
+    std::vector<std::thread> threads;
+    ~Joined() {
+      board->Close();  // ends their waits for a RESUME
+      for (auto& t : threads) t.join();
+    }
+  } resumed_incoming{&recovery, {}};
+  for (auto& vm : vms.List()) {
+    const auto& rec = vm->pending_migration();
+    if (!rec) continue;
+    if (rec->role == migrate::MigrationRecord::Role::kDestination) {
+      resumed_incoming.threads.push_back(
+          migrate::ResumeIncomingAfterRestart(vm, *rec, &vms, migration_peer(control::Caller{false, ""})));
+    } else if (rec->recover) {
+      Status st = api.ResumeMigration(vm, *rec);
+      if (!st.ok()) spdlog::error("vm {}: its post-copy to {} not resumed: {}", rec->vm, rec->peer_addr, st.ToString());
+    }
+  }
   control::ControlServer server(
       [&](const std::string& op, const nlohmann::json& args, const control::Progress& progress,
           const control::Caller& caller) { return api.Handle(op, args, progress, caller); },
       [&](UniqueFd conn, const control::Caller& caller) {
-        migrate::MigrationPeer peer;
-        peer.identity = caller.identity;
-        // Without TLS the listener is loopback (or --insecure, whose peers are nobody in particular).
-        peer.may_pass_qemu_args = !caller.identity.empty() || caller.local || !cfg.insecure;
-        peer.store_addr = offload::StoreIdentity(cfg.memd_addr);
-        if (cfg.tls) peer.tls_dir = cfg.tls->dir();
-        peer.timeouts = cfg.timeouts;
-        peer.recovery = &recovery;
-        migrate::ReceiveMigration(std::move(conn), &vms, migrate_host, peer);
+        migrate::ReceiveMigration(std::move(conn), &vms, migrate_host, migration_peer(caller));
       });
   control::ListenerOptions local_opts;
   local_opts.local = true;
@@ -371,6 +396,8 @@ int main(int argc, char** argv) {
   // its lost link, at either end) would otherwise hold the server open.
   api.CancelAll();
   recovery.Close();
+  for (auto& t : resumed_incoming.threads) t.join();  // Close ended their waits
+  resumed_incoming.threads.clear();
   server.Shutdown();
   policy.Stop();
   vms.StopAll();

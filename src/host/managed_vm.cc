@@ -167,7 +167,11 @@ Status ManagedVm::TakeOverMemory(int listen_fd, bool incoming, const std::string
     if (!map.ok()) map = vm::LocationMap::Create(locations_path_, pages);  // never offloaded: nothing to find
     if (!map.ok()) return map.status();
     memory_->AttachLocationMap(std::move(map).value());
-    AGILE_RETURN_IF_ERROR(memory_->Recover().Annotate("recover page states of vm " + spec_.name));
+    // An arriving VM's holes include the pages still at the migration
+    // source, which only the migration record tells from zero pages.
+    const bool arriving = pending_migration_ && pending_migration_->role == migrate::MigrationRecord::Role::kDestination;
+    AGILE_RETURN_IF_ERROR(memory_->Recover(arriving ? &pending_migration_->remote : nullptr)
+                              .Annotate("recover page states of vm " + spec_.name));
   }
   std::string recorded_id = adopt != nullptr ? adopt->store_vm_id : "";
   if (!host_.memd_addr.empty() || !recorded_id.empty()) {
@@ -323,6 +327,7 @@ void ManagedVm::Cleanup() {
   if (state_ != kLost) {
     fs::remove(dir_ + "/" + kVmRecordFile, ec);
     fs::remove(locations_path_, ec);
+    fs::remove(dir_ + "/" + migrate::kMigrationRecordFile, ec);
   }
 }
 
@@ -506,9 +511,33 @@ std::unique_ptr<ManagedVm> ManagedVm::Adopt(const VmRecord& rec, const HostConfi
 }
 
 Status ManagedVm::AdoptRunning(const VmRecord& rec) {
-  if (rec.incoming)
-    return Unavailable("it was the destination of a migration that agiled's restart interrupted (the VM stays at "
-                       "the source)");
+  // A post-copy past its commit point when agiled died (docs/invariants.md,
+  // "A migration in flight when agiled dies"): migration.record says which.
+  auto mig = migrate::ReadMigrationRecord(dir_);
+  if (!mig.ok() && mig.status().code() != Code::kNotFound) {
+    if (rec.incoming)
+      return mig.status().Annotate("the pages still at the migration source cannot be told from zero pages");
+    // The source of a migration whose state is unreadable: the VM may run
+    // at the destination now, so it stays fenced here (operator's call).
+    spdlog::error("vm {}: {}", spec_.name, mig.status().ToString());
+    SetFenced("its migration record is damaged: the VM may run at the destination", false);
+  } else if (mig.ok() && mig->role == migrate::MigrationRecord::Role::kDestination && !rec.incoming) {
+    // Every page had arrived (the record goes right after that is recorded).
+    (void)migrate::RemoveMigrationRecord(dir_);
+  } else if (mig.ok() && (mig->role == migrate::MigrationRecord::Role::kDestination) != rec.incoming) {
+    return Corruption("its migration record says it was the source, its state record that it was arriving");
+  } else if (mig.ok()) {
+    if (mig->vm != spec_.name || mig->pages != spec_.memory_bytes / kPageSize)
+      return Corruption("its migration record names another VM (" + mig->vm + ")");
+    pending_migration_ = std::move(mig).value();
+    if (pending_migration_->role == migrate::MigrationRecord::Role::kSource)
+      SetFenced("its migration to " + pending_migration_->peer_host + " (" + pending_migration_->peer_addr +
+                    ") had passed the commit point when agiled restarted",
+                pending_migration_->lease);
+  }
+  if (rec.incoming && !pending_migration_)
+    return Unavailable("it was the destination of a migration that agiled's restart interrupted before the "
+                       "switchover (the VM stays at the source)");
   AGILE_ASSIGN_OR_RETURN(qemu_, Process::Adopt(rec.pid));
   started_ns_ = vm::NowNs();
   spdlog::info("vm {}: re-adopting QEMU pid {}", spec_.name, rec.pid);
@@ -610,6 +639,10 @@ void ManagedVm::MarkRunning(bool all_pages_here) {
 void ManagedVm::BeginOutgoing() {
   outgoing_lock_ = std::unique_lock<std::mutex>(offload_mu_);
   if (tracker_) tracker_->Stop();
+}
+
+Status ManagedVm::SaveMigrationRecord(const migrate::MigrationRecord* r) {
+  return r != nullptr ? migrate::WriteMigrationRecord(dir_, *r) : migrate::RemoveMigrationRecord(dir_);
 }
 
 void ManagedVm::SetFenced(const std::string& reason, bool lease) {
@@ -722,6 +755,14 @@ void ManagedVm::SetMigrationStatus(json status) {
 Result<offload::EvictReport> ManagedVm::Offload(uint64_t target_bytes) {
   if (!evictor_) return Unsupported("no swap store: start agiled with --memd HOST:PORT to offload");
   if (state_ != kRunning) return Unavailable("vm " + spec_.name + " is " + state());
+  {
+    // Pages still at a migration source: a restart re-adopts the VM from
+    // the set recorded at switchover, which an offload (a zero page punched
+    // to a hole) would make wrong. The pages arrive first.
+    std::lock_guard<std::mutex> l(record_mu_);
+    if (record_.incoming)
+      return Unavailable("vm " + spec_.name + " is still receiving pages from its migration source");
+  }
   std::unique_lock<std::mutex> l(offload_mu_, std::try_to_lock);
   if (!l.owns_lock()) return Unavailable("an offload of vm " + spec_.name + " is already running");
   if (!store_->claimed()) {

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -113,6 +114,11 @@ class ManagedVm : public migrate::MigratingVm {
   Result<memd::OwnerToken> HandBackStore(const std::string& host) override;
   void MarkRunning(bool all_pages_here = true) override;
   void SetFenced(const std::string& reason, bool lease) override;
+  // STATE_DIR/vms/NAME/migration.record (migrate/migration_record.h).
+  Status SaveMigrationRecord(const migrate::MigrationRecord* r) override;
+  // Adopted after a restart in the middle of a post-copy (either side):
+  // what migration.record said, for agiled to carry the migration on.
+  const std::optional<migrate::MigrationRecord>& pending_migration() const { return pending_migration_; }
 
   // `vm resume`. A VM fenced by a migration that reached its commit point
   // (SetFenced) is resumed only when the swap store says this host still
@@ -204,6 +210,8 @@ class ManagedVm : public migrate::MigratingVm {
   bool fence_lease_ = false;
   std::mutex migration_mu_;
   nlohmann::json migration_status_;
+  // Set by AdoptRunning only (before the VM is shared): a post-copy to carry on.
+  std::optional<migrate::MigrationRecord> pending_migration_;
   std::atomic<bool> migration_cancel_{false};
 };
 

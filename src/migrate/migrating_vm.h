@@ -9,6 +9,7 @@
 #include <string>
 
 #include "base/status.h"
+#include "migrate/migration_record.h"
 #include "offload/swap_store.h"
 #include "qemu/launch.h"
 #include "vm/fault_server.h"
@@ -29,6 +30,13 @@ class MigratingVm {
   virtual offload::SwapStore* store() = 0;
   // What `vm stat` shows of the migration while it runs; null when it ends.
   virtual void SetMigrationStatus(nlohmann::json status) = 0;
+  // A post-copy across an agiled restart (migrate/migration_record.h):
+  // keeps `r` in the VM's state, crash-consistently, before the state it
+  // describes is relied on; null removes it. Stand-ins keep nothing.
+  virtual Status SaveMigrationRecord(const MigrationRecord* r) {
+    (void)r;
+    return Status::Ok();
+  }
 
   // ---- source ----
   // From here until EndOutgoing no offload runs and working-set tracking is

@@ -41,8 +41,19 @@ class Receiver {
       : ch_(std::move(ch)), vms_(vms), listen_host_(std::move(listen_host)), peer_(std::move(peer)) {}
   // first/payload: the connection's first frame (HELLO), already read.
   void Run(const wire::FrameHeader& first, const std::vector<uint8_t>& payload);
+  // After an agiled restart: takes up the incoming post-copy `rec`
+  // describes, of the re-adopted VM `vm`, registered as paused (no channel
+  // yet). Then Continue(what this returned) waits for the source's RESUME.
+  Status Adopt(std::shared_ptr<MigratingVm> vm, const MigrationRecord& rec);
+  // From the first failure (or success) of the loop on: recovery while the
+  // failure is the link's, then the end (Finish or Fail).
+  void Continue(Status s);
 
  private:
+  // Registers this migration on peer_.recovery, so a RESUME finds it.
+  void RegisterForRecovery();
+  // migration.record at SWITCHOVER: the pages still at the source.
+  Status SaveRecord();
   Status Hello(const wire::FrameHeader& h, const std::vector<uint8_t>& payload);
   // After switchover with pages still at the source: the link broke with
   // `cause`. Keeps everything, waits (up to the recovery window) for a
@@ -53,7 +64,7 @@ class Receiver {
   // pages still come from the source, and the failure was the link's own
   // (a protocol error stays an error).
   bool Recoverable() const {
-    return acked_ && PagesAfterSwitchover() && !done_ && registered_ && ch_->broken();
+    return acked_ && PagesAfterSwitchover() && !done_ && registered_ && (ch_ == nullptr || ch_->broken());
   }
   Status Loop();
   // Publishes this incoming migration's status on the VM (`vm stat`,
@@ -116,6 +127,41 @@ uint64_t NowNs() {
 void Receiver::Run(const wire::FrameHeader& first, const std::vector<uint8_t>& payload) {
   Status s = Hello(first, payload);
   if (s.ok()) s = Loop();
+  Continue(std::move(s));
+}
+
+Status Receiver::Adopt(std::shared_ptr<MigratingVm> vm, const MigrationRecord& rec) {
+  hello_.mode = rec.mode;
+  hello_.src_host = rec.peer_host;
+  hello_.migration_id_lo = rec.id_lo;
+  hello_.migration_id_hi = rec.id_hi;
+  hello_.store_vm_id = rec.store_vm_id;
+  hello_.page_count = rec.pages;
+  spec_ = vm->spec();
+  vm_ = std::move(vm);
+  mem_ = vm_->memory();
+  // Where the previous agiled stood: SWITCHOVER handled and acknowledged,
+  // the VM running here, pages still coming from the source.
+  tail_ = rec.tail;
+  phase_ = RecvPhase::kSwitched;
+  switch_started_ = true;
+  switched_ = true;
+  acked_ = true;
+  Status s = Unavailable("agiled restarted during the post-copy");
+  if (mem_ == nullptr || mem_->pages() != rec.pages || !PagesAfterSwitchover()) {
+    s = Internal("vm " + spec_.name + ": the migration record does not fit the adopted VM");
+  } else {
+    pager_ = std::make_unique<PageRequester>(nullptr, mem_->pages());
+    vm_->SetRemotePager(pager_.get());
+    RegisterForRecovery();
+    spdlog::warn("vm {}: re-adopted in the middle of its {} migration from {}: {} pages are still at the source; "
+                 "waiting for it to resume", spec_.name, wire::MigModeName(hello_.mode), hello_.src_host,
+                 mem_->count(vm::PageState::kRemote));
+  }
+  return s;
+}
+
+void Receiver::Continue(Status s) {
   // Whether the source runs post-copy (SWITCHOVER_ACK went out) is known
   // once the switch thread is done; its waits are bounded.
   if (!s.ok() && switch_thread_.joinable()) switch_thread_.join();
@@ -305,26 +351,9 @@ Status Receiver::ApplyLocations(const std::vector<uint8_t>& payload) {
 Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
   AGILE_ASSIGN_OR_RETURN(auto sw, wire::DecodeSwitchover(payload));
   if (switch_started_) return Corruption("a second SWITCHOVER in one migration");
-  if (PagesAfterSwitchover() && peer_.recovery != nullptr && !registered_) {
-    // From here the VM may run on pages that exist only at the source: a
-    // lost link must be recoverable (AwaitRecovery). A RESUME that comes
-    // while this connection still looks alive here (a half-open link) ends
-    // it, so the loop fails over to the new one.
-    RecoveryBoard::Entry e;
-    e.id_lo = hello_.migration_id_lo;
-    e.id_hi = hello_.migration_id_hi;
-    e.src_host = hello_.src_host;
-    e.deliver = [this](std::unique_ptr<Channel> ch) {
-      std::lock_guard<std::mutex> l(rec_mu_);
-      if (ch) pending_ = std::move(ch);
-      else abandoned_ = true;  // agiled stops
-      ch_->Shutdown();
-      rec_cv_.notify_all();
-    };
-    Status r = peer_.recovery->Register(spec_.name, std::move(e));
-    if (!r.ok()) spdlog::warn("vm {}: post-copy recovery not available: {}", spec_.name, r.ToString());
-    registered_ = r.ok();
-  }
+  // From here the VM may run on pages that exist only at the source: a
+  // lost link must be recoverable (AwaitRecovery).
+  if (PagesAfterSwitchover()) RegisterForRecovery();
   if (mem_ == nullptr) return Corruption("migration SWITCHOVER in a qemu-* mode");
   if (!PagesAfterSwitchover() && mem_->count(vm::PageState::kRemote) != 0)
     return Internal(std::to_string(mem_->count(vm::PageState::kRemote)) + " pages were never placed");
@@ -332,6 +361,10 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
   // and logged, so a slow commit says which part (bench/README.md).
   const uint64_t t_switch = NowNs();
   if (sw.has_token) AGILE_RETURN_IF_ERROR(vm_->AdoptStore(hello_.store_vm_id, sw.epoch, sw.secret, sw.secret_hi));
+  // Before the VM may run here: which pages are still at the source, so an
+  // agiled restarted from now on re-adopts it with those waiting for the
+  // source instead of dropping (or zero-filling) them.
+  if (PagesAfterSwitchover()) AGILE_RETURN_IF_ERROR(SaveRecord());
   const uint64_t t_adopted = NowNs();
   if (FaultPoint("exit-before-switchover-ack")) {
     // Tests: the worst moment to die, the lease taken and the source not told.
@@ -440,6 +473,44 @@ void Receiver::HoldBeforeCont() {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
 }
 
+void Receiver::RegisterForRecovery() {
+  if (peer_.recovery == nullptr || registered_) return;
+  // A RESUME that comes while this connection still looks alive here (a
+  // half-open link) ends it, so the loop fails over to the new one.
+  RecoveryBoard::Entry e;
+  e.id_lo = hello_.migration_id_lo;
+  e.id_hi = hello_.migration_id_hi;
+  e.src_host = hello_.src_host;
+  e.deliver = [this](std::unique_ptr<Channel> ch) {
+    std::lock_guard<std::mutex> l(rec_mu_);
+    if (ch) pending_ = std::move(ch);
+    else abandoned_ = true;  // agiled stops
+    if (ch_) ch_->Shutdown();
+    rec_cv_.notify_all();
+  };
+  Status r = peer_.recovery->Register(spec_.name, std::move(e));
+  if (!r.ok()) spdlog::warn("vm {}: post-copy recovery not available: {}", spec_.name, r.ToString());
+  registered_ = r.ok();
+}
+
+Status Receiver::SaveRecord() {
+  MigrationRecord r;
+  r.vm = spec_.name;
+  r.role = MigrationRecord::Role::kDestination;
+  r.mode = hello_.mode;
+  r.id_lo = hello_.migration_id_lo;
+  r.id_hi = hello_.migration_id_hi;
+  r.peer_host = hello_.src_host;
+  r.tail = tail_;
+  r.store_vm_id = hello_.store_vm_id;
+  r.pages = mem_->pages();
+  r.remote.resize(r.pages);
+  // Final: LOCATIONS (the only way a page goes back to the source) all came
+  // before SWITCHOVER; from here kRemote pages only arrive.
+  for (uint64_t i = 0; i < r.pages; ++i) r.remote[i] = mem_->state(i) == vm::PageState::kRemote;
+  return vm_->SaveMigrationRecord(&r).Annotate("migration record at switchover");
+}
+
 void Receiver::SetStatus(const char* status, const char* phase, nlohmann::json fields) {
   fields["status"] = status;
   fields["phase"] = phase;
@@ -449,7 +520,7 @@ void Receiver::SetStatus(const char* status, const char* phase, nlohmann::json f
 }
 
 Status Receiver::AwaitRecovery(const Status& cause) {
-  ch_->Shutdown();
+  if (ch_) ch_->Shutdown();
   if (switch_thread_.joinable()) switch_thread_.join();  // it may still hold ch_
   pager_->Detach();
   if (paused_since_ns_ == 0) paused_since_ns_ = NowNs();
@@ -526,7 +597,13 @@ Status Receiver::Finish() {
   }
   vm_->SetRemotePager(nullptr);
   vm_->SetMigrationStatus(nullptr);
-  if (PagesAfterSwitchover()) vm_->MarkRunning(/*all_pages_here=*/true);  // the last page is here: adoptable
+  if (PagesAfterSwitchover()) {
+    vm_->MarkRunning(/*all_pages_here=*/true);  // the last page is here: adoptable
+    // After MarkRunning: a restart in between adopts a whole VM and drops
+    // the stale record.
+    Status r = vm_->SaveMigrationRecord(nullptr);
+    if (!r.ok()) spdlog::warn("vm {}: {}", spec_.name, r.ToString());
+  }
   if (PagesAfterSwitchover() || qemu_mode) {
     std::vector<uint8_t> f;
     wire::AppendEmpty(&f, MigMsg::kDoneAck);
@@ -563,6 +640,7 @@ void Receiver::Fail(const Status& s) {
     // lost): the VM is whole here, adoptable after a restart and free to
     // migrate on, and `vm stat` must not say a migration still runs.
     vm_->MarkRunning(/*all_pages_here=*/true);
+    (void)vm_->SaveMigrationRecord(nullptr);
     vm_->SetMigrationStatus(nullptr);
     spdlog::warn("vm {}: migration connection failed after switchover ({}), but every page is here: the VM is "
                  "complete", name, s.ToString());
@@ -601,6 +679,13 @@ Status TakeOver(std::unique_ptr<Channel> ch, const std::vector<uint8_t>& payload
 }
 
 }  // namespace
+
+std::thread ResumeIncomingAfterRestart(std::shared_ptr<MigratingVm> vm, const MigrationRecord& rec,
+                                       IncomingHost* host, const MigrationPeer& peer) {
+  auto r = std::make_shared<Receiver>(nullptr, host, "", peer);
+  Status s = r->Adopt(std::move(vm), rec);  // registered on the board before this returns
+  return std::thread([r, s]() mutable { r->Continue(std::move(s)); });
+}
 
 void ReceiveMigration(UniqueFd conn, IncomingHost* vms, const std::string& listen_host, const MigrationPeer& peer) {
   auto ch = std::make_unique<Channel>(std::move(conn), peer.timeouts.migrate_io_ms);

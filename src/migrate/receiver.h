@@ -5,9 +5,13 @@
 // switchover removes the incoming VM; the source keeps the original.
 #pragma once
 
+#include <memory>
+#include <thread>
+
 #include "base/fd.h"
 #include "base/timeouts.h"
 #include "migrate/migrating_vm.h"
+#include "migrate/migration_record.h"
 #include "migrate/recovery_board.h"
 
 namespace agile::migrate {
@@ -30,5 +34,15 @@ struct MigrationPeer {
 // QEMU's incoming device-state socket binds to. With an identity, HELLO's
 // source host must be it. Messages follow migrate/receiver_states.h.
 void ReceiveMigration(UniqueFd conn, IncomingHost* host, const std::string& listen_host, const MigrationPeer& peer);
+
+// After an agiled restart: carries on the incoming post-copy `rec` describes
+// (migration.record, role destination) for `vm`, re-adopted with the pages
+// then at the source as kRemote. Registers it on peer.recovery as paused
+// before returning (call it before agiled serves, so no RESUME can come
+// first), then the returned thread waits up to the recovery window for the
+// source's RESUME and runs the migration to its end like any other. Join it
+// after peer.recovery->Close().
+std::thread ResumeIncomingAfterRestart(std::shared_ptr<MigratingVm> vm, const MigrationRecord& rec,
+                                       IncomingHost* host, const MigrationPeer& peer);
 
 }  // namespace agile::migrate

@@ -166,6 +166,10 @@ Report Sender::Run() {
       if (s.ok() && (opt_.mode == MigMode::kPostcopy || precopy_.tail)) s = PostcopyPush();
     }
   }
+  return Conclude(s, outgoing);
+}
+
+Report Sender::Conclude(const Status& s, bool outgoing) {
   if (!s.ok()) {
     report_.ok = false;
     report_.status = cancelled_ && !switched_ ? kStatusCancelled : kStatusFailed;
@@ -173,6 +177,20 @@ Report Sender::Run() {
     report_.total_time_ms = Ms();
     if (!switched_) Abort(s.message());
     if (outgoing) (void)vm_->EndOutgoing(/*migrated=*/false, /*keep_store=*/false);
+    if (record_saved_) {
+      // Past the commit point (or unsure of it) the VM stays paused and
+      // fenced here, across restarts too, but nobody re-dials any more;
+      // before it the VM is this host's again and the record goes.
+      Status r;
+      if (switched_ || fenced_) {
+        MigrationRecord rec = Record();
+        rec.recover = false;
+        r = vm_->SaveMigrationRecord(&rec);
+      } else {
+        r = vm_->SaveMigrationRecord(nullptr);
+      }
+      if (!r.ok()) spdlog::error("vm {}: migration record: {}", report_.vm, r.ToString());
+    }
     spdlog::error("vm {}: migration to {} failed: {}", report_.vm, opt_.to, s.ToString());
   } else {
     report_.ok = true;
@@ -189,6 +207,60 @@ Report Sender::Run() {
   if (ch_) report_.bytes_sent = std::max(report_.bytes_sent, prior_bytes_ + ch_->bytes_sent() + report_.device_state_bytes);
   vm_->SetMigrationStatus(nullptr);
   return report_;
+}
+
+MigrationRecord Sender::Record() const {
+  MigrationRecord r;
+  r.vm = report_.vm;
+  r.role = MigrationRecord::Role::kSource;
+  r.mode = opt_.mode;
+  r.id_lo = mig_id_lo_;
+  r.id_hi = mig_id_hi_;
+  r.peer_host = dest_id_;
+  r.peer_addr = opt_.to;
+  r.tail = precopy_.tail;
+  r.lease = lease_;
+  r.bandwidth = opt_.bandwidth;
+  r.pages = mem_ ? mem_->pages() : 0;
+  return r;
+}
+
+Report Sender::ResumeAfterRestart(const MigrationRecord& rec) {
+  t0_ns_ = vm::NowNs();
+  Status s;
+  if (mem_ == nullptr || rec.role != MigrationRecord::Role::kSource || rec.pages != mem_->pages() ||
+      (rec.mode != MigMode::kPostcopy && !(rec.mode == MigMode::kAgile && rec.tail)))
+    s = InvalidArgument("vm " + report_.vm + ": the migration record names no post-copy this VM was the source of");
+  // The state of the migration as the previous agiled left it at the commit
+  // point: SWITCHOVER sent, the VM paused and fenced here with every page.
+  opt_.mode = rec.mode;
+  report_.mode = wire::MigModeName(rec.mode);
+  report_.destination = opt_.to = rec.peer_addr;
+  dest_id_ = rec.peer_host;
+  mig_id_lo_ = rec.id_lo;
+  mig_id_hi_ = rec.id_hi;
+  lease_ = rec.lease;
+  fenced_ = true;
+  switched_ = true;
+  record_saved_ = true;
+  precopy_.tail = rec.tail;
+  const bool outgoing = s.ok();
+  if (s.ok()) {
+    vm_->BeginOutgoing();  // no offload, no tracking: the destination may still need any page
+    // Which pages the destination lacks is its answer to RESUME (Rescope);
+    // until then nothing is pushed. The tail's pages are whatever it lists.
+    tail_bm_.assign(mem_->pages(), 1);
+    stream_ = std::make_unique<PageStream>(mem_.get(), store_, nullptr);
+    stream_->RetryStoreReadsFor(opt_.timeouts.migrate_peer_ms / 2);
+    postcopy_ = std::make_unique<PostcopyServer>(mem_.get(), stream_.get(), opt_.prepage);
+    spdlog::warn("vm {}: agiled restarted during its post-copy migration to {} ({}): the VM stays paused and "
+                 "fenced here with every page; re-dialing the destination to resume where it stopped",
+                 report_.vm, dest_id_, opt_.to);
+    const char* phase = rec.tail ? "postcopy-tail" : "postcopy-push";
+    s = Recover(Unavailable("agiled restarted after the commit point"), phase);
+    if (s.ok() && !completed_there_) s = PostcopyPush();
+  }
+  return Conclude(s, outgoing);
 }
 
 Result<std::unique_ptr<Channel>> Sender::Dial(const std::string& to, std::string* cert) {
@@ -459,6 +531,17 @@ Status Sender::Switchover() {
   wire::MigSwitchover sw;
   sw.resume = was_running_;
   const bool lease = opt_.mode == MigMode::kAgile && store_ && store_->claimed();
+  if (opt_.mode == MigMode::kPostcopy || precopy_.tail) {
+    // Pages will exist only here after SWITCHOVER: a restarted agiled must
+    // know to keep the VM paused and fenced and to re-dial the destination
+    // (docs/invariants.md, "A migration in flight when agiled dies"). Written
+    // before the fence and the transfer, so a failure here is still an
+    // ordinary abort.
+    lease_ = lease;
+    MigrationRecord rec = Record();
+    AGILE_RETURN_IF_ERROR(vm_->SaveMigrationRecord(&rec).Annotate("migration record"));
+    record_saved_ = true;
+  }
   // From here a `vm resume` at the source is refused unless the swap store
   // says this host still owns the VM (lease), or the operator forces it.
   vm_->SetFenced("its migration to " + dest_id_ + " (" + opt_.to + ") reached the commit point", lease);
@@ -603,7 +686,8 @@ Status Sender::PushRest(const char* phase) {
 
 Status Sender::Recover(const Status& cause, const char* phase) {
   // The reader of the old link goes first: a recovery swaps the channel.
-  ch_->Shutdown();
+  // (No channel at all after a restart: ResumeAfterRestart.)
+  if (ch_) ch_->Shutdown();
   if (reader_.joinable()) reader_.join();
   const uint64_t start = vm::NowNs();
   const uint64_t window_ns = static_cast<uint64_t>(opt_.timeouts.migrate_recover_ms) * 1000000ull;
@@ -727,7 +811,7 @@ Status Sender::Reconnect(const std::string& to) {
       got += r.count;
     }
   }
-  prior_bytes_ += ch_->bytes_sent();
+  if (ch_) prior_bytes_ += ch_->bytes_sent();
   ch_ = std::move(ch);
   stream_->set_channel(ch_.get());
   postcopy_->Rescope(remote);

@@ -24,6 +24,7 @@
 #include "tls/tls.h"
 #include "migrate/migrating_vm.h"
 #include "migrate/channel.h"
+#include "migrate/migration_record.h"
 #include "migrate/page_stream.h"
 #include "migrate/postcopy_server.h"
 #include "migrate/precopy.h"
@@ -67,8 +68,18 @@ class Sender {
   ~Sender();
   // Returns the report; report.ok=false with report.error on failure.
   Report Run();
+  // A post-copy this VM was the source of when agiled died (after the commit
+  // point, `rec` from migration.record): re-dials the destination with
+  // RESUME, then pushes what it still lacks, as after a lost link. The VM
+  // stays paused and fenced here until that completes (or for good, when
+  // the recovery window ends). opts.to is taken from the record.
+  Report ResumeAfterRestart(const MigrationRecord& rec);
 
  private:
+  // The report, and the VM's state here, once the migration ended with `s`.
+  Report Conclude(const Status& s, bool outgoing);
+  // What migration.record says of this migration at the commit point.
+  MigrationRecord Record() const;
   Status Handshake();
   Status MirrorDisks();
   Status PrecopyRounds();
@@ -153,6 +164,8 @@ class Sender {
   // The commit point was reached and the swap store could not confirm this
   // host kept the VM: Abort must not resume it here (docs/migration.md).
   bool fenced_ = false;
+  bool lease_ = false;         // the swap-store namespace moves with the VM (agile, offloaded pages)
+  bool record_saved_ = false;  // migration.record was written for this migration
   // For the progress's rates: the previous report, and the previous round's start.
   std::string last_phase_;
   uint64_t last_progress_ns_ = 0, last_progress_bytes_ = 0, last_round_ns_ = 0;

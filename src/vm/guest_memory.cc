@@ -51,12 +51,17 @@ void GuestMemory::RecordLocation(std::span<const uint64_t> idx, bool offloaded) 
   for (uint64_t i : idx) locations_->Set(i, offloaded);
 }
 
-Status GuestMemory::Recover() {
+Status GuestMemory::Recover(const std::vector<uint8_t>* remote) {
+  if (remote != nullptr && remote->size() != pages())
+    return InvalidArgument("recover: the remote page list has " + std::to_string(remote->size()) +
+                           " pages, guest RAM " + std::to_string(pages()));
   const uint64_t end = pages() * kPageSize;
   uint64_t pos = 0;
   auto holes_until = [&](uint64_t to) {
     for (uint64_t i = pos / kPageSize; i < to / kPageSize; ++i)
-      table_.Set(i, locations_ && locations_->offloaded(i) ? PageState::kOffloaded : PageState::kZero);
+      table_.Set(i, locations_ && locations_->offloaded(i) ? PageState::kOffloaded
+                    : remote != nullptr && (*remote)[i]    ? PageState::kRemote
+                                                           : PageState::kZero);
   };
   // SEEK_DATA/SEEK_HOLE on tmpfs: whole pages, the page cache's own view.
   while (pos < end) {

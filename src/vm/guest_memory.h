@@ -81,7 +81,11 @@ class GuestMemory {
   // (it wins over a stale offloaded bit: a refault fills the file before the
   // guest sees the page); a hole with its bit set -> kOffloaded; any other
   // hole -> kZero (never touched, or known zero).
-  Status Recover();
+  // remote (an incoming post-copy's pages at the source at switchover, one
+  // byte per page; migrate/migration_record.h): a hole whose byte is set and
+  // whose offloaded bit is not is still kRemote - a page not received yet,
+  // which must be asked of the source, never mapped as zeros (invariant 2).
+  Status Recover(const std::vector<uint8_t>* remote = nullptr);
   // Wakes every thread waiting on a fault of this mapping. An adopted VM's
   // vCPUs may wait on faults the previous agiled read but never resolved:
   // woken, they touch the page again and fault anew to us.

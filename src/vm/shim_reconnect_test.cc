@@ -6,7 +6,9 @@
 // from the RAM file and the location map and serves the waiting faults with
 // the right data: pages offloaded before the crash come back from the store.
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <poll.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstring>
@@ -18,6 +20,7 @@
 
 #include "vm/guest_memory.h"
 #include "vm/location_map.h"
+#include "base/io.h"
 #include "base/socket.h"
 #include "vm/testing/guest_process.h"
 #include "vm/testing/map_source.h"
@@ -130,6 +133,72 @@ TEST_F(ShimReconnectTest, NeverTouchedPagesStayZeroAfterReadoption) {
   EXPECT_EQ(gp.memory().count(PageState::kZero), kPages);
   ASSERT_EQ(*gp.Command("write 1"), "ok");
   EXPECT_EQ(gp.faults().stats().first_touch.load(), kPages);
+}
+
+// An arriving post-copy VM re-adopted after a restart: its holes are
+// pages never touched, pages the source listed as zero (punched), and pages
+// still at the source. Only the list recorded at switchover tells the last
+// ones apart; they must come back kRemote - the guest waits for them and
+// then reads their data - never as zero pages (invariant 2).
+TEST_F(ShimReconnectTest, PagesListedAsStillAtTheSourceStayRemoteAfterReadoption) {
+  MapSource store;
+  auto g = GuestProcess::Start(AGILE_SHIM_PATH, AGILE_SHM_GUEST_PATH, kPages, &store);
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  auto& gp = **g;
+  ASSERT_EQ(*gp.Command("write 5"), "ok");
+  // Pages 300..399 become holes holding nothing here (as pages not received
+  // yet are), their content kept aside as "at the source".
+  std::vector<uint64_t> want;
+  for (uint64_t i = 300; i < 400; ++i) want.push_back(i);
+  std::vector<uint64_t> claimed = gp.memory().ClaimResident(want);
+  ASSERT_EQ(claimed.size(), want.size());
+  std::map<uint64_t, std::vector<uint8_t>> at_source;
+  for (uint64_t i : claimed) {
+    ASSERT_TRUE(gp.memory().DropPtes(i, 1).ok());
+    auto p = gp.memory().ClaimedRun(i, 1);
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    at_source[i].assign(*p, *p + 4096);
+  }
+  ASSERT_TRUE(gp.memory().PublishOffloaded({}, claimed).ok());  // punched: a hole, no offloaded bit
+  std::vector<uint8_t> remote(kPages, 0);
+  for (uint64_t i : claimed) remote[i] = 1;
+
+  gp.DropAgiled();
+  ASSERT_TRUE(gp.Readopt(&store, "", 10000, &remote).ok());
+  EXPECT_EQ(gp.memory().count(PageState::kRemote), 100u);
+  EXPECT_EQ(gp.memory().count(PageState::kResident), kPages - 100);
+  // The guest's verify pass reaches page 300 and waits: no zero page for it.
+  ASSERT_TRUE(gp.Send("verify 5").ok());
+  EXPECT_FALSE(gp.AnswerWithin(1000)) << "a page still at the source was served without its data";
+  EXPECT_EQ(gp.faults().stats().first_touch.load(), 0u);
+  // The source's pages arrive: the waiting vCPU reads their data.
+  for (const auto& [i, data] : at_source) {
+    auto placed = gp.memory().InstallIncoming(i, data.data(), /*overwrite_resident=*/false);
+    ASSERT_TRUE(placed.ok() && *placed) << i;
+  }
+  ASSERT_TRUE(gp.AnswerWithin(10000));
+  EXPECT_EQ(*gp.Command(""), "ok");
+  EXPECT_EQ(gp.memory().count(PageState::kRemote), 0u);
+
+  // Without the list the same holes would be zero pages: what the record is for.
+  gp.DropAgiled();
+  ASSERT_TRUE(gp.Readopt(&store, "").ok());
+  EXPECT_EQ(gp.memory().count(PageState::kZero), 0u);  // the pages arrived: data in the file
+}
+
+// What "a hole is a page not received" rests on: a page the source sent is
+// written into the RAM file (InstallIncoming's pwrite), and on tmpfs even an
+// all-zero write allocates the page - it is data at recovery, not a hole.
+TEST_F(ShimReconnectTest, AnAllZeroPageWrittenIntoATmpfsFileIsDataNotAHole) {
+  const std::string path = "/dev/shm/agile-zero-" + std::to_string(::getpid());
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  ASSERT_TRUE(fd) << strerror(errno);
+  ::unlink(path.c_str());
+  ASSERT_EQ(::ftruncate(fd.get(), 16 * 4096), 0);
+  std::vector<uint8_t> zeros(4096, 0);
+  ASSERT_TRUE(PwriteFull(fd.get(), zeros.data(), zeros.size(), 5 * 4096).ok());
+  EXPECT_EQ(::lseek(fd.get(), 0, SEEK_DATA), 5 * 4096);
+  EXPECT_EQ(::lseek(fd.get(), 5 * 4096, SEEK_HOLE), 6 * 4096);
 }
 
 TEST_F(ShimReconnectTest, ARefusalOnReconnectionEndsTheProcess) {

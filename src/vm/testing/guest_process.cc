@@ -83,7 +83,8 @@ void GuestProcess::DropAgiled() {
   memory_.reset();  // closes the shim connection and our copy of the uffd
 }
 
-Status GuestProcess::Readopt(PageSource* source, const std::string& map_path, int timeout_ms) {
+Status GuestProcess::Readopt(PageSource* source, const std::string& map_path, int timeout_ms,
+                             const std::vector<uint8_t>* remote) {
   AGILE_ASSIGN_OR_RETURN(UniqueFd listen, UnixListen(sock_));
   UniqueFd uffd_fd;
   AGILE_ASSIGN_OR_RETURN(ShimLink link,
@@ -96,7 +97,7 @@ Status GuestProcess::Readopt(PageSource* source, const std::string& map_path, in
     AGILE_ASSIGN_OR_RETURN(LocationMap map, LocationMap::Open(map_path, pages_));
     memory_->AttachLocationMap(std::move(map));
   }
-  AGILE_RETURN_IF_ERROR(memory_->Recover());
+  AGILE_RETURN_IF_ERROR(memory_->Recover(remote));
   faults_ = std::make_unique<FaultServer>(memory_.get(), source, 4);
   AGILE_RETURN_IF_ERROR(faults_->Start());
   return memory_->WakeAll();

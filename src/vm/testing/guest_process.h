@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "base/process.h"
 #include "vm/fault_server.h"
@@ -34,7 +35,9 @@ class GuestProcess {
   // A "restarted agiled": listens on the shim socket again, takes the uffd the
   // shim hands over, rebuilds the page states (GuestMemory::Recover with the
   // location map at map_path, if not empty) and serves faults again.
-  Status Readopt(PageSource* source, const std::string& map_path, int timeout_ms = 10000);
+  // remote: pages an incoming post-copy still lacked (GuestMemory::Recover).
+  Status Readopt(PageSource* source, const std::string& map_path, int timeout_ms = 10000,
+                 const std::vector<uint8_t>* remote = nullptr);
   const std::string& shim_sock() const { return sock_; }
 
   GuestMemory& memory() { return *memory_; }
