@@ -111,6 +111,7 @@ class ManagedVm : public migrate::MigratingVm {
   Status EndOutgoing(bool migrated, bool keep_store) override;
   void SetRemotePager(vm::RemotePager* pager) override;
   Status AdoptStore(const std::string& store_vm_id, uint64_t epoch, uint64_t secret, uint64_t secret_hi) override;
+  void PersistState() override { PersistRecord(); }
   Result<memd::OwnerToken> HandBackStore(const std::string& host) override;
   void MarkRunning(bool all_pages_here = true) override;
   void SetFenced(const std::string& reason, bool lease) override;

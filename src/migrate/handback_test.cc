@@ -45,6 +45,7 @@ class ScriptedVm : public MigratingVm {
   void SetFenced(const std::string&, bool) override {}
   void SetRemotePager(vm::RemotePager*) override {}
   Status AdoptStore(const std::string&, uint64_t, uint64_t, uint64_t) override { return Status::Ok(); }
+  void PersistState() override {}
   Result<memd::OwnerToken> HandBackStore(const std::string&) override { return Unsupported("no store"); }
   void MarkRunning(bool) override {}
   bool Sent(const std::string& cmd) {

@@ -53,6 +53,10 @@ class MigratingVm {
   // lease: the VM's swap-store namespace went (or may have gone) with it,
   // so memd's answer decides; otherwise the fence is local only.
   virtual void SetFenced(const std::string& reason, bool lease) = 0;
+  // Writes the VM's state record now, with the store token it holds (after
+  // the source took its namespace back from a destination that never ran it:
+  // AdoptStore alone keeps the token in memory).
+  virtual void PersistState() = 0;
 
   // ---- destination ----
   // Where faults on pages still at the source are sent (null: none).

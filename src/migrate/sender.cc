@@ -182,7 +182,7 @@ Report Sender::Conclude(const Status& s, bool outgoing) {
       // fenced here, across restarts too, but nobody re-dials any more;
       // before it the VM is this host's again and the record goes.
       Status r;
-      if (switched_ || fenced_) {
+      if ((switched_ && !handed_back_) || fenced_) {
         MigrationRecord rec = Record();
         rec.recover = false;
         r = vm_->SaveMigrationRecord(&rec);
@@ -623,12 +623,14 @@ Status Sender::TakeBack(const wire::MigSwitchoverAck& ack, bool lease) {
       return Unavailable(what + "; it handed the swap-store namespace back, but the store " +
                          (mine.ok() ? "says another host owns it" : "cannot confirm it (" + mine.status().message() + ")") +
                          fenced);
+    vm_->PersistState();  // the token survives an agiled restart from here
   }
   vm_->SetFenced("", false);
   if (was_running_) {
     auto r = vm_->Qmp("cont");
     if (!r.ok()) return r.status().Annotate(what + "; handed back here, but resuming it failed (`vm resume` retries)");
   }
+  handed_back_ = true;  // the VM is this host's again: no migration record outlives this failure
   spdlog::warn("vm {}: handed back by {} (it never ran there){}; {} here", report_.vm, dest_id_,
                lease ? " with its swap-store namespace" : "", was_running_ ? "resumed" : "left paused as it was");
   return Unavailable(what + "; handed back: " + (was_running_ ? "the VM runs here again" : "the VM stays here, paused as it was"));
