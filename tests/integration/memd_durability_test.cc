@@ -20,9 +20,12 @@ using nlohmann::json;
 // 512 MiB VM, memverify over 384 MiB, then at least two thirds of the
 // guest's data pages offloaded (all-zero pages are only marked, not sent).
 constexpr uint64_t kResident = 128ull << 20;
-void StartAndOffload(AgiledProcess& d) {
+// paused: the guest is paused before the offload and stays so, so no page
+// offloaded is refaulted before the test looks at the store.
+void StartAndOffload(AgiledProcess& d, bool paused = false) {
   ASSERT_TRUE(d.Call("vm.start", VmArgs("mv", 512, "memverify", {{"size_mib", "384"}, {"rate", "300"}})).ok());
   ASSERT_TRUE(WaitFor(120, [&] { return GuestReporting(d, "mv"); }));
+  if (paused) ASSERT_TRUE(d.Call("vm.pause", {{"name", "mv"}}).ok());
   auto r = d.Call("vm.offload", {{"name", "mv"}, {"resident_bytes", kResident}});
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   json s = Stat(d, "mv");
@@ -107,14 +110,18 @@ TEST(MemdDurabilityTest, CorruptJournalByteMarksTheVmDamagedNeverZeroes) {
   auto a = AgiledProcess::Start("memdcorrupt", {"--memd", (*m)->addr()});
   ASSERT_TRUE(a.ok()) << a.status().ToString();
   auto& d = **a;
-  StartAndOffload(d);
+  // Paused from before the offload: the page whose record is damaged below
+  // must still be offloaded here (a running guest refaulted it first once,
+  // and agiled rightly said it held that page: nothing lost).
+  StartAndOffload(d, /*paused=*/true);
 
   (*m)->Kill();
   uint64_t lost = CorruptLastSetRecord(data);
   ASSERT_TRUE((*m)->Restart().ok());
-  // The next connection re-claims and learns the one lost page; it is
-  // offloaded here (the store was down: nothing was refaulted), so the VM is
-  // damaged. Everything else keeps being served, and no zero page is mapped.
+  ASSERT_TRUE(d.Call("vm.resume", {{"name", "mv"}}).ok());
+  // The next connection (the resumed guest's first refault) re-claims and
+  // learns the one lost page; it is offloaded here, so the VM is damaged.
+  // Everything else keeps being served, and no zero page is mapped.
   ASSERT_TRUE(WaitFor(60, [&] { return Stat(d, "mv")["damaged"] == true; }))
       << "agiled did not learn of the lost page " << lost;
   json s = Stat(d, "mv");
