@@ -1,8 +1,11 @@
 #include "base/io.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
+
+#include "base/fd.h"
 
 namespace agile {
 
@@ -89,6 +92,41 @@ Result<std::string> LineReader::Next() {
     }
     buf_.append(chunk, static_cast<size_t>(r));
   }
+}
+
+Status SyncDir(const std::string& dir) {
+  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) return ErrnoStatus("open " + dir);
+  if (::fsync(fd.get()) != 0) return ErrnoStatus("fsync " + dir);
+  return Status::Ok();
+}
+
+Status ReplaceFileDurably(const std::string& dir, const std::string& name, const std::string& bytes) {
+  std::string path = dir + "/" + name, tmp = path + ".tmp";
+  {
+    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!fd) return ErrnoStatus("create " + tmp);
+    AGILE_RETURN_IF_ERROR(WriteFull(fd.get(), bytes.data(), bytes.size()));
+    if (::fsync(fd.get()) != 0) return ErrnoStatus("fsync " + tmp);
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return ErrnoStatus("rename " + tmp);
+  return SyncDir(dir);
+}
+
+Result<std::string> ReadSmallFile(const std::string& path, size_t max_bytes, const std::string& what) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return ErrnoStatus("open " + path);
+  std::string bytes;
+  char buf[8192];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoStatus("read " + path);
+    if (n == 0) break;
+    bytes.append(buf, static_cast<size_t>(n));
+    if (bytes.size() > max_bytes) return Corruption(path + ": too large for " + what);
+  }
+  return bytes;
 }
 
 }  // namespace agile

@@ -24,13 +24,6 @@ std::string Hex16(uint64_t v) {
   return b;
 }
 
-Status SyncDir(const std::string& dir) {
-  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd) return ErrnoStatus("open " + dir);
-  if (::fsync(fd.get()) != 0) return ErrnoStatus("fsync " + dir);
-  return Status::Ok();
-}
-
 }  // namespace
 
 std::string EncodeVmRecord(const VmRecord& r) {
@@ -83,32 +76,12 @@ Result<VmRecord> DecodeVmRecord(const std::string& bytes) {
 }
 
 Status WriteVmRecord(const std::string& dir, const VmRecord& r) {
-  std::string path = dir + "/" + kVmRecordFile, tmp = path + ".tmp";
-  std::string bytes = EncodeVmRecord(r);
-  {
-    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-    if (!fd) return ErrnoStatus("create " + tmp);
-    AGILE_RETURN_IF_ERROR(WriteFull(fd.get(), bytes.data(), bytes.size()));
-    if (::fsync(fd.get()) != 0) return ErrnoStatus("fsync " + tmp);
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return ErrnoStatus("rename " + tmp);
-  return SyncDir(dir);
+  return ReplaceFileDurably(dir, kVmRecordFile, EncodeVmRecord(r));
 }
 
 Result<VmRecord> ReadVmRecord(const std::string& dir) {
   std::string path = dir + "/" + kVmRecordFile;
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return ErrnoStatus("open " + path);
-  std::string bytes;
-  char buf[8192];
-  for (;;) {
-    ssize_t n = ::read(fd.get(), buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return ErrnoStatus("read " + path);
-    if (n == 0) break;
-    bytes.append(buf, static_cast<size_t>(n));
-    if (bytes.size() > kMaxBody + 128) return Corruption(path + ": too large for a VM record");
-  }
+  AGILE_ASSIGN_OR_RETURN(std::string bytes, ReadSmallFile(path, kMaxBody + 128, "a VM record"));
   auto r = DecodeVmRecord(bytes);
   if (!r.ok()) return r.status().Annotate(path);
   return r;
