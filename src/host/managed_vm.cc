@@ -263,9 +263,39 @@ void ManagedVm::Monitor() {
   if (faults_) faults_->Stop();  // a stock VM has none
 }
 
+void ManagedVm::ConnectQmpLate() {
+  const uint64_t since = vm::NowNs();
+  bool told = false;
+  while (!stopping_) {
+    auto qmp = qemu::QmpClient::Connect(qmp_path_, 15000, qemu_.pidfd());
+    if (qmp.ok()) {
+      {
+        std::lock_guard<std::mutex> l(qmp_mu_);
+        if (stopping_) return;
+        qmp_ = std::make_unique<qemu::QmpClient>(std::move(qmp).value());
+      }
+      (void)Qmp("query-status");
+      spdlog::info("vm {}: QMP of the re-adopted QEMU answers ({:.1f} s after adoption)", spec_.name,
+                   static_cast<double>(vm::NowNs() - since) / 1e9);
+      return;
+    }
+    pollfd ended{qemu_.pidfd(), POLLIN, 0};  // the monitor thread owns qemu_'s exit status
+    if (::poll(&ended, 1, 0) > 0) return;     // and reports how it ended
+    if (!told)
+      spdlog::warn("vm {}: QMP of the re-adopted QEMU does not answer yet ({}); its main loop may wait for a page "
+                   "still at the migration source. Retrying until it does; QMP requests fail meanwhile",
+                   spec_.name, qmp.status().ToString());
+    told = true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
+
 Result<json> ManagedVm::Qmp(const std::string& cmd, const json& args) {
   std::lock_guard<std::mutex> l(qmp_mu_);
-  if (!qmp_) return Unavailable("no QMP connection");
+  if (!qmp_)
+    return Unavailable(qmp_late_.joinable() ? "QMP of the re-adopted QEMU does not answer yet (its main loop may "
+                                              "wait for a page still at the migration source)"
+                                            : "no QMP connection");
   auto r = qmp_->Execute(cmd, args, host_.timeouts.qmp_ms);
   if (r.ok()) {
     if (cmd == "stop") guest_paused_ = true;
@@ -298,6 +328,7 @@ Status ManagedVm::Stop(int timeout_ms) {
     (void)!::write(monitor_wake_.get(), &one, sizeof(one));
   }
   if (monitor_.joinable()) monitor_.join();
+  if (qmp_late_.joinable()) qmp_late_.join();  // QEMU has ended: its connect fails now
   Cleanup();
   state_ = kStopped;
   spdlog::info("vm {}: stopped, guest RAM released", spec_.name);
@@ -547,12 +578,22 @@ Status ManagedVm::AdoptRunning(const VmRecord& rec) {
     AGILE_ASSIGN_OR_RETURN(UniqueFd listen, UnixListen(dir_ + "/shim.sock", 1));
     AGILE_RETURN_IF_ERROR(TakeOverMemory(listen.get(), false, "", &rec));
   }
-  auto qmp = qemu::QmpClient::Connect(qmp_path_, 15000, qemu_.pidfd());
-  if (!qmp.ok()) return qmp.status().Annotate("QMP of the adopted QEMU");
-  qmp_ = std::make_unique<qemu::QmpClient>(std::move(qmp).value());
   monitor_wake_.Reset(::eventfd(0, EFD_CLOEXEC));
-  state_ = kRunning;
-  (void)Qmp("query-status");  // paused or running, as the previous agiled left it
+  if (pending_migration_ && pending_migration_->role == migrate::MigrationRecord::Role::kDestination) {
+    // The guest runs here with pages still only at the source, and QEMU's
+    // main loop may itself be waiting on one of them (the RESUME that brings
+    // them can only come once this agiled serves, after adoption): waiting
+    // for QMP now would deadlock, and killing QEMU for its silence would lose
+    // the only running copy of the VM. QMP connects once QEMU answers.
+    state_ = kRunning;
+    qmp_late_ = std::thread([this] { ConnectQmpLate(); });
+  } else {
+    auto qmp = qemu::QmpClient::Connect(qmp_path_, 15000, qemu_.pidfd());
+    if (!qmp.ok()) return qmp.status().Annotate("QMP of the adopted QEMU");
+    qmp_ = std::make_unique<qemu::QmpClient>(std::move(qmp).value());
+    state_ = kRunning;
+    (void)Qmp("query-status");  // paused or running, as the previous agiled left it
+  }
   monitor_ = std::thread([this] { Monitor(); });
   PersistRecord();
   spdlog::info("vm {}: re-adopted ({} pages resident, {} offloaded, {} zero){}", spec_.name,
