@@ -283,7 +283,8 @@ void ManagedVm::ConnectQmpLate() {
     if (::poll(&ended, 1, 0) > 0) return;     // and reports how it ended
     if (!told)
       spdlog::warn("vm {}: QMP of the re-adopted QEMU does not answer yet ({}); its main loop may wait for a page "
-                   "still at the migration source. Retrying until it does; QMP requests fail meanwhile",
+                   "still at the migration source or in a swap store that is down. Retrying until it does; QMP "
+                   "requests fail meanwhile",
                    spec_.name, qmp.status().ToString());
     told = true;
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
@@ -294,7 +295,8 @@ Result<json> ManagedVm::Qmp(const std::string& cmd, const json& args) {
   std::lock_guard<std::mutex> l(qmp_mu_);
   if (!qmp_)
     return Unavailable(qmp_late_.joinable() ? "QMP of the re-adopted QEMU does not answer yet (its main loop may "
-                                              "wait for a page still at the migration source)"
+                                              "wait for a page still at the migration source or in a swap store "
+                                              "that is down)"
                                             : "no QMP connection");
   auto r = qmp_->Execute(cmd, args, host_.timeouts.qmp_ms);
   if (r.ok()) {
@@ -579,20 +581,28 @@ Status ManagedVm::AdoptRunning(const VmRecord& rec) {
     AGILE_RETURN_IF_ERROR(TakeOverMemory(listen.get(), false, "", &rec));
   }
   monitor_wake_.Reset(::eventfd(0, EFD_CLOEXEC));
-  if (pending_migration_ && pending_migration_->role == migrate::MigrationRecord::Role::kDestination) {
-    // The guest runs here with pages still only at the source, and QEMU's
-    // main loop may itself be waiting on one of them (the RESUME that brings
-    // them can only come once this agiled serves, after adoption): waiting
-    // for QMP now would deadlock, and killing QEMU for its silence would lose
-    // the only running copy of the VM. QMP connects once QEMU answers.
-    state_ = kRunning;
-    qmp_late_ = std::thread([this] { ConnectQmpLate(); });
-  } else {
-    auto qmp = qemu::QmpClient::Connect(qmp_path_, 15000, qemu_.pidfd());
-    if (!qmp.ok()) return qmp.status().Annotate("QMP of the adopted QEMU");
+  // QEMU's main loop may itself wait on a guest page (a device, a monitor
+  // command reading guest RAM) that only comes later: from the migration
+  // source, whose RESUME this agiled can take only once it serves (after
+  // adoption: waiting for QMP first would deadlock), or from a swap store
+  // that is down. Its silence is never a reason to kill it (that lost the
+  // only running copy of a VM: CI stop 18): QMP connects once QEMU answers.
+  const bool pages_at_source =
+      pending_migration_ && pending_migration_->role == migrate::MigrationRecord::Role::kDestination;
+  Result<qemu::QmpClient> qmp = pages_at_source
+                                    ? Result<qemu::QmpClient>(Unavailable("not tried: pages still at the source"))
+                                    : qemu::QmpClient::Connect(qmp_path_, 15000, qemu_.pidfd());
+  pollfd ended{qemu_.pidfd(), POLLIN, 0};
+  if (!qmp.ok() && ::poll(&ended, 1, 0) > 0) return qmp.status().Annotate("QMP of the adopted QEMU (it ended)");
+  state_ = kRunning;
+  if (qmp.ok()) {
     qmp_ = std::make_unique<qemu::QmpClient>(std::move(qmp).value());
-    state_ = kRunning;
     (void)Qmp("query-status");  // paused or running, as the previous agiled left it
+  } else {
+    if (!pages_at_source)
+      spdlog::warn("vm {}: QMP of the re-adopted QEMU does not answer ({}); adopted all the same, its faults are "
+                   "served, QMP connects once QEMU answers", spec_.name, qmp.status().ToString());
+    qmp_late_ = std::thread([this] { ConnectQmpLate(); });
   }
   monitor_ = std::thread([this] { Monitor(); });
   PersistRecord();

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "agiled_fixture.h"
+#include "qemu/qmp.h"
 
 namespace agile::testing {
 namespace {
@@ -117,6 +118,63 @@ TEST(RestartTest, AVmWhoseQemuDiedMeanwhileIsReportedLostAndCleanedUp) {
   d.Kill();
   ASSERT_TRUE(d.Relaunch().ok());
   EXPECT_FALSE(d.Call("vm.stat", {{"name", "gone"}}).ok());
+}
+
+// QEMU's own main loop waits on an offloaded page (a monitor command reads
+// guest RAM) while agiled is down and memd is down too: the restarted agiled
+// gets no QMP answer until memd is back. It must adopt the VM all the same
+// (its faults are served, and wait for memd) and connect QMP later, never kill
+// QEMU for its silence, which lost the VM (the same hazard as a restarted
+// post-copy destination: RestartMigrationTest/destination_main_loop_waits).
+TEST(RestartTest, QemuWaitingOnAnOffloadedPageWhileMemdIsDownIsAdoptedNotKilled) {
+  std::string data = "/tmp/" + UniqueTestName("restart-memd-down");
+  fs::remove_all(data);
+  auto m = MemdProcess::Start(data);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  auto a = AgiledProcess::Start("restartmemddown", {"--memd", (*m)->addr()});
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  auto& d = **a;
+  ASSERT_TRUE(d.Call("vm.start", VmArgs("mw", 256, "memverify", {{"size_mib", "128"}, {"rate", "300"}})).ok());
+  ASSERT_TRUE(WaitFor(90, [&] { return GuestReporting(d, "mw"); }));
+  std::this_thread::sleep_for(std::chrono::seconds(3));  // memverify has filled its pages
+  auto r = d.Call("vm.offload", {{"name", "mw"}, {"resident_bytes", 48ull << 20}});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const int pid = Stat(d, "mw")["pid"];
+  QemuReaper reaper{pid};
+  const uint64_t gen_before = Stat(d, "mw")["guest"]["gen"];
+
+  d.Kill();
+  (*m)->Kill();
+  // The read blocks on the first page nobody serves now (agiled is dead);
+  // often the guest got there first and the main loop waits already.
+  if (auto qmp = qemu::QmpClient::Connect(d.state_dir() + "/vms/mw/qmp.sock", 5000); qmp.ok()) {
+    auto read = qmp->Execute("pmemsave", {{"val", 0}, {"size", 256ull << 20}, {"filename", "/dev/null"}}, 1000);
+    ASSERT_FALSE(read.ok()) << "QEMU read all guest RAM with agiled down: " << read->dump();
+  }  // closed here: QEMU takes the next client once the read is done
+
+  ASSERT_TRUE(d.Relaunch().ok());
+  json j = Stat(d, "mw");
+  ASSERT_EQ(j["state"], "running") << j.dump();
+  EXPECT_EQ(j["pid"], pid);
+  EXPECT_TRUE(Alive(pid));
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  EXPECT_TRUE(Alive(pid)) << "QEMU killed while its main loop waited for memd";
+  auto silent = d.Call("vm.pause", {{"name", "mw"}});
+  ASSERT_FALSE(silent.ok()) << "QMP answered with memd down: the main loop did not wait, this case tests nothing";
+  EXPECT_NE(silent.status().message().find("does not answer yet"), std::string::npos) << silent.status().ToString();
+
+  // memd back: the waiting read gets its pages, QMP answers, the guest goes on intact.
+  ASSERT_TRUE((*m)->Restart().ok());
+  ASSERT_TRUE(WaitFor(120, [&] { return d.Call("vm.pause", {{"name", "mw"}}).ok(); })) << Stat(d, "mw").dump();
+  ASSERT_TRUE(d.Call("vm.resume", {{"name", "mw"}}).ok());
+  ASSERT_TRUE(WaitFor(120, [&] { return Stat(d, "mw")["guest"].value("gen", 0ull) > gen_before + 2; }))
+      << Stat(d, "mw").dump();
+  json later = Stat(d, "mw");
+  EXPECT_EQ(later["state"], "running");
+  EXPECT_EQ(later["guest"]["errors"], 0) << later["guest"].dump();
+  EXPECT_EQ(later["guest"]["bad_page_lines"], 0);
+  EXPECT_TRUE(d.Call("vm.stop", {{"name", "mw"}}).ok());  // releases its pages while memd's data dir exists
+  fs::remove_all(data);
 }
 
 TEST(RestartTest, SighupStopsNoVm) {
