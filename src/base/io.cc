@@ -96,8 +96,8 @@ Result<std::string> LineReader::Next() {
 
 Status SyncDir(const std::string& dir) {
   UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd) return ErrnoStatus("open " + dir);
-  if (::fsync(fd.get()) != 0) return ErrnoStatus("fsync " + dir);
+  if (!fd) return ErrnoStatus("open directory " + dir);
+  if (::fsync(fd.get()) != 0) return ErrnoStatus("fsync directory " + dir);
   return Status::Ok();
 }
 

@@ -110,13 +110,6 @@ Status ReplayJournalBytes(const uint8_t* data, size_t len, JournalState* st, siz
   return Status::Ok();
 }
 
-Status SyncDir(const std::string& dir) {
-  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd) return ErrnoStatus("open directory " + dir);
-  if (::fsync(fd.get()) != 0) return ErrnoStatus("fsync directory " + dir);
-  return Status::Ok();
-}
-
 Result<IndexJournal> IndexJournal::Write(const std::string& path, const JournalState& state) {
   std::vector<uint8_t> bytes;
   AppendJournalHeader(&bytes, state.vm);

@@ -97,7 +97,4 @@ class IndexJournal {
 // applied. kCorruption for a bad header, a bad record or no owner.
 Status ReplayJournalBytes(const uint8_t* data, size_t len, JournalState* st, size_t* good_len, uint64_t* records);
 
-// fsync of a directory, so created, renamed and unlinked names are durable.
-Status SyncDir(const std::string& dir);
-
 }  // namespace agile::memd

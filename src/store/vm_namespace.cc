@@ -7,6 +7,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "base/io.h"
+
 namespace agile::memd {
 namespace {
 
