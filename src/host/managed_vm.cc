@@ -568,9 +568,13 @@ Status ManagedVm::AdoptRunning(const VmRecord& rec) {
                     ") had passed the commit point when agiled restarted",
                 pending_migration_->lease);
   }
-  if (rec.incoming && !pending_migration_)
-    return Unavailable("it was the destination of a migration that agiled's restart interrupted before the "
-                       "switchover (the VM stays at the source)");
+  // A stock VM arriving by QEMU's own migration (qemu-* modes) has no
+  // migration record: its QEMU alone knows whether it switched over, below.
+  const bool stock_arrival = rec.incoming && !pending_migration_ && spec_.stock;
+  const std::string before_switchover =
+      "it was the destination of a migration that agiled's restart interrupted before the switchover (the VM "
+      "stays at the source)";
+  if (rec.incoming && !pending_migration_ && !stock_arrival) return Unavailable(before_switchover);
   AGILE_ASSIGN_OR_RETURN(qemu_, Process::Adopt(rec.pid));
   started_ns_ = vm::NowNs();
   spdlog::info("vm {}: re-adopting QEMU pid {}", spec_.name, rec.pid);
@@ -594,10 +598,29 @@ Status ManagedVm::AdoptRunning(const VmRecord& rec) {
                                     : qemu::QmpClient::Connect(qmp_path_, 15000, qemu_.pidfd());
   pollfd ended{qemu_.pidfd(), POLLIN, 0};
   if (!qmp.ok() && ::poll(&ended, 1, 0) > 0) return qmp.status().Annotate("QMP of the adopted QEMU (it ended)");
+  // Stock arrivals are QEMU's own business end to end (no page of theirs waits
+  // on agiled): a QMP that stays silent leaves nothing to tell them by.
+  if (!qmp.ok() && stock_arrival)
+    return qmp.status().Annotate("QMP of the arriving QEMU, the only witness of whether it switched over");
   state_ = kRunning;
   if (qmp.ok()) {
     qmp_ = std::make_unique<qemu::QmpClient>(std::move(qmp).value());
-    (void)Qmp("query-status");  // paused or running, as the previous agiled left it
+    auto run = Qmp("query-status");  // paused or running, as the previous agiled left it
+    if (stock_arrival) {
+      // Past "inmigrate" QEMU has loaded the device state and runs the guest
+      // (pre-copy done, or post-copy pulling its pages by itself): this is
+      // the copy that runs now, and the source (no DONE_ACK: docs/migration.md)
+      // holds a paused, fenced one. Killing it lost the VM (soak seed 6,
+      // runs 73 and 93).
+      if (!run.ok()) return run.status().Annotate("QMP query-status of the arriving QEMU");
+      const std::string status = run->value("status", "");
+      if (status == "inmigrate") return Unavailable(before_switchover);
+      spdlog::warn("vm {}: re-adopted as arrived: QEMU's own migration had switched it over here (QEMU status {}) "
+                   "when agiled restarted. Its source keeps a paused, fenced copy to be stopped there",
+                   spec_.name, status);
+      std::lock_guard<std::mutex> l(record_mu_);
+      record_.incoming = false;  // PersistRecord below
+    }
   } else {
     if (!pages_at_source)
       spdlog::warn("vm {}: QMP of the re-adopted QEMU does not answer ({}); adopted all the same, its faults are "
