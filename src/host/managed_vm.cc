@@ -273,6 +273,7 @@ void ManagedVm::ConnectQmpLate() {
         std::lock_guard<std::mutex> l(qmp_mu_);
         if (stopping_) return;
         qmp_ = std::make_unique<qemu::QmpClient>(std::move(qmp).value());
+        qmp_connecting_ = false;
       }
       (void)Qmp("query-status");
       spdlog::info("vm {}: QMP of the re-adopted QEMU answers ({:.1f} s after adoption)", spec_.name,
@@ -294,7 +295,7 @@ void ManagedVm::ConnectQmpLate() {
 Result<json> ManagedVm::Qmp(const std::string& cmd, const json& args) {
   std::lock_guard<std::mutex> l(qmp_mu_);
   if (!qmp_)
-    return Unavailable(qmp_late_.joinable() ? "QMP of the re-adopted QEMU does not answer yet (its main loop may "
+    return Unavailable(qmp_connecting_ ? "QMP of the re-adopted QEMU does not answer yet (its main loop may "
                                               "wait for a page still at the migration source or in a swap store "
                                               "that is down)"
                                             : "no QMP connection");
@@ -625,6 +626,7 @@ Status ManagedVm::AdoptRunning(const VmRecord& rec) {
     if (!pages_at_source)
       spdlog::warn("vm {}: QMP of the re-adopted QEMU does not answer ({}); adopted all the same, its faults are "
                    "served, QMP connects once QEMU answers", spec_.name, qmp.status().ToString());
+    qmp_connecting_ = true;
     qmp_late_ = std::thread([this] { ConnectQmpLate(); });
   }
   monitor_ = std::thread([this] { Monitor(); });

@@ -157,8 +157,8 @@ class ManagedVm : public migrate::MigratingVm {
   // Rewrites vm.record from the current state (pid, incoming, store token).
   void PersistRecord();
   void Monitor();
-  // Connects QMP once QEMU's main loop answers (AdoptRunning, for a VM whose
-  // pages still come from the migration source); ends if QEMU ends or Stop().
+  // Connects QMP once QEMU's main loop answers (AdoptRunning, when QMP did not
+  // answer or must not be waited for); ends if QEMU ends or Stop().
   void ConnectQmpLate();
   void Cleanup();
   std::string QemuLogTail() const;
@@ -203,6 +203,7 @@ class ManagedVm : public migrate::MigratingVm {
   std::unique_ptr<qemu::QmpClient> qmp_;
   std::thread monitor_;
   std::thread qmp_late_;  // ConnectQmpLate, joined by Stop() once QEMU has ended
+  std::atomic<bool> qmp_connecting_{false};  // ConnectQmpLate has not connected yet (for Qmp()'s error)
   UniqueFd monitor_wake_;
   std::atomic<int> state_{0};  // State enum in managed_vm.cc
   std::atomic<bool> stopping_{false};
