@@ -1,5 +1,7 @@
 #include "migrate/qemu_migration.h"
 
+#include <spdlog/spdlog.h>
+
 #include "migrate/qemu_control.h"
 #include "vm/fault_server.h"
 #include "wire/migrate_proto.h"
@@ -28,9 +30,21 @@ Status QemuMigration::Run(const std::string& uri, uint64_t t0_ns, Report* report
   uint32_t round = 0;
   uint64_t last_keepalive_ns = vm::NowNs();
   uint64_t last_moved_ns = vm::NowNs(), last_transferred = 0;
-  bool stalled = false, in_postcopy = false;
+  bool stalled = false, in_postcopy = false, told_ignored = false;
   auto interrupted = [&] {
-    if (in_postcopy) return false;  // the guest runs there: nothing to go back to
+    // Once QEMU was asked to switch to post-copy it may do so at any moment,
+    // and QEMU 7.2's migrate_cancel during post-copy breaks the guest at both
+    // ends: the request is the commit point of qemu-postcopy and -hybrid
+    // (a cancel here left a job hanging and a broken guest: soak seed 6,
+    // run 119). QEMU's own outcome decides from then on.
+    if (in_postcopy || started_post) {
+      if (!told_ignored && opt_.interrupted && opt_.interrupted()) {
+        told_ignored = true;
+        spdlog::warn("vm {}: cancel ignored: QEMU was asked to switch to post-copy (the commit point of {}); the "
+                     "migration completes", vm_->spec().name, wire::MigModeName(opt_.mode));
+      }
+      return false;
+    }
     return stalled || (opt_.interrupted && opt_.interrupted());
   };
   auto st = WaitForMigration(vm_, kMigrationTimeoutMs, [&](const json& q) {
