@@ -25,7 +25,7 @@ then a line per run and the table; --json prints one object (runs,
 corruptions, vms_lost, pages_lost, ...). Exit status 1 when corruptions,
 vms_lost or pages_lost is non-zero. A stock guest whose kernel crashed after
 QEMU's own migration is counted apart (`vms_lost_to_qemu`, soak_verdict.py).
-Needs root. CI runs `make soak-short` (10 runs); long soaks are run by hand
+Needs root. CI runs `make soak` (10 runs); long soaks are run by hand
 (docs/reliability.md).
 """
 import argparse
