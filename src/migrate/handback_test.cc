@@ -13,6 +13,7 @@
 
 #include "migrate/channel.h"
 #include "migrate/receiver.h"
+#include "migrate/testing/stand_in_vm.h"
 #include "vm/testing/guest_process.h"
 
 namespace agile::migrate {
@@ -22,11 +23,12 @@ using nlohmann::json;
 constexpr uint64_t kPages = (64ull << 20) / 4096;  // the smallest VM a spec allows
 
 // An incoming VM whose QEMU answers every command, except `cont` as told.
-class ScriptedVm : public MigratingVm {
+class ScriptedVm : public testing::StandInVm {
  public:
   ScriptedVm(qemu::VmSpec spec, std::shared_ptr<vm::GuestMemory> mem, Status cont)
-      : spec_(std::move(spec)), mem_(std::move(mem)), cont_(std::move(cont)) {}
-  const qemu::VmSpec& spec() const override { return spec_; }
+      : mem_(std::move(mem)), cont_(std::move(cont)) {
+    spec_ = std::move(spec);
+  }
   Result<json> Qmp(const std::string& cmd, const json&) override {
     std::lock_guard<std::mutex> l(mu_);
     sent_.insert(cmd);
@@ -38,23 +40,12 @@ class ScriptedVm : public MigratingVm {
     return json::object();
   }
   std::shared_ptr<vm::GuestMemory> memory() override { return mem_; }
-  offload::SwapStore* store() override { return nullptr; }
-  void SetMigrationStatus(json) override {}
-  void BeginOutgoing() override {}
-  Status EndOutgoing(bool, bool) override { return Status::Ok(); }
-  void SetFenced(const std::string&, bool) override {}
-  void SetRemotePager(vm::RemotePager*) override {}
-  Status AdoptStore(const std::string&, uint64_t, uint64_t, uint64_t) override { return Status::Ok(); }
-  void PersistState() override {}
-  Result<memd::OwnerToken> HandBackStore(const std::string&) override { return Unsupported("no store"); }
-  void MarkRunning(bool) override {}
   bool Sent(const std::string& cmd) {
     std::lock_guard<std::mutex> l(mu_);
     return sent_.count(cmd) != 0;
   }
 
  private:
-  qemu::VmSpec spec_;
   std::shared_ptr<vm::GuestMemory> mem_;
   Status cont_;
   std::mutex mu_;

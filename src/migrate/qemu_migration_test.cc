@@ -12,9 +12,9 @@
 #include <string>
 #include <vector>
 
-#include "migrate/migrating_vm.h"
 #include "migrate/qemu_migration.h"
 #include "migrate/report.h"
+#include "migrate/testing/stand_in_vm.h"
 #include "vm/fault_server.h"
 
 namespace agile::migrate {
@@ -24,10 +24,9 @@ using nlohmann::json;
 // QEMU's side of a migration: "active" with growing counters; after
 // migrate-start-postcopy, `lag_polls` more "active" answers, then
 // "postcopy-active" twice, then "completed".
-class ScriptedQemu : public MigratingVm {
+class ScriptedQemu : public testing::StandInVm {
  public:
   explicit ScriptedQemu(int lag_polls) : lag_polls_(lag_polls) { spec_.name = "sq"; }
-  const qemu::VmSpec& spec() const override { return spec_; }
   Result<json> Qmp(const std::string& cmd, const json&) override {
     std::lock_guard<std::mutex> l(mu_);
     commands_.push_back(cmd);
@@ -44,18 +43,6 @@ class ScriptedQemu : public MigratingVm {
                 {"ram", {{"dirty-sync-count", polls_}, {"transferred", polls_ * 4096}, {"normal", polls_},
                          {"total", 1 << 20}}}};
   }
-  std::shared_ptr<vm::GuestMemory> memory() override { return nullptr; }
-  offload::SwapStore* store() override { return nullptr; }
-  void SetMigrationStatus(json) override {}
-  void BeginOutgoing() override {}
-  Status EndOutgoing(bool, bool) override { return Status::Ok(); }
-  void SetFenced(const std::string&, bool) override {}
-  void SetRemotePager(vm::RemotePager*) override {}
-  Status AdoptStore(const std::string&, uint64_t, uint64_t, uint64_t) override { return Status::Ok(); }
-  void PersistState() override {}
-  Result<memd::OwnerToken> HandBackStore(const std::string&) override { return Unsupported("no store"); }
-  void MarkRunning(bool) override {}
-
   bool Sent(const std::string& cmd) {
     std::lock_guard<std::mutex> l(mu_);
     for (const auto& c : commands_)
@@ -68,7 +55,6 @@ class ScriptedQemu : public MigratingVm {
   }
 
  private:
-  qemu::VmSpec spec_;
   const int lag_polls_;
   std::mutex mu_;
   std::vector<std::string> commands_;

@@ -11,6 +11,7 @@
 
 #include "base/process.h"
 #include "migrate/qemu_control.h"
+#include "migrate/testing/stand_in_vm.h"
 #include "qemu/qmp.h"
 
 namespace agile::migrate {
@@ -19,25 +20,12 @@ using nlohmann::json;
 using wire::MigMode;
 
 // Only Qmp is used by SetUpMigration; the rest is not reached.
-class QmpOnlyVm : public MigratingVm {
+class QmpOnlyVm : public testing::StandInVm {
  public:
   explicit QmpOnlyVm(qemu::QmpClient qmp) : qmp_(std::move(qmp)) {}
-  const qemu::VmSpec& spec() const override { return spec_; }
   Result<json> Qmp(const std::string& cmd, const json& args) override { return qmp_.Execute(cmd, args); }
-  std::shared_ptr<vm::GuestMemory> memory() override { return nullptr; }
-  offload::SwapStore* store() override { return nullptr; }
-  void SetMigrationStatus(json) override {}
-  void BeginOutgoing() override {}
-  Status EndOutgoing(bool, bool) override { return Status::Ok(); }
-  void SetFenced(const std::string&, bool) override {}
-  void SetRemotePager(vm::RemotePager*) override {}
-  Status AdoptStore(const std::string&, uint64_t, uint64_t, uint64_t) override { return Status::Ok(); }
-  void PersistState() override {}
-  Result<memd::OwnerToken> HandBackStore(const std::string&) override { return Unsupported("no store"); }
-  void MarkRunning(bool) override {}
 
  private:
-  qemu::VmSpec spec_;
   qemu::QmpClient qmp_;
 };
 
