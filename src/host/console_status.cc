@@ -67,10 +67,14 @@ void AddPairs(std::string_view line, json* out) {
 
 }  // namespace
 
-std::vector<std::string> SplitTailLines(std::string_view text, size_t n, bool partial_head) {
+std::vector<std::string> SplitTailLines(std::string_view text, size_t n, bool partial_head, bool whole_lines_only) {
   if (partial_head) {
     size_t nl = text.find('\n');
     text = nl == std::string_view::npos ? std::string_view() : text.substr(nl + 1);
+  }
+  if (whole_lines_only && !text.empty() && text.back() != '\n') {
+    size_t nl = text.rfind('\n');
+    text = nl == std::string_view::npos ? std::string_view() : text.substr(0, nl + 1);
   }
   std::vector<std::string> lines;
   if (text.empty() || n == 0) return lines;
@@ -90,7 +94,7 @@ std::vector<std::string> SplitTailLines(std::string_view text, size_t n, bool pa
   return lines;
 }
 
-std::vector<std::string> TailLines(const std::string& path, size_t n, size_t max_bytes) {
+std::vector<std::string> TailLines(const std::string& path, size_t n, size_t max_bytes, bool whole_lines_only) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   struct stat st {};
   if (!fd || ::fstat(fd.get(), &st) != 0 || st.st_size <= 0) return {};
@@ -100,7 +104,7 @@ std::vector<std::string> TailLines(const std::string& path, size_t n, size_t max
   ssize_t r = ::pread(fd.get(), buf.data(), len, static_cast<off_t>(size - len));
   if (r <= 0) return {};
   buf.resize(static_cast<size_t>(r));
-  return SplitTailLines(buf, n, len < size);
+  return SplitTailLines(buf, n, len < size, whole_lines_only);
 }
 
 json ParseConsoleStatus(const std::vector<std::string>& lines) {
@@ -126,7 +130,9 @@ json ParseConsoleStatus(const std::vector<std::string>& lines) {
 }
 
 json ConsoleStatusFromFile(const std::string& path) {
-  return ParseConsoleStatus(TailLines(path, kConsoleStatusLines));
+  // Whole lines only: the serial log is read while the guest writes it (a
+  // status read mid-line once gave "errors": null, CI rehearsal of session 7).
+  return ParseConsoleStatus(TailLines(path, kConsoleStatusLines, kConsoleTailBytes, /*whole_lines_only=*/true));
 }
 
 }  // namespace agile::host

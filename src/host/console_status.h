@@ -21,12 +21,16 @@ constexpr size_t kConsoleStatusLines = 200;         // lines GuestStatus looks a
 
 // The last n lines of `text` (a '\r' before the '\n' dropped, each line cut
 // at kConsoleLineCap bytes). When `partial_head` is true the text starts in
-// the middle of a line, whose remainder is dropped.
-std::vector<std::string> SplitTailLines(std::string_view text, size_t n, bool partial_head);
+// the middle of a line, whose remainder is dropped. When `whole_lines_only`
+// is true a last line with no '\n' yet (the guest still writing it) is
+// dropped too: status parsing must not read "errors=" off a line cut short.
+std::vector<std::string> SplitTailLines(std::string_view text, size_t n, bool partial_head,
+                                        bool whole_lines_only = false);
 
 // The last n lines of the file at path, reading at most max_bytes from its
 // end. A missing or unreadable file is no lines.
-std::vector<std::string> TailLines(const std::string& path, size_t n, size_t max_bytes = kConsoleTailBytes);
+std::vector<std::string> TailLines(const std::string& path, size_t n, size_t max_bytes = kConsoleTailBytes,
+                                   bool whole_lines_only = false);
 
 // The newest per-second status line of the guest workload (guest/README.md):
 //   memverify: ok|FAIL pages=<n> gen=<g> errors=<e>

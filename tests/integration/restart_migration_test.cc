@@ -35,6 +35,7 @@ uint64_t LastSweep(AgiledProcess& d, const std::string& vm) {
   auto r = d.Call("vm.console", {{"name", vm}, {"lines", 400}});
   if (!r.ok()) return 0;
   std::string text = (*r)["text"];
+  text.erase(text.rfind('\n') == std::string::npos ? 0 : text.rfind('\n'));  // not a line still being written
   size_t at = text.rfind("sweep=");
   return at == std::string::npos ? 0 : std::stoull(text.substr(at + 6));
 }
