@@ -169,6 +169,8 @@ TEST(PartitionTest, QemuModeWithoutDoneAckLeavesTheSourcePausedAndFenced) {
   ASSERT_TRUE((*b)->Relaunch().ok());
   json d = Stat(**b, "qd");
   ASSERT_EQ(d["state"], "running") << d.dump();
+  // Its console there starts with the arrival: the first status line comes with the guest's next report.
+  ASSERT_TRUE(WaitFor(60, [&] { return GuestReporting(**b, "qd"); })) << Stat(**b, "qd").dump();
   ExpectIntact(**b, "qd", 6);
   // The operator ends the stale copy at the source; the arrived VM is an
   // ordinary one: another restart adopts it again.
