@@ -147,7 +147,7 @@ void MemdServer::Serve(Conn* c) {
   MemdSession session(store_, &counters_, c->peer, identity);
   wire::FrameReader reader(fd, kMagic, kVersion, kMaxPayload);
   reader.set_busy_poll(opts_.busy_poll);
-  std::vector<uint8_t> out;
+  ReplyQueue out;  // GET pages go out from the store's slots, pinned until sent
   Status end;  // why the connection ended
   for (;;) {
     auto frame = reader.Next();
@@ -176,11 +176,10 @@ void MemdServer::Serve(Conn* c) {
           break;
         }
       }
-      if (Status s = wire::SendAll(fd, out.data(), out.size()); !s.ok()) {
+      if (Status s = out.SendAll(fd); !s.ok()) {
         end = s;
         break;
       }
-      out.clear();
     }
   }
 
@@ -194,8 +193,8 @@ void MemdServer::Serve(Conn* c) {
   } else if (IsProtocolError(end)) {
     counters_.protocol_errors++;
     spdlog::warn("{}: protocol error, closing connection: {}", session.Describe(), end.message());
-    AppendErrorResponse(&out, kProtocolErrorType, 0, end);
-    (void)wire::SendAll(fd, out.data(), out.size());  // best effort: the peer may be gone
+    AppendErrorResponse(out.bytes(), kProtocolErrorType, 0, end);
+    (void)out.SendAll(fd);  // best effort: the peer may be gone
     CloseGracefully(fd);
   } else {
     spdlog::info("{}: connection lost: {}", session.Describe(), end.ToString());

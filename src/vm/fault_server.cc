@@ -57,13 +57,19 @@ void FaultServer::Run() {
     // next fault of a vCPU that is faulting page after page usually comes
     // within microseconds, and putting this thread to sleep and waking it
     // costs more than the fault itself (fault_bench).
+    // Adaptive (see set_busy_poll): a window that caught nothing turns it
+    // off until faults come close together again, so a sparsely faulting
+    // guest does not lose a core's time to it (TCG on two cores did).
     size_t got = 0;
-    if (deferred_.empty() && busy_poll_ns_ > 0) {
+    if (deferred_.empty() && busy_poll_ns_ > 0 && spin_) {
       auto r = PollFaults(msgs, kBatch);
       if (!r.ok()) return;
       got = *r;
+      spin_ = got > 0;
+      (got > 0 ? stats_.busy_poll_hits : stats_.busy_poll_misses).fetch_add(1, std::memory_order_relaxed);
     }
     if (got == 0) {
+      const uint64_t slept = NowNs();
       pollfd p[2] = {{mem_->fault_fd(), POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}};
       // Deferred faults are retried every millisecond until their page settles.
       int pr = ::poll(p, 2, deferred_.empty() ? 1000 : 1);
@@ -85,6 +91,7 @@ void FaultServer::Run() {
         if (!Serve(f)) deferred_.push_back(f);
       }
       if (!(p[0].revents & POLLIN)) continue;
+      if (busy_poll_ns_ > 0 && NowNs() - slept <= busy_poll_ns_ + kWakeCostNs) spin_ = true;
       auto r = mem_->ReadFaultEvents(msgs, kBatch);
       if (!r.ok()) {
         if (on_fatal_) on_fatal_(r.status());

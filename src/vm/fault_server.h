@@ -66,9 +66,17 @@ class FaultServer {
   // Wakes the thread so deferred faults are retried now (after a page settles).
   void Kick();
   // How long the fault thread reads the uffd in a loop before it sleeps in
-  // poll(); 0 sleeps at once. Must be set before Start().
+  // poll(); 0 sleeps at once. Must be set before Start(). Adaptive: after a
+  // window that caught nothing the thread sleeps at once, and it spins again
+  // only once a fault woke it within kSpinPaysNs of going to sleep (faults
+  // coming close together, as from a vCPU touching page after page). A guest
+  // faulting now and then, or a TCG vCPU that needs the core, pays one
+  // window per quiet spell, not one per fault.
   void set_busy_poll(std::chrono::microseconds d) { busy_poll_ns_ = static_cast<uint64_t>(d.count()) * 1000; }
   static constexpr std::chrono::microseconds kDefaultBusyPoll{20};
+  // The window plus what waking a sleeping thread costs on our VMs (35-40 us):
+  // a fault that woke the thread this soon would have been caught spinning.
+  static constexpr uint64_t kWakeCostNs = 50'000;
 
  private:
   struct Pending {
@@ -97,6 +105,7 @@ class FaultServer {
   std::atomic<RemotePager*> pager_{nullptr};
   uint64_t last_fetch_warn_ns_ = 0;
   uint64_t busy_poll_ns_ = static_cast<uint64_t>(kDefaultBusyPoll.count()) * 1000;
+  bool spin_ = true;  // the last window paid (or no evidence yet): spin after the next batch
   std::vector<uint8_t> fetch_buf_;  // prefetch_pages_ pages, page-aligned use only
 };
 

@@ -18,6 +18,11 @@ struct FaultStats {
   std::atomic<uint64_t> spurious{0};     // already resolved by a racing fault
   std::atomic<uint64_t> deferred{0};     // waited for a page in flight or at a migration source
   std::atomic<uint64_t> fetch_errors{0}; // source unreachable (retried)
+  // The fault thread's busy-poll (FaultServer::set_busy_poll): windows that
+  // caught a fault, windows spent for nothing (after which it sleeps at once
+  // until faults come close together again).
+  std::atomic<uint64_t> busy_poll_hits{0};
+  std::atomic<uint64_t> busy_poll_misses{0};
   // NowNs() of the first failed fetch since the last good one; 0 = fetching works.
   std::atomic<uint64_t> fetch_failing_since_ns{0};
   LatencyHistogram first_touch_latency;

@@ -16,7 +16,7 @@ namespace agile::vm::testing {
 Result<std::unique_ptr<GuestProcess>> GuestProcess::Start(const std::string& shim_path,
                                                           const std::string& guest_path, uint64_t pages,
                                                           PageSource* source, uint32_t prefetch_pages,
-                                                          PageState initial) {
+                                                          PageState initial, int busy_poll_us) {
   std::unique_ptr<GuestProcess> g(new GuestProcess());
   char tmpl[] = "/dev/shm/agile-test-XXXXXX";
   if (::mkdtemp(tmpl) == nullptr) return ErrnoStatus("mkdtemp");
@@ -51,6 +51,7 @@ Result<std::unique_ptr<GuestProcess>> GuestProcess::Start(const std::string& shi
   if (!own_fd) return ErrnoStatus("open " + g->ram_path_);
   g->memory_ = std::make_shared<GuestMemory>(std::move(own_fd), uffd::Uffd(std::move(uffd_fd)), std::move(link), initial);
   g->faults_ = std::make_unique<FaultServer>(g->memory_.get(), source, prefetch_pages);
+  if (busy_poll_us >= 0) g->faults_->set_busy_poll(std::chrono::microseconds(busy_poll_us));
   AGILE_RETURN_IF_ERROR(g->faults_->Start());
   AGILE_ASSIGN_OR_RETURN(std::string ready, g->Command(""));
   if (ready != "ready") return Internal("shm_guest said '" + ready + "'");

@@ -17,7 +17,8 @@ class GuestProcess {
   static Result<std::unique_ptr<GuestProcess>> Start(const std::string& shim_path, const std::string& guest_path,
                                                      uint64_t pages, PageSource* source = nullptr,
                                                      uint32_t prefetch_pages = 4,
-                                                     PageState initial = PageState::kZero);
+                                                     PageState initial = PageState::kZero,
+                                                     int busy_poll_us = -1);  // < 0: FaultServer's default
   ~GuestProcess();
 
   // Sends one command line, returns the answer line.
