@@ -145,6 +145,7 @@ void MemdServer::Serve(Conn* c) {
   }
   int fd = c->fd.get();
   MemdSession session(store_, &counters_, c->peer, identity);
+  session.set_copy_gets(opts_.copy_gets);
   wire::FrameReader reader(fd, kMagic, kVersion, kMaxPayload);
   reader.set_busy_poll(opts_.busy_poll);
   ReplyQueue out;  // GET pages go out from the store's slots, pinned until sent

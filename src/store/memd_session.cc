@@ -131,6 +131,14 @@ void MemdSession::Dispatch(MsgType type, uint64_t id, const RequestBody& body, s
 
 void MemdSession::HandleGet(uint64_t id, const GetRequest& r, ReplyQueue* out) {
   uint32_t count = static_cast<uint32_t>(r.indexes.size());
+  if (copy_gets_) {
+    GetReplyWriter w(out->bytes(), id, count);
+    auto n = store_->Get(host_, r.vm, r.token, r.indexes, w.present(), w.pages());
+    if (!n.ok()) return w.Fail(Failed(MsgType::kGet, n.status()));
+    counters_->pages_got += *n;
+    counters_->pages_absent += count - *n;
+    return w.Finish(*n);
+  }
   present_.resize(count);
   auto pages = store_->GetPinned(host_, r.vm, r.token, r.indexes, present_.data());
   if (!pages.ok())

@@ -66,6 +66,11 @@ class MemdSession {
   // must wait for PageStore::WaitDurable before it is sent.
   bool TakeWrote() { return std::exchange(wrote_, false); }
 
+  // Builds GET replies by copying the pages into the reply (the way before
+  // they were sent from the slots): kept only so memd_bench can compare the
+  // two in one run on a shared machine.
+  void set_copy_gets(bool on) { copy_gets_ = on; }
+
   // "host-id@peer" once identified, else the peer address: for logs.
   std::string Describe() const;
 
@@ -81,6 +86,7 @@ class MemdSession {
   std::string authenticated_;
   std::string host_;  // empty until HELLO
   bool wrote_ = false;
+  bool copy_gets_ = false;
   std::vector<uint8_t> present_;  // a GET's presence flags (reused)
 };
 
