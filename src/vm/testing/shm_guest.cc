@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include "vm/testing/stand_in.h"
 
 namespace {
@@ -63,6 +65,17 @@ int main(int argc, char** argv) {
       std::sort(lat.begin(), lat.end());
       std::cout << "ok pages=" << pages << " total_ns=" << total << " p50_ns=" << lat[pages / 2]
                 << " p99_ns=" << lat[pages * 99 / 100] << std::endl;
+    } else if (cmd == "sparse") {
+      // Reads one byte of each of the first n pages, gap_us apart: a guest
+      // that faults now and then, not page after page.
+      uint64_t n, gap_us;
+      std::cin >> n >> gap_us;
+      volatile uint8_t sink = 0;
+      for (uint64_t i = 0; i < n && i < pages; ++i) {
+        sink = sink + mem[i * kPage];
+        ::usleep(static_cast<useconds_t>(gap_us));
+      }
+      std::cout << "ok" << std::endl;
     } else if (cmd == "quit") {
       return 0;
     } else {
