@@ -31,12 +31,16 @@ using namespace agile;
 
 namespace {
 
-Result<Process> StartMemd(uint16_t* port) {
+Result<Process> StartMemd(uint16_t* port, int busy_poll_us) {
   int out[2];
   if (::pipe2(out, O_CLOEXEC) != 0) return ErrnoStatus("pipe");
   UniqueFd r(out[0]), w(out[1]);
   SpawnOptions o;
   o.argv = {AGILE_MEMD_PATH, "--listen", "127.0.0.1:0", "--capacity", "4G", "--log-level", "warn"};
+  if (busy_poll_us >= 0) {
+    o.argv.push_back("--busy-poll-us");
+    o.argv.push_back(std::to_string(busy_poll_us));
+  }
   o.stdout_fd = w.get();
   o.stderr_fd = 2;
   AGILE_ASSIGN_OR_RETURN(Process p, Spawn(o));
@@ -58,13 +62,16 @@ int main(int argc, char** argv) {
   app.add_option("--mib", mib, "Guest memory to offload and read back")->capture_default_str();
   app.add_option("--prefetch", prefetch, "Refault window (1 = only the faulting page)")->capture_default_str();
   app.add_option("--json", json_path, "Write results as JSON here");
+  int busy_poll_us = -1, memd_busy_poll_us = -1;
+  app.add_option("--busy-poll-us", busy_poll_us, "Fault thread's busy-poll window (default: FaultServer's)");
+  app.add_option("--memd-busy-poll-us", memd_busy_poll_us, "agile-memd's --busy-poll-us (default: its own)");
   CLI11_PARSE(app, argc, argv);
   const uint64_t pages = mib << 8;
 
   uint16_t port = 0;
   std::optional<Process> memd;
   if (store_url.empty()) {
-    auto m = StartMemd(&port);
+    auto m = StartMemd(&port, memd_busy_poll_us);
     if (!m.ok()) {
       std::fprintf(stderr, "offload_bench: agile-memd: %s\n", m.status().ToString().c_str());
       return 1;
@@ -82,7 +89,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "offload_bench: %s\n", s.ToString().c_str());
     return 1;
   }
-  auto g = vm::testing::GuestProcess::Start(AGILE_SHIM_PATH, AGILE_SHM_GUEST_PATH, pages, &store, prefetch);
+  auto g = vm::testing::GuestProcess::Start(AGILE_SHIM_PATH, AGILE_SHM_GUEST_PATH, pages, &store, prefetch,
+                                            vm::PageState::kZero, busy_poll_us);
   if (!g.ok()) {
     std::fprintf(stderr, "offload_bench: %s\n", g.status().ToString().c_str());
     return 1;
@@ -134,6 +142,8 @@ int main(int argc, char** argv) {
   std::printf("  refault p99 (guest)  %8.1f us    (target <= 200 us)\n", p99);
   std::printf("  refault p50/p99 (agiled, fault read to resolve) %.0f / %.0f us\n",
               st.refault_latency.PercentileUs(50), st.refault_latency.PercentileUs(99));
+  std::printf("  fault thread busy-poll windows hit/missed: %llu / %llu\n",
+              (unsigned long long)st.busy_poll_hits.load(), (unsigned long long)st.busy_poll_misses.load());
   std::printf("  data after round trip: %s\n", intact ? "intact" : "CORRUPT");
   if (!json_path.empty()) {
     nlohmann::json j = {{"benchmark", "offload_refault"}, {"store", store.addr()}, {"mib", mib}, {"prefetch", prefetch},

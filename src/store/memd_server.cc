@@ -149,6 +149,7 @@ void MemdServer::Serve(Conn* c) {
   }
   int fd = c->fd.get();
   MemdSession session(store_, &counters_, c->peer, identity);
+  session.set_copy_gets(opts_.copy_gets);
   wire::FrameReader reader(fd, kMagic, kVersion, kMaxPayload);
   reader.set_busy_poll(opts_.busy_poll);
   // Acknowledge changes only once durable, without waiting here for the
@@ -158,14 +159,16 @@ void MemdServer::Serve(Conn* c) {
   // out when the committer says (the eventfd) their commit is done. If a
   // commit fails they are never sent: the connection is dropped and the
   // client treats the requests as failed.
+  // GET pages travel as pinned slots in the ReplyBatch (no copy), waiting
+  // in `held` with the rest; their pins go once the batch is sent.
   UniqueFd wake(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   Status end;  // why the connection ended
   if (!wake) end = ErrnoStatus("eventfd");
   else store_->AddCommitListener(wake.get());
-  std::vector<uint8_t> out;  // replies to requests handled since the last Push
-  uint64_t out_ticket = 0;   // the change they must wait for; 0: none
+  ReplyBatch out;           // replies to requests handled since the last Push
+  uint64_t out_ticket = 0;  // the change they must wait for; 0: none
   ReplyQueue held;
-  std::vector<uint8_t> ready;
+  ReplyBatch ready;
   bool readable = true;  // Next() will not wait for a peer that waits for us
   while (end.ok()) {
     if (readable || reader.HasFrame() || held.empty()) {
@@ -187,12 +190,11 @@ void MemdServer::Serve(Conn* c) {
       if (reader.HasFrame() && out.size() < kFlushBytes) continue;
       if (held.empty() && (out_ticket == 0 || out_ticket <= store_->DurableThrough())) {
         // Nothing to wait for (a GET, a memory-only store): send from `out`
-        // itself, which keeps its buffer for the next replies.
-        if (Status s = wire::SendAll(fd, out.data(), out.size()); !s.ok()) {
+        // itself, which keeps its buffers for the next replies.
+        if (Status s = out.SendAll(fd); !s.ok()) {
           end = s;
           break;
         }
-        out.clear();
         out_ticket = 0;
         continue;
       }
@@ -205,11 +207,10 @@ void MemdServer::Serve(Conn* c) {
     uint64_t durable = store_->DurableThrough(&failed);
     held.TakeReady(durable, &ready);
     if (!ready.empty()) {
-      if (Status s = wire::SendAll(fd, ready.data(), ready.size()); !s.ok()) {
+      if (Status s = ready.SendAll(fd); !s.ok()) {
         end = s;
         break;
       }
-      ready.clear();
     }
     if (!held.empty() && !failed.ok()) {
       spdlog::error("{}: {}; dropping the connection without acknowledging", session.Describe(), failed.ToString());
@@ -247,8 +248,8 @@ void MemdServer::Serve(Conn* c) {
     // The good requests before the bad frame are answered first, once durable.
     held.Push(out_ticket, &out);
     if (!held.empty() && store_->WaitDurable(held.waiting_for()).ok()) held.TakeAll(&out);
-    AppendErrorResponse(&out, kProtocolErrorType, 0, end);
-    (void)wire::SendAll(fd, out.data(), out.size());  // best effort: the peer may be gone
+    AppendErrorResponse(out.bytes(), kProtocolErrorType, 0, end);
+    (void)out.SendAll(fd);  // best effort: the peer may be gone
     CloseGracefully(fd);
   } else {
     spdlog::info("{}: connection lost: {}", session.Describe(), end.ToString());

@@ -36,6 +36,8 @@ struct MemdServerOptions {
   // a log line: a peer that opens sockets in a loop costs its own attempts,
   // not the store's threads. An agiled keeps one or two.
   size_t max_connections = 256;
+  // memd_bench's before/after only: GET replies copied (MemdSession::set_copy_gets).
+  bool copy_gets = false;
 };
 
 class MemdServer {

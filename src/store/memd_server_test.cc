@@ -3,10 +3,13 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
 #include <filesystem>
 #include <random>
@@ -104,6 +107,183 @@ TEST_F(MemdServerTest, TenThousandRandomPagesPipelined) {
   ASSERT_TRUE(del.ok());
   EXPECT_EQ(*del, kN);
   EXPECT_EQ(*c->Release("vm-1", *t), 0u);
+}
+
+// Page contents derived from (index, version): a page whose first word
+// names one version must hold that version whole.
+void FillPage(uint8_t* p, uint64_t index, uint64_t version) {
+  for (size_t i = 0; i < kPageSize; i += 8) {
+    uint64_t v = index * 0x9e3779b97f4a7c15ull + i + (version << 48);
+    std::memcpy(p + i, &v, 8);
+  }
+}
+uint64_t VersionOf(const uint8_t* p, uint64_t index) {
+  uint64_t w;
+  std::memcpy(&w, p, 8);
+  return (w - index * 0x9e3779b97f4a7c15ull) >> 48;
+}
+
+// GET replies are sent from the store's slots (ReplyBatch, PinnedPages).
+// Another connection PUTs the same pages again and again meanwhile, batched
+// and 1-page GETs interleaved with them. Every reply must pass its frame
+// checksum (the client checks it) and hold, per page, one version whole,
+// never older than the last PUT acknowledged before the GET was sent. (Here
+// the replies rarely wait in sendmsg, so this checks the versions; the test
+// below forces replies to wait while their slots are reused.)
+TEST_F(MemdServerTest, GetRepliesStayWholeUnderConcurrentPutsOfTheSamePages) {
+  auto getter = Client("host-a");
+  auto t = getter->Claim("vm-1");
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  constexpr uint64_t kN = kMaxBatchPages;
+  std::vector<uint8_t> data(kN * kPageSize);
+  std::vector<PageRef> refs(kN);
+  auto put_version = [&](MemdClient& c, uint64_t v) {
+    for (uint64_t i = 0; i < kN; ++i) {
+      FillPage(&data[i * kPageSize], i, v);
+      refs[i] = PageRef{i, &data[i * kPageSize]};
+    }
+    return c.Put("vm-1", *t, refs);
+  };
+  ASSERT_TRUE(put_version(*getter, 1).ok());
+
+  // One page per PUT, cycling over the pages: each PUT retires the slot of
+  // the page's last version and the next PUT (of the next page) takes that
+  // very slot, so an unpinned slot being sent is overwritten within
+  // microseconds. `acked`: every page has at least this version.
+  std::atomic<uint64_t> acked{1};
+  std::atomic<bool> stop{false};
+  Status put_status;
+  std::thread putter([&] {
+    auto c = Client("host-a");
+    std::vector<uint8_t> page(kPageSize);
+    for (uint64_t v = 2; !stop.load(); ++v) {
+      for (uint64_t i = 0; i < kN && !stop.load(); ++i) {
+        FillPage(page.data(), i, v);
+        PageRef ref{i, page.data()};
+        put_status = c->Put("vm-1", *t, {&ref, 1});
+        if (!put_status.ok()) return;
+      }
+      if (!stop.load()) acked.store(v);
+    }
+  });
+
+  std::vector<uint8_t> buf(kN * kPageSize);
+  std::vector<uint8_t*> outs(kN);
+  std::vector<uint8_t> present(kN);
+  std::vector<uint64_t> idx(kN);
+  for (uint64_t i = 0; i < kN; ++i) {
+    idx[i] = i;
+    outs[i] = &buf[i * kPageSize];
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  int gets = 0;
+  uint64_t versions_seen_max = 0;
+  while (std::chrono::steady_clock::now() < deadline || gets < 200) {
+    uint64_t floor = acked.load();
+    // Whole batches and single pages (a refault's shape).
+    size_t n = gets % 2 == 0 ? kN : 1;
+    std::span<const uint64_t> ask(idx.data() + (gets % kN) * (n == 1), n);
+    std::span<uint8_t* const> into(outs.data(), n);
+    Status st = getter->Get("vm-1", *t, ask, into, std::span<uint8_t>(present.data(), n));
+    ASSERT_TRUE(st.ok()) << "GET " << gets << ": " << st.ToString();
+    for (size_t k = 0; k < n; ++k) {
+      ASSERT_TRUE(present[k]);
+      uint64_t v = VersionOf(outs[k], ask[k]);
+      ASSERT_GE(v, floor) << "page " << ask[k] << " older than the last acknowledged PUT";
+      ASSERT_LE(v, acked.load() + 1) << "page " << ask[k] << " names a version never PUT";
+      std::vector<uint8_t> want(kPageSize);
+      FillPage(want.data(), ask[k], v);
+      ASSERT_EQ(0, std::memcmp(outs[k], want.data(), kPageSize)) << "page " << ask[k] << " torn (version " << v << ")";
+      versions_seen_max = std::max(versions_seen_max, v);
+    }
+    ++gets;
+  }
+  stop = true;
+  putter.join();
+  ASSERT_TRUE(put_status.ok()) << put_status.ToString();
+  // The race was real: the PUTs moved on while the GETs ran.
+  EXPECT_GT(acked.load(), 3u);
+  EXPECT_GT(versions_seen_max, 3u);
+}
+
+// The decisive case for sending from the slots: GET replies stuck in
+// sendmsg while every one of their pages is PUT again twice, one page per
+// PUT, so each PUT takes the slot the previous one retired. A reader with a
+// 4 KiB receive buffer asks for 12 full GETs (12 MiB) and reads nothing: the
+// server's send queue (tcp_wmem, at most 4 MiB here) fills and its thread
+// blocks in sendmsg with a reply whose pages it points to. Unpinned, those
+// pages would be overwritten by other pages' bytes before the kernel copies
+// them: the frame checksum or the contents would fail. Pinned, each reply
+// holds, per page, one version whole: 1 for the GETs handled before the
+// PUTs, up to 3 for those handled after.
+TEST_F(MemdServerTest, GetRepliesStuckInSendKeepTheirPagesWhilePutsReuseTheirSlots) {
+  auto owner = Client("host-a");
+  auto t = owner->Claim("vm-1");
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  constexpr uint64_t kN = kMaxBatchPages;
+  constexpr int kGets = 12;
+  std::vector<uint8_t> data(kN * kPageSize);
+  std::vector<PageRef> refs(kN);
+  std::vector<uint64_t> idx(kN);
+  for (uint64_t i = 0; i < kN; ++i) {
+    FillPage(&data[i * kPageSize], i, 1);
+    refs[i] = PageRef{i, &data[i * kPageSize]};
+    idx[i] = i;
+  }
+  ASSERT_TRUE(owner->Put("vm-1", *t, refs).ok());
+
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_TRUE(fd);
+  int small = 4096;
+  ASSERT_EQ(::setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(server_->address().port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  wire::FrameReader reader(fd.get(), kMagic, kVersion, kMaxPayload);
+  std::vector<uint8_t> out;
+  AppendHello(&out, 1, "host-a");
+  ASSERT_TRUE(wire::SendAll(fd.get(), out.data(), out.size()).ok());
+  ASSERT_TRUE(reader.Next().ok());
+  out.clear();
+  for (int g = 0; g < kGets; ++g) AppendGet(&out, 2 + g, "vm-1", *t, idx);
+  ASSERT_TRUE(wire::SendAll(fd.get(), out.data(), out.size()).ok());
+  // Let the server handle what it can and fill its send queue; it then blocks.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+
+  std::vector<uint8_t> page(kPageSize);
+  for (uint64_t v = 2; v <= 3; ++v)
+    for (uint64_t i = 0; i < kN; ++i) {
+      FillPage(page.data(), i, v);
+      PageRef ref{i, page.data()};
+      ASSERT_TRUE(owner->Put("vm-1", *t, {&ref, 1}).ok());
+    }
+
+  std::vector<uint8_t> want(kPageSize);
+  int old_replies = 0;
+  for (int g = 0; g < kGets; ++g) {
+    auto frame = reader.Next();  // checks the frame checksum
+    ASSERT_TRUE(frame.ok()) << "reply " << g << ": " << frame.status().ToString();
+    auto resp = DecodeResponse(frame->header.type, frame->payload, frame->header.length);
+    ASSERT_TRUE(resp.ok()) << resp.status().ToString();
+    ASSERT_TRUE(resp->status.ok()) << resp->status.ToString();
+    auto get = DecodeGetReply(*resp, kN);
+    ASSERT_TRUE(get.ok()) << get.status().ToString();
+    bool all_old = true;
+    for (uint64_t i = 0; i < kN; ++i) {
+      ASSERT_EQ(get->present[i], 1);
+      const uint8_t* p = get->pages + i * kPageSize;
+      uint64_t v = VersionOf(p, i);
+      ASSERT_TRUE(v >= 1 && v <= 3) << "reply " << g << " page " << i << " names version " << v;
+      FillPage(want.data(), i, v);
+      ASSERT_EQ(0, std::memcmp(p, want.data(), kPageSize)) << "reply " << g << " page " << i << " torn";
+      all_old = all_old && v == 1;
+    }
+    old_replies += all_old;
+  }
+  // The race was real: replies were built before the PUTs (and sent after).
+  EXPECT_GE(old_replies, 2) << "no reply was stuck in send during the PUTs";
 }
 
 TEST_F(MemdServerTest, MigrationHandsOwnershipOver) {

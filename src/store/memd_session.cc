@@ -27,10 +27,15 @@ MemdSession::MemdSession(PageStore* store, ServerCounters* counters, std::string
 
 std::string MemdSession::Describe() const { return host_.empty() ? peer_ : host_ + "@" + peer_; }
 
-Status MemdSession::Handle(uint16_t type, const uint8_t* payload, size_t len, std::vector<uint8_t>* out) {
+Status MemdSession::Handle(uint16_t type, const uint8_t* payload, size_t len, ReplyBatch* out) {
   AGILE_ASSIGN_OR_RETURN(Request req, DecodeRequest(type, payload, len));
   counters_->requests[type]++;
-  Dispatch(static_cast<MsgType>(type), req.id, req.body, out);
+  const auto* get = std::get_if<GetRequest>(&req.body);
+  if (get != nullptr && !host_.empty()) {
+    HandleGet(req.id, *get, out);
+  } else {
+    Dispatch(static_cast<MsgType>(type), req.id, req.body, out->bytes());
+  }
   return Status::Ok();
 }
 
@@ -80,7 +85,6 @@ void MemdSession::Dispatch(MsgType type, uint64_t id, const RequestBody& body, s
     counters_->pages_put += *n;
     return AppendCountReply(out, MsgType::kPut, id, *n);
   }
-  if (const auto* r = std::get_if<GetRequest>(&body)) return HandleGet(id, *r, out);
   if (const auto* r = std::get_if<DeleteRequest>(&body)) {
     auto n = store_->Delete(host_, r->vm, r->token, r->indexes);
     if (!n.ok()) return fail(MsgType::kDelete, n.status());
@@ -125,14 +129,25 @@ void MemdSession::Dispatch(MsgType type, uint64_t id, const RequestBody& body, s
   AppendStatReply(out, id, reply);
 }
 
-void MemdSession::HandleGet(uint64_t id, const GetRequest& r, std::vector<uint8_t>* out) {
+void MemdSession::HandleGet(uint64_t id, const GetRequest& r, ReplyBatch* out) {
   uint32_t count = static_cast<uint32_t>(r.indexes.size());
-  GetReplyWriter w(out, id, count);
-  auto n = store_->Get(host_, r.vm, r.token, r.indexes, w.present(), w.pages());
-  if (!n.ok()) return w.Fail(Failed(MsgType::kGet, n.status()));
-  counters_->pages_got += *n;
-  counters_->pages_absent += count - *n;
-  w.Finish(*n);
+  if (copy_gets_) {
+    GetReplyWriter w(out->bytes(), id, count);
+    auto n = store_->Get(host_, r.vm, r.token, r.indexes, w.present(), w.pages());
+    if (!n.ok()) return w.Fail(Failed(MsgType::kGet, n.status()));
+    counters_->pages_got += *n;
+    counters_->pages_absent += count - *n;
+    return w.Finish(*n);
+  }
+  present_.resize(count);
+  auto pages = store_->GetPinned(host_, r.vm, r.token, r.indexes, present_.data());
+  if (!pages.ok())
+    return AppendErrorResponse(out->bytes(), ResponseType(MsgType::kGet), id, Failed(MsgType::kGet, pages.status()));
+  uint32_t n = static_cast<uint32_t>(pages->pages().size());
+  counters_->pages_got += n;
+  counters_->pages_absent += count - n;
+  AppendGetReplyHead(out->bytes(), id, present_, pages->pages());
+  out->AddPages(std::move(pages).value());
 }
 
 }  // namespace agile::memd

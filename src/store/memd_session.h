@@ -15,6 +15,7 @@
 #include "base/status.h"
 #include "wire/memd_proto.h"
 #include "store/page_store.h"
+#include "store/reply_batch.h"
 
 namespace agile::memd {
 
@@ -56,20 +57,26 @@ class MemdSession {
   // say; "" on an unauthenticated connection (HELLO's host id is believed).
   MemdSession(PageStore* store, ServerCounters* counters, std::string peer, std::string authenticated = "");
 
-  // Appends the response to one frame to *out. An error return means the
-  // frame was malformed: the caller reports it and closes the connection.
-  Status Handle(uint16_t type, const uint8_t* payload, size_t len, std::vector<uint8_t>* out);
+  // Appends the response to one frame to *out (a GET's pages as pinned
+  // slots, not copies). An error return means the frame was malformed: the
+  // caller reports it and closes the connection.
+  Status Handle(uint16_t type, const uint8_t* payload, size_t len, ReplyBatch* out);
 
   // Whether a request since the last call changed the store: its reply
   // must wait for PageStore::WaitDurable before it is sent.
   bool TakeWrote() { return std::exchange(wrote_, false); }
+
+  // Builds GET replies by copying the pages into the reply (the way before
+  // they were sent from the slots): kept only so memd_bench can compare the
+  // two in one run on a shared machine.
+  void set_copy_gets(bool on) { copy_gets_ = on; }
 
   // "host-id@peer" once identified, else the peer address: for logs.
   std::string Describe() const;
 
  private:
   void Dispatch(MsgType type, uint64_t id, const RequestBody& body, std::vector<uint8_t>* out);
-  void HandleGet(uint64_t id, const GetRequest& r, std::vector<uint8_t>* out);
+  void HandleGet(uint64_t id, const GetRequest& r, ReplyBatch* out);
   // Counts and logs an error answer to a request; returns it for chaining.
   const Status& Failed(MsgType t, const Status& st);
 
@@ -79,6 +86,8 @@ class MemdSession {
   std::string authenticated_;
   std::string host_;  // empty until HELLO
   bool wrote_ = false;
+  bool copy_gets_ = false;
+  std::vector<uint8_t> present_;  // a GET's presence flags (reused)
 };
 
 }  // namespace agile::memd

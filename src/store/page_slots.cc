@@ -27,6 +27,10 @@ class MemorySlots final : public PageSlots {
     std::memcpy(dst, At(slot, false), kPageSize);
     return Status::Ok();
   }
+  const uint8_t* Peek(uint64_t slot) const override {
+    if (slot >= Extent()) return nullptr;
+    return chunks_[slot / kChunkPages].get() + (slot % kChunkPages) * kPageSize;
+  }
   Status Sync() override { return Status::Ok(); }
   int sync_fd() const override { return -1; }
   uint64_t Extent() const override { return chunks_.size() * kChunkPages; }

@@ -21,6 +21,11 @@ class PageSlots {
   // Writes pages[i] (4096 bytes each) into slots[i].
   virtual Status Write(std::span<const uint64_t> slots, std::span<const uint8_t* const> pages) = 0;
   virtual Status Read(uint64_t slot, uint8_t* dst) = 0;
+  // The slot's bytes in place, when the backing is memory (a GET reply is
+  // then sent straight from them); nullptr for a file, or a slot never
+  // written. The pointer stays valid as long as the slots object: memory
+  // grows by chunks and never moves a page.
+  virtual const uint8_t* Peek(uint64_t slot) const { (void)slot; return nullptr; }
   // Makes written slots durable (no-op in memory).
   virtual Status Sync() = 0;
   // The descriptor a group commit fdatasyncs outside the namespace's lock; -1 in memory.

@@ -370,6 +370,50 @@ Result<uint32_t> PageStore::Get(std::string_view host, std::string_view vm, Owne
   return owned.first->ns->Get(indexes, present, pages);
 }
 
+Result<PinnedPages> PageStore::GetPinned(std::string_view host, std::string_view vm, OwnerToken token,
+                                        std::span<const uint64_t> indexes, uint8_t* present) {
+  AGILE_ASSIGN_OR_RETURN(auto owned, Owned(host, vm, token));
+  VmNamespace& ns = *owned.first->ns;
+  PinnedPages p;
+  p.pages_.reserve(indexes.size());
+  if (ns.in_memory()) {
+    p.pin_ = ns.Pin();
+    p.entry_ = std::move(owned.first);
+    ns.Peek(indexes, present, &p.pages_);
+    return p;
+  }
+  // On disk the slots are not in memory to send from, and a page's hash is
+  // checked on the way out anyway: read them, as Get does.
+  p.copy_ = std::make_unique_for_overwrite<uint8_t[]>(indexes.size() * kPageSize);
+  AGILE_ASSIGN_OR_RETURN(uint32_t n, ns.Get(indexes, present, p.copy_.get()));
+  for (uint32_t i = 0; i < n; ++i) p.pages_.push_back(p.copy_.get() + static_cast<size_t>(i) * kPageSize);
+  return p;
+}
+
+PinnedPages& PinnedPages::operator=(PinnedPages&& o) noexcept {
+  if (this != &o) {
+    Release();
+    entry_ = std::move(o.entry_);
+    pin_ = std::exchange(o.pin_, 0);
+    pages_ = std::move(o.pages_);
+    copy_ = std::move(o.copy_);
+  }
+  return *this;
+}
+
+void PinnedPages::Release() {
+  // Moved out first: if this is the last reference, the entry (and its
+  // mutex) must outlive the lock taken on it.
+  if (std::shared_ptr<PageStore::Entry> e = std::move(entry_)) {
+    std::lock_guard lock(e->mu);
+    // A released namespace reuses no slot again; its memory goes with the
+    // last reference to the entry.
+    if (!e->gone) e->ns->Unpin(pin_);
+  }
+  pages_.clear();
+  copy_.reset();
+}
+
 Result<uint64_t> PageStore::Delete(std::string_view host, std::string_view vm, OwnerToken token,
                                    std::span<const uint64_t> indexes) {
   AGILE_ASSIGN_OR_RETURN(auto owned, Owned(host, vm, token));

@@ -41,6 +41,7 @@
 namespace agile::memd {
 
 class VmNamespace;
+class PinnedPages;
 
 struct StoreStats {
   uint64_t pages = 0;
@@ -79,6 +80,13 @@ class PageStore {
   // See VmNamespace::Get; `pages` has room for indexes.size() pages.
   Result<uint32_t> Get(std::string_view host, std::string_view vm, OwnerToken token,
                        std::span<const uint64_t> indexes, uint8_t* present, uint8_t* pages);
+  // GET for a reply sent straight from the store: sets present[i] like Get
+  // and returns the present pages, packed in request order, readable and
+  // unchanged (a concurrent PUT or DELETE of them notwithstanding) until the
+  // PinnedPages is destroyed. Memory namespaces hand out their slots; a data
+  // directory's pages are read (and their hashes checked) into a buffer.
+  Result<PinnedPages> GetPinned(std::string_view host, std::string_view vm, OwnerToken token,
+                                std::span<const uint64_t> indexes, uint8_t* present);
   Result<uint64_t> Delete(std::string_view host, std::string_view vm, OwnerToken token,
                           std::span<const uint64_t> indexes);
   // Hands the namespace to new_host: the old token stops working at once and
@@ -121,6 +129,7 @@ class PageStore {
 
  private:
   struct Entry;
+  friend class PinnedPages;
   explicit PageStore(Options opts);
   Status Recover();
   // Finds vm and locks it after checking ownership; the returned lock is held.
@@ -158,6 +167,28 @@ class PageStore {
   std::condition_variable_any sync_cv_;
   std::jthread sync_thread_;
   std::jthread commit_thread_;
+};
+
+// The pages of one GET (PageStore::GetPinned), kept from reuse until this is
+// destroyed. Move-only. May be destroyed on any thread, also after the
+// namespace was released (its slots live until then).
+class PinnedPages {
+ public:
+  PinnedPages() = default;
+  PinnedPages(PinnedPages&& o) noexcept { *this = std::move(o); }
+  PinnedPages& operator=(PinnedPages&& o) noexcept;
+  ~PinnedPages() { Release(); }
+
+  std::span<const uint8_t* const> pages() const { return pages_; }
+
+ private:
+  friend class PageStore;
+  void Release();
+
+  std::shared_ptr<PageStore::Entry> entry_;  // set while a pin is held
+  uint64_t pin_ = 0;
+  std::vector<const uint8_t*> pages_;
+  std::unique_ptr<uint8_t[]> copy_;  // a data directory's pages, read out
 };
 
 }  // namespace agile::memd

@@ -298,6 +298,65 @@ TEST(PageStore, ReleaseDropsEverything) {
   EXPECT_EQ(Fetch(*s, "host-b", "vm-1", *t2, {0}).present[0], 0);
 }
 
+// GetPinned hands out the slots themselves (memory store). Without the pin,
+// a PUT of the same pages frees their old slots at once and the next PUT
+// writes into them: the pinned bytes would change under a reply being sent.
+TEST(PageStore, PinnedPagesStayWholeWhileTheSamePagesArePutAgain) {
+  auto s = OpenStore();
+  auto t = *s->Claim("host-a", "vm-1");
+  Pages v0 = Range(0, 16, 0);
+  ASSERT_TRUE(s->Put("host-a", "vm-1", t, v0.refs()).ok());
+  std::vector<uint64_t> idx = {3, 99, 0, 15};
+  std::vector<uint8_t> present(idx.size());
+  auto pin = s->GetPinned("host-a", "vm-1", t, idx, present.data());
+  ASSERT_TRUE(pin.ok()) << pin.status().ToString();
+  EXPECT_EQ(present, (std::vector<uint8_t>{1, 0, 1, 1}));
+  ASSERT_EQ(pin->pages().size(), 3u);
+  std::vector<const uint8_t*> slots(pin->pages().begin(), pin->pages().end());
+  for (uint32_t v = 1; v <= 4; ++v) {
+    Pages again = Range(0, 16, v);
+    ASSERT_TRUE(s->Put("host-a", "vm-1", t, again.refs()).ok());
+    std::vector<uint64_t> gone = {0};
+    if (v == 4) {
+      ASSERT_TRUE(s->Delete("host-a", "vm-1", t, gone).ok());
+    }
+  }
+  const uint64_t want[] = {3, 0, 15};
+  for (size_t k = 0; k < slots.size(); ++k)
+    EXPECT_EQ(0, std::memcmp(slots[k], MakePage(want[k], 0).data(), kPageSize)) << "pinned page " << want[k];
+  ExpectPages(*s, "host-a", "vm-1", t, 1, 15, 4);
+
+  // Unpinned, the 65 slots held meanwhile (4 x 16 overwritten, 1 deleted)
+  // are free again: the next 65 new pages reuse them, none grows the store.
+  *pin = PinnedPages();
+  Pages v5 = Range(100, 65, 5);
+  ASSERT_TRUE(s->Put("host-a", "vm-1", t, v5.refs()).ok());
+  std::vector<uint64_t> fresh;
+  for (uint64_t i = 100; i < 165; ++i) fresh.push_back(i);
+  std::vector<uint8_t> present2(fresh.size());
+  auto pin2 = s->GetPinned("host-a", "vm-1", t, fresh, present2.data());
+  ASSERT_TRUE(pin2.ok());
+  size_t reused = 0;
+  for (const uint8_t* p : pin2->pages())
+    for (const uint8_t* old : slots) reused += p == old;
+  EXPECT_EQ(reused, slots.size());
+  ExpectPages(*s, "host-a", "vm-1", t, 100, 65, 5);
+}
+
+TEST(PageStore, PinnedPagesOutliveTheirNamespace) {
+  auto s = OpenStore();
+  auto t = *s->Claim("host-a", "vm-1");
+  Pages p = Range(0, 4);
+  ASSERT_TRUE(s->Put("host-a", "vm-1", t, p.refs()).ok());
+  std::vector<uint64_t> idx = {2};
+  uint8_t present = 0;
+  auto pin = s->GetPinned("host-a", "vm-1", t, idx, &present);
+  ASSERT_TRUE(pin.ok());
+  ASSERT_TRUE(s->Release("host-a", "vm-1", t).ok());
+  EXPECT_EQ(0, std::memcmp(pin->pages()[0], MakePage(2).data(), kPageSize));
+  EXPECT_EQ(s->GetPinned("host-a", "vm-1", t, idx, &present).status().code(), Code::kNotFound);
+}
+
 // ---- Persistence --------------------------------------------------------------
 
 TEST(PageStorePersistence, PagesAndTokenSurviveReopen) {
@@ -331,6 +390,25 @@ TEST(PageStorePersistence, PagesAndTokenSurviveReopen) {
   Pages more = Range(5000, 50);
   ASSERT_TRUE(s->Put("host-b", "vm-1", t2, more.refs()).ok());
   ExpectPages(*s, "host-b", "vm-1", t2, 5000, 50);
+}
+
+// On disk, GetPinned reads the pages out (hash-checked) into its own buffer.
+TEST(PageStorePersistence, PinnedPagesAreReadCopies) {
+  TempDir dir;
+  auto s = OpenStore(64 * kMiB, dir.path());
+  auto t = *s->Claim("host-a", "vm-1");
+  Pages p = Range(0, 8);
+  ASSERT_TRUE(s->Put("host-a", "vm-1", t, p.refs()).ok());
+  std::vector<uint64_t> idx = {7, 8, 1};
+  std::vector<uint8_t> present(3);
+  auto pin = s->GetPinned("host-a", "vm-1", t, idx, present.data());
+  ASSERT_TRUE(pin.ok()) << pin.status().ToString();
+  EXPECT_EQ(present, (std::vector<uint8_t>{1, 0, 1}));
+  ASSERT_EQ(pin->pages().size(), 2u);
+  Pages v1 = Range(0, 8, 1);
+  ASSERT_TRUE(s->Put("host-a", "vm-1", t, v1.refs()).ok());
+  EXPECT_EQ(0, std::memcmp(pin->pages()[0], MakePage(7).data(), kPageSize));
+  EXPECT_EQ(0, std::memcmp(pin->pages()[1], MakePage(1).data(), kPageSize));
 }
 
 TEST(PageStorePersistence, SyncEachWriteMode) {

@@ -112,8 +112,42 @@ uint64_t VmNamespace::AllocateSlot() {
 }
 
 void VmNamespace::RetireSlot(uint64_t slot) {
-  // In memory nothing can tear, so a slot is reusable at once.
-  (persistent() ? retired_ : free_).push_back(slot);
+  // In memory nothing can tear, so a slot is reusable at once, unless a GET
+  // reply being sent from the slots may still point at it.
+  if (persistent())
+    retired_.push_back(slot);
+  else if (pins_.empty())
+    free_.push_back(slot);
+  else
+    held_.emplace_back(slot, pin_seq_);
+}
+
+uint64_t VmNamespace::Pin() {
+  pins_.insert(++pin_seq_);
+  return pin_seq_;
+}
+
+void VmNamespace::Unpin(uint64_t pin) {
+  pins_.erase(pin);
+  // A slot retired when the pin count was r is free once no pin <= r is out.
+  uint64_t oldest = pins_.empty() ? UINT64_MAX : *pins_.begin();
+  while (!held_.empty() && held_.front().second < oldest) {
+    free_.push_back(held_.front().first);
+    held_.pop_front();
+  }
+}
+
+uint32_t VmNamespace::Peek(std::span<const uint64_t> indexes, uint8_t* present,
+                           std::vector<const uint8_t*>* pages) const {
+  uint32_t n = 0;
+  for (size_t i = 0; i < indexes.size(); ++i) {
+    auto it = state_.pages.find(indexes[i]);
+    present[i] = it != state_.pages.end();
+    if (!present[i]) continue;
+    pages->push_back(slots_->Peek(it->second.slot));
+    ++n;
+  }
+  return n;
 }
 
 Status VmNamespace::Put(std::span<const PageRef> pages) {

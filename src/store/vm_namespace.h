@@ -11,6 +11,7 @@
 // torn by power loss is reported as corrupt, never returned wrong.
 #pragma once
 
+#include <deque>
 #include <memory>
 #include <optional>
 #include <set>
@@ -54,6 +55,15 @@ class VmNamespace {
   // present[i] = 1 and the page packed into `pages` for each stored index.
   // Returns how many were present. kCorruption if stored bytes fail their hash.
   Result<uint32_t> Get(std::span<const uint64_t> indexes, uint8_t* present, uint8_t* pages);
+  // GET without a copy, memory namespaces only (in_memory()): like Get, but
+  // appends a pointer to each present page's slot to *pages. The caller
+  // takes a Pin() first and Unpin()s once done with the pointers: until then
+  // no slot they point to is reused, so a PUT or DELETE of the same page
+  // meanwhile leaves the pinned bytes whole and unchanged.
+  uint32_t Peek(std::span<const uint64_t> indexes, uint8_t* present, std::vector<const uint8_t*>* pages) const;
+  bool in_memory() const { return !persistent(); }
+  uint64_t Pin();
+  void Unpin(uint64_t pin);
   // Returns how many of the indexes were stored (and are now gone).
   Result<uint64_t> Delete(std::span<const uint64_t> indexes);
   // Journals (and syncs) the new owner before switching to it.
@@ -115,6 +125,11 @@ class VmNamespace {
   std::vector<uint64_t> retired_;  // reusable after the next sync
   uint64_t next_slot_ = 0;         // slots at or above are unused
   uint64_t journal_gen_ = 0;       // bumped when compaction replaces the journal
+  // Memory only: slots retired while a Peek's pointers were out, with the
+  // pin count when retired; reusable once every pin taken up to then is gone.
+  std::deque<std::pair<uint64_t, uint64_t>> held_;
+  std::set<uint64_t> pins_;  // outstanding pins
+  uint64_t pin_seq_ = 0;     // the last pin handed out
   bool dirty_ = false;
 };
 

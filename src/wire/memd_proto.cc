@@ -347,6 +347,27 @@ void GetReplyWriter::Fail(const Status& st) {
   AppendErrorResponse(out_, ResponseType(MsgType::kGet), id_, st);
 }
 
+void AppendGetReplyHead(std::vector<uint8_t>* out, uint64_t id, std::span<const uint8_t> present,
+                        std::span<const uint8_t* const> pages) {
+  size_t start = out->size();
+  Encoder e(out);
+  e.Skip(wire::kFrameHeaderSize);
+  AppendResponseHead(e, id, Status::Ok());
+  e.U32(static_cast<uint32_t>(present.size()));
+  e.Bytes(present.data(), present.size());
+  size_t head_len = out->size() - start - wire::kFrameHeaderSize;
+  e.PatchU32(start, kMagic);
+  e.PatchU16(start + 4, kVersion);
+  e.PatchU16(start + 6, ResponseType(MsgType::kGet));
+  e.PatchU32(start + 8, static_cast<uint32_t>(head_len + pages.size() * kPageSize));
+  // The checksum runs over the pages where they lie: the only pass over
+  // them before the kernel's own copy in send.
+  wire::FrameHasher h(out->data() + start);
+  h.Update(out->data() + start + wire::kFrameHeaderSize, head_len);
+  for (const uint8_t* p : pages) h.Update(p, kPageSize);
+  e.PatchU32(start + 12, h.Digest());
+}
+
 Result<ResponseView> DecodeResponse(uint16_t type, const uint8_t* payload, size_t len) {
   bool known = type == kProtocolErrorType || ((type & kResponseFlag) && IsRequestType(type & ~kResponseFlag));
   if (!known) return Corruption("unknown response type " + std::to_string(type));

@@ -222,6 +222,14 @@ class GetReplyWriter {
   uint32_t count_;
 };
 
+// A GET reply whose pages are sent from where they lie (the store's slots):
+// appends the frame header, the response head and the presence flags to
+// *out, with the length and checksum of the whole frame, pages included.
+// The caller sends pages[0..n) right behind these bytes, unchanged.
+// Same bytes on the wire as GetReplyWriter.
+void AppendGetReplyHead(std::vector<uint8_t>* out, uint64_t id, std::span<const uint8_t> present,
+                        std::span<const uint8_t* const> pages);
+
 // Client side: the common head of a response. status is the server's answer
 // for the request; body/body_len are set only when it is ok.
 struct ResponseView {
