@@ -25,7 +25,9 @@ constexpr uint64_t kResident = 128ull << 20;
 void StartAndOffload(AgiledProcess& d, bool paused = false) {
   ASSERT_TRUE(d.Call("vm.start", VmArgs("mv", 512, "memverify", {{"size_mib", "384"}, {"rate", "300"}})).ok());
   ASSERT_TRUE(WaitFor(120, [&] { return GuestReporting(d, "mv"); }));
-  if (paused) ASSERT_TRUE(d.Call("vm.pause", {{"name", "mv"}}).ok());
+  if (paused) {
+    ASSERT_TRUE(d.Call("vm.pause", {{"name", "mv"}}).ok());
+  }
   auto r = d.Call("vm.offload", {{"name", "mv"}, {"resident_bytes", kResident}});
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   json s = Stat(d, "mv");
