@@ -263,6 +263,12 @@ void ManagedVm::Monitor() {
   if (faults_) faults_->Stop();  // a stock VM has none
 }
 
+bool ManagedVm::QemuEnded() const {
+  // By its pidfd, never Process::Poll: the monitor thread owns qemu_'s exit status.
+  pollfd ended{qemu_.pidfd(), POLLIN, 0};
+  return ::poll(&ended, 1, 0) > 0;
+}
+
 void ManagedVm::ConnectQmpLate() {
   const uint64_t since = vm::NowNs();
   bool told = false;
@@ -280,8 +286,7 @@ void ManagedVm::ConnectQmpLate() {
                    static_cast<double>(vm::NowNs() - since) / 1e9);
       return;
     }
-    pollfd ended{qemu_.pidfd(), POLLIN, 0};  // the monitor thread owns qemu_'s exit status
-    if (::poll(&ended, 1, 0) > 0) return;     // and reports how it ended
+    if (QemuEnded()) return;  // the monitor reports how it ended
     if (!told)
       spdlog::warn("vm {}: QMP of the re-adopted QEMU does not answer yet ({}); its main loop may wait for a page "
                    "still at the migration source or in a swap store that is down. Retrying until it does; QMP "
@@ -597,8 +602,7 @@ Status ManagedVm::AdoptRunning(const VmRecord& rec) {
   Result<qemu::QmpClient> qmp = pages_at_source
                                     ? Result<qemu::QmpClient>(Unavailable("not tried: pages still at the source"))
                                     : qemu::QmpClient::Connect(qmp_path_, 15000, qemu_.pidfd());
-  pollfd ended{qemu_.pidfd(), POLLIN, 0};
-  if (!qmp.ok() && ::poll(&ended, 1, 0) > 0) return qmp.status().Annotate("QMP of the adopted QEMU (it ended)");
+  if (!qmp.ok() && QemuEnded()) return qmp.status().Annotate("QMP of the adopted QEMU (it ended)");
   // Stock arrivals are QEMU's own business end to end (no page of theirs waits
   // on agiled): a QMP that stays silent leaves nothing to tell them by.
   if (!qmp.ok() && stock_arrival)

@@ -160,6 +160,8 @@ class ManagedVm : public migrate::MigratingVm {
   // Connects QMP once QEMU's main loop answers (AdoptRunning, when QMP did not
   // answer or must not be waited for); ends if QEMU ends or Stop().
   void ConnectQmpLate();
+  // QEMU has exited (reaped or not), from any thread.
+  bool QemuEnded() const;
   void Cleanup();
   std::string QemuLogTail() const;
   nlohmann::json GuestStatus() const;
