@@ -21,7 +21,10 @@ FAULTS = ("kill-src-agiled", "kill-dst-agiled", "kill-memd", "kill-qemu-src", "k
 # A migration's phases in order, as `migrate status` shows them (sender.cc's Progress names): the fault goes
 # in at the first poll that sees the scheduled phase or a later one.
 PHASES = ("handshake", "precopy", "switchover", "after-switchover", "completed")
-PROGRESS_PHASE = {"handshake": 0, "storage": 0, "precopy": 1, "qemu-migrate": 1, "stop-and-copy": 2,
+# `qemu-postcopy` (QEMU asked to switch to its own post-copy) counts as `precopy`, as it did while agiled
+# reported it as `qemu-migrate`: faults drawn for after-switchover still go in once QEMU's migration is over.
+PROGRESS_PHASE = {"handshake": 0, "storage": 0, "precopy": 1, "qemu-migrate": 1, "qemu-postcopy": 1,
+                  "stop-and-copy": 2,
                   "device-state": 2, "switched-over": 3, "postcopy-tail": 3, "postcopy-push": 3,
                   "postcopy-paused": 3}
 OFFLOAD_FRACTIONS = (0.0, 0.25, 0.5, 0.67, 0.9)

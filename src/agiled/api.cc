@@ -285,6 +285,10 @@ Result<json> Api::MigrateCancel(const std::string& name, ManagedVm* vm) {
   // still lacks exist only here: giving up would strand both copies (neither
   // complete), so the migration goes on, or stays paused for recovery
   // (docs/migration.md, "Post-copy recovery"). agiled stopping still ends it.
+  if (status == migrate::kStatusPostcopyActive && job->progress.value("phase", "") == "qemu-postcopy")
+    return InvalidArgument("the migration of " + name + " is past its commit point: QEMU was asked to switch to " +
+                           "post-copy (" + job->progress.value("mode", std::string("qemu-postcopy")) +
+                           "), and cancelling QEMU's post-copy breaks the guest at both ends; it completes by itself");
   if (status == migrate::kStatusPostcopyActive || status == migrate::kStatusPostcopyPaused)
     return InvalidArgument(
         "the migration of " + name + " is past its commit point (" + status + "): the VM runs at " +

@@ -30,7 +30,7 @@ Status QemuMigration::Run(const std::string& uri, uint64_t t0_ns, Report* report
   uint32_t round = 0;
   uint64_t last_keepalive_ns = vm::NowNs();
   uint64_t last_moved_ns = vm::NowNs(), last_transferred = 0;
-  bool stalled = false, in_postcopy = false, told_ignored = false;
+  bool stalled = false, in_postcopy = false, told_ignored = false, cancel_won = false;
   auto interrupted = [&] {
     // Once QEMU was asked to switch to post-copy it may do so at any moment,
     // and QEMU 7.2's migrate_cancel during post-copy breaks the guest at both
@@ -45,7 +45,7 @@ Status QemuMigration::Run(const std::string& uri, uint64_t t0_ns, Report* report
       }
       return false;
     }
-    return stalled || (opt_.interrupted && opt_.interrupted());
+    return stalled || cancel_won || (opt_.interrupted && opt_.interrupted());
   };
   auto st = WaitForMigration(vm_, kMigrationTimeoutMs, [&](const json& q) {
     std::string s = q.value("status", "");
@@ -73,8 +73,16 @@ Status QemuMigration::Run(const std::string& uri, uint64_t t0_ns, Report* report
     // Post-copy: ask for the switch once the migration is active (and, for
     // the hybrid, has finished its first pass); QEMU then moves to post-copy
     // at its next opportunity, pulling the rest on demand.
-    if (postcopy && !started_post && s == "active" && round >= postcopy_after_syncs)
-      started_post = vm_->Qmp("migrate-start-postcopy").ok();
+    if (postcopy && !started_post && !cancel_won && s == "active" && round >= postcopy_after_syncs) {
+      // Publish the commit point first, then look at the cancel: one asked
+      // before the publication was answered as accepted and wins; one asked
+      // after it is refused by its answerer. Never both.
+      if (opt_.committing) opt_.committing();
+      if (opt_.interrupted && opt_.interrupted())
+        cancel_won = true;
+      else
+        started_post = vm_->Qmp("migrate-start-postcopy").ok();
+    }
     if (s == "postcopy-active" && report->switchover_ms == 0) {
       report->switchover_ms = ms();
       if (q.contains("ram")) report->pages_precopied = q["ram"].value("normal", 0ull);

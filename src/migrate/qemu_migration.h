@@ -27,6 +27,12 @@ class QemuMigration {
     int stall_ms = 15000;
     // `migrate --cancel`: ends the wait before the guest switched.
     std::function<bool()> interrupted;
+    // qemu-postcopy, qemu-hybrid: called right before QEMU is asked to switch
+    // to post-copy (their commit point), so that whoever answers cancels
+    // can refuse from then on. A cancel that `interrupted` reports after
+    // this call returned was asked before it, and is still obeyed: QEMU is
+    // then not asked to switch.
+    std::function<void()> committing;
   };
   // ch: agiled's own connection to the destination (keepalives only).
   QemuMigration(MigratingVm* vm, Channel* ch, Options opt) : vm_(vm), ch_(ch), opt_(opt) {}

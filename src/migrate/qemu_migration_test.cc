@@ -102,5 +102,54 @@ TEST(QemuMigrationCancel, BeforeAnySwitchRequestItEndsTheWait) {
   EXPECT_FALSE(q.asked_post());
 }
 
+// The commit point is published (for the API, which refuses cancels from
+// then on) before QEMU is asked to switch; a cancel that was already set
+// when it was published wins, and QEMU is never asked.
+TEST(QemuMigrationCancel, ACancelAcceptedBeforeTheCommitPointWasPublishedStopsTheSwitch) {
+  for (auto mode : {wire::MigMode::kQemuPostcopy, wire::MigMode::kQemuHybrid}) {
+    SCOPED_TRACE(wire::MigModeName(mode));
+    ScriptedQemu q(/*lag_polls=*/5);
+    std::atomic<bool> cancel{false}, published{false}, asked_before_publish{false};
+    QemuMigration::Options o;
+    o.mode = mode;
+    o.interrupted = [&] { return cancel.load(); };
+    o.committing = [&] {
+      asked_before_publish = q.asked_post();
+      published = true;
+      cancel = true;  // the operator's cancel, accepted by the API just before the publication
+    };
+    bool switched = false;
+    Report report;
+    Status s = QemuMigration(&q, nullptr, o).Run("tcp:127.0.0.1:1", vm::NowNs(), &report, &switched, nullptr);
+    EXPECT_TRUE(published);
+    EXPECT_FALSE(asked_before_publish);
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.message().find("cancelled"), std::string::npos) << s.ToString();
+    EXPECT_FALSE(switched);
+    EXPECT_FALSE(q.asked_post()) << "QEMU was asked to switch although the cancel came first";
+  }
+}
+
+TEST(QemuMigrationCancel, TheCommitPointIsPublishedBeforeQemuIsAskedToSwitch) {
+  ScriptedQemu q(/*lag_polls=*/1);
+  bool asked_before_publish = true;
+  int published = 0;
+  QemuMigration::Options o;
+  o.mode = wire::MigMode::kQemuPostcopy;
+  o.interrupted = [] { return false; };
+  o.committing = [&] {
+    asked_before_publish = q.asked_post();
+    ++published;
+  };
+  bool switched = false;
+  Report report;
+  Status s = QemuMigration(&q, nullptr, o).Run("tcp:127.0.0.1:1", vm::NowNs(), &report, &switched, nullptr);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(published, 1);
+  EXPECT_FALSE(asked_before_publish);
+  EXPECT_TRUE(q.asked_post());
+  EXPECT_TRUE(switched);
+}
+
 }  // namespace
 }  // namespace agile::migrate

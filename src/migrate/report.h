@@ -29,11 +29,14 @@ inline constexpr const char* kStatusFailed = "failed";
 inline constexpr const char* kStatusCancelled = "cancelled";
 
 // Our finer-grained phase (handshake, precopy, stop-and-copy, device-state,
-// switched-over, postcopy-tail, postcopy-push, postcopy-paused, qemu-migrate) as a status.
+// switched-over, postcopy-tail, postcopy-push, postcopy-paused, qemu-migrate, qemu-postcopy) as a status.
 inline const char* StatusOfPhase(const std::string& phase, bool switched) {
   if (phase == "handshake") return kStatusSetup;
   if (phase == "stop-and-copy" || phase == "device-state") return kStatusDevice;
-  if (phase == "switched-over" || phase == "postcopy-tail" || phase == "postcopy-push") return kStatusPostcopyActive;
+  // qemu-postcopy: QEMU was asked to switch to post-copy (qemu-postcopy and
+  // -hybrid's commit point), whether or not it has yet.
+  if (phase == "switched-over" || phase == "postcopy-tail" || phase == "postcopy-push" || phase == "qemu-postcopy")
+    return kStatusPostcopyActive;
   if (phase == "postcopy-paused") return kStatusPostcopyPaused;
   return switched ? kStatusPostcopyActive : kStatusActive;
 }

@@ -825,13 +825,19 @@ Status Sender::Reconnect(const std::string& to) {
 
 Status Sender::RunQemuMode() {
   // QEMU moves all of guest RAM itself; agiled drives both ends.
+  // Once QEMU is asked to switch to post-copy the status says so, before the
+  // request, so `migrate --cancel` is refused from then on (api.cc).
+  bool committed = false;
   QemuMigration::Options o{opt_.mode, opt_.max_downtime_ms, opt_.bandwidth, opt_.timeouts.migrate_io_ms,
-                           [this] { return Interrupted(); }};
+                           [this] { return Interrupted(); }, [&] {
+                             committed = true;
+                             Progress("qemu-postcopy", 0, /*force=*/true);
+                           }};
   std::string uri = "tcp:" + dest_host_ + ":" + std::to_string(qemu_port_);
   bool switched = false;
-  Status s = QemuMigration(vm_, ch_.get(), o).Run(uri, t0_ns_, &report_, &switched, [this](uint32_t round) {
+  Status s = QemuMigration(vm_, ch_.get(), o).Run(uri, t0_ns_, &report_, &switched, [&](uint32_t round) {
     round_ = round;
-    Progress("qemu-migrate", 0, /*force=*/false);
+    Progress(committed ? "qemu-postcopy" : "qemu-migrate", 0, /*force=*/false);
   });
   if (switched) switched_ = true;
   AGILE_RETURN_IF_ERROR(s);
