@@ -75,10 +75,15 @@ Result<QmpClient> QmpClient::Connect(const std::string& path, int timeout_ms, in
 Result<QmpMessage> QmpClient::ReadMessage(int timeout_ms) {
   timeval tv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
   ::setsockopt(fd_.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  read_timed_out_ = false;
   auto line = reader_.Next();
   if (!line.ok()) {
-    if (line.status().message().find("Resource temporarily unavailable") != std::string::npos)
+    // SO_RCVTIMEO expiring shows as EAGAIN; anything else (EOF, a reset)
+    // is QEMU gone or going, and says so.
+    if (line.status().message().find("Resource temporarily unavailable") != std::string::npos) {
+      read_timed_out_ = true;
       return Unavailable("QMP: no answer within " + std::to_string(timeout_ms) + " ms");
+    }
     return line.status().Annotate("QMP");
   }
   return ParseQmpMessage(*line);
@@ -104,9 +109,13 @@ Result<json> QmpClient::Execute(const std::string& cmd, const json& args, int ti
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return Unavailable("QMP " + cmd + ": no answer within " + std::to_string(timeout_ms) + " ms");
     auto got = ReadMessage(static_cast<int>(left.count()));
-    if (!got.ok() && got.status().code() == Code::kUnavailable)
+    if (!got.ok() && read_timed_out_)
       return Unavailable("QMP " + cmd + ": no answer within " + std::to_string(timeout_ms) + " ms");
-    if (!got.ok()) return unknown(got.status());
+    if (!got.ok()) {
+      std::string_view why = got.status().message();
+      if (why.starts_with("QMP: ")) why.remove_prefix(5);  // ReadMessage's own context, said once
+      return unknown(Status(got.status().code(), "QMP " + cmd + ": " + std::string(why)));
+    }
     QmpMessage msg = std::move(got).value();
     switch (msg.kind) {
       case QmpMessage::Kind::kEvent:

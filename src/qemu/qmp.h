@@ -65,6 +65,7 @@ class QmpClient {
   LineReader reader_;
   std::deque<nlohmann::json> events_;
   uint64_t next_id_ = 1;
+  bool read_timed_out_ = false;  // the last ReadMessage failed for want of an answer in time
 };
 
 }  // namespace agile::qemu

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -46,6 +47,41 @@ TEST(QmpMessage, RejectsJunkDeepAndForeign) {
 
 // A fake QEMU on a unix socket: greets, then answers each command with a
 // stale reply, an event and the real reply.
+// QEMU closing its monitor while a command waits (as `quit` does) is a
+// closed connection, said as such at once: not "no answer within N ms"
+// (the error once given 23 ms after a `quit`).
+TEST(QmpClient, AMonitorClosedUnderACommandIsNotReportedAsATimeout) {
+  std::string path = "/tmp/qmp_test_close." + std::to_string(::getpid());
+  ::unlink(path.c_str());
+  auto l = UnixListen(path);
+  ASSERT_TRUE(l.ok());
+  std::thread qemu([&] {
+    auto c = Accept(l->get());
+    ASSERT_TRUE(c.ok());
+    auto send = [&](const std::string& s) { return WriteFull(c->get(), s.data(), s.size()).ok(); };
+    send(R"({"QMP": {"version": {}, "capabilities": []}})" "\n");
+    LineReader r(c->get());
+    auto caps = r.Next();
+    ASSERT_TRUE(caps.ok());
+    send(json{{"return", json::object()}, {"id", json::parse(*caps)["id"]}}.dump() + "\n");
+    // QEMU goes away with the command unread: the client's read then fails
+    // with ECONNRESET, not EOF.
+    pollfd p{c->get(), POLLIN, 0};
+    ASSERT_EQ(::poll(&p, 1, 5000), 1);
+  });
+  auto q = QmpClient::Connect(path, 2000);
+  ASSERT_TRUE(q.ok()) << q.status().ToString();
+  auto start = std::chrono::steady_clock::now();
+  auto r = q->Execute("quit", nullptr, 10000);
+  auto took = std::chrono::steady_clock::now() - start;
+  qemu.join();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message().find("no answer within"), std::string::npos) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("QMP quit: "), std::string::npos) << r.status().ToString();
+  EXPECT_LT(took, std::chrono::milliseconds(5000));
+  ::unlink(path.c_str());
+}
+
 TEST(QmpClient, MatchesRepliesByIdSkippingEventsAndStaleReplies) {
   std::string path = "/tmp/qmp_test." + std::to_string(::getpid());
   ::unlink(path.c_str());
