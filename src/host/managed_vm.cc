@@ -716,6 +716,14 @@ void ManagedVm::MarkRunning(bool all_pages_here) {
   PersistRecord();  // an arrived VM is adopted after a restart like any other
 }
 
+void ManagedVm::RecordArrival(bool arrived) {
+  {
+    std::lock_guard<std::mutex> l(record_mu_);
+    record_.incoming = !arrived;
+  }
+  PersistRecord();
+}
+
 void ManagedVm::BeginOutgoing() {
   outgoing_lock_ = std::unique_lock<std::mutex>(offload_mu_);
   if (tracker_) tracker_->Stop();

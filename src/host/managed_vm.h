@@ -114,6 +114,7 @@ class ManagedVm : public migrate::MigratingVm {
   void PersistState() override { PersistRecord(); }
   Result<memd::OwnerToken> HandBackStore(const std::string& host) override;
   void MarkRunning(bool all_pages_here = true) override;
+  void RecordArrival(bool arrived) override;
   void SetFenced(const std::string& reason, bool lease) override;
   // STATE_DIR/vms/NAME/migration.record (migrate/migration_record.h).
   Status SaveMigrationRecord(const migrate::MigrationRecord* r) override;

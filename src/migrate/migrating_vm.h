@@ -76,6 +76,13 @@ class MigratingVm {
   // before the last page arrives reports the VM lost instead of re-adopting it
   // with the missing pages taken for never-touched (zero) ones.
   virtual void MarkRunning(bool all_pages_here = true) = 0;
+  // Every page here (no post-copy): writes the state record as arrived, with
+  // the token adopted at SWITCHOVER, before `cont`. An agiled restarted from
+  // then on re-adopts the VM (running if `cont` ran, paused if not) instead
+  // of dropping the copy its source has let go of, or cannot resume without
+  // the lease. arrived=false undoes it before a hand-back: a copy that never
+  // ran here must never be re-adopted.
+  virtual void RecordArrival(bool arrived) = 0;
 };
 
 // The receiving host: starts the incoming QEMU and drops it on failure.

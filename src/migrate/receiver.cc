@@ -375,8 +375,18 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
   const double locations_ms = static_cast<double>(locations_ns_) / 1e6;
   const double locations_gap_ms = static_cast<double>(t_switch - locations_end_ns_) / 1e6;
   switch_thread_ = std::thread([this, sw, t_switch, t_adopted, locations_ms, locations_gap_ms] {
-    if (FaultPoint("hold-before-cont")) HoldBeforeCont();
+    // With every page here, the record says "arrived" before `cont`, so no
+    // crash of this agiled from now on loses the VM (the source lets go at
+    // the ACK, and cannot resume without the lease before it). Written
+    // beside the device-state load, off the downtime's critical path.
+    std::thread arrival;
+    if (!PagesAfterSwitchover()) arrival = std::thread([this] { vm_->RecordArrival(true); });
+    if (FaultPoint("hold-before-cont")) {
+      if (arrival.joinable()) arrival.join();  // the window a test kills in starts with the record written
+      HoldBeforeCont();
+    }
     Status s = WaitIncomingDone(vm_.get(), peer_.timeouts.device_state_ms);
+    if (arrival.joinable()) arrival.join();
     const uint64_t t_loaded = NowNs();
     // Until `cont` the guest cannot have run here: the device state carries
     // the source's run state, paused since stop-and-copy, so QEMU does not
@@ -421,6 +431,11 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
       return;
     }
     acked_ = true;
+    if (FaultPoint("exit-after-switchover-ack")) {
+      // Tests: the source has let go; only this copy's record can save the VM.
+      spdlog::critical("AGILE_FAULT=exit-after-switchover-ack: exiting now");
+      std::_Exit(86);
+    }
     vm_->MarkRunning(/*all_pages_here=*/!PagesAfterSwitchover());
     spdlog::info("vm {}: running here after {} migration ({} pages received)", spec_.name,
                  wire::MigModeName(hello_.mode), pages_received_);
@@ -440,6 +455,9 @@ void Receiver::HandBack(const wire::MigSwitchover& sw, const Status& cause) {
   // The lease goes back before the answer, so exactly one host owns the
   // namespace at every moment and the source resumes only once it does;
   // Run then drops this copy, which no longer holds a token to release.
+  // First of all the record goes back to `incoming`: a copy that never ran
+  // here must not be re-adopted by a restart once the source runs the VM.
+  if (!PagesAfterSwitchover()) vm_->RecordArrival(false);
   wire::MigSwitchoverAck ack{wire::SwitchoverResult::kNotResumed,
                              "not resumed: the VM never ran here (" + cause.message() + ")"};
   if (sw.has_token) {

@@ -235,5 +235,93 @@ TEST(PartitionTest, MemdDownAtTheCommitPointIsWaitedOutAndTheMigrationCompletes)
   EXPECT_TRUE(WaitFor(30, [&] { return (*a)->Call("vm.list")->empty(); })) << (*a)->Call("vm.list")->dump();
 }
 
+// The destination agiled dies right after its SWITCHOVER_ACK went out: the
+// source has let go of the VM, whose only copy is this QEMU (which outlives
+// its agiled). The restarted agiled must re-adopt it running, with the lease:
+// before the record was written ahead of `cont`, the record still said
+// `incoming` and the VM was lost (docs/invariants.md, "The switchover at the
+// destination").
+TEST(PartitionTest, DestinationKilledRightAfterItsAckReadoptsTheRunningVm) {
+  auto memd = MemdProcess::Start();
+  ASSERT_TRUE(memd.ok()) << memd.status().ToString();
+  auto a = AgiledProcess::Start("ack-a", {"--memd", (*memd)->addr()});
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  const uint16_t port_b = FreeTcpPort();
+  ::setenv("AGILE_FAULT", "exit-after-switchover-ack", 1);
+  auto b = AgiledProcess::Start("ack-b", {"--listen", "127.0.0.1:" + std::to_string(port_b), "--memd",
+                                          (*memd)->addr()});
+  ::unsetenv("AGILE_FAULT");
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  StartVm(**a, "av");
+  auto off = (*a)->Call("vm.offload", {{"name", "av"}, {"resident_bytes", 128ull << 20}});
+  ASSERT_TRUE(off.ok()) << off.status().ToString();
+  ASSERT_GT(Stat(**a, "av")["pages"].value("offloaded", 0), 0) << "nothing offloaded: no lease to carry";
+
+  // No tail: every page is here at SWITCHOVER (a tail's pages are covered by migration.record instead).
+  auto r = (*a)->Call("vm.migrate", {{"name", "av"}, {"to", "127.0.0.1:" + std::to_string(port_b)},
+                                     {"mode", "agile"}, {"postcopy_tail", false}});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE((*b)->process().Wait(10000)) << "the fault point did not fire";
+  EXPECT_TRUE(WaitFor(30, [&] { return (*a)->Call("vm.list")->empty(); })) << (*a)->Call("vm.list")->dump();
+
+  ASSERT_TRUE((*b)->Relaunch().ok());
+  json d = Stat(**b, "av");
+  ASSERT_EQ(d["state"], "running") << d.dump();
+  EXPECT_FALSE(d.contains("fenced")) << d.dump();
+  // Its cold pages refault from the store under the adopted token: whole.
+  ASSERT_TRUE(WaitFor(60, [&] { return GuestReporting(**b, "av"); })) << Stat(**b, "av").dump();
+  ExpectIntact(**b, "av", 6);
+}
+
+// The destination agiled dies after SWITCHOVER, before `cont`: no ACK, so the
+// source keeps a paused copy it cannot resume (the lease went with the VM).
+// The restarted destination re-adopts its copy paused, with the lease, and a
+// plain `vm resume` there runs it intact; the source's copy stays refused.
+// Before, the destination's copy was dropped and the VM could run nowhere.
+TEST(PartitionTest, DestinationKilledBeforeContReadoptsThePausedVmWhichResumesThere) {
+  auto memd = MemdProcess::Start();
+  ASSERT_TRUE(memd.ok()) << memd.status().ToString();
+  auto a = AgiledProcess::Start("cont-a", {"--memd", (*memd)->addr()});
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  const uint16_t port_b = FreeTcpPort();
+  ::setenv("AGILE_FAULT", "hold-before-cont", 1);
+  auto b = AgiledProcess::Start("cont-b", {"--listen", "127.0.0.1:" + std::to_string(port_b), "--memd",
+                                           (*memd)->addr()});
+  ::unsetenv("AGILE_FAULT");
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  StartVm(**a, "cv");
+  auto off = (*a)->Call("vm.offload", {{"name", "cv"}, {"resident_bytes", 128ull << 20}});
+  ASSERT_TRUE(off.ok()) << off.status().ToString();
+  ASSERT_GT(Stat(**a, "cv")["pages"].value("offloaded", 0), 0) << "nothing offloaded: no lease to carry";
+
+  auto pending = std::async(std::launch::async, [&] {
+    return (*a)->Call("vm.migrate", {{"name", "cv"}, {"to", "127.0.0.1:" + std::to_string(port_b)},
+                                     {"mode", "agile"}, {"postcopy_tail", false}});
+  });
+  ASSERT_TRUE(WaitFor(90, [&] {
+    auto st = (*b)->Call("vm.stat", {{"name", "cv"}});
+    return st.ok() && st->dump().find("held-before-cont") != std::string::npos;
+  })) << "the destination never held before cont";
+  (*b)->Kill();
+  auto r = pending.get();
+  ASSERT_FALSE(r.ok()) << "the source saw its migration succeed without an ACK";
+  json s = Stat(**a, "cv");
+  EXPECT_EQ(s["state"], "paused") << s.dump();
+  ASSERT_TRUE(s.contains("fenced")) << s.dump();
+
+  ASSERT_TRUE((*b)->Relaunch().ok());
+  json d = Stat(**b, "cv");
+  ASSERT_EQ(d["state"], "paused") << d.dump();  // `cont` never ran here
+  EXPECT_FALSE(d.contains("fenced")) << d.dump();
+  auto resumed = (*b)->Call("vm.resume", {{"name", "cv"}});
+  ASSERT_TRUE(resumed.ok()) << resumed.status().ToString();
+  ASSERT_TRUE(WaitFor(60, [&] { return GuestReporting(**b, "cv"); })) << Stat(**b, "cv").dump();
+  ExpectIntact(**b, "cv", 6);
+  // Exactly one copy runs: the source's stays refused (the lease is the destination's).
+  auto again = (*a)->Call("vm.resume", {{"name", "cv"}});
+  ASSERT_FALSE(again.ok()) << "the source resumed a VM that runs at the destination";
+  EXPECT_EQ(again.status().code(), Code::kPermissionDenied) << again.status().ToString();
+}
+
 }  // namespace
 }  // namespace agile::testing

@@ -25,6 +25,7 @@ class StandInVm : public MigratingVm {
   void PersistState() override {}
   Result<memd::OwnerToken> HandBackStore(const std::string&) override { return Unsupported("no store"); }
   void MarkRunning(bool) override {}
+  void RecordArrival(bool) override {}
 
  protected:
   qemu::VmSpec spec_;
