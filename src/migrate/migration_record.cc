@@ -77,7 +77,10 @@ std::string EncodeMigrationRecord(const MigrationRecord& r) {
                       {"recover", r.recover},
                       {"store_vm_id", r.store_vm_id},
                       {"pages", r.pages}};
-  if (r.role == MigrationRecord::Role::kDestination) j["remote"] = PackBits(r.remote);
+  if (r.role == MigrationRecord::Role::kDestination) {
+    j["remote"] = PackBits(r.remote);
+    j["resume"] = r.resume;
+  }
   std::string body = j.dump();
   return std::string(kMagic) + " " + Hex16(XXH3_64bits(body.data(), body.size())) + " " +
          std::to_string(body.size()) + "\n" + body;
@@ -122,6 +125,7 @@ Result<MigrationRecord> DecodeMigrationRecord(const std::string& bytes) {
     r.pages = j.at("pages").get<uint64_t>();
     if (r.role == MigrationRecord::Role::kDestination) {
       AGILE_ASSIGN_OR_RETURN(r.remote, UnpackBits(j.at("remote").get<std::string>(), r.pages));
+      r.resume = j.value("resume", false);  // absent in records of agiled before 2026-12-02
     }
   } catch (const nlohmann::json::exception& e) {
     return Corruption(std::string("migration record: ") + e.what());

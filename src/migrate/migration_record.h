@@ -49,6 +49,10 @@ struct MigrationRecord {
   std::string store_vm_id;        // destination: HELLO's store namespace ("" without one)
   uint64_t pages = 0;             // guest pages
   std::vector<uint8_t> remote;    // destination: one byte per page, 1 = at the source at switchover
+  // destination: SWITCHOVER asked for the VM to run here (the source ran
+  // it). A restart may come before `cont`: then the guest is resumed once
+  // the last page has arrived.
+  bool resume = false;
 };
 
 inline constexpr char kMigrationRecordFile[] = "migration.record";

@@ -86,6 +86,13 @@ TEST_F(MigrationRecordTest, RoundTripOfBothRoles) {
   EXPECT_EQ(r->store_vm_id, "vm1-77-3");
   EXPECT_EQ(r->pages, 1003u);
   EXPECT_EQ(r->remote, d.remote);  // every page's bit, the partial last byte included
+  EXPECT_FALSE(r->resume);
+  MigrationRecord resumed = d;
+  resumed.resume = true;
+  ASSERT_TRUE(WriteMigrationRecord(dir_, resumed).ok());
+  r = ReadMigrationRecord(dir_);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(r->resume);
 
   ASSERT_TRUE(WriteMigrationRecord(dir_, Source()).ok());
   r = ReadMigrationRecord(dir_);

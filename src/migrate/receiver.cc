@@ -54,6 +54,7 @@ class Receiver {
   void RegisterForRecovery();
   // migration.record at SWITCHOVER: the pages still at the source.
   Status SaveRecord();
+  void ContAfterRestart();
   Status Hello(const wire::FrameHeader& h, const std::vector<uint8_t>& payload);
   // After switchover with pages still at the source: the link broke with
   // `cause`. Keeps everything, waits (up to the recovery window) for a
@@ -95,6 +96,10 @@ class Receiver {
   std::unique_ptr<PageRequester> pager_;
   bool switch_started_ = false;    // SWITCHOVER received (loop thread only)
   bool tail_ = false;              // agile: some pages stay at the source past switchover (post-copy tail)
+  bool resume_ = false;            // SWITCHOVER asked for the guest to run here (the migration record keeps it)
+  // Re-adopted after a restart that may have come before `cont`: resume the
+  // guest once the last page is here, if it is still paused then.
+  bool cont_when_done_ = false;
   std::atomic<bool> switched_{false};  // the VM may run here
   bool done_ = false;
   uint64_t pages_received_ = 0;
@@ -143,6 +148,8 @@ Status Receiver::Adopt(std::shared_ptr<MigratingVm> vm, const MigrationRecord& r
   // Where the previous agiled stood: SWITCHOVER handled and acknowledged,
   // the VM running here, pages still coming from the source.
   tail_ = rec.tail;
+  resume_ = rec.resume;
+  cont_when_done_ = rec.resume;
   phase_ = RecvPhase::kSwitched;
   switch_started_ = true;
   switched_ = true;
@@ -364,6 +371,7 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
   // Before the VM may run here: which pages are still at the source, so an
   // agiled restarted from now on re-adopts it with those waiting for the
   // source instead of dropping (or zero-filling) them.
+  resume_ = sw.resume;
   if (PagesAfterSwitchover()) AGILE_RETURN_IF_ERROR(SaveRecord());
   const uint64_t t_adopted = NowNs();
   if (FaultPoint("exit-before-switchover-ack")) {
@@ -482,6 +490,26 @@ void Receiver::HandBack(const wire::MigSwitchover& sw, const Status& cause) {
   ch_->Shutdown();  // ends the receive loop; Run drops the copy here
 }
 
+void Receiver::ContAfterRestart() {
+  // The previous agiled may have died between SWITCHOVER and `cont`: the
+  // guest then waited, paused, for the pages to come. The source ran it, so
+  // it runs here now; one the operator paused meanwhile is paused already
+  // and a second `cont` is harmless either way.
+  auto st = vm_->Qmp("query-status");
+  if (!st.ok()) {
+    spdlog::warn("vm {}: every page is here, but its run state cannot be read ({}); `agilectl vm resume {}` if it "
+                 "stays paused", spec_.name, st.status().ToString(), spec_.name);
+    return;
+  }
+  if (st->value("status", "") != "paused") return;
+  Status c = vm_->Qmp("cont").status();
+  if (c.ok())
+    spdlog::warn("vm {}: resumed now that every page is here: agiled had restarted after SWITCHOVER, before the "
+                 "guest was started", spec_.name);
+  else
+    spdlog::error("vm {}: every page is here, but resuming it failed: {}", spec_.name, c.ToString());
+}
+
 void Receiver::HoldBeforeCont() {
   // Tests: a window to kill this QEMU (SIGKILL, as the soak does) after
   // SWITCHOVER and before `cont`. Ends once QEMU stops answering, or after 60 s.
@@ -520,6 +548,7 @@ Status Receiver::SaveRecord() {
   r.id_hi = hello_.migration_id_hi;
   r.peer_host = hello_.src_host;
   r.tail = tail_;
+  r.resume = resume_;
   r.store_vm_id = hello_.store_vm_id;
   r.pages = mem_->pages();
   r.remote.resize(r.pages);
@@ -617,6 +646,7 @@ Status Receiver::Finish() {
   vm_->SetMigrationStatus(nullptr);
   if (PagesAfterSwitchover()) {
     vm_->MarkRunning(/*all_pages_here=*/true);  // the last page is here: adoptable
+    if (cont_when_done_) ContAfterRestart();
     // After MarkRunning: a restart in between adopts a whole VM and drops
     // the stale record.
     Status r = vm_->SaveMigrationRecord(nullptr);

@@ -163,7 +163,7 @@ Report Sender::Run() {
       if (s.ok()) s = SendLocations();
       if (s.ok()) s = DeviceState();
       if (s.ok()) s = Switchover();
-      if (s.ok() && (opt_.mode == MigMode::kPostcopy || precopy_.tail)) s = PostcopyPush();
+      if (s.ok() && (opt_.mode == MigMode::kPostcopy || precopy_.tail) && !completed_there_) s = PostcopyPush();
     }
   }
   return Conclude(s, outgoing);
@@ -585,14 +585,32 @@ Status Sender::Switchover() {
   if (stream_) stream_->RetryStoreReadsFor(opt_.timeouts.migrate_peer_ms / 2);
   AGILE_RETURN_IF_ERROR(ch_->Send(f));
   std::unique_lock<std::mutex> l(mu_);
-  if (!WaitPeer(l, opt_.timeouts.migrate_peer_ms, /*cancellable=*/true, [&] { return got_ack_ || !peer_status_.ok(); }))
-    return Unavailable(std::string(cancelled_ ? "cancelled while waiting for SWITCHOVER_ACK (after the commit point)"
-                                              : "no SWITCHOVER_ACK from the destination within " +
-                                                    std::to_string(opt_.timeouts.migrate_peer_ms) + " ms") +
-                       "; the VM stays paused here, fenced, its state there unknown");
+  const bool answered =
+      WaitPeer(l, opt_.timeouts.migrate_peer_ms, /*cancellable=*/true, [&] { return got_ack_ || !peer_status_.ok(); });
   // The destination closes the connection right after a final ACK: the ACK
   // decides, not what the reader saw afterwards.
-  if (!got_ack_) return peer_status_.Annotate("waiting for SWITCHOVER_ACK; the VM stays paused here, fenced");
+  if (!got_ack_) {
+    Status cause = !answered ? Unavailable(std::string(cancelled_ ? "cancelled while waiting for SWITCHOVER_ACK (after "
+                                                                    "the commit point)"
+                                                                  : "no SWITCHOVER_ACK from the destination within " +
+                                                                        std::to_string(opt_.timeouts.migrate_peer_ms) +
+                                                                        " ms"))
+                             : peer_status_.Annotate("waiting for SWITCHOVER_ACK");
+    if (record_saved_ && !cancelled_) {
+      // Post-copy or agile's tail: the destination recorded the migration
+      // at SWITCHOVER before it could run the VM, and keeps its copy for a
+      // RESUME (a restarted one too). Whether it ran the VM only it can
+      // say, and pages it lacks exist only here: recover as after any link
+      // lost past switchover. Failing here stranded both copies, paused
+      // (soak seed 7, run 75).
+      l.unlock();
+      AGILE_RETURN_IF_ERROR(Recover(cause, opt_.mode == MigMode::kPostcopy ? "postcopy-push" : "postcopy-tail"));
+      report_.switchover_ms = Ms();
+      Progress("switched-over");
+      return Status::Ok();
+    }
+    return cause.Annotate("the VM stays paused here, fenced, its state there unknown");
+  }
   if (!ack_status_.ok()) return ack_status_;
   if (ack_.status == wire::SwitchoverResult::kNotResumed) {
     const wire::MigSwitchoverAck ack = ack_;

@@ -112,7 +112,10 @@ TEST(PartitionTest, FenceRefusesResumeAfterTheCommitPoint) {
   ASSERT_TRUE(off.ok()) << off.status().ToString();
   ASSERT_GT(Stat(**a, "fv")["pages"].value("offloaded", 0), 0) << "nothing offloaded: no lease to test";
 
-  auto r = (*a)->Call("vm.migrate", {{"name", "fv"}, {"to", "127.0.0.1:" + std::to_string(port_b)}, {"mode", "agile"}});
+  // No tail: with pages to follow the source would wait for a RESUME instead
+  // (PostcopyDestinationKilledBeforeItsAck... below).
+  auto r = (*a)->Call("vm.migrate", {{"name", "fv"}, {"to", "127.0.0.1:" + std::to_string(port_b)}, {"mode", "agile"},
+                                     {"postcopy_tail", false}});
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("SWITCHOVER_ACK"), std::string::npos) << r.status().ToString();
   EXPECT_TRUE((*b)->process().Wait(10000)) << "the fault point did not fire";
@@ -321,6 +324,41 @@ TEST(PartitionTest, DestinationKilledBeforeContReadoptsThePausedVmWhichResumesTh
   auto again = (*a)->Call("vm.resume", {{"name", "cv"}});
   ASSERT_FALSE(again.ok()) << "the source resumed a VM that runs at the destination";
   EXPECT_EQ(again.status().code(), Code::kPermissionDenied) << again.status().ToString();
+}
+
+// A post-copy destination agiled killed after it recorded the migration at
+// SWITCHOVER, before its ACK and before `cont`: the source gets no ACK, but
+// pages will follow, so it waits for a RESUME as after any link lost past
+// switchover, instead of failing with both copies paused (soak seed 7, run
+// 75). The restarted destination re-adopts its copy from the record, the
+// source's automatic reconnect resumes the push, and once the last page is
+// there the guest, which the previous agiled never started, runs.
+TEST(PartitionTest, PostcopyDestinationKilledBeforeItsAckIsRecoveredAndTheVmRuns) {
+  auto a = AgiledProcess::Start("pack-a", {});
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  const uint16_t port_b = FreeTcpPort();
+  ::setenv("AGILE_FAULT", "exit-before-switchover-ack", 1);
+  auto b = AgiledProcess::Start("pack-b", {"--listen", "127.0.0.1:" + std::to_string(port_b)});
+  ::unsetenv("AGILE_FAULT");
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  StartVm(**a, "pv");
+  auto pending = std::async(std::launch::async, [&] {
+    return (*a)->Call("vm.migrate", {{"name", "pv"}, {"to", "127.0.0.1:" + std::to_string(port_b)},
+                                     {"mode", "postcopy"}});
+  });
+  ASSERT_TRUE((*b)->process().Wait(60000)) << "the fault point did not fire";
+  ASSERT_TRUE(WaitFor(30, [&] {
+    auto st = (*a)->Call("vm.migrate_status", {{"name", "pv"}});
+    return st.ok() && st->value("status", "") == "postcopy-paused";
+  })) << "the source did not wait for a RESUME";
+  ASSERT_TRUE((*b)->Relaunch().ok());
+  auto r = pending.get();
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_GE(r->value("recoveries", 0), 1) << r->dump();
+  EXPECT_TRUE(WaitFor(30, [&] { return (*a)->Call("vm.list")->empty(); })) << (*a)->Call("vm.list")->dump();
+  ASSERT_TRUE(WaitFor(30, [&] { return Stat(**b, "pv")["state"] == "running"; })) << Stat(**b, "pv").dump();
+  ASSERT_TRUE(WaitFor(60, [&] { return GuestReporting(**b, "pv"); })) << Stat(**b, "pv").dump();
+  ExpectIntact(**b, "pv", 6);
 }
 
 }  // namespace
