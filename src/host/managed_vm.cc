@@ -346,6 +346,13 @@ Status ManagedVm::Stop(int timeout_ms) {
 void ManagedVm::Cleanup() {
   if (tracker_) tracker_->Stop();
   if (faults_) faults_->Stop();
+  if (store_ && store_->claimed() && !keep_store_ && Unconfirmed()) {
+    // Never ran here: the source's paused copy may be the VM, and these are
+    // its cold pages. Kept (a leak at worst, never a loss).
+    spdlog::warn("vm {}: its swap-store namespace is kept: the VM arrived but never ran here, and its source may "
+                 "hold the only whole copy", spec_.name);
+    keep_store_ = true;
+  }
   if (store_ && store_->claimed() && !keep_store_) {
     Status s = store_->Release();
     if (!s.ok()) spdlog::warn("vm {}: could not release its swap-store pages: {}", spec_.name, s.ToString());
@@ -611,6 +618,10 @@ Status ManagedVm::AdoptRunning(const VmRecord& rec) {
   if (qmp.ok()) {
     qmp_ = std::make_unique<qemu::QmpClient>(std::move(qmp).value());
     auto run = Qmp("query-status");  // paused or running, as the previous agiled left it
+    if (run.ok() && run->value("running", false)) {
+      std::lock_guard<std::mutex> l(record_mu_);
+      record_.unconfirmed = false;  // it has run here (PersistRecord below)
+    }
     if (stock_arrival) {
       // Past "inmigrate" QEMU has loaded the device state and runs the guest
       // (pre-copy done, or post-copy pulling its pages by itself): this is
@@ -650,7 +661,7 @@ void ManagedVm::MarkLost(const std::string& why, const VmRecord* rec) {
   if (tracker_) tracker_->Stop();
   // Its swap-store pages can serve no one now; an incoming VM's namespace
   // is the source's, never ours to drop.
-  if (rec != nullptr && rec->store_owned && !rec->incoming && !host_.memd_addr.empty()) {
+  if (rec != nullptr && rec->store_owned && !rec->incoming && !rec->unconfirmed && !host_.memd_addr.empty()) {
     if (!store_) {
       auto made = offload::MakeSwapStore(host_.memd_addr, host_.id, rec->store_vm_id, host_.tls);
       if (made.ok()) {
@@ -712,6 +723,7 @@ void ManagedVm::MarkRunning(bool all_pages_here) {
   {
     std::lock_guard<std::mutex> l(record_mu_);
     record_.incoming = !all_pages_here;
+    record_.unconfirmed = false;  // `cont` ran here (or the source kept nothing to resume)
   }
   PersistRecord();  // an arrived VM is adopted after a restart like any other
 }
@@ -720,6 +732,21 @@ void ManagedVm::RecordArrival(bool arrived) {
   {
     std::lock_guard<std::mutex> l(record_mu_);
     record_.incoming = !arrived;
+    record_.unconfirmed = arrived;  // until the guest has run here (MarkRunning, Resume)
+  }
+  PersistRecord();
+}
+
+bool ManagedVm::Unconfirmed() {
+  std::lock_guard<std::mutex> l(record_mu_);
+  return record_.unconfirmed;
+}
+
+void ManagedVm::Confirm() {
+  {
+    std::lock_guard<std::mutex> l(record_mu_);
+    if (!record_.unconfirmed) return;
+    record_.unconfirmed = false;
   }
   PersistRecord();
 }
@@ -771,7 +798,9 @@ Status ManagedVm::Resume(bool force) {
       SetFenced("", false);
     }
   }
-  return Qmp("cont").status();
+  Status s = Qmp("cont").status();
+  if (s.ok()) Confirm();  // it has run here now
+  return s;
 }
 
 Status ManagedVm::EndOutgoing(bool migrated, bool keep_store) {

@@ -115,6 +115,9 @@ class ManagedVm : public migrate::MigratingVm {
   Result<memd::OwnerToken> HandBackStore(const std::string& host) override;
   void MarkRunning(bool all_pages_here = true) override;
   void RecordArrival(bool arrived) override;
+  // The record's `unconfirmed` mark (vm_record.h) and its clearing once the guest ran here.
+  bool Unconfirmed();
+  void Confirm();
   void SetFenced(const std::string& reason, bool lease) override;
   // STATE_DIR/vms/NAME/migration.record (migrate/migration_record.h).
   Status SaveMigrationRecord(const migrate::MigrationRecord* r) override;

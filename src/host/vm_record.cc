@@ -31,6 +31,7 @@ std::string EncodeVmRecord(const VmRecord& r) {
                       {"pid", r.pid},
                       {"pid_start_ticks", r.pid_start_ticks},
                       {"incoming", r.incoming},
+                      {"unconfirmed", r.unconfirmed},
                       {"store_vm_id", r.store_vm_id},
                       {"store_owned", r.store_owned},
                       {"token", {r.token_epoch, r.token_secret, r.token_secret_hi}}};
@@ -62,6 +63,7 @@ Result<VmRecord> DecodeVmRecord(const std::string& bytes) {
     r.pid = j.at("pid").get<int32_t>();
     r.pid_start_ticks = j.at("pid_start_ticks").get<uint64_t>();
     r.incoming = j.at("incoming").get<bool>();
+    r.unconfirmed = j.value("unconfirmed", false);  // absent in records of agiled before 2026-12-02
     r.store_vm_id = j.at("store_vm_id").get<std::string>();
     r.store_owned = j.at("store_owned").get<bool>();
     const auto& t = j.at("token");

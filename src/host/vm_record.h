@@ -25,6 +25,10 @@ struct VmRecord {
   int32_t pid = 0;
   uint64_t pid_start_ticks = 0;  // /proc/PID/stat field 22: tells our QEMU from a reused pid
   bool incoming = false;         // still the destination of a migration that had not completed
+  // Arrived by migration (every page here, the token adopted) but not yet
+  // run here: its source may still hold the only whole copy, paused, so its
+  // swap-store namespace is never released from here until the guest ran.
+  bool unconfirmed = false;
   std::string store_vm_id;       // swap-store namespace; empty without --memd
   bool store_owned = false;      // this host holds the namespace's token
   uint64_t token_epoch = 0, token_secret = 0, token_secret_hi = 0;

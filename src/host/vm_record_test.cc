@@ -55,6 +55,13 @@ TEST_F(VmRecordTest, RoundTrip) {
   EXPECT_EQ(r->token_secret, 0xDEADBEEFCAFEF00DULL);
   EXPECT_EQ(r->token_secret_hi, 63u);
   EXPECT_FALSE(r->incoming);
+  EXPECT_FALSE(r->unconfirmed);
+  VmRecord arrived = Sample(10);
+  arrived.unconfirmed = true;
+  ASSERT_TRUE(WriteVmRecord(dir_, arrived).ok());
+  r = ReadVmRecord(dir_);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(r->unconfirmed);
 }
 
 // The writer replaces the record as fast as it can and is killed at a random

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "agiled_fixture.h"
+#include "store/memd_client.h"
 
 namespace agile::testing {
 namespace {
@@ -359,6 +360,61 @@ TEST(PartitionTest, PostcopyDestinationKilledBeforeItsAckIsRecoveredAndTheVmRuns
   ASSERT_TRUE(WaitFor(30, [&] { return Stat(**b, "pv")["state"] == "running"; })) << Stat(**b, "pv").dump();
   ASSERT_TRUE(WaitFor(60, [&] { return GuestReporting(**b, "pv"); })) << Stat(**b, "pv").dump();
   ExpectIntact(**b, "pv", 6);
+}
+
+// The destination host "crashes" after SWITCHOVER and before `cont`: its
+// agiled and its QEMU both killed. The arrived copy never ran, so the
+// source's paused copy is the VM, and the swap-store pages are its cold
+// memory: the restarted destination reports its copy lost but must not
+// release the namespace (its record says arrived, unconfirmed). Releasing
+// it, as for any lost VM that owned its namespace, deleted them.
+TEST(PartitionTest, DestinationCrashBeforeContKeepsTheColdPagesOfTheSourcesCopy) {
+  auto memd = MemdProcess::Start();
+  ASSERT_TRUE(memd.ok()) << memd.status().ToString();
+  auto a = AgiledProcess::Start("crash-a", {"--memd", (*memd)->addr()});
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  const uint16_t port_b = FreeTcpPort();
+  ::setenv("AGILE_FAULT", "hold-before-cont", 1);
+  auto b = AgiledProcess::Start("crash-b", {"--listen", "127.0.0.1:" + std::to_string(port_b), "--memd",
+                                            (*memd)->addr()});
+  ::unsetenv("AGILE_FAULT");
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  StartVm(**a, "kv");
+  auto off = (*a)->Call("vm.offload", {{"name", "kv"}, {"resident_bytes", 128ull << 20}});
+  ASSERT_TRUE(off.ok()) << off.status().ToString();
+  const uint64_t offloaded = Stat(**a, "kv")["pages"].value("offloaded", 0ull);
+  ASSERT_GT(offloaded, 0u) << "nothing offloaded: no cold pages to keep";
+  const std::string ns = Stat(**a, "kv")["offload"].value("store_vm_id", "");
+  ASSERT_FALSE(ns.empty());
+
+  auto pending = std::async(std::launch::async, [&] {
+    return (*a)->Call("vm.migrate", {{"name", "kv"}, {"to", "127.0.0.1:" + std::to_string(port_b)},
+                                     {"mode", "agile"}, {"postcopy_tail", false}});
+  });
+  int qemu_pid = 0;
+  ASSERT_TRUE(WaitFor(90, [&] {
+    auto st = (*b)->Call("vm.stat", {{"name", "kv"}});
+    if (st.ok()) qemu_pid = st->value("pid", 0);
+    return st.ok() && st->dump().find("held-before-cont") != std::string::npos;
+  })) << "the destination never held before cont";
+  ASSERT_GT(qemu_pid, 0);
+  (*b)->Kill();
+  ASSERT_EQ(::kill(qemu_pid, SIGKILL), 0);
+  EXPECT_FALSE(pending.get().ok()) << "the source saw its migration succeed without an ACK";
+  std::filesystem::remove_all((*b)->shm_dir() + "/kv");  // a crashed host's tmpfs is gone too
+
+  ASSERT_TRUE((*b)->Relaunch().ok());
+  EXPECT_EQ(Stat(**b, "kv")["state"], "lost") << Stat(**b, "kv").dump();
+  auto c = memd::MemdClient::Connect((*memd)->addr(), "partition-test-observer");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  auto st = (*c)->Stat();
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  // STAT lists namespaces to their owner only; its total is the store's, and
+  // this store holds this VM's namespace alone.
+  EXPECT_GE(st->pages, offloaded) << "the cold pages of the source's copy (" << ns
+                                  << ") were released by the destination";
+  json s = Stat(**a, "kv");
+  EXPECT_EQ(s["state"], "paused") << s.dump();
 }
 
 }  // namespace
