@@ -47,6 +47,16 @@ TEST(QmpMessage, RejectsJunkDeepAndForeign) {
 
 // A fake QEMU on a unix socket: greets, then answers each command with a
 // stale reply, an event and the real reply.
+// A fake QEMU's side of the handshake on `fd`: the greeting, then the
+// answer to qmp_capabilities. Returns the reader for what comes next.
+void GreetAndTakeCapabilities(int fd, LineReader* r) {
+  auto send = [&](const std::string& s) { ASSERT_TRUE(WriteFull(fd, s.data(), s.size()).ok()); };
+  send(R"({"QMP": {"version": {}, "capabilities": []}})" "\n");
+  auto caps = r->Next();
+  ASSERT_TRUE(caps.ok());
+  send(json{{"return", json::object()}, {"id", json::parse(*caps)["id"]}}.dump() + "\n");
+}
+
 // QEMU closing its monitor while a command waits (as `quit` does) is a
 // closed connection, said as such at once: not "no answer within N ms"
 // (the error once given 23 ms after a `quit`).
@@ -58,12 +68,8 @@ TEST(QmpClient, AMonitorClosedUnderACommandIsNotReportedAsATimeout) {
   std::thread qemu([&] {
     auto c = Accept(l->get());
     ASSERT_TRUE(c.ok());
-    auto send = [&](const std::string& s) { return WriteFull(c->get(), s.data(), s.size()).ok(); };
-    send(R"({"QMP": {"version": {}, "capabilities": []}})" "\n");
     LineReader r(c->get());
-    auto caps = r.Next();
-    ASSERT_TRUE(caps.ok());
-    send(json{{"return", json::object()}, {"id", json::parse(*caps)["id"]}}.dump() + "\n");
+    GreetAndTakeCapabilities(c->get(), &r);
     // QEMU goes away with the command unread: the client's read then fails
     // with ECONNRESET, not EOF.
     pollfd p{c->get(), POLLIN, 0};
@@ -134,12 +140,9 @@ TEST(QmpClient, CommandIsBoundedEvenWhileEventsKeepComing) {
   std::thread qemu([&] {
     auto c = Accept(l->get());
     ASSERT_TRUE(c.ok());
-    auto send = [&](const std::string& s) { return WriteFull(c->get(), s.data(), s.size()).ok(); };
-    send(R"({"QMP": {"version": {}, "capabilities": []}})" "\n");
     LineReader r(c->get());
-    auto caps = r.Next();
-    ASSERT_TRUE(caps.ok());
-    send(json{{"return", json::object()}, {"id", json::parse(*caps)["id"]}}.dump() + "\n");
+    GreetAndTakeCapabilities(c->get(), &r);
+    auto send = [&](const std::string& s) { return WriteFull(c->get(), s.data(), s.size()).ok(); };
     while (!done && send(R"({"event": "STOP", "timestamp": {}})" "\n"))
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
   });

@@ -41,6 +41,38 @@ void ExpectIntact(AgiledProcess& d, const std::string& vm, int secs) {
   EXPECT_GT(Stat(d, vm)["guest"].value("gen", 0ull), gen0) << "the guest stopped making progress";
 }
 
+// memd, a source agiled with the VM `vm` running and most of it offloaded
+// (so the swap-store lease moves with it), and a destination agiled with
+// the fault point `fault` armed (AGILE_FAULT). The tests below kill the
+// destination at the moment the fault point names.
+struct LeasePair {
+  std::unique_ptr<MemdProcess> memd;
+  std::unique_ptr<AgiledProcess> a, b;
+  uint16_t port_b = 0;
+  uint64_t offloaded = 0;
+  std::string to() const { return "127.0.0.1:" + std::to_string(port_b); }
+};
+
+void StartLeasePair(const std::string& prefix, const char* fault, const std::string& vm, LeasePair* p) {
+  auto memd = MemdProcess::Start();
+  ASSERT_TRUE(memd.ok()) << memd.status().ToString();
+  p->memd = std::move(memd).value();
+  auto a = AgiledProcess::Start(prefix + "-a", {"--memd", p->memd->addr()});
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  p->a = std::move(a).value();
+  p->port_b = FreeTcpPort();
+  ::setenv("AGILE_FAULT", fault, 1);
+  auto b = AgiledProcess::Start(prefix + "-b", {"--listen", p->to(), "--memd", p->memd->addr()});
+  ::unsetenv("AGILE_FAULT");
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  p->b = std::move(b).value();
+  StartVm(*p->a, vm);
+  auto off = p->a->Call("vm.offload", {{"name", vm}, {"resident_bytes", 128ull << 20}});
+  ASSERT_TRUE(off.ok()) << off.status().ToString();
+  p->offloaded = Stat(*p->a, vm)["pages"].value("offloaded", 0ull);
+  ASSERT_GT(p->offloaded, 0u) << "nothing offloaded: no lease to carry";
+}
+
 TEST(PartitionTest, LinkDownBeforeTheCommitPointResumesTheSourceWithinTheTimeout) {
   // Host B is a network namespace joined to this one by a veth pair.
   const int pid = ::getpid();
@@ -96,44 +128,34 @@ TEST(PartitionTest, LinkDownBeforeTheCommitPointResumesTheSourceWithinTheTimeout
 }
 
 TEST(PartitionTest, FenceRefusesResumeAfterTheCommitPoint) {
-  auto memd = MemdProcess::Start();
-  ASSERT_TRUE(memd.ok()) << memd.status().ToString();
-  const uint16_t port_b = FreeTcpPort();
-  auto a = AgiledProcess::Start("fence-a", {"--memd", (*memd)->addr()});
-  ASSERT_TRUE(a.ok()) << a.status().ToString();
   // B dies at the worst moment: it has adopted the lease, the source has no answer.
-  ::setenv("AGILE_FAULT", "exit-before-switchover-ack", 1);
-  auto b = AgiledProcess::Start("fence-b", {"--listen", "127.0.0.1:" + std::to_string(port_b), "--memd",
-                                            (*memd)->addr()});
-  ::unsetenv("AGILE_FAULT");
-  ASSERT_TRUE(b.ok()) << b.status().ToString();
-
-  StartVm(**a, "fv");
-  auto off = (*a)->Call("vm.offload", {{"name", "fv"}, {"resident_bytes", 128ull << 20}});
-  ASSERT_TRUE(off.ok()) << off.status().ToString();
-  ASSERT_GT(Stat(**a, "fv")["pages"].value("offloaded", 0), 0) << "nothing offloaded: no lease to test";
+  LeasePair p;
+  StartLeasePair("fence", "exit-before-switchover-ack", "fv", &p);
+  if (HasFatalFailure()) return;
+  auto& a = p.a;
+  auto& b = p.b;
 
   // No tail: with pages to follow the source would wait for a RESUME instead
   // (PostcopyDestinationKilledBeforeItsAck... below).
-  auto r = (*a)->Call("vm.migrate", {{"name", "fv"}, {"to", "127.0.0.1:" + std::to_string(port_b)}, {"mode", "agile"},
+  auto r = a->Call("vm.migrate", {{"name", "fv"}, {"to", p.to()}, {"mode", "agile"},
                                      {"postcopy_tail", false}});
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("SWITCHOVER_ACK"), std::string::npos) << r.status().ToString();
-  EXPECT_TRUE((*b)->process().Wait(10000)) << "the fault point did not fire";
+  EXPECT_TRUE(b->process().Wait(10000)) << "the fault point did not fire";
   // A killed agiled leaves its guest RAM files; nothing else will remove them.
-  std::filesystem::remove_all((*b)->shm_dir());
+  std::filesystem::remove_all(b->shm_dir());
 
-  json s = Stat(**a, "fv");
+  json s = Stat(*a, "fv");
   EXPECT_EQ(s["state"], "paused") << s.dump();
   ASSERT_TRUE(s.contains("fenced")) << s.dump();
   EXPECT_TRUE(s["fenced"]["lease"].get<bool>());
   for (bool force : {false, true}) {
-    auto resume = (*a)->Call("vm.resume", {{"name", "fv"}, {"force", force}});
+    auto resume = a->Call("vm.resume", {{"name", "fv"}, {"force", force}});
     ASSERT_FALSE(resume.ok()) << "resumed a VM whose lease another host holds (force=" << force << ")";
     EXPECT_EQ(resume.status().code(), Code::kPermissionDenied) << resume.status().ToString();
     EXPECT_NE(resume.status().message().find("another host owns"), std::string::npos) << resume.status().ToString();
   }
-  EXPECT_EQ(Stat(**a, "fv")["state"], "paused");
+  EXPECT_EQ(Stat(*a, "fv")["state"], "paused");
 }
 
 TEST(PartitionTest, QemuModeWithoutDoneAckLeavesTheSourcePausedAndFenced) {
@@ -246,35 +268,26 @@ TEST(PartitionTest, MemdDownAtTheCommitPointIsWaitedOutAndTheMigrationCompletes)
 // `incoming` and the VM was lost (docs/invariants.md, "The switchover at the
 // destination").
 TEST(PartitionTest, DestinationKilledRightAfterItsAckReadoptsTheRunningVm) {
-  auto memd = MemdProcess::Start();
-  ASSERT_TRUE(memd.ok()) << memd.status().ToString();
-  auto a = AgiledProcess::Start("ack-a", {"--memd", (*memd)->addr()});
-  ASSERT_TRUE(a.ok()) << a.status().ToString();
-  const uint16_t port_b = FreeTcpPort();
-  ::setenv("AGILE_FAULT", "exit-after-switchover-ack", 1);
-  auto b = AgiledProcess::Start("ack-b", {"--listen", "127.0.0.1:" + std::to_string(port_b), "--memd",
-                                          (*memd)->addr()});
-  ::unsetenv("AGILE_FAULT");
-  ASSERT_TRUE(b.ok()) << b.status().ToString();
-  StartVm(**a, "av");
-  auto off = (*a)->Call("vm.offload", {{"name", "av"}, {"resident_bytes", 128ull << 20}});
-  ASSERT_TRUE(off.ok()) << off.status().ToString();
-  ASSERT_GT(Stat(**a, "av")["pages"].value("offloaded", 0), 0) << "nothing offloaded: no lease to carry";
+  LeasePair p;
+  StartLeasePair("ack", "exit-after-switchover-ack", "av", &p);
+  if (HasFatalFailure()) return;
+  auto& a = p.a;
+  auto& b = p.b;
 
   // No tail: every page is here at SWITCHOVER (a tail's pages are covered by migration.record instead).
-  auto r = (*a)->Call("vm.migrate", {{"name", "av"}, {"to", "127.0.0.1:" + std::to_string(port_b)},
+  auto r = a->Call("vm.migrate", {{"name", "av"}, {"to", p.to()},
                                      {"mode", "agile"}, {"postcopy_tail", false}});
   ASSERT_TRUE(r.ok()) << r.status().ToString();
-  EXPECT_TRUE((*b)->process().Wait(10000)) << "the fault point did not fire";
-  EXPECT_TRUE(WaitFor(30, [&] { return (*a)->Call("vm.list")->empty(); })) << (*a)->Call("vm.list")->dump();
+  EXPECT_TRUE(b->process().Wait(10000)) << "the fault point did not fire";
+  EXPECT_TRUE(WaitFor(30, [&] { return a->Call("vm.list")->empty(); })) << a->Call("vm.list")->dump();
 
-  ASSERT_TRUE((*b)->Relaunch().ok());
-  json d = Stat(**b, "av");
+  ASSERT_TRUE(b->Relaunch().ok());
+  json d = Stat(*b, "av");
   ASSERT_EQ(d["state"], "running") << d.dump();
   EXPECT_FALSE(d.contains("fenced")) << d.dump();
   // Its cold pages refault from the store under the adopted token: whole.
-  ASSERT_TRUE(WaitFor(60, [&] { return GuestReporting(**b, "av"); })) << Stat(**b, "av").dump();
-  ExpectIntact(**b, "av", 6);
+  ASSERT_TRUE(WaitFor(60, [&] { return GuestReporting(*b, "av"); })) << Stat(*b, "av").dump();
+  ExpectIntact(*b, "av", 6);
 }
 
 // The destination agiled dies after SWITCHOVER, before `cont`: no ACK, so the
@@ -283,46 +296,37 @@ TEST(PartitionTest, DestinationKilledRightAfterItsAckReadoptsTheRunningVm) {
 // plain `vm resume` there runs it intact; the source's copy stays refused.
 // Before, the destination's copy was dropped and the VM could run nowhere.
 TEST(PartitionTest, DestinationKilledBeforeContReadoptsThePausedVmWhichResumesThere) {
-  auto memd = MemdProcess::Start();
-  ASSERT_TRUE(memd.ok()) << memd.status().ToString();
-  auto a = AgiledProcess::Start("cont-a", {"--memd", (*memd)->addr()});
-  ASSERT_TRUE(a.ok()) << a.status().ToString();
-  const uint16_t port_b = FreeTcpPort();
-  ::setenv("AGILE_FAULT", "hold-before-cont", 1);
-  auto b = AgiledProcess::Start("cont-b", {"--listen", "127.0.0.1:" + std::to_string(port_b), "--memd",
-                                           (*memd)->addr()});
-  ::unsetenv("AGILE_FAULT");
-  ASSERT_TRUE(b.ok()) << b.status().ToString();
-  StartVm(**a, "cv");
-  auto off = (*a)->Call("vm.offload", {{"name", "cv"}, {"resident_bytes", 128ull << 20}});
-  ASSERT_TRUE(off.ok()) << off.status().ToString();
-  ASSERT_GT(Stat(**a, "cv")["pages"].value("offloaded", 0), 0) << "nothing offloaded: no lease to carry";
+  LeasePair p;
+  StartLeasePair("cont", "hold-before-cont", "cv", &p);
+  if (HasFatalFailure()) return;
+  auto& a = p.a;
+  auto& b = p.b;
 
   auto pending = std::async(std::launch::async, [&] {
-    return (*a)->Call("vm.migrate", {{"name", "cv"}, {"to", "127.0.0.1:" + std::to_string(port_b)},
+    return a->Call("vm.migrate", {{"name", "cv"}, {"to", p.to()},
                                      {"mode", "agile"}, {"postcopy_tail", false}});
   });
   ASSERT_TRUE(WaitFor(90, [&] {
-    auto st = (*b)->Call("vm.stat", {{"name", "cv"}});
+    auto st = b->Call("vm.stat", {{"name", "cv"}});
     return st.ok() && st->dump().find("held-before-cont") != std::string::npos;
   })) << "the destination never held before cont";
-  (*b)->Kill();
+  b->Kill();
   auto r = pending.get();
   ASSERT_FALSE(r.ok()) << "the source saw its migration succeed without an ACK";
-  json s = Stat(**a, "cv");
+  json s = Stat(*a, "cv");
   EXPECT_EQ(s["state"], "paused") << s.dump();
   ASSERT_TRUE(s.contains("fenced")) << s.dump();
 
-  ASSERT_TRUE((*b)->Relaunch().ok());
-  json d = Stat(**b, "cv");
+  ASSERT_TRUE(b->Relaunch().ok());
+  json d = Stat(*b, "cv");
   ASSERT_EQ(d["state"], "paused") << d.dump();  // `cont` never ran here
   EXPECT_FALSE(d.contains("fenced")) << d.dump();
-  auto resumed = (*b)->Call("vm.resume", {{"name", "cv"}});
+  auto resumed = b->Call("vm.resume", {{"name", "cv"}});
   ASSERT_TRUE(resumed.ok()) << resumed.status().ToString();
-  ASSERT_TRUE(WaitFor(60, [&] { return GuestReporting(**b, "cv"); })) << Stat(**b, "cv").dump();
-  ExpectIntact(**b, "cv", 6);
+  ASSERT_TRUE(WaitFor(60, [&] { return GuestReporting(*b, "cv"); })) << Stat(*b, "cv").dump();
+  ExpectIntact(*b, "cv", 6);
   // Exactly one copy runs: the source's stays refused (the lease is the destination's).
-  auto again = (*a)->Call("vm.resume", {{"name", "cv"}});
+  auto again = a->Call("vm.resume", {{"name", "cv"}});
   ASSERT_FALSE(again.ok()) << "the source resumed a VM that runs at the destination";
   EXPECT_EQ(again.status().code(), Code::kPermissionDenied) << again.status().ToString();
 }
@@ -369,43 +373,35 @@ TEST(PartitionTest, PostcopyDestinationKilledBeforeItsAckIsRecoveredAndTheVmRuns
 // release the namespace (its record says arrived, unconfirmed). Releasing
 // it, as for any lost VM that owned its namespace, deleted them.
 TEST(PartitionTest, DestinationCrashBeforeContKeepsTheColdPagesOfTheSourcesCopy) {
-  auto memd = MemdProcess::Start();
-  ASSERT_TRUE(memd.ok()) << memd.status().ToString();
-  auto a = AgiledProcess::Start("crash-a", {"--memd", (*memd)->addr()});
-  ASSERT_TRUE(a.ok()) << a.status().ToString();
-  const uint16_t port_b = FreeTcpPort();
-  ::setenv("AGILE_FAULT", "hold-before-cont", 1);
-  auto b = AgiledProcess::Start("crash-b", {"--listen", "127.0.0.1:" + std::to_string(port_b), "--memd",
-                                            (*memd)->addr()});
-  ::unsetenv("AGILE_FAULT");
-  ASSERT_TRUE(b.ok()) << b.status().ToString();
-  StartVm(**a, "kv");
-  auto off = (*a)->Call("vm.offload", {{"name", "kv"}, {"resident_bytes", 128ull << 20}});
-  ASSERT_TRUE(off.ok()) << off.status().ToString();
-  const uint64_t offloaded = Stat(**a, "kv")["pages"].value("offloaded", 0ull);
-  ASSERT_GT(offloaded, 0u) << "nothing offloaded: no cold pages to keep";
-  const std::string ns = Stat(**a, "kv")["offload"].value("store_vm_id", "");
+  LeasePair p;
+  StartLeasePair("crash", "hold-before-cont", "kv", &p);
+  if (HasFatalFailure()) return;
+  auto& a = p.a;
+  auto& b = p.b;
+  auto& memd = p.memd;
+  const uint64_t offloaded = p.offloaded;
+  const std::string ns = Stat(*a, "kv")["offload"].value("store_vm_id", "");
   ASSERT_FALSE(ns.empty());
 
   auto pending = std::async(std::launch::async, [&] {
-    return (*a)->Call("vm.migrate", {{"name", "kv"}, {"to", "127.0.0.1:" + std::to_string(port_b)},
+    return a->Call("vm.migrate", {{"name", "kv"}, {"to", p.to()},
                                      {"mode", "agile"}, {"postcopy_tail", false}});
   });
   int qemu_pid = 0;
   ASSERT_TRUE(WaitFor(90, [&] {
-    auto st = (*b)->Call("vm.stat", {{"name", "kv"}});
+    auto st = b->Call("vm.stat", {{"name", "kv"}});
     if (st.ok()) qemu_pid = st->value("pid", 0);
     return st.ok() && st->dump().find("held-before-cont") != std::string::npos;
   })) << "the destination never held before cont";
   ASSERT_GT(qemu_pid, 0);
-  (*b)->Kill();
+  b->Kill();
   ASSERT_EQ(::kill(qemu_pid, SIGKILL), 0);
   EXPECT_FALSE(pending.get().ok()) << "the source saw its migration succeed without an ACK";
-  std::filesystem::remove_all((*b)->shm_dir() + "/kv");  // a crashed host's tmpfs is gone too
+  std::filesystem::remove_all(b->shm_dir() + "/kv");  // a crashed host's tmpfs is gone too
 
-  ASSERT_TRUE((*b)->Relaunch().ok());
-  EXPECT_EQ(Stat(**b, "kv")["state"], "lost") << Stat(**b, "kv").dump();
-  auto c = memd::MemdClient::Connect((*memd)->addr(), "partition-test-observer");
+  ASSERT_TRUE(b->Relaunch().ok());
+  EXPECT_EQ(Stat(*b, "kv")["state"], "lost") << Stat(*b, "kv").dump();
+  auto c = memd::MemdClient::Connect(memd->addr(), "partition-test-observer");
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   auto st = (*c)->Stat();
   ASSERT_TRUE(st.ok()) << st.status().ToString();
@@ -413,7 +409,7 @@ TEST(PartitionTest, DestinationCrashBeforeContKeepsTheColdPagesOfTheSourcesCopy)
   // this store holds this VM's namespace alone.
   EXPECT_GE(st->pages, offloaded) << "the cold pages of the source's copy (" << ns
                                   << ") were released by the destination";
-  json s = Stat(**a, "kv");
+  json s = Stat(*a, "kv");
   EXPECT_EQ(s["state"], "paused") << s.dump();
 }
 
