@@ -31,7 +31,13 @@ Status QemuMigration::Run(const std::string& uri, uint64_t t0_ns, Report* report
   uint64_t last_keepalive_ns = vm::NowNs();
   uint64_t last_moved_ns = vm::NowNs(), last_transferred = 0;
   bool stalled = false, in_postcopy = false, told_ignored = false, cancel_won = false;
+  // QEMU's post-copy stream broke (the destination QEMU died, or the link):
+  // QEMU then waits in postcopy-paused for a postcopy-recover that agiled
+  // does not drive in the qemu-* modes, for ever (soak seed 7, run 295).
+  uint64_t post_paused_since_ns = 0;
+  bool post_broken = false;
   auto interrupted = [&] {
+    if (post_broken) return true;
     // Once QEMU was asked to switch to post-copy it may do so at any moment,
     // and QEMU 7.2's migrate_cancel during post-copy breaks the guest at both
     // ends: the request is the commit point of qemu-postcopy and -hybrid
@@ -54,6 +60,15 @@ Status QemuMigration::Run(const std::string& uri, uint64_t t0_ns, Report* report
       report->bytes_sent = q["ram"].value("transferred", 0ull);
     }
     if (s == "postcopy-active") in_postcopy = true;
+    if (s != "postcopy-paused") {
+      post_paused_since_ns = 0;
+    } else if (post_paused_since_ns == 0) {
+      post_paused_since_ns = vm::NowNs();
+      spdlog::error("vm {}: QEMU's post-copy stream to the destination broke (status postcopy-paused); the job "
+                    "fails if it stays so for {} ms", vm_->spec().name, opt_.stall_ms);
+    } else if (vm::NowNs() - post_paused_since_ns > static_cast<uint64_t>(opt_.stall_ms) * 1000000ULL) {
+      post_broken = true;
+    }
     if (report->bytes_sent != last_transferred) {
       last_transferred = report->bytes_sent;
       last_moved_ns = vm::NowNs();
@@ -88,7 +103,13 @@ Status QemuMigration::Run(const std::string& uri, uint64_t t0_ns, Report* report
       if (q.contains("ram")) report->pages_precopied = q["ram"].value("normal", 0ull);
     }
   }, interrupted);
-  if (!st.ok() && stalled)
+  if (!st.ok() && post_broken)
+    st = Unavailable("QEMU's post-copy stream to the destination broke and stayed so for " +
+                     std::to_string(opt_.stall_ms) + " ms (status postcopy-paused: the destination QEMU is gone, "
+                     "or the link is): the guest's state is split between both QEMUs, which agiled does not "
+                     "recover in the " + std::string(wire::MigModeName(opt_.mode)) +
+                     " mode; this QEMU stays paused (a destination QEMU still running holds the guest's CPU state)");
+  else if (!st.ok() && stalled)
     st = Unavailable("QEMU's migration stream moved no byte for " + std::to_string(opt_.stall_ms) +
                      " ms (link down or destination stuck)");
   if (!st.ok()) {

@@ -4,7 +4,10 @@
 // QEMU 7.2's migrate_cancel in post-copy breaks the guest at both ends; a
 // cancel in that window left a job hanging and a broken guest in the soak
 // (seed 6, run 119). The script keeps QEMU in "active" for a while after
-// the request, as a loaded QEMU does, with the cancel already set.
+// the request, as a loaded QEMU does, with the cancel already set. And
+// a post-copy whose stream breaks (the destination QEMU killed: QEMU waits
+// in postcopy-paused for a recovery nobody drives) fails the job instead of
+// holding it for its hour (soak seed 7, run 295).
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -23,10 +26,13 @@ using nlohmann::json;
 
 // QEMU's side of a migration: "active" with growing counters; after
 // migrate-start-postcopy, `lag_polls` more "active" answers, then
-// "postcopy-active" twice, then "completed".
+// "postcopy-active" twice, then "completed" (or, with `breaks`,
+// "postcopy-paused" for ever).
 class ScriptedQemu : public testing::StandInVm {
  public:
-  explicit ScriptedQemu(int lag_polls) : lag_polls_(lag_polls) { spec_.name = "sq"; }
+  explicit ScriptedQemu(int lag_polls, bool breaks = false) : lag_polls_(lag_polls), breaks_(breaks) {
+    spec_.name = "sq";
+  }
   Result<json> Qmp(const std::string& cmd, const json&) override {
     std::lock_guard<std::mutex> l(mu_);
     commands_.push_back(cmd);
@@ -36,7 +42,7 @@ class ScriptedQemu : public testing::StandInVm {
     std::string status = "active";
     if (asked_post_) {
       ++polls_after_ask_;
-      if (polls_after_ask_ > lag_polls_ + 2) status = "completed";
+      if (polls_after_ask_ > lag_polls_ + 2) status = breaks_ ? "postcopy-paused" : "completed";
       else if (polls_after_ask_ > lag_polls_) status = "postcopy-active";
     }
     return json{{"status", status},
@@ -56,6 +62,7 @@ class ScriptedQemu : public testing::StandInVm {
 
  private:
   const int lag_polls_;
+  const bool breaks_;
   std::mutex mu_;
   std::vector<std::string> commands_;
   bool asked_post_ = false;
@@ -149,6 +156,28 @@ TEST(QemuMigrationCancel, TheCommitPointIsPublishedBeforeQemuIsAskedToSwitch) {
   EXPECT_FALSE(asked_before_publish);
   EXPECT_TRUE(q.asked_post());
   EXPECT_TRUE(switched);
+}
+
+TEST(QemuPostcopyBroken, AStreamThatStaysPausedFailsTheJobAsSwitched) {
+  for (auto mode : {wire::MigMode::kQemuPostcopy, wire::MigMode::kQemuHybrid}) {
+    SCOPED_TRACE(wire::MigModeName(mode));
+    ScriptedQemu q(/*lag_polls=*/1, /*breaks=*/true);
+    QemuMigration::Options o;
+    o.mode = mode;
+    o.stall_ms = 500;
+    o.interrupted = [] { return false; };
+    bool switched = false;
+    Report report;
+    const uint64_t t0 = vm::NowNs();
+    Status s = QemuMigration(&q, nullptr, o).Run("tcp:127.0.0.1:1", t0, &report, &switched, nullptr);
+    const double took_ms = static_cast<double>(vm::NowNs() - t0) / 1e6;
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.message().find("postcopy-paused"), std::string::npos) << s.ToString();
+    EXPECT_TRUE(switched) << "the guest's state is past the switch: nothing to resume at the source";
+    EXPECT_GE(took_ms, 500.0);
+    EXPECT_LT(took_ms, 10000.0) << "the job waited on a stream that stays broken";
+    EXPECT_FALSE(q.Sent("migrate_cancel"));
+  }
 }
 
 }  // namespace

@@ -61,12 +61,24 @@ class Receiver {
   // RESUME connection from the source, and hands it the pages still
   // missing. Ok: the migration goes on on the new connection.
   Status AwaitRecovery(const Status& cause);
-  // The link may be recovered: the VM runs here (SWITCHOVER_ACK went out),
-  // pages still come from the source, and the failure was the link's own
-  // (a protocol error stays an error).
+  // The link may be recovered: SWITCHOVER came (the VM may run here, or
+  // will once its `cont` is answered), pages still come from the source,
+  // the switch thread has not given the VM up, and the failure was the
+  // link's own (a protocol error stays an error). Whether the ACK reached
+  // the source does not matter: a source without it recovers too
+  // (Sender::Switchover), and a `cont` waiting in QEMU's main loop for a
+  // page only the source can send is answered only after a recovery.
   bool Recoverable() const {
-    return acked_ && PagesAfterSwitchover() && !done_ && registered_ && (ch_ == nullptr || ch_->broken());
+    return switch_started_ && PagesAfterSwitchover() && !done_ && registered_ && !switch_gave_up_ &&
+           (ch_ == nullptr || ch_->broken());
   }
+  // The switch thread's use of the link: under rec_mu_, as AwaitRecovery
+  // swaps the channel beside it (the thread may outlive the old link).
+  Status SendOnLink(const std::vector<uint8_t>& frame);
+  void ShutdownLink();
+  // The switch thread's end without the VM running here: AwaitRecovery
+  // stops waiting for a RESUME that has nothing left to resume.
+  void GiveUpSwitch();
   Status Loop();
   // Publishes this incoming migration's status on the VM (`vm stat`,
   // `migrate status` here): `fields` plus what every such status carries.
@@ -112,6 +124,7 @@ class Receiver {
   std::atomic<bool> finished_{false};  // non-post-copy: the switch thread completed the migration
   bool disk_copies_ = false;  // --copy-storage: we created local disk images (deleted on failure)
   std::atomic<bool> acked_{false};  // SWITCHOVER_ACK (success) went out: the source runs post-copy
+  std::atomic<bool> switch_gave_up_{false};  // the switch thread handed the VM back, or could not start it
   Status handed_back_;  // set by HandBack: why the VM went back to the source (read after the join)
   // Post-copy recovery: a RESUME connection the board handed over.
   bool registered_ = false;  // on peer_.recovery's board (loop thread)
@@ -119,6 +132,8 @@ class Receiver {
   std::condition_variable rec_cv_;
   std::unique_ptr<Channel> pending_;  // guarded by rec_mu_
   bool abandoned_ = false;            // guarded by rec_mu_: agiled stops, stop waiting
+  // Threads that send on ch_ (the switch thread) or shut it (the board's
+  // deliver) hold rec_mu_; its owner, the loop thread, swaps it under it.
   uint64_t paused_since_ns_ = 0;      // loop thread: 0 while the link is up
   uint32_t recoveries_ = 0;
 };
@@ -169,9 +184,9 @@ Status Receiver::Adopt(std::shared_ptr<MigratingVm> vm, const MigrationRecord& r
 }
 
 void Receiver::Continue(Status s) {
-  // Whether the source runs post-copy (SWITCHOVER_ACK went out) is known
-  // once the switch thread is done; its waits are bounded.
-  if (!s.ok() && switch_thread_.joinable()) switch_thread_.join();
+  // No join of the switch thread before a recovery: its `cont` may wait for
+  // a page that only the recovered link brings (soak seed 7, run 259: the
+  // RESUME sat behind it until QMP's timeout, and the VM stayed stranded).
   while (!s.ok() && Recoverable()) {
     // A recovery that did not happen (window over, agiled stopping) is the
     // end: its error leaves the old channel broken, and going round again
@@ -406,6 +421,7 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
       Status n = StopDiskExports(vm_.get());
       if (!n.ok()) spdlog::warn("vm {}: {}", spec_.name, n.ToString());
     }
+    std::string cont_note;
     if (s.ok()) {
       switched_ = true;
       if (sw.resume) s = vm_->Qmp("cont").status();
@@ -415,6 +431,15 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
       if (qemu::QmpRefused(s)) {
         never_ran = true;
         switched_ = false;
+      } else if (qemu::QmpTimedOut(s) && PagesAfterSwitchover()) {
+        // QEMU has the command and runs it once its main loop is free; in
+        // post-copy that loop may wait for a page only the source can send
+        // (and the link to it may be down). The guest starts when that page
+        // arrives: the migration goes on, recoverable, as with a `cont` answered.
+        cont_note = "; QEMU had not answered cont yet (" + s.message() +
+                    "): the guest starts once the page its main loop waits for arrives";
+        spdlog::warn("vm {}: {}", spec_.name, cont_note.substr(2));
+        s = Status::Ok();
       }
     }
     if (never_ran) {
@@ -424,8 +449,8 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
     const uint64_t t_resumed = NowNs();
     std::vector<uint8_t> f;
     wire::AppendSwitchoverAck(&f, {s.ok() ? wire::SwitchoverResult::kRunning : wire::SwitchoverResult::kFailed,
-                                   s.ok() ? "running" : s.message()});
-    Status sent = ch_->Send(f);
+                                   s.ok() ? "running" + cont_note : s.message()});
+    Status sent = SendOnLink(f);
     const uint64_t t_acked = NowNs();
     auto ms = [](uint64_t a, uint64_t b) { return static_cast<double>(b - a) / 1e6; };
     spdlog::info("vm {}: commit steps here: adopt-store {:.1f} ms, device-state-load {:.1f} ms, cont {:.1f} ms, "
@@ -433,11 +458,15 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
                  "the last {:.1f} ms before SWITCHOVER was read)",
                  spec_.name, ms(t_switch, t_adopted), ms(t_adopted, t_loaded), ms(t_loaded, t_resumed),
                  ms(t_resumed, t_acked), ms(t_switch, t_acked), locations_ms, locations_gap_ms);
-    if (!s.ok() || !sent.ok()) {
+    if (!s.ok() || (!sent.ok() && !PagesAfterSwitchover())) {
       spdlog::error("vm {}: could not resume after switchover: {}", spec_.name, (s.ok() ? sent : s).ToString());
-      ch_->Shutdown();  // ends the receive loop
+      if (!s.ok()) GiveUpSwitch();
+      ShutdownLink();  // ends the receive loop
       return;
     }
+    if (!sent.ok())
+      spdlog::warn("vm {}: SWITCHOVER_ACK lost with the link ({}); the VM runs here and the source, which has the "
+                   "pages still missing, recovers the post-copy", spec_.name, sent.ToString());
     acked_ = true;
     if (FaultPoint("exit-after-switchover-ack")) {
       // Tests: the source has let go; only this copy's record can save the VM.
@@ -449,7 +478,7 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
                  wire::MigModeName(hello_.mode), pages_received_);
     if (!PagesAfterSwitchover()) {
       finished_ = true;
-      ch_->Shutdown();  // nothing more will come; the loop ends cleanly
+      ShutdownLink();  // nothing more will come; the loop ends cleanly
     } else {
       SetStatus("postcopy-active", "postcopy", {{"mode", wire::MigModeName(hello_.mode)},
                                                 {"pages_remote", mem_->count(vm::PageState::kRemote)}});
@@ -484,10 +513,28 @@ void Receiver::HandBack(const wire::MigSwitchover& sw, const Status& cause) {
                 !sw.has_token ? "" : ack.has_token ? " with its swap-store namespace" : " (its namespace could not go back)");
   std::vector<uint8_t> f;
   wire::AppendSwitchoverAck(&f, ack);
-  Status sent = ch_->Send(f);
+  Status sent = SendOnLink(f);
   if (!sent.ok()) spdlog::error("vm {}: the source was not told: {}", spec_.name, sent.ToString());
   handed_back_ = Unavailable(ack.message);
-  ch_->Shutdown();  // ends the receive loop; Run drops the copy here
+  GiveUpSwitch();
+  ShutdownLink();  // ends the receive loop; Run drops the copy here
+}
+
+Status Receiver::SendOnLink(const std::vector<uint8_t>& frame) {
+  std::lock_guard<std::mutex> l(rec_mu_);
+  if (ch_ == nullptr) return Unavailable("no link to the source");
+  return ch_->Send(frame);
+}
+
+void Receiver::ShutdownLink() {
+  std::lock_guard<std::mutex> l(rec_mu_);
+  if (ch_) ch_->Shutdown();
+}
+
+void Receiver::GiveUpSwitch() {
+  std::lock_guard<std::mutex> l(rec_mu_);
+  switch_gave_up_ = true;
+  rec_cv_.notify_all();
 }
 
 void Receiver::ContAfterRestart() {
@@ -567,8 +614,7 @@ void Receiver::SetStatus(const char* status, const char* phase, nlohmann::json f
 }
 
 Status Receiver::AwaitRecovery(const Status& cause) {
-  if (ch_) ch_->Shutdown();
-  if (switch_thread_.joinable()) switch_thread_.join();  // it may still hold ch_
+  ShutdownLink();
   pager_->Detach();
   if (paused_since_ns_ == 0) paused_since_ns_ = NowNs();
   const uint64_t window_ns = static_cast<uint64_t>(peer_.timeouts.migrate_recover_ms) * 1000000ull;
@@ -584,18 +630,17 @@ Status Receiver::AwaitRecovery(const Status& cause) {
                                                    {"recovery_window_ms", peer_.timeouts.migrate_recover_ms},
                                                    {"recoveries", recoveries_}});
   std::unique_ptr<Channel> old;
-  {
-    std::unique_lock<std::mutex> l(rec_mu_);
-    const uint64_t elapsed = NowNs() - paused_since_ns_;
-    const auto left = std::chrono::nanoseconds(elapsed < window_ns ? window_ns - elapsed : 0);
-    if (!rec_cv_.wait_for(l, left, [&] { return pending_ != nullptr || abandoned_; }))
-      return cause.Annotate("post-copy link lost and not recovered within the " +
-                            std::to_string(peer_.timeouts.migrate_recover_ms / 1000) + " s recovery window");
-    if (pending_ == nullptr) return cause.Annotate("post-copy link lost; recovery given up: agiled is stopping");
-    old = std::move(ch_);
-    ch_ = std::move(pending_);
-  }
-  old.reset();
+  std::unique_lock<std::mutex> l(rec_mu_);
+  const uint64_t elapsed = NowNs() - paused_since_ns_;
+  const auto left = std::chrono::nanoseconds(elapsed < window_ns ? window_ns - elapsed : 0);
+  if (!rec_cv_.wait_for(l, left, [&] { return pending_ != nullptr || abandoned_ || switch_gave_up_; }))
+    return cause.Annotate("post-copy link lost and not recovered within the " +
+                          std::to_string(peer_.timeouts.migrate_recover_ms / 1000) + " s recovery window");
+  if (pending_ == nullptr && switch_gave_up_)
+    return cause.Annotate("post-copy link lost, and the VM was not started here");
+  if (pending_ == nullptr) return cause.Annotate("post-copy link lost; recovery given up: agiled is stopping");
+  old = std::move(ch_);
+  ch_ = std::move(pending_);
   // Every page still missing, requested or not: the source sends exactly
   // these again (anything sent on the old link and lost is among them; a
   // page that did arrive is here and is not sent twice).
@@ -611,7 +656,13 @@ Status Receiver::AwaitRecovery(const Status& cause) {
   wire::AppendResumeAck(&f, {0, "resumed", n});
   for (size_t at = 0; at < runs.size(); at += 32768)
     wire::AppendLocations(&f, runs, at, std::min<size_t>(32768, runs.size() - at));
-  AGILE_RETURN_IF_ERROR(ch_->Send(f).Annotate("answering RESUME"));
+  // Still under rec_mu_: RESUME_ACK is the new link's first frame, before a
+  // SWITCHOVER_ACK the switch thread may send on it (Sender::Recover reads
+  // RESUME_ACK first).
+  Status sent = ch_->Send(f).Annotate("answering RESUME");
+  l.unlock();
+  old.reset();
+  AGILE_RETURN_IF_ERROR(sent);
   pager_->Attach(ch_.get());
   ++recoveries_;
   spdlog::info("vm {}: post-copy link recovered after {:.1f} s; {} pages still to come from {}", spec_.name,
@@ -642,6 +693,10 @@ Status Receiver::Finish() {
     // Post-copy DONE: every page must be here now.
     return Internal(std::to_string(mem_->count(vm::PageState::kRemote)) + " pages still at the source at DONE");
   }
+  // The switch thread's last word first (its MarkRunning keeps the record's
+  // "incoming" mark, which must not follow the one below). With every page
+  // here its `cont` waits for nothing of the source's.
+  if (PagesAfterSwitchover() && switch_thread_.joinable()) switch_thread_.join();
   vm_->SetRemotePager(nullptr);
   vm_->SetMigrationStatus(nullptr);
   if (PagesAfterSwitchover()) {

@@ -89,6 +89,14 @@ Result<QmpMessage> QmpClient::ReadMessage(int timeout_ms) {
   return ParseQmpMessage(*line);
 }
 
+namespace {
+constexpr std::string_view kNoAnswer = ": no answer within ";  // Execute's timeout, as QmpTimedOut knows it
+}  // namespace
+
+bool QmpTimedOut(const Status& s) {
+  return s.code() == Code::kUnavailable && s.message().find(kNoAnswer) != std::string::npos;
+}
+
 Result<json> QmpClient::Execute(const std::string& cmd, const json& args, int timeout_ms) {
   uint64_t id = next_id_++;
   json req = {{"execute", cmd}, {"id", id}};
@@ -107,10 +115,10 @@ Result<json> QmpClient::Execute(const std::string& cmd, const json& args, int ti
   if (Status w = WriteFull(fd_.get(), line.data(), line.size()); !w.ok()) return unknown(w.Annotate("QMP " + cmd));
   for (;;) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) return Unavailable("QMP " + cmd + ": no answer within " + std::to_string(timeout_ms) + " ms");
+    if (left.count() <= 0) return Unavailable("QMP " + cmd + std::string(kNoAnswer) + std::to_string(timeout_ms) + " ms");
     auto got = ReadMessage(static_cast<int>(left.count()));
     if (!got.ok() && read_timed_out_)
-      return Unavailable("QMP " + cmd + ": no answer within " + std::to_string(timeout_ms) + " ms");
+      return Unavailable("QMP " + cmd + std::string(kNoAnswer) + std::to_string(timeout_ms) + " ms");
     if (!got.ok()) {
       std::string_view why = got.status().message();
       if (why.starts_with("QMP: ")) why.remove_prefix(5);  // ReadMessage's own context, said once

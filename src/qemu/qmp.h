@@ -38,6 +38,11 @@ Result<QmpMessage> ParseQmpMessage(std::string_view line);
 // QEMU answered the command with an error (see QmpClient::Execute).
 inline bool QmpRefused(const Status& s) { return s.code() == Code::kInvalidArgument; }
 
+// The command went out and QEMU said nothing within the timeout: it is still
+// in QEMU's queue and runs once QEMU's main loop is free (a late answer is
+// skipped by its id), unlike a monitor that closed under it (QEMU gone).
+bool QmpTimedOut(const Status& s);
+
 class QmpClient {
  public:
   // Connects to QEMU's QMP unix socket, retrying until timeout_ms (QEMU

@@ -83,6 +83,7 @@ TEST(QmpClient, AMonitorClosedUnderACommandIsNotReportedAsATimeout) {
   qemu.join();
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().message().find("no answer within"), std::string::npos) << r.status().ToString();
+  EXPECT_FALSE(QmpTimedOut(r.status())) << "a QEMU gone taken for one still to answer";
   EXPECT_NE(r.status().message().find("QMP quit: "), std::string::npos) << r.status().ToString();
   EXPECT_LT(took, std::chrono::milliseconds(5000));
   ::unlink(path.c_str());
@@ -154,6 +155,7 @@ TEST(QmpClient, CommandIsBoundedEvenWhileEventsKeepComing) {
     auto took = std::chrono::steady_clock::now() - start;
     EXPECT_EQ(r.status().code(), Code::kUnavailable) << r.status().ToString();
     EXPECT_NE(r.status().message().find("no answer within 400 ms"), std::string::npos) << r.status().ToString();
+    EXPECT_TRUE(QmpTimedOut(r.status())) << r.status().ToString();
     EXPECT_GE(took, std::chrono::milliseconds(380));
     EXPECT_LT(took, std::chrono::milliseconds(1500));
     done = true;
