@@ -123,7 +123,6 @@ class Receiver {
   std::thread switch_thread_;
   std::atomic<bool> finished_{false};  // non-post-copy: the switch thread completed the migration
   bool disk_copies_ = false;  // --copy-storage: we created local disk images (deleted on failure)
-  std::atomic<bool> acked_{false};  // SWITCHOVER_ACK (success) went out: the source runs post-copy
   std::atomic<bool> switch_gave_up_{false};  // the switch thread handed the VM back, or could not start it
   Status handed_back_;  // set by HandBack: why the VM went back to the source (read after the join)
   // Post-copy recovery: a RESUME connection the board handed over.
@@ -168,7 +167,6 @@ Status Receiver::Adopt(std::shared_ptr<MigratingVm> vm, const MigrationRecord& r
   phase_ = RecvPhase::kSwitched;
   switch_started_ = true;
   switched_ = true;
-  acked_ = true;
   Status s = Unavailable("agiled restarted during the post-copy");
   if (mem_ == nullptr || mem_->pages() != rec.pages || !PagesAfterSwitchover()) {
     s = Internal("vm " + spec_.name + ": the migration record does not fit the adopted VM");
@@ -467,7 +465,6 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
     if (!sent.ok())
       spdlog::warn("vm {}: SWITCHOVER_ACK lost with the link ({}); the VM runs here and the source, which has the "
                    "pages still missing, recovers the post-copy", spec_.name, sent.ToString());
-    acked_ = true;
     if (FaultPoint("exit-after-switchover-ack")) {
       // Tests: the source has let go; only this copy's record can save the VM.
       spdlog::critical("AGILE_FAULT=exit-after-switchover-ack: exiting now");
