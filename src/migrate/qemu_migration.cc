@@ -33,11 +33,12 @@ Status QemuMigration::Run(const std::string& uri, uint64_t t0_ns, Report* report
   bool stalled = false, in_postcopy = false, told_ignored = false, cancel_won = false;
   // QEMU's post-copy stream broke (the destination QEMU died, or the link):
   // QEMU then waits in postcopy-paused for a postcopy-recover that agiled
-  // does not drive in the qemu-* modes, for ever (soak seed 7, run 295).
+  // does not drive in the qemu-* modes, for ever (soak seed 7, run 295), or
+  // hangs its completion in postcopy-active (run 167 of session 9's soak).
   uint64_t post_paused_since_ns = 0;
-  bool post_broken = false;
+  std::string post_broken;  // why the job gives up on QEMU's post-copy; empty while it goes on
   auto interrupted = [&] {
-    if (post_broken) return true;
+    if (!post_broken.empty()) return true;
     // Once QEMU was asked to switch to post-copy it may do so at any moment,
     // and QEMU 7.2's migrate_cancel during post-copy breaks the guest at both
     // ends: the request is the commit point of qemu-postcopy and -hybrid
@@ -67,7 +68,7 @@ Status QemuMigration::Run(const std::string& uri, uint64_t t0_ns, Report* report
       spdlog::error("vm {}: QEMU's post-copy stream to the destination broke (status postcopy-paused); the job "
                     "fails if it stays so for {} ms", vm_->spec().name, opt_.stall_ms);
     } else if (vm::NowNs() - post_paused_since_ns > static_cast<uint64_t>(opt_.stall_ms) * 1000000ULL) {
-      post_broken = true;
+      post_broken = "stayed postcopy-paused for " + std::to_string(opt_.stall_ms) + " ms";
     }
     if (report->bytes_sent != last_transferred) {
       last_transferred = report->bytes_sent;
@@ -98,16 +99,19 @@ Status QemuMigration::Run(const std::string& uri, uint64_t t0_ns, Report* report
       else
         started_post = vm_->Qmp("migrate-start-postcopy").ok();
     }
+    const bool past_switch = started_post || in_postcopy;
+    if (past_switch && post_broken.empty() &&
+        vm::NowNs() - last_moved_ns > static_cast<uint64_t>(opt_.post_stall_ms) * 1000000ULL)
+      post_broken = "moved no byte for " + std::to_string(opt_.post_stall_ms) + " ms past the switch (status " + s + ")";
     if (s == "postcopy-active" && report->switchover_ms == 0) {
       report->switchover_ms = ms();
       if (q.contains("ram")) report->pages_precopied = q["ram"].value("normal", 0ull);
     }
   }, interrupted);
-  if (!st.ok() && post_broken)
-    st = Unavailable("QEMU's post-copy stream to the destination broke and stayed so for " +
-                     std::to_string(opt_.stall_ms) + " ms (status postcopy-paused: the destination QEMU is gone, "
-                     "or the link is): the guest's state is split between both QEMUs, which agiled does not "
-                     "recover in the " + std::string(wire::MigModeName(opt_.mode)) +
+  if (!st.ok() && !post_broken.empty())
+    st = Unavailable("QEMU's post-copy stream to the destination " + post_broken +
+                     " (the destination QEMU is gone, or the link is): the guest's state is split between both "
+                     "QEMUs, which agiled does not recover in the " + std::string(wire::MigModeName(opt_.mode)) +
                      " mode; this QEMU stays paused (a destination QEMU still running holds the guest's CPU state)");
   else if (!st.ok() && stalled)
     st = Unavailable("QEMU's migration stream moved no byte for " + std::to_string(opt_.stall_ms) +

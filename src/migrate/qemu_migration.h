@@ -33,6 +33,12 @@ class QemuMigration {
     // this call returned was asked before it, and is still obeyed: QEMU is
     // then not asked to switch.
     std::function<void()> committing;
+    // After the switch to post-copy (qemu-postcopy, qemu-hybrid), when the
+    // job gives up on QEMU's own outcome: its status staying postcopy-paused
+    // for stall_ms, or its stream moving no byte for this long in any status
+    // (QEMU 7.2 can hang its completion in postcopy-active when the
+    // destination QEMU dies: soak seed 7, run 167 of session 9).
+    int post_stall_ms = 120000;
   };
   // ch: agiled's own connection to the destination (keepalives only).
   QemuMigration(MigratingVm* vm, Channel* ch, Options opt) : vm_(vm), ch_(ch), opt_(opt) {}

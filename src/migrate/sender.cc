@@ -855,6 +855,7 @@ Status Sender::RunQemuMode() {
                              committed = true;
                              Progress("qemu-postcopy", 0, /*force=*/true);
                            }};
+  o.post_stall_ms = opt_.timeouts.migrate_peer_ms;
   std::string uri = "tcp:" + dest_host_ + ":" + std::to_string(qemu_port_);
   bool switched = false;
   Status s = QemuMigration(vm_, ch_.get(), o).Run(uri, t0_ns_, &report_, &switched, [&](uint32_t round) {
@@ -862,6 +863,17 @@ Status Sender::RunQemuMode() {
     Progress(committed ? "qemu-postcopy" : "qemu-migrate", 0, /*force=*/false);
   });
   if (switched) switched_ = true;
+  if (!s.ok() && switched) {
+    // Past QEMU's switch to post-copy: the destination QEMU ran the guest
+    // and holds its CPU state and the pages it dirtied. `cont` here would
+    // run a stale copy beside it (a link cut leaves that QEMU alive), so
+    // the VM stays paused and fenced (`vm resume --force` is the operator's call).
+    (void)vm_->Qmp("query-status");  // the run state `vm stat` shows: paused
+    vm_->SetFenced("QEMU's post-copy to " + dest_id_ + " (" + opt_.to +
+                       ") failed after the guest switched there; it may still run there",
+                   /*lease=*/false);
+    return s.Annotate("the VM stays paused here, fenced");
+  }
   AGILE_RETURN_IF_ERROR(s);
   // Tell the destination agiled the VM is its own now.
   Status done = SendDone().status();

@@ -207,6 +207,52 @@ TEST(PartitionTest, QemuModeWithoutDoneAckLeavesTheSourcePausedAndFenced) {
   EXPECT_EQ(Stat(**b, "qd")["state"], "running");
 }
 
+TEST(PartitionTest, QemuPostcopyWhoseDestinationQemuDiesFailsSoonAndLeavesTheSourceFenced) {
+  // qemu-postcopy, the destination's QEMU killed after the switch: QEMU's
+  // source waits in postcopy-paused for a recovery agiled does not drive in
+  // the qemu-* modes. The job held its 1-hour bound (soak seed 7, run 295);
+  // now it fails after --migrate-io-timeout-ms, and the source's copy, whose
+  // guest ran on at the destination, stays paused and fenced.
+  auto a = AgiledProcess::Start("qpp-a", {"--migrate-io-timeout-ms", "4000"});
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  const uint16_t port_b = FreeTcpPort();
+  auto b = AgiledProcess::Start("qpp-b", {"--listen", "127.0.0.1:" + std::to_string(port_b)});
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  json args = VmArgs("qp", 256, "memverify", {{"size_mib", "64"}, {"rate", "500"}});
+  args["stock"] = true;
+  ASSERT_TRUE((*a)->Call("vm.start", args).ok());
+  ASSERT_TRUE(WaitFor(90, [&] { return Stat(**a, "qp")["guest"].value("gen", 0) > 0; })) << "workload never reported";
+  // 8 MiB/s: QEMU's post-copy of 256 MiB lasts long enough to be cut.
+  auto started = (*a)->Call("vm.migrate", {{"name", "qp"}, {"to", "127.0.0.1:" + std::to_string(port_b)},
+                                           {"mode", "qemu-postcopy"}, {"bandwidth", 8ull << 20}, {"detach", true}});
+  ASSERT_TRUE(started.ok()) << started.status().ToString();
+  ASSERT_TRUE(WaitFor(60, [&] {
+    auto st = (*a)->Call("vm.migrate_status", {{"name", "qp"}});
+    return st.ok() && st->value("phase", "") == "qemu-postcopy";
+  })) << "agiled never asked QEMU to switch";
+  std::this_thread::sleep_for(std::chrono::seconds(2));  // QEMU switches at its next iteration
+  json d = Stat(**b, "qp");
+  ASSERT_TRUE(d.contains("pid")) << d.dump();
+  ASSERT_EQ(::kill(d["pid"].get<int>(), SIGKILL), 0);
+  const auto killed = Clock::now();
+  json end;
+  ASSERT_TRUE(WaitFor(60, [&] {
+    auto st = (*a)->Call("vm.migrate_status", {{"name", "qp"}});
+    if (!st.ok() || st->value("running", true)) return false;
+    end = *st;
+    return true;
+  })) << "the job still waits on QEMU's broken post-copy";
+  EXPECT_LT(Clock::now() - killed, std::chrono::seconds(40));
+  EXPECT_EQ(end["status"], "failed") << end.dump();
+  EXPECT_NE(end.dump().find("postcopy-paused"), std::string::npos) << end.dump();
+  json s = Stat(**a, "qp");
+  EXPECT_EQ(s["state"], "paused") << s.dump();
+  ASSERT_TRUE(s.contains("fenced")) << s.dump();
+  auto resume = (*a)->Call("vm.resume", {{"name", "qp"}});
+  EXPECT_EQ(resume.status().code(), Code::kPermissionDenied) << "a copy split by post-copy was resumed";
+  EXPECT_TRUE((*a)->Call("vm.stop", {{"name", "qp"}}).ok());
+}
+
 TEST(PartitionTest, MemdDownAtTheCommitPointIsWaitedOutAndTheMigrationCompletes) {
   // agile-memd killed -9 before the lease is handed over and started again on
   // its data dir while the source, its VM paused, asks again: the TRANSFER
