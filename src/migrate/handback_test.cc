@@ -98,59 +98,99 @@ class ScriptedHost : public IncomingHost {
   std::shared_ptr<ScriptedVm> vm_;
 };
 
+// Frames on `ch` until one of `type` (PAGE_REQUESTs and LOCATIONS may come
+// first); its payload in *payload.
+bool ReceiveUntil(Channel& ch, wire::MigMsg type, std::vector<uint8_t>* payload, int timeout_ms) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    auto h = ch.Receive(payload, static_cast<int>(left.count()));
+    if (!h.ok()) {
+      ADD_FAILURE() << "waiting for " << wire::MigMsgName(static_cast<uint16_t>(type)) << ": "
+                    << h.status().ToString();
+      return false;
+    }
+    if (h->type == static_cast<uint16_t>(type)) return true;
+  }
+}
+
+// The destination under test: real guest memory (shm_guest under the real
+// shim, every page at the source), a scripted QEMU, and ReceiveMigration on
+// one end of a socket pair; the test plays the source on the other, `src`.
+// Members go in reverse: the source's link closes before `dst` is joined.
+struct IncomingPostcopy {
+  std::unique_ptr<vm::testing::GuestProcess> guest;
+  std::shared_ptr<ScriptedVm> vm;
+  std::unique_ptr<ScriptedHost> host;
+  MigrationPeer peer;
+  std::future<void> dst;
+  std::unique_ptr<Channel> src;
+
+  // Starts the receiver (with `board`: recoverable) and sends HELLO from
+  // hostA, migration id 0x1111/0x2222, up to its HELLO_ACK.
+  bool Start(const Status& cont, RecoveryBoard* board = nullptr) {
+    auto g = vm::testing::GuestProcess::Start(AGILE_SHIM_PATH, AGILE_SHM_GUEST_PATH, kPages, nullptr, 4,
+                                              vm::PageState::kRemote);
+    if (!g.ok()) {
+      ADD_FAILURE() << g.status().ToString();
+      return false;
+    }
+    guest = std::move(g).value();
+    qemu::VmSpec spec;
+    spec.name = "vm1";
+    spec.memory_bytes = kPages * 4096;
+    vm = std::make_shared<ScriptedVm>(spec, guest->shared_memory(), cont);
+    host = std::make_unique<ScriptedHost>(vm);
+    peer.may_pass_qemu_args = true;
+    peer.timeouts.device_state_ms = 2000;
+    peer.timeouts.migrate_recover_ms = 20000;  // a failed check ends a recovering receiver soon
+    peer.recovery = board;
+    int fds[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+      ADD_FAILURE() << "socketpair";
+      return false;
+    }
+    dst = std::async(std::launch::async, [this, fd = UniqueFd(fds[1])]() mutable {
+      ReceiveMigration(std::move(fd), host.get(), "127.0.0.1", peer);
+    });
+    src = std::make_unique<Channel>(UniqueFd(fds[0]), 5000);
+    std::vector<uint8_t> f, payload;
+    wire::MigHello hello;
+    hello.mode = wire::MigMode::kPostcopy;
+    hello.page_count = kPages;
+    hello.spec_json = spec.ToJson().dump();
+    hello.src_host = "hostA";
+    hello.migration_id_lo = 0x1111;
+    hello.migration_id_hi = 0x2222;
+    wire::AppendHello(&f, hello);
+    return src->Send(f).ok() && ReceiveUntil(*src, wire::MigMsg::kHelloAck, &payload, 5000);
+  }
+  // LOCATIONS (every page still at the source), then SWITCHOVER asking for the guest to run.
+  bool SwitchOver() {
+    std::vector<uint8_t> f;
+    wire::AppendLocations(&f, {{0, kPages, wire::PageWhere::kAtSource}}, 0, 1);
+    wire::AppendSwitchover(&f, {false, 0, 0, 0, /*resume=*/true});
+    return src->Send(f).ok();
+  }
+};
+
 // Runs a post-copy migration's source side by hand up to SWITCHOVER and
 // returns the destination's SWITCHOVER_ACK.
 wire::MigSwitchoverAck SwitchOver(const Status& cont, bool* dropped, bool* cont_sent) {
-  auto guest = vm::testing::GuestProcess::Start(AGILE_SHIM_PATH, AGILE_SHM_GUEST_PATH, kPages, nullptr, 4,
-                                                vm::PageState::kRemote);
-  EXPECT_TRUE(guest.ok()) << guest.status().ToString();
-  if (!guest.ok()) return {};
-  qemu::VmSpec spec;
-  spec.name = "vm1";
-  spec.memory_bytes = kPages * 4096;
-  auto vm = std::make_shared<ScriptedVm>(spec, (*guest)->shared_memory(), cont);
-  ScriptedHost host(vm);
-  int fds[2];
-  EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
-  MigrationPeer peer;
-  peer.may_pass_qemu_args = true;
-  peer.timeouts.device_state_ms = 2000;
-  auto dst = std::async(std::launch::async, [&, fd = UniqueFd(fds[1])]() mutable {
-    ReceiveMigration(std::move(fd), &host, "127.0.0.1", peer);
-  });
-  Channel src(UniqueFd(fds[0]), 5000);
-  std::vector<uint8_t> f, payload;
-  wire::MigHello hello;
-  hello.mode = wire::MigMode::kPostcopy;
-  hello.page_count = kPages;
-  hello.spec_json = spec.ToJson().dump();
-  hello.src_host = "hostA";
-  wire::AppendHello(&f, hello);
-  EXPECT_TRUE(src.Send(f).ok());
-  auto h = src.Receive(&payload, 5000);
-  EXPECT_TRUE(h.ok() && h->type == static_cast<uint16_t>(wire::MigMsg::kHelloAck))
-      << (h.ok() ? wire::MigMsgName(h->type) : h.status().ToString());
-  f.clear();
-  wire::AppendLocations(&f, {{0, kPages, wire::PageWhere::kAtSource}}, 0, 1);
-  wire::AppendSwitchover(&f, {false, 0, 0, 0, /*resume=*/true});
-  EXPECT_TRUE(src.Send(f).ok());
+  IncomingPostcopy in;
   wire::MigSwitchoverAck ack;
-  for (;;) {  // PAGE_REQUESTs may come first
-    h = src.Receive(&payload, 5000);
-    if (!h.ok()) {
-      ADD_FAILURE() << "no SWITCHOVER_ACK: " << h.status().ToString();
-      break;
-    }
-    if (h->type != static_cast<uint16_t>(wire::MigMsg::kSwitchoverAck)) continue;
+  std::vector<uint8_t> payload;
+  if (!in.Start(cont) || !in.SwitchOver()) return ack;
+  if (ReceiveUntil(*in.src, wire::MigMsg::kSwitchoverAck, &payload, 5000)) {
     auto a = wire::DecodeSwitchoverAck(payload);
     EXPECT_TRUE(a.ok()) << a.status().ToString();
     if (a.ok()) ack = *a;
-    break;
   }
-  src.Shutdown();  // the source goes: a destination waiting for post-copy pages ends
-  dst.get();
-  *dropped = host.dropped;
-  *cont_sent = vm->Sent("cont");
+  in.src->Shutdown();  // the source goes: a destination waiting for post-copy pages ends
+  in.dst.get();
+  *dropped = in.host->dropped;
+  *cont_sent = in.vm->Sent("cont");
   return ack;
 }
 
@@ -183,21 +223,12 @@ TEST(HandBack, PostcopyContNotAnsweredYetGoesOnRunning) {
   EXPECT_FALSE(dropped) << "a copy about to run was dropped";
 }
 
-// Frames on `ch` until one of `type` (PAGE_REQUESTs and LOCATIONS may come
-// first); its payload in *payload.
-bool ReceiveUntil(Channel& ch, wire::MigMsg type, std::vector<uint8_t>* payload, int timeout_ms) {
-  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
-    if (left.count() <= 0) return false;
-    auto h = ch.Receive(payload, static_cast<int>(left.count()));
-    if (!h.ok()) {
-      ADD_FAILURE() << "waiting for " << wire::MigMsgName(static_cast<uint16_t>(type)) << ": "
-                    << h.status().ToString();
-      return false;
-    }
-    if (h->type == static_cast<uint16_t>(type)) return true;
-  }
+TEST(HandBack, ContThatRunsIsAnsweredRunning) {
+  bool dropped = false, cont_sent = false;
+  auto ack = SwitchOver(Status::Ok(), &dropped, &cont_sent);
+  EXPECT_TRUE(cont_sent);
+  EXPECT_EQ(ack.status, wire::SwitchoverResult::kRunning) << ack.message;
+  EXPECT_FALSE(dropped);
 }
 
 TEST(PostcopyRecovery, ARESUMEIsTakenWhileContWaitsForAPageOnlyTheSourceHas) {
@@ -205,27 +236,12 @@ TEST(PostcopyRecovery, ARESUMEIsTakenWhileContWaitsForAPageOnlyTheSourceHas) {
   // main loop waited for a page from it, so `cont` had no answer. The
   // restarted source's RESUME must be taken at once (the page comes only
   // over it), not after the switch thread gave up on `cont`.
-  auto guest = vm::testing::GuestProcess::Start(AGILE_SHIM_PATH, AGILE_SHM_GUEST_PATH, kPages, nullptr, 4,
-                                                vm::PageState::kRemote);
-  ASSERT_TRUE(guest.ok()) << guest.status().ToString();
-  qemu::VmSpec spec;
-  spec.name = "vm1";
-  spec.memory_bytes = kPages * 4096;
-  auto vm = std::make_shared<ScriptedVm>(spec, (*guest)->shared_memory(), Status::Ok());
-  vm->HoldCont();
-  ScriptedHost host(vm);
   RecoveryBoard board;
-  MigrationPeer peer;
-  peer.may_pass_qemu_args = true;
-  peer.timeouts.device_state_ms = 2000;
-  peer.timeouts.migrate_recover_ms = 20000;  // a failed check ends the receiver soon
-  peer.recovery = &board;
-  int fds[2];
-  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
-  auto dst = std::async(std::launch::async, [&, fd = UniqueFd(fds[1])]() mutable {
-    ReceiveMigration(std::move(fd), &host, "127.0.0.1", peer);
-  });
-  // Whatever fails below, the receiver stops waiting before `dst` is joined.
+  IncomingPostcopy in;
+  ASSERT_TRUE(in.Start(Status::Ok(), &board));
+  auto& vm = in.vm;
+  vm->HoldCont();
+  // Whatever fails below, the receiver stops waiting before `in.dst` is joined.
   struct Unblock {
     RecoveryBoard* board;
     ScriptedVm* vm;
@@ -234,33 +250,19 @@ TEST(PostcopyRecovery, ARESUMEIsTakenWhileContWaitsForAPageOnlyTheSourceHas) {
       board->Close();
     }
   } unblock{&board, vm.get()};
-  auto src = std::make_unique<Channel>(UniqueFd(fds[0]), 5000);
-  std::vector<uint8_t> f, payload;
-  wire::MigHello hello;
-  hello.mode = wire::MigMode::kPostcopy;
-  hello.page_count = kPages;
-  hello.spec_json = spec.ToJson().dump();
-  hello.src_host = "hostA";
-  hello.migration_id_lo = 0x1111;
-  hello.migration_id_hi = 0x2222;
-  wire::AppendHello(&f, hello);
-  ASSERT_TRUE(src->Send(f).ok());
-  ASSERT_TRUE(ReceiveUntil(*src, wire::MigMsg::kHelloAck, &payload, 5000));
-  f.clear();
-  wire::AppendLocations(&f, {{0, kPages, wire::PageWhere::kAtSource}}, 0, 1);
-  wire::AppendSwitchover(&f, {false, 0, 0, 0, /*resume=*/true});
-  ASSERT_TRUE(src->Send(f).ok());
+  ASSERT_TRUE(in.SwitchOver());
   for (int i = 0; i < 500 && !vm->Sent("cont"); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   ASSERT_TRUE(vm->Sent("cont"));
-  src.reset();  // the source agiled dies; `cont` still waits
+  in.src.reset();  // the source agiled dies; `cont` still waits
 
   // Its restart dials RESUME.
+  int fds[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
   auto resume_conn = std::async(std::launch::async, [&, fd = UniqueFd(fds[1])]() mutable {
-    ReceiveMigration(std::move(fd), &host, "127.0.0.1", peer);
+    ReceiveMigration(std::move(fd), in.host.get(), "127.0.0.1", in.peer);
   });
   Channel src2(UniqueFd(fds[0]), 5000);
-  f.clear();
+  std::vector<uint8_t> f, payload;
   wire::AppendResume(&f, {"vm1", "hostA", 0x1111, 0x2222});
   ASSERT_TRUE(src2.Send(f).ok());
   const auto t0 = std::chrono::steady_clock::now();
@@ -294,17 +296,9 @@ TEST(PostcopyRecovery, ARESUMEIsTakenWhileContWaitsForAPageOnlyTheSourceHas) {
   wire::AppendEmpty(&f, wire::MigMsg::kDone);
   ASSERT_TRUE(src2.Send(f).ok());
   EXPECT_TRUE(ReceiveUntil(src2, wire::MigMsg::kDoneAck, &payload, 10000));
-  dst.get();
-  EXPECT_FALSE(host.dropped) << "the copy that runs here was dropped";
-  EXPECT_EQ((*guest)->memory().count(vm::PageState::kRemote), 0u);
-}
-
-TEST(HandBack, ContThatRunsIsAnsweredRunning) {
-  bool dropped = false, cont_sent = false;
-  auto ack = SwitchOver(Status::Ok(), &dropped, &cont_sent);
-  EXPECT_TRUE(cont_sent);
-  EXPECT_EQ(ack.status, wire::SwitchoverResult::kRunning) << ack.message;
-  EXPECT_FALSE(dropped);
+  in.dst.get();
+  EXPECT_FALSE(in.host->dropped) << "the copy that runs here was dropped";
+  EXPECT_EQ(in.guest->memory().count(vm::PageState::kRemote), 0u);
 }
 
 }  // namespace
