@@ -1,6 +1,9 @@
 #include <gtest/gtest.h>
 #include <fcntl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "base/io.h"
 #include "base/json_depth.h"
@@ -84,6 +87,89 @@ TEST(ProcessTest, ReportsExitCode) {
   ASSERT_TRUE(p.ok());
   ASSERT_TRUE(p->Wait(5000));
   EXPECT_EQ(p->ExitDescription(), "exited with code 3");
+}
+
+// The exec gate: the command (touching a marker file) runs only once
+// before_exec said yes, and never when it refused or its caller died first.
+class ExecGateTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/agile-gate-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    marker_ = dir_ + "/ran";
+  }
+  void TearDown() override {
+    ::unlink(marker_.c_str());
+    ::rmdir(dir_.c_str());
+  }
+  bool Ran() const { return ::access(marker_.c_str(), F_OK) == 0; }
+  SpawnOptions Touch() const { return {.argv = {"/usr/bin/touch", marker_}}; }
+  std::string dir_, marker_;
+};
+
+TEST_F(ExecGateTest, RunsOnlyAfterBeforeExecReturnsWithTheChildsPid) {
+  SpawnOptions o = Touch();
+  pid_t seen = 0;
+  bool ran_early = false;
+  o.before_exec = [&](pid_t pid) {
+    seen = pid;
+    ::usleep(200 * 1000);  // time enough for a child that did not wait to run
+    ran_early = Ran();
+    return Status::Ok();
+  };
+  auto p = Spawn(o);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(seen, p->pid());
+  EXPECT_FALSE(ran_early) << "the child ran before before_exec returned";
+  ASSERT_TRUE(p->Wait(5000));
+  EXPECT_EQ(p->ExitDescription(), "exited with code 0");
+  EXPECT_TRUE(Ran());
+}
+
+TEST_F(ExecGateTest, ARefusalFailsTheSpawnAndTheCommandNeverRuns) {
+  SpawnOptions o = Touch();
+  o.before_exec = [](pid_t) { return Unavailable("no record, no QEMU"); };
+  auto p = Spawn(o);
+  ASSERT_FALSE(p.ok());
+  EXPECT_EQ(p.status().code(), Code::kUnavailable);
+  ::usleep(200 * 1000);
+  EXPECT_FALSE(Ran());
+}
+
+TEST_F(ExecGateTest, TheCommandNeverRunsWhenTheSpawnerDiesAtTheGate) {
+  // A spawner that dies inside before_exec (agiled killed between the fork
+  // and its record): its gated child must end without running the command.
+  // As its subreaper this test collects the orphaned child and its status.
+  ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+  int pids[2];
+  ASSERT_EQ(::pipe(pids), 0);
+  pid_t spawner = ::fork();
+  ASSERT_GE(spawner, 0);
+  if (spawner == 0) {
+    SpawnOptions o = Touch();
+    o.before_exec = [&](pid_t child) -> Status {
+      (void)!::write(pids[1], &child, sizeof(child));
+      ::_exit(0);
+    };
+    (void)Spawn(o);
+    ::_exit(1);
+  }
+  ::close(pids[1]);
+  pid_t child = 0;
+  ASSERT_EQ(::read(pids[0], &child, sizeof(child)), static_cast<ssize_t>(sizeof(child)));
+  ::close(pids[0]);
+  int st = 0;
+  ASSERT_EQ(::waitpid(spawner, &st, 0), spawner);
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  // The orphaned child, reparented here, ends on its own at the gate.
+  int cst = 0;
+  pid_t got = 0;
+  for (int i = 0; i < 50 && (got = ::waitpid(child, &cst, WNOHANG)) == 0; ++i) ::usleep(100 * 1000);
+  (void)::prctl(PR_SET_CHILD_SUBREAPER, 0);
+  ASSERT_EQ(got, child) << "the gated child outlived its spawner";
+  EXPECT_TRUE(WIFEXITED(cst) && WEXITSTATUS(cst) == 126) << cst;
+  EXPECT_FALSE(Ran());
 }
 
 TEST(JsonDepth, CountsBracketsOutsideStrings) {

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -89,9 +90,26 @@ Result<Process> Spawn(const SpawnOptions& opts) {
   int out = opts.stdout_fd >= 0 ? opts.stdout_fd : devnull.get();
   int err = opts.stderr_fd >= 0 ? opts.stderr_fd : devnull.get();
 
+  // The exec gate (SpawnOptions::before_exec): one byte on the socket lets
+  // the child exec; end of file (refused, or this process gone) ends it. A
+  // socket, not a pipe: a child gone early must not SIGPIPE its spawner.
+  int gate[2] = {-1, -1};
+  if (opts.before_exec && ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, gate) != 0)
+    return ErrnoStatus("socketpair for the exec gate");
+  UniqueFd gate_r(gate[0]), gate_w(gate[1]);
+
   pid_t pid = ::fork();
   if (pid < 0) return ErrnoStatus("fork");
   if (pid == 0) {
+    if (gate_w) {
+      ::close(gate_w.get());
+      char go = 0;
+      ssize_t n;
+      do {
+        n = ::read(gate_r.get(), &go, 1);
+      } while (n < 0 && errno == EINTR);
+      if (n != 1) ::_exit(126);
+    }
     if (opts.new_session) ::setsid();
     ::dup2(in, 0);
     ::dup2(out, 1);
@@ -109,7 +127,25 @@ Result<Process> Spawn(const SpawnOptions& opts) {
     return st;
   }
   ::fcntl(pfd, F_SETFD, FD_CLOEXEC);
-  return Process(pid, UniqueFd(pfd));
+  Process child(pid, UniqueFd(pfd));
+  if (opts.before_exec) {
+    gate_r.Reset();
+    Status s = opts.before_exec(pid);
+    if (!s.ok()) {
+      gate_w.Reset();  // end of file: the child exits without exec
+      child.Wait(5000);
+      return s;
+    }
+    const char go = 1;
+    if (::send(gate_w.get(), &go, 1, MSG_NOSIGNAL) != 1) {
+      Status st = ErrnoStatus("open the exec gate");
+      gate_w.Reset();
+      (void)child.Signal(SIGKILL);
+      child.Wait(5000);
+      return st;
+    }
+  }
+  return child;
 }
 
 }  // namespace agile

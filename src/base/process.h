@@ -3,6 +3,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,12 @@ struct SpawnOptions {
   int stdout_fd = -1;            // -1: /dev/null
   int stderr_fd = -1;            // -1: /dev/null
   bool new_session = true;       // so a terminal's ^C reaches agiled, not the VM
+  // Runs in this process after the fork, before the child may exec: the
+  // child waits at a gate until it returns Ok. If it fails, or this process
+  // dies first, the child exits (code 126) without ever running argv[0].
+  // agiled records a QEMU's pid here, so no QEMU exists that a restarted
+  // agiled has no record of.
+  std::function<Status(pid_t)> before_exec;
 };
 
 class Process {

@@ -113,19 +113,21 @@ Status ManagedVm::Start(bool incoming, const std::string& store_vm_id) {
   spdlog::info("vm {}: starting {}QEMU ({} MiB, {} vCPUs, {}, boot {}, {} disks, workload {}){}", spec_.name,
                spec_.stock ? "stock " : "", spec_.memory_bytes >> 20, spec_.vcpus, accel, spec_.boot,
                spec_.disks.size(), spec_.workload, incoming ? " for an incoming migration" : "");
-  AGILE_ASSIGN_OR_RETURN(qemu_, Spawn(opts));
-  started_ns_ = vm::NowNs();
-  {
-    // Recorded before the shim hands over its memory: from the HELLO_ACK on
-    // the shim outlives us, and a restarted agiled must know this QEMU.
+  // Recorded before QEMU may run at all (the child waits at Spawn's exec
+  // gate): a restarted agiled must know every QEMU this one started, or one
+  // killed in between leaves a QEMU nobody adopts or stops (session 9's
+  // soak: an incoming QEMU left in `inmigrate` for good).
+  opts.before_exec = [&](pid_t pid) {
     std::lock_guard<std::mutex> l(record_mu_);
     record_.spec = spec_;
-    record_.pid = qemu_.pid();
-    auto ticks = ProcessStartTicks(qemu_.pid());
+    record_.pid = pid;
+    auto ticks = ProcessStartTicks(pid);  // unchanged by the exec to come
     record_.pid_start_ticks = ticks.ok() ? *ticks : 0;
     record_.incoming = incoming;
-  }
-  PersistRecord();
+    return WriteVmRecord(dir_, record_).Annotate("vm " + spec_.name + ": write its state record before QEMU starts");
+  };
+  AGILE_ASSIGN_OR_RETURN(qemu_, Spawn(opts));
+  started_ns_ = vm::NowNs();
   if (!spec_.stock) AGILE_RETURN_IF_ERROR(TakeOverMemory(listen.get(), incoming, store_vm_id));
 
   auto qmp = qemu::QmpClient::Connect(qmp_path_, 15000, qemu_.pidfd());
@@ -537,7 +539,14 @@ std::unique_ptr<ManagedVm> ManagedVm::Adopt(const VmRecord& rec, const HostConfi
   // (it waited 15 s on the dead QMP socket: docs/reliability.md, finding 7).
   auto proc = ticks.ok() && *ticks == rec.pid_start_ticks ? Process::Adopt(rec.pid) : Result<Process>(NotFound(""));
   if (!proc.ok() || proc->Poll()) {
-    vm->MarkLost("QEMU (pid " + std::to_string(rec.pid) + ") ended while agiled was down", &rec);
+    // An arriving VM's QEMU (or one agiled died before letting it exec) held
+    // no copy the source lacks unless it had switched over, which its
+    // migration record (or, stock, its QEMU) would have told.
+    vm->MarkLost("QEMU (pid " + std::to_string(rec.pid) + ") ended while agiled was down" +
+                     (rec.incoming ? std::string(" (it was the destination of a migration; the VM is at its source "
+                                                 "unless that migration had switched over)")
+                                   : std::string()),
+                 &rec);
     return vm;
   }
   Status s = vm->AdoptRunning(rec);

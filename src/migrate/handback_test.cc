@@ -301,5 +301,89 @@ TEST(PostcopyRecovery, ARESUMEIsTakenWhileContWaitsForAPageOnlyTheSourceHas) {
   EXPECT_EQ(in.guest->memory().count(vm::PageState::kRemote), 0u);
 }
 
+// PAGES for every page in [0, kPages) but `skip`, then (with done) DONE.
+bool SendPagesBut(Channel& ch, const std::set<uint64_t>& skip, bool only_skipped, bool done) {
+  std::vector<uint8_t> page(4096, 0x5a), f;
+  std::vector<wire::MigPage> batch;
+  auto flush = [&] {
+    if (batch.empty()) return true;
+    f.clear();
+    wire::AppendPages(&f, 1, batch.data(), batch.size());
+    batch.clear();
+    return ch.Send(f).ok();
+  };
+  for (uint64_t i = 0; i < kPages; ++i) {
+    if ((skip.count(i) != 0) != only_skipped) continue;
+    batch.push_back({i, page.data()});
+    if (batch.size() == wire::kMigMaxPagesPerFrame && !flush()) return false;
+  }
+  if (!flush()) return false;
+  if (!done) return true;
+  f.clear();
+  wire::AppendEmpty(&f, wire::MigMsg::kDone);
+  return ch.Send(f).ok();
+}
+
+TEST(PostcopyRecovery, ADoneWithPagesStillMissingIsAnsweredWithARecoveryThatListsThem) {
+  // CI rehearsal, session 9: a restarted source sent DONE with 5 pages still
+  // missing here; the destination failed the migration, and the VM was
+  // stranded (its vCPUs waiting on those pages, the source refused). Now the
+  // link goes down instead, and the source's RESUME learns what is missing.
+  RecoveryBoard board;
+  IncomingPostcopy in;
+  ASSERT_TRUE(in.Start(Status::Ok(), &board));
+  struct Unblock {
+    RecoveryBoard* board;
+    ~Unblock() { board->Close(); }
+  } unblock{&board};
+  ASSERT_TRUE(in.SwitchOver());
+  std::vector<uint8_t> payload;
+  ASSERT_TRUE(ReceiveUntil(*in.src, wire::MigMsg::kSwitchoverAck, &payload, 5000));
+  const std::set<uint64_t> gap = {7, 300, 301};
+  ASSERT_TRUE(SendPagesBut(*in.src, gap, /*only_skipped=*/false, /*done=*/true));
+  // No DONE_ACK: the link closes.
+  bool acked = false;
+  for (;;) {
+    auto h = in.src->Receive(&payload, 5000);
+    if (!h.ok()) break;
+    acked |= h->type == static_cast<uint16_t>(wire::MigMsg::kDoneAck);
+  }
+  EXPECT_FALSE(acked) << "DONE acknowledged with pages missing";
+  EXPECT_EQ(in.guest->memory().count(vm::PageState::kRemote), gap.size());
+
+  // The source's recovery: RESUME is answered with exactly the gap.
+  int fds[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+  auto resume_conn = std::async(std::launch::async, [&, fd = UniqueFd(fds[1])]() mutable {
+    ReceiveMigration(std::move(fd), in.host.get(), "127.0.0.1", in.peer);
+  });
+  Channel src2(UniqueFd(fds[0]), 5000);
+  std::vector<uint8_t> f;
+  wire::AppendResume(&f, {"vm1", "hostA", 0x1111, 0x2222});
+  ASSERT_TRUE(src2.Send(f).ok());
+  ASSERT_TRUE(ReceiveUntil(src2, wire::MigMsg::kResumeAck, &payload, 5000));
+  auto rack = wire::DecodeResumeAck(payload);
+  ASSERT_TRUE(rack.ok()) << rack.status().ToString();
+  ASSERT_EQ(rack->status, 0u) << rack->message;
+  ASSERT_EQ(rack->pages_remote, gap.size());
+  std::set<uint64_t> listed;
+  while (listed.size() < gap.size()) {
+    ASSERT_TRUE(ReceiveUntil(src2, wire::MigMsg::kLocations, &payload, 5000));
+    std::vector<wire::MigRun> runs;
+    ASSERT_TRUE(wire::DecodeLocations(payload, &runs).ok());
+    for (const auto& r : runs)
+      for (uint64_t i = r.first; i < r.first + r.count; ++i) listed.insert(i);
+  }
+  EXPECT_EQ(listed, gap);
+  resume_conn.get();
+
+  // They come, then DONE again: completed.
+  ASSERT_TRUE(SendPagesBut(src2, gap, /*only_skipped=*/true, /*done=*/true));
+  EXPECT_TRUE(ReceiveUntil(src2, wire::MigMsg::kDoneAck, &payload, 10000));
+  in.dst.get();
+  EXPECT_FALSE(in.host->dropped);
+  EXPECT_EQ(in.guest->memory().count(vm::PageState::kRemote), 0u);
+}
+
 }  // namespace
 }  // namespace agile::migrate

@@ -28,9 +28,11 @@ class PageStream {
   PageStream(vm::GuestMemory* mem, offload::SwapStore* store, Channel* ch);
 
   // Sends the pages idx (any order; sent in increasing order), 64 per frame,
-  // tagged with `round`. Zero pages are skipped: nothing is stored anywhere
-  // and the destination maps zeros. Adds the pages sent to *sent.
-  Status Send(std::vector<uint64_t> idx, uint32_t round, uint64_t* sent);
+  // tagged with `round`. Zero pages are skipped (the destination was told
+  // they are zero and maps zeros) unless `zero_pages_too`: then they go as
+  // pages of zeros (the destination listed them as missing: post-copy
+  // recovery). Adds the pages sent to *sent.
+  Status Send(std::vector<uint64_t> idx, uint32_t round, uint64_t* sent, bool zero_pages_too = false);
   // Ends pre-copy round `round`, which sent `pages` pages (a ROUND frame).
   Status EndRound(uint32_t round, uint64_t pages);
 

@@ -55,7 +55,7 @@ class Sink {
     thread_.join();
   }
   std::map<uint64_t, int> pages;  // page -> times received
-  uint64_t bad = 0;               // pages with the wrong content
+  uint64_t bad = 0;               // pages with the wrong content (not all zeros, with no gen)
   uint64_t rounds = 0;            // ROUND frames
 
  private:
@@ -74,6 +74,7 @@ class Sink {
       for (const wire::MigPage& p : got) {
         ++pages[p.index];
         if (gen_ != 0 && !HoldsGeneration(p.data, p.index, gen_)) ++bad;
+        if (gen_ == 0 && std::any_of(p.data, p.data + wire::kMigPageSize, [](uint8_t b) { return b != 0; })) ++bad;
       }
     }
   }
@@ -265,6 +266,25 @@ TEST(PostcopyServerTest, TailScopeResendsOnlyTheTail) {
   std::map<uint64_t, int> want = {{3, 1}, {4, 2}, {5, 1}, {50, 1}, {51, 1}};
   EXPECT_EQ(src->sink.pages, want);
   EXPECT_EQ(server.postcopied(), 3u);
+}
+
+TEST(PostcopyServerTest, AfterARescopeAListedPageThatIsAHoleHereGoesAsZeros) {
+  // A destination's RESUME lists what it lacks; a page skipped as "zero"
+  // (LOCATIONS would have said so) would leave it waiting at DONE for good.
+  constexpr uint64_t kPages = 64;
+  auto src = Source::Start(kPages, 0);  // never written: every page a hole
+  ASSERT_NE(src, nullptr);
+  PostcopyServer server(src->memory(), &src->stream, /*prepage=*/2);
+  ASSERT_TRUE(server.Push(nullptr, 0, nullptr).ok());  // before: zero pages are not sent
+  std::vector<uint8_t> missing(kPages, 0);
+  missing[5] = missing[6] = missing[40] = 1;
+  server.Rescope(missing);
+  ASSERT_TRUE(server.Serve({5}, 0, true).ok());  // 5, 6 (7, 8 are not listed)
+  ASSERT_TRUE(server.Push(nullptr, 0, nullptr).ok());
+  src->sink.Close();
+  std::map<uint64_t, int> want = {{5, 1}, {6, 1}, {40, 1}};
+  EXPECT_EQ(src->sink.pages, want);
+  EXPECT_EQ(src->sink.bad, 0u);
 }
 
 }  // namespace

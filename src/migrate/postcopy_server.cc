@@ -19,7 +19,7 @@ Status PostcopyServer::Serve(const std::vector<uint64_t>& req, uint32_t round, b
     }
   }
   uint64_t sent = 0;
-  Status s = stream_->Send(pages, round, &sent);
+  Status s = stream_->Send(pages, round, &sent, rescoped_.load());
   if (after_switchover) postcopied_.fetch_add(sent);
   return s;
 }
@@ -34,26 +34,27 @@ Status PostcopyServer::ScopeToTail(const std::vector<uint8_t>& tail_bm,
 void PostcopyServer::Rescope(const std::vector<uint8_t>& missing) {
   std::lock_guard<std::mutex> serve(serve_mu_);
   for (uint64_t i = 0; i < mem_->pages(); ++i) sent_[i].store(missing[i] ? 0 : 1);
+  rescoped_.store(true);
 }
 
 Status PostcopyServer::Push(const std::vector<uint8_t>* tail_bm, uint32_t round,
                             const std::function<void()>& progress) {
   std::vector<uint64_t> chunk;
+  const bool zero_too = rescoped_.load();  // (Rescope never runs beside Push)
   for (uint64_t i = 0; i < mem_->pages(); ++i) {
     if (tail_bm && !(*tail_bm)[i]) continue;
-    vm::PageState st = mem_->state(i);
-    if (st == vm::PageState::kZero || sent_[i].exchange(1)) continue;
+    if ((!zero_too && mem_->state(i) == vm::PageState::kZero) || sent_[i].exchange(1)) continue;
     chunk.push_back(i);
     if (chunk.size() == kPushChunkPages) {
       uint64_t sent = 0;
-      AGILE_RETURN_IF_ERROR(stream_->Send(chunk, round, &sent));
+      AGILE_RETURN_IF_ERROR(stream_->Send(chunk, round, &sent, zero_too));
       postcopied_.fetch_add(sent);
       chunk.clear();
       if (progress) progress();
     }
   }
   uint64_t sent = 0;
-  AGILE_RETURN_IF_ERROR(stream_->Send(chunk, round, &sent));
+  AGILE_RETURN_IF_ERROR(stream_->Send(chunk, round, &sent, zero_too));
   postcopied_.fetch_add(sent);
   return Status::Ok();
 }

@@ -39,6 +39,9 @@ class PostcopyServer {
   // Post-copy recovery: the destination still lacks exactly the pages set
   // in `missing` (sent on a link that broke, or never sent); they count as
   // unsent again, every other page as sent. Not while Serve or Push run.
+  // From here a listed page that is a hole here goes as a page of zeros:
+  // the destination's list, not this host's LOCATIONS, says what it lacks,
+  // and a page skipped as zero would leave it waiting for good.
   void Rescope(const std::vector<uint8_t>& missing);
 
   // Every page with data not sent yet (only those in tail_bm, when given),
@@ -56,6 +59,7 @@ class PostcopyServer {
   std::unique_ptr<std::atomic<uint8_t>[]> sent_;  // page already pushed
   std::atomic<uint64_t> demand_{0};
   std::atomic<uint64_t> postcopied_{0};  // written by the push and the demand server
+  std::atomic<bool> rescoped_{false};     // Rescope ran: zero pages unsent are sent too
 };
 
 }  // namespace agile::migrate

@@ -839,6 +839,20 @@ Status Sender::Reconnect(const std::string& to) {
   ch_ = std::move(ch);
   stream_->set_channel(ch_.get());
   postcopy_->Rescope(remote);
+  // The destination lists pages it was told are here: any that are not (a
+  // hole, or in the swap store) say the two ends disagree; logged, as the
+  // first clue should the migration not complete.
+  uint64_t elsewhere = 0;
+  std::string first;
+  for (uint64_t i = 0; i < mem_->pages(); ++i) {
+    if (!remote[i]) continue;
+    const vm::PageState st = mem_->state(i);
+    if (st == vm::PageState::kResident) continue;
+    if (++elsewhere <= 8) first += (elsewhere > 1 ? ", " : "") + std::to_string(i) + " " + vm::PageStateName(st);
+  }
+  if (elsewhere != 0)
+    spdlog::warn("vm {}: the destination lacks {} pages, {} of them not resident here (first: {}); a zero page goes "
+                 "as a page of zeros", report_.vm, ack.pages_remote, elsewhere, first);
   std::lock_guard<std::mutex> l(mu_);
   peer_status_ = Status::Ok();
   got_done_ack_ = false;
