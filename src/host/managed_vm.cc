@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "base/fault_point.h"
 #include "base/size.h"
 #include "base/socket.h"
 #include "host/console_status.h"
@@ -124,7 +125,13 @@ Status ManagedVm::Start(bool incoming, const std::string& store_vm_id) {
     auto ticks = ProcessStartTicks(pid);  // unchanged by the exec to come
     record_.pid_start_ticks = ticks.ok() ? *ticks : 0;
     record_.incoming = incoming;
-    return WriteVmRecord(dir_, record_).Annotate("vm " + spec_.name + ": write its state record before QEMU starts");
+    Status s = WriteVmRecord(dir_, record_).Annotate("vm " + spec_.name + ": write its state record before QEMU starts");
+    if (s.ok() && FaultPoint("exit-in-exec-gate")) {
+      // Tests: agiled dies with a QEMU forked and recorded, not yet run.
+      spdlog::critical("AGILE_FAULT=exit-in-exec-gate: exiting now");
+      std::_Exit(86);
+    }
+    return s;
   };
   AGILE_ASSIGN_OR_RETURN(qemu_, Spawn(opts));
   started_ns_ = vm::NowNs();

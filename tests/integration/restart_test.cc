@@ -2,12 +2,15 @@
 // injected for real: kill -9 of agiled under a memverify VM whose pages are
 // two-thirds offloaded to a real agile-memd, then a new agiled on the same
 // state dir re-adopts it; a VM whose QEMU died meanwhile is reported lost;
-// SIGHUP stops nothing.
+// agiled dying between a QEMU's fork and exec leaves no QEMU; SIGHUP stops
+// nothing.
 #include <gtest/gtest.h>
 #include <signal.h>
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <thread>
 
 #include "agiled_fixture.h"
@@ -118,6 +121,45 @@ TEST(RestartTest, AVmWhoseQemuDiedMeanwhileIsReportedLostAndCleanedUp) {
   d.Kill();
   ASSERT_TRUE(d.Relaunch().ok());
   EXPECT_FALSE(d.Call("vm.stat", {{"name", "gone"}}).ok());
+}
+
+// Session 9's soak: agiled killed right after it started a QEMU, before its
+// record, left a QEMU no restart knew of (an incoming one sat in `inmigrate`
+// for good). The record is written while the forked child waits to exec;
+// dying there, agiled leaves no QEMU, and its restart reports the VM.
+TEST(RestartTest, AgiledDyingBetweenQemusForkAndExecLeavesNoQemuAndItsRestartSaysSo) {
+  ::setenv("AGILE_FAULT", "exit-in-exec-gate", 1);
+  auto a = AgiledProcess::Start("restartgate");
+  ::unsetenv("AGILE_FAULT");
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  auto& d = **a;
+  // Stock: no shim, which would end a QEMU whose agiled is gone (the leak
+  // seen was an incoming stock QEMU's).
+  json args = VmArgs("gated", 128, "memverify", {{"size_mib", "32"}});
+  args["stock"] = true;
+  EXPECT_FALSE(d.Call("vm.start", args).ok());
+  ASSERT_TRUE(d.process().Wait(10000)) << "agiled did not exit at the fault point";
+  EXPECT_EQ(d.process().ExitDescription(), "exited with code 86");
+  // No QEMU of this agiled's comes to life (each names its QMP socket under the state dir).
+  auto qemus = [&] {
+    int n = 0;
+    const std::string needle = d.state_dir() + "/vms/gated/";
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator("/proc", ec)) {
+      std::ifstream f(e.path() / "cmdline");
+      std::string cmd((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+      if (cmd.find("qemu") != std::string::npos && cmd.find(needle) != std::string::npos) ++n;
+    }
+    return n;
+  };
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  EXPECT_EQ(qemus(), 0) << "a QEMU ran after its agiled died at the gate";
+  ASSERT_TRUE(d.Relaunch().ok());
+  json j = Stat(d, "gated");
+  EXPECT_EQ(j["state"], "lost") << j.dump();
+  EXPECT_NE(j.value("exit", "").find("ended while agiled was down"), std::string::npos) << j.dump();
+  ASSERT_TRUE(d.Call("vm.stop", {{"name", "gated"}}).ok());
+  EXPECT_FALSE(d.Call("vm.stat", {{"name", "gated"}}).ok());
 }
 
 // QEMU's own main loop waits on an offloaded page (a monitor command reads

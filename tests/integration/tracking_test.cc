@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <thread>
 #include <vector>
 
@@ -16,6 +17,7 @@ namespace {
 using nlohmann::json;
 
 double Mib(uint64_t b) { return static_cast<double>(b) / (1 << 20); }
+std::string FormatMib(uint64_t b) { return std::to_string(static_cast<int>(Mib(b))) + " MiB"; }
 
 // Waits until memtouch runs its hot set (fill done).
 bool MemtouchRunning(AgiledProcess& d, const std::string& vm, double timeout_s) {
@@ -86,7 +88,30 @@ TEST(TrackingTest, HostBudgetShrinksVmsToTheirWorkingSetsWithoutHarm) {
   ASSERT_TRUE(d.Call("vm.start", VmArgs("mv", 256, "memverify", {{"size_mib", "64"}, {"rate", "300"}})).ok());
   ASSERT_TRUE(MemtouchRunning(d, "mt", 180));
   std::this_thread::sleep_for(std::chrono::seconds(5));
-  double unconstrained = MedianOps(d, "mt", 10);
+  // Both throughput samples are taken with the neighbour paused: on two
+  // cores its TCG vCPU competes with mt's, and its load differs between the
+  // samples (fully resident first, refaulting from the store after the
+  // shrink), which is not the harm asked about here (two CI runs failed on
+  // that noise: 0.60x, and 0.79999x against the 0.8 bound).
+  // Beside each: the tracker's own minor faults per second in mt (its PTE
+  // drops, which the guest pays for), so a gap between the two says whose.
+  auto sample_alone = [&](const char* what) {
+    EXPECT_TRUE(d.Call("vm.pause", {{"name", "mv"}}).ok());
+    std::this_thread::sleep_for(std::chrono::seconds(2));  // the guest's rate spans its last second
+    auto tracker = [&] { return (*d.Call("vm.wss", {{"name", "mt"}}))["tracker"]; };
+    json t0 = tracker();
+    const auto c0 = std::chrono::steady_clock::now();
+    double r = MedianOps(d, "mt", 10);
+    json t1 = tracker();
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - c0).count();
+    std::printf("host budget, %s: memtouch %.0f ops/s; tracker %.0f minor faults/s, est. %.1f%% CPU, %s resident\n",
+                what, r, (t1["minor_faults"].get<double>() - t0["minor_faults"].get<double>()) / secs,
+                t1["est_cpu_pct"].get<double>(),
+                FormatMib(Stat(d, "mt")["pages"]["resident"].get<uint64_t>() * 4096).c_str());
+    EXPECT_TRUE(d.Call("vm.resume", {{"name", "mv"}}).ok());
+    return r;
+  };
+  double unconstrained = sample_alone("full residency");
   ASSERT_GT(Stat(d, "mt")["pages"]["resident"].get<uint64_t>() * 4096, 550ull << 20);
 
   // Under the budget, the policy takes the memtouch VM down to WSS + margin.
@@ -122,15 +147,22 @@ TEST(TrackingTest, HostBudgetShrinksVmsToTheirWorkingSetsWithoutHarm) {
   // No harm, as mechanism: at its working set plus margin the VM does not
   // thrash - it refaults fewer pages than the rate at which the policy would
   // widen the margin (PressurePolicy::Options::refault_high, 100 pages/s).
-  double constrained = MedianOps(d, "mt", 10);
+  double constrained = sample_alone("at its working set");
   double refaults = Stat(d, "mt")["policy"].value("refault_rate", -1.0);
   EXPECT_GE(refaults, 0.0);
   EXPECT_LT(refaults, 100.0) << "the shrunk VM keeps refaulting its working set";
   // And as the guest sees it. The two rates are taken a minute apart on a
   // 2-core machine whose other load comes and goes (a CI run once saw the
   // unloaded mean of the first post-shrink seconds at 72%; here medians of
-  // the settled state): 0.8 catches harm, not the neighbours' noise.
+  // the settled state, the neighbour paused): 0.8 catches harm, not noise.
+  std::printf("host budget: memtouch %.0f ops/s at full residency, %.0f at its working set (%.2fx), "
+              "%.1f refaults/s\n",
+              unconstrained, constrained, constrained / unconstrained, refaults);
   EXPECT_GE(constrained, 0.8 * unconstrained) << "unconstrained " << unconstrained << " ops/s";
+  // The neighbour went on verifying after its pauses.
+  const uint64_t gen = Stat(d, "mv")["guest"].value("gen", 0ull);
+  EXPECT_TRUE(WaitFor(60, [&] { return Stat(d, "mv")["guest"].value("gen", 0ull) > gen; }))
+      << "memverify made no progress after its resume";
   json v = Stat(d, "mv");
   EXPECT_EQ(v["guest"]["errors"], 0) << v["guest"].dump();
   EXPECT_EQ(v["guest"]["bad_page_lines"], 0);
