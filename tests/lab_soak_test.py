@@ -131,6 +131,14 @@ class Classify(unittest.TestCase):
         v = classify(obs({"h1": {"state": "crashed"}}, fault="kill-qemu-dst", phase="switchover",
                          killed_copy_state="running"))
         self.assertEqual(v["outcome"], "killed-by-fault")
+        # ... or the migration completed, which the source allows only after the destination ran the VM
+        # (its state read `incoming` right before the kill: CI rehearsal 10, run 7).
+        v = classify(obs({"h2": {"state": "crashed"}}, fault="kill-qemu-dst", phase="switchover",
+                         mode="postcopy", killed_copy_state="incoming", report_status="completed"))
+        self.assertEqual((v["outcome"], v["vm_lost"]), ("killed-by-fault", False))
+        v = classify(obs({"h2": {"state": "crashed"}}, fault="kill-qemu-dst", phase="switchover",
+                         mode="postcopy", killed_copy_state="incoming", report_status="failed"))
+        self.assertEqual((v["outcome"], v["vm_lost"]), ("lost", True))
         v = classify(obs({"h1": {"state": "lost"}}, fault="kill-qemu-src", phase="completed",
                          killed_copy_state="running"))
         self.assertEqual(v["outcome"], "killed-by-fault")
