@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -98,17 +99,26 @@ Result<Process> Spawn(const SpawnOptions& opts) {
     return ErrnoStatus("socketpair for the exec gate");
   UniqueFd gate_r(gate[0]), gate_w(gate[1]);
 
+  const pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid < 0) return ErrnoStatus("fork");
   if (pid == 0) {
     if (gate_w) {
       ::close(gate_w.get());
+      // This process's death ends the wait too: a sibling forked meanwhile
+      // holds a copy of the gate's other end until its own exec, and may be
+      // waiting at its own gate, so end of file alone could never come.
+      // (The forking thread waits in Spawn until the gate opens, so only the
+      // whole process's death fires this.)
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(126);
       char go = 0;
       ssize_t n;
       do {
         n = ::read(gate_r.get(), &go, 1);
       } while (n < 0 && errno == EINTR);
       if (n != 1) ::_exit(126);
+      ::prctl(PR_SET_PDEATHSIG, 0);  // QEMU outlives agiled by design
     }
     if (opts.new_session) ::setsid();
     ::dup2(in, 0);

@@ -21,7 +21,8 @@ struct SpawnOptions {
   bool new_session = true;       // so a terminal's ^C reaches agiled, not the VM
   // Runs in this process after the fork, before the child may exec: the
   // child waits at a gate until it returns Ok. If it fails, or this process
-  // dies first, the child exits (code 126) without ever running argv[0].
+  // dies first, the child ends (code 126, or SIGKILL) without ever running
+  // argv[0].
   // agiled records a QEMU's pid here, so no QEMU exists that a restarted
   // agiled has no record of.
   std::function<Status(pid_t)> before_exec;
