@@ -1,7 +1,8 @@
 # The two commands: `make` builds everything into build/, `make test` builds
-# and runs every test. Every target that builds first installs what is missing
-# (Debian packages, scripts/install-deps: a no-op when all are present) or, when
-# not root, stops at once naming the command that would.
+# and runs the tests (all but LONG_TESTS, below: `make test-long`). Every target
+# that builds first installs what is missing (Debian packages,
+# scripts/install-deps: a no-op when all are present) or, when not root, stops
+# at once naming the command that would.
 BUILD  ?= build
 JOBS   ?= $(shell nproc)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
