@@ -4,6 +4,8 @@
 #include <chrono>
 #include <set>
 
+#include <spdlog/spdlog.h>
+
 #include "base/size.h"
 #include "base/socket.h"
 #include "migrate/report.h"
@@ -217,6 +219,28 @@ Result<std::shared_ptr<Api::Job>> Api::StartJob(const std::shared_ptr<ManagedVm>
     });
   }
   return job;
+}
+
+void Api::EndJobOfStoppedVm(const std::string& name) {
+  // A migration job outlived `vm stop` (soak run 182: a source paused in
+  // post-copy recovery went on re-dialing for minutes, and a new VM of the
+  // same name found `migrate status` and `--recover` answering for that
+  // job). Stopping the VM is the operator giving up this copy: its job
+  // ends first, as at agiled's stop (nothing else is freed on either side).
+  auto job = FindJob(name);
+  if (job == nullptr) return;
+  std::unique_lock<std::mutex> l(job->mu);
+  if (!job->report.is_null()) return;
+  auto vm = job->vm.lock();
+  if (vm == nullptr) return;
+  spdlog::warn("vm {}: stopped while its migration job runs (status {}): the job ends first", name,
+               job->progress.value("status", std::string("?")));
+  vm->migration_cancel() = true;
+  // A recovery wait sees the flag within a slice; a send in flight within
+  // its I/O timeout. Past that the VM is stopped under the job all the same.
+  if (!job->cv.wait_for(l, std::chrono::milliseconds(vms_->host().timeouts.migrate_io_ms + 2000),
+                        [&] { return !job->report.is_null(); }))
+    spdlog::warn("vm {}: its migration job has not ended yet; stopping the VM under it", name);
 }
 
 std::shared_ptr<Api::Job> Api::FindJob(const std::string& name) {
@@ -439,6 +463,7 @@ Result<json> Api::HandleVmOp(const std::string& op, const json& args) {
                            "vm.migrate, vm.migrate_status, vm.migrate_cancel, vm.migrate_recover, vm.pause, vm.resume, vm.wss, vm.policy, vm.stop)");
   AGILE_ASSIGN_OR_RETURN(std::string name, NameArg(args));
   if (op == "vm.stop") {
+    EndJobOfStoppedVm(name);
     AGILE_RETURN_IF_ERROR(vms_->Stop(name));
     return json{{"name", name}, {"state", "stopped"}};
   }

@@ -71,6 +71,9 @@ class Api {
     std::thread thread;
   };
   Result<nlohmann::json> HandleVmOp(const std::string& op, const nlohmann::json& args);
+  // `vm stop` of a VM whose migration job still runs: cancels the job and
+  // waits (bounded) for it to end before the VM goes.
+  void EndJobOfStoppedVm(const std::string& name);
   Result<nlohmann::json> Attach(const nlohmann::json& args);
   control::Reply Migrate(const std::shared_ptr<ManagedVm>& vm, const nlohmann::json& args,
                          const std::function<void(const nlohmann::json&)>& progress);

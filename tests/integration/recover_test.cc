@@ -278,6 +278,34 @@ TEST_F(RecoverFixture, ACancelAfterTheCommitPointIsRefusedAndTheVmIsNotLost) {
   ExpectArrivedIntact(vm);
 }
 
+// Soak run 182: `vm stop` of a source paused in post-copy recovery stopped
+// the VM but not its job, which re-dialed for minutes, and a new VM of the
+// same name found `migrate --recover` answering for that job. Now the job
+// ends first; the destination keeps its copy (nothing is freed there).
+TEST_F(RecoverFixture, StoppingAPausedSourceEndsItsMigrationJob) {
+  const std::string vm = "rs";
+  MigrateIntoPostcopy(vm, kShortPostcopy);
+  ASSERT_FALSE(HasFailure());
+  CutAndExpectBothPaused(vm);
+  ASSERT_FALSE(HasFailure());
+  const auto t0 = Clock::now();
+  auto stop = a_->Call("vm.stop", {{"name", vm}});
+  ASSERT_TRUE(stop.ok()) << stop.status().ToString();
+  ASSERT_EQ(pending_.wait_for(std::chrono::seconds(10)), std::future_status::ready) << "the job outlived vm stop";
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(10));
+  auto r = pending_.get();
+  const std::string report = r.ok() ? r->dump() : r.status().ToString();
+  EXPECT_NE(report.find("recovery given up"), std::string::npos) << report;
+  // A new VM of that name has no paused migration to recover.
+  ASSERT_TRUE(a_->Call("vm.start", VmArgs(vm, 256, "memverify", {{"size_mib", "32"}})).ok());
+  auto rec = a_->Call("vm.migrate_recover", {{"name", vm}});
+  EXPECT_FALSE(rec.ok()) << rec->dump();
+  EXPECT_TRUE(a_->Call("vm.stop", {{"name", vm}}).ok());
+  // The destination keeps its copy, waiting for pages (the operator's call).
+  EXPECT_EQ(MigrationStatus(*b_, vm).value("status", ""), "postcopy-paused") << MigrationStatus(*b_, vm).dump();
+  EXPECT_TRUE(fs::exists(b_->shm_dir() + "/" + vm));
+}
+
 // The recovery window's end (short here): the migration fails on both
 // sides and nothing is freed. The source keeps its VM paused and fenced with
 // all its RAM, the destination keeps its copy running; neither is complete.
