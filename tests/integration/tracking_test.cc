@@ -11,13 +11,13 @@
 #include <vector>
 
 #include "agiled_fixture.h"
+#include "base/size.h"
 
 namespace agile::testing {
 namespace {
 using nlohmann::json;
 
 double Mib(uint64_t b) { return static_cast<double>(b) / (1 << 20); }
-std::string FormatMib(uint64_t b) { return std::to_string(static_cast<int>(Mib(b))) + " MiB"; }
 
 // Waits until memtouch runs its hot set (fill done).
 bool MemtouchRunning(AgiledProcess& d, const std::string& vm, double timeout_s) {
@@ -107,7 +107,7 @@ TEST(TrackingTest, HostBudgetShrinksVmsToTheirWorkingSetsWithoutHarm) {
     std::printf("host budget, %s: memtouch %.0f ops/s; tracker %.0f minor faults/s, est. %.1f%% CPU, %s resident\n",
                 what, r, (t1["minor_faults"].get<double>() - t0["minor_faults"].get<double>()) / secs,
                 t1["est_cpu_pct"].get<double>(),
-                FormatMib(Stat(d, "mt")["pages"]["resident"].get<uint64_t>() * 4096).c_str());
+                FormatSize(Stat(d, "mt")["pages"]["resident"].get<uint64_t>() * 4096).c_str());
     EXPECT_TRUE(d.Call("vm.resume", {{"name", "mv"}}).ok());
     return r;
   };
