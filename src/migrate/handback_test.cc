@@ -301,6 +301,54 @@ TEST(PostcopyRecovery, ARESUMEIsTakenWhileContWaitsForAPageOnlyTheSourceHas) {
   EXPECT_EQ(in.guest->memory().count(vm::PageState::kRemote), 0u);
 }
 
+// RESUME for vm1 from hostA with migration id (0x1111, id_hi) on a new
+// connection to `in`'s destination; its RESUME_ACK.
+wire::MigResumeAck Resume(IncomingPostcopy& in, uint64_t id_hi) {
+  wire::MigResumeAck rack;
+  int fds[2];
+  EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+  auto conn = std::async(std::launch::async, [&, fd = UniqueFd(fds[1])]() mutable {
+    ReceiveMigration(std::move(fd), in.host.get(), "127.0.0.1", in.peer);
+  });
+  Channel src(UniqueFd(fds[0]), 5000);
+  std::vector<uint8_t> f, payload;
+  wire::AppendResume(&f, {"vm1", "hostA", 0x1111, id_hi});
+  if (src.Send(f).ok() && ReceiveUntil(src, wire::MigMsg::kResumeAck, &payload, 5000)) {
+    auto a = wire::DecodeResumeAck(payload);
+    EXPECT_TRUE(a.ok()) << a.status().ToString();
+    if (a.ok()) rack = *a;
+  }
+  conn.get();
+  return rack;
+}
+
+TEST(PostcopyRecovery, ASwitchoverThatNeverArrivedIsAnsweredNeverRanHere) {
+  // Soak seed 7, run 112 (session 12): the link, throttled to 64 kbit/s
+  // across the commit point, closed with SWITCHOVER sent by the source but
+  // not taken here. The destination dropped its copy as failed before
+  // switchover; the source, paused and fenced past its commit point, was
+  // refused "not-found" on every RESUME and stayed stranded. Now the RESUME
+  // of that migration learns that the VM never ran here.
+  RecoveryBoard board;
+  IncomingPostcopy in;
+  ASSERT_TRUE(in.Start(Status::Ok(), &board));
+  struct Unblock {
+    RecoveryBoard* board;
+    ~Unblock() { board->Close(); }
+  } unblock{&board};
+  in.src->Shutdown();  // the link goes before SWITCHOVER arrives
+  in.dst.get();
+  ASSERT_TRUE(in.host->dropped) << "the copy that never ran was kept";
+  EXPECT_FALSE(in.vm->Sent("cont"));
+
+  auto rack = Resume(in, 0x2222);
+  EXPECT_EQ(rack.status, 3u) << rack.message;
+  EXPECT_NE(rack.message.find("never ran here"), std::string::npos) << rack.message;
+  // Another migration id (a stale source, a guess) learns nothing of it.
+  rack = Resume(in, 0x2223);
+  EXPECT_EQ(rack.status, 1u) << rack.message;
+}
+
 // PAGES for every page in [0, kPages) but `skip`, then (with done) DONE.
 bool SendPagesBut(Channel& ch, const std::set<uint64_t>& skip, bool only_skipped, bool done) {
   std::vector<uint8_t> page(4096, 0x5a), f;

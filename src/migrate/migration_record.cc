@@ -77,10 +77,8 @@ std::string EncodeMigrationRecord(const MigrationRecord& r) {
                       {"recover", r.recover},
                       {"store_vm_id", r.store_vm_id},
                       {"pages", r.pages}};
-  if (r.role == MigrationRecord::Role::kDestination) {
-    j["remote"] = PackBits(r.remote);
-    j["resume"] = r.resume;
-  }
+  j["resume"] = r.resume;
+  if (r.role == MigrationRecord::Role::kDestination) j["remote"] = PackBits(r.remote);
   std::string body = j.dump();
   return std::string(kMagic) + " " + Hex16(XXH3_64bits(body.data(), body.size())) + " " +
          std::to_string(body.size()) + "\n" + body;
@@ -126,6 +124,8 @@ Result<MigrationRecord> DecodeMigrationRecord(const std::string& bytes) {
     if (r.role == MigrationRecord::Role::kDestination) {
       AGILE_ASSIGN_OR_RETURN(r.remote, UnpackBits(j.at("remote").get<std::string>(), r.pages));
       r.resume = j.value("resume", false);  // absent in records of agiled before 2026-12-02
+    } else {
+      r.resume = j.value("resume", true);  // absent in records before 2026-12-03: VMs migrated running
     }
   } catch (const nlohmann::json::exception& e) {
     return Corruption(std::string("migration record: ") + e.what());

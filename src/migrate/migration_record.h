@@ -51,7 +51,8 @@ struct MigrationRecord {
   std::vector<uint8_t> remote;    // destination: one byte per page, 1 = at the source at switchover
   // destination: SWITCHOVER asked for the VM to run here (the source ran
   // it). A restart may come before `cont`: then the guest is resumed once
-  // the last page has arrived.
+  // the last page has arrived. source: the VM ran when it was paused for
+  // the switchover (resumed here only then, should it come back).
   bool resume = false;
 };
 

@@ -104,6 +104,16 @@ TEST_F(MigrationRecordTest, RoundTripOfBothRoles) {
   EXPECT_FALSE(r->recover);
   EXPECT_EQ(r->bandwidth, 8u << 20);
   EXPECT_TRUE(r->remote.empty());
+  EXPECT_FALSE(r->resume);  // the source's VM was paused when it migrated: taken back, it stays paused
+  // A source's record from before "resume" was kept: its VM ran (every
+  // migration of a paused VM came later).
+  const std::string encoded = EncodeMigrationRecord(Source());
+  auto body = nlohmann::json::parse(encoded.substr(encoded.find('\n') + 1));
+  ASSERT_EQ(body.erase("resume"), 1u);
+  std::ofstream(dir_ + "/migration.record", std::ios::trunc) << Checksummed(body.dump());
+  r = ReadMigrationRecord(dir_);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(r->resume);
 
   ASSERT_TRUE(RemoveMigrationRecord(dir_).ok());
   EXPECT_EQ(ReadMigrationRecord(dir_).status().code(), Code::kNotFound);

@@ -373,6 +373,13 @@ Status Receiver::ApplyLocations(const std::vector<uint8_t>& payload) {
 }
 
 Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
+  if (FaultPoint("lose-switchover")) {
+    // Tests: the link lost as SWITCHOVER arrives, before it is taken (soak
+    // seed 7, run 112 of session 12): the source is past its commit point.
+    spdlog::critical("AGILE_FAULT=lose-switchover: closing the link instead of taking SWITCHOVER");
+    ShutdownLink();
+    return Unavailable("AGILE_FAULT=lose-switchover: the link closed as SWITCHOVER arrived");
+  }
   AGILE_ASSIGN_OR_RETURN(auto sw, wire::DecodeSwitchover(payload));
   if (switch_started_) return Corruption("a second SWITCHOVER in one migration");
   // From here the VM may run on pages that exist only at the source: a
@@ -740,6 +747,11 @@ void Receiver::Fail(const Status& s) {
     spdlog::error("vm {}: incoming migration failed {}: {}; dropping the copy here", name,
                   handed_back_.ok() ? "before switchover" : "at switchover (handed back: the VM never ran here)",
                   s.ToString());
+    // Remembered before the copy goes: a source that sent SWITCHOVER and
+    // lost the link before any answer is past its commit point, paused and
+    // fenced; its RESUME must learn that the VM never ran here.
+    if (vm_ && peer_.recovery != nullptr && !wire::IsQemuMode(hello_.mode))
+      peer_.recovery->Dropped(spec_.name, {hello_.migration_id_lo, hello_.migration_id_hi, hello_.src_host, nullptr});
     std::vector<uint8_t> f;
     wire::AppendAbort(&f, s.message());
     (void)ch_->Send(f, 1000);  // a courtesy on a link that may be dead
@@ -793,6 +805,16 @@ Status TakeOver(std::unique_ptr<Channel> ch, const std::vector<uint8_t>& payload
     return s;
   }
   std::vector<uint8_t> f;
+  // 3: its copy here was dropped before SWITCHOVER was taken, so the VM
+  // never ran here and the source may take it back (lease permitting).
+  if (s.code() == Code::kNotFound && peer.recovery != nullptr && resume.ok() &&
+      peer.recovery->NeverRan(*resume, peer.identity)) {
+    const std::string why = "the VM never ran here: its copy was dropped before SWITCHOVER arrived";
+    wire::AppendResumeAck(&f, {3u, why, 0});
+    (void)ch->Send(f, 1000);
+    spdlog::warn("vm {}: RESUME from {}: {}; the source may take it back", resume->vm, resume->src_host, why);
+    return Status::Ok();
+  }
   // 2: that migration completed here; the source may let go of the VM.
   wire::AppendResumeAck(&f, {s.code() == Code::kAlreadyExists ? 2u : 1u, s.ToString(), 0});
   (void)ch->Send(f, 1000);

@@ -32,6 +32,22 @@ void RecoveryBoard::Completed(const std::string& vm) {
   completed_[vm] = std::move(done);
 }
 
+void RecoveryBoard::Dropped(const std::string& vm, Entry e) {
+  std::lock_guard<std::mutex> l(mu_);
+  e.deliver = nullptr;
+  dropped_[vm] = std::move(e);
+}
+
+bool RecoveryBoard::NeverRan(const wire::MigResume& r, const std::string& peer_identity) {
+  if (!peer_identity.empty() && r.src_host != peer_identity) return false;
+  std::lock_guard<std::mutex> l(mu_);
+  // A migration waiting here (registered at SWITCHOVER) may run here.
+  if (entries_.count(r.vm) != 0) return false;
+  auto d = dropped_.find(r.vm);
+  return d != dropped_.end() && d->second.src_host == r.src_host && d->second.id_lo == r.migration_id_lo &&
+         d->second.id_hi == r.migration_id_hi;
+}
+
 Status RecoveryBoard::Offer(const wire::MigResume& r, const std::string& peer_identity, std::unique_ptr<Channel>* ch) {
   if (!peer_identity.empty() && r.src_host != peer_identity)
     return PermissionDenied("RESUME says it comes from host '" + r.src_host + "', but the peer's certificate names '" +

@@ -44,6 +44,16 @@ class RecoveryBoard {
   // remembers it (the last one per VM): a source whose link broke before the
   // ACK reached it asks again and learns it may let go.
   void Completed(const std::string& vm);
+  // Remembers (the last one per VM) a migration whose copy here was dropped
+  // before its SWITCHOVER was taken: the VM never ran here. A source that
+  // sent SWITCHOVER and lost the link before any answer (soak seed 7, run
+  // 112 of session 12: a link throttled across the commit point) is past
+  // its commit point and cannot tell that from a copy that runs here; its
+  // RESUME learns the truth (NeverRan) and it takes its VM back.
+  void Dropped(const std::string& vm, Entry e);
+  // True when `r` names the migration Dropped remembers for its VM, from
+  // the same source host (and, with a certificate, the host it names).
+  bool NeverRan(const wire::MigResume& r, const std::string& peer_identity);
   // A RESUME from a peer (its certificate name; "" on a plain connection).
   // NotFound: no migration of that VM waits here (it completed, gave up, or
   // this agiled restarted). PermissionDenied: another migration id, another
@@ -55,6 +65,7 @@ class RecoveryBoard {
   std::mutex mu_;
   std::map<std::string, Entry> entries_;
   std::map<std::string, Entry> completed_;  // Deliver unused
+  std::map<std::string, Entry> dropped_;    // Deliver unused
   bool closed_ = false;
 };
 

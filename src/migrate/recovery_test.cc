@@ -87,6 +87,22 @@ TEST(RecoveryBoard, HandsTheConnectionToTheSameMigrationOnly) {
   EXPECT_EQ(w.board.Register("vm1", dup).code(), Code::kAlreadyExists);
 }
 
+TEST(RecoveryBoard, ADroppedMigrationNeverRanForItsOwnSourceOnly) {
+  RecoveryBoard board;
+  board.Dropped("vm1", {0x1111, 0x2222, "hostA", nullptr});
+  EXPECT_TRUE(board.NeverRan({"vm1", "hostA", 0x1111, 0x2222}, ""));
+  EXPECT_TRUE(board.NeverRan({"vm1", "hostA", 0x1111, 0x2222}, "hostA"));
+  EXPECT_FALSE(board.NeverRan({"vm1", "hostA", 0x1111, 0x2222}, "hostB")) << "a certificate naming another host";
+  EXPECT_FALSE(board.NeverRan({"vm1", "hostB", 0x1111, 0x2222}, "")) << "another source host";
+  EXPECT_FALSE(board.NeverRan({"vm1", "hostA", 0x1111, 0x2223}, "")) << "another migration id";
+  EXPECT_FALSE(board.NeverRan({"vm2", "hostA", 0x1111, 0x2222}, "")) << "another VM";
+  // A migration of the VM waiting here switched over: it may run here.
+  ASSERT_TRUE(board.Register("vm1", {0x1111, 0x2222, "hostA", [](std::unique_ptr<Channel>) {}}).ok());
+  EXPECT_FALSE(board.NeverRan({"vm1", "hostA", 0x1111, 0x2222}, ""));
+  board.Unregister("vm1");
+  EXPECT_TRUE(board.NeverRan({"vm1", "hostA", 0x1111, 0x2222}, ""));
+}
+
 TEST(RecoveryBoard, CloseTellsEveryWaitingMigrationToStopWaiting) {
   RecoveryBoard board;
   int told = 0;

@@ -220,6 +220,7 @@ MigrationRecord Sender::Record() const {
   r.peer_addr = opt_.to;
   r.tail = precopy_.tail;
   r.lease = lease_;
+  r.resume = was_running_;
   r.bandwidth = opt_.bandwidth;
   r.pages = mem_ ? mem_->pages() : 0;
   return r;
@@ -240,6 +241,7 @@ Report Sender::ResumeAfterRestart(const MigrationRecord& rec) {
   mig_id_lo_ = rec.id_lo;
   mig_id_hi_ = rec.id_hi;
   lease_ = rec.lease;
+  was_running_ = rec.resume;  // a VM handed back after all resumes only if it ran
   fenced_ = true;
   switched_ = true;
   record_saved_ = true;
@@ -766,6 +768,18 @@ Status Sender::Recover(const Status& cause, const char* phase) {
     }
     ++attempts;
     last = Reconnect(to);
+    if (last.ok() && !never_ran_there_.empty()) {
+      // A link lost right after SWITCHOVER went out (soak seed 7, run 112
+      // of session 12: throttled across the commit point) left the VM
+      // paused here while the destination, which never got SWITCHOVER,
+      // dropped its copy: it is this host's again, as after a SWITCHOVER_ACK
+      // "not resumed". With the lease gone to the destination TakeBack keeps
+      // it fenced (the token went to a host that never learned it).
+      recovery_ = nullptr;
+      spdlog::warn("vm {}: {} answered RESUME after {:.1f} s: {}", report_.vm, dest_id_,
+                   static_cast<double>(vm::NowNs() - start) / 1e9, never_ran_there_);
+      return TakeBack({wire::SwitchoverResult::kNotResumed, never_ran_there_}, lease_);
+    }
     if (last.ok()) {
       spdlog::info("vm {}: post-copy link recovered ({}) after {:.1f} s, attempt {}", report_.vm,
                    asked ? "asked by the operator" : "automatic", static_cast<double>(vm::NowNs() - start) / 1e9,
@@ -809,6 +823,12 @@ Status Sender::Reconnect(const std::string& to) {
   if (ack.status == 2) {
     // DONE arrived and was acknowledged; only the ACK was lost with the link.
     completed_there_ = true;
+    return Status::Ok();
+  }
+  if (ack.status == 3) {
+    // SWITCHOVER never reached the destination's receiver: the VM is whole
+    // here and never ran there (Recover takes it back).
+    never_ran_there_ = ack.message;
     return Status::Ok();
   }
   if (ack.status != 0) {

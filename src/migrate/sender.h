@@ -158,6 +158,9 @@ class Sender {
   bool paused_ = false;       // we paused the VM (and resume it on abort)
   bool was_running_ = true;   // the VM ran when we stopped it: resume at the destination
   std::atomic<bool> switched_{false};  // SWITCHOVER sent (read by the demand-serving reader thread)
+  // RESUME_ACK 3: the destination dropped its copy before SWITCHOVER
+  // arrived (its words); the VM never ran there.
+  std::string never_ran_there_;
   bool handed_back_ = false;  // the destination never ran it and gave it back (TakeBack)
   std::atomic<uint32_t> round_{0};     // the round pages are tagged with now
   double page_rate_ = 0;  // pages/s achieved by the last full pre-copy round

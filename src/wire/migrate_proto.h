@@ -66,7 +66,9 @@
 //   ABORT:          | reason u32+str |
 //   RESUME:         | vm u32+str | src_host u32+str | migration_id 16 bytes |
 //   RESUME_ACK:     | status u32 | message u32+str | pages_remote u64 |
-//                   (status 0: resumed, 1: refused, 2: completed here already)
+//                   (status 0: resumed, 1: refused, 2: completed here already,
+//                   3: never ran here, its copy dropped before SWITCHOVER; an
+//                   addition within version 6: an older source takes it for 1)
 #pragma once
 
 #include <cstdint>
@@ -168,7 +170,9 @@ struct MigResume {
 struct MigResumeAck {
   // 0: resumed; LOCATIONS frames with pages_remote pages follow. 1: refused
   // (message says why). 2: that migration completed here (its DONE_ACK was
-  // lost with the link): nothing is missing.
+  // lost with the link): nothing is missing. 3: the destination dropped its
+  // copy before SWITCHOVER was taken: the VM never ran there, and the source,
+  // which sent SWITCHOVER but heard nothing back, may take it back.
   uint32_t status = 0;
   std::string message;
   uint64_t pages_remote = 0;
