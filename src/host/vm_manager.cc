@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "base/process.h"
+#include "offload/store_url.h"
 
 namespace agile::host {
 
@@ -52,6 +53,19 @@ void VmManager::RemoveDiskCopies(const std::string& name) {
   std::error_code ec;
   std::filesystem::remove_all(host_.state_dir + "/disks/" + name, ec);
   if (ec) spdlog::warn("vm {}: removing its disk copies: {}", name, ec.message());
+}
+
+Result<memd::OwnerToken> VmManager::HandBackNamespace(const std::string& store_vm_id, const memd::OwnerToken& token,
+                                                      const std::string& host) {
+  if (host_.memd_addr.empty()) return Unsupported("this agiled has no --memd");
+  AGILE_ASSIGN_OR_RETURN(auto store, offload::MakeSwapStore(host_.memd_addr, host_.id, store_vm_id, host_.tls));
+  store->SetTimeouts({host_.timeouts.memd_connect_ms, host_.timeouts.memd_request_ms});
+  store->Adopt(token);
+  auto back = store->Transfer(host);
+  if (!back.ok()) return back.status().Annotate("handing swap-store namespace " + store_vm_id + " back to " + host);
+  spdlog::info("swap-store namespace {} handed back to {} (epoch {}): its VM never ran here", store_vm_id, host,
+               back->epoch);
+  return back;
 }
 
 void VmManager::Forget(const std::string& name) {

@@ -31,6 +31,8 @@ class VmManager : public migrate::IncomingHost {
   Result<std::string> CreateDiskCopy(const std::string& name, size_t index, const std::string& format,
                                      uint64_t bytes) override;
   void RemoveDiskCopies(const std::string& name) override;
+  Result<memd::OwnerToken> HandBackNamespace(const std::string& store_vm_id, const memd::OwnerToken& token,
+                                             const std::string& host) override;
   // A VM libvirt is starting through agile-qemu (docs/libvirt.md): prepared
   // now (the name taken, the RAM file made), taken over on a thread of ours
   // once QEMU runs; listed from then on, forgotten when its QEMU ends.

@@ -103,6 +103,15 @@ class IncomingHost {
                                              uint64_t bytes) = 0;
   // Deletes the disk copies of a VM whose incoming migration failed.
   virtual void RemoveDiskCopies(const std::string& name) = 0;
+  // A migration whose copy here was dropped before SWITCHOVER was taken,
+  // while the source had already transferred the VM's swap-store namespace
+  // to this host (its token never arrived): hands namespace store_vm_id,
+  // under `token`, to `host` (TRANSFER) and returns the token to give it.
+  virtual Result<memd::OwnerToken> HandBackNamespace(const std::string& store_vm_id, const memd::OwnerToken& token,
+                                                     const std::string& host) {
+    (void)store_vm_id, (void)token, (void)host;
+    return Unsupported("this host keeps no swap-store namespaces");
+  }
 };
 
 }  // namespace agile::migrate

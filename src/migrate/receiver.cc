@@ -751,7 +751,8 @@ void Receiver::Fail(const Status& s) {
     // lost the link before any answer is past its commit point, paused and
     // fenced; its RESUME must learn that the VM never ran here.
     if (vm_ && peer_.recovery != nullptr && !wire::IsQemuMode(hello_.mode))
-      peer_.recovery->Dropped(spec_.name, {hello_.migration_id_lo, hello_.migration_id_hi, hello_.src_host, nullptr});
+      peer_.recovery->Dropped(spec_.name, {hello_.migration_id_lo, hello_.migration_id_hi, hello_.src_host, nullptr,
+                                           hello_.mode == MigMode::kAgile ? hello_.store_vm_id : ""});
     std::vector<uint8_t> f;
     wire::AppendAbort(&f, s.message());
     (void)ch_->Send(f, 1000);  // a courtesy on a link that may be dead
@@ -794,7 +795,41 @@ void Receiver::Fail(const Status& s) {
 
 // A connection whose first frame is RESUME: hands it to the paused
 // post-copy it names, or answers why not.
-Status TakeOver(std::unique_ptr<Channel> ch, const std::vector<uint8_t>& payload, const MigrationPeer& peer) {
+// After RESUME_ACK 3 in agile mode: the source may send the SWITCHOVER that
+// never arrived, for its token; the namespace goes back to it under that
+// token and SWITCHOVER_ACK "not resumed" carries the new one, as HandBack's.
+void HandBackLease(Channel& ch, const wire::MigResume& r, const std::string& store_vm_id, IncomingHost* vms,
+                   const MigrationPeer& peer) {
+  std::vector<uint8_t> payload;
+  auto h = ch.Receive(&payload, peer.timeouts.migrate_peer_ms);
+  if (!h.ok()) return;  // the source had no token to send (or went): nothing to hand back
+  wire::MigSwitchoverAck ack{wire::SwitchoverResult::kNotResumed, "not resumed: the VM never ran here"};
+  auto sw = h->type == static_cast<uint16_t>(MigMsg::kSwitchover)
+                ? wire::DecodeSwitchover(payload)
+                : Result<wire::MigSwitchover>(Corruption(std::string("expected SWITCHOVER after RESUME_ACK 3, got ") +
+                                                         wire::MigMsgName(h->type)));
+  if (!sw.ok()) {
+    ack.message += "; " + sw.status().message();
+  } else if (sw->has_token) {
+    auto token = vms->HandBackNamespace(store_vm_id, {sw->epoch, sw->secret, sw->secret_hi}, r.src_host);
+    if (token.ok()) {
+      ack.has_token = true;
+      ack.epoch = token->epoch;
+      ack.secret = token->secret;
+      ack.secret_hi = token->secret_hi;
+    } else {
+      ack.message += "; " + token.status().message();
+    }
+  }
+  spdlog::warn("vm {}: the swap-store namespace {} {}", r.vm, store_vm_id,
+               ack.has_token ? "went back to " + r.src_host : "could not go back: " + ack.message);
+  std::vector<uint8_t> f;
+  wire::AppendSwitchoverAck(&f, ack);
+  (void)ch.Send(f, 1000);
+}
+
+Status TakeOver(std::unique_ptr<Channel> ch, const std::vector<uint8_t>& payload, IncomingHost* vms,
+                const MigrationPeer& peer) {
   auto resume = wire::DecodeResume(payload);
   Status s = resume.status();
   if (s.ok() && peer.recovery == nullptr) s = Unsupported("this agiled takes no post-copy recovery");
@@ -807,12 +842,13 @@ Status TakeOver(std::unique_ptr<Channel> ch, const std::vector<uint8_t>& payload
   std::vector<uint8_t> f;
   // 3: its copy here was dropped before SWITCHOVER was taken, so the VM
   // never ran here and the source may take it back (lease permitting).
+  std::string store_vm_id;
   if (s.code() == Code::kNotFound && peer.recovery != nullptr && resume.ok() &&
-      peer.recovery->NeverRan(*resume, peer.identity)) {
+      peer.recovery->NeverRan(*resume, peer.identity, &store_vm_id)) {
     const std::string why = "the VM never ran here: its copy was dropped before SWITCHOVER arrived";
     wire::AppendResumeAck(&f, {3u, why, 0});
-    (void)ch->Send(f, 1000);
     spdlog::warn("vm {}: RESUME from {}: {}; the source may take it back", resume->vm, resume->src_host, why);
+    if (ch->Send(f, 1000).ok() && !store_vm_id.empty()) HandBackLease(*ch, *resume, store_vm_id, vms, peer);
     return Status::Ok();
   }
   // 2: that migration completed here; the source may let go of the VM.
@@ -839,7 +875,7 @@ void ReceiveMigration(UniqueFd conn, IncomingHost* vms, const std::string& liste
     return;
   }
   if (h->type == static_cast<uint16_t>(MigMsg::kResume)) {
-    Status s = TakeOver(std::move(ch), payload, peer);
+    Status s = TakeOver(std::move(ch), payload, vms, peer);
     if (!s.ok()) spdlog::warn("migration RESUME refused: {}", s.ToString());
     return;
   }

@@ -38,14 +38,17 @@ void RecoveryBoard::Dropped(const std::string& vm, Entry e) {
   dropped_[vm] = std::move(e);
 }
 
-bool RecoveryBoard::NeverRan(const wire::MigResume& r, const std::string& peer_identity) {
+bool RecoveryBoard::NeverRan(const wire::MigResume& r, const std::string& peer_identity, std::string* store_vm_id) {
   if (!peer_identity.empty() && r.src_host != peer_identity) return false;
   std::lock_guard<std::mutex> l(mu_);
   // A migration waiting here (registered at SWITCHOVER) may run here.
   if (entries_.count(r.vm) != 0) return false;
   auto d = dropped_.find(r.vm);
-  return d != dropped_.end() && d->second.src_host == r.src_host && d->second.id_lo == r.migration_id_lo &&
-         d->second.id_hi == r.migration_id_hi;
+  if (d == dropped_.end() || d->second.src_host != r.src_host || d->second.id_lo != r.migration_id_lo ||
+      d->second.id_hi != r.migration_id_hi)
+    return false;
+  if (store_vm_id != nullptr) *store_vm_id = d->second.store_vm_id;
+  return true;
 }
 
 Status RecoveryBoard::Offer(const wire::MigResume& r, const std::string& peer_identity, std::unique_ptr<Channel>* ch) {

@@ -30,6 +30,7 @@ class RecoveryBoard {
     uint64_t id_lo = 0, id_hi = 0;  // HELLO's migration id
     std::string src_host;           // HELLO's source host (its certificate name under TLS)
     Deliver deliver;
+    std::string store_vm_id;        // Dropped: HELLO's swap-store namespace in agile mode ("" otherwise)
   };
 
   // AlreadyExists when the VM has a registered migration already;
@@ -52,8 +53,9 @@ class RecoveryBoard {
   // RESUME learns the truth (NeverRan) and it takes its VM back.
   void Dropped(const std::string& vm, Entry e);
   // True when `r` names the migration Dropped remembers for its VM, from
-  // the same source host (and, with a certificate, the host it names).
-  bool NeverRan(const wire::MigResume& r, const std::string& peer_identity);
+  // the same source host (and, with a certificate, the host it names); then
+  // *store_vm_id (if given) is the namespace Dropped was told of.
+  bool NeverRan(const wire::MigResume& r, const std::string& peer_identity, std::string* store_vm_id = nullptr);
   // A RESUME from a peer (its certificate name; "" on a plain connection).
   // NotFound: no migration of that VM waits here (it completed, gave up, or
   // this agiled restarted). PermissionDenied: another migration id, another

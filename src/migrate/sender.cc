@@ -571,6 +571,7 @@ Status Sender::Switchover() {
                      : "the store cannot say who owns it (" + mine.status().message() + ")") +
           ": the VM stays paused here, fenced; `vm resume` asks the store again");
     }
+    transferred_ = *token;  // the destination's: sent back to it should it never take SWITCHOVER
     sw.has_token = true;
     sw.epoch = token->epoch;
     sw.secret = token->secret;
@@ -615,7 +616,9 @@ Status Sender::Switchover() {
       Progress("switched-over");
       return Status::Ok();
     }
-    return cause.Annotate("the VM stays paused here, fenced, its state there unknown");
+    l.unlock();
+    if (cancelled_) return cause.Annotate("the VM stays paused here, fenced, its state there unknown");
+    return AskWhetherItRan(cause, lease);
   }
   if (!ack_status_.ok()) return ack_status_;
   if (ack_.status == wire::SwitchoverResult::kNotResumed) {
@@ -778,7 +781,7 @@ Status Sender::Recover(const Status& cause, const char* phase) {
       recovery_ = nullptr;
       spdlog::warn("vm {}: {} answered RESUME after {:.1f} s: {}", report_.vm, dest_id_,
                    static_cast<double>(vm::NowNs() - start) / 1e9, never_ran_there_);
-      return TakeBack({wire::SwitchoverResult::kNotResumed, never_ran_there_}, lease_);
+      return TakeBack(LeaseBack(lease_), lease_);
     }
     if (last.ok()) {
       spdlog::info("vm {}: post-copy link recovered ({}) after {:.1f} s, attempt {}", report_.vm,
@@ -806,7 +809,42 @@ Status Sender::Recover(const Status& cause, const char* phase) {
   }
 }
 
-Status Sender::Reconnect(const std::string& to) {
+wire::MigSwitchoverAck Sender::LeaseBack(bool lease) {
+  wire::MigSwitchoverAck ack{wire::SwitchoverResult::kNotResumed, never_ran_there_};
+  std::unique_ptr<Channel> ch = std::move(handback_ch_);
+  if (!lease || !ch) return ack;
+  if (!transferred_) {
+    // agiled restarted since the TRANSFER: the token it sent is gone.
+    ack.message += "; the token this host transferred the namespace with was lost with an agiled restart";
+    return ack;
+  }
+  // The SWITCHOVER that never arrived, for its token: the destination
+  // hands the namespace back under it.
+  wire::MigSwitchover sw;
+  sw.has_token = true;
+  sw.epoch = transferred_->epoch;
+  sw.secret = transferred_->secret;
+  sw.secret_hi = transferred_->secret_hi;
+  sw.resume = false;
+  std::vector<uint8_t> f, payload;
+  wire::AppendSwitchover(&f, sw);
+  Status s = ch->Send(f);
+  Result<wire::FrameHeader> h = s.ok() ? ch->Receive(&payload, opt_.timeouts.migrate_peer_ms) : Result<wire::FrameHeader>(s);
+  auto back = !h.ok() ? Result<wire::MigSwitchoverAck>(h.status())
+              : h->type == static_cast<uint16_t>(wire::MigMsg::kSwitchoverAck)
+                  ? wire::DecodeSwitchoverAck(payload)
+                  : Result<wire::MigSwitchoverAck>(Corruption(std::string("expected SWITCHOVER_ACK, got ") +
+                                                               wire::MigMsgName(h->type)));
+  if (!back.ok() || back->status != wire::SwitchoverResult::kNotResumed) {
+    ack.message += "; asking for the swap-store namespace back: " +
+                   (back.ok() ? "the answer was not \"not resumed\"" : back.status().ToString());
+    return ack;
+  }
+  back->message = never_ran_there_ + (back->has_token ? "" : "; " + back->message);
+  return *back;
+}
+
+Result<wire::MigResumeAck> Sender::AskResume(const std::string& to, std::unique_ptr<Channel>* out) {
   std::string cert;
   AGILE_ASSIGN_OR_RETURN(auto ch, Dial(to, &cert));
   // Under TLS the new link must reach the same agiled the VM switched to.
@@ -820,6 +858,48 @@ Status Sender::Reconnect(const std::string& to) {
   if (h.type != static_cast<uint16_t>(wire::MigMsg::kResumeAck))
     return Corruption(std::string("expected RESUME_ACK, got ") + wire::MigMsgName(h.type));
   AGILE_ASSIGN_OR_RETURN(auto ack, wire::DecodeResumeAck(payload));
+  *out = std::move(ch);
+  return ack;
+}
+
+Status Sender::AskWhetherItRan(const Status& cause, bool lease) {
+  // Pre-copy, or agile without a tail: the destination keeps nothing to
+  // recover, and a copy that took SWITCHOVER runs there once `cont` does.
+  // But one dropped before it took SWITCHOVER says so to a RESUME (3), and
+  // the VM is this host's again. A destination whose link went silent drops
+  // its copy once its kernel gives up on the link (TCP_USER_TIMEOUT,
+  // migrate_io_ms), so it is asked for twice that. An agiled that refuses
+  // the connection is down, and restarted it knows nothing of the copy.
+  const uint64_t start = vm::NowNs();
+  const uint64_t end = start + 2ull * static_cast<uint64_t>(opt_.timeouts.migrate_io_ms) * 1000000ull;
+  std::string last;
+  uint32_t attempt = 1;
+  for (;;) {
+    std::unique_ptr<Channel> ch;
+    auto ack = AskResume(opt_.to, &ch);
+    if (ack.ok() && ack->status == 3) {
+      never_ran_there_ = ack->message;
+      handback_ch_ = std::move(ch);
+      spdlog::warn("vm {}: {} answered RESUME after {:.1f} s (attempt {}): {}", report_.vm, dest_id_,
+                   static_cast<double>(vm::NowNs() - start) / 1e9, attempt, never_ran_there_);
+      return TakeBack(LeaseBack(lease), lease);
+    }
+    last = ack.ok() ? ack->message : ack.status().ToString();
+    if (!ack.ok() && last.find("Connection refused") != std::string::npos) break;
+    for (int i = 0; i < 10 && vm::NowNs() < end; ++i) {
+      if (opt_.cancel && opt_.cancel->load()) return cause.Annotate("the VM stays paused here, fenced, its state there unknown");
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    if (vm::NowNs() >= end) break;
+    ++attempt;
+  }
+  return cause.Annotate("the VM stays paused here, fenced, its state there unknown (asked " + std::to_string(attempt) +
+                        " times whether it ran there; the last answer: " + last + ")");
+}
+
+Status Sender::Reconnect(const std::string& to) {
+  std::unique_ptr<Channel> ch;
+  AGILE_ASSIGN_OR_RETURN(auto ack, AskResume(to, &ch));
   if (ack.status == 2) {
     // DONE arrived and was acknowledged; only the ACK was lost with the link.
     completed_there_ = true;
@@ -827,8 +907,10 @@ Status Sender::Reconnect(const std::string& to) {
   }
   if (ack.status == 3) {
     // SWITCHOVER never reached the destination's receiver: the VM is whole
-    // here and never ran there (Recover takes it back).
+    // here and never ran there (Recover takes it back, over this link when
+    // the lease has to come back).
     never_ran_there_ = ack.message;
+    handback_ch_ = std::move(ch);
     return Status::Ok();
   }
   if (ack.status != 0) {
@@ -839,6 +921,7 @@ Status Sender::Reconnect(const std::string& to) {
     return Status(code, "destination refused RESUME: " + ack.message);
   }
   // Which pages are still missing there: exactly those go again.
+  std::vector<uint8_t> payload;
   std::vector<uint8_t> remote(mem_->pages(), 0);
   uint64_t got = 0;
   std::vector<wire::MigRun> runs;

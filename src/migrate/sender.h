@@ -92,6 +92,18 @@ class Sender {
   // store), unfences and resumes the VM here; the migration still failed.
   // Without the lease back the VM stays paused and fenced.
   Status TakeBack(const wire::MigSwitchoverAck& ack, bool lease);
+  // RESUME_ACK 3 (the destination never took SWITCHOVER): the "not
+  // resumed" answer TakeBack needs; with the lease, asked for on that link
+  // by sending the SWITCHOVER's token again.
+  wire::MigSwitchoverAck LeaseBack(bool lease);
+  // Dials `to` and sends RESUME for this migration: the RESUME_ACK, the
+  // link in *ch (LOCATIONS follow a 0, a SWITCHOVER may follow a 3).
+  Result<wire::MigResumeAck> AskResume(const std::string& to, std::unique_ptr<Channel>* ch);
+  // SWITCHOVER_ACK never came and there is nothing to recover (pre-copy,
+  // agile without a tail): asks the destination (RESUME) whether it dropped
+  // its copy before taking SWITCHOVER; if so, TakeBack. Otherwise fails
+  // with `cause`, the VM paused and fenced.
+  Status AskWhetherItRan(const Status& cause, bool lease);
   // TRANSFER of the swap-store namespace to the destination, asked again
   // while the store does not answer (a memd restarting) for up to half the
   // peer timeout: memd answers a repeated TRANSFER with the same token.
@@ -161,6 +173,10 @@ class Sender {
   // RESUME_ACK 3: the destination dropped its copy before SWITCHOVER
   // arrived (its words); the VM never ran there.
   std::string never_ran_there_;
+  std::unique_ptr<Channel> handback_ch_;  // the RESUME link that answered 3 (LeaseBack)
+  // TRANSFER's answer at the commit point: the destination's token, in
+  // memory only (LeaseBack returns it to the destination that never got it).
+  std::optional<memd::OwnerToken> transferred_;
   bool handed_back_ = false;  // the destination never ran it and gave it back (TakeBack)
   std::atomic<uint32_t> round_{0};     // the round pages are tagged with now
   double page_rate_ = 0;  // pages/s achieved by the last full pre-copy round

@@ -125,9 +125,9 @@ INSTANTIATE_TEST_SUITE_P(Modes, HandBackTest, ::testing::Values("postcopy", "agi
 // throttled to 64 kbit/s across the commit point): the destination never
 // took SWITCHOVER and dropped its copy; the source, past its commit point
 // with the VM paused and fenced, heard nothing back. Its RESUME learns that
-// the VM never ran there, and it resumes the VM by itself. Post-copy only:
-// in agile mode the lease went to a destination that never learned the
-// token, and the source stays fenced (docs/reliability.md, session 12).
+// the VM never ran there, and it resumes the VM by itself; in agile mode
+// (the tail) only once the destination, which never learned the token the
+// source transferred the namespace with, has handed it back under it.
 class LostSwitchoverTest : public HandBackTest {
  protected:
   const char* DestinationFault() const override { return "lose-switchover"; }
@@ -138,8 +138,15 @@ TEST_P(LostSwitchoverTest, SourceLearnsByResumeThatTheVmNeverRanThereAndResumesI
   auto started = a_->Call("vm.start", VmArgs(vm, 256, "memverify", {{"size_mib", "128"}, {"rate", "500"}}));
   ASSERT_TRUE(started.ok()) << started.status().ToString();
   ASSERT_TRUE(WaitFor(90, [&] { return Stat(*a_, vm)["guest"].value("gen", 0) > 0; })) << "workload never reported";
+  const std::string mode = GetParam();
+  if (mode == "agile") {
+    auto off = a_->Call("vm.offload", {{"name", vm}, {"resident_bytes", 64ull << 20}});
+    ASSERT_TRUE(off.ok()) << off.status().ToString();
+    ASSERT_GT(Stat(*a_, vm)["pages"].value("offloaded", 0), 0) << "nothing offloaded: no lease to test";
+  }
+  const uint64_t refaults0 = Stat(*a_, vm)["faults"].value("refault", 0ull);
   const uint64_t sweep0 = LastSweep(*a_, vm);
-  auto r = a_->Call("vm.migrate", {{"name", vm}, {"to", "127.0.0.1:" + std::to_string(port_b_)}, {"mode", GetParam()}});
+  auto r = a_->Call("vm.migrate", {{"name", vm}, {"to", "127.0.0.1:" + std::to_string(port_b_)}, {"mode", mode}});
   ASSERT_FALSE(r.ok()) << "the migration completed although SWITCHOVER was never taken: " << r->dump();
   std::printf("lost switchover (%s): %s\n", GetParam().c_str(), r.status().ToString().c_str());
   EXPECT_NE(r.status().message().find("never ran"), std::string::npos) << r.status().ToString();
@@ -156,10 +163,15 @@ TEST_P(LostSwitchoverTest, SourceLearnsByResumeThatTheVmNeverRanThereAndResumesI
   s = Stat(*a_, vm);
   EXPECT_EQ(s["guest"]["errors"], 0) << s["guest"].dump();
   EXPECT_EQ(s["health"], "ok") << s.dump();
+  if (mode == "agile") {
+    EXPECT_GT(s["faults"].value("refault", 0ull), refaults0) << "no offloaded page came back from the store";
+    auto again = a_->Call("vm.offload", {{"name", vm}, {"resident_bytes", 96ull << 20}});
+    EXPECT_TRUE(again.ok()) << "the namespace is not the source's again: " << again.status().ToString();
+  }
   EXPECT_TRUE(WaitFor(30, [&] { return b_->Call("vm.list")->empty(); })) << b_->Call("vm.list")->dump();
 }
 
-INSTANTIATE_TEST_SUITE_P(Modes, LostSwitchoverTest, ::testing::Values("postcopy"),
+INSTANTIATE_TEST_SUITE_P(Modes, LostSwitchoverTest, ::testing::Values("postcopy", "agile"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace
