@@ -776,8 +776,8 @@ Status Sender::Recover(const Status& cause, const char* phase) {
       // of session 12: throttled across the commit point) left the VM
       // paused here while the destination, which never got SWITCHOVER,
       // dropped its copy: it is this host's again, as after a SWITCHOVER_ACK
-      // "not resumed". With the lease gone to the destination TakeBack keeps
-      // it fenced (the token went to a host that never learned it).
+      // "not resumed". The lease, gone to a destination that never learned
+      // its token, comes back first (LeaseBack).
       recovery_ = nullptr;
       spdlog::warn("vm {}: {} answered RESUME after {:.1f} s: {}", report_.vm, dest_id_,
                    static_cast<double>(vm::NowNs() - start) / 1e9, never_ran_there_);
