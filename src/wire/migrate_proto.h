@@ -1,7 +1,7 @@
 // The protocol between two agileds migrating a VM, over one TCP connection to
 // the destination's --listen port (agiled tells it from its JSON control API
 // by the first byte: '{' is JSON, this protocol starts with its magic).
-// Frames as in wire/frame.h with magic "AGMG", version kMigVersion (5).
+// Frames as in wire/frame.h with magic "AGMG", version kMigVersion (6).
 // Integers little-endian. docs/migration.md tells the protocol's story.
 //
 //  source                                   destination
