@@ -231,6 +231,22 @@ TEST(HandBack, ContThatRunsIsAnsweredRunning) {
   EXPECT_FALSE(dropped);
 }
 
+// Opens a new connection to `in`'s destination (its side runs in *conn) and
+// sends RESUME for vm1 from hostA, migration id (0x1111, id_hi) on it; null
+// when that failed.
+std::unique_ptr<Channel> DialResume(IncomingPostcopy& in, uint64_t id_hi, std::future<void>* conn) {
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) return nullptr;
+  *conn = std::async(std::launch::async, [&in, fd = UniqueFd(fds[1])]() mutable {
+    ReceiveMigration(std::move(fd), in.host.get(), "127.0.0.1", in.peer);
+  });
+  auto ch = std::make_unique<Channel>(UniqueFd(fds[0]), 5000);
+  std::vector<uint8_t> f;
+  wire::AppendResume(&f, {"vm1", "hostA", 0x1111, id_hi});
+  if (!ch->Send(f).ok()) return nullptr;
+  return ch;
+}
+
 TEST(PostcopyRecovery, ARESUMEIsTakenWhileContWaitsForAPageOnlyTheSourceHas) {
   // Soak seed 7, run 259: the source agiled died at SWITCHOVER while QEMU's
   // main loop waited for a page from it, so `cont` had no answer. The
@@ -256,17 +272,12 @@ TEST(PostcopyRecovery, ARESUMEIsTakenWhileContWaitsForAPageOnlyTheSourceHas) {
   in.src.reset();  // the source agiled dies; `cont` still waits
 
   // Its restart dials RESUME.
-  int fds[2];
-  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
-  auto resume_conn = std::async(std::launch::async, [&, fd = UniqueFd(fds[1])]() mutable {
-    ReceiveMigration(std::move(fd), in.host.get(), "127.0.0.1", in.peer);
-  });
-  Channel src2(UniqueFd(fds[0]), 5000);
+  std::future<void> resume_conn;
+  auto src2 = DialResume(in, 0x2222, &resume_conn);
+  ASSERT_NE(src2, nullptr);
   std::vector<uint8_t> f, payload;
-  wire::AppendResume(&f, {"vm1", "hostA", 0x1111, 0x2222});
-  ASSERT_TRUE(src2.Send(f).ok());
   const auto t0 = std::chrono::steady_clock::now();
-  ASSERT_TRUE(ReceiveUntil(src2, wire::MigMsg::kResumeAck, &payload, 3000))
+  ASSERT_TRUE(ReceiveUntil(*src2, wire::MigMsg::kResumeAck, &payload, 3000))
       << "the RESUME waited behind `cont`";
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(3));
   auto rack = wire::DecodeResumeAck(payload);
@@ -278,7 +289,7 @@ TEST(PostcopyRecovery, ARESUMEIsTakenWhileContWaitsForAPageOnlyTheSourceHas) {
   // The page QEMU waited for comes over the new link: `cont` is answered,
   // and the ACK goes out on that link.
   vm->ReleaseCont();
-  ASSERT_TRUE(ReceiveUntil(src2, wire::MigMsg::kSwitchoverAck, &payload, 5000));
+  ASSERT_TRUE(ReceiveUntil(*src2, wire::MigMsg::kSwitchoverAck, &payload, 5000));
   auto ack = wire::DecodeSwitchoverAck(payload);
   ASSERT_TRUE(ack.ok());
   EXPECT_EQ(ack->status, wire::SwitchoverResult::kRunning) << ack->message;
@@ -290,12 +301,12 @@ TEST(PostcopyRecovery, ARESUMEIsTakenWhileContWaitsForAPageOnlyTheSourceHas) {
     for (uint64_t i = first; i < first + wire::kMigMaxPagesPerFrame && i < kPages; ++i) batch.push_back({i, page.data()});
     f.clear();
     wire::AppendPages(&f, 1, batch.data(), batch.size());
-    ASSERT_TRUE(src2.Send(f).ok());
+    ASSERT_TRUE(src2->Send(f).ok());
   }
   f.clear();
   wire::AppendEmpty(&f, wire::MigMsg::kDone);
-  ASSERT_TRUE(src2.Send(f).ok());
-  EXPECT_TRUE(ReceiveUntil(src2, wire::MigMsg::kDoneAck, &payload, 10000));
+  ASSERT_TRUE(src2->Send(f).ok());
+  EXPECT_TRUE(ReceiveUntil(*src2, wire::MigMsg::kDoneAck, &payload, 10000));
   in.dst.get();
   EXPECT_FALSE(in.host->dropped) << "the copy that runs here was dropped";
   EXPECT_EQ(in.guest->memory().count(vm::PageState::kRemote), 0u);
@@ -305,20 +316,16 @@ TEST(PostcopyRecovery, ARESUMEIsTakenWhileContWaitsForAPageOnlyTheSourceHas) {
 // connection to `in`'s destination; its RESUME_ACK.
 wire::MigResumeAck Resume(IncomingPostcopy& in, uint64_t id_hi) {
   wire::MigResumeAck rack;
-  int fds[2];
-  EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
-  auto conn = std::async(std::launch::async, [&, fd = UniqueFd(fds[1])]() mutable {
-    ReceiveMigration(std::move(fd), in.host.get(), "127.0.0.1", in.peer);
-  });
-  Channel src(UniqueFd(fds[0]), 5000);
-  std::vector<uint8_t> f, payload;
-  wire::AppendResume(&f, {"vm1", "hostA", 0x1111, id_hi});
-  if (src.Send(f).ok() && ReceiveUntil(src, wire::MigMsg::kResumeAck, &payload, 5000)) {
+  std::future<void> conn;
+  auto src = DialResume(in, id_hi, &conn);
+  EXPECT_NE(src, nullptr) << "RESUME not sent";
+  std::vector<uint8_t> payload;
+  if (src != nullptr && ReceiveUntil(*src, wire::MigMsg::kResumeAck, &payload, 5000)) {
     auto a = wire::DecodeResumeAck(payload);
     EXPECT_TRUE(a.ok()) << a.status().ToString();
     if (a.ok()) rack = *a;
   }
-  conn.get();
+  if (conn.valid()) conn.get();
   return rack;
 }
 
@@ -400,23 +407,17 @@ TEST(PostcopyRecovery, ADoneWithPagesStillMissingIsAnsweredWithARecoveryThatList
   EXPECT_EQ(in.guest->memory().count(vm::PageState::kRemote), gap.size());
 
   // The source's recovery: RESUME is answered with exactly the gap.
-  int fds[2];
-  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
-  auto resume_conn = std::async(std::launch::async, [&, fd = UniqueFd(fds[1])]() mutable {
-    ReceiveMigration(std::move(fd), in.host.get(), "127.0.0.1", in.peer);
-  });
-  Channel src2(UniqueFd(fds[0]), 5000);
-  std::vector<uint8_t> f;
-  wire::AppendResume(&f, {"vm1", "hostA", 0x1111, 0x2222});
-  ASSERT_TRUE(src2.Send(f).ok());
-  ASSERT_TRUE(ReceiveUntil(src2, wire::MigMsg::kResumeAck, &payload, 5000));
+  std::future<void> resume_conn;
+  auto src2 = DialResume(in, 0x2222, &resume_conn);
+  ASSERT_NE(src2, nullptr);
+  ASSERT_TRUE(ReceiveUntil(*src2, wire::MigMsg::kResumeAck, &payload, 5000));
   auto rack = wire::DecodeResumeAck(payload);
   ASSERT_TRUE(rack.ok()) << rack.status().ToString();
   ASSERT_EQ(rack->status, 0u) << rack->message;
   ASSERT_EQ(rack->pages_remote, gap.size());
   std::set<uint64_t> listed;
   while (listed.size() < gap.size()) {
-    ASSERT_TRUE(ReceiveUntil(src2, wire::MigMsg::kLocations, &payload, 5000));
+    ASSERT_TRUE(ReceiveUntil(*src2, wire::MigMsg::kLocations, &payload, 5000));
     std::vector<wire::MigRun> runs;
     ASSERT_TRUE(wire::DecodeLocations(payload, &runs).ok());
     for (const auto& r : runs)
@@ -426,8 +427,8 @@ TEST(PostcopyRecovery, ADoneWithPagesStillMissingIsAnsweredWithARecoveryThatList
   resume_conn.get();
 
   // They come, then DONE again: completed.
-  ASSERT_TRUE(SendPagesBut(src2, gap, /*only_skipped=*/true, /*done=*/true));
-  EXPECT_TRUE(ReceiveUntil(src2, wire::MigMsg::kDoneAck, &payload, 10000));
+  ASSERT_TRUE(SendPagesBut(*src2, gap, /*only_skipped=*/true, /*done=*/true));
+  EXPECT_TRUE(ReceiveUntil(*src2, wire::MigMsg::kDoneAck, &payload, 10000));
   in.dst.get();
   EXPECT_FALSE(in.host->dropped);
   EXPECT_EQ(in.guest->memory().count(vm::PageState::kRemote), 0u);

@@ -141,6 +141,19 @@ class Receiver {
   uint32_t incomplete_dones_ = 0;
 };
 
+// A "not resumed" SWITCHOVER_ACK carries the token the namespace was handed
+// back with, or says why it could not go back.
+void PutHandedBackToken(const Result<memd::OwnerToken>& token, wire::MigSwitchoverAck* ack) {
+  if (!token.ok()) {
+    ack->message += "; " + token.status().message();
+    return;
+  }
+  ack->has_token = true;
+  ack->epoch = token->epoch;
+  ack->secret = token->secret;
+  ack->secret_hi = token->secret_hi;
+}
+
 uint64_t NowNs() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                    std::chrono::steady_clock::now().time_since_epoch())
@@ -505,17 +518,7 @@ void Receiver::HandBack(const wire::MigSwitchover& sw, const Status& cause) {
   if (!PagesAfterSwitchover()) vm_->RecordArrival(false);
   wire::MigSwitchoverAck ack{wire::SwitchoverResult::kNotResumed,
                              "not resumed: the VM never ran here (" + cause.message() + ")"};
-  if (sw.has_token) {
-    auto token = vm_->HandBackStore(hello_.src_host);
-    if (token.ok()) {
-      ack.has_token = true;
-      ack.epoch = token->epoch;
-      ack.secret = token->secret;
-      ack.secret_hi = token->secret_hi;
-    } else {
-      ack.message += "; " + token.status().message();
-    }
-  }
+  if (sw.has_token) PutHandedBackToken(vm_->HandBackStore(hello_.src_host), &ack);
   spdlog::error("vm {}: not resumed after switchover, the VM never ran here: {}; handing it back to {}{}",
                 spec_.name, cause.ToString(), hello_.src_host,
                 !sw.has_token ? "" : ack.has_token ? " with its swap-store namespace" : " (its namespace could not go back)");
@@ -811,15 +814,7 @@ void HandBackLease(Channel& ch, const wire::MigResume& r, const std::string& sto
   if (!sw.ok()) {
     ack.message += "; " + sw.status().message();
   } else if (sw->has_token) {
-    auto token = vms->HandBackNamespace(store_vm_id, {sw->epoch, sw->secret, sw->secret_hi}, r.src_host);
-    if (token.ok()) {
-      ack.has_token = true;
-      ack.epoch = token->epoch;
-      ack.secret = token->secret;
-      ack.secret_hi = token->secret_hi;
-    } else {
-      ack.message += "; " + token.status().message();
-    }
+    PutHandedBackToken(vms->HandBackNamespace(store_vm_id, {sw->epoch, sw->secret, sw->secret_hi}, r.src_host), &ack);
   }
   spdlog::warn("vm {}: the swap-store namespace {} {}", r.vm, store_vm_id,
                ack.has_token ? "went back to " + r.src_host : "could not go back: " + ack.message);
