@@ -858,6 +858,13 @@ Result<wire::MigResumeAck> Sender::AskResume(const std::string& to, std::unique_
   if (h.type != static_cast<uint16_t>(wire::MigMsg::kResumeAck))
     return Corruption(std::string("expected RESUME_ACK, got ") + wire::MigMsgName(h.type));
   AGILE_ASSIGN_OR_RETURN(auto ack, wire::DecodeResumeAck(payload));
+  if (ack.status == 3) {
+    // SWITCHOVER never reached the destination's receiver: the VM is whole
+    // here and never ran there (TakeBack, over this link when the lease has
+    // to come back: LeaseBack).
+    never_ran_there_ = ack.message;
+    handback_ch_ = std::move(ch);
+  }
   *out = std::move(ch);
   return ack;
 }
@@ -878,8 +885,6 @@ Status Sender::AskWhetherItRan(const Status& cause, bool lease) {
     std::unique_ptr<Channel> ch;
     auto ack = AskResume(opt_.to, &ch);
     if (ack.ok() && ack->status == 3) {
-      never_ran_there_ = ack->message;
-      handback_ch_ = std::move(ch);
       spdlog::warn("vm {}: {} answered RESUME after {:.1f} s (attempt {}): {}", report_.vm, dest_id_,
                    static_cast<double>(vm::NowNs() - start) / 1e9, attempt, never_ran_there_);
       return TakeBack(LeaseBack(lease), lease);
@@ -905,14 +910,7 @@ Status Sender::Reconnect(const std::string& to) {
     completed_there_ = true;
     return Status::Ok();
   }
-  if (ack.status == 3) {
-    // SWITCHOVER never reached the destination's receiver: the VM is whole
-    // here and never ran there (Recover takes it back, over this link when
-    // the lease has to come back).
-    never_ran_there_ = ack.message;
-    handback_ch_ = std::move(ch);
-    return Status::Ok();
-  }
+  if (ack.status == 3) return Status::Ok();  // never ran there: Recover takes the VM back
   if (ack.status != 0) {
     // The destination's Status text leads with its code's name.
     const Code code = ack.message.rfind("not-found", 0) == 0           ? Code::kNotFound

@@ -97,7 +97,8 @@ class Sender {
   // by sending the SWITCHOVER's token again.
   wire::MigSwitchoverAck LeaseBack(bool lease);
   // Dials `to` and sends RESUME for this migration: the RESUME_ACK, the
-  // link in *ch (LOCATIONS follow a 0, a SWITCHOVER may follow a 3).
+  // link in *ch (LOCATIONS follow a 0). A 3 is kept: never_ran_there_ and
+  // the link in handback_ch_ instead.
   Result<wire::MigResumeAck> AskResume(const std::string& to, std::unique_ptr<Channel>* ch);
   // SWITCHOVER_ACK never came and there is nothing to recover (pre-copy,
   // agile without a tail): asks the destination (RESUME) whether it dropped
