@@ -268,7 +268,14 @@ int main(int argc, char** argv) {
     if (e.is_directory() && !vms.Get(e.path().filename().string()).ok()) fs::remove_all(e.path(), ec);
   host::PressurePolicy policy(&vms, popts);
   agiled::Api api(&vms, &policy, [&] { shutdown = true; });
-  migrate::RecoveryBoard recovery;  // paused post-copy migrations arriving here, by VM
+  // Paused post-copy migrations arriving here, by VM; and arrivals dropped
+  // before SWITCHOVER, kept in the state dir (a restart must not forget them).
+  migrate::RecoveryBoard recovery(cfg.state_dir + "/recovery");
+  if (size_t dropped = recovery.LoadDropped([&](const std::string& name) {
+        auto vm = vms.Get(name);
+        return vm.ok() && (*vm)->state() != "lost";
+      }))
+    spdlog::info("agiled {}: remembers {} migration(s) whose copy here was dropped before SWITCHOVER", cfg.id, dropped);
   std::string migrate_host = "0.0.0.0";
   if (!listen.empty()) migrate_host = ParseHostPort(listen)->host;
   auto migration_peer = [&](const control::Caller& caller) {

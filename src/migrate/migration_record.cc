@@ -134,20 +134,20 @@ Result<MigrationRecord> DecodeMigrationRecord(const std::string& bytes) {
   return r;
 }
 
-Status WriteMigrationRecord(const std::string& dir, const MigrationRecord& r) {
-  return ReplaceFileDurably(dir, kMigrationRecordFile, EncodeMigrationRecord(r));
+Status WriteMigrationRecord(const std::string& dir, const MigrationRecord& r, const std::string& name) {
+  return ReplaceFileDurably(dir, name, EncodeMigrationRecord(r));
 }
 
-Result<MigrationRecord> ReadMigrationRecord(const std::string& dir) {
-  std::string path = dir + "/" + kMigrationRecordFile;
+Result<MigrationRecord> ReadMigrationRecord(const std::string& dir, const std::string& name) {
+  std::string path = dir + "/" + name;
   AGILE_ASSIGN_OR_RETURN(std::string bytes, ReadSmallFile(path, kMaxBody + 128, "a migration record"));
   auto r = DecodeMigrationRecord(bytes);
   if (!r.ok()) return r.status().Annotate(path);
   return r;
 }
 
-Status RemoveMigrationRecord(const std::string& dir) {
-  std::string path = dir + "/" + kMigrationRecordFile;
+Status RemoveMigrationRecord(const std::string& dir, const std::string& name) {
+  std::string path = dir + "/" + name;
   if (::unlink(path.c_str()) != 0) {
     if (errno == ENOENT) return Status::Ok();
     return ErrnoStatus("remove " + path);

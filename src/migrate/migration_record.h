@@ -61,11 +61,13 @@ inline constexpr char kMigrationRecordFile[] = "migration.record";
 std::string EncodeMigrationRecord(const MigrationRecord& r);
 Result<MigrationRecord> DecodeMigrationRecord(const std::string& bytes);
 
-// Crash-consistent replace of DIR/migration.record.
-Status WriteMigrationRecord(const std::string& dir, const MigrationRecord& r);
+// Crash-consistent replace of DIR/NAME (migration.record unless named
+// otherwise: the recovery board keeps its records in the same format).
+Status WriteMigrationRecord(const std::string& dir, const MigrationRecord& r,
+                            const std::string& name = kMigrationRecordFile);
 // NotFound when there is none; Corruption when it is damaged.
-Result<MigrationRecord> ReadMigrationRecord(const std::string& dir);
+Result<MigrationRecord> ReadMigrationRecord(const std::string& dir, const std::string& name = kMigrationRecordFile);
 // Idempotent; the folder is synced so the removal outlives a crash.
-Status RemoveMigrationRecord(const std::string& dir);
+Status RemoveMigrationRecord(const std::string& dir, const std::string& name = kMigrationRecordFile);
 
 }  // namespace agile::migrate

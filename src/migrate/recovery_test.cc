@@ -7,6 +7,9 @@
 #include <sys/socket.h>
 
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <future>
 #include <thread>
 
@@ -89,7 +92,7 @@ TEST(RecoveryBoard, HandsTheConnectionToTheSameMigrationOnly) {
 
 TEST(RecoveryBoard, ADroppedMigrationNeverRanForItsOwnSourceOnly) {
   RecoveryBoard board;
-  board.Dropped("vm1", {0x1111, 0x2222, "hostA", nullptr});
+  ASSERT_TRUE(board.Dropped("vm1", {0x1111, 0x2222, "hostA", nullptr}).ok());
   EXPECT_TRUE(board.NeverRan({"vm1", "hostA", 0x1111, 0x2222}, ""));
   EXPECT_TRUE(board.NeverRan({"vm1", "hostA", 0x1111, 0x2222}, "hostA"));
   EXPECT_FALSE(board.NeverRan({"vm1", "hostA", 0x1111, 0x2222}, "hostB")) << "a certificate naming another host";
@@ -101,6 +104,55 @@ TEST(RecoveryBoard, ADroppedMigrationNeverRanForItsOwnSourceOnly) {
   EXPECT_FALSE(board.NeverRan({"vm1", "hostA", 0x1111, 0x2222}, ""));
   board.Unregister("vm1");
   EXPECT_TRUE(board.NeverRan({"vm1", "hostA", 0x1111, 0x2222}, ""));
+}
+
+// The memory of dropped copies outlives agiled (STATE_DIR/recovery): a
+// Dropped one is read again; an arrival still recorded (its agiled died
+// before SWITCHOVER was taken) becomes a dropped one; one taken over
+// (Arrived) is gone; a VM that runs here is never said to have never run.
+TEST(RecoveryBoard, DroppedAndArrivingRecordsOutliveTheBoard) {
+  namespace fs = std::filesystem;
+  char tmpl[] = "/tmp/agile-recovery-board-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = std::string(tmpl) + "/recovery";  // created on first use
+  {
+    RecoveryBoard board(dir);
+    ASSERT_TRUE(board.Dropped("vm1", {0x1111, 0x2222, "hostA", nullptr, "ns-1", wire::MigMode::kAgile}).ok());
+    ASSERT_TRUE(board.Arriving("vm2", {5, 6, "hostB", nullptr, "", wire::MigMode::kPostcopy}).ok());
+    ASSERT_TRUE(board.Arriving("vm3", {7, 8, "hostB", nullptr}).ok());
+    ASSERT_TRUE(board.Arrived("vm3").ok());
+    ASSERT_TRUE(board.Arriving("vm4", {9, 10, "hostB", nullptr}).ok());
+    ASSERT_TRUE(board.Arriving("vm6", {11, 12, "hostB", nullptr}).ok());
+    ASSERT_TRUE(board.Dropped("vm6", {11, 12, "hostB", nullptr}).ok());  // the receiver's Fail
+    EXPECT_FALSE(board.NeverRan({"vm2", "hostB", 5, 6}, "")) << "an arrival in progress is no dropped copy";
+    EXPECT_FALSE(fs::exists(dir + "/vm6.arriving")) << "Dropped leaves no arrival behind";
+  }
+  {
+    std::ofstream bad(dir + "/vm5.dropped");
+    bad << "AGMIGRC1 0000000000000000 2\n{}";
+  }
+  auto none = [](const std::string&) { return false; };
+  RecoveryBoard again(dir);
+  EXPECT_EQ(again.LoadDropped([](const std::string& vm) { return vm == "vm4"; }), 3u) << "vm1, vm2, vm6";
+  std::string ns;
+  EXPECT_TRUE(again.NeverRan({"vm1", "hostA", 0x1111, 0x2222}, "", &ns));
+  EXPECT_EQ(ns, "ns-1") << "the namespace to hand back";
+  EXPECT_TRUE(again.NeverRan({"vm2", "hostB", 5, 6}, "")) << "its agiled died before SWITCHOVER was taken";
+  EXPECT_FALSE(again.NeverRan({"vm2", "hostB", 5, 7}, "")) << "another migration id";
+  EXPECT_TRUE(again.NeverRan({"vm6", "hostB", 11, 12}, ""));
+  EXPECT_FALSE(again.NeverRan({"vm3", "hostB", 7, 8}, "")) << "SWITCHOVER was taken: it may have run here";
+  EXPECT_FALSE(again.NeverRan({"vm4", "hostB", 9, 10}, "")) << "a VM that runs here";
+  EXPECT_FALSE(fs::exists(dir + "/vm2.arriving"));
+  EXPECT_TRUE(fs::exists(dir + "/vm2.dropped"));
+  EXPECT_FALSE(fs::exists(dir + "/vm4.arriving"));
+  EXPECT_TRUE(fs::exists(dir + "/vm5.dropped")) << "a damaged record is left for the operator";
+  RecoveryBoard third(dir);
+  EXPECT_EQ(third.LoadDropped(none), 3u);
+  EXPECT_TRUE(third.NeverRan({"vm2", "hostB", 5, 6}, ""));
+  RecoveryBoard memory_only;
+  EXPECT_TRUE(memory_only.Arriving("vm7", {1, 2, "hostA", nullptr}).ok());
+  EXPECT_EQ(memory_only.LoadDropped(none), 0u);
+  fs::remove_all(tmpl);
 }
 
 TEST(RecoveryBoard, CloseTellsEveryWaitingMigrationToStopWaiting) {

@@ -650,7 +650,9 @@ Status Sender::TakeBack(const wire::MigSwitchoverAck& ack, bool lease) {
       return Unavailable(what + "; it handed the swap-store namespace back, but the store " +
                          (mine.ok() ? "says another host owns it" : "cannot confirm it (" + mine.status().message() + ")") +
                          fenced);
-    vm_->PersistState();  // the token survives an agiled restart from here
+    // The token survives an agiled restart from here; a failure is logged,
+    // and `vm stat` shows it, but the VM is this host's either way.
+    (void)vm_->PersistState();
   }
   vm_->SetFenced("", false);
   if (was_running_) {
@@ -875,8 +877,9 @@ Status Sender::AskWhetherItRan(const Status& cause, bool lease) {
   // But one dropped before it took SWITCHOVER says so to a RESUME (3), and
   // the VM is this host's again. A destination whose link went silent drops
   // its copy once its kernel gives up on the link (TCP_USER_TIMEOUT,
-  // migrate_io_ms), so it is asked for twice that. An agiled that refuses
-  // the connection is down, and restarted it knows nothing of the copy.
+  // migrate_io_ms), so it is asked for twice that. A refused connection
+  // does not end the asking: an agiled restarting there answers from its
+  // state dir once it is up (RecoveryBoard::LoadDropped).
   const uint64_t start = vm::NowNs();
   const uint64_t end = start + 2ull * static_cast<uint64_t>(opt_.timeouts.migrate_io_ms) * 1000000ull;
   std::string last;
@@ -890,7 +893,6 @@ Status Sender::AskWhetherItRan(const Status& cause, bool lease) {
       return TakeBack(LeaseBack(lease), lease);
     }
     last = ack.ok() ? ack->message : ack.status().ToString();
-    if (!ack.ok() && last.find("Connection refused") != std::string::npos) break;
     for (int i = 0; i < 10 && vm::NowNs() < end; ++i) {
       if (opt_.cancel && opt_.cancel->load()) return cause.Annotate("the VM stays paused here, fenced, its state there unknown");
       std::this_thread::sleep_for(std::chrono::milliseconds(100));

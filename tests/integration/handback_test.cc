@@ -131,47 +131,94 @@ INSTANTIATE_TEST_SUITE_P(Modes, HandBackTest, ::testing::Values("postcopy", "agi
 class LostSwitchoverTest : public HandBackTest {
  protected:
   const char* DestinationFault() const override { return "lose-switchover"; }
+
+  // `vm` runs at the source with its checker reporting; in agile mode with
+  // half of it offloaded, so the swap-store namespace (the lease) moves.
+  void StartAtSource(const std::string& vm) {
+    auto started = a_->Call("vm.start", VmArgs(vm, 256, "memverify", {{"size_mib", "128"}, {"rate", "500"}}));
+    ASSERT_TRUE(started.ok()) << started.status().ToString();
+    ASSERT_TRUE(WaitFor(90, [&] { return Stat(*a_, vm)["guest"].value("gen", 0) > 0; })) << "workload never reported";
+    if (GetParam() == "agile") {
+      auto off = a_->Call("vm.offload", {{"name", vm}, {"resident_bytes", 64ull << 20}});
+      ASSERT_TRUE(off.ok()) << off.status().ToString();
+      ASSERT_GT(Stat(*a_, vm)["pages"].value("offloaded", 0), 0) << "nothing offloaded: no lease to test";
+    }
+  }
+
+  // The migration `r` failed as "never ran there", and the source runs `vm`
+  // again: unfenced, two whole clean sweeps after `sweep0`, and in agile mode
+  // the owner of its namespace again (its offloaded pages came back from the
+  // store, new ones go in).
+  void ExpectTakenBack(const Result<json>& r, const std::string& vm, uint64_t refaults0, uint64_t sweep0) {
+    ASSERT_FALSE(r.ok()) << "the migration completed although SWITCHOVER was never taken: " << r->dump();
+    std::printf("%s (%s): %s\n", DestinationFault(), GetParam().c_str(), r.status().ToString().c_str());
+    EXPECT_NE(r.status().message().find("never ran"), std::string::npos) << r.status().ToString();
+    EXPECT_NE(r.status().message().find("runs here again"), std::string::npos) << r.status().ToString();
+    json s = Stat(*a_, vm);
+    EXPECT_EQ(s["state"], "running") << s.dump();
+    EXPECT_FALSE(s.contains("fenced")) << s.dump();
+    EXPECT_FALSE(s.contains("migration")) << s.dump();
+    ASSERT_TRUE(WaitFor(240, [&] {
+      json g = Stat(*a_, vm);
+      EXPECT_EQ(g["guest"].value("errors", 0), 0) << g["guest"].dump();
+      return LastSweep(*a_, vm) >= sweep0 + 2;
+    })) << "no whole memverify sweep after taking the VM back: " << Stat(*a_, vm).dump();
+    s = Stat(*a_, vm);
+    EXPECT_EQ(s["guest"]["errors"], 0) << s["guest"].dump();
+    EXPECT_EQ(s["health"], "ok") << s.dump();
+    if (GetParam() == "agile") {
+      EXPECT_GT(s["faults"].value("refault", 0ull), refaults0) << "no offloaded page came back from the store";
+      auto again = a_->Call("vm.offload", {{"name", vm}, {"resident_bytes", 96ull << 20}});
+      EXPECT_TRUE(again.ok()) << "the namespace is not the source's again: " << again.status().ToString();
+    }
+  }
 };
 
 TEST_P(LostSwitchoverTest, SourceLearnsByResumeThatTheVmNeverRanThereAndResumesIt) {
   const std::string vm = "ls";
-  auto started = a_->Call("vm.start", VmArgs(vm, 256, "memverify", {{"size_mib", "128"}, {"rate", "500"}}));
-  ASSERT_TRUE(started.ok()) << started.status().ToString();
-  ASSERT_TRUE(WaitFor(90, [&] { return Stat(*a_, vm)["guest"].value("gen", 0) > 0; })) << "workload never reported";
-  const std::string mode = GetParam();
-  if (mode == "agile") {
-    auto off = a_->Call("vm.offload", {{"name", vm}, {"resident_bytes", 64ull << 20}});
-    ASSERT_TRUE(off.ok()) << off.status().ToString();
-    ASSERT_GT(Stat(*a_, vm)["pages"].value("offloaded", 0), 0) << "nothing offloaded: no lease to test";
-  }
+  StartAtSource(vm);
+  if (HasFatalFailure()) return;
   const uint64_t refaults0 = Stat(*a_, vm)["faults"].value("refault", 0ull);
   const uint64_t sweep0 = LastSweep(*a_, vm);
-  auto r = a_->Call("vm.migrate", {{"name", vm}, {"to", "127.0.0.1:" + std::to_string(port_b_)}, {"mode", mode}});
-  ASSERT_FALSE(r.ok()) << "the migration completed although SWITCHOVER was never taken: " << r->dump();
-  std::printf("lost switchover (%s): %s\n", GetParam().c_str(), r.status().ToString().c_str());
-  EXPECT_NE(r.status().message().find("never ran"), std::string::npos) << r.status().ToString();
-  EXPECT_NE(r.status().message().find("runs here again"), std::string::npos) << r.status().ToString();
-  json s = Stat(*a_, vm);
-  EXPECT_EQ(s["state"], "running") << s.dump();
-  EXPECT_FALSE(s.contains("fenced")) << s.dump();
-  EXPECT_FALSE(s.contains("migration")) << s.dump();
-  ASSERT_TRUE(WaitFor(240, [&] {
-    json g = Stat(*a_, vm);
-    EXPECT_EQ(g["guest"].value("errors", 0), 0) << g["guest"].dump();
-    return LastSweep(*a_, vm) >= sweep0 + 2;
-  })) << "no whole memverify sweep after taking the VM back: " << Stat(*a_, vm).dump();
-  s = Stat(*a_, vm);
-  EXPECT_EQ(s["guest"]["errors"], 0) << s["guest"].dump();
-  EXPECT_EQ(s["health"], "ok") << s.dump();
-  if (mode == "agile") {
-    EXPECT_GT(s["faults"].value("refault", 0ull), refaults0) << "no offloaded page came back from the store";
-    auto again = a_->Call("vm.offload", {{"name", vm}, {"resident_bytes", 96ull << 20}});
-    EXPECT_TRUE(again.ok()) << "the namespace is not the source's again: " << again.status().ToString();
-  }
+  auto r = a_->Call("vm.migrate", {{"name", vm}, {"to", "127.0.0.1:" + std::to_string(port_b_)}, {"mode", GetParam()}});
+  ExpectTakenBack(r, vm, refaults0, sweep0);
   EXPECT_TRUE(WaitFor(30, [&] { return b_->Call("vm.list")->empty(); })) << b_->Call("vm.list")->dump();
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, LostSwitchoverTest, ::testing::Values("postcopy", "agile"),
+                         [](const auto& info) { return info.param; });
+
+// The destination agiled dies as SWITCHOVER arrives, before taking it, and
+// is started again (soak seed 7, run 182 of session 10): the restart drops
+// the arriving copy, which never ran, and must still tell the source so from
+// its state dir (STATE_DIR/recovery), or the source stays paused and fenced.
+class RestartedDestinationTest : public LostSwitchoverTest {
+ protected:
+  const char* DestinationFault() const override { return "exit-at-switchover"; }
+};
+
+TEST_P(RestartedDestinationTest, SourceLearnsFromTheRestartedDestinationThatTheVmNeverRanThere) {
+  const std::string vm = "rd";
+  StartAtSource(vm);
+  if (HasFatalFailure()) return;
+  const uint64_t refaults0 = Stat(*a_, vm)["faults"].value("refault", 0ull);
+  const uint64_t sweep0 = LastSweep(*a_, vm);
+  auto pending = std::async(std::launch::async, [&] {
+    return a_->Call("vm.migrate", {{"name", vm}, {"to", "127.0.0.1:" + std::to_string(port_b_)}, {"mode", GetParam()}});
+  });
+  ASSERT_TRUE(b_->process().Wait(240000)) << "the destination agiled never reached SWITCHOVER";
+  ASSERT_EQ(b_->process().raw_status() >> 8, 86) << "not the fault point's exit";
+  // Started again, without the fault: it drops the arriving copy (which
+  // never ran) and must remember that it did.
+  ASSERT_TRUE(b_->Relaunch().ok());
+  ExpectTakenBack(pending.get(), vm, refaults0, sweep0);
+  // At most a "lost" entry of the dropped copy is left at the destination.
+  auto list = b_->Call("vm.list");
+  ASSERT_TRUE(list.ok());
+  EXPECT_EQ(list->dump().find("running"), std::string::npos) << list->dump();
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, RestartedDestinationTest, ::testing::Values("postcopy", "agile"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace
