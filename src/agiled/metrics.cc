@@ -44,6 +44,10 @@ void CollectHostMetrics(metrics::Scrape* s, VmManager* vms, PressurePolicy* poli
     s->Gauge("agile_vm_memory_bytes", "Guest RAM size", {{"vm", name}}, static_cast<double>(v->spec().memory_bytes));
     s->Gauge("agile_vm_up", "1 while the VM runs (or is paused)", {{"vm", name}},
              st.value("state", "") == "running" || st.value("state", "") == "paused" ? 1 : 0);
+    s->Gauge("agile_vm_degraded",
+             "1 while vm stat says health degraded (degraded.reason: a swap store that cannot be reached, a state "
+             "record that cannot be written)",
+             {{"vm", name}}, st.value("health", "") == "degraded" ? 1 : 0);
     if (st.contains("pages"))
       for (const char* state : {"resident", "zero", "offloaded", "in_flight", "remote"})
         s->Gauge("agile_vm_pages", "Guest pages by state", {{"vm", name}, {"state", state}},
@@ -56,8 +60,6 @@ void CollectHostMetrics(metrics::Scrape* s, VmManager* vms, PressurePolicy* poli
       for (const auto& [kind, n] : kinds)
         s->Counter("agile_vm_faults_total", "Faults served, by kind (refault: an offloaded page fetched back)",
                    {{"vm", name}, {"kind", kind}}, static_cast<double>(n));
-      s->Gauge("agile_vm_degraded", "1 while vCPUs wait on a swap store that cannot be reached", {{"vm", name}},
-               f->fetch_failing_since_ns.load() != 0 ? 1 : 0);
       FaultLatency(s, name, "first_touch", f->first_touch_latency);
       FaultLatency(s, name, "refault", f->refault_latency);
     }

@@ -208,7 +208,7 @@ Status ManagedVm::TakeOverMemory(int listen_fd, bool incoming, const std::string
       std::lock_guard<std::mutex> l(record_mu_);
       record_.store_vm_id = id;
     }
-    PersistRecord();
+    (void)PersistRecord();
   }
   faults_ = std::make_unique<vm::FaultServer>(memory_.get(), store_.get(), host_.prefetch_pages);
   fault_policy_ = std::make_unique<offload::LastFaultPolicy>(memory_.get());
@@ -432,7 +432,10 @@ void ManagedVm::OnLostPages(const offload::LostPages& lost) {
 }
 
 json ManagedVm::Stat() {
-  if (spec_.libvirt && state_ == kRunning) RefreshPausedFromQemu();
+  // QEMU's own word on whether the guest runs, for VMs whose QEMU others
+  // drive too (libvirt's monitor) or whose QEMU alone holds the RAM (stock:
+  // its main loop never waits on a page of ours, so the ask is brief).
+  if ((spec_.libvirt || spec_.stock) && state_ == kRunning) RefreshPausedFromQemu();
   json j;
   j["name"] = spec_.name;
   j["state"] = state_ == kRunning && guest_paused_ ? "paused" : state();
@@ -477,6 +480,18 @@ json ManagedVm::Stat() {
                        {"since_ms", static_cast<double>(vm::NowNs() - failing) / 1e6}};
     }
   }
+  {
+    // A restart now would adopt an older record (an older token, an
+    // arriving VM taken for one that never switched over...).
+    std::lock_guard<std::mutex> l(record_error_mu_);
+    if (!record_error_.empty()) {
+      const std::string why = "state record not written (" + record_error_ + "): a restart of agiled now would " +
+                              "adopt an older one";
+      j["health"] = "degraded";
+      if (j.contains("degraded")) j["degraded"]["reason"] = j["degraded"]["reason"].get<std::string>() + "; " + why;
+      else j["degraded"] = {{"reason", why}};
+    }
+  }
   if (!j.contains("health")) j["health"] = "ok";
   {
     std::lock_guard<std::mutex> l(fence_mu_);
@@ -508,7 +523,7 @@ json ManagedVm::Stat() {
   return j;
 }
 
-void ManagedVm::PersistRecord() {
+Status ManagedVm::PersistRecord() {
   std::lock_guard<std::mutex> l(record_mu_);
   if (store_) {
     record_.store_vm_id = store_->store_vm_id();
@@ -521,8 +536,17 @@ void ManagedVm::PersistRecord() {
     }
   }
   Status s = WriteVmRecord(dir_, record_);
-  if (!s.ok()) spdlog::error("vm {}: cannot write its state record ({}): a restart could not adopt it", spec_.name,
-                             s.ToString());
+  std::lock_guard<std::mutex> el(record_error_mu_);
+  if (!s.ok()) {
+    if (record_error_.empty())
+      spdlog::error("vm {}: cannot write its state record ({}): a restart meanwhile would adopt an older one",
+                    spec_.name, s.ToString());
+    record_error_ = s.ToString();
+  } else if (!record_error_.empty()) {
+    spdlog::info("vm {}: its state record is written again (it had failed: {})", spec_.name, record_error_);
+    record_error_.clear();
+  }
+  return s;
 }
 
 std::unique_ptr<ManagedVm> ManagedVm::Lost(const std::string& name, const HostConfig& host, const std::string& why) {
@@ -661,7 +685,7 @@ Status ManagedVm::AdoptRunning(const VmRecord& rec) {
     qmp_late_ = std::thread([this] { ConnectQmpLate(); });
   }
   monitor_ = std::thread([this] { Monitor(); });
-  PersistRecord();
+  (void)PersistRecord();
   spdlog::info("vm {}: re-adopted ({} pages resident, {} offloaded, {} zero){}", spec_.name,
                memory_ ? memory_->count(vm::PageState::kResident) : 0,
                memory_ ? memory_->count(vm::PageState::kOffloaded) : 0,
@@ -721,7 +745,7 @@ Result<memd::OwnerToken> ManagedVm::HandBackStore(const std::string& host) {
     keep_store_ = true;
     return token.status().Annotate("handing the swap-store namespace back to " + host);
   }
-  PersistRecord();  // the token is void here now
+  (void)PersistRecord();  // the token is void here now
   spdlog::info("vm {}: swap-store namespace handed back to {} (epoch {})", spec_.name, host, token->epoch);
   return token;
 }
@@ -741,16 +765,16 @@ void ManagedVm::MarkRunning(bool all_pages_here) {
     record_.incoming = !all_pages_here;
     record_.unconfirmed = false;  // `cont` ran here (or the source kept nothing to resume)
   }
-  PersistRecord();  // an arrived VM is adopted after a restart like any other
+  (void)PersistRecord();  // an arrived VM is adopted after a restart like any other
 }
 
-void ManagedVm::RecordArrival(bool arrived) {
+Status ManagedVm::RecordArrival(bool arrived) {
   {
     std::lock_guard<std::mutex> l(record_mu_);
     record_.incoming = !arrived;
     record_.unconfirmed = arrived;  // until the guest has run here (MarkRunning, Resume)
   }
-  PersistRecord();
+  return PersistRecord();
 }
 
 bool ManagedVm::Unconfirmed() {
@@ -764,7 +788,7 @@ void ManagedVm::Confirm() {
     if (!record_.unconfirmed) return;
     record_.unconfirmed = false;
   }
-  PersistRecord();
+  (void)PersistRecord();
 }
 
 void ManagedVm::BeginOutgoing() {
@@ -898,12 +922,21 @@ Result<offload::EvictReport> ManagedVm::Offload(uint64_t target_bytes) {
   }
   std::unique_lock<std::mutex> l(offload_mu_, std::try_to_lock);
   if (!l.owns_lock()) return Unavailable("an offload of vm " + spec_.name + " is already running");
-  if (!store_->claimed()) {
-    // The token must be in the state record before the first page it guards
-    // leaves the RAM file, or a restart could not read those pages back.
-    AGILE_RETURN_IF_ERROR(store_->Claim());
-    PersistRecord();
+  if (!store_->claimed()) AGILE_RETURN_IF_ERROR(store_->Claim());
+  // The token must be in the state record before the first page it guards
+  // leaves the RAM file, or a restart could not read those pages back: an
+  // offload after a failed write writes it first, or offloads nothing.
+  bool token_recorded;
+  {
+    std::lock_guard<std::mutex> rl(record_mu_);
+    token_recorded = record_.store_owned;
   }
+  {
+    std::lock_guard<std::mutex> el(record_error_mu_);
+    token_recorded = token_recorded && record_error_.empty();
+  }
+  if (!token_recorded)
+    AGILE_RETURN_IF_ERROR(PersistRecord().Annotate("nothing offloaded: the swap-store token is not in the state record"));
   uint64_t target_pages = target_bytes / uffd::kPageSize;
   spdlog::info("vm {}: offloading to {} resident ({} policy)", spec_.name, FormatSize(target_bytes), policy_->name());
   auto r = evictor_->EvictTo(target_pages, policy_);

@@ -111,10 +111,10 @@ class ManagedVm : public migrate::MigratingVm {
   Status EndOutgoing(bool migrated, bool keep_store) override;
   void SetRemotePager(vm::RemotePager* pager) override;
   Status AdoptStore(const std::string& store_vm_id, uint64_t epoch, uint64_t secret, uint64_t secret_hi) override;
-  void PersistState() override { PersistRecord(); }
+  Status PersistState() override { return PersistRecord(); }
   Result<memd::OwnerToken> HandBackStore(const std::string& host) override;
   void MarkRunning(bool all_pages_here = true) override;
-  void RecordArrival(bool arrived) override;
+  Status RecordArrival(bool arrived) override;
   // The record's `unconfirmed` mark (vm_record.h) and its clearing once the guest ran here.
   bool Unconfirmed();
   void Confirm();
@@ -155,11 +155,14 @@ class ManagedVm : public migrate::MigratingVm {
   Status PrepareAttachFiles(const AttachInfo& info);
   void BecomeRunning();
   // libvirt pauses and resumes its VM over its own monitor, which agiled
-  // does not see: Stat() asks QEMU (briefly, never waiting for the QMP lock).
+  // does not see, and a stock QEMU's own migration may leave it paused or
+  // running: Stat() asks QEMU (briefly, never waiting for the QMP lock).
   void RefreshPausedFromQemu();
   void MarkLost(const std::string& why, const VmRecord* rec);
   // Rewrites vm.record from the current state (pid, incoming, store token).
-  void PersistRecord();
+  // A failure is logged and shown by `vm stat` (health degraded) until a
+  // write succeeds again: a restart meanwhile would adopt an older record.
+  Status PersistRecord();
   void Monitor();
   // Connects QMP once QEMU's main loop answers (AdoptRunning, when QMP did not
   // answer or must not be waited for); ends if QEMU ends or Stop().
@@ -178,6 +181,10 @@ class ManagedVm : public migrate::MigratingVm {
   std::string dir_, ram_dir_, ram_path_, qmp_path_, serial_path_, qemu_log_path_, locations_path_;
   std::mutex record_mu_;
   VmRecord record_;  // what vm.record says (record_mu_)
+  // The last write of vm.record failed with this ("" when it succeeded). Its
+  // own lock: Stat must not wait for a record's fsync.
+  std::mutex record_error_mu_;
+  std::string record_error_;
   Process qemu_;
   // Created with QEMU, handed to GuestMemory once the shim hands over the uffd.
   UniqueFd ram_fd_;

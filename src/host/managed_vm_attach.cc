@@ -61,7 +61,7 @@ Status ManagedVm::PrepareAttachFiles(const AttachInfo& info) {
     record_.pid_start_ticks = ticks.ok() ? *ticks : 0;
     record_.incoming = false;
   }
-  PersistRecord();
+  (void)PersistRecord();  // logged and shown degraded by PersistRecord
   spdlog::info("vm {}: libvirt is starting it (pid {}, {} MiB, {} vCPUs); waiting for its QEMU", spec_.name,
                info.pid, spec_.memory_bytes >> 20, spec_.vcpus);
   return Status::Ok();

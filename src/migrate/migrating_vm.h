@@ -56,7 +56,7 @@ class MigratingVm {
   // Writes the VM's state record now, with the store token it holds (after
   // the source took its namespace back from a destination that never ran it:
   // AdoptStore alone keeps the token in memory).
-  virtual void PersistState() = 0;
+  virtual Status PersistState() = 0;
 
   // ---- destination ----
   // Where faults on pages still at the source are sent (null: none).
@@ -81,8 +81,9 @@ class MigratingVm {
   // then on re-adopts the VM (running if `cont` ran, paused if not) instead
   // of dropping the copy its source has let go of, or cannot resume without
   // the lease. arrived=false undoes it before a hand-back: a copy that never
-  // ran here must never be re-adopted.
-  virtual void RecordArrival(bool arrived) = 0;
+  // ran here must never be re-adopted. An error (the record not written)
+  // must stop the switchover: the VM must not run here on an old record.
+  virtual Status RecordArrival(bool arrived) = 0;
 };
 
 // The receiving host: starts the incoming QEMU and drops it on failure.

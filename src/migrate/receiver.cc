@@ -52,6 +52,9 @@ class Receiver {
  private:
   // Registers this migration on peer_.recovery, so a RESUME finds it.
   void RegisterForRecovery();
+  // This migration as the recovery board knows it (HELLO's id, source host,
+  // mode, and the store namespace that moves with the VM in agile mode).
+  RecoveryBoard::Entry RecoveryEntry() const;
   // migration.record at SWITCHOVER: the pages still at the source.
   Status SaveRecord();
   void ContAfterRestart();
@@ -264,6 +267,10 @@ Status Receiver::Hello(const wire::FrameHeader& h, const std::vector<uint8_t>& p
   // it); otherwise the source empties it and the copy here starts afresh.
   std::string store_id = hello_.mode == MigMode::kAgile ? hello_.store_vm_id : "";
   AGILE_ASSIGN_OR_RETURN(vm_, vms_->StartIncoming(spec_, store_id));
+  // Recorded before the source hears HELLO_ACK: should this agiled die
+  // before SWITCHOVER is taken, the next one knows the VM never ran here.
+  if (peer_.recovery != nullptr && !qemu_mode)
+    AGILE_RETURN_IF_ERROR(peer_.recovery->Arriving(spec_.name, RecoveryEntry()).Annotate("recording the arrival"));
   mem_ = vm_->memory();
   // The cold pages' connection is dialled now, not at the first refault
   // after switchover: QEMU loading device state may wait on one (seen: a
@@ -393,6 +400,13 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
     ShutdownLink();
     return Unavailable("AGILE_FAULT=lose-switchover: the link closed as SWITCHOVER arrived");
   }
+  if (FaultPoint("exit-at-switchover")) {
+    // Tests: this agiled dies as SWITCHOVER arrives, before it is taken
+    // (soak seed 7, run 182 of session 10); the next one must still tell
+    // the source that the VM never ran here.
+    spdlog::critical("AGILE_FAULT=exit-at-switchover: exiting instead of taking SWITCHOVER");
+    std::_Exit(86);
+  }
   AGILE_ASSIGN_OR_RETURN(auto sw, wire::DecodeSwitchover(payload));
   if (switch_started_) return Corruption("a second SWITCHOVER in one migration");
   // From here the VM may run on pages that exist only at the source: a
@@ -409,6 +423,10 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
   // agiled restarted from now on re-adopts it with those waiting for the
   // source instead of dropping (or zero-filling) them.
   resume_ = sw.resume;
+  // Before anything lets the VM run here (the records below, `cont`): from
+  // now on a restarted agiled must never say that it never ran here.
+  if (peer_.recovery != nullptr)
+    AGILE_RETURN_IF_ERROR(peer_.recovery->Arrived(spec_.name).Annotate("marking the arrival taken over"));
   if (PagesAfterSwitchover()) AGILE_RETURN_IF_ERROR(SaveRecord());
   const uint64_t t_adopted = NowNs();
   if (FaultPoint("exit-before-switchover-ack")) {
@@ -425,13 +443,17 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
     // the ACK, and cannot resume without the lease before it). Written
     // beside the device-state load, off the downtime's critical path.
     std::thread arrival;
-    if (!PagesAfterSwitchover()) arrival = std::thread([this] { vm_->RecordArrival(true); });
+    Status recorded;
+    if (!PagesAfterSwitchover()) arrival = std::thread([this, &recorded] { recorded = vm_->RecordArrival(true); });
     if (FaultPoint("hold-before-cont")) {
       if (arrival.joinable()) arrival.join();  // the window a test kills in starts with the record written
       HoldBeforeCont();
     }
     Status s = WaitIncomingDone(vm_.get(), peer_.timeouts.device_state_ms);
     if (arrival.joinable()) arrival.join();
+    // Not recorded as arrived: a restart would drop a copy that may have
+    // run, whose source let go. It never runs here, then; it goes back.
+    if (s.ok() && !recorded.ok()) s = recorded.Annotate("recording the VM as arrived before cont");
     const uint64_t t_loaded = NowNs();
     // Until `cont` the guest cannot have run here: the device state carries
     // the source's run state, paused since stop-and-copy, so QEMU does not
@@ -515,7 +537,13 @@ void Receiver::HandBack(const wire::MigSwitchover& sw, const Status& cause) {
   // Run then drops this copy, which no longer holds a token to release.
   // First of all the record goes back to `incoming`: a copy that never ran
   // here must not be re-adopted by a restart once the source runs the VM.
-  if (!PagesAfterSwitchover()) vm_->RecordArrival(false);
+  if (!PagesAfterSwitchover()) {
+    Status r = vm_->RecordArrival(false);
+    if (!r.ok())
+      spdlog::error("vm {}: its state record still says arrived ({}): an agiled restart before this copy is "
+                    "dropped would adopt it, paused, while its source runs the VM",
+                    spec_.name, r.ToString());
+  }
   wire::MigSwitchoverAck ack{wire::SwitchoverResult::kNotResumed,
                              "not resumed: the VM never ran here (" + cause.message() + ")"};
   if (sw.has_token) PutHandedBackToken(vm_->HandBackStore(hello_.src_host), &ack);
@@ -581,10 +609,7 @@ void Receiver::RegisterForRecovery() {
   if (peer_.recovery == nullptr || registered_) return;
   // A RESUME that comes while this connection still looks alive here (a
   // half-open link) ends it, so the loop fails over to the new one.
-  RecoveryBoard::Entry e;
-  e.id_lo = hello_.migration_id_lo;
-  e.id_hi = hello_.migration_id_hi;
-  e.src_host = hello_.src_host;
+  RecoveryBoard::Entry e = RecoveryEntry();
   e.deliver = [this](std::unique_ptr<Channel> ch) {
     std::lock_guard<std::mutex> l(rec_mu_);
     if (ch) pending_ = std::move(ch);
@@ -595,6 +620,16 @@ void Receiver::RegisterForRecovery() {
   Status r = peer_.recovery->Register(spec_.name, std::move(e));
   if (!r.ok()) spdlog::warn("vm {}: post-copy recovery not available: {}", spec_.name, r.ToString());
   registered_ = r.ok();
+}
+
+RecoveryBoard::Entry Receiver::RecoveryEntry() const {
+  RecoveryBoard::Entry e;
+  e.id_lo = hello_.migration_id_lo;
+  e.id_hi = hello_.migration_id_hi;
+  e.src_host = hello_.src_host;
+  e.mode = hello_.mode;
+  e.store_vm_id = hello_.mode == MigMode::kAgile ? hello_.store_vm_id : "";
+  return e;
 }
 
 Status Receiver::SaveRecord() {
@@ -753,9 +788,10 @@ void Receiver::Fail(const Status& s) {
     // Remembered before the copy goes: a source that sent SWITCHOVER and
     // lost the link before any answer is past its commit point, paused and
     // fenced; its RESUME must learn that the VM never ran here.
-    if (vm_ && peer_.recovery != nullptr && !wire::IsQemuMode(hello_.mode))
-      peer_.recovery->Dropped(spec_.name, {hello_.migration_id_lo, hello_.migration_id_hi, hello_.src_host, nullptr,
-                                           hello_.mode == MigMode::kAgile ? hello_.store_vm_id : ""});
+    if (vm_ && peer_.recovery != nullptr && !wire::IsQemuMode(hello_.mode)) {
+      Status d = peer_.recovery->Dropped(spec_.name, RecoveryEntry());
+      if (!d.ok()) spdlog::error("vm {}: {}", name, d.ToString());
+    }
     std::vector<uint8_t> f;
     wire::AppendAbort(&f, s.message());
     (void)ch_->Send(f, 1000);  // a courtesy on a link that may be dead

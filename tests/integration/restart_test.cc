@@ -92,6 +92,57 @@ TEST(RestartTest, VmTwoThirdsOffloadedKeepsRunningIntactAcrossKillNineOfAgiled) 
   EXPECT_GT(last["guest"]["gen"].get<uint64_t>(), later["guest"]["gen"].get<uint64_t>());
 }
 
+// The swap-store token must be in vm.record before the first page it guards
+// leaves the RAM file, or a restart could not read those pages back. A state
+// record that cannot be written (the name of its temporary file taken by a
+// folder, which open(O_CREAT) cannot replace, root or not) makes an offload
+// fail with nothing offloaded, and `vm stat` says why; once it
+// can be written again the offload goes on, and after a kill -9 of agiled
+// the new one reads those pages back with the recorded token.
+TEST(RestartTest, AnOffloadWhoseTokenCannotBeRecordedOffloadsNothingAndSaysSo) {
+  auto m = MemdProcess::Start();
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  auto a = AgiledProcess::Start("record-fail", {"--memd", (*m)->addr()});
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  auto& d = **a;
+  ASSERT_TRUE(d.Call("vm.start", VmArgs("rf", 256, "memverify", {{"size_mib", "128"}, {"rate", "300"}})).ok());
+  ASSERT_TRUE(WaitFor(90, [&] { return GuestReporting(d, "rf"); }));
+  std::this_thread::sleep_for(std::chrono::seconds(5));
+  const int pid = Stat(d, "rf")["pid"];
+  QemuReaper reaper{pid};
+
+  const std::string in_the_way = d.state_dir() + "/vms/rf/vm.record.tmp";
+  ASSERT_TRUE(fs::create_directory(in_the_way));
+  auto r = d.Call("vm.offload", {{"name", "rf"}, {"resident_bytes", 48ull << 20}});
+  ASSERT_FALSE(r.ok()) << "offloaded with no token on record: " << r->dump();
+  EXPECT_NE(r.status().message().find("not in the state record"), std::string::npos) << r.status().ToString();
+  json s = Stat(d, "rf");
+  EXPECT_EQ(s["pages"]["offloaded"], 0) << s["pages"].dump();
+  EXPECT_EQ(s["state"], "running");
+  EXPECT_EQ(s["health"], "degraded") << s.dump();
+  EXPECT_NE(s["degraded"].value("reason", "").find("state record not written"), std::string::npos) << s.dump();
+
+  fs::remove(in_the_way);
+  r = d.Call("vm.offload", {{"name", "rf"}, {"resident_bytes", 48ull << 20}});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  s = Stat(d, "rf");
+  EXPECT_EQ(s["health"], "ok") << s.dump();
+  const uint64_t offloaded = s["pages"]["offloaded"];
+  ASSERT_GT(offloaded, 0u) << s["pages"].dump();
+  const uint64_t gen_before = s["guest"]["gen"];
+
+  d.Kill();
+  ASSERT_TRUE(d.Relaunch().ok());
+  ASSERT_EQ(Stat(d, "rf")["state"], "running");
+  ASSERT_TRUE(WaitFor(90, [&] {
+    json j = Stat(d, "rf");
+    return j["faults"]["refault"].get<uint64_t>() > 50 && j["guest"].value("gen", 0ull) > gen_before + 2;
+  })) << Stat(d, "rf").dump();
+  s = Stat(d, "rf");
+  EXPECT_EQ(s["guest"]["errors"], 0) << s["guest"].dump();
+  EXPECT_EQ(s["faults"]["fetch_errors"], 0) << s["faults"].dump();
+}
+
 TEST(RestartTest, AVmWhoseQemuDiedMeanwhileIsReportedLostAndCleanedUp) {
   auto m = MemdProcess::Start();
   ASSERT_TRUE(m.ok()) << m.status().ToString();

@@ -22,10 +22,10 @@ class StandInVm : public MigratingVm {
   void SetFenced(const std::string&, bool) override {}
   void SetRemotePager(vm::RemotePager*) override {}
   Status AdoptStore(const std::string&, uint64_t, uint64_t, uint64_t) override { return Status::Ok(); }
-  void PersistState() override {}
+  Status PersistState() override { return Status::Ok(); }
   Result<memd::OwnerToken> HandBackStore(const std::string&) override { return Unsupported("no store"); }
   void MarkRunning(bool) override {}
-  void RecordArrival(bool) override {}
+  Status RecordArrival(bool) override { return Status::Ok(); }
 
  protected:
   qemu::VmSpec spec_;
