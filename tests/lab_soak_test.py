@@ -164,6 +164,21 @@ class Classify(unittest.TestCase):
                          ("lost-to-qemu", False, 0, 1))
         v = classify(obs({"h2": RUN}, sweep={"done": False, "waited_s": 90}, **stock))
         self.assertEqual((v["outcome"], v["vm_lost"]), ("stalled", True))  # no sign it broke inside: lost
+        # Hung inside, silently (seed 7, run 119 of session 13): QEMU says it runs the guest, which printed not
+        # one status line there. Each fact must have been read; a guest that printed and then stopped, one that
+        # QEMU holds paused, an agile VM, or a VM not moved by QEMU's own migration stays lost.
+        silent = {"done": False, "waited_s": 90, "qemu_state": "running", "status_lines": 0}
+        v = classify(obs({"h2": RUN}, sweep=silent, **stock))
+        self.assertEqual((v["outcome"], v["vm_lost"], v["lost_to_qemu"]), ("lost-to-qemu", False, True))
+        self.assertIn("hung inside", " ".join(v["notes"]))
+        for not_evidence in ({"status_lines": None}, {"status_lines": 3}, {"qemu_state": "paused"},
+                             {"qemu_state": None}):
+            v = classify(obs({"h2": RUN}, sweep={**silent, **not_evidence}, **stock))
+            self.assertEqual((v["outcome"], v["vm_lost"]), ("stalled", True), not_evidence)
+        self.assertEqual(classify(obs({"h2": RUN}, sweep=silent, mode="postcopy"))["outcome"], "stalled")
+        self.assertEqual(classify(obs({"h2": RUN}, sweep=silent, **{**stock, "mode": "postcopy"}))["outcome"],
+                         "stalled")
+        self.assertEqual(classify(obs({"h2": RUN}, sweep=silent, migrated=False, **stock))["outcome"], "stalled")
         v = classify(obs({"h2": RUN}, sweep={"done": True, "errors_new": 2}, **stock))
         self.assertEqual((v["outcome"], v["corruptions"], v["qemu_corruptions"]), ("migrated", 0, 2))
         v = classify(obs({"h2": RUN}, sweep={"done": False, "waited_s": 90, "errors_new": 1}, guest_crashed_on=["h2"]))

@@ -103,8 +103,13 @@ class Soak:
             time.sleep(1)
 
     def console(self, host, vm, lines=400):
+        text = self.console_or_none(host, vm, lines)
+        return "" if text is None else text
+
+    def console_or_none(self, host, vm, lines=400):
+        """The console's last LINES lines, or None when it could not be read (missing, not empty)."""
         rc, c = self.ctl(host, "vm", "console", vm, "--lines", str(lines), timeout=10)
-        return c.get("text", "") if rc == 0 else ""
+        return c.get("text", "") if rc == 0 else None
 
     def copies(self, vm):
         out = {}
@@ -329,7 +334,8 @@ class Soak:
                   for vm, o in obs.items() if sum(x["state"] == "running" for x in o["copies"].values()) == 1]
         swept = self.wait_swept(single, self.a.sweep_timeout)
         for vm, h in single:
-            text = self.console(h, vm)
+            read = self.console_or_none(h, vm)
+            text = read or ""
             errors = last_int(STATUS_RE, text, None)
             bad = [f"{p}:{r}" for p, r in BAD_RE.findall(text)]
             # The guest's count is cumulative (in guest memory, so it migrates); a restarted guest starts at 0.
@@ -344,6 +350,13 @@ class Soak:
                 obs[vm]["guest_crashed_on"] = [h]
             obs[vm]["sweep"] = {"done": swept[vm][0], "waited_s": swept[vm][1], "errors_new": new,
                                 "bad": " ".join(bad[-8:])}
+            if not swept[vm][0] and self.kind[vm] == "stock":
+                # Whether a stock guest hung inside (soak_verdict: lost-to-qemu, silent): QEMU's own word on
+                # whether it runs the guest (`vm stat` asks QEMU for stock VMs), taken after the wait, and how
+                # many status lines the guest printed there (None: the console could not be read).
+                after = self.stat(h, vm)
+                obs[vm]["sweep"]["qemu_state"] = after.get("state") if after else None
+                obs[vm]["sweep"]["status_lines"] = None if read is None else len(STATUS_RE.findall(read))
         namespaces = self.memd_namespaces()
         rec["memd_namespaces"] = len(namespaces) if namespaces is not None else None
         live_ns = set()

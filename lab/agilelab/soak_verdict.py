@@ -27,7 +27,11 @@ table and the JSON object. The rules, each a line below:
     agiled never reads or writes) whose guest broke inside (panic, oops, BUG,
     memverify dying, on a console) after it was moved by one of QEMU's own
     modes, with no running copy or a running one that no longer sweeps, is
-    `lost-to-qemu`; bad pages such a guest reports are `corruptions_by_qemu`:
+    `lost-to-qemu`; so is one whose QEMU, asked after the soak's wait, says it
+    runs the guest while the guest printed not one status line on that
+    console since QEMU's own migration brought it there (it hung inside,
+    silently: soak seed 7, run 113 of session 12 and run 119 of session 13);
+    bad pages such a guest reports are `corruptions_by_qemu`:
     QEMU 7.2's RAM migration under TCG breaks stock guests on this machine
     with no agiled at all (docs/reliability.md, finding 2,
     scripts/qemu-migration-check.py). Counted apart (`vms_lost_to_qemu`) as
@@ -88,6 +92,14 @@ def _broken_by_qemus_own_migration(obs, crashed=True):
             and (bool(obs.get("guest_crashed_on")) or not crashed))
 
 
+def _hung_after_qemus_own_migration(obs):
+    """A stock guest moved by QEMU's own RAM migration that QEMU says it runs, yet that printed no status line on
+    its new console: it hung inside. Both facts must have been read; a sample that could not be is no evidence."""
+    sweep = obs.get("sweep") or {}
+    return (_broken_by_qemus_own_migration(obs, crashed=False) and sweep.get("qemu_state") == "running"
+            and sweep.get("status_lines") == 0)
+
+
 def classify(obs):
     copies = obs.get("copies") or {}
     running = sorted(h for h, c in copies.items() if c.get("state") == "running")
@@ -135,6 +147,11 @@ def classify(obs):
             v["lost_to_qemu"] = True
             notes.append(f"no whole memverify sweep within {sweep.get('waited_s', '?')} s; the guest broke inside "
                          f"(its console on {host}) after QEMU's own migration")
+        elif not sweep.get("done") and _hung_after_qemus_own_migration(obs):
+            v["outcome"] = "lost-to-qemu"
+            v["lost_to_qemu"] = True
+            notes.append(f"no whole memverify sweep within {sweep.get('waited_s', '?')} s; QEMU on {host} says the "
+                         "guest runs, but it printed no status line there after QEMU's own migration (it hung inside)")
         elif not sweep.get("done") and _lost_its_source_after_switchover(obs, host):
             v["outcome"] = "stalled-needs-recover"
             v["stranded"] = True
