@@ -63,7 +63,9 @@ TEST(LibvirtArgvTest, RewritesOnlyTheRamPathAndAddsOurQmp) {
   EXPECT_EQ(obj["size"], 268435456);
   EXPECT_EQ(obj["id"], "pc.ram");
   for (size_t i = 0; i < argv.size(); ++i) {
-    if (i != 13) EXPECT_EQ(out[i], argv[i]) << "argument " << i << " changed";
+    if (i != 13) {
+      EXPECT_EQ(out[i], argv[i]) << "argument " << i << " changed";
+    }
   }
   EXPECT_EQ(out[argv.size()], "-qmp");
   EXPECT_EQ(out[argv.size() + 1], "unix:/run/agile/vms/lv1/qmp.sock,server=on,wait=off");

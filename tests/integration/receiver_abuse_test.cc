@@ -48,7 +48,9 @@ class ReceiverAbuseTest : public ::testing::Test {
     std::vector<uint8_t> payload;
     auto hdr = wire::ReadFrame(fd->get(), wire::kMigMagic, wire::kMigVersion, wire::kMigMaxPayload, &payload);
     EXPECT_TRUE(hdr.ok()) << hdr.status().ToString();
-    if (hdr.ok()) EXPECT_EQ(hdr->type, static_cast<uint16_t>(wire::MigMsg::kHelloAck)) << wire::MigMsgName(hdr->type);
+    if (hdr.ok()) {
+      EXPECT_EQ(hdr->type, static_cast<uint16_t>(wire::MigMsg::kHelloAck)) << wire::MigMsgName(hdr->type);
+    }
     EXPECT_TRUE(d_->Call("vm.stat", {{"name", vm}}).ok()) << "no incoming VM after HELLO_ACK";
     return std::move(fd).value();
   }
@@ -62,7 +64,9 @@ class ReceiverAbuseTest : public ::testing::Test {
       if (hdr->type == static_cast<uint16_t>(wire::MigMsg::kAbort)) {
         auto why = wire::DecodeAbort(payload);
         EXPECT_TRUE(why.ok());
-        if (why.ok()) EXPECT_NE(why->find("not valid"), std::string::npos) << *why;
+        if (why.ok()) {
+          EXPECT_NE(why->find("not valid"), std::string::npos) << *why;
+        }
       }
     }
     EXPECT_TRUE(WaitFor(30, [&] { return d_->Call("vm.stat", {{"name", vm}}).status().code() == Code::kNotFound; }))
