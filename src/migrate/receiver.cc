@@ -449,6 +449,13 @@ Status Receiver::DoSwitchover(const std::vector<uint8_t>& payload) {
       if (arrival.joinable()) arrival.join();  // the window a test kills in starts with the record written
       HoldBeforeCont();
     }
+    if (FaultPoint("delay-before-cont")) {
+      // Tests: SWITCHOVER taken, its ACK 5 s late: the source waits for it
+      // past its commit point, where a cancel must not end the migration.
+      spdlog::critical("AGILE_FAULT=delay-before-cont: holding vm {} 5 s before cont", spec_.name);
+      SetStatus("device", "delayed-before-cont", {{"fault", "delay-before-cont"}});
+      std::this_thread::sleep_for(std::chrono::seconds(5));
+    }
     Status s = WaitIncomingDone(vm_.get(), peer_.timeouts.device_state_ms);
     if (arrival.joinable()) arrival.join();
     // Not recorded as arrived: a restart would drop a copy that may have

@@ -588,8 +588,20 @@ Status Sender::Switchover() {
   if (stream_) stream_->RetryStoreReadsFor(opt_.timeouts.migrate_peer_ms / 2);
   AGILE_RETURN_IF_ERROR(ch_->Send(f));
   std::unique_lock<std::mutex> l(mu_);
-  const bool answered =
-      WaitPeer(l, opt_.timeouts.migrate_peer_ms, /*cancellable=*/true, [&] { return got_ack_ || !peer_status_.ok(); });
+  // With pages to follow (post-copy, agile's tail) a cancel is not taken
+  // past this point: the destination may run the VM on pages only here. A
+  // cancel that came as SWITCHOVER left, before the job said post-copy and
+  // the API refused it, ended this wait and with it the link, leaving the
+  // destination running on 36217 missing pages (soak seed 7, run 104 of
+  // session 13). Without them a cancel only stops the wait: the VM stays
+  // paused and fenced here, its state there unknown.
+  const bool pages_follow = record_saved_;
+  const bool answered = WaitPeer(l, opt_.timeouts.migrate_peer_ms, /*cancellable=*/!pages_follow,
+                                 [&] { return got_ack_ || !peer_status_.ok(); });
+  if (pages_follow && opt_.cancel && opt_.cancel->exchange(false))
+    spdlog::warn("vm {}: a cancel that came as SWITCHOVER left is not taken: past the commit point the VM may run at "
+                 "{} on pages only here, so the migration goes on (recovering if the link is lost)",
+                 report_.vm, dest_id_);
   // The destination closes the connection right after a final ACK: the ACK
   // decides, not what the reader saw afterwards.
   if (!got_ack_) {
