@@ -594,13 +594,15 @@ Status Sender::Switchover() {
   // the API refused it, ended this wait and with it the link, leaving the
   // destination running on 36217 missing pages (soak seed 7, run 104 of
   // session 13). Without them a cancel only stops the wait: the VM stays
-  // paused and fenced here, its state there unknown.
+  // paused and fenced here, its state there unknown. The cancel is dropped
+  // once the ACK is here (the post-copy runs); without an ACK it stays, and
+  // ends the recovery wait as a cancel (or agiled stopping) always has.
   const bool pages_follow = record_saved_;
   const bool answered = WaitPeer(l, opt_.timeouts.migrate_peer_ms, /*cancellable=*/!pages_follow,
                                  [&] { return got_ack_ || !peer_status_.ok(); });
-  if (pages_follow && opt_.cancel && opt_.cancel->exchange(false))
+  if (pages_follow && got_ack_ && opt_.cancel && opt_.cancel->exchange(false))
     spdlog::warn("vm {}: a cancel that came as SWITCHOVER left is not taken: past the commit point the VM may run at "
-                 "{} on pages only here, so the migration goes on (recovering if the link is lost)",
+                 "{} on pages only here, so the post-copy goes on",
                  report_.vm, dest_id_);
   // The destination closes the connection right after a final ACK: the ACK
   // decides, not what the reader saw afterwards.
