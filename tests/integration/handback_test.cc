@@ -47,6 +47,11 @@ class HandBackTest : public ::testing::TestWithParam<std::string> {
     b_ = std::move(b).value();
   }
 
+  // vm.migrate of `vm` to the destination, in this test's mode.
+  json MigrateArgs(const std::string& vm) const {
+    return {{"name", vm}, {"to", "127.0.0.1:" + std::to_string(port_b_)}, {"mode", GetParam()}};
+  }
+
   // `vm` runs at the source with its checker reporting; in agile mode with
   // half of it offloaded, so the swap-store namespace (the lease) moves.
   void StartAtSource(const std::string& vm) {
@@ -180,7 +185,7 @@ TEST_P(LostSwitchoverTest, SourceLearnsByResumeThatTheVmNeverRanThereAndResumesI
   if (HasFatalFailure()) return;
   const uint64_t refaults0 = Stat(*a_, vm)["faults"].value("refault", 0ull);
   const uint64_t sweep0 = LastSweep(*a_, vm);
-  auto r = a_->Call("vm.migrate", {{"name", vm}, {"to", "127.0.0.1:" + std::to_string(port_b_)}, {"mode", GetParam()}});
+  auto r = a_->Call("vm.migrate", MigrateArgs(vm));
   ExpectTakenBack(r, vm, refaults0, sweep0);
   EXPECT_TRUE(WaitFor(30, [&] { return b_->Call("vm.list")->empty(); })) << b_->Call("vm.list")->dump();
 }
@@ -204,7 +209,7 @@ TEST_P(RestartedDestinationTest, SourceLearnsFromTheRestartedDestinationThatTheV
   const uint64_t refaults0 = Stat(*a_, vm)["faults"].value("refault", 0ull);
   const uint64_t sweep0 = LastSweep(*a_, vm);
   auto pending = std::async(std::launch::async, [&] {
-    return a_->Call("vm.migrate", {{"name", vm}, {"to", "127.0.0.1:" + std::to_string(port_b_)}, {"mode", GetParam()}});
+    return a_->Call("vm.migrate", MigrateArgs(vm));
   });
   ASSERT_TRUE(b_->process().Wait(240000)) << "the destination agiled never reached SWITCHOVER";
   ASSERT_EQ(b_->process().raw_status() >> 8, 86) << "not the fault point's exit";
@@ -236,7 +241,7 @@ TEST_P(LateAckTest, ACancelWhileTheSourceWaitsForTheAckIsNotTakenAndTheMigration
   StartAtSource(vm);
   if (HasFatalFailure()) return;
   auto pending = std::async(std::launch::async, [&] {
-    return a_->Call("vm.migrate", {{"name", vm}, {"to", "127.0.0.1:" + std::to_string(port_b_)}, {"mode", GetParam()}});
+    return a_->Call("vm.migrate", MigrateArgs(vm));
   });
   ASSERT_TRUE(WaitFor(180, [&] {
     auto s = b_->Call("vm.stat", {{"name", vm}});
