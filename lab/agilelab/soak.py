@@ -322,7 +322,11 @@ class Soak:
                             resumed = h
                             c = self.copies(vm)
                             break
-            panics = [h for h in HOSTS if not any(x["state"] == "running" for x in c.values())
+            # Only the consoles of this run's QEMUs: the migrated VM's source and destination, or where a
+            # bystander runs. Another host may still hold an earlier incarnation's console, ending in that
+            # one's panic, which says nothing about this run (soak 14 named such hosts beside the real one).
+            involved = (rec["src"], rec["dst"]) if vm == plan["vm"] else (self.where[vm],)
+            panics = [h for h in HOSTS if h in involved and not any(x["state"] == "running" for x in c.values())
                       and guest_crashed(serial_log(self.st["hosts"][h], vm))]
             obs[vm] = {"vm": vm, "kind": kind, "copies": c, "resumed": resumed, "guest_crashed_on": panics, "migrated": vm == plan["vm"],
                        "src": rec["src"] if vm == plan["vm"] else self.where[vm],

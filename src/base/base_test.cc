@@ -11,6 +11,7 @@
 #include "base/process.h"
 #include "base/size.h"
 #include "base/socket.h"
+#include "base/testing/scratch_dir.h"
 
 namespace agile {
 namespace {
@@ -94,19 +95,10 @@ TEST(ProcessTest, ReportsExitCode) {
 // before_exec said yes, and never when it refused or its caller died first.
 class ExecGateTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/agile-gate-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    marker_ = dir_ + "/ran";
-  }
-  void TearDown() override {
-    ::unlink(marker_.c_str());
-    ::rmdir(dir_.c_str());
-  }
   bool Ran() const { return ::access(marker_.c_str(), F_OK) == 0; }
   SpawnOptions Touch() const { return {.argv = {"/usr/bin/touch", marker_}}; }
-  std::string dir_, marker_;
+  ScratchDir dir_{"agile-gate"};
+  const std::string marker_ = dir_ / "ran";
 };
 
 TEST_F(ExecGateTest, RunsOnlyAfterBeforeExecReturnsWithTheChildsPid) {

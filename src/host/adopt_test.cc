@@ -19,6 +19,7 @@
 #include <fstream>
 #include <thread>
 
+#include "base/testing/scratch_dir.h"
 #include "host/managed_vm.h"
 #include "host/vm_record.h"
 
@@ -36,14 +37,11 @@ char ProcState(pid_t pid) {
 class AdoptTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/agile-adopt-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
     host_.id = "adopt-test";
-    host_.state_dir = tmpl;
-    host_.shm_root = std::string(tmpl) + "/shm";
+    host_.state_dir = scratch_.path();
+    host_.shm_root = scratch_ / "shm";
     std::filesystem::create_directories(host_.state_dir + "/vms/s1");
   }
-  void TearDown() override { std::filesystem::remove_all(host_.state_dir); }
   // A stock VM's record naming `pid` (the stand-in for its QEMU; stock: no
   // shim, so adoption goes straight to QMP, where finding 7 waited).
   VmRecord Record(pid_t pid) {
@@ -65,6 +63,7 @@ class AdoptTest : public ::testing::Test {
     }
     return pid;
   }
+  ScratchDir scratch_{"agile-adopt"};
   HostConfig host_;
 };
 

@@ -2,6 +2,7 @@
 // a writer killed with SIGKILL in mid-replace leaving the old or the new
 // record and never a mix, and every damaged form refused as Corruption.
 #include "host/vm_record.h"
+#include "base/testing/scratch_dir.h"
 
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -32,13 +33,8 @@ VmRecord Sample(uint64_t gen) {
 
 class VmRecordTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/agile-vmrec-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-  std::string dir_;
+  ScratchDir scratch_{"agile-vmrec"};
+  const std::string dir_ = scratch_.path();
 };
 
 TEST_F(VmRecordTest, RoundTrip) {

@@ -4,6 +4,7 @@
 // every torn length and flipped byte refused, and a checksummed body whose
 // fields do not add up refused too.
 #include "migrate/migration_record.h"
+#include "base/testing/scratch_dir.h"
 
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -61,13 +62,8 @@ std::string Checksummed(const std::string& body) {
 
 class MigrationRecordTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/agile-migrec-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-  std::string dir_;
+  ScratchDir scratch_{"agile-migrec"};
+  const std::string dir_ = scratch_.path();
 };
 
 TEST_F(MigrationRecordTest, RoundTripOfBothRoles) {

@@ -13,6 +13,7 @@
 #include <future>
 #include <thread>
 
+#include "base/testing/scratch_dir.h"
 #include "migrate/channel.h"
 #include "migrate/page_requester.h"
 #include "migrate/receiver.h"
@@ -112,9 +113,8 @@ TEST(RecoveryBoard, ADroppedMigrationNeverRanForItsOwnSourceOnly) {
 // (Arrived) is gone; a VM that runs here is never said to have never run.
 TEST(RecoveryBoard, DroppedAndArrivingRecordsOutliveTheBoard) {
   namespace fs = std::filesystem;
-  char tmpl[] = "/tmp/agile-recovery-board-XXXXXX";
-  ASSERT_NE(::mkdtemp(tmpl), nullptr);
-  const std::string dir = std::string(tmpl) + "/recovery";  // created on first use
+  ScratchDir state_dir("agile-recovery-board");
+  const std::string dir = state_dir / "recovery";  // created on first use
   {
     RecoveryBoard board(dir);
     ASSERT_TRUE(board.Dropped("vm1", {0x1111, 0x2222, "hostA", nullptr, "ns-1", wire::MigMode::kAgile}).ok());
@@ -152,7 +152,6 @@ TEST(RecoveryBoard, DroppedAndArrivingRecordsOutliveTheBoard) {
   RecoveryBoard memory_only;
   EXPECT_TRUE(memory_only.Arriving("vm7", {1, 2, "hostA", nullptr}).ok());
   EXPECT_EQ(memory_only.LoadDropped(none), 0u);
-  fs::remove_all(tmpl);
 }
 
 TEST(RecoveryBoard, CloseTellsEveryWaitingMigrationToStopWaiting) {

@@ -19,6 +19,7 @@
 
 #include "base/io.h"
 #include "base/socket.h"
+#include "base/testing/scratch_dir.h"
 #include "wire/frame_stream.h"
 #include "store/memd_client.h"
 #include "store/memd_server.h"
@@ -40,19 +41,6 @@ std::vector<uint8_t> MakePage(uint64_t index, uint32_t version = 0) {
   }
   return p;
 }
-
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/memd-durable-XXXXXX";
-    path_ = ::mkdtemp(tmpl);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 std::unique_ptr<PageStore> Open(const std::string& dir, uint64_t capacity = 256ull << 20) {
   PageStore::Options o;
@@ -112,7 +100,7 @@ void WriteFile(const std::string& path, const std::vector<uint8_t>& b) {
 // replay keeps every other page, drops exactly that one (never serving its
 // older version), and RECLAIM names it.
 TEST(MemdDurability, CorruptJournalByteLosesExactlyThatPage) {
-  TempDir pristine;
+  ScratchDir pristine("memd-durable");
   OwnerToken t;
   {
     auto s = Open(pristine.path());
@@ -128,7 +116,7 @@ TEST(MemdDurability, CorruptJournalByteLosesExactlyThatPage) {
   auto [at, size] = recs[1 + 40];    // page 17, version 1
   for (size_t b = 0; b < size; ++b) {
     SCOPED_TRACE("damaged byte " + std::to_string(b) + " of the record");
-    TempDir dir;
+    ScratchDir dir("memd-durable");
     fs::copy(pristine.path(), dir.path(), fs::copy_options::recursive | fs::copy_options::overwrite_existing);
     fs::remove(dir.path() + "/LOCK");
     auto bad = good;
@@ -154,7 +142,7 @@ TEST(MemdDurability, CorruptJournalByteLosesExactlyThatPage) {
 // A loss is remembered across restarts and compaction until the page is
 // stored again; a later PUT of it clears it.
 TEST(MemdDurability, LossOutlivesRestartAndCompactionUntilStoredAgain) {
-  TempDir dir;
+  ScratchDir dir("memd-durable");
   OwnerToken t;
   {
     auto s = Open(dir.path());
@@ -196,7 +184,7 @@ TEST(MemdDurability, LossOutlivesRestartAndCompactionUntilStoredAgain) {
 // A damaged record that names no page (its guard is gone too) is skipped,
 // the rest kept, and the loss reported as unknown.
 TEST(MemdDurability, UnattributableDamageIsReportedAsUnknown) {
-  TempDir dir;
+  ScratchDir dir("memd-durable");
   OwnerToken t;
   {
     auto s = Open(dir.path());
@@ -220,7 +208,7 @@ using testing::MemdProcess;
 // in the middle; the restarted one has every page whose PUT was acknowledged,
 // with its acknowledged bytes.
 TEST(MemdDurability, EveryAcknowledgedPageSurvivesKillDashNine) {
-  TempDir dir;
+  ScratchDir dir("memd-durable");
   OwnerToken token;
   std::mutex mu;
   std::map<uint64_t, uint32_t> acked;  // index -> version acknowledged last
@@ -284,7 +272,7 @@ TEST(MemdDurability, EveryAcknowledgedPageSurvivesKillDashNine) {
 
 // Concurrent sessions share fdatasyncs: far fewer group commits than PUTs.
 TEST(MemdDurability, ConcurrentPutsShareGroupCommits) {
-  TempDir dir;
+  ScratchDir dir("memd-durable");
   auto s = Open(dir.path());
   auto t = *s->Claim("host-a", "vm-1");
   constexpr int kThreads = 4, kPuts = 200;
@@ -360,7 +348,7 @@ std::vector<uint8_t> PutFrames(uint64_t first_id, OwnerToken t, uint64_t first, 
 // goes on reading and applying the PUTs pipelined behind it (so the next
 // commit covers them all), with their replies held too, in order.
 TEST(MemdDurability, APutIsAcknowledgedOnlyAfterItsCommit) {
-  TempDir dir;
+  ScratchDir dir("memd-durable");
   CommitGate gate;
   auto store = OpenGated(dir.path(), &gate);
   ASSERT_NE(store, nullptr);
@@ -419,7 +407,7 @@ TEST(MemdDurability, APutIsAcknowledgedOnlyAfterItsCommit) {
 // later change is ever acknowledged either (the kernel reports a writeback
 // error once and no longer knows which pages it lost).
 TEST(MemdDurability, AFailedCommitAcknowledgesNothingEver) {
-  TempDir dir;
+  ScratchDir dir("memd-durable");
   CommitGate gate;
   gate.Open(Internal("injected fdatasync failure (EIO)"));
   auto store = OpenGated(dir.path(), &gate);
@@ -458,7 +446,7 @@ TEST(MemdDurability, AFailedCommitAcknowledgesNothingEver) {
 // also after a restart.
 TEST(MemdDurability, FullDiskIsNoSpaceOverTheWire) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a tmpfs";
-  TempDir mnt;
+  ScratchDir mnt("memd-durable");
   ASSERT_EQ(::mount("durable-test", mnt.path().c_str(), "tmpfs", 0, "size=2m"), 0) << std::strerror(errno);
   struct Unmount {
     std::string p;

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "base/io.h"
+#include "base/testing/scratch_dir.h"
 
 namespace agile::memd {
 namespace {
@@ -99,19 +100,6 @@ std::unique_ptr<PageStore> OpenStore(uint64_t capacity = 64 * kMiB, std::string 
   EXPECT_TRUE(s.ok()) << s.status().ToString();
   return std::move(s).value();
 }
-
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/memd-test-XXXXXX";
-    path_ = ::mkdtemp(tmpl);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 TEST(PageStore, PutGetDeleteRoundTrip) {
   auto s = OpenStore();
@@ -360,7 +348,7 @@ TEST(PageStore, PinnedPagesOutliveTheirNamespace) {
 // ---- Persistence --------------------------------------------------------------
 
 TEST(PageStorePersistence, PagesAndTokenSurviveReopen) {
-  TempDir dir;
+  ScratchDir dir("memd-test");
   OwnerToken t1, t2;
   {
     auto s = OpenStore(64 * kMiB, dir.path());
@@ -394,7 +382,7 @@ TEST(PageStorePersistence, PagesAndTokenSurviveReopen) {
 
 // On disk, GetPinned reads the pages out (hash-checked) into its own buffer.
 TEST(PageStorePersistence, PinnedPagesAreReadCopies) {
-  TempDir dir;
+  ScratchDir dir("memd-test");
   auto s = OpenStore(64 * kMiB, dir.path());
   auto t = *s->Claim("host-a", "vm-1");
   Pages p = Range(0, 8);
@@ -412,7 +400,7 @@ TEST(PageStorePersistence, PinnedPagesAreReadCopies) {
 }
 
 TEST(PageStorePersistence, SyncEachWriteMode) {
-  TempDir dir;
+  ScratchDir dir("memd-test");
   OwnerToken t;
   {
     auto s = OpenStore(64 * kMiB, dir.path(), /*sync=*/true);
@@ -427,7 +415,7 @@ TEST(PageStorePersistence, SyncEachWriteMode) {
 }
 
 TEST(PageStorePersistence, SecondStoreOnSameDirIsRefused) {
-  TempDir dir;
+  ScratchDir dir("memd-test");
   auto s = OpenStore(64 * kMiB, dir.path());
   PageStore::Options o;
   o.data_dir = dir.path();
@@ -436,7 +424,7 @@ TEST(PageStorePersistence, SecondStoreOnSameDirIsRefused) {
 }
 
 TEST(PageStorePersistence, TornJournalTailIsCut) {
-  TempDir dir;
+  ScratchDir dir("memd-test");
   OwnerToken t;
   {
     auto s = OpenStore(64 * kMiB, dir.path());
@@ -461,7 +449,7 @@ TEST(PageStorePersistence, TornJournalTailIsCut) {
 }
 
 TEST(PageStorePersistence, CorruptPageIsReportedNeverReturned) {
-  TempDir dir;
+  ScratchDir dir("memd-test");
   OwnerToken t;
   {
     auto s = OpenStore(64 * kMiB, dir.path());
@@ -484,7 +472,7 @@ TEST(PageStorePersistence, CorruptPageIsReportedNeverReturned) {
 }
 
 TEST(PageStorePersistence, CorruptJournalHeaderFailsLoudly) {
-  TempDir dir;
+  ScratchDir dir("memd-test");
   {
     auto s = OpenStore(64 * kMiB, dir.path());
     ASSERT_TRUE(s->Claim("host-a", "vm-1").ok());
@@ -501,7 +489,7 @@ TEST(PageStorePersistence, CorruptJournalHeaderFailsLoudly) {
 }
 
 TEST(PageStorePersistence, LeftoversOfACrashAreRemoved) {
-  TempDir dir;
+  ScratchDir dir("memd-test");
   for (const char* name : {"/orphan.pages", "/vm-9.index.tmp"}) {
     UniqueFd fd(::open((dir.path() + name).c_str(), O_CREAT | O_WRONLY, 0600));
     ASSERT_TRUE(fd.valid());
@@ -513,7 +501,7 @@ TEST(PageStorePersistence, LeftoversOfACrashAreRemoved) {
 }
 
 TEST(PageStorePersistence, LongJournalIsCompacted) {
-  TempDir dir;
+  ScratchDir dir("memd-test");
   OwnerToken t;
   std::string journal = dir.path() + "/vm-1.index";
   {
@@ -541,7 +529,7 @@ TEST(PageStorePersistence, LongJournalIsCompacted) {
 // append them after it (they could name slots reused since). After a
 // restart every page has its last version.
 TEST(PageStorePersistence, CompactionDuringGroupCommitsKeepsTheLastVersions) {
-  TempDir dir;
+  ScratchDir dir("memd-test");
   OwnerToken t;
   {
     auto s = OpenStore(64 * kMiB, dir.path());

@@ -9,25 +9,14 @@
 #include <cstring>
 #include <filesystem>
 
+#include "base/testing/scratch_dir.h"
+
 namespace agile::memd {
 namespace {
 
 namespace fs = std::filesystem;
 
 std::vector<uint8_t> Page(uint8_t fill) { return std::vector<uint8_t>(kPageSize, fill); }
-
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/memd-ns-XXXXXX";
-    path_ = ::mkdtemp(tmpl);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 VmNamespace::Options Deferred(const std::string& dir) { return {dir, false, /*defer_journal=*/true}; }
 
@@ -52,7 +41,7 @@ std::optional<std::vector<uint8_t>> Replayed(const std::string& dir, uint64_t in
 // A PUT staged after PrepareSync is not written by that commit: its record
 // reaches the journal only with the next commit, after its data's sync.
 TEST(VmNamespaceGroupCommit, RecordsOfLaterChangesWaitForTheNextCommit) {
-  TempDir dir;
+  ScratchDir dir("memd-ns");
   auto ns = std::move(VmNamespace::Create(Deferred(dir.path()), "vm-1", "host-a", OwnerToken{1, 2, 3})).value();
   const std::string journal = dir.path() + "/vm-1.index";
   ASSERT_TRUE(Put(*ns, 7, Page(1)).ok());
@@ -75,7 +64,7 @@ TEST(VmNamespaceGroupCommit, RecordsOfLaterChangesWaitForTheNextCommit) {
 // would point page 7 back at the slot its newer version retired, which the
 // compaction freed and page 9 then took.
 TEST(VmNamespaceGroupCommit, CompactionMidCommitIsNotUndoneByStaleRecords) {
-  TempDir dir;
+  ScratchDir dir("memd-ns");
   auto ns = std::move(VmNamespace::Create(Deferred(dir.path()), "vm-1", "host-a", OwnerToken{1, 2, 3})).value();
   ASSERT_TRUE(Put(*ns, 7, Page(1)).ok());
   auto plan = std::move(ns->PrepareSync()).value();  // takes "7 -> slot 0"
@@ -93,7 +82,7 @@ TEST(VmNamespaceGroupCommit, CompactionMidCommitIsNotUndoneByStaleRecords) {
 // A failed commit puts its records back in front of those staged since, so
 // the next good sync writes them all, in order.
 TEST(VmNamespaceGroupCommit, AFailedCommitsRecordsAreWrittenByTheNext) {
-  TempDir dir;
+  ScratchDir dir("memd-ns");
   auto ns = std::move(VmNamespace::Create(Deferred(dir.path()), "vm-1", "host-a", OwnerToken{1, 2, 3})).value();
   ASSERT_TRUE(Put(*ns, 7, Page(1)).ok());
   ASSERT_TRUE(Put(*ns, 8, Page(1)).ok());

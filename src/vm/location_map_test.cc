@@ -13,19 +13,15 @@
 #include <fstream>
 
 #include "base/io.h"
+#include "base/testing/scratch_dir.h"
 
 namespace agile::vm {
 namespace {
 
 class LocationMapTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/agile-locmap-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    path_ = dir_ + "/locations";
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
+  ScratchDir dir_{"agile-locmap"};
+  const std::string path_ = dir_ / "locations";
   void FlipByte(off_t at) {
     int fd = ::open(path_.c_str(), O_RDWR);
     ASSERT_GE(fd, 0);
@@ -35,7 +31,6 @@ class LocationMapTest : public ::testing::Test {
     ASSERT_TRUE(PwriteFull(fd, &b, 1, at).ok());
     ::close(fd);
   }
-  std::string dir_, path_;
 };
 
 TEST_F(LocationMapTest, BitsSetAndClearedAreReadBackByTheNextOpener) {

@@ -22,6 +22,7 @@
 #include "vm/location_map.h"
 #include "base/io.h"
 #include "base/socket.h"
+#include "base/testing/scratch_dir.h"
 #include "vm/testing/guest_process.h"
 #include "vm/testing/map_source.h"
 
@@ -50,14 +51,9 @@ size_t Evict(GuestMemory& mem, MapSource* store, uint64_t first, uint64_t count)
 
 class ShimReconnectTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/agile-reconnect-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    map_path_ = dir_ + "/locations";
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-  std::string dir_, map_path_;
+  ScratchDir scratch_{"agile-reconnect"};
+  const std::string dir_ = scratch_.path();
+  const std::string map_path_ = dir_ + "/locations";
 };
 
 TEST_F(ShimReconnectTest, VmSurvivesAgiledRestartAndOffloadedPagesComeBack) {
