@@ -6,7 +6,9 @@ watched for 15 s for a guest kernel crash or a memverify error. One JSON line
 per trial. Needs the guest image (make guest).
 
 Usage: scripts/qemu-migration-check.py CONFIG TRIALS [GUEST_DIR] [OUT_DIR]
-CONFIG: plain | multifd | auto-converge | tuned (multifd + auto-converge)."""
+CONFIG: plain | multifd | auto-converge | tuned (multifd + auto-converge).
+QEMU_ACCEL (environment): the -accel value of both QEMUs, default tcg (multi-threaded
+TCG); e.g. QEMU_ACCEL=tcg,thread=single for single-threaded TCG."""
 import json, os, re, socket, subprocess, sys, time
 
 G = sys.argv[3] if len(sys.argv) > 3 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build", "guest")
@@ -35,7 +37,7 @@ class Qmp:
             if "error" in r: raise RuntimeError(f"{c}: {r['error']}")
 
 def qemu(d, name, incoming, seed):
-    argv = ["/usr/bin/qemu-system-x86_64", "-name", name, "-machine", "q35", "-accel", "tcg", "-smp", "1", "-m", "256M",
+    argv = ["/usr/bin/qemu-system-x86_64", "-name", name, "-machine", "q35", "-accel", os.environ.get("QEMU_ACCEL", "tcg"), "-smp", "1", "-m", "256M",
             "-kernel", f"{G}/vmlinuz", "-initrd", f"{G}/initrd.img", "-append",
             f"console=ttyS0 quiet panic=-1 agile.workload=memverify memverify.rate=4000 memverify.seed={seed} memverify.size_mib=48",
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-serial", f"file:{d}/{name}.serial",
@@ -75,7 +77,7 @@ def trial(cfg, n):
         con = open(f"{d}/dst.serial", errors="replace").read()
         crash = bool(re.search(r"Kernel panic|BUG:|Oops|general protection|Segmentation fault", con))
         errs = [int(x) for x in re.findall(r"errors=(\d+)", con)]
-        print(json.dumps({"config": cfg, "trial": n, "status": st["status"], "downtime": st.get("downtime"),
+        print(json.dumps({"config": cfg, "accel": os.environ.get("QEMU_ACCEL", "tcg"), "trial": n, "status": st["status"], "downtime": st.get("downtime"),
                           "crash": crash, "max_errors": max(errs) if errs else None,
                           "dst_alive": procs[1].poll() is None, "dir": d}), flush=True)
     finally:
