@@ -7,7 +7,6 @@
 
 #include <fcntl.h>
 #include <cstring>
-#include <filesystem>
 #include <map>
 #include <thread>
 #include <mutex>
@@ -15,6 +14,7 @@
 
 #include "base/io.h"
 #include "base/process.h"
+#include "base/testing/scratch_dir.h"
 #include "vm/testing/guest_process.h"
 
 namespace agile::vm {
@@ -177,9 +177,8 @@ TEST(FaultServerTest, MissingSourcePageStallsInsteadOfZeroFilling) {
 }
 
 TEST(FaultServerTest, ProcessWithoutAgiledRefusesToRun) {
-  char tmpl[] = "/dev/shm/agile-test-XXXXXX";
-  ASSERT_NE(::mkdtemp(tmpl), nullptr);
-  std::string ram = std::string(tmpl) + "/ram";
+  ScratchDir dir("agile-test", "/dev/shm");  // the RAM file on tmpfs, as agiled keeps it
+  std::string ram = dir / "ram";
   int fd = ::open(ram.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   ASSERT_GE(fd, 0);
   ASSERT_EQ(::ftruncate(fd, 1 << 20), 0);
@@ -189,7 +188,7 @@ TEST(FaultServerTest, ProcessWithoutAgiledRefusesToRun) {
   SpawnOptions o;
   o.argv = {AGILE_SHM_GUEST_PATH, ram, "256"};
   o.env = {std::string("LD_PRELOAD=") + AGILE_SHIM_PATH, "AGILE_RAM_PATH=" + ram,
-           std::string("AGILE_SHIM_SOCK=") + tmpl + "/nobody.sock"};
+           "AGILE_SHIM_SOCK=" + (dir / "nobody.sock")};
   o.stderr_fd = err[1];
   auto p = Spawn(o);
   ::close(err[1]);
@@ -200,7 +199,6 @@ TEST(FaultServerTest, ProcessWithoutAgiledRefusesToRun) {
   (void)!::read(err[0], buf, sizeof(buf) - 1);
   ::close(err[0]);
   EXPECT_NE(std::string(buf).find("cannot reach agiled"), std::string::npos) << buf;
-  std::filesystem::remove_all(tmpl);
 }
 
 }  // namespace
