@@ -12,6 +12,7 @@ TCG); e.g. QEMU_ACCEL=tcg,thread=single for single-threaded TCG."""
 import json, os, re, socket, subprocess, sys, time
 
 G = sys.argv[3] if len(sys.argv) > 3 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build", "guest")
+ACCEL = os.environ.get("QEMU_ACCEL", "tcg")
 OUT = sys.argv[4] if len(sys.argv) > 4 else "/tmp/agile-qemu-migration-check"
 CONFIGS = {
     "plain": {},
@@ -37,7 +38,7 @@ class Qmp:
             if "error" in r: raise RuntimeError(f"{c}: {r['error']}")
 
 def qemu(d, name, incoming, seed):
-    argv = ["/usr/bin/qemu-system-x86_64", "-name", name, "-machine", "q35", "-accel", os.environ.get("QEMU_ACCEL", "tcg"), "-smp", "1", "-m", "256M",
+    argv = ["/usr/bin/qemu-system-x86_64", "-name", name, "-machine", "q35", "-accel", ACCEL, "-smp", "1", "-m", "256M",
             "-kernel", f"{G}/vmlinuz", "-initrd", f"{G}/initrd.img", "-append",
             f"console=ttyS0 quiet panic=-1 agile.workload=memverify memverify.rate=4000 memverify.seed={seed} memverify.size_mib=48",
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-serial", f"file:{d}/{name}.serial",
@@ -77,7 +78,7 @@ def trial(cfg, n):
         con = open(f"{d}/dst.serial", errors="replace").read()
         crash = bool(re.search(r"Kernel panic|BUG:|Oops|general protection|Segmentation fault", con))
         errs = [int(x) for x in re.findall(r"errors=(\d+)", con)]
-        print(json.dumps({"config": cfg, "accel": os.environ.get("QEMU_ACCEL", "tcg"), "trial": n, "status": st["status"], "downtime": st.get("downtime"),
+        print(json.dumps({"config": cfg, "accel": ACCEL, "trial": n, "status": st["status"], "downtime": st.get("downtime"),
                           "crash": crash, "max_errors": max(errs) if errs else None,
                           "dst_alive": procs[1].poll() is None, "dir": d}), flush=True)
     finally:
