@@ -88,5 +88,7 @@ def trial(cfg, n):
 
 
 if __name__ == "__main__":
+    if len(sys.argv) < 3 or sys.argv[1] not in CONFIGS or not sys.argv[2].isdigit():
+        sys.exit(__doc__)
     for n in range(int(sys.argv[2])):
         trial(sys.argv[1], n)
